@@ -1,0 +1,5 @@
+import sys
+
+from noderecover.cli import main
+
+sys.exit(main())

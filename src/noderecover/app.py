@@ -1,0 +1,170 @@
+"""Wiring: kube client, watches, leader election, HTTP, events, signals. No decisions here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+from pathlib import Path
+
+import anyio
+from kubernetes_asyncio import config as kconfig
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from noderecover import __version__
+from noderecover.clock import Clock, SystemClock
+from noderecover.config import BadFlag, Config
+from noderecover.controller import Controller
+from noderecover.election import ElectionConfig, LeaderElector, default_identity
+from noderecover.events import EventRecorder
+from noderecover.httpserver import HttpServer
+from noderecover.kube import KubeClient, Timeouts
+from noderecover.metrics import BUILD_INFO
+
+log = logging.getLogger("noderecover")
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def in_cluster() -> bool:
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+async def load_client(cfg: Config) -> ApiClient:
+    """An ApiClient from --kubeconfig, in-cluster config, $KUBECONFIG or ~/.kube/config.
+
+    Raises BadFlag naming the kubeconfig when it cannot be read or parsed.
+    """
+    conf = Configuration()
+    if cfg.kubeconfig is None and in_cluster():
+        kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+        return ApiClient(conf)
+    path = (
+        cfg.kubeconfig
+        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+        or str(Path.home() / ".kube" / "config")
+    )
+    if not os.access(path, os.R_OK):
+        raise BadFlag(f"--kubeconfig: cannot read {path}")
+    try:
+        await kconfig.load_kube_config(
+            config_file=path, context=cfg.context, client_configuration=conf, persist_config=False
+        )
+    except Exception as exc:  # the loader raises many types for bad files
+        raise BadFlag(f"--kubeconfig: {path}: {str(exc).splitlines()[0][:200]}") from None
+    return ApiClient(conf)
+
+
+def lease_namespace(cfg: Config) -> str:
+    if cfg.lease_namespace:
+        return cfg.lease_namespace
+    if ns := os.environ.get("POD_NAMESPACE"):
+        return ns
+    try:
+        return SA_NAMESPACE.read_text().strip() or "kube-system"
+    except OSError:
+        return "kube-system"
+
+
+class _StopGate:
+    """The act-gate: leadership (if elected) and not shutting down."""
+
+    def __init__(self, elector: LeaderElector | None) -> None:
+        self._elector = elector
+        self.stopping = False
+
+    def may_act(self) -> bool:
+        if self.stopping:
+            return False
+        return self._elector is None or self._elector.may_act()
+
+
+class _Health:
+    def __init__(
+        self,
+        controller: Controller,
+        elector: LeaderElector | None,
+        clock: Clock,
+        retry_period: float,
+    ) -> None:
+        self._c = controller
+        self._e = elector
+        self._clock = clock
+        self._retry = retry_period
+
+    def readiness(self) -> tuple[bool, str]:
+        return self._c.readiness()
+
+    def liveness(self) -> tuple[bool, str]:
+        ok, why = self._c.liveness()
+        if not ok:
+            return ok, why
+        if self._e is not None:
+            idle = self._clock.monotonic() - self._e.last_activity
+            if idle > max(60.0, 10 * self._retry):
+                return False, f"leader elector idle for {idle:.0f}s"
+        return True, "ok"
+
+
+async def run(cfg: Config, clock: Clock | None = None) -> int:
+    """`noderecover run`: returns the exit code."""
+    clock = clock or SystemClock()
+    BUILD_INFO.info({"version": __version__})
+    api = await load_client(cfg)
+    kube = KubeClient(api, Timeouts(request=cfg.api_timeout, stream_read=cfg.watch_silence))
+    identity = default_identity()
+    elect = cfg.leader_elect if cfg.leader_elect is not None else in_cluster()
+    elector: LeaderElector | None = None
+    if elect:
+        ecfg = ElectionConfig(
+            lease_name=cfg.lease_name,
+            lease_namespace=lease_namespace(cfg),
+            lease_duration=cfg.lease_duration,
+            renew_deadline=cfg.renew_deadline,
+            retry_period=cfg.retry_period,
+        )
+        elector = LeaderElector(kube, clock, ecfg, identity, random.Random())
+    gate = _StopGate(elector)
+    events = EventRecorder(kube, clock, identity)
+    controller = Controller(kube, clock, cfg, gate=gate, events=events)
+    http = HttpServer(cfg.http_bind, _Health(controller, elector, clock, cfg.retry_period), clock)
+    log.info(
+        "noderecover %s starting: identity=%s leader-elect=%s dry-run=%s grace=%.0fs removal=%s",
+        __version__,
+        identity,
+        elect,
+        cfg.dry_run,
+        cfg.grace,
+        cfg.removal,
+    )
+    await http.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_signals, tg.cancel_scope, gate, controller, cfg)
+            tg.start_soon(controller.watch)
+            tg.start_soon(events.run)
+            if elector is not None:
+                tg.start_soon(elector.run, controller.lead)
+            else:
+                tg.start_soon(controller.lead)
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await http.stop()
+            await kube.close()
+    log.info("noderecover stopped")
+    return 0
+
+
+async def _signals(
+    scope: anyio.CancelScope, gate: _StopGate, controller: Controller, cfg: Config
+) -> None:
+    """SIGTERM/SIGINT: no new writes, let in-flight calls finish (bounded), then stop all."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            gate.stopping = True
+            with anyio.move_on_after(cfg.api_timeout + 1.0):
+                await controller.wait_idle()
+            scope.cancel()
+            return

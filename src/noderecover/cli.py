@@ -1,0 +1,57 @@
+"""Command line: `noderecover run`, `noderecover --version`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import anyio
+
+from noderecover import __version__
+from noderecover.config import BadFlag, add_run_flags, build_config
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line naming what is wrong (argparse's default adds a usage block).
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="noderecover", description=__doc__)
+    p.add_argument("--version", action="version", version=f"noderecover {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser(
+        "run",
+        help="watch nodes and remediate dead ones",
+        description="Watch Nodes; cordon, drain and remove the ones that stay unhealthy.",
+    )
+    add_run_flags(run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = build_config(args)
+    except BadFlag as exc:
+        print(f"noderecover: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from noderecover import app, logs
+
+    try:
+        logs.setup_logging(cfg.log_format, cfg.log_level)
+        return anyio.run(app.run, cfg, backend="asyncio", backend_options={"use_uvloop": True})
+    except BadFlag as exc:
+        print(f"noderecover: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Clocks, injected everywhere time matters.
+
+Invariants:
+- Durations and deadlines are measured on `monotonic()`; it never jumps.
+- `wall()` is only for timestamps written to the API (annotations, Lease MicroTime, Events)
+  and for reading timestamps other parties wrote; never compare another host's wall time
+  with ours to decide that something expired unless a skew-safe rule says so.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import anyio
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock: time.monotonic, time.time and anyio.sleep."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that only moves when told to; `sleep` waits until `advance` passes its deadline.
+
+    Used by unit tests so timers of minutes run in microseconds of real time.
+    """
+
+    def __init__(self, start_wall: float = 1_800_000_000.0, start_mono: float = 1000.0) -> None:
+        self._mono = start_mono
+        self._offset = start_wall - start_mono
+        self._waiters: list[tuple[float, anyio.Event]] = []
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def wall(self) -> float:
+        return self._mono + self._offset
+
+    def skew_wall(self, seconds: float) -> None:
+        """Move the wall clock alone (an NTP step), monotonic time unchanged."""
+        self._offset += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        self._waiters.append((self._mono + seconds, event))
+        await event.wait()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake every sleeper whose deadline has passed."""
+        self._mono += seconds
+        due = [w for w in self._waiters if w[0] <= self._mono]
+        self._waiters = [w for w in self._waiters if w[0] > self._mono]
+        for _, event in due:
+            event.set()
+
+    @property
+    def sleepers(self) -> int:
+        return len(self._waiters)

@@ -1,0 +1,457 @@
+"""The controller: keeps the cluster view from the watches and drives the state machine.
+
+Two duties with different lifetimes:
+- `watch()` runs on every replica from start to stop: it keeps `nodes` (and the node
+  heartbeat Leases) current, which is what /readyz and /healthz report on.
+- `lead()` is the leader's work: re-list, then reconcile until cancelled. Every action runs
+  in `lead()`'s task group, so losing leadership cancels all of them at once.
+
+Invariants:
+- At most one action per node at a time (`_busy`); actions run concurrently across nodes,
+  within the state machine's own --max-concurrent gate.
+- Leadership is re-checked by the executor before each write (the act-gate), not only here.
+- On taking the lead, in-memory records are dropped and rebuilt from the Node annotations,
+  so a leader that lost and regained the Lease never acts on what it remembered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from noderecover import logs
+from noderecover.clock import Clock
+from noderecover.config import Config
+from noderecover.draining import NotLeader
+from noderecover.kube import KubeClient
+from noderecover.machine import (
+    IN_FLIGHT,
+    Action,
+    Decision,
+    Gates,
+    Kind,
+    Outcome,
+    Phase,
+    Record,
+    complete,
+    decide,
+    resume,
+    unhealthy,
+)
+from noderecover.metrics import (
+    ACTIONS,
+    BLOCKED,
+    BREAKER_OPEN,
+    NODES,
+    PHASE_DURATION,
+    RECOVERY_DURATION,
+    UNHEALTHY,
+)
+from noderecover.nodes import OUR_ANNOTATIONS, NodeObs, parse_node
+from noderecover.remediation import Executor
+from noderecover.safety import (
+    HOUR,
+    BreakerState,
+    breaker_step,
+    breaker_wake,
+    in_population,
+    prune,
+    recent,
+)
+from noderecover.watching import Watcher
+
+log = logging.getLogger("noderecover.controller")
+
+NODES_PATH = "/api/v1/nodes"
+NODE_LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
+
+EVENT_REASONS = {
+    Phase.SUSPECT: ("NodeRecoverSuspect", "Warning"),
+    Phase.CORDONED: ("NodeRecoverCordoned", "Warning"),
+    Phase.DRAINING: ("NodeRecoverDraining", "Warning"),
+    Phase.REMOVING: ("NodeRecoverDrained", "Warning"),
+    Phase.REMOVED: ("NodeRecoverRemoved", "Warning"),
+    Phase.HEALTHY: ("NodeRecoverRecovered", "Normal"),
+}
+
+
+class Gate(Protocol):
+    def may_act(self) -> bool: ...
+
+
+class EventSink(Protocol):
+    def record(
+        self, node: str, uid: str, reason: str, message: str, type: str = "Normal"
+    ) -> None: ...
+
+
+class AlwaysLeader:
+    """The act-gate when leader election is off: this process is the only one."""
+
+    def may_act(self) -> bool:
+        return True
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: KubeClient,
+        clock: Clock,
+        cfg: Config,
+        *,
+        gate: Gate | None = None,
+        events: EventSink | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._clock = clock
+        self._gate = gate or AlwaysLeader()
+        self._events = events
+        self._rng = rng or random.Random()
+        self.executor = Executor(kube, clock, cfg, self._gate.may_act, rng=self._rng)
+        self.nodes: dict[str, NodeObs] = {}
+        self.records: dict[str, Record] = {}
+        self.blocked: dict[str, str] = {}
+        self.leases: dict[str, tuple[str, float]] = {}  # node -> (renewTime, when it changed)
+        self.breaker = BreakerState()
+        self.removals: tuple[float, ...] = ()
+        self.leading = False
+        self._busy: set[str] = set()
+        self._idle = anyio.Event()
+        self._wake = anyio.Event()
+        self._keep_labels = cfg.relevant_labels
+        self._keep_conditions = frozenset({"Ready"} | {t for t, _ in cfg.unhealthy_conditions})
+        self.node_watcher: Watcher[NodeObs] = Watcher(
+            kube,
+            clock,
+            NODES_PATH,
+            "nodes",
+            self._parse_node,
+            self._node_event,
+            self._node_resync,
+            silence=cfg.watch_silence,
+            server_timeout=cfg.watch_timeout,
+            rng=self._rng,
+        )
+        self.lease_watcher: Watcher[str] | None = None
+        if cfg.watch_node_leases:
+            self.lease_watcher = Watcher(
+                kube,
+                clock,
+                NODE_LEASES_PATH,
+                "leases",
+                _parse_lease,
+                self._lease_event,
+                self._lease_resync,
+                silence=cfg.watch_silence,
+                server_timeout=cfg.watch_timeout,
+                rng=self._rng,
+            )
+
+    # -- the view ----------------------------------------------------------------------
+
+    def _parse_node(self, raw: dict[str, Any]) -> NodeObs:
+        return parse_node(raw, self._keep_labels, self._keep_conditions)
+
+    def _node_event(self, etype: str, name: str, obs: NodeObs | None) -> None:
+        if obs is None:
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = obs
+        self._wake.set()
+
+    def _node_resync(self, items: Iterable[tuple[str, NodeObs]]) -> None:
+        self.nodes = dict(items)  # nodes missing from a re-list are forgotten
+        self._wake.set()
+
+    def _lease_event(self, etype: str, name: str, renew: str | None) -> None:
+        if renew is None:
+            self.leases.pop(name, None)
+            return
+        old = self.leases.get(name)
+        if old is None or old[0] != renew:
+            # Measured on OUR clock when we saw it change: no cross-host clock comparison.
+            self.leases[name] = (renew, self._clock.monotonic())
+
+    def _lease_resync(self, items: Iterable[tuple[str, str]]) -> None:
+        now = self._clock.monotonic()
+        fresh: dict[str, tuple[str, float]] = {}
+        for name, renew in items:
+            old = self.leases.get(name)
+            fresh[name] = old if old is not None and old[0] == renew else (renew, now)
+        self.leases = fresh
+
+    def lease_renewing(self, name: str) -> bool:
+        """The node's heartbeat Lease changed within the grace, as observed by us."""
+        if self.lease_watcher is None:
+            return False
+        seen = self.leases.get(name)
+        return seen is not None and self._clock.monotonic() - seen[1] < self.cfg.grace
+
+    @property
+    def busy(self) -> bool:
+        """Some action is being performed right now."""
+        return bool(self._busy)
+
+    async def wait_idle(self) -> None:
+        """Return once no action is in progress."""
+        while self._busy:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _done(self, name: str) -> None:
+        self._busy.discard(name)
+        if not self._busy:
+            self._idle.set()
+        self._wake.set()
+
+    def fresh(self) -> bool:
+        return not self.node_watcher.stale()
+
+    @property
+    def synced(self) -> bool:
+        return self.node_watcher.synced
+
+    async def watch(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.node_watcher.run)
+            if self.lease_watcher is not None:
+                tg.start_soon(self.lease_watcher.run)
+
+    # -- the leader's work -------------------------------------------------------------
+
+    async def lead(self) -> None:
+        """Run as leader until cancelled."""
+        self.leading = True
+        try:
+            await self.node_watcher.relist()
+            self.records = {}
+            self.blocked = {}
+            log.info("leading: %d nodes in view", len(self.nodes))
+            async with anyio.create_task_group() as tg:
+                while True:
+                    self._wake = anyio.Event()
+                    wake_at = self.reconcile(tg)
+                    delay = min(MAX_IDLE, max(0.0, wake_at - self._clock.wall()))
+                    await _wait(self._wake, self._clock, delay)
+        finally:
+            self.leading = False
+            self._busy.clear()
+
+    def reconcile(self, tg: anyio.abc.TaskGroup | None) -> float:
+        """Decide for every node once; start the actions in `tg`. Returns the next wake time.
+
+        With `tg` None nothing is started (used by `plan`).
+        """
+        now = self._clock.wall()
+        cfg = self.cfg
+        self.removals = prune(self.removals, now, max(HOUR, cfg.breaker_window))
+        population = [o for o in self.nodes.values() if in_population(o, cfg)]
+        recent_removed = recent(self.removals, now, cfg.breaker_window)
+        bad = recent_removed
+        in_flight = 0
+        for obs in population:
+            rec = self.records.get(obs.name)
+            phase = rec.phase if rec is not None else Phase.HEALTHY
+            if phase in IN_FLIGHT:
+                in_flight += 1
+            if unhealthy(obs, cfg) or phase in IN_FLIGHT:
+                bad += 1
+        self.breaker = breaker_step(self.breaker, bad, len(population) + recent_removed, now, cfg)
+        BREAKER_OPEN.set(1 if self.breaker.open else 0)
+        UNHEALTHY.set(bad)
+        wake_at = now + MAX_IDLE
+        if (b := breaker_wake(self.breaker, cfg)) is not None:
+            wake_at = min(wake_at, b)
+        fresh = self.fresh()
+        removals_last_hour = recent(self.removals, now, HOUR)
+
+        def order(o: NodeObs) -> float:
+            rec = self.records.get(o.name)
+            return rec.unhealthy_since or now if rec is not None else now
+
+        for obs in sorted(population, key=order):
+            name = obs.name
+            if name in self._busy:
+                continue
+            rec = self.records.get(name)
+            if rec is None or rec.uid != obs.uid:
+                if not unhealthy(obs, cfg) and not any(
+                    k in obs.annotations for k in OUR_ANNOTATIONS
+                ):
+                    continue  # the common case: a healthy node with nothing of ours on it
+                rec = resume(obs)
+            own = 1 if rec.phase in IN_FLIGHT else 0
+            gates = Gates(
+                fresh=fresh,
+                breaker_open=self.breaker.open,
+                in_flight=in_flight - own,
+                removals_last_hour=removals_last_hour,
+                lease_renewing=self.lease_renewing(name),
+            )
+            d = decide(rec, obs, now, cfg, gates)
+            self.records[name] = d.record
+            self._note_block(obs, d)
+            if d.wake_at is not None:
+                wake_at = min(wake_at, d.wake_at)
+            if d.action is not None and tg is not None:
+                if d.action.kind is Kind.CORDON:
+                    in_flight += 1
+                if d.action.kind is Kind.REMOVE:
+                    removals_last_hour += 1
+                self._start(tg, d)
+        # Forget records of nodes that left the population (deleted, or relabelled).
+        for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
+            self._forget(name, now)
+        self._export_phases()
+        return wake_at
+
+    def _note_block(self, obs: NodeObs, d: Decision) -> None:
+        previous = self.blocked.get(obs.name)
+        if d.blocked is None:
+            self.blocked.pop(obs.name, None)
+            return
+        if previous == d.blocked:
+            return  # already reported; the Event recorder aggregates repeats anyway
+        self.blocked[obs.name] = d.blocked
+        BLOCKED.labels(d.blocked).inc()
+        logs.decision(log, obs.name, d.record.phase.value, "hold", d.blocked)
+        if self._events is not None:
+            self._events.record(
+                obs.name,
+                obs.uid,
+                "NodeRecoverBlocked",
+                f"{d.record.phase.value}: next step held by safety gate '{d.blocked}'; "
+                "will proceed when it clears",
+                "Warning",
+            )
+
+    def _start(self, tg: anyio.abc.TaskGroup, d: Decision) -> None:
+        action = d.action
+        assert action is not None
+        name = action.node
+        self._busy.add(name)
+        logs.decision(log, name, d.record.phase.value, action.kind.value, d.why)
+        rec = d.record
+        if action.persist is not None:
+            self._phase_changed(name, action.uid, rec, action.persist)
+            self.records[name] = rec = action.persist
+        tg.start_soon(self._perform, action, rec)
+
+    async def _perform(self, action: Action, rec: Record) -> None:
+        name = action.node
+        try:
+            result = await self.executor.perform(action, rec, lambda: self.nodes.get(name))
+        except NotLeader:
+            log.warning("lost leadership before %s of node %s; stopping", action.kind, name)
+            self._done(name)
+            return
+        now = self._clock.wall()
+        current = self.records.get(name, rec)
+        new = complete(current, action, result.outcome, now, result.retry_in)
+        if result.outcome is Outcome.GONE:
+            self.records.pop(name, None)
+        else:
+            self.records[name] = new
+            if new.phase is not current.phase:
+                self._phase_changed(name, action.uid, current, new)
+        if action.kind is Kind.REMOVE and result.outcome is Outcome.OK:
+            self.removals = (*self.removals, now)
+            if current.unhealthy_since is not None:
+                RECOVERY_DURATION.observe(max(0.0, now - current.unhealthy_since))
+        logs.decision(
+            log,
+            name,
+            new.phase.value,
+            f"{action.kind.value}-done",
+            result.outcome.value,
+            detail=result.detail,
+        )
+        self._done(name)
+
+    def _phase_changed(self, name: str, uid: str, old: Record, new: Record) -> None:
+        now = self._clock.wall()
+        if old.phase is not Phase.HEALTHY and old.phase_since:
+            PHASE_DURATION.labels(old.phase.value).observe(max(0.0, now - old.phase_since))
+        ACTIONS.labels(f"phase-{new.phase.value.lower()}", "ok").inc()
+        if self._events is not None:
+            reason, etype = EVENT_REASONS[new.phase]
+            self._events.record(name, uid, reason, _message(new, self.cfg), etype)
+
+    def _forget(self, name: str, now: float) -> None:
+        rec = self.records.pop(name)
+        self.blocked.pop(name, None)
+        if rec.phase is not Phase.HEALTHY and rec.phase_since:
+            PHASE_DURATION.labels(rec.phase.value).observe(max(0.0, now - rec.phase_since))
+        log.info("node %s is gone (last phase %s)", name, rec.phase.value)
+
+    def _export_phases(self) -> None:
+        counts = dict.fromkeys(Phase, 0)
+        for name in self.nodes:
+            rec = self.records.get(name)
+            counts[rec.phase if rec is not None else Phase.HEALTHY] += 1
+        for phase, n in counts.items():
+            NODES.labels(phase.value).set(n)
+
+    # -- health ------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.node_watcher.synced:
+            return False, "initial node list not complete"
+        return True, "synced"
+
+    def liveness(self) -> tuple[bool, str]:
+        if self.node_watcher.synced and self.node_watcher.stale():
+            return False, "node watch stale"
+        return True, "ok"
+
+
+def _message(rec: Record, cfg: Config) -> str:
+    match rec.phase:
+        case Phase.SUSPECT:
+            return (
+                f"Node unhealthy; remediation starts after the {cfg.grace:.0f}s grace"
+                " unless it recovers."
+            )
+        case Phase.CORDONED:
+            return "Node cordoned by noderecover; draining next."
+        case Phase.DRAINING:
+            return (
+                f"Draining: evicting pods; force-deleting leftovers after {cfg.drain_timeout:.0f}s."
+            )
+        case Phase.REMOVING:
+            return f"Drained; removing the node ({cfg.removal}) next."
+        case Phase.REMOVED:
+            return f"Node removed ({cfg.removal}); its pods can start elsewhere."
+        case Phase.HEALTHY:
+            return "Node healthy again; noderecover undid its cordon/taint and stopped."
+    return rec.phase.value  # pragma: no cover
+
+
+def _parse_lease(raw: dict[str, Any]) -> str | None:
+    spec = raw.get("spec") or {}
+    return str(spec.get("renewTime") or "")
+
+
+async def _wait(event: anyio.Event, clock: Clock, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` passed on `clock` (fake clocks included)."""
+    if event.is_set():
+        return
+    async with anyio.create_task_group() as tg:
+
+        async def sleeper() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        async def waiter() -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(sleeper)
+        tg.start_soon(waiter)

@@ -1,0 +1,219 @@
+"""A thin, bounded Kubernetes API client over kubernetes_asyncio's ApiClient.
+
+Why not the generated CoreV1Api models: deserialising a Node into V1Node costs ~0.6 ms,
+plain JSON ~0.01 ms, and we keep only a few fields per node. kubernetes_asyncio still does
+what it is good at: kubeconfig / in-cluster loading, TLS, bearer-token refresh.
+
+Invariants:
+- Every call has a deadline: `timeout` (total) for requests, connect + per-read timeouts for
+  streams. kubernetes_asyncio >= 32 has no default timeout, so nothing here is unbounded.
+- Non-2xx answers raise `ApiError` with the HTTP code, the Status reason and Retry-After.
+- Transport failures and timeouts raise `ApiError` with code 0, so callers retry one type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+
+from noderecover import USER_AGENT
+from noderecover.metrics import API_ERRORS
+
+JSON = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class ApiError(Exception):
+    """A failed API call: `code` is the HTTP status, 0 when there was no answer."""
+
+    def __init__(
+        self,
+        code: int,
+        reason: str = "",
+        message: str = "",
+        retry_after: float | None = None,
+        verb: str = "",
+        path: str = "",
+    ) -> None:
+        super().__init__(f"{verb} {path}: {code} {reason} {message}".strip())
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Worth retrying with backoff: no answer, throttled, or a server-side error."""
+        return self.code in {0, 429} or self.code >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    request: float = 10.0  # total for one request/response
+    connect: float = 5.0  # TCP+TLS connect for streams
+    stream_read: float = 90.0  # max silence between two reads of a watch stream
+
+
+def _retry_after(headers: Mapping[str, str], status: JSON | None) -> float | None:
+    value = headers.get("Retry-After")
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return float(value)
+    if status:
+        details = status.get("details") or {}
+        seconds = details.get("retryAfterSeconds")
+        if isinstance(seconds, int | float):
+            return float(seconds)
+    return None
+
+
+def _error_from(
+    verb: str, path: str, code: int, body: bytes, headers: Mapping[str, str]
+) -> ApiError:
+    status: JSON | None = None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        parsed = orjson.loads(body) if body else None
+        if isinstance(parsed, dict):
+            status = parsed
+    reason = str(status.get("reason", "")) if status else ""
+    message = str(status.get("message", "")) if status else body[:200].decode("utf-8", "replace")
+    return ApiError(code, reason, message, _retry_after(headers, status), verb, path)
+
+
+class KubeClient:
+    """Bounded raw-JSON calls against one API server. Owns nothing but the ApiClient it wraps."""
+
+    def __init__(self, api_client: Any, timeouts: Timeouts | None = None) -> None:
+        self._api = api_client
+        self.timeouts = timeouts or Timeouts()
+        self._api.user_agent = USER_AGENT
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]] | None,
+        body: JSON | list[JSON] | None,
+        content_type: str,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            resp: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                method,
+                query_params=list(query or []),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            API_ERRORS.labels(method.lower(), "0").inc()
+            raise ApiError(0, type(exc).__name__, str(exc), None, method, path) from exc
+        return resp
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] | None = None,
+        body: JSON | list[JSON] | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> JSON:
+        """One call; returns the decoded JSON body of a 2xx answer, raises ApiError otherwise."""
+        total = timeout if timeout is not None else self.timeouts.request
+        try:
+            # Two bounds on purpose: aiohttp's covers the socket, anyio's the whole coroutine
+            # (auth hooks included).
+            with anyio.fail_after(total + 1.0):
+                resp = await self._send(
+                    method, path, query, body, content_type, aiohttp.ClientTimeout(total=total)
+                )
+                try:
+                    data = await resp.read()
+                finally:
+                    resp.release()
+        except TimeoutError as exc:
+            API_ERRORS.labels(method.lower(), "0").inc()
+            raise ApiError(0, "Timeout", f"no answer in {total}s", None, method, path) from exc
+        except aiohttp.ClientError as exc:
+            API_ERRORS.labels(method.lower(), "0").inc()
+            raise ApiError(0, type(exc).__name__, str(exc), None, method, path) from exc
+        if not 200 <= resp.status <= 299:
+            API_ERRORS.labels(method.lower(), str(resp.status)).inc()
+            raise _error_from(method, path, resp.status, data, resp.headers)
+        if not data:
+            return {}
+        parsed = orjson.loads(data)
+        return parsed if isinstance(parsed, dict) else {"items": parsed}
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        *,
+        read_timeout: float | None = None,
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open a streaming GET (a watch) and yield an iterator of its non-empty lines.
+
+        A read that waits longer than `read_timeout` raises ApiError(0, "Timeout"): a stream
+        can go silent without the TCP connection dropping.
+        """
+        read = read_timeout if read_timeout is not None else self.timeouts.stream_read
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.timeouts.connect,
+            sock_connect=self.timeouts.connect,
+            sock_read=read,
+        )
+        with anyio.fail_after(self.timeouts.connect + self.timeouts.request):
+            resp = await self._send("GET", path, query, None, "application/json", timeout)
+        try:
+            if not 200 <= resp.status <= 299:
+                try:
+                    with anyio.fail_after(self.timeouts.request):
+                        data = await resp.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    data = b""
+                API_ERRORS.labels("watch", str(resp.status)).inc()
+                raise _error_from("WATCH", path, resp.status, data, resp.headers)
+            yield _lines(resp, read, path)
+        finally:
+            resp.release()
+            resp.close()
+
+
+async def _lines(
+    resp: aiohttp.ClientResponse, read_timeout: float, path: str
+) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            with anyio.fail_after(read_timeout):
+                line = await resp.content.readline()
+        except TimeoutError as exc:
+            raise ApiError(
+                0, "Timeout", f"stream silent for {read_timeout}s", None, "WATCH", path
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, type(exc).__name__, str(exc), None, "WATCH", path) from exc
+        if not line:
+            return  # server closed the stream (timeoutSeconds reached, or shutdown)
+        line = line.strip()
+        if line:
+            yield line

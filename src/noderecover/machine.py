@@ -1,0 +1,312 @@
+"""The per-node remediation state machine: pure functions of (record, observation, now).
+
+    Healthy --unhealthy--> Suspect --grace--> Cordoned --> Draining --> Removing --> Removed
+       ^                     |  (gates)          |            |            |            |
+       +---- healthy for healthy_delay: restore (uncordon/untaint only what we did) ----+
+
+`decide` returns at most one Action per call; the imperative shell performs it and feeds
+the outcome back through `complete`. Nothing here does I/O or reads a clock.
+
+Invariants:
+- No forward step (cordon, drain, fence, remove) unless: the node is unhealthy now, not
+  excluded, the watch is fresh, the circuit breaker is closed, and (to start) fewer than
+  `max_concurrent` other remediations are in flight; removal also needs the hourly budget.
+- Grace: remediation starts no earlier than `unhealthy_since + grace`. A resumed record's
+  `unhealthy_since` is never earlier than the current episode's Ready transition, so a stale
+  annotation from an older episode cannot shorten the grace (see `resume`).
+- Recovery: healthy continuously for `healthy_delay` -> restore. Only a cordon or taint that
+  noderecover added is undone (`cordoned` / `tainted` record ownership).
+- A flap shorter than `healthy_delay` neither restores nor restarts the grace timer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+
+from noderecover.config import Config
+from noderecover.nodes import (
+    ANN_CORDONED,
+    ANN_FENCED,
+    ANN_PHASE,
+    ANN_PHASE_SINCE,
+    ANN_TAINTED,
+    ANN_UNHEALTHY_SINCE,
+    OUR_ANNOTATIONS,
+    NodeObs,
+    format_time,
+    parse_time,
+)
+from noderecover.safety import exclusion
+
+
+class Phase(StrEnum):
+    HEALTHY = "Healthy"
+    SUSPECT = "Suspect"
+    CORDONED = "Cordoned"
+    DRAINING = "Draining"
+    REMOVING = "Removing"
+    REMOVED = "Removed"
+
+
+# Phases in which a remediation is in flight (counted against --max-concurrent).
+IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
+
+
+class Kind(StrEnum):
+    PERSIST = "persist"  # write the phase annotations only
+    CORDON = "cordon"
+    DRAIN = "drain"
+    FENCE = "fence"
+    REMOVE = "remove"
+    RESTORE = "restore"  # uncordon / untaint what we did, clear annotations
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # retry after backoff
+    HEALTHY = "healthy"  # the re-read before a destructive step found the node healthy
+    NEEDS_FENCE = "needs-fence"  # drain must force-delete pods but the node is not fenced
+    GONE = "gone"  # the node (with this uid) no longer exists
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What noderecover remembers of one node; all but the last three are persisted."""
+
+    uid: str
+    phase: Phase = Phase.HEALTHY
+    phase_since: float = 0.0
+    unhealthy_since: float | None = None
+    cordoned: bool = False  # we set spec.unschedulable: ours to undo
+    tainted: bool = False  # we added the out-of-service taint: ours to remove
+    fenced: bool = False
+    # In memory only:
+    fence_first: bool = False  # the drain needs to force-delete pods: fence before going on
+    healthy_since: float | None = None
+    retry_at: float = 0.0
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """Cluster-wide facts a decision needs, computed by the controller for this instant."""
+
+    fresh: bool = True  # initial list complete and the node watch not stale
+    breaker_open: bool = False
+    in_flight: int = 0  # remediations in flight on OTHER nodes
+    removals_last_hour: int = 0
+    lease_renewing: bool = False  # this node's heartbeat Lease was renewed within the grace
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: Kind
+    node: str
+    uid: str
+    persist: Record | None  # annotations to write before/with the action
+    success: Record  # the record once the action succeeded
+    silent: bool = False  # Ready=Unknown: the kubelet is gone (drain short-cuts)
+    may_force: bool = True  # force-deleting pods allowed (fenced, or no fencing configured)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    record: Record
+    action: Action | None = None
+    blocked: str | None = None
+    why: str = ""
+    wake_at: float | None = None  # re-evaluate no later than this (a timer)
+
+
+def annotations_for(rec: Record) -> dict[str, str | None]:
+    """The merge-patch value of our annotations for a record (None deletes a key)."""
+    if rec.phase is Phase.HEALTHY:
+        return dict.fromkeys(OUR_ANNOTATIONS)
+    return {
+        ANN_PHASE: rec.phase.value,
+        ANN_PHASE_SINCE: format_time(rec.phase_since),
+        ANN_UNHEALTHY_SINCE: format_time(rec.unhealthy_since or rec.phase_since),
+        ANN_CORDONED: "true" if rec.cordoned else None,
+        ANN_TAINTED: "true" if rec.tainted else None,
+        ANN_FENCED: "true" if rec.fenced else None,
+    }
+
+
+def unhealthy(obs: NodeObs, cfg: Config) -> bool:
+    return any((c.type, c.status) in cfg.unhealthy_conditions for c in obs.conditions)
+
+
+def resume(obs: NodeObs) -> Record:
+    """The record a (new) leader starts from: the annotations on the Node, sanity-checked."""
+    ann = obs.annotations
+    try:
+        phase = Phase(ann.get(ANN_PHASE, Phase.HEALTHY.value))
+    except ValueError:
+        phase = Phase.HEALTHY
+    if phase is Phase.HEALTHY:
+        return Record(uid=obs.uid)
+    since = parse_time(ann.get(ANN_UNHEALTHY_SINCE))
+    phase_since = parse_time(ann.get(ANN_PHASE_SINCE)) or since or 0.0
+    ready = obs.ready
+    if since is None:
+        since = phase_since
+    if phase is Phase.SUSPECT and ready is not None and ready.since is not None:
+        # The annotation may be left from an earlier episode (leader died before clearing it):
+        # the grace never starts before the current Ready transition.
+        since = max(since, ready.since)
+    return Record(
+        uid=obs.uid,
+        phase=phase,
+        phase_since=phase_since,
+        unhealthy_since=since,
+        cordoned=ann.get(ANN_CORDONED) == "true" and obs.unschedulable,
+        tainted=ann.get(ANN_TAINTED) == "true",
+        fenced=ann.get(ANN_FENCED) == "true",
+    )
+
+
+def _enter(rec: Record, phase: Phase, now: float, **changes: object) -> Record:
+    return dataclasses.replace(rec, phase=phase, phase_since=now, **changes)  # type: ignore[arg-type]
+
+
+def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
+    """The next step for one node. `rec` belongs to `obs.uid` (the caller resumes on change)."""
+    sick = unhealthy(obs, cfg)
+
+    if not sick:
+        if rec.phase is Phase.HEALTHY:
+            return Decision(rec)
+        # Damping: count as recovered only after `healthy_delay` of continuous health.
+        if rec.healthy_since is None:
+            rec = dataclasses.replace(rec, healthy_since=now)
+        ready_at = rec.healthy_since + cfg.healthy_delay  # type: ignore[operator]
+        if now < ready_at:
+            return Decision(rec, why="healthy again, waiting healthy-delay", wake_at=ready_at)
+        if rec.retry_at > now:
+            return Decision(rec, why="restore failed, retrying", wake_at=rec.retry_at)
+        # In Suspect nothing of ours is on the node but the annotations.
+        kind = Kind.PERSIST if rec.phase is Phase.SUSPECT and not rec.cordoned else Kind.RESTORE
+        return Decision(
+            rec,
+            Action(kind, obs.name, obs.uid, None, Record(uid=obs.uid, phase_since=now)),
+            why="node healthy again",
+        )
+
+    if rec.healthy_since is not None:
+        rec = dataclasses.replace(rec, healthy_since=None)  # the flap ended; timers go on
+
+    if rec.phase is Phase.HEALTHY:
+        new = _enter(rec, Phase.SUSPECT, now, unhealthy_since=now)
+        return Decision(
+            rec,
+            Action(Kind.PERSIST, obs.name, obs.uid, None, new),
+            why=f"unhealthy ({_describe(obs)}), grace timer started",
+            wake_at=now + cfg.grace,
+        )
+
+    if rec.phase is Phase.REMOVED:
+        return Decision(rec, why="removed; waiting for the node to go away or come back")
+
+    if rec.retry_at > now:
+        return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
+
+    if rec.phase is Phase.SUSPECT:
+        deadline = (rec.unhealthy_since if rec.unhealthy_since is not None else now) + cfg.grace
+        if now < deadline:
+            return Decision(rec, why="within grace", wake_at=deadline)
+
+    blocked = _gate(rec, obs, cfg, gates)
+    if blocked is not None:
+        return Decision(rec, blocked=blocked, why=f"held: {blocked}")
+
+    silent = obs.silent
+    if rec.phase is Phase.SUSPECT:
+        new = _enter(rec, Phase.CORDONED, now, cordoned=not obs.unschedulable)
+        return Decision(
+            rec,
+            Action(Kind.CORDON, obs.name, obs.uid, None, new, silent=silent),
+            why=f"unhealthy for {now - (rec.unhealthy_since or now):.0f}s >= grace",
+        )
+    if rec.phase in {Phase.CORDONED, Phase.DRAINING} and rec.fence_first and not rec.fenced:
+        return Decision(
+            rec,
+            Action(
+                Kind.FENCE,
+                obs.name,
+                obs.uid,
+                None,
+                dataclasses.replace(rec, fenced=True, fence_first=False),
+            ),
+            why="drain must force-delete pods: fencing first",
+        )
+    if rec.phase in {Phase.CORDONED, Phase.DRAINING}:
+        draining = rec if rec.phase is Phase.DRAINING else _enter(rec, Phase.DRAINING, now)
+        return Decision(
+            rec,
+            Action(
+                Kind.DRAIN,
+                obs.name,
+                obs.uid,
+                draining if rec.phase is not Phase.DRAINING else None,
+                _enter(draining, Phase.REMOVING, now),
+                silent=silent,
+                may_force=rec.fenced or not cfg.fencing,
+            ),
+            why="cordoned; draining",
+        )
+    # Removing
+    if cfg.fencing and not rec.fenced:
+        return Decision(
+            rec,
+            Action(Kind.FENCE, obs.name, obs.uid, None, dataclasses.replace(rec, fenced=True)),
+            why="fencing before removal",
+        )
+    done = _enter(rec, Phase.REMOVED, now, tainted=cfg.removal != "delete")
+    return Decision(
+        rec,
+        Action(Kind.REMOVE, obs.name, obs.uid, None, done, silent=silent),
+        why=f"drained; removing ({cfg.removal})",
+    )
+
+
+def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
+    """The first safety gate that holds this forward step back, or None."""
+    if (why := exclusion(obs, cfg)) is not None:
+        return why
+    if not gates.fresh:
+        return "watch-stale"
+    if gates.breaker_open:
+        return "circuit-breaker"
+    if rec.phase is Phase.SUSPECT:
+        if obs.silent and gates.lease_renewing:
+            return "heartbeat-lease-renewing"
+        if gates.in_flight >= cfg.max_concurrent:
+            return "max-concurrent"
+    if rec.phase is Phase.REMOVING and gates.removals_last_hour >= cfg.max_removals_per_hour:
+        return "max-removals-per-hour"
+    return None
+
+
+def complete(
+    rec: Record, action: Action, outcome: Outcome, now: float, retry_in: float = 0.0
+) -> Record:
+    """The record after the shell performed `action` with `outcome`."""
+    if outcome is Outcome.OK:
+        return dataclasses.replace(action.success, failures=0, retry_at=0.0)
+    if outcome is Outcome.NEEDS_FENCE:
+        # The drain cannot finish without force: fence first, then drain again.
+        base = action.persist or rec
+        return dataclasses.replace(base, fence_first=True, retry_at=0.0)
+    if outcome is Outcome.HEALTHY:
+        # Fresh read says healthy: start the damping now, no retry penalty.
+        return dataclasses.replace(rec, healthy_since=rec.healthy_since or now)
+    return dataclasses.replace(rec, failures=rec.failures + 1, retry_at=now + retry_in)
+
+
+def _describe(obs: NodeObs) -> str:
+    r = obs.ready
+    if r is None:
+        return "no Ready condition"
+    return f"Ready={r.status}" + (f" ({r.reason})" if r.reason else "")

@@ -1,0 +1,67 @@
+"""Prometheus metric definitions (the only module-level state noderecover has).
+
+Names follow Prometheus conventions: `noderecover_` prefix, base units, `_total` counters.
+No node names in labels: a cluster of 5,000 nodes must not mean 5,000 series per metric.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+# Seconds to tens of minutes: grace timers default to 60 s, drains to 60 s, PodGC adds 40-60 s.
+_DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 3600)
+
+LEADER = Gauge("noderecover_leader", "1 while this replica holds the leader Lease, else 0.")
+NODES = Gauge("noderecover_nodes", "Tracked nodes by remediation phase.", ["phase"])
+ACTIONS = Counter(
+    "noderecover_actions_total",
+    "Remediation actions performed (or simulated in dry-run), by action and result.",
+    ["action", "result"],
+)
+BLOCKED = Counter(
+    "noderecover_blocked_total",
+    "Remediation steps held back by a safety gate, by reason.",
+    ["reason"],
+)
+BREAKER_OPEN = Gauge(
+    "noderecover_circuit_breaker_open",
+    "1 while the mass-failure circuit breaker blocks new remediations.",
+)
+UNHEALTHY = Gauge(
+    "noderecover_unhealthy_nodes",
+    "Nodes the circuit breaker counts as unhealthy (incl. in remediation and recently removed).",
+)
+PHASE_DURATION = Histogram(
+    "noderecover_phase_duration_seconds",
+    "Time a node spent in a phase before leaving it.",
+    ["phase"],
+    buckets=_DURATION_BUCKETS,
+)
+RECOVERY_DURATION = Histogram(
+    "noderecover_recovery_duration_seconds",
+    "From the node first seen unhealthy to the node removed.",
+    buckets=_DURATION_BUCKETS,
+)
+WATCH_EVENTS = Counter(
+    "noderecover_watch_events_total", "Watch events received, by type.", ["resource", "type"]
+)
+WATCH_RESTARTS = Counter(
+    "noderecover_watch_restarts_total",
+    "Watch streams restarted, by reason (timeout, silent, expired, error, closed).",
+    ["resource", "reason"],
+)
+API_ERRORS = Counter(
+    "noderecover_api_errors_total",
+    "Kubernetes API calls that failed, by verb and HTTP code (0 = no answer/timeout).",
+    ["verb", "code"],
+)
+LEADER_TRANSITIONS = Counter(
+    "noderecover_leader_transitions_total",
+    "Times this replica became leader or stopped being leader.",
+)
+BUILD_INFO = Info("noderecover_build", "Build information.")
+EVENTS_DROPPED = Counter(
+    "noderecover_events_dropped_total",
+    "Kubernetes Events not written (they are best effort), by reason (queue_full, error).",
+    ["reason"],
+)

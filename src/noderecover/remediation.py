@@ -1,0 +1,312 @@
+"""Performs the state machine's actions against the API: the imperative shell's hands.
+
+Invariants:
+- Every write is preceded by the act-gate (`may_act`): a replica that is not a valid leader
+  raises NotLeader before touching anything.
+- Before every destructive step (cordon, remove) the Node is re-read: if it became healthy
+  the step is abandoned (Outcome.HEALTHY); if its uid changed the step is void (GONE).
+- Node deletion is conditional on the uid and resourceVersion just read (409 -> re-read).
+- The out-of-service taint is added with a JSON patch guarded by the resourceVersion, so
+  other taints are never replaced; it is removed only if noderecover added it.
+- Dry-run performs reads only, and logs and counts each write it would have made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+
+from noderecover.backoff import Backoff
+from noderecover.clock import Clock
+from noderecover.config import Config
+from noderecover.draining import DrainContext, Drainer, NotLeader
+from noderecover.kube import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient
+from noderecover.machine import Action, Kind, Outcome, Record, annotations_for, unhealthy
+from noderecover.metrics import ACTIONS, BLOCKED
+from noderecover.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
+
+log = logging.getLogger("noderecover.remediation")
+
+DELETE_CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    retry_in: float = 0.0
+    detail: str = ""
+
+
+class Executor:
+    def __init__(
+        self,
+        kube: KubeClient,
+        clock: Clock,
+        cfg: Config,
+        may_act: Callable[[], bool],
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._cfg = cfg
+        self._may_act = may_act
+        self._rng = rng or random.Random()
+        self.drainer = Drainer(
+            kube, clock, drain_timeout=cfg.drain_timeout, dry_run=cfg.dry_run, rng=self._rng
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _path(self, node: str) -> str:
+        return f"/api/v1/nodes/{quote(node)}"
+
+    async def read(self, node: str, uid: str) -> NodeObs | None:
+        """A fresh GET of the node; None when it is gone or was replaced (uid changed)."""
+        try:
+            raw = await self._kube.request("GET", self._path(node))
+        except ApiError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        obs = parse_node(raw, self._cfg.relevant_labels, self._conditions())
+        return obs if obs.uid == uid else None
+
+    def _conditions(self) -> frozenset[str]:
+        return frozenset({"Ready"} | {t for t, _ in self._cfg.unhealthy_conditions})
+
+    def _write_allowed(self, what: str, node: str) -> bool:
+        """False in dry-run (logged + counted); raises NotLeader without leadership."""
+        if self._cfg.dry_run:
+            log.info("dry-run: would %s node %s", what, node)
+            ACTIONS.labels(what, "dry-run").inc()
+            return False
+        if not self._may_act():
+            raise NotLeader
+        return True
+
+    async def _merge(self, node: str, body: dict[str, Any]) -> None:
+        await self._kube.request("PATCH", self._path(node), body=body, content_type=MERGE_PATCH)
+
+    # -- entry point ------------------------------------------------------------------
+
+    async def perform(
+        self, action: Action, rec: Record, current: Callable[[], NodeObs | None]
+    ) -> Result:
+        """Perform one action; never raises ApiError (mapped to FAILED with a backoff)."""
+        try:
+            match action.kind:
+                case Kind.PERSIST:
+                    return await self._persist(action)
+                case Kind.CORDON:
+                    return await self._cordon(action)
+                case Kind.DRAIN:
+                    return await self._drain(action, rec, current)
+                case Kind.FENCE:
+                    return await self._fence(action)
+                case Kind.REMOVE:
+                    return await self._remove(action)
+                case Kind.RESTORE:
+                    return await self._restore(action, rec)
+        except ApiError as exc:
+            ACTIONS.labels(action.kind.value, "error").inc()
+            delay = Backoff(base=2.0, cap=300.0, rng=self._rng, failures=rec.failures).next_delay(
+                exc.retry_after or 0.0
+            )
+            if not exc.retryable:
+                delay = max(delay, 30.0)
+            log.warning(
+                "%s of node %s failed: %s; retry in %.1fs", action.kind, action.node, exc, delay
+            )
+            return Result(Outcome.FAILED, delay, str(exc))
+        raise AssertionError(f"unknown action {action.kind}")  # pragma: no cover
+
+    async def _persist(self, action: Action) -> Result:
+        if self._write_allowed("annotate", action.node):
+            try:
+                await self._merge(
+                    action.node, {"metadata": {"annotations": annotations_for(action.success)}}
+                )
+            except ApiError as exc:
+                if exc.code == 404:
+                    return Result(Outcome.GONE)
+                raise
+            ACTIONS.labels("annotate", "ok").inc()
+        return Result(Outcome.OK)
+
+    async def _cordon(self, action: Action) -> Result:
+        fresh = await self.read(action.node, action.uid)
+        if fresh is None:
+            return Result(Outcome.GONE)
+        if not unhealthy(fresh, self._cfg):
+            return Result(Outcome.HEALTHY)
+        if self._write_allowed("cordon", action.node):
+            await self._merge(
+                action.node,
+                {
+                    "metadata": {"annotations": annotations_for(action.success)},
+                    "spec": {"unschedulable": True},
+                },
+            )
+            ACTIONS.labels("cordon", "ok").inc()
+        return Result(Outcome.OK)
+
+    async def _drain(
+        self, action: Action, rec: Record, current: Callable[[], NodeObs | None]
+    ) -> Result:
+        started = rec.phase_since
+        if action.persist is not None:
+            started = action.persist.phase_since
+            if self._write_allowed("annotate", action.node):
+                await self._merge(
+                    action.node, {"metadata": {"annotations": annotations_for(action.persist)}}
+                )
+
+        async def still_unhealthy() -> bool | None:
+            fresh = await self.read(action.node, action.uid)
+            return None if fresh is None else unhealthy(fresh, self._cfg)
+
+        def silent() -> bool:
+            obs = current()
+            return obs.silent if obs is not None else action.silent
+
+        def blocked(reason: str) -> None:
+            BLOCKED.labels(reason).inc()
+
+        ctx = DrainContext(self._may_act, still_unhealthy, silent, blocked)
+        outcome = await self.drainer.drain(action.node, started, action.may_force, ctx)
+        ACTIONS.labels("drain", outcome.value).inc()
+        if outcome is Outcome.FAILED:
+            return Result(outcome, 60.0, "pods that cannot be evicted remain")
+        return Result(outcome)
+
+    async def _fence(self, action: Action) -> Result:
+        argv = self._cfg.fence_command
+        if self._cfg.dry_run:
+            log.info("dry-run: would run fence command %s for node %s", argv, action.node)
+            ACTIONS.labels("fence", "dry-run").inc()
+            return Result(Outcome.OK)
+        if not self._may_act():
+            raise NotLeader
+        env = {**os.environ, "NODE_NAME": action.node, "NODERECOVER_NODE": action.node}
+        code: int | None = None
+        try:
+            with anyio.fail_after(self._cfg.fence_timeout):
+                proc = await anyio.run_process(list(argv), env=env, check=False)
+            code = proc.returncode
+        except TimeoutError:
+            log.error(
+                "fence command for %s timed out after %.0fs", action.node, self._cfg.fence_timeout
+            )
+        except OSError as exc:
+            log.error("fence command for %s could not run: %s", action.node, exc)
+        if code != 0:
+            ACTIONS.labels("fence", "error").inc()
+            delay = Backoff(base=10.0, cap=300.0, rng=self._rng).next_delay()
+            return Result(Outcome.FAILED, delay, f"fence command exit {code}")
+        ACTIONS.labels("fence", "ok").inc()
+        if self._write_allowed("annotate", action.node):
+            await self._merge(
+                action.node, {"metadata": {"annotations": annotations_for(action.success)}}
+            )
+        return Result(Outcome.OK)
+
+    async def _remove(self, action: Action) -> Result:
+        mode = self._cfg.removal
+        for _ in range(DELETE_CONFLICT_RETRIES):
+            fresh = await self.read(action.node, action.uid)
+            if fresh is None:
+                return Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
+            if not unhealthy(fresh, self._cfg):
+                return Result(Outcome.HEALTHY)
+            try:
+                if mode in {"out-of-service", "both"} and not fresh.has_taint(OUT_OF_SERVICE_KEY):
+                    await self._add_taint(action, fresh)
+                if mode in {"delete", "both"} and self._write_allowed("delete", action.node):
+                    precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
+                    await self._kube.request(
+                        "DELETE", self._path(action.node), body={"preconditions": precondition}
+                    )
+                    ACTIONS.labels("delete", "ok").inc()
+                    log.warning("deleted node %s", action.node)
+                return Result(Outcome.OK)
+            except ApiError as exc:
+                if exc.code == 409:
+                    continue  # changed under us: re-read, re-check health, try again
+                if exc.code == 404:
+                    return Result(Outcome.OK)
+                raise
+        return Result(Outcome.FAILED, 1.0, "node kept changing during removal")
+
+    async def _add_taint(self, action: Action, fresh: NodeObs) -> None:
+        if not self._write_allowed("taint", action.node):
+            return
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": fresh.resource_version}
+        ]
+        if fresh.taints:
+            ops.append({"op": "add", "path": "/spec/taints/-", "value": OUT_OF_SERVICE_TAINT})
+        else:
+            ops.append({"op": "add", "path": "/spec/taints", "value": [OUT_OF_SERVICE_TAINT]})
+        try:
+            await self._kube.request(
+                "PATCH", self._path(action.node), body=ops, content_type=JSON_PATCH
+            )
+        except ApiError as exc:
+            if exc.code == 422:  # the test op failed: the node changed, like a 409
+                raise ApiError(409, "Conflict", exc.message) from exc
+            raise
+        await self._merge(
+            action.node, {"metadata": {"annotations": annotations_for(action.success)}}
+        )
+        ACTIONS.labels("taint", "ok").inc()
+        log.warning("node %s tainted %s", action.node, OUT_OF_SERVICE_KEY)
+
+    async def _restore(self, action: Action, rec: Record) -> Result:
+        fresh = await self.read(action.node, action.uid)
+        if fresh is None:
+            return Result(Outcome.GONE)
+        if unhealthy(fresh, self._cfg):
+            return Result(Outcome.FAILED, 0.0, "unhealthy again")
+        if not self._write_allowed("restore", action.node):
+            return Result(Outcome.OK)
+        if rec.tainted:
+            idx = next((i for i, t in enumerate(fresh.taints) if t.key == OUT_OF_SERVICE_KEY), None)
+            if idx is not None:
+                ops = [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": fresh.resource_version,
+                    },
+                    {"op": "test", "path": f"/spec/taints/{idx}/key", "value": OUT_OF_SERVICE_KEY},
+                    {"op": "remove", "path": f"/spec/taints/{idx}"},
+                ]
+                try:
+                    await self._kube.request(
+                        "PATCH", self._path(action.node), body=ops, content_type=JSON_PATCH
+                    )
+                except ApiError as exc:
+                    if exc.code == 422:
+                        return Result(Outcome.FAILED, 0.5, "node changed; retrying")
+                    raise
+                ACTIONS.labels("untaint", "ok").inc()
+        body: dict[str, Any] = {"metadata": {"annotations": annotations_for(action.success)}}
+        if rec.cordoned and fresh.unschedulable:
+            body["spec"] = {"unschedulable": False}
+        await self._merge(action.node, body)
+        ACTIONS.labels("uncordon" if "spec" in body else "restore", "ok").inc()
+        log.info(
+            "node %s restored (uncordoned=%s, untainted=%s)",
+            action.node,
+            "spec" in body,
+            rec.tainted,
+        )
+        return Result(Outcome.OK)

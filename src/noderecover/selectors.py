@@ -1,0 +1,130 @@
+"""Kubernetes label selectors (the string form), parsed once and matched locally.
+
+Supports what `kubectl -l` does: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`,
+comma-joined (AND). Errors name the offending part so `--node-selector` fails with one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_KEY_RE = re.compile(rf"^{_KEY}$")
+_VALUE_RE = re.compile(rf"^{_VALUE}$")
+_SET_RE = re.compile(rf"^({_KEY})\s+(in|notin)\s+\(([^()]*)\)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    key: str
+    op: str  # "=", "!=", "exists", "!exists", "in", "notin"
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.op == "exists":
+            return present
+        if self.op == "!exists":
+            return not present
+        if self.op in {"=", "in"}:
+            return present and labels[self.key] in self.values
+        # "!=" and "notin" match when the key is absent, like the API server.
+        return not present or labels[self.key] not in self.values
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(r.key for r in self.requirements)
+
+    def __str__(self) -> str:
+        parts = []
+        for r in self.requirements:
+            vals = sorted(r.values)
+            if r.op == "exists":
+                parts.append(r.key)
+            elif r.op == "!exists":
+                parts.append(f"!{r.key}")
+            elif r.op in {"=", "!="}:
+                parts.append(f"{r.key}{r.op}{vals[0]}")
+            else:
+                parts.append(f"{r.key} {r.op} ({','.join(vals)})")
+        return ",".join(parts)
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _check_key(key: str, part: str) -> str:
+    if not _KEY_RE.match(key) or len(key) > 316:
+        raise ValueError(f"invalid label key {key!r} in {part!r}")
+    return key
+
+
+def _check_value(value: str, part: str) -> str:
+    if not _VALUE_RE.match(value) or len(value) > 63:
+        raise ValueError(f"invalid label value {value!r} in {part!r}")
+    return value
+
+
+def parse_selector(text: str) -> Selector:
+    """Parse a label selector; raises ValueError naming the bad requirement."""
+    text = text.strip()
+    if not text:
+        return Selector()
+    if text.count("(") != text.count(")"):
+        raise ValueError(f"unbalanced parentheses in selector {text!r}")
+    reqs: list[Requirement] = []
+    for raw in _split_top(text):
+        part = raw.strip()
+        if not part:
+            raise ValueError(f"empty requirement in selector {text!r}")
+        if m := _SET_RE.match(part):
+            key, op, inner = m.group(1), m.group(3), m.group(4)
+            values = [_check_value(v.strip(), part) for v in inner.split(",")]
+            if not any(values):
+                raise ValueError(f"empty value set in {part!r}")
+            reqs.append(Requirement(_check_key(key, part), op, frozenset(values)))
+            continue
+        for op_text, op in (("!=", "!="), ("==", "="), ("=", "=")):
+            if op_text in part:
+                key, _, value = part.partition(op_text)
+                reqs.append(
+                    Requirement(
+                        _check_key(key.strip(), part),
+                        op,
+                        frozenset({_check_value(value.strip(), part)}),
+                    )
+                )
+                break
+        else:
+            if part.startswith("!"):
+                reqs.append(Requirement(_check_key(part[1:].strip(), part), "!exists"))
+            else:
+                reqs.append(Requirement(_check_key(part, part), "exists"))
+    return Selector(tuple(reqs))

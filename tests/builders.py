@@ -1,0 +1,63 @@
+"""Small builders of raw API objects for pure unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noderecover.config import Config
+from noderecover.nodes import NodeObs, format_time, parse_node
+
+T0 = 1_800_000_000.0
+
+
+def node_json(
+    name: str = "w1",
+    *,
+    ready: str = "True",
+    reason: str = "",
+    since: float = T0 - 3600,
+    uid: str | None = None,
+    rv: str = "1",
+    unschedulable: bool = False,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str | None] | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podCIDR": "10.244.1.0/24"}
+    if unschedulable:
+        spec["unschedulable"] = True
+    if taints:
+        spec["taints"] = taints
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "uid": uid or f"uid-{name}",
+            "resourceVersion": rv,
+            "labels": {"kubernetes.io/hostname": name, **(labels or {})},
+            "annotations": {k: v for k, v in (annotations or {}).items() if v is not None},
+        },
+        "spec": spec,
+        "status": {
+            "conditions": [
+                {
+                    "type": "MemoryPressure",
+                    "status": "False",
+                    "lastTransitionTime": format_time(since),
+                },
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "reason": reason,
+                    "lastTransitionTime": format_time(since),
+                },
+            ]
+        },
+    }
+
+
+def obs(cfg: Config | None = None, **kw: Any) -> NodeObs:
+    cfg = cfg or Config()
+    return parse_node(node_json(**kw), cfg.relevant_labels,
+                      frozenset({"Ready"} | {t for t, _ in cfg.unhealthy_conditions}))
