@@ -19,8 +19,7 @@ from noderecover.config import (
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90), ("90s", 90), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5m", 90),
-     ("0", 0)],
+    [("90", 90), ("90s", 90), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5m", 90), ("0", 0)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -42,7 +41,8 @@ def test_thresholds() -> None:
 
 def test_conditions() -> None:
     assert parse_conditions("Ready=False, NetworkUnavailable=True") == {
-        ("Ready", "False"), ("NetworkUnavailable", "True"),
+        ("Ready", "False"),
+        ("NetworkUnavailable", "True"),
     }
     with pytest.raises(ValueError):
         parse_conditions("Ready=Maybe")
@@ -101,7 +101,10 @@ def test_bad_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> N
 def test_unknown_flag_exits_2_with_one_line() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "noderecover", "run", "--graze", "5s"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--graze" in proc.stderr
@@ -111,7 +114,10 @@ def test_unreadable_kubeconfig_exits_2_naming_the_path(tmp_path: object) -> None
     path = f"{tmp_path}/missing.yaml"
     proc = subprocess.run(
         [sys.executable, "-m", "noderecover", "run", "--kubeconfig", path],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 2, proc.stderr
@@ -126,7 +132,10 @@ def test_garbage_kubeconfig_exits_2(tmp_path: object) -> None:
         f.write("this: [is not: a kubeconfig\n")
     proc = subprocess.run(
         [sys.executable, "-m", "noderecover", "run", "--kubeconfig", path],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 2
@@ -136,6 +145,9 @@ def test_garbage_kubeconfig_exits_2(tmp_path: object) -> None:
 def test_version() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "noderecover", "--version"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("noderecover ")

@@ -39,7 +39,7 @@ def run_ok(d: Decision, now: float) -> Record:
 
 def to_phase(target: Phase, cfg: Config = CFG, **node: object) -> tuple[Record, float]:
     """Drive a fresh node from Healthy to `target` with every action succeeding."""
-    o = obs(cfg, ready="Unknown", **node)  # type: ignore[arg-type]
+    o = obs(cfg, ready="Unknown", **node)
     rec, now = Record(uid=o.uid), T0
     while rec.phase is not target:
         d = step(rec, o, now, cfg)
@@ -272,7 +272,7 @@ def test_fencing_precedes_removal() -> None:
 
 
 def test_annotations_round_trip_through_resume() -> None:
-    rec, now = to_phase(Phase.DRAINING)
+    rec, _now = to_phase(Phase.DRAINING)
     ann = annotations_for(rec)
     o = obs(ready="Unknown", unschedulable=True, annotations=ann)
     back = resume(o)
@@ -283,15 +283,21 @@ def test_annotations_round_trip_through_resume() -> None:
 
 
 def test_resume_does_not_claim_a_cordon_that_is_gone() -> None:
-    o = obs(ready="Unknown", unschedulable=False,
-            annotations={ANN_PHASE: "Cordoned", ANN_CORDONED: "true"})
+    o = obs(
+        ready="Unknown",
+        unschedulable=False,
+        annotations={ANN_PHASE: "Cordoned", ANN_CORDONED: "true"},
+    )
     assert resume(o).cordoned is False
 
 
 def test_new_leader_resumes_suspect_timer_instead_of_restarting() -> None:
     since = T0 - 50
-    o = obs(ready="Unknown", since=T0 - 55,
-            annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(since)})
+    o = obs(
+        ready="Unknown",
+        since=T0 - 55,
+        annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(since)},
+    )
     rec = resume(o)
     assert step(rec, o, T0 + 9).action is None
     d = step(rec, o, T0 + 10)
@@ -301,8 +307,11 @@ def test_new_leader_resumes_suspect_timer_instead_of_restarting() -> None:
 def test_stale_suspect_annotation_never_shortens_the_grace() -> None:
     # A Suspect record from an earlier episode (leader died before clearing it) while the
     # node went NotReady again only 5 s ago: the grace counts from the new transition.
-    o = obs(ready="Unknown", since=T0 - 5,
-            annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(T0 - 3600)})
+    o = obs(
+        ready="Unknown",
+        since=T0 - 5,
+        annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(T0 - 3600)},
+    )
     rec = resume(o)
     assert step(rec, o, T0).action is None
     assert step(rec, o, T0 + 54).action is None

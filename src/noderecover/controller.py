@@ -122,7 +122,7 @@ class Controller:
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
         self.leading = False
-        self._busy: set[str] = set()
+        self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
         self._keep_labels = cfg.relevant_labels
@@ -206,7 +206,7 @@ class Controller:
             await self._idle.wait()
 
     def _done(self, name: str) -> None:
-        self._busy.discard(name)
+        self._busy.pop(name, None)
         if not self._busy:
             self._idle.set()
         self._wake.set()
@@ -259,7 +259,7 @@ class Controller:
         for obs in population:
             rec = self.records.get(obs.name)
             phase = rec.phase if rec is not None else Phase.HEALTHY
-            if phase in IN_FLIGHT:
+            if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
                 in_flight += 1
             if unhealthy(obs, cfg) or phase in IN_FLIGHT:
                 bad += 1
@@ -336,7 +336,7 @@ class Controller:
         action = d.action
         assert action is not None
         name = action.node
-        self._busy.add(name)
+        self._busy[name] = action.kind
         logs.decision(log, name, d.record.phase.value, action.kind.value, d.why)
         rec = d.record
         if action.persist is not None:

@@ -165,6 +165,8 @@ class Watcher(Generic[T]):
         ]
         with anyio.CancelScope() as scope:
             self._stream_scope = scope
+            if self._relist.is_set():  # asked for while we were listing
+                scope.cancel()
             try:
                 async with self._kube.stream(
                     self._path, query, read_timeout=self._silence

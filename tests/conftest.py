@@ -1,0 +1,141 @@
+"""Shared fixtures for the async unit tests (fake API server, fake clock, controller)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from noderecover.clock import FakeClock
+from noderecover.config import Config
+from noderecover.controller import Controller
+from noderecover.kube import KubeClient, Timeouts
+from tests.fakeapi import FakeKube
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[FakeKube]:
+    async with FakeKube(bookmark_interval=0.05, kubelet_finish_delay=0.01) as fake:
+        yield fake
+
+
+def client_for(fake: FakeKube, request: float = 2.0, stream_read: float = 5.0) -> KubeClient:
+    conf = Configuration(host=fake.base_url)
+    return KubeClient(
+        ApiClient(conf), Timeouts(request=request, connect=2.0, stream_read=stream_read)
+    )
+
+
+@pytest.fixture
+async def client(kube: FakeKube) -> AsyncIterator[KubeClient]:
+    c = client_for(kube)
+    yield c
+    await c.close()
+
+
+class FlagGate:
+    def __init__(self) -> None:
+        self.allowed = True
+
+    def may_act(self) -> bool:
+        return self.allowed
+
+
+@dataclass
+class Harness:
+    """A controller against the fake server, leading in the background, on a fake clock."""
+
+    kube: FakeKube
+    clock: FakeClock
+    controller: Controller
+    gate: FlagGate
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def record(self, node: str, uid: str, reason: str, message: str, type: str = "Normal") -> None:
+        self.events.append((node, reason, type))
+
+    async def until(
+        self,
+        pred: Callable[[], bool],
+        *,
+        advance: float = 0.0,
+        real_timeout: float = 5.0,
+        what: str = "",
+    ) -> None:
+        """Poll `pred`, moving the fake clock `advance` seconds per poll (0 = not at all)."""
+        with anyio.fail_after(real_timeout):
+            while not pred():
+                if advance:
+                    self.clock.advance(advance)
+                await anyio.sleep(0.005)
+        assert pred(), what
+
+    async def idle(self, fake_seconds: float, step: float = 1.0) -> None:
+        """Let `fake_seconds` pass on the fake clock, giving the loop real time each step."""
+        t = 0.0
+        while t < fake_seconds:
+            self.clock.advance(step)
+            t += step
+            await anyio.sleep(0.003)
+
+
+def make_config(**kw: object) -> Config:
+    base: dict[str, object] = dict(
+        grace=60.0,
+        healthy_delay=30.0,
+        drain_timeout=60.0,
+        watch_silence=3600.0,
+        watch_node_leases=False,
+        storm_cooldown=300.0,
+    )
+    base.update(kw)
+    return Config(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
+    """`h = await start(**config)` starts a leading controller; all stopped at teardown.
+
+    The controllers run in plain asyncio tasks: pytest-asyncio finalises fixtures in another
+    task, so a task group cannot span the `yield`.
+    """
+    clients: list[KubeClient] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(**kw: object) -> Harness:
+        clock = FakeClock(start_wall=time.time())
+        gate = FlagGate()
+        c = client_for(kube)
+        clients.append(c)
+        h = Harness(kube, clock, None, gate)  # type: ignore[arg-type]
+        h.controller = Controller(
+            c, clock, make_config(**kw), gate=gate, events=h, rng=random.Random(7)
+        )
+
+        async def run() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(h.controller.watch)
+                tg.start_soon(h.controller.lead)
+
+        tasks.append(asyncio.create_task(run()))
+        await h.until(
+            lambda: h.controller.leading and h.controller.synced, what="controller synced"
+        )
+        return h
+
+    yield start
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    for c in clients:
+        await c.close()

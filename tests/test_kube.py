@@ -1,0 +1,82 @@
+"""The bounded API client: error mapping, Retry-After, timeouts on requests and streams."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from noderecover.backoff import Backoff
+from noderecover.kube import MERGE_PATCH, ApiError, KubeClient
+from tests.conftest import client_for
+from tests.fakeapi import FakeKube
+
+
+async def test_status_errors_carry_code_reason_and_retry_after(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    with pytest.raises(ApiError) as exc:
+        await client.request("GET", "/api/v1/nodes/missing")
+    assert exc.value.code == 404 and exc.value.reason == "NotFound" and not exc.value.retryable
+    kube.fail_next("GET", "^/api/v1/nodes$", 429, retry_after=7)
+    with pytest.raises(ApiError) as exc:
+        await client.request("GET", "/api/v1/nodes")
+    assert exc.value.code == 429 and exc.value.retry_after == 7 and exc.value.retryable
+
+
+async def test_merge_patch_content_type_and_user_agent(kube: FakeKube, client: KubeClient) -> None:
+    kube.add_node("a")
+    body = await client.request(
+        "PATCH", "/api/v1/nodes/a", body={"spec": {"unschedulable": True}}, content_type=MERGE_PATCH
+    )
+    assert body["spec"]["unschedulable"] is True
+    req = kube.requests_matching("PATCH", "/api/v1/nodes/a")[0]
+    assert req.content_type == MERGE_PATCH and (req.user_agent or "").startswith("noderecover/")
+
+
+async def test_hanging_request_times_out_as_code_0(kube: FakeKube) -> None:
+    client = client_for(kube, request=0.2)
+    kube.hang("GET", "^/api/v1/nodes$")
+    try:
+        with anyio.fail_after(3), pytest.raises(ApiError) as exc:
+            await client.request("GET", "/api/v1/nodes")
+        assert exc.value.code == 0 and exc.value.retryable
+    finally:
+        kube.release_hangs()
+        await client.close()
+
+
+async def test_silent_stream_read_times_out(kube: FakeKube) -> None:
+    client = client_for(kube, stream_read=0.2)
+    kube.silence_watches(True)
+    try:
+        with anyio.fail_after(3), pytest.raises(ApiError) as exc:
+            async with client.stream("/api/v1/nodes", [("watch", "true")]) as lines:
+                async for _ in lines:
+                    pass
+        assert exc.value.reason == "Timeout"
+    finally:
+        kube.silence_watches(False)
+        await client.close()
+
+
+async def test_unreachable_server_is_code_0() -> None:
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
+    client = KubeClient(ApiClient(Configuration(host="http://127.0.0.1:9")))
+    with pytest.raises(ApiError) as exc:
+        await client.request("GET", "/api/v1/nodes", timeout=1.0)
+    assert exc.value.code == 0
+    await client.close()
+
+
+def test_backoff_grows_is_bounded_jittered_and_honours_retry_after() -> None:
+    import random
+
+    b = Backoff(base=1.0, cap=8.0, jitter=0.5, rng=random.Random(3))
+    delays = [b.next_delay() for _ in range(8)]
+    assert all(0.5 <= d <= 8.0 for d in delays)
+    assert delays[-1] >= 4.0  # reached the cap region
+    assert len(set(delays)) > 1
+    assert b.next_delay(at_least=20.0) >= 20.0
+    b.reset()
+    assert b.next_delay() <= 1.0
