@@ -130,7 +130,7 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     controller = Controller(kube, clock, cfg, gate=gate, events=events)
     http = HttpServer(cfg.http_bind, _Health(controller, elector, clock, cfg.retry_period), clock)
     log.info(
-        "noderecover %s starting: identity=%s leader-elect=%s dry-run=%s grace=%.0fs removal=%s",
+        "noderecover %s starting: identity=%s leader-elect=%s dry-run=%s grace=%gs removal=%s",
         __version__,
         identity,
         elect,

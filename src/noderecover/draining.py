@@ -36,7 +36,7 @@ from noderecover.nodes import parse_time
 log = logging.getLogger("noderecover.draining")
 
 PDB_MIN_RETRY = 5.0
-POLL = 1.0
+POLL = 0.5  # seconds between looks at a draining node's pods
 
 
 @dataclass(frozen=True, slots=True)
