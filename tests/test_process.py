@@ -42,9 +42,12 @@ class Replica:
         self.name, self.proc, self.port = name, proc, port
 
     async def get(self, path: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as s, s.get(
-            f"http://127.0.0.1:{self.port}{path}", timeout=aiohttp.ClientTimeout(total=2)
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(
+                f"http://127.0.0.1:{self.port}{path}", timeout=aiohttp.ClientTimeout(total=2)
+            ) as r,
+        ):
             return r.status, await r.text()
 
     async def leader(self) -> float:
@@ -73,15 +76,39 @@ async def replicas(kube: FakeKube, tmp_path: Path) -> AsyncIterator[list[Replica
     for name in ("replica-a", "replica-b"):
         port = free_port()
         argv = [
-            sys.executable, "-m", "noderecover", "run", "--kubeconfig", str(cfg),
-            "--leader-elect", "--lease-namespace", "default", "--lease-duration", "2s",
-            "--renew-deadline", "1.5s", "--retry-period", "0.4s", "--grace", "0.5s",
-            "--healthy-delay", "0.5s", "--drain-timeout", "0.5s", "--no-watch-node-leases",
-            "--http-bind", f"127.0.0.1:{port}", "--log-format", "json", "--log-level", "debug",
+            sys.executable,
+            "-m",
+            "noderecover",
+            "run",
+            "--kubeconfig",
+            str(cfg),
+            "--leader-elect",
+            "--lease-namespace",
+            "default",
+            "--lease-duration",
+            "2s",
+            "--renew-deadline",
+            "1.5s",
+            "--retry-period",
+            "0.4s",
+            "--grace",
+            "0.5s",
+            "--healthy-delay",
+            "0.5s",
+            "--drain-timeout",
+            "0.5s",
+            "--no-watch-node-leases",
+            "--http-bind",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
         ]
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = await anyio.open_process(argv, stdout=log, stderr=log,
-                                        env={"POD_NAME": name, "PATH": "/usr/bin:/bin"})
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: ASYNC230, SIM115 - test setup
+        proc = await anyio.open_process(
+            argv, stdout=log, stderr=log, env={"POD_NAME": name, "PATH": "/usr/bin:/bin"}
+        )
         out.append(Replica(name, proc, port))
     try:
         yield out

@@ -1,4 +1,4 @@
-"""Command line: `noderecover run`, `noderecover --version`."""
+"""Command line: `noderecover run`, `noderecover plan`, `noderecover --version`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def parser() -> argparse.ArgumentParser:
         description="Watch Nodes; cordon, drain and remove the ones that stay unhealthy.",
     )
     add_run_flags(run)
+    plan = sub.add_parser(
+        "plan",
+        help="show what noderecover would do now (read-only)",
+        description="Read-only: list nodes and the phase/action noderecover would take now.",
+    )
+    add_run_flags(plan)
     return p
 
 
@@ -44,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from noderecover import app, logs
 
     try:
+        if args.command == "plan":
+            from noderecover.plan import run_plan
+
+            logs.setup_logging(cfg.log_format, "warning")
+            return anyio.run(run_plan, cfg, backend="asyncio")
         logs.setup_logging(cfg.log_format, cfg.log_level)
         return anyio.run(app.run, cfg, backend="asyncio", backend_options={"use_uvloop": True})
     except BadFlag as exc:

@@ -122,6 +122,7 @@ class Controller:
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
         self.leading = False
+        self.decisions: dict[str, Decision] = {}  # the last decision per node (for `plan`)
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
@@ -296,6 +297,7 @@ class Controller:
                 lease_renewing=self.lease_renewing(name),
             )
             d = decide(rec, obs, now, cfg, gates)
+            self.decisions[name] = d
             self.records[name] = d.record
             self._note_block(obs, d)
             if d.wake_at is not None:

@@ -1,0 +1,62 @@
+"""`noderecover plan` against the fake API server: read-only, and says why."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+from noderecover.plan import plan_rows, render
+from tests.conftest import client_for, make_config
+from tests.fakeapi import FakeKube
+
+
+async def test_plan_is_read_only_and_explains(kube: FakeKube) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    kube.add_node(
+        "cp",
+        "Unknown",
+        labels={"node-role.kubernetes.io/control-plane": ""},
+        last_transition_time=old,
+    )
+    kube.add_node("w1", "Unknown", last_transition_time=old)
+    kube.add_node("w2", "False", last_transition_time=dt.datetime.now(dt.UTC))
+    for n in range(3, 9):
+        kube.add_node(f"w{n}")
+    kube.add_node(
+        "opt-out",
+        "Unknown",
+        annotations={"noderecover.io/exclude": "true"},
+        last_transition_time=old,
+    )
+    client = client_for(kube)
+    try:
+        rows, breaker = await plan_rows(client, make_config(grace=60))
+    finally:
+        await client.close()
+    by_node = {r[0]: r for r in rows}
+    assert by_node["w1"][3:5] == ("Suspect", "cordon")
+    assert by_node["w1"][2].startswith("10m") or by_node["w1"][2].startswith("9m")
+    assert by_node["w2"][4] == "wait" and "within grace" in by_node["w2"][5]
+    assert by_node["cp"][4] == "blocked" and by_node["cp"][5] == "excluded-control-plane"
+    assert by_node["opt-out"][5] == "excluded-annotation"
+    assert by_node["w3"][3:5] == ("Healthy", "nothing")
+    assert breaker is False
+    assert [r.method for r in kube.requests if r.method != "GET"] == []
+    out = io.StringIO()
+    render(rows, breaker, out)
+    text = out.getvalue()
+    assert text.splitlines()[0].split()[:3] == ["NODE", "READY", "UNHEALTHY"]
+    assert "circuit breaker: closed" in text
+
+
+async def test_plan_shows_the_breaker(kube: FakeKube) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    for n in range(4):
+        kube.add_node(f"w{n}", "Unknown", last_transition_time=old)
+    client = client_for(kube)
+    try:
+        rows, breaker = await plan_rows(client, make_config())
+    finally:
+        await client.close()
+    assert breaker is True
+    assert {r[5] for r in rows} == {"circuit-breaker"}
