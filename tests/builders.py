@@ -59,5 +59,8 @@ def node_json(
 
 def obs(cfg: Config | None = None, **kw: Any) -> NodeObs:
     cfg = cfg or Config()
-    return parse_node(node_json(**kw), cfg.relevant_labels,
-                      frozenset({"Ready"} | {t for t, _ in cfg.unhealthy_conditions}))
+    return parse_node(
+        node_json(**kw),
+        cfg.relevant_labels,
+        frozenset({"Ready"} | {t for t, _ in cfg.unhealthy_conditions}),
+    )

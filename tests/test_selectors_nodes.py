@@ -45,7 +45,11 @@ def test_selector_round_trips_to_string() -> None:
 def test_parse_node_keeps_only_what_decisions_need() -> None:
     cfg = Config(node_selector=parse_selector("pool=db"))
     raw = node_json(
-        "w7", ready="Unknown", reason="NodeStatusUnknown", since=T0, unschedulable=True,
+        "w7",
+        ready="Unknown",
+        reason="NodeStatusUnknown",
+        since=T0,
+        unschedulable=True,
         labels={"pool": "db", "irrelevant": "x"},
         annotations={"noderecover.io/phase": "Suspect", "other.io/x": "y"},
         taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}],
