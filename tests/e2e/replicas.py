@@ -1,0 +1,263 @@
+"""noderecover replicas as real processes against the test cluster, least-privileged.
+
+`LeastPrivilege.setup(cluster)` applies exactly `manifests/base/{namespace,rbac}.yaml` and mints
+a ServiceAccount token (TokenRequest API); every e2e replica runs with that token only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from noderecover.testcluster.cluster import TestCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "noderecover"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rbac_objects() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for name in ("namespace.yaml", "rbac.yaml"):
+        text = (ROOT / "manifests" / "base" / name).read_text()
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def sa_kubeconfig(cluster: TestCluster, path: Path) -> Path:
+    """Apply the manifests' RBAC and write a kubeconfig holding only the SA's token."""
+    for obj in rbac_objects():
+        cluster.apply(obj)
+    token = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/noderecover/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 7200},
+        },
+    )["status"]["token"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "test",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.ca_file),
+                        },
+                    }
+                ],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+            }
+        )
+    )
+    return path
+
+
+@dataclass
+class Replica:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` matching `labels` (0 when absent)."""
+        _, text = self.get("/metrics")
+        total = 0.0
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+@dataclass
+class Replicas:
+    """Start/stop noderecover processes; all are killed at `close()`."""
+
+    cluster: TestCluster
+    kubeconfig: Path
+    workdir: Path
+    started: list[Replica] = field(default_factory=list)
+
+    def start(self, name: str, *flags: str) -> Replica:
+        port = free_port()
+        log = self.workdir / f"{name}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "noderecover",
+            "run",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--leader-elect",
+            "--lease-namespace",
+            NAMESPACE,
+            "--http-bind",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "json",
+            *flags,
+        ]
+        env = {**os.environ, "POD_NAME": name}
+        env.pop("KUBECONFIG", None)
+        proc = subprocess.Popen(
+            argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        r = Replica(name, proc, port, log)
+        self.started.append(r)
+        TestCluster.wait_for(lambda: r.alive and r.get("/readyz")[0] == 200, 30, f"{name} ready")
+        return r
+
+    def leader(self, timeout: float = 30.0) -> Replica:
+        def holder() -> Replica | None:
+            lease = self.cluster.get(
+                f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/noderecover"
+            )
+            who = (lease or {}).get("spec", {}).get("holderIdentity")
+            return next((r for r in self.started if r.name == who and r.alive), None)
+
+        return TestCluster.wait_for(holder, timeout, "a noderecover leader")
+
+    def close(self) -> None:
+        for r in self.started:
+            r.stop(signal.SIGKILL, timeout=10)
+
+    def tails(self, lines: int = 40) -> str:
+        out = []
+        for r in self.started:
+            text = r.log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {r.name} (exit {r.proc.poll()})\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+class Timeline:
+    """Polls the cluster in a thread and records when things first happened."""
+
+    def __init__(
+        self, cluster: TestCluster, node: str, pod: str = "mysql-0", interval: float = 0.2
+    ) -> None:
+        self.cluster, self.node, self.pod, self.interval = cluster, node, pod, interval
+        self.t0 = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.cordoned_others: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def mark(self, what: str) -> None:
+        self.marks.setdefault(what, time.monotonic() - self.t0)
+
+    def start(self) -> Timeline:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self._poll()
+            self._stop.wait(self.interval)
+
+    def _poll(self) -> None:
+        nodes = self.cluster.request("GET", "/api/v1/nodes")["items"]
+        names = set()
+        for n in nodes:
+            name = n["metadata"]["name"]
+            names.add(name)
+            ready = next(
+                (c["status"] for c in n["status"].get("conditions") or [] if c["type"] == "Ready"),
+                None,
+            )
+            if name == self.node:
+                if ready not in (None, "True"):
+                    self.mark(f"node Ready={ready} (NotReady seen)")
+                if n["spec"].get("unschedulable"):
+                    self.mark("node cordoned")
+                if n["metadata"].get("annotations", {}).get("noderecover.io/phase") in (
+                    "Removing",
+                    "Removed",
+                ):
+                    self.mark("drain done (phase Removing)")
+            elif n["spec"].get("unschedulable"):
+                self.cordoned_others.add(name)
+        if self.node not in names:
+            self.mark("node deleted")
+        pod = self.cluster.pod(self.pod)
+        if pod is not None:
+            on = pod["spec"].get("nodeName")
+            if pod["metadata"].get("deletionTimestamp"):
+                self.mark("pod terminating")
+            if on and on != self.node and pod.get("status", {}).get("phase") == "Running":
+                self.mark(f"pod Running on another node ({on})")
+        else:
+            self.mark("old pod object gone")
+
+    def render(self) -> str:
+        rows = sorted(self.marks.items(), key=lambda kv: kv[1])
+        return "\n".join(f"  {t:7.2f}s  {what}" for what, t in rows)
+
+    def at(self, prefix: str) -> float | None:
+        return next((t for k, t in self.marks.items() if k.startswith(prefix)), None)
+
+
+def wait(pred: Callable[[], Any], timeout: float, desc: str) -> Any:
+    return TestCluster.wait_for(pred, timeout, desc)

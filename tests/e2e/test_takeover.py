@@ -1,0 +1,446 @@
+"""The StatefulSet takeover on a real control plane, with noderecover as real processes.
+
+Every replica here runs with a ServiceAccount token bound only to `manifests/base/rbac.yaml`
+(least privilege): a 403 anywhere would show up in `noderecover_api_errors_total{code="403"}`,
+which each test checks is zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noderecover.testcluster.cluster import TestCluster
+from tests.e2e.replicas import NAMESPACE, ROOT, Replica, Replicas, Timeline, sa_kubeconfig, wait
+
+pytestmark = pytest.mark.e2e
+
+FAST = (
+    "--grace",
+    "5s",
+    "--healthy-delay",
+    "3s",
+    "--drain-timeout",
+    "5s",
+    "--lease-duration",
+    "4s",
+    "--renew-deadline",
+    "3s",
+    "--retry-period",
+    "1s",
+    "--watch-silence",
+    "30s",
+    "--log-level",
+    "debug",
+)
+PVC = "/api/v1/namespaces/default/persistentvolumeclaims/pvc-mysql-0"
+
+
+@pytest.fixture(scope="session")
+def sa_config(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sa_kubeconfig(cluster, tmp_path_factory.mktemp("sa") / "kubeconfig")
+
+
+@pytest.fixture
+def nr(
+    clean_cluster: TestCluster, sa_config: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Replicas]:
+    c = clean_cluster
+    c.api("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/noderecover")
+    for node in c.request("GET", "/api/v1/nodes")["items"]:
+        ours = [
+            k for k in node["metadata"].get("annotations") or {} if k.startswith("noderecover.io/")
+        ]
+        if ours:
+            c.request(
+                "PATCH",
+                f"/api/v1/nodes/{node['metadata']['name']}",
+                {"metadata": {"annotations": dict.fromkeys(ours)}},
+            )
+    reps = Replicas(c, sa_config, tmp_path)
+    try:
+        yield reps
+    finally:
+        reps.close()
+        print("\n" + reps.tails(60))
+    for r in reps.started:
+        forbidden = [line for line in r.log_lines() if " 403 " in str(line.get("msg", ""))]
+        assert not forbidden, f"{r.name} was refused by RBAC: {forbidden[:3]}"
+
+
+def seed(c: TestCluster) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Apply the seed StatefulSet; return (node of mysql-0, its PVC, its PV)."""
+    c.apply_seed_statefulset()
+    pod = c.wait_pod_running("mysql-0", timeout=90)
+    pvc = wait(
+        lambda: (p := c.get(PVC)) and p["status"].get("phase") == "Bound" and p,
+        60,
+        "pvc-mysql-0 Bound",
+    )
+    pv = c.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")
+    return pod["spec"]["nodeName"], pvc, pv
+
+
+def no_403(*replicas: Replica) -> None:
+    for r in replicas:
+        if r.alive:
+            assert r.metric("noderecover_api_errors_total", code="403") == 0
+
+
+def test_seed_scenario_statefulset_pod_moves_with_its_volume(nr: Replicas) -> None:
+    c = nr.cluster
+    node, pvc, pv = seed(c)
+    a, b = nr.start("replica-a", *FAST), nr.start("replica-b", *FAST)
+    leader = nr.leader()
+    follower = b if leader is a else a
+    tl = Timeline(c, node).start()
+    c.kill_node(node)
+    tl.mark("heartbeats stop (kwok killed)")
+    try:
+        moved = c.wait_pod_running("mysql-0", timeout=150, not_on=node)
+        tl.mark(f"pod Running on another node ({moved['spec']['nodeName']})")
+        wait(lambda: c.node(node) is None, 60, f"node {node} deleted")
+        time.sleep(0.5)
+    finally:
+        tl.stop()
+        print(f"\ntimeline (seconds since the node died):\n{tl.render()}")
+    # The order of events, as the timeline saw it.
+    order = ["heartbeats stop", "node Ready=Unknown", "node cordoned", "pod Running on another"]
+    times = [tl.at(k) for k in order]
+    assert None not in times, tl.marks
+    assert times == sorted(times), tl.marks  # type: ignore[type-var]
+    assert tl.at("node deleted") is not None
+    # Same claim, same volume, untouched; no other node cordoned.
+    assert [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in moved["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ] == ["pvc-mysql-0"]
+    pvc2 = c.get(PVC)
+    pv2 = c.get(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+    assert pvc2["metadata"]["uid"] == pvc["metadata"]["uid"]
+    assert pvc2["status"]["phase"] == "Bound" and pv2["status"]["phase"] == "Bound"
+    assert pv2["metadata"]["uid"] == pv["metadata"]["uid"]
+    assert pv2["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
+    assert not tl.cordoned_others
+    # Only the leader acted.
+    assert leader.metric("noderecover_actions_total", action="delete", result="ok") == 1
+    assert follower.metric("noderecover_actions_total", action="cordon") == 0
+    assert follower.metric("noderecover_leader") == 0 and leader.metric("noderecover_leader") == 1
+    no_403(a, b)
+
+
+def test_recovery_within_grace_leaves_nothing_behind(nr: Replicas) -> None:
+    c = nr.cluster
+    node = "worker-1"
+    r = nr.start("replica-a", *FAST, "--grace", "60s")
+    nr.leader()
+    tl = Timeline(c, node).start()
+    c.kill_node(node)
+    try:
+        c.wait_node_ready(node, "Unknown", timeout=60)
+        wait(
+            lambda: (
+                (c.node(node) or {})["metadata"].get("annotations", {}).get("noderecover.io/phase")
+                == "Suspect"
+            ),
+            30,
+            "Suspect",
+        )
+        c.revive_node(node, timeout=90)
+        wait(
+            lambda: (
+                "noderecover.io/phase"
+                not in ((c.node(node) or {})["metadata"].get("annotations") or {})
+            ),
+            30,
+            "annotations cleared after healthy-delay",
+        )
+    finally:
+        tl.stop()
+    assert tl.at("node cordoned") is None and not tl.cordoned_others
+    assert c.node(node) is not None and not c.node(node)["spec"].get("unschedulable")  # type: ignore[index]
+    assert r.metric("noderecover_actions_total", action="cordon") == 0
+    no_403(r)
+
+
+def test_mass_outage_opens_the_circuit_breaker(nr: Replicas) -> None:
+    c = nr.cluster
+    r = nr.start("replica-a", *FAST)
+    nr.leader()
+    tl = Timeline(c, "no-such-node").start()
+    dead = ["worker-0", "worker-1"]  # 2 of 4 nodes = 50% > 40%
+    for n in dead:
+        c.kill_node(n)
+    try:
+        for n in dead:
+            c.wait_node_ready(n, "Unknown", timeout=60)
+        wait(lambda: r.metric("noderecover_circuit_breaker_open") == 1, 30, "breaker open")
+        wait(
+            lambda: r.metric("noderecover_blocked_total", reason="circuit-breaker") > 0,
+            30,
+            "blocked counted",
+        )
+        time.sleep(8)  # well past the 5 s grace: still nothing may happen
+        assert r.metric("noderecover_circuit_breaker_open") == 1
+    finally:
+        tl.stop()
+    assert not tl.cordoned_others, tl.cordoned_others
+    assert r.metric("noderecover_actions_total", action="cordon") == 0
+    assert all(c.node(n) is not None for n in dead)
+    no_403(r)
+
+
+def test_leader_failover_mid_remediation_finishes_exactly_once(nr: Replicas) -> None:
+    c = nr.cluster
+    node, _, _ = seed(c)
+    slow = (*FAST, "--drain-timeout", "20s")
+    a, b = nr.start("replica-a", *slow), nr.start("replica-b", *slow)
+    leader = nr.leader()
+    survivor = b if leader is a else a
+    deletes_before = node_deletes(c)
+    tl = Timeline(c, node).start()
+    c.kill_node(node)
+    try:
+        wait(
+            lambda: (
+                (c.node(node) or {})
+                .get("metadata", {})
+                .get("annotations", {})
+                .get("noderecover.io/phase")
+                == "Draining"
+            ),
+            60,
+            "remediation in progress",
+        )
+        leader.proc.send_signal(signal.SIGKILL)
+        leader.proc.wait(10)
+        tl.mark("leader SIGKILLed")
+        assert nr.leader(timeout=30) is survivor
+        tl.mark("survivor holds the Lease")
+        wait(lambda: c.node(node) is None, 90, "node deleted by the new leader")
+        c.wait_pod_running("mysql-0", timeout=90, not_on=node)
+    finally:
+        tl.stop()
+        print(f"\ntimeline:\n{tl.render()}")
+    assert node_deletes(c) - deletes_before == 1
+    assert survivor.metric("noderecover_actions_total", action="delete", result="ok") == 1
+    # It resumed the remediation: no second cordon of its own.
+    assert survivor.metric("noderecover_actions_total", action="cordon") == 0
+    assert not tl.cordoned_others
+    no_403(survivor)
+
+
+def node_deletes(c: TestCluster) -> float:
+    status, text = c.api("GET", "/metrics")
+    assert status == 200
+    total = 0.0
+    for line in str(text).splitlines():
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="nodes"' in line
+            and 'verb="DELETE"' in line
+            and 'code="200"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class FakeKubelet:
+    """Plays an alive-but-NotReady kubelet for a node whose kwok was stopped: renews the
+    node Lease, posts Ready=False, and finishes pod deletions."""
+
+    def __init__(self, c: TestCluster, node: str) -> None:
+        self.c, self.node = c, node
+        self.since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FakeKubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self._beat()
+            self._stop.wait(0.5)
+
+    def _beat(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        if self.c.node(self.node) is None:
+            return
+        self.c.api(
+            "PATCH",
+            f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node}",
+            {
+                "spec": {
+                    "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "holderIdentity": self.node,
+                }
+            },
+        )
+        self.c.api(
+            "PATCH",
+            f"/api/v1/nodes/{self.node}/status",
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "False",
+                            "reason": "KubeletNotReady",
+                            "message": "container runtime is down (test)",
+                            "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "lastTransitionTime": self.since,
+                        }
+                    ]
+                }
+            },
+            content_type="application/strategic-merge-patch+json",
+        )
+        pods = self.c.request(
+            "GET", "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={self.node}"}
+        )["items"]
+        for p in pods:
+            if p["metadata"].get("deletionTimestamp"):
+                self.c.api(
+                    "DELETE",
+                    f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}",
+                    {"gracePeriodSeconds": 0},
+                )
+
+
+def web(c: TestCluster, pool: str) -> None:
+    labels = {"app": "web"}
+    c.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"noderecover.test/pool": pool},
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [{"name": "web", "image": "nginx"}],
+                    },
+                },
+            },
+        }
+    )
+    c.apply(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": labels}},
+        }
+    )
+
+
+def running_web(c: TestCluster) -> list[dict[str, Any]]:
+    pods = c.request("GET", "/api/v1/namespaces/default/pods", query={"labelSelector": "app=web"})[
+        "items"
+    ]
+    return [
+        p
+        for p in pods
+        if p.get("status", {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def test_pdb_respected_on_notready_but_alive_node(nr: Replicas) -> None:
+    c = nr.cluster
+    target, spare = "worker-2", "worker-1"
+    c.request(
+        "PATCH", f"/api/v1/nodes/{target}", {"metadata": {"labels": {"noderecover.test/pool": "a"}}}
+    )
+    web(c, "a")
+    wait(lambda: len(running_web(c)) == 3, 90, "3 web pods Running on the target")
+    assert {p["spec"]["nodeName"] for p in running_web(c)} == {target}
+    # Replacements may go to the spare node only.
+    c.request(
+        "PATCH", f"/api/v1/nodes/{spare}", {"metadata": {"labels": {"noderecover.test/pool": "a"}}}
+    )
+    r = nr.start("replica-a", *FAST, "--drain-timeout", "10s")
+    nr.leader()
+    c.kill_node(target)
+    min_running = 3
+    with FakeKubelet(c, target):
+        deadline = time.monotonic() + 150
+        while c.node(target) is not None:
+            assert time.monotonic() < deadline, "drain did not complete"
+            min_running = min(min_running, len(running_web(c)))
+            time.sleep(0.2)
+    assert min_running >= 2  # the budget (minAvailable 2) held all along
+    assert {p["spec"]["nodeName"] for p in running_web(c)} == {spare}
+    assert r.metric("noderecover_actions_total", action="evict", result="ok") == 3
+    assert r.metric("noderecover_actions_total", action="evict", result="pdb-blocked") >= 1
+    assert r.metric("noderecover_actions_total", action="force-delete") == 0
+    no_403(r)
+
+
+def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
+    sa = f"system:serviceaccount:{NAMESPACE}:noderecover"
+    allowed = [
+        ("delete", "nodes", ""),
+        ("patch", "nodes", ""),
+        ("create", "pods/eviction", ""),
+        ("delete", "pods", ""),
+        ("update", "leases", NAMESPACE),
+        ("watch", "leases", "kube-node-lease"),
+        ("create", "events", "default"),
+    ]
+    denied = [
+        ("delete", "persistentvolumeclaims", "default"),
+        ("delete", "persistentvolumes", ""),
+        ("get", "secrets", "default"),
+        ("update", "nodes", ""),
+        ("delete", "volumeattachments", ""),
+        ("update", "leases", "kube-node-lease"),
+        ("create", "events", "kube-system"),
+        ("create", "pods", "default"),
+    ]
+    for verb, resource, ns in allowed + denied:
+        res, _, sub = resource.partition("/")
+        args = ["auth", "can-i", verb, res, f"--as={sa}"]
+        args += [f"--subresource={sub}"] if sub else []
+        args += [f"--namespace={ns}"] if ns else []
+        out = cluster.kubectl(*args, check=False).stdout.strip()
+        assert out == ("yes" if (verb, resource, ns) in allowed else "no"), (verb, resource, ns)
+
+
+def test_manifests_apply_server_side_dry_run(cluster: TestCluster) -> None:
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-k",
+        str(ROOT / "manifests"),
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for kind in (
+        "deployment.apps/noderecover",
+        "clusterrole.rbac.authorization.k8s.io/noderecover",
+        "poddisruptionbudget.policy/noderecover",
+    ):
+        assert kind in proc.stdout
