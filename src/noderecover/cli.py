@@ -37,11 +37,33 @@ def parser() -> argparse.ArgumentParser:
         description="Read-only: list nodes and the phase/action noderecover would take now.",
     )
     add_run_flags(plan)
+    demo = sub.add_parser(
+        "demo",
+        help="the StatefulSet takeover, live, on a local real control plane",
+        description="Build (once) and start a local control plane with kwok nodes, run the "
+        "seed's MySQL StatefulSet and two noderecover replicas, kill the node under mysql-0.",
+    )
+    demo.add_argument("--grace", default="10s", help="noderecover's --grace (default 10s)")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the cluster up at the end and print its kubeconfig",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "demo":
+        from noderecover.config import parse_duration
+        from noderecover.demo import run_demo
+
+        try:
+            parse_duration(args.grace)
+        except ValueError as exc:
+            print(f"noderecover: error: --grace: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return run_demo(grace=args.grace, keep=args.keep)
     try:
         cfg = build_config(args)
     except BadFlag as exc:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from noderecover.testcluster.cluster import TestCluster
-from tests.e2e.replicas import NAMESPACE, ROOT, Replica, Replicas, Timeline, sa_kubeconfig, wait
+from noderecover.testcluster.replicas import NAMESPACE, ROOT, Replica, Replicas, Timeline, sa_kubeconfig, wait
 
 pytestmark = pytest.mark.e2e
 

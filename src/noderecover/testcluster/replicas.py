@@ -1,4 +1,4 @@
-"""noderecover replicas as real processes against the test cluster, least-privileged.
+"""noderecover replicas as real processes against the test cluster (used by e2e and demo).
 
 `LeastPrivilege.setup(cluster)` applies exactly `manifests/base/{namespace,rbac}.yaml` and mints
 a ServiceAccount token (TokenRequest API); every e2e replica runs with that token only.
@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from noderecover.testcluster.cluster import TestCluster
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the source checkout (manifests/ lives there)
 NAMESPACE = "noderecover"
 
 
