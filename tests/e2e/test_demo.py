@@ -14,15 +14,22 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_runs_the_takeover_and_cleans_up(testcluster_bin_dir: object) -> None:
     assert build.is_built()
-    before = subprocess.run(["pgrep", "-c", "-f", "kwok --kubeconfig"], capture_output=True,
-                            text=True, check=False).stdout.strip()
-    proc = subprocess.run([sys.executable, "-m", "noderecover", "demo", "--grace", "3s"],
-                          capture_output=True, text=True, timeout=400, check=False)
+    before = subprocess.run(
+        ["pgrep", "-c", "-f", "kwok --kubeconfig"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    proc = subprocess.run(
+        [sys.executable, "-m", "noderecover", "demo", "--grace", "3s"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "mysql-0 is Running on" in out and "time to recovery" in out
     assert "cordon=1" in out and "delete=1" in out
     assert "node deleted" in out
-    after = subprocess.run(["pgrep", "-c", "-f", "kwok --kubeconfig"], capture_output=True,
-                           text=True, check=False).stdout.strip()
+    after = subprocess.run(
+        ["pgrep", "-c", "-f", "kwok --kubeconfig"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     assert after == before  # the demo's own processes are gone

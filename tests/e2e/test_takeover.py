@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 
 from noderecover.testcluster.cluster import TestCluster
-from noderecover.testcluster.replicas import NAMESPACE, ROOT, Replica, Replicas, Timeline, sa_kubeconfig, wait
+from noderecover.testcluster.replicas import (
+    NAMESPACE,
+    ROOT,
+    Replica,
+    Replicas,
+    Timeline,
+    sa_kubeconfig,
+    wait,
+)
 
 pytestmark = pytest.mark.e2e
 
