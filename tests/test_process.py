@@ -185,3 +185,47 @@ async def test_two_replicas_one_acts_and_sigterm_hands_over(
 
 async def _is_leader(r: Replica) -> bool:
     return await r.leader() == 1.0
+
+
+async def test_unreachable_api_server_is_retried_not_fatal(tmp_path: Path) -> None:
+    cfg = kubeconfig(tmp_path, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    port = free_port()
+    log = tmp_path / "r.log"
+    with log.open("wb") as out:
+        proc = await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "noderecover",
+                "run",
+                "--kubeconfig",
+                str(cfg),
+                "--http-bind",
+                f"127.0.0.1:{port}",
+                "--log-format",
+                "json",
+            ],
+            stdout=out,
+            stderr=out,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        r = Replica("r", proc, port)
+        try:
+
+            async def not_ready() -> bool:
+                return (await r.get("/readyz"))[0] == 503
+
+            await until(not_ready, what="serving, not ready")
+
+            async def retried() -> bool:
+                return log.read_text().count("retrying in") >= 2
+
+            await until(retried, what="two logged retries")
+            assert proc.returncode is None  # still running
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -143,6 +143,24 @@ def test_seed_scenario_statefulset_pod_moves_with_its_volume(nr: Replicas) -> No
     assert leader.metric("noderecover_actions_total", action="delete", result="ok") == 1
     assert follower.metric("noderecover_actions_total", action="cordon") == 0
     assert follower.metric("noderecover_leader") == 0 and leader.metric("noderecover_leader") == 1
+    # Events on the Node, accepted by the real API server.
+    events = wait(
+        lambda: (
+            {
+                e["reason"]
+                for e in c.request(
+                    "GET",
+                    "/api/v1/namespaces/default/events",
+                    query={"fieldSelector": f"involvedObject.name={node}"},
+                )["items"]
+                if e.get("reportingComponent") == "noderecover"
+            }
+            >= {"NodeRecoverSuspect", "NodeRecoverCordoned", "NodeRecoverRemoved"}
+        ),
+        30,
+        "node events",
+    )
+    assert events
     no_403(a, b)
 
 
