@@ -1,0 +1,1228 @@
+"""A real, throwaway Kubernetes control plane on 127.0.0.1 for end-to-end tests.
+
+etcd, kube-apiserver, kube-controller-manager (real node lifecycle, StatefulSet, PodGC,
+attach/detach and PV controllers), kube-scheduler and kwok (simulated kubelets) run as local
+processes built by :mod:`noderecover.testcluster.build`. Every process listens on 127.0.0.1
+on a port picked at run time; certificates, tokens, kubeconfigs, data and logs live in a
+temporary folder that :meth:`TestCluster.stop` removes.
+
+Nodes come in two kinds:
+
+* *killable* nodes each have their own kwok process (``--manage-single-node``); stopping it
+  stops the node's Lease renewals like a powered-off kubelet, so the real node lifecycle
+  controller marks the node ``Ready=Unknown`` after ``--node-monitor-grace-period``;
+* *ordinary* nodes are all served by one shared kwok process.
+
+The harness talks to the API with the standard library only (``urllib`` + ``ssl``); the
+certificates are made with the ``cryptography`` package.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import build
+
+T = TypeVar("T")
+
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+#: Label that gives a node its own kwok process (value: node name).
+KWOK_GROUP_LABEL = "noderecover.test/kwok-group"
+#: Label put on every object the harness creates so :meth:`TestCluster.reset` finds them.
+HARNESS_LABEL = "noderecover.test/harness"
+WORKER_ROLE_LABEL = "node-role.kubernetes.io/worker"
+CONTROL_PLANE_ROLE_LABEL = "node-role.kubernetes.io/control-plane"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+STORAGE_CLASS = "local-wffc"
+
+CONTROL_PLANE_TAINT: dict[str, str] = {
+    "key": CONTROL_PLANE_ROLE_LABEL,
+    "effect": "NoSchedule",
+}
+
+_LIVE: weakref.WeakSet[TestCluster] = weakref.WeakSet()
+
+
+def _stop_all_at_exit() -> None:
+    for cluster in list(_LIVE):
+        with contextlib.suppress(Exception):
+            cluster.stop()
+
+
+atexit.register(_stop_all_at_exit)
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started, or an API call failed unexpectedly."""
+
+
+class ApiError(ClusterError):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
+        msg = body.get("message", body) if isinstance(body, dict) else body
+        super().__init__(f"{method} {path} -> {status}: {msg}")
+        self.status = status
+        self.body = body
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_is_listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _set_pdeathsig() -> None:
+    """In the child: die with SIGKILL if the parent (the test process) dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class _Proc:
+    name: str
+    args: list[str]
+    log_path: Path
+    ports: tuple[int, ...] = ()
+    popen: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        if self.running():
+            return
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n==== start #{self.starts}: {' '.join(self.args)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # PR_SET_PDEATHSIG fires when the forking *thread* ends: only from the main
+                # thread, or a kwok started from a worker thread would die with that thread.
+                preexec_fn=(  # noqa: PLW1509
+                    _set_pdeathsig
+                    if threading.current_thread() is threading.main_thread()
+                    else None
+                ),
+                env=dict(env) if env is not None else None,
+            )
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, *, sigkill_first: bool = False, timeout: float = 10.0) -> None:
+        p = self.popen
+        if p is None:
+            return
+        if p.poll() is None:
+            sig = signal.SIGKILL if sigkill_first else signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, sig)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=timeout)
+        # Whatever else is left in the process group (nothing, normally).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+
+    def tail(self, lines: int) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class NodeSpec:
+    """What the harness remembers about a node it created (to restore it on reset)."""
+
+    name: str
+    killable: bool
+    labels: dict[str, str]
+    taints: list[dict[str, str]] = field(default_factory=list)
+    baseline: bool = False
+
+
+class TestCluster:
+    """A real control plane + kwok nodes; a context manager and a pytest fixture value.
+
+    ``TestCluster(...).start()`` returns once the API is ready, every component is healthy,
+    the baseline nodes (one control-plane node ``cp-0`` and ``workers`` killable worker
+    nodes ``worker-0``...) are Ready and the storage (StorageClass ``local-wffc`` and
+    ``pv_count`` PersistentVolumes) exists.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(
+        self,
+        *,
+        bin_dir: Path | None = None,
+        workers: int = 3,
+        pv_count: int = 3,
+        node_monitor_grace_period: str = "10s",
+        node_monitor_period: str = "1s",
+        node_lease_duration_seconds: int = 20,
+        keep_tmp: bool | None = None,
+        build_if_missing: bool = True,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self.bin_dir = bin_dir
+        self.workers = workers
+        self.pv_count = pv_count
+        self.node_monitor_grace_period = node_monitor_grace_period
+        self.node_monitor_period = node_monitor_period
+        self.node_lease_duration_seconds = node_lease_duration_seconds
+        if keep_tmp is None:
+            keep_tmp = os.environ.get("NODERECOVER_KEEP_TMP", "") not in ("", "0")
+        self.keep_tmp = keep_tmp
+        self.build_if_missing = build_if_missing
+        self.start_timeout = start_timeout
+
+        self.tmp_dir: Path = Path()
+        self.server = ""
+        self.token = ""
+        self.ports: dict[str, int] = {}
+        self.start_seconds = 0.0
+        self._procs: dict[str, _Proc] = {}
+        self._nodes: dict[str, NodeSpec] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig (user ``admin`` in group ``system:masters``, CA-verified TLS)."""
+        return self.tmp_dir / "kubeconfig" / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        """CA certificate that signed the apiserver's serving certificate."""
+        return self.tmp_dir / "pki" / "ca.crt"
+
+    @property
+    def log_dir(self) -> Path:
+        """Folder of the per-process log files."""
+        return self.tmp_dir / "logs"
+
+    @property
+    def nodes(self) -> dict[str, NodeSpec]:
+        """Nodes created by the harness, by name (a copy)."""
+        return dict(self._nodes)
+
+    def binary(self, name: str) -> Path:
+        """Path of one built binary (``kubectl``, ``kube-apiserver`` ...)."""
+        assert self.bin_dir is not None
+        return self.bin_dir / name
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> TestCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            print(self.log_tails(), file=sys.stderr)
+        self.stop()
+
+    def start(self) -> TestCluster:
+        """Start every component and the baseline nodes; on failure stop all and raise."""
+        if self._started:
+            return self
+        t0 = time.monotonic()
+        if self.bin_dir is None:
+            if self.build_if_missing:
+                self.bin_dir = build.ensure_built()
+            else:
+                self.bin_dir = build.bin_dir()
+        missing = build.missing(self.bin_dir)
+        if missing:
+            raise ClusterError(
+                f"binaries missing in {self.bin_dir}: {missing}; "
+                "run `python -m noderecover.testcluster build`"
+            )
+        self.tmp_dir = Path(tempfile.mkdtemp(prefix="noderecover-cluster-"))
+        self._started = True
+        _LIVE.add(self)
+        try:
+            self._write_config()
+            self._start_etcd()
+            self._start_apiserver()
+            self._start_controllers()
+            self._start_main_kwok()
+            self._wait_healthy()
+            self._create_baseline()
+        except BaseException:
+            print(self.log_tails(), file=sys.stderr)
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM then SIGKILL every process group, check their ports are closed and
+        remove the temporary folder (kept if ``keep_tmp``). Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        _LIVE.discard(self)
+        order = [n for n in self._procs if n.startswith("kwok")]
+        order += ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        for name in order:
+            proc = self._procs.get(name)
+            if proc is not None:
+                proc.stop()
+        ports = [p for proc in self._procs.values() for p in proc.ports]
+        deadline = time.monotonic() + 10
+        still = [p for p in ports if port_is_listening(p)]
+        while still and time.monotonic() < deadline:
+            time.sleep(0.2)
+            still = [p for p in still if port_is_listening(p)]
+        alive = [p.name for p in self._procs.values() if p.running()]
+        if self.keep_tmp:
+            print(f"[testcluster] kept {self.tmp_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if alive or still:
+            raise ClusterError(f"teardown left processes {alive} / listening ports {still}")
+
+    def processes(self) -> dict[str, int | None]:
+        """Name -> pid of each process (None when it is not running)."""
+        return {
+            n: (p.popen.pid if p.popen is not None and p.running() else None)
+            for n, p in self._procs.items()
+        }
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of each process log, for failure reports."""
+        parts = []
+        for name, proc in self._procs.items():
+            parts.append(f"----- {name} ({proc.log_path}) -----\n{proc.tail(lines)}")
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ config files
+
+    def _port(self, name: str) -> int:
+        used = set(self.ports.values())
+        while True:
+            p = free_port()
+            if p not in used:
+                self.ports[name] = p
+                return p
+
+    def _write_config(self) -> None:
+        pki = self.tmp_dir / "pki"
+        kc = self.tmp_dir / "kubeconfig"
+        for d in (pki, kc, self.log_dir):
+            d.mkdir(parents=True)
+        _write_pki(pki)
+        api_port = self._port("kube-apiserver")
+        self.server = f"https://127.0.0.1:{api_port}"
+        tokens = {
+            "admin": ("admin", "system:masters"),
+            "kube-controller-manager": ("system:kube-controller-manager", ""),
+            "kube-scheduler": ("system:kube-scheduler", ""),
+            "kwok": ("noderecover:kwok", "system:masters"),
+        }
+        lines = []
+        for i, (name, (user, groups)) in enumerate(tokens.items()):
+            token = secrets.token_hex(16)
+            lines.append(f'{token},{user},uid-{i},"{groups}"')
+            _write_kubeconfig(kc / f"{name}.kubeconfig", self.server, self.ca_file, user, token)
+            if name == "admin":
+                self.token = token
+        (pki / "tokens.csv").write_text("\n".join(lines) + "\n")
+        os.chmod(pki / "tokens.csv", 0o600)
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        self._ssl = ctx
+
+    def _proc(self, name: str, args: list[str], ports: Iterable[int]) -> _Proc:
+        proc = _Proc(name, args, self.log_dir / f"{name}.log", tuple(ports))
+        self._procs[name] = proc
+        return proc
+
+    # ------------------------------------------------------------------ components
+
+    def _start_etcd(self) -> None:
+        client, peer = self._port("etcd-client"), self._port("etcd-peer")
+        args = [
+            str(self.binary("etcd")),
+            "--name=noderecover",
+            f"--data-dir={self.tmp_dir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{client}",
+            f"--advertise-client-urls=http://127.0.0.1:{client}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=noderecover=http://127.0.0.1:{peer}",
+            "--initial-cluster-state=new",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ]
+        self._proc("etcd", args, (client, peer)).start()
+        self._wait_http(f"http://127.0.0.1:{client}/health", "etcd", 30)
+
+    def _start_apiserver(self) -> None:
+        pki = self.tmp_dir / "pki"
+        args = [
+            str(self.binary("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd-client']}",
+            f"--secure-port={self.ports['kube-apiserver']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # Endpoints may not hold loopback addresses: do not publish the apiserver in the
+            # "kubernetes" Service (nothing runs in-cluster here).
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={self.ca_file}",
+            # Lets kube-controller-manager/kube-scheduler load the requestheader CA quietly.
+            f"--requestheader-client-ca-file={self.ca_file}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--cert-dir={self.tmp_dir / 'apiserver-certs'}",
+            "--v=1",
+        ]
+        self._proc("kube-apiserver", args, (self.ports["kube-apiserver"],)).start()
+        self._wait_http(f"{self.server}/readyz", "kube-apiserver", 90, verify=True)
+
+    def _start_controllers(self) -> None:
+        pki = self.tmp_dir / "pki"
+        kc = self.tmp_dir / "kubeconfig"
+        kcm_port = self._port("kube-controller-manager")
+        kcm_kc = kc / "kube-controller-manager.kubeconfig"
+        kcm = [
+            str(self.binary("kube-controller-manager")),
+            f"--kubeconfig={kcm_kc}",
+            f"--authentication-kubeconfig={kcm_kc}",
+            f"--authorization-kubeconfig={kcm_kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            f"--cert-dir={self.tmp_dir / 'kcm-certs'}",
+            "--leader-elect=false",
+            "--controllers=*",
+            f"--node-monitor-grace-period={self.node_monitor_grace_period}",
+            f"--node-monitor-period={self.node_monitor_period}",
+            "--use-service-account-credentials=true",
+            f"--root-ca-file={self.ca_file}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--cluster-signing-cert-file={self.ca_file}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--v=2",
+        ]
+        self._proc("kube-controller-manager", kcm, (kcm_port,)).start()
+        sched_port = self._port("kube-scheduler")
+        sched_kc = kc / "kube-scheduler.kubeconfig"
+        sched = [
+            str(self.binary("kube-scheduler")),
+            f"--kubeconfig={sched_kc}",
+            f"--authentication-kubeconfig={sched_kc}",
+            f"--authorization-kubeconfig={sched_kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={sched_port}",
+            f"--cert-dir={self.tmp_dir / 'scheduler-certs'}",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+        self._proc("kube-scheduler", sched, (sched_port,)).start()
+
+    def _kwok_args(self, port: int, selector: list[str]) -> list[str]:
+        assert self.bin_dir is not None
+        return [
+            str(self.binary("kwok")),
+            f"--kubeconfig={self.tmp_dir / 'kubeconfig' / 'kwok.kubeconfig'}",
+            f"--config={self.bin_dir / build.KWOK_STAGES_NAME}",
+            f"--server-address=127.0.0.1:{port}",
+            f"--node-lease-duration-seconds={self.node_lease_duration_seconds}",
+            "--node-ip=127.0.0.1",
+            "--cidr=10.244.0.0/16",
+            *selector,
+        ]
+
+    def _kwok_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # kwok reads ~/.kwok/kwok.yaml by default: keep it out of the user's home.
+        env["HOME"] = str(self.tmp_dir)
+        return env
+
+    def _start_main_kwok(self) -> None:
+        port = self._port("kwok")
+        selector = [
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--manage-nodes-with-label-selector=!{KWOK_GROUP_LABEL}",
+        ]
+        self._proc("kwok", self._kwok_args(port, selector), (port,)).start(self._kwok_env())
+
+    def _node_kwok(self, node: str) -> _Proc:
+        """The node's own kwok; a stopped one gets a fresh port for its next start (its old
+        port may have been taken by then)."""
+        name = f"kwok-{node}"
+        proc = self._procs.get(name)
+        if proc is None or not proc.running():
+            port = self._port(name)
+            selector = [f"--manage-single-node={node}"]
+            starts = proc.starts if proc is not None else 0
+            proc = self._proc(name, self._kwok_args(port, selector), (port,))
+            proc.starts = starts
+        return proc
+
+    def _wait_healthy(self) -> None:
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            self._wait_http(f"https://127.0.0.1:{self.ports[name]}/healthz", name, 60)
+        self._wait_http(f"http://127.0.0.1:{self.ports['kwok']}/healthz", "kwok", 60)
+
+    def _wait_http(self, url: str, name: str, timeout: float, *, verify: bool = False) -> None:
+        if verify:
+            ctx = self._ssl
+        else:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        proc = self._procs.get(name)
+        last = ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+                raise ClusterError(f"{name} exited with {proc.popen.returncode}:\n{proc.tail(40)}")
+            req = urllib.request.Request(url)
+            if verify:
+                req.add_header("Authorization", f"Bearer {self.token}")
+            try:
+                with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise ClusterError(f"{name} not healthy at {url} after {timeout}s: {last}")
+
+    def _create_baseline(self) -> None:
+        self.wait_for(
+            lambda: self.api("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+            60,
+            "ServiceAccount default/default (created by kube-controller-manager)",
+        )
+        self.create_nodes(
+            1, prefix="cp", killable=False, control_plane=True, _baseline=True, wait=False
+        )
+        self.create_nodes(self.workers, prefix="worker", killable=True, _baseline=True, wait=False)
+        self.create_storage()
+        for name in self._nodes:
+            self.wait_node_ready(name, timeout=60)
+
+    # ------------------------------------------------------------------ API access
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str | None = None,
+        query: Mapping[str, str | int | bool] | None = None,
+        timeout: float = 15.0,
+    ) -> tuple[int, Any]:
+        """Call the API server as admin; return ``(status, parsed JSON or text)``.
+
+        ``body`` (a dict/list) is sent as JSON; ``PATCH`` defaults to a JSON merge patch
+        (pass ``content_type="application/apply-patch+yaml"`` for server-side apply).
+        Non-2xx answers are returned, not raised.
+        """
+        url = self.server + path
+        if query:
+            params = {
+                k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in query.items()
+            }
+            url += ("&" if "?" in path else "?") + urllib.parse.urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method.upper())
+        req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            ct = content_type or (
+                "application/merge-patch+json" if method.upper() == "PATCH" else "application/json"
+            )
+            req.add_header("Content-Type", ct)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        text = raw.decode(errors="replace")
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, text
+
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        """Like :meth:`api` but raise :class:`ApiError` on a non-2xx answer; return the body."""
+        status, out = self.api(method, path, body, **kw)
+        if not 200 <= status < 300:
+            raise ApiError(method, path, status, out)
+        return out
+
+    def get(self, path: str) -> Any:
+        """GET ``path``; None on 404; :class:`ApiError` on other errors."""
+        status, out = self.api("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ApiError("GET", path, status, out)
+        return out
+
+    def apply(
+        self, obj: Mapping[str, Any], *, field_manager: str = "noderecover-testcluster"
+    ) -> Any:
+        """Server-side apply of one object (``apiVersion``/``kind``/``metadata`` required)."""
+        path = _object_path(obj)
+        return self.request(
+            "PATCH",
+            path,
+            obj,
+            content_type="application/apply-patch+yaml",
+            query={"fieldManager": field_manager, "force": True},
+        )
+
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 60.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster (admin kubeconfig); ``input`` is its
+        stdin (e.g. a manifest for ``apply --dry-run=server -f -``)."""
+        cmd = [str(self.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+        return subprocess.run(
+            cmd, input=input or "", capture_output=True, text=True, timeout=timeout, check=check
+        )
+
+    @staticmethod
+    def wait_for(
+        predicate: Callable[[], T | None],
+        timeout: float,
+        desc: str,
+        interval: float = 0.25,
+    ) -> T:
+        """Poll ``predicate`` until it returns something truthy and return that.
+
+        Connection errors count as "not yet". Raises :class:`TimeoutError` naming ``desc``
+        and the last value seen.
+        """
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            try:
+                value = predicate()
+            except OSError as exc:
+                value, last = None, exc
+            else:
+                last = value
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {desc}; last: {last!r}")
+            time.sleep(interval)
+
+    # ------------------------------------------------------------------ nodes
+
+    def create_nodes(
+        self,
+        n: int,
+        *,
+        prefix: str = "node",
+        killable: bool = True,
+        control_plane: bool = False,
+        labels: Mapping[str, str] | None = None,
+        taints: list[dict[str, str]] | None = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+        _baseline: bool = False,
+    ) -> list[str]:
+        """Create ``n`` kwok Nodes named ``<prefix>-<i>`` (next free ``i``) and return names.
+
+        Workers get ``node-role.kubernetes.io/worker=""``; ``control_plane=True`` gives the
+        control-plane role label and its NoSchedule taint instead. ``killable`` nodes get
+        their own kwok process so :meth:`kill_node` can stop just that node. With ``wait``
+        the call returns when every new node is Ready.
+        """
+        names: list[str] = []
+        i = 0
+        while len(names) < n:
+            name = f"{prefix}-{i}"
+            i += 1
+            if name in self._nodes or self.get(f"/api/v1/nodes/{name}") is not None:
+                continue
+            node_labels = {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                HARNESS_LABEL: "true",
+            }
+            node_taints = list(taints or [])
+            if control_plane:
+                node_labels[CONTROL_PLANE_ROLE_LABEL] = ""
+                node_taints.append(dict(CONTROL_PLANE_TAINT))
+            else:
+                node_labels[WORKER_ROLE_LABEL] = ""
+            if killable:
+                node_labels[KWOK_GROUP_LABEL] = name
+            node_labels.update(labels or {})
+            spec = NodeSpec(name, killable, node_labels, node_taints, _baseline)
+            self._nodes[name] = spec
+            self._create_node_object(spec)
+            if killable:
+                self._node_kwok(name).start(self._kwok_env())
+            names.append(name)
+        if wait:
+            for name in names:
+                self.wait_node_ready(name, timeout=timeout)
+        return names
+
+    def _create_node_object(self, spec: NodeSpec) -> None:
+        resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": spec.name,
+                "labels": spec.labels,
+                "annotations": {
+                    KWOK_NODE_ANNOTATION: "fake",
+                    "node.alpha.kubernetes.io/ttl": "0",
+                },
+            },
+            "spec": {"taints": spec.taints} if spec.taints else {},
+            "status": {"capacity": resources, "allocatable": resources},
+        }
+        self.request("POST", "/api/v1/nodes", body)
+
+    def delete_node(self, name: str, *, wait: bool = True) -> None:
+        """Stop the node's kwok (if any), delete the Node object and forget it."""
+        proc = self._procs.pop(f"kwok-{name}", None)
+        if proc is not None:
+            proc.stop()
+        self._nodes.pop(name, None)
+        self.api("DELETE", f"/api/v1/nodes/{name}")
+        if wait:
+            self.wait_for(
+                lambda: self.get(f"/api/v1/nodes/{name}") is None, 30, f"node {name} deleted"
+            )
+
+    def kill_node(self, name: str) -> None:
+        """Power the node off: SIGKILL its own kwok, so its Lease stops being renewed and
+        its pods are no longer served (deletions on it never finish)."""
+        proc = self._procs.get(f"kwok-{name}")
+        if proc is None:
+            raise ClusterError(f"node {name} is not killable (it has no kwok of its own)")
+        proc.stop(sigkill_first=True)
+
+    def revive_node(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Start the node's kwok again (recreating the Node object if it was deleted).
+
+        With ``wait``, return once the node is Ready=True *and* its Lease was renewed by
+        the new kwok. kwok takes the Lease over only after the dead holder's lease expired
+        (``node_lease_duration_seconds`` after its last renewal), so reviving a node that
+        died moments ago can take up to that long; without the Lease the node would go
+        Unknown again after the grace period."""
+        spec = self._nodes.get(name)
+        if spec is None or not spec.killable:
+            raise ClusterError(f"node {name} is not a killable node of this harness")
+        if self.get(f"/api/v1/nodes/{name}") is None:
+            self._create_node_object(spec)
+        proc = self._node_kwok(name)
+        was_running = proc.running()
+        since = dt.datetime.now(dt.UTC)
+        proc.start(self._kwok_env())
+        if wait:
+            if not was_running:
+                self.wait_for(
+                    lambda: self.lease_renewed_after(name, since),
+                    timeout,
+                    f"node lease {name} renewed by the revived kwok",
+                )
+            self.wait_node_ready(name, timeout=timeout)
+
+    def lease_renewed_after(self, name: str, when: dt.datetime) -> bool:
+        """True when the node's Lease in ``kube-node-lease`` was renewed after ``when``."""
+        lease = self.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}")
+        renew = (lease or {}).get("spec", {}).get("renewTime")
+        return bool(renew) and dt.datetime.fromisoformat(renew) > when
+
+    def node_alive(self, name: str) -> bool:
+        """True when the node's kwok process runs (always True for ordinary nodes)."""
+        proc = self._procs.get(f"kwok-{name}")
+        return proc.running() if proc is not None else self._procs["kwok"].running()
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        """The Node object, or None if it does not exist."""
+        out: dict[str, Any] | None = self.get(f"/api/v1/nodes/{name}")
+        return out
+
+    def node_ready_status(self, name: str) -> str | None:
+        """``"True"``, ``"False"``, ``"Unknown"`` or None (no node / no Ready condition)."""
+        return _ready_status(self.node(name))
+
+    def node_taint_keys(self, name: str) -> list[str]:
+        """Keys (with effect: ``key:Effect``) of the node's taints."""
+        node = self.node(name) or {}
+        return [f"{t['key']}:{t['effect']}" for t in node.get("spec", {}).get("taints") or []]
+
+    def wait_node_ready(
+        self, name: str, status: str = "True", timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Wait until the node's Ready condition has ``status``; return the Node."""
+
+        def check() -> dict[str, Any] | None:
+            node = self.node(name)
+            return node if _ready_status(node) == status else None
+
+        return self.wait_for(check, timeout, f"node {name} Ready={status}")
+
+    # ------------------------------------------------------------------ storage & workloads
+
+    def create_storage(self, count: int | None = None) -> list[str]:
+        """Create StorageClass ``local-wffc`` (no provisioner, WaitForFirstConsumer) and
+        ``count`` 2Gi RWO Retain hostPath PVs ``nr-pv-<i>`` without node affinity."""
+        self.apply(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": STORAGE_CLASS, "labels": {HARNESS_LABEL: "true"}},
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Retain",
+            }
+        )
+        names = []
+        for i in range(self.pv_count if count is None else count):
+            name = f"nr-pv-{i}"
+            self.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name, "labels": {HARNESS_LABEL: "true"}},
+                    "spec": {
+                        "capacity": {"storage": "2Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": STORAGE_CLASS,
+                        "volumeMode": "Filesystem",
+                        "hostPath": {"path": f"/tmp/noderecover-pv/{name}", "type": ""},
+                    },
+                }
+            )
+            names.append(name)
+        return names
+
+    def apply_seed_statefulset(self, namespace: str = "default", replicas: int = 1) -> None:
+        """Apply the seed's headless Service ``mysql`` and StatefulSet ``mysql`` (storage
+        class ``local-wffc``; its PVC is ``pvc-mysql-0``)."""
+        for obj in seed_manifests(namespace, replicas):
+            self.apply(obj)
+
+    def pod(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        """The Pod object, or None."""
+        out: dict[str, Any] | None = self.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        return out
+
+    def wait_pod_running(
+        self,
+        name: str,
+        namespace: str = "default",
+        timeout: float = 60.0,
+        *,
+        not_on: str | None = None,
+    ) -> dict[str, Any]:
+        """Wait until the pod has phase Running and no deletionTimestamp (and, with
+        ``not_on``, is on another node than ``not_on``); return it."""
+
+        def check() -> dict[str, Any] | None:
+            pod = self.pod(name, namespace)
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
+                return None
+            if pod.get("status", {}).get("phase") != "Running":
+                return None
+            if not_on is not None and pod["spec"].get("nodeName") == not_on:
+                return None
+            return pod
+
+        where = f" off {not_on}" if not_on else ""
+        return self.wait_for(check, timeout, f"pod {namespace}/{name} Running{where}")
+
+    def _empty(self, path: str, query: Mapping[str, str] | None = None) -> bool:
+        return not self.request("GET", path, query=query)["items"]
+
+    def reset(self, namespace: str = "default") -> None:
+        """Bring the cluster back to its baseline between tests.
+
+        Deletes StatefulSets, Deployments, ReplicaSets, PodDisruptionBudgets, Services
+        (but ``kubernetes``), Pods (force) and PVCs in ``namespace``; deletes and recreates
+        the harness PVs; deletes nodes that are not baseline; revives, recreates and
+        un-cordons baseline nodes, restores their taints and waits for them to be Ready.
+        """
+        ns = f"/namespaces/{namespace}"
+        for path in (
+            f"/apis/apps/v1{ns}/statefulsets",
+            f"/apis/apps/v1{ns}/deployments",
+            f"/apis/apps/v1{ns}/replicasets",
+            f"/apis/policy/v1{ns}/poddisruptionbudgets",
+        ):
+            self.api("DELETE", path, {"propagationPolicy": "Background"})
+        svcs = self.request("GET", f"/api/v1{ns}/services")["items"]
+        for svc in svcs:
+            if not (namespace == "default" and svc["metadata"]["name"] == "kubernetes"):
+                self.api("DELETE", f"/api/v1{ns}/services/{svc['metadata']['name']}")
+        for path in (f"/apis/apps/v1{ns}/statefulsets", f"/apis/apps/v1{ns}/replicasets"):
+            self.wait_for(lambda p=path: self._empty(p), 30, f"{path} empty")  # type: ignore[misc]
+        self.api("DELETE", f"/api/v1{ns}/pods", {"gracePeriodSeconds": 0})
+        self.wait_for(
+            lambda: not self.request("GET", f"/api/v1{ns}/pods")["items"], 30, "pods gone"
+        )
+        self.api("DELETE", f"/api/v1{ns}/persistentvolumeclaims")
+        self.wait_for(
+            lambda: not self.request("GET", f"/api/v1{ns}/persistentvolumeclaims")["items"],
+            30,
+            "PVCs gone",
+        )
+        pv_sel = {"labelSelector": f"{HARNESS_LABEL}=true"}
+        self.api("DELETE", "/api/v1/persistentvolumes", query=pv_sel)
+        self.wait_for(
+            lambda: not self.request("GET", "/api/v1/persistentvolumes", query=pv_sel)["items"],
+            30,
+            "PVs gone",
+        )
+        self.create_storage()
+
+        for name in list(self._nodes):
+            if not self._nodes[name].baseline:
+                self.delete_node(name, wait=False)
+        for node in self.request("GET", "/api/v1/nodes")["items"]:
+            if node["metadata"]["name"] not in self._nodes:
+                self.api("DELETE", f"/api/v1/nodes/{node['metadata']['name']}")
+        revived: list[tuple[str, dt.datetime]] = []
+        for name, spec in self._nodes.items():
+            if self.get(f"/api/v1/nodes/{name}") is None:
+                self._create_node_object(spec)
+            else:
+                self.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{name}",
+                    {
+                        "metadata": {"labels": spec.labels},
+                        "spec": {"unschedulable": None, "taints": spec.taints or None},
+                    },
+                )
+            if spec.killable and not self.node_alive(name):
+                revived.append((name, dt.datetime.now(dt.UTC)))
+                self.revive_node(name, wait=False)
+        for name, since in revived:
+            self.wait_for(
+                lambda n=name, t=since: self.lease_renewed_after(n, t),  # type: ignore[misc]
+                60,
+                f"node lease {name} renewed after revival",
+            )
+
+        def pristine() -> bool:
+            for name, spec in self._nodes.items():
+                node = self.node(name)
+                if _ready_status(node) != "True" or node is None:
+                    return False
+                taints = node.get("spec", {}).get("taints") or []
+                if len(taints) != len(spec.taints) or node["spec"].get("unschedulable"):
+                    return False
+            return True
+
+        self.wait_for(pristine, 90, "baseline nodes Ready, untainted and schedulable", 0.5)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _ready_status(node: Mapping[str, Any] | None) -> str | None:
+    if node is None:
+        return None
+    for cond in node.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            status: str = cond.get("status")
+            return status
+    return None
+
+
+_CORE_KINDS = {
+    "Service": "services",
+    "Pod": "pods",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "PersistentVolume": "persistentvolumes",
+    "Node": "nodes",
+    "Namespace": "namespaces",
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "StatefulSet": "statefulsets",
+    "Deployment": "deployments",
+    "StorageClass": "storageclasses",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "Lease": "leases",
+    "Secret": "secrets",
+    "DaemonSet": "daemonsets",
+    "ReplicaSet": "replicasets",
+    "Job": "jobs",
+    "PriorityClass": "priorityclasses",
+    "ClusterRole": "clusterroles",
+    "ClusterRoleBinding": "clusterrolebindings",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+}
+_CLUSTER_SCOPED = {
+    "PersistentVolume",
+    "Node",
+    "Namespace",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PriorityClass",
+}
+
+
+def _object_path(obj: Mapping[str, Any]) -> str:
+    api_version: str = obj["apiVersion"]
+    kind: str = obj["kind"]
+    if kind not in _CORE_KINDS:
+        raise ClusterError(f"apply does not know the resource of kind {kind}")
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    name = obj["metadata"]["name"]
+    if kind in _CLUSTER_SCOPED:
+        return f"{prefix}/{_CORE_KINDS[kind]}/{name}"
+    ns = obj["metadata"].get("namespace", "default")
+    return f"{prefix}/namespaces/{ns}/{_CORE_KINDS[kind]}/{name}"
+
+
+def seed_manifests(namespace: str = "default", replicas: int = 1) -> list[dict[str, Any]]:
+    """The seed's headless Service + StatefulSet ``mysql`` with storage class ``local-wffc``."""
+    labels = {"app": "mysql-sts"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "mysql", "namespace": namespace, "labels": labels},
+        "spec": {
+            "ports": [{"port": 3306, "name": "mysql"}],
+            "clusterIP": "None",
+            "selector": labels,
+        },
+    }
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "mysql", "namespace": namespace},
+        "spec": {
+            "serviceName": "mysql",
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "mysql",
+                            "image": "mysql:5.7",
+                            "env": [{"name": "MYSQL_ROOT_PASSWORD", "value": "qwerty"}],
+                            "ports": [{"containerPort": 3306, "name": "mysql"}],
+                            "volumeMounts": [
+                                {"name": "pvc", "mountPath": "/var/lib/mysql", "subPath": "data"}
+                            ],
+                            "livenessProbe": {
+                                "exec": {
+                                    "command": ["mysqladmin", "-p$MYSQL_ROOT_PASSWORD", "ping"]
+                                },
+                                "initialDelaySeconds": 60,
+                                "timeoutSeconds": 10,
+                            },
+                        }
+                    ]
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "pvc"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": STORAGE_CLASS,
+                        "resources": {"requests": {"storage": "2Gi"}},
+                    },
+                }
+            ],
+        },
+    }
+    return [service, statefulset]
+
+
+def _write_pki(pki: Path) -> None:
+    """CA, apiserver serving cert (SAN 127.0.0.1/localhost/kubernetes...), SA key pair."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ClusterError("the test cluster needs the 'cryptography' package") from exc
+
+    now = dt.datetime.now(dt.UTC)
+    not_before = now - dt.timedelta(hours=1)
+    not_after = now + dt.timedelta(days=2)
+
+    def pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "noderecover-test-ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    srv_key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+    ]
+    srv_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(srv_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (pki / "ca.key").write_bytes(pem_key(ca_key))
+    (pki / "apiserver.crt").write_bytes(srv_cert.public_bytes(serialization.Encoding.PEM))
+    (pki / "apiserver.key").write_bytes(pem_key(srv_key))
+    (pki / "sa.key").write_bytes(pem_key(sa_key))
+    (pki / "sa.pub").write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    for name in ("ca.key", "apiserver.key", "sa.key"):
+        os.chmod(pki / name, 0o600)
+
+
+def _write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "noderecover-test",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "noderecover-test",
+                "context": {"cluster": "noderecover-test", "user": user, "namespace": "default"},
+            }
+        ],
+        "current-context": "noderecover-test",
+    }
+    # JSON is YAML: every kubeconfig loader reads it.
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    os.chmod(path, 0o600)

@@ -1,0 +1,65 @@
+"""Session fixtures for the end-to-end tests against a real control plane.
+
+``cluster`` starts one :class:`TestCluster` for the whole session (building the pinned
+binaries first if the cache lacks them); ``clean_cluster`` resets it to its baseline before
+and after a test. When a test that uses the cluster fails, the tails of every component's
+log are attached to the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from noderecover.testcluster import build
+from noderecover.testcluster.cluster import TestCluster
+
+_CLUSTER: list[TestCluster] = []
+
+
+@pytest.fixture(scope="session")
+def testcluster_bin_dir() -> Path:
+    """Folder of the pinned binaries; builds them if missing (skips if Go is absent)."""
+    if not build.is_built() and shutil.which("go") is None:
+        pytest.skip("test control plane not built and no Go toolchain to build it")
+    t0 = time.monotonic()
+    d = build.ensure_built()
+    if time.monotonic() - t0 > 1:
+        print(f"\n[e2e] built the control plane in {time.monotonic() - t0:.0f}s")
+    return d
+
+
+@pytest.fixture(scope="session")
+def cluster(testcluster_bin_dir: Path) -> Iterator[TestCluster]:
+    """One real control plane for the session (see TestCluster; stopped at the end)."""
+    c = TestCluster(bin_dir=testcluster_bin_dir)
+    c.start()
+    print(f"\n[e2e] cluster up in {c.start_seconds:.1f}s, kubeconfig {c.kubeconfig}")
+    _CLUSTER.append(c)
+    try:
+        yield c
+    finally:
+        _CLUSTER.remove(c)
+        c.stop()
+
+
+@pytest.fixture
+def clean_cluster(cluster: TestCluster) -> Iterator[TestCluster]:
+    """The session cluster, reset to its baseline before and after the test."""
+    cluster.reset()
+    yield cluster
+    cluster.reset()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and _CLUSTER and "cluster" in getattr(item, "fixturenames", ()):
+        report.sections.append(("testcluster logs (tails)", _CLUSTER[0].log_tails(25)))
+    return report
