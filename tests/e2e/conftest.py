@@ -23,9 +23,9 @@ _CLUSTER: list[TestCluster] = []
 
 @pytest.fixture(scope="session")
 def testcluster_bin_dir() -> Path:
-    """Folder of the pinned binaries; builds them if missing (skips if Go is absent)."""
+    """Folder of the pinned binaries; builds them if missing (fails if Go is absent)."""
     if not build.is_built() and shutil.which("go") is None:
-        pytest.skip("test control plane not built and no Go toolchain to build it")
+        pytest.fail("test control plane not built and no Go toolchain to build it: install Go")
     t0 = time.monotonic()
     d = build.ensure_built()
     if time.monotonic() - t0 > 1:
