@@ -317,3 +317,44 @@ async def test_max_concurrent_one_at_a_time(kube: FakeKube, harness_factory: Sta
     assert (
         sum(bool((kube.get_node(n) or {})["spec"].get("unschedulable")) for n in ("w1", "w2")) == 1
     )
+
+
+async def test_removal_budget_survives_failover_through_events(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A new leader reads the earlier leader's NodeRecoverRemoved Events: the hourly budget
+    is not reset by a failover."""
+    import time
+
+    from noderecover.nodes import format_time
+    from tests.conftest import client_for
+
+    cluster(kube, workers=5)
+    c = client_for(kube)
+    try:
+        await c.request(
+            "POST",
+            "/api/v1/namespaces/default/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": "w0.removed", "namespace": "default"},
+                "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": "w0"},
+                "reason": "NodeRecoverRemoved",
+                "message": "removed",
+                "type": "Warning",
+                "reportingComponent": "noderecover",
+                "reportingInstance": "old-leader",
+                "source": {"component": "noderecover"},
+                "count": 1,
+                "firstTimestamp": format_time(time.time() - 600),
+                "lastTimestamp": format_time(time.time() - 600),
+            },
+        )
+    finally:
+        await c.close()
+    h: Harness = await harness_factory(grace=5, drain_timeout=5, max_removals_per_hour=1)
+    assert len(h.controller.removals) == 1
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: h.controller.blocked.get("w1") == "max-removals-per-hour", advance=1.0)
+    assert kube.get_node("w1") is not None

@@ -28,7 +28,7 @@ from noderecover import logs
 from noderecover.clock import Clock
 from noderecover.config import Config
 from noderecover.draining import NotLeader
-from noderecover.kube import KubeClient
+from noderecover.kube import ApiError, KubeClient
 from noderecover.machine import (
     IN_FLIGHT,
     Action,
@@ -52,7 +52,7 @@ from noderecover.metrics import (
     RECOVERY_DURATION,
     UNHEALTHY,
 )
-from noderecover.nodes import OUR_ANNOTATIONS, NodeObs, parse_node
+from noderecover.nodes import OUR_ANNOTATIONS, NodeObs, parse_node, parse_time
 from noderecover.remediation import Executor
 from noderecover.safety import (
     HOUR,
@@ -110,6 +110,7 @@ class Controller:
         rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
+        self._kube = kube
         self._clock = clock
         self._gate = gate or AlwaysLeader()
         self._events = events
@@ -234,6 +235,7 @@ class Controller:
             await self.node_watcher.relist()
             self.records = {}
             self.blocked = {}
+            await self._load_removals()
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
                 while True:
@@ -244,6 +246,36 @@ class Controller:
         finally:
             self.leading = False
             self._busy.clear()
+
+    async def _load_removals(self) -> None:
+        """Seed the removal history from the NodeRecoverRemoved Events of earlier leaders.
+
+        So a failover does not reset --max-removals-per-hour or the breaker window. Events are
+        best-effort (and expire after the API server's event TTL, 1 h by default): a miss here
+        is logged and the history starts from what this replica saw.
+        """
+        try:
+            body = await self._kube.request(
+                "GET",
+                "/api/v1/namespaces/default/events",
+                query=[("fieldSelector", "reason=NodeRecoverRemoved"), ("limit", "500")],
+            )
+        except ApiError as exc:
+            log.warning("could not read earlier removals from Events: %s", exc)
+            return
+        now = self._clock.wall()
+        seen = set(self.removals)
+        for ev in body.get("items") or ():
+            if ev.get("reportingComponent") != "noderecover":
+                continue
+            when = parse_time(ev.get("lastTimestamp") or ev.get("firstTimestamp"))
+            if when is not None and now - when < max(HOUR, self.cfg.breaker_window):
+                seen.add(when)
+        self.removals = tuple(sorted(seen))
+        if self.removals:
+            log.info(
+                "%d node removals in the last hour/breaker window (from Events)", len(self.removals)
+            )
 
     def reconcile(self, tg: anyio.abc.TaskGroup | None) -> float:
         """Decide for every node once; start the actions in `tg`. Returns the next wake time.

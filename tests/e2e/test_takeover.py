@@ -119,13 +119,14 @@ def test_seed_scenario_statefulset_pod_moves_with_its_volume(nr: Replicas) -> No
         time.sleep(0.5)
     finally:
         tl.stop()
+        tl.mark_from_log(leader, "drain-done", "drain done (noderecover log)")
         print(f"\ntimeline (seconds since the node died):\n{tl.render()}")
     # The order of events, as the timeline saw it.
-    order = ["heartbeats stop", "node Ready=Unknown", "node cordoned", "pod Running on another"]
+    order = ["heartbeats stop", "node Ready=Unknown", "node cordoned", "drain done", "node deleted"]
     times = [tl.at(k) for k in order]
     assert None not in times, tl.marks
     assert times == sorted(times), tl.marks  # type: ignore[type-var]
-    assert tl.at("node deleted") is not None
+    assert tl.at("pod Running on another") is not None
     # Same claim, same volume, untouched; no other node cordoned.
     assert [
         v["persistentVolumeClaim"]["claimName"]
@@ -433,6 +434,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("update", "leases", NAMESPACE),
         ("watch", "leases", "kube-node-lease"),
         ("create", "events", "default"),
+        ("list", "events", "default"),
     ]
     denied = [
         ("delete", "persistentvolumeclaims", "default"),

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from noderecover.nodes import parse_time
 from noderecover.testcluster.cluster import TestCluster
 
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout (manifests/ lives there)
@@ -195,6 +196,7 @@ class Timeline:
     ) -> None:
         self.cluster, self.node, self.pod, self.interval = cluster, node, pod, interval
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self.marks: dict[str, float] = {}
         self.cordoned_others: set[str] = set()
         self._stop = threading.Event()
@@ -202,6 +204,17 @@ class Timeline:
 
     def mark(self, what: str) -> None:
         self.marks.setdefault(what, time.monotonic() - self.t0)
+
+    def mark_wall(self, what: str, wall: float) -> None:
+        """Record something another process logged at wall time `wall`."""
+        self.marks.setdefault(what, wall - self.t0_wall)
+
+    def mark_from_log(self, replica: Replica, action: str, what: str) -> None:
+        """Mark the first decision log line of `replica` with this `action`."""
+        for line in replica.log_lines():
+            if line.get("action") == action and (ts := parse_time(line.get("ts"))):
+                self.mark_wall(what, ts)
+                return
 
     def start(self) -> Timeline:
         self._thread.start()
