@@ -354,7 +354,7 @@ async def test_removal_budget_survives_failover_through_events(
     finally:
         await c.close()
     h: Harness = await harness_factory(grace=5, drain_timeout=5, max_removals_per_hour=1)
-    assert len(h.controller.removals) == 1
+    await h.until(lambda: len(h.controller.removals) == 1, what="history loaded from Events")
     kube.set_node_ready("w1", "Unknown")
     await h.until(lambda: h.controller.blocked.get("w1") == "max-removals-per-hour", advance=1.0)
     assert kube.get_node("w1") is not None

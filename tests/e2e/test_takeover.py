@@ -63,6 +63,9 @@ def nr(
 ) -> Iterator[Replicas]:
     c = clean_cluster
     c.api("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/noderecover")
+    # Earlier tests' NodeRecoverRemoved Events would count against the removal budget and the
+    # breaker window of this test's leader (which reads them on taking the lead).
+    c.api("DELETE", "/api/v1/namespaces/default/events")
     for node in c.request("GET", "/api/v1/nodes")["items"]:
         ours = [
             k for k in node["metadata"].get("annotations") or {} if k.startswith("noderecover.io/")
