@@ -183,3 +183,18 @@ async def test_relist_on_demand(kube: FakeKube, watched: Any) -> None:
     n = w.lists
     await w.relist()
     assert w.lists == n + 1 and view.resyncs == n + 1
+
+
+def test_garbled_event_line_is_an_error_not_a_crash() -> None:
+    from noderecover.kube import ApiError
+
+    view = View()
+    no_client: Any = None  # _handle never calls the API
+    w: Watcher[str] = Watcher(
+        no_client, FakeClock(), "/api/v1/nodes", "nodes", ready_of, view.event, view.resync
+    )
+    with pytest.raises(ApiError) as exc:
+        w._handle(b'{"type": "ADDED", "object": {"metad')
+    assert exc.value.code == 0 and exc.value.reason == "BadEvent"
+    w._handle(b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}')
+    assert w.resource_version == "42"

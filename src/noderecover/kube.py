@@ -159,7 +159,11 @@ class KubeClient:
             raise _error_from(method, path, resp.status, data, resp.headers)
         if not data:
             return {}
-        parsed = orjson.loads(data)
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            API_ERRORS.labels(method.lower(), str(resp.status)).inc()
+            raise ApiError(resp.status, "BadBody", str(exc), None, method, path) from exc
         return parsed if isinstance(parsed, dict) else {"items": parsed}
 
     @contextlib.asynccontextmanager

@@ -184,7 +184,11 @@ class Watcher(Generic[T]):
         return "relist"  # cancelled by relist()
 
     def _handle(self, line: bytes) -> None:
-        event = orjson.loads(line)
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            # A torn or garbled stream: drop it and reconnect from the last good version.
+            raise ApiError(0, "BadEvent", str(exc), verb="WATCH", path=self._path) from exc
         etype = event.get("type", "")
         obj = event.get("object") or {}
         WATCH_EVENTS.labels(self.resource, etype).inc()
