@@ -27,8 +27,11 @@ def writes(kube: FakeKube) -> list[tuple[str, str]]:
 
 
 def phase(h: Harness, node: str) -> Phase | None:
+    """The node's phase in the controller; None once the node is gone from its view."""
     rec = h.controller.records.get(node)
-    return rec.phase if rec is not None else None
+    if rec is not None:
+        return rec.phase
+    return Phase.HEALTHY if node in h.controller.nodes else None
 
 
 async def test_seed_scenario_dead_node_is_cordoned_drained_and_deleted(
@@ -358,3 +361,34 @@ async def test_removal_budget_survives_failover_through_events(
     kube.set_node_ready("w1", "Unknown")
     await h.until(lambda: h.controller.blocked.get("w1") == "max-removals-per-hour", advance=1.0)
     assert kube.get_node("w1") is not None
+
+
+def test_reconcile_visits_only_nodes_needing_attention() -> None:
+    """5,000 healthy nodes cost nothing per pass; breaker totals still count them all."""
+    from noderecover.clock import FakeClock
+    from noderecover.config import Config
+    from noderecover.controller import Controller
+    from noderecover.selectors import parse_selector
+    from tests.builders import T0, obs
+
+    cfg = Config(node_selector=parse_selector("pool=a"), watch_node_leases=False)
+    no_client: Any = None
+    c = Controller(no_client, FakeClock(start_wall=T0), cfg)
+    healthy = [(f"n{i}", obs(cfg, name=f"n{i}", labels={"pool": "a"})) for i in range(5000)]
+    sick = ("bad", obs(cfg, name="bad", ready="Unknown", labels={"pool": "a"}))
+    c._node_resync([*healthy, sick])
+    c.node_watcher.synced = True
+    c.reconcile(None)
+    assert set(c.decisions) == {"bad"}
+    assert c.records["bad"].phase is Phase.HEALTHY  # the PERSIST to Suspect is not started
+    # Breaker: 1 of 5,001 is far below 40%; 2,001 unhealthy of 5,001 would open it.
+    assert not c.breaker.open
+    for i in range(2001):
+        c._node_event(
+            "MODIFIED", f"n{i}", obs(cfg, name=f"n{i}", ready="False", labels={"pool": "a"})
+        )
+    c.reconcile(None)
+    assert c.breaker.open and len(c.decisions) == 2002
+    # Leaving the population (relabelled) removes a node from the totals and the visits.
+    c._node_event("MODIFIED", "bad", obs(cfg, name="bad", ready="Unknown", labels={}))
+    assert "bad" not in c._population

@@ -124,6 +124,8 @@ class Controller:
         self.removals: tuple[float, ...] = ()
         self.leading = False
         self.decisions: dict[str, Decision] = {}  # the last decision per node (for `plan`)
+        self._population: set[str] = set()  # nodes matching --node-selector
+        self._watchlist: set[str] = set()  # nodes unhealthy or carrying our annotations
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
@@ -166,11 +168,34 @@ class Controller:
             self.nodes.pop(name, None)
         else:
             self.nodes[name] = obs
+        self._index(name, obs)
         self._wake.set()
 
     def _node_resync(self, items: Iterable[tuple[str, NodeObs]]) -> None:
         self.nodes = dict(items)  # nodes missing from a re-list are forgotten
+        self._population = set()
+        self._watchlist = set()
+        for name, obs in self.nodes.items():
+            self._index(name, obs)
         self._wake.set()
+
+    def _index(self, name: str, obs: NodeObs | None) -> None:
+        """Keep the two sets that make a reconcile pass O(nodes needing attention).
+
+        Invariant: a node outside `_watchlist` without a record and without an action in
+        progress is healthy with nothing of ours on it: `decide` would do nothing for it and
+        it adds nothing to the breaker's unhealthy or in-flight counts.
+        """
+        if obs is not None and in_population(obs, self.cfg):
+            self._population.add(name)
+        else:
+            self._population.discard(name)
+        if obs is not None and (
+            unhealthy(obs, self.cfg) or any(k in obs.annotations for k in OUR_ANNOTATIONS)
+        ):
+            self._watchlist.add(name)
+        else:
+            self._watchlist.discard(name)
 
     def _lease_event(self, etype: str, name: str, renew: str | None) -> None:
         if renew is None:
@@ -285,18 +310,22 @@ class Controller:
         now = self._clock.wall()
         cfg = self.cfg
         self.removals = prune(self.removals, now, max(HOUR, cfg.breaker_window))
-        population = [o for o in self.nodes.values() if in_population(o, cfg)]
+        # Only nodes that can need a decision are visited (see `_index`): a pass costs
+        # O(unhealthy + remediated), not O(cluster), so 5,000 healthy nodes are free.
+        names = (self._watchlist | self.records.keys() | self._busy.keys()) & self._population
+        candidates = [self.nodes[n] for n in names if n in self.nodes]
         recent_removed = recent(self.removals, now, cfg.breaker_window)
         bad = recent_removed
         in_flight = 0
-        for obs in population:
+        for obs in candidates:
             rec = self.records.get(obs.name)
             phase = rec.phase if rec is not None else Phase.HEALTHY
             if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
                 in_flight += 1
             if unhealthy(obs, cfg) or phase in IN_FLIGHT:
                 bad += 1
-        self.breaker = breaker_step(self.breaker, bad, len(population) + recent_removed, now, cfg)
+        total = len(self._population) + recent_removed
+        self.breaker = breaker_step(self.breaker, bad, total, now, cfg)
         BREAKER_OPEN.set(1 if self.breaker.open else 0)
         UNHEALTHY.set(bad)
         wake_at = now + MAX_IDLE
@@ -305,20 +334,17 @@ class Controller:
         fresh = self.fresh()
         removals_last_hour = recent(self.removals, now, HOUR)
 
-        def order(o: NodeObs) -> float:
+        def order(o: NodeObs) -> tuple[float, str]:
             rec = self.records.get(o.name)
-            return rec.unhealthy_since or now if rec is not None else now
+            since = rec.unhealthy_since if rec is not None else None
+            return (since if since is not None else now, o.name)
 
-        for obs in sorted(population, key=order):
+        for obs in sorted(candidates, key=order):
             name = obs.name
             if name in self._busy:
                 continue
             rec = self.records.get(name)
             if rec is None or rec.uid != obs.uid:
-                if not unhealthy(obs, cfg) and not any(
-                    k in obs.annotations for k in OUR_ANNOTATIONS
-                ):
-                    continue  # the common case: a healthy node with nothing of ours on it
                 rec = resume(obs)
             own = 1 if rec.phase in IN_FLIGHT else 0
             gates = Gates(
@@ -330,8 +356,12 @@ class Controller:
             )
             d = decide(rec, obs, now, cfg, gates)
             self.decisions[name] = d
-            self.records[name] = d.record
             self._note_block(obs, d)
+            if d.record == Record(uid=obs.uid, phase_since=d.record.phase_since) and not d.action:
+                # Healthy with nothing pending: nothing worth remembering.
+                self.records.pop(name, None)
+            else:
+                self.records[name] = d.record
             if d.wake_at is not None:
                 wake_at = min(wake_at, d.wake_at)
             if d.action is not None and tg is not None:
@@ -340,7 +370,7 @@ class Controller:
                 if d.action.kind is Kind.REMOVE:
                     removals_last_hour += 1
                 self._start(tg, d)
-        # Forget records of nodes that left the population (deleted, or relabelled).
+        # Forget records of nodes that are gone.
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
             self._forget(name, now)
         self._export_phases()
@@ -427,9 +457,10 @@ class Controller:
 
     def _export_phases(self) -> None:
         counts = dict.fromkeys(Phase, 0)
-        for name in self.nodes:
-            rec = self.records.get(name)
-            counts[rec.phase if rec is not None else Phase.HEALTHY] += 1
+        for name, rec in self.records.items():
+            if name in self.nodes:
+                counts[rec.phase] += 1
+        counts[Phase.HEALTHY] += len(self.nodes) - sum(counts.values())
         for phase, n in counts.items():
             NODES.labels(phase.value).set(n)
 
