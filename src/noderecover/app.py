@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -54,6 +55,16 @@ async def load_client(cfg: Config) -> ApiClient:
     except Exception as exc:  # the loader raises many types for bad files
         raise BadFlag(f"--kubeconfig: {path}: {str(exc).splitlines()[0][:200]}") from None
     return ApiClient(conf)
+
+
+def _tune_gc() -> None:
+    """The import-time heap (~90,000 objects, a third of them kubernetes_asyncio's) is never
+    garbage: freeze it so the cyclic GC stops re-scanning it while LIST pages are parsed, and
+    collect the young generation less often. Measured: initial sync of 5,000 nodes 3x faster
+    (docs/benchmarks.md, bottleneck 3)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def lease_namespace(cfg: Config) -> str:
@@ -112,6 +123,7 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     BUILD_INFO.info({"version": __version__})
     api = await load_client(cfg)
+    _tune_gc()
     kube = KubeClient(api, Timeouts(request=cfg.api_timeout, stream_read=cfg.watch_silence))
     identity = default_identity()
     elect = cfg.leader_elect if cfg.leader_elect is not None else in_cluster()

@@ -32,7 +32,9 @@ from noderecover.metrics import WATCH_EVENTS, WATCH_RESTARTS
 T = TypeVar("T")
 log = logging.getLogger("noderecover.watching")
 
-PAGE_SIZE = 500
+# Small pages stay in CPU cache while parsed and keep the RSS peak of a LIST low
+# (docs/benchmarks.md: orjson.loads of 5,000 nodes 311 -> 132 ms at 100 per page).
+PAGE_SIZE = 100
 
 
 class _Expired(Exception):
