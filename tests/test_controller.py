@@ -292,6 +292,10 @@ async def test_lease_still_renewing_holds_a_silent_node(
     await h.until(
         lambda: phase(h, "w1") is not Phase.SUSPECT, advance=1.0, what="lease stale -> remediation"
     )
+    # Leases are read one by one for silent nodes only; nothing watches kube-node-lease.
+    lease_reads = kube.requests_matching("GET", "/namespaces/kube-node-lease/leases")
+    assert lease_reads and {r.path.rsplit("/", 1)[1] for r in lease_reads} == {"w1"}
+    assert not [r for r in lease_reads if r.query.get("watch")]
 
 
 async def test_no_writes_without_the_act_gate(kube: FakeKube, harness_factory: Start) -> None:

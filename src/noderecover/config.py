@@ -310,7 +310,8 @@ def _opts() -> list[_Opt]:
             "--watch-node-leases",
             "watch_node_leases",
             parse_bool,
-            "a NotReady node counts as silent only when its kube-node-lease Lease is stale too",
+            "a Ready=Unknown node counts as silent only when its kube-node-lease Lease has not "
+            "changed for the grace (read per silent node)",
             d.watch_node_leases,
             boolean=True,
         ),

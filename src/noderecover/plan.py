@@ -41,8 +41,9 @@ async def plan_rows(
     clock = clock or SystemClock()
     c = Controller(kube, clock, cfg)
     await c.node_watcher._list()
-    if c.lease_watcher is not None:
-        await c.lease_watcher._list()
+    if cfg.watch_node_leases:
+        await c.refresh_leases()
+        # A preview may compare renewTime with the local clock; the controller never does.
         now_wall, now_mono = clock.wall(), clock.monotonic()
         c.leases = {
             name: (renew, now_mono - max(0.0, now_wall - (parse_time(renew) or 0.0)))

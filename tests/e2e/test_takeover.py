@@ -435,7 +435,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("create", "pods/eviction", ""),
         ("delete", "pods", ""),
         ("update", "leases", NAMESPACE),
-        ("watch", "leases", "kube-node-lease"),
+        ("get", "leases", "kube-node-lease"),
         ("create", "events", "default"),
         ("list", "events", "default"),
     ]
@@ -446,6 +446,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("update", "nodes", ""),
         ("delete", "volumeattachments", ""),
         ("update", "leases", "kube-node-lease"),
+        ("watch", "leases", "kube-node-lease"),
         ("create", "events", "kube-system"),
         ("create", "pods", "default"),
     ]
