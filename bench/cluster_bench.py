@@ -10,9 +10,9 @@
 
 ``scale`` (one cluster with ``--nodes`` kwok nodes, kubelet-default heartbeat timings: node
 Lease 40 s, renewed every 10 s; node-monitor-grace-period 50 s):
-  2. idle cost: noderecover as deployed (leader election, node-Lease watch), noderecover
-     ``--no-watch-node-leases`` without election, and the liberator, each through its own
-     counting proxy (plain HTTP on 127.0.0.1 -> TLS to kube-apiserver): RSS, CPU s/min,
+  2. idle cost: noderecover as deployed (leader election, heartbeat Leases checked),
+     noderecover ``--no-watch-node-leases`` without election, and the liberator, each through
+     its own counting proxy (plain HTTP on 127.0.0.1 -> TLS to kube-apiserver): RSS, CPU s/min,
      initial sync, API requests and bytes per minute.
   3. reaction latency with ``--grace 0``: bare Nodes (no kwok) whose Ready condition the
      benchmark writes; time from the Ready=False MODIFIED event to the first MODIFIED with
@@ -52,9 +52,11 @@ from bench.clusterkit import (
     Proc,
     Traffic,
     WatchThread,
+    free_port,
     liberator,
     noderecover,
     ready_status,
+    spawn,
     write_kubeconfig,
 )
 from bench.common import fmt, machine, percentile, table
@@ -197,7 +199,7 @@ def bench_idle(
 ) -> tuple[list[IdleResult], dict[str, float]]:
     specs: list[tuple[str, list[str]]] = [
         (
-            "noderecover (as deployed: leader election, node-Lease watch)",
+            "noderecover (as deployed: leader election, heartbeat Leases checked)",
             ["--leader-elect", "--lease-namespace", "default", "--lease-name", "bench-idle"],
         ),
         ("noderecover --no-watch-node-leases (no election)", ["--no-watch-node-leases"]),
@@ -275,6 +277,61 @@ def bench_idle(
     finally:
         for proxy in proxies:
             proxy.stop()
+
+
+def bench_sync_pages(
+    c: TestCluster, procs: list[Proc], tmp: Path, pages: list[int], repeat: int
+) -> list[list[str]]:
+    """Initial sync on the real cluster with noderecover's LIST page size set to each of
+    ``pages`` (alternating, ``repeat`` times): spawn -> /readyz, first LIST -> /readyz."""
+    samples: dict[int, list[tuple[float, float, int]]] = {n: [] for n in pages}
+    for r in range(repeat):
+        for size in pages:
+            proxy = CountingProxy(f"sync-{size}", c.server, c.ca_file)
+            port = proxy.start()
+            try:
+                kc = write_kubeconfig(
+                    tmp / f"sync-{size}.kubeconfig", f"http://127.0.0.1:{port}", c.token, None
+                )
+                code = (
+                    "import sys, noderecover.watching as w; "
+                    f"w.PAGE_SIZE = {size}; "
+                    "from noderecover.cli import main; sys.exit(main(sys.argv[1:]))"
+                )
+                http = free_port()
+                argv = [
+                    sys.executable,
+                    "-c",
+                    code,
+                    "run",
+                    "--kubeconfig",
+                    str(kc),
+                    "--http-bind",
+                    f"127.0.0.1:{http}",
+                    "--no-watch-node-leases",
+                ]
+                p = spawn(f"sync-{size}-{r}", argv, tmp)
+                p.http_port = http
+                procs.append(p)
+                ready = p.wait_ready(120)
+                t = proxy.snapshot()
+                lists = [s_ for s_, _, k, _ in t.done if k == "LIST nodes"]
+                samples[size].append((ready - p.started, ready - min(lists), len(lists)))
+                p.stop()
+            finally:
+                proxy.stop()
+    rows = []
+    for size, xs in samples.items():
+        rows.append(
+            [
+                str(size),
+                str(xs[0][2]),
+                fmt(statistics.median(x[0] for x in xs), 2),
+                fmt(statistics.median(x[1] for x in xs), 2),
+                ", ".join(f"{x[1]:.2f}" for x in xs),
+            ]
+        )
+    return rows
 
 
 def print_idle(results: list[IdleResult], n: int, extra: dict[str, float]) -> None:
@@ -639,11 +696,28 @@ def cmd_scale(args: argparse.Namespace) -> None:
         api = Api(c)
         secs = create_kwok_nodes(api, n)
         print(f"{n:,} nodes Ready in {secs:.0f}s", flush=True)
-        waited, events = quiesce(api)
-        print(f"quiet (no Node change for 15 s) after {waited:.0f}s, {events} events", flush=True)
+        if args.parts != {"sync"}:
+            waited, events = quiesce(api)
+            print(f"quiet (no Node change for 15 s) after {waited:.0f}s, {events} events")
         if "idle" in args.parts:
             results, extra = bench_idle(c, api, procs, tmp, args.idle)
             print_idle(results, n, extra)
+        if "sync" in args.parts:
+            print("\nsync ...", flush=True)
+            rows = bench_sync_pages(c, procs, tmp, [500, 100], 3)
+            print(f"\n### Initial sync on the cluster by LIST page size, {n:,} nodes\n")
+            print(
+                table(
+                    [
+                        "limit",
+                        "LIST requests",
+                        "spawn -> ready s",
+                        "1st LIST -> ready s",
+                        "each run",
+                    ],
+                    rows,
+                )
+            )
         if "latency" in args.parts:
             print("\nlatency ...", flush=True)
             res = bench_latency(c, api, procs, tmp, args.trials, args.breakdown)

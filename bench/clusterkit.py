@@ -375,8 +375,8 @@ class CountingProxy:
                     down += len(chunk)
                     await resp.write(chunk)
                 await resp.write_eof()
-        except (aiohttp.ClientError, ConnectionError, asyncio.CancelledError):
-            pass
+        except (aiohttp.ClientError, ConnectionError):
+            pass  # the client or the API server went away mid-stream (a watch being closed)
         finally:
             with self._lock:
                 self._traffic.done.append((t0, time.monotonic(), kind, down))
