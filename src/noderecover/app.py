@@ -124,8 +124,10 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     BUILD_INFO.info({"version": __version__})
     api = await load_client(cfg)
     _tune_gc()
-    kube = KubeClient(api, Timeouts(request=cfg.api_timeout, stream_read=cfg.watch_silence))
     identity = default_identity()
+    kube = KubeClient(
+        api, Timeouts(request=cfg.api_timeout, stream_read=cfg.watch_silence), identity
+    )
     elect = cfg.leader_elect if cfg.leader_elect is not None else in_cluster()
     elector: LeaderElector | None = None
     if elect:

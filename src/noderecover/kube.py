@@ -91,10 +91,14 @@ def _error_from(
 class KubeClient:
     """Bounded raw-JSON calls against one API server. Owns nothing but the ApiClient it wraps."""
 
-    def __init__(self, api_client: Any, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self, api_client: Any, timeouts: Timeouts | None = None, identity: str = ""
+    ) -> None:
         self._api = api_client
         self.timeouts = timeouts or Timeouts()
-        self._api.user_agent = USER_AGENT
+        # The identity in the User-Agent attributes each replica's requests in the API
+        # server's audit log (both replicas share one ServiceAccount).
+        self._api.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
 
     async def close(self) -> None:
         await self._api.close()

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from noderecover.testcluster import build
 from noderecover.testcluster.cluster import TestCluster
+from noderecover.testcluster.replicas import NAMESPACE
+
+from .ledger import Ledger, Row, table
 
 _CLUSTER: list[TestCluster] = []
+_ROWS: list[Row] = []  # the suite's ledger, printed at the end of the run
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +58,49 @@ def clean_cluster(cluster: TestCluster) -> Iterator[TestCluster]:
     cluster.reset()
     yield cluster
     cluster.reset()
+
+
+def forget_noderecover(c: TestCluster) -> None:
+    """Remove what earlier noderecover runs left in the cluster: the leader Lease, Events
+    (a new leader seeds its removal budget and breaker window from NodeRecoverRemoved
+    Events) and the ``noderecover.io/*`` annotations on Nodes."""
+    c.api("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/noderecover")
+    c.api("DELETE", "/api/v1/namespaces/default/events")
+    for node in c.request("GET", "/api/v1/nodes")["items"]:
+        ours = [
+            k for k in node["metadata"].get("annotations") or {} if k.startswith("noderecover.io/")
+        ]
+        if ours:
+            c.request(
+                "PATCH",
+                f"/api/v1/nodes/{node['metadata']['name']}",
+                {"metadata": {"annotations": dict.fromkeys(ours)}},
+            )
+
+
+@pytest.fixture
+def ledger_for(request: pytest.FixtureRequest) -> Iterator[Callable[[TestCluster], Ledger]]:
+    """``ledger_for(cluster)`` starts the test's :class:`Ledger`; at teardown it is closed,
+    added to the suite table and its invariants are asserted (all must be 0)."""
+    started: list[Ledger] = []
+
+    def start(c: TestCluster) -> Ledger:
+        led = Ledger(c, request.node.name)
+        started.append(led)
+        return led
+
+    yield start
+    for led in started:
+        row = led.close()
+        _ROWS.append(row)
+        print(f"\n[ledger] {row.test}: faults {row.faults}; details {row.details}")
+        assert not row.violations(), f"invariants broken: {row.violations()}: {row.details}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _ROWS:
+        terminalreporter.section("noderecover ledger (e2e faults and invariants)")
+        terminalreporter.write_line(table(_ROWS))
 
 
 @pytest.hookimpl(wrapper=True)

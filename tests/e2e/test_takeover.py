@@ -12,9 +12,8 @@ import datetime as dt
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,34 +21,17 @@ from noderecover.testcluster.cluster import TestCluster
 from noderecover.testcluster.replicas import (
     NAMESPACE,
     ROOT,
-    Replica,
     Replicas,
     Timeline,
     sa_kubeconfig,
     wait,
 )
 
-pytestmark = pytest.mark.e2e
+from .common import FAST, PVC, no_403, node_deletes, running_web, seed, web
+from .conftest import forget_noderecover
+from .ledger import Ledger
 
-FAST = (
-    "--grace",
-    "5s",
-    "--healthy-delay",
-    "3s",
-    "--drain-timeout",
-    "5s",
-    "--lease-duration",
-    "4s",
-    "--renew-deadline",
-    "3s",
-    "--retry-period",
-    "1s",
-    "--watch-silence",
-    "30s",
-    "--log-level",
-    "debug",
-)
-PVC = "/api/v1/namespaces/default/persistentvolumeclaims/pvc-mysql-0"
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")
@@ -59,23 +41,14 @@ def sa_config(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def nr(
-    clean_cluster: TestCluster, sa_config: Path, tmp_path: Path, request: pytest.FixtureRequest
+    clean_cluster: TestCluster,
+    sa_config: Path,
+    tmp_path: Path,
+    ledger_for: Callable[[TestCluster], Ledger],
 ) -> Iterator[Replicas]:
     c = clean_cluster
-    c.api("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/noderecover")
-    # Earlier tests' NodeRecoverRemoved Events would count against the removal budget and the
-    # breaker window of this test's leader (which reads them on taking the lead).
-    c.api("DELETE", "/api/v1/namespaces/default/events")
-    for node in c.request("GET", "/api/v1/nodes")["items"]:
-        ours = [
-            k for k in node["metadata"].get("annotations") or {} if k.startswith("noderecover.io/")
-        ]
-        if ours:
-            c.request(
-                "PATCH",
-                f"/api/v1/nodes/{node['metadata']['name']}",
-                {"metadata": {"annotations": dict.fromkeys(ours)}},
-            )
+    forget_noderecover(c)
+    ledger_for(c)
     reps = Replicas(c, sa_config, tmp_path)
     try:
         yield reps
@@ -85,25 +58,6 @@ def nr(
     for r in reps.started:
         forbidden = [line for line in r.log_lines() if " 403 " in str(line.get("msg", ""))]
         assert not forbidden, f"{r.name} was refused by RBAC: {forbidden[:3]}"
-
-
-def seed(c: TestCluster) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Apply the seed StatefulSet; return (node of mysql-0, its PVC, its PV)."""
-    c.apply_seed_statefulset()
-    pod = c.wait_pod_running("mysql-0", timeout=90)
-    pvc = wait(
-        lambda: (p := c.get(PVC)) and p["status"].get("phase") == "Bound" and p,
-        60,
-        "pvc-mysql-0 Bound",
-    )
-    pv = c.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")
-    return pod["spec"]["nodeName"], pvc, pv
-
-
-def no_403(*replicas: Replica) -> None:
-    for r in replicas:
-        if r.alive:
-            assert r.metric("noderecover_api_errors_total", code="403") == 0
 
 
 def test_seed_scenario_statefulset_pod_moves_with_its_volume(nr: Replicas) -> None:
@@ -269,21 +223,6 @@ def test_leader_failover_mid_remediation_finishes_exactly_once(nr: Replicas) -> 
     no_403(survivor)
 
 
-def node_deletes(c: TestCluster) -> float:
-    status, text = c.api("GET", "/metrics")
-    assert status == 200
-    total = 0.0
-    for line in str(text).splitlines():
-        if (
-            line.startswith("apiserver_request_total{")
-            and 'resource="nodes"' in line
-            and 'verb="DELETE"' in line
-            and 'code="200"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 class FakeKubelet:
     """Plays an alive-but-NotReady kubelet for a node whose kwok was stopped: renews the
     node Lease, posts Ready=False, and finishes pod deletions."""
@@ -351,49 +290,6 @@ class FakeKubelet:
                     f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}",
                     {"gracePeriodSeconds": 0},
                 )
-
-
-def web(c: TestCluster, pool: str) -> None:
-    labels = {"app": "web"}
-    c.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "nodeSelector": {"noderecover.test/pool": pool},
-                        "terminationGracePeriodSeconds": 5,
-                        "containers": [{"name": "web", "image": "nginx"}],
-                    },
-                },
-            },
-        }
-    )
-    c.apply(
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"minAvailable": 2, "selector": {"matchLabels": labels}},
-        }
-    )
-
-
-def running_web(c: TestCluster) -> list[dict[str, Any]]:
-    pods = c.request("GET", "/api/v1/namespaces/default/pods", query={"labelSelector": "app=web"})[
-        "items"
-    ]
-    return [
-        p
-        for p in pods
-        if p.get("status", {}).get("phase") == "Running"
-        and not p["metadata"].get("deletionTimestamp")
-    ]
 
 
 def test_pdb_respected_on_notready_but_alive_node(nr: Replicas) -> None:

@@ -20,6 +20,7 @@ certificates are made with the ``cryptography`` package.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ctypes
 import datetime as dt
@@ -63,6 +64,30 @@ STORAGE_CLASS = "local-wffc"
 CONTROL_PLANE_TAINT: dict[str, str] = {
     "key": CONTROL_PLANE_ROLE_LABEL,
     "effect": "NoSchedule",
+}
+
+#: What the API server audits (ResponseComplete stage only): every write, with its request
+#: body, by a ServiceAccount of the ``noderecover`` namespace (the controller under test), every
+#: deletion of a PVC or PV by anyone, and nothing else.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "resources": [
+                {"group": "", "resources": ["persistentvolumeclaims", "persistentvolumes"]}
+            ],
+            "verbs": ["delete", "deletecollection"],
+        },
+        {
+            "level": "Request",
+            "userGroups": ["system:serviceaccounts:noderecover"],
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
+        {"level": "None"},
+    ],
 }
 
 _LIVE: weakref.WeakSet[TestCluster] = weakref.WeakSet()
@@ -156,6 +181,7 @@ class _Proc:
         if p.poll() is None:
             sig = signal.SIGKILL if sigkill_first else signal.SIGTERM
             with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGCONT)  # a paused (SIGSTOP) process cannot exit
                 os.killpg(p.pid, sig)
             try:
                 p.wait(timeout=timeout)
@@ -209,6 +235,7 @@ class TestCluster:
         keep_tmp: bool | None = None,
         build_if_missing: bool = True,
         start_timeout: float = 120.0,
+        apiserver_args: Iterable[str] = (),
     ) -> None:
         self.bin_dir = bin_dir
         self.workers = workers
@@ -221,6 +248,7 @@ class TestCluster:
         self.keep_tmp = keep_tmp
         self.build_if_missing = build_if_missing
         self.start_timeout = start_timeout
+        self.apiserver_args = list(apiserver_args)
 
         self.tmp_dir: Path = Path()
         self.server = ""
@@ -229,6 +257,8 @@ class TestCluster:
         self.start_seconds = 0.0
         self._procs: dict[str, _Proc] = {}
         self._nodes: dict[str, NodeSpec] = {}
+        #: (wall time, node, kubelet running) each time the harness powered a node off/on.
+        self.power_log: list[tuple[float, str, bool]] = []
         self._ssl: ssl.SSLContext | None = None
         self._started = False
 
@@ -248,6 +278,12 @@ class TestCluster:
     def log_dir(self) -> Path:
         """Folder of the per-process log files."""
         return self.tmp_dir / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines; see :data:`AUDIT_POLICY`). It survives
+        API server restarts: each start appends to it."""
+        return self.log_dir / "audit.log"
 
     @property
     def nodes(self) -> dict[str, NodeSpec]:
@@ -342,6 +378,84 @@ class TestCluster:
             for n, p in self._procs.items()
         }
 
+    # ------------------------------------------------------------------ faults
+
+    def _component(self, name: str) -> _Proc:
+        proc = self._procs.get(name)
+        if proc is None:
+            raise ClusterError(f"no component {name!r}; have {sorted(self._procs)}")
+        return proc
+
+    def signal_component(self, name: str, sig: int) -> None:
+        """Send ``sig`` to a component's process group (``kube-apiserver``, ``etcd``, ...):
+        ``SIGSTOP`` freezes it (connections stay open, nothing answers), ``SIGCONT`` thaws."""
+        proc = self._component(name)
+        if proc.popen is None or not proc.running():
+            raise ClusterError(f"{name} is not running")
+        os.killpg(proc.popen.pid, sig)
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL a component (no graceful shutdown) and wait until it is gone."""
+        self._component(name).stop(sigkill_first=True)
+
+    def restart_component(self, name: str, timeout: float = 90.0) -> None:
+        """Start a stopped/killed component again with the same arguments and wait until it
+        answers its health check."""
+        proc = self._component(name)
+        env = self._kwok_env() if name.startswith("kwok") else None
+        proc.start(env)
+        if name == "kube-apiserver":
+            self._wait_http(f"{self.server}/readyz", name, timeout, verify=True)
+        elif name == "etcd":
+            self._wait_http(f"http://127.0.0.1:{self.ports['etcd-client']}/health", name, timeout)
+        elif name in ("kube-controller-manager", "kube-scheduler"):
+            self._wait_http(f"https://127.0.0.1:{self.ports[name]}/healthz", name, timeout)
+
+    def heal(self) -> None:
+        """Undo component faults: thaw paused components and restart dead ones."""
+        for name, proc in self._procs.items():
+            if name.startswith("kwok-"):
+                continue  # node kubelets: powered on/off by tests via kill_node/revive_node
+            if proc.running() and proc.popen is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGCONT)
+            else:
+                self.restart_component(name)
+
+    def _etcd(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST to etcd's v3 JSON gateway."""
+        url = f"http://127.0.0.1:{self.ports['etcd-client']}{path}"
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out: dict[str, Any] = json.loads(resp.read())
+        return out
+
+    def etcd_revision(self) -> int:
+        """etcd's current revision (what a resourceVersion is made of)."""
+        key = base64.b64encode(b"/registry/nodes/").decode()
+        return int(self._etcd("/v3/kv/range", {"key": key, "limit": 1})["header"]["revision"])
+
+    def compact_etcd(self, revision: int | None = None) -> int:
+        """Compact etcd's history up to ``revision`` (default: the current one) and return
+        it: a watch from an older resourceVersion then gets 410 Gone (for resources the API
+        server does not serve from its watch cache, see ``--watch-cache-sizes``)."""
+        rev = revision if revision is not None else self.etcd_revision()
+        self._etcd("/v3/kv/compaction", {"revision": str(rev), "physical": True})
+        return rev
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events so far (see :data:`AUDIT_POLICY`), oldest first."""
+        out = []
+        try:
+            text = self.audit_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
     def log_tails(self, lines: int = 30) -> str:
         """The last ``lines`` lines of each process log, for failure reports."""
         parts = []
@@ -365,6 +479,7 @@ class TestCluster:
         for d in (pki, kc, self.log_dir):
             d.mkdir(parents=True)
         _write_pki(pki)
+        (self.tmp_dir / "audit-policy.yaml").write_text(json.dumps(AUDIT_POLICY))
         api_port = self._port("kube-apiserver")
         self.server = f"https://127.0.0.1:{api_port}"
         tokens = {
@@ -438,7 +553,12 @@ class TestCluster:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-cluster-ip-range=10.0.0.0/24",
             f"--cert-dir={self.tmp_dir / 'apiserver-certs'}",
+            f"--audit-policy-file={self.tmp_dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
+            "--audit-log-format=json",
             "--v=1",
+            *self.apiserver_args,
         ]
         self._proc("kube-apiserver", args, (self.ports["kube-apiserver"],)).start()
         self._wait_http(f"{self.server}/readyz", "kube-apiserver", 90, verify=True)
@@ -760,6 +880,7 @@ class TestCluster:
         proc = self._procs.pop(f"kwok-{name}", None)
         if proc is not None:
             proc.stop()
+            self.power_log.append((time.time(), name, False))
         self._nodes.pop(name, None)
         self.api("DELETE", f"/api/v1/nodes/{name}")
         if wait:
@@ -774,6 +895,7 @@ class TestCluster:
         if proc is None:
             raise ClusterError(f"node {name} is not killable (it has no kwok of its own)")
         proc.stop(sigkill_first=True)
+        self.power_log.append((time.time(), name, False))
 
     def revive_node(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         """Start the node's kwok again (recreating the Node object if it was deleted).
@@ -792,6 +914,8 @@ class TestCluster:
         was_running = proc.running()
         since = dt.datetime.now(dt.UTC)
         proc.start(self._kwok_env())
+        if not was_running:
+            self.power_log.append((time.time(), name, True))
         if wait:
             if not was_running:
                 self.wait_for(

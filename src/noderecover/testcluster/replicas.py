@@ -45,8 +45,9 @@ def rbac_objects() -> list[dict[str, Any]]:
     return docs
 
 
-def sa_kubeconfig(cluster: TestCluster, path: Path) -> Path:
-    """Apply the manifests' RBAC and write a kubeconfig holding only the SA's token."""
+def sa_kubeconfig(cluster: TestCluster, path: Path, server: str | None = None) -> Path:
+    """Apply the manifests' RBAC and write a kubeconfig holding only the SA's token
+    (``server``: another address for the API server, e.g. a fault-injecting proxy)."""
     for obj in rbac_objects():
         cluster.apply(obj)
     token = cluster.request(
@@ -68,7 +69,7 @@ def sa_kubeconfig(cluster: TestCluster, path: Path) -> Path:
                     {
                         "name": "test",
                         "cluster": {
-                            "server": cluster.server,
+                            "server": server or cluster.server,
                             "certificate-authority": str(cluster.ca_file),
                         },
                     }
