@@ -391,6 +391,11 @@ async def test_acquire_renew_and_lease_fields() -> None:
         assert a.last_activity >= h.now - 2.0
         assert transitions() == before + 1
         assert REGISTRY.get_sample_value("noderecover_leader") == 1
+        # The last accepted write's send time, on the wall clock (for alerts on stale leaders).
+        assert a._acked_at is not None
+        renewed = REGISTRY.get_sample_value("noderecover_leader_last_renew_timestamp_seconds")
+        assert renewed == h.clock.wall() - (h.clock.monotonic() - a._acked_at)
+        assert h.clock.wall() - 2.0 <= renewed <= h.clock.wall()
         writes = [r for r in h.kube.requests if r.method in ("PUT", "POST") and "leases" in r.path]
         for r in writes:  # the server would have rejected anything else, but say so here
             assert MICRO.match(r.body["spec"]["renewTime"]), r.body

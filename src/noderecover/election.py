@@ -37,7 +37,7 @@ import anyio
 
 from noderecover.clock import Clock
 from noderecover.kube import JSON, ApiError, KubeClient
-from noderecover.metrics import LEADER, LEADER_TRANSITIONS
+from noderecover.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
 
 log = logging.getLogger("noderecover.election")
 
@@ -364,6 +364,7 @@ class LeaderElector:
         self._lease = lease
         self._observe(lease)
         self._acked_at = sent
+        LEADER_RENEWED.set(self._clock.wall() - (self._clock.monotonic() - sent))
 
     def _observe(self, lease: JSON) -> None:
         record = _Record.of(lease)

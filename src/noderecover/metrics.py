@@ -55,6 +55,11 @@ API_ERRORS = Counter(
     "Kubernetes API calls that failed, by verb and HTTP code (0 = no answer/timeout).",
     ["verb", "code"],
 )
+LEADER_RENEWED = Gauge(
+    "noderecover_leader_last_renew_timestamp_seconds",
+    "Wall time at which this replica sent its last Lease write that the API server accepted "
+    "(acquire or renew; 0 = never). Others may take over lease-duration after it.",
+)
 LEADER_TRANSITIONS = Counter(
     "noderecover_leader_transitions_total",
     "Times this replica became leader or stopped being leader.",

@@ -197,10 +197,14 @@ class Ledger:
                 alive = on
         return alive
 
-    def _pod_node(self, ns: str, name: str, when: float) -> str | None:
+    def _pod_node(self, ns: str, name: str, when: float, uid: str | None) -> str | None:
+        """The node of the pod a request at ``when`` was about: the one with ``uid`` if the
+        request named it, else the last pod of that name seen before ``when``."""
         hist = self._pods.get((ns, name)) or []
+        if uid:
+            return next((n for _, u, n in hist if u == uid), None)
         times = [t for t, _, _ in hist]
-        i = bisect.bisect_right(times, when + self._interval) - 1
+        i = bisect.bisect_right(times, when) - 1
         return hist[i][2] if i >= 0 else None
 
     def close(self) -> Row:
@@ -248,14 +252,15 @@ class Ledger:
                 (verb == "create" and sub == "eviction") or (verb == "delete" and not sub)
             ):
                 ns = ref.get("namespace", "")
-                on_node = self._pod_node(ns, name, when)
+                body = e.get("requestObject") or {}
+                opts = body.get("deleteOptions") or body  # eviction | DeleteOptions
+                uid = (opts.get("preconditions") or {}).get("uid")
+                on_node = self._pod_node(ns, name, when, uid)
                 if on_node is not None and self._alive_at(on_node, when):
                     row.healthy_pods_deleted += 1
                     row.details.append(f"pod {ns}/{name} on healthy {on_node}: {verb} by {who}")
                 if verb == "delete":
-                    key = f"{ns}/{name}@{when:.0f}"
-                    uid = ((e.get("requestObject") or {}).get("preconditions") or {}).get("uid")
-                    key = f"{ns}/{name}/{uid}" if uid else key
+                    key = f"{ns}/{name}/{uid}" if uid else f"{ns}/{name}@{when:.0f}"
                     forced[key] += 1
                     if forced[key] > 1:
                         row.double_actions += 1
