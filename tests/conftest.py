@@ -17,6 +17,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from noderecover.clock import FakeClock
 from noderecover.config import Config
 from noderecover.controller import Controller
+from noderecover.events import EventRecorder
 from noderecover.kube import KubeClient, Timeouts
 from tests.fakeapi import FakeKube
 
@@ -58,9 +59,12 @@ class Harness:
     controller: Controller
     gate: FlagGate
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    recorder: EventRecorder | None = None  # also write them to the fake API (real_events=True)
 
     def record(self, node: str, uid: str, reason: str, message: str, type: str = "Normal") -> None:
         self.events.append((node, reason, type))
+        if self.recorder is not None:
+            self.recorder.record(node, uid, reason, message, type)
 
     async def until(
         self,
@@ -110,7 +114,8 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
     clients: list[KubeClient] = []
     tasks: list[asyncio.Task[None]] = []
 
-    async def start(**kw: object) -> Harness:
+    async def start(*, real_events: bool = False, **kw: object) -> Harness:
+        """`real_events`: Events also go through a real EventRecorder to the fake API."""
         clock = FakeClock(start_wall=time.time())
         gate = FlagGate()
         c = client_for(kube)
@@ -119,11 +124,15 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
         h.controller = Controller(
             c, clock, make_config(**kw), gate=gate, events=h, rng=random.Random(7)
         )
+        if real_events:
+            h.recorder = EventRecorder(c, clock, "noderecover-test", rng=random.Random(7))
 
         async def run() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(h.controller.watch)
                 tg.start_soon(h.controller.lead)
+                if h.recorder is not None:
+                    tg.start_soon(h.recorder.run)
 
         tasks.append(asyncio.create_task(run()))
         await h.until(

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from noderecover.machine import Phase
-from noderecover.metrics import BLOCKED
-from noderecover.nodes import ANN_CORDONED, ANN_PHASE, OUT_OF_SERVICE_KEY
+from noderecover.metrics import BLOCKED, FLAPS
+from noderecover.nodes import (
+    ANN_CORDONED,
+    ANN_PHASE,
+    ANN_UNHEALTHY_SINCE,
+    OUT_OF_SERVICE_KEY,
+    parse_time,
+)
 from tests.conftest import Harness
 from tests.fakeapi import FakeKube
 
@@ -165,12 +174,14 @@ async def test_dry_run_writes_nothing(kube: FakeKube, harness_factory: Start) ->
     assert kube.get_node("w1") is not None and kube.get_pod("default", "mysql-0") is not None
 
 
-async def test_new_leader_resumes_from_annotations(kube: FakeKube, harness_factory: Start) -> None:
-    cluster(kube)
+def left_draining_since_2020(kube: FakeKube, ready_since: dt.datetime) -> None:
+    """What a previous leader left on w1: cordoned by us, draining since 2020."""
+    kube.add_node("cp", labels=CP)
+    kube.add_node("w1", "Unknown", labels=WORKER, last_transition_time=ready_since)
+    kube.add_node("w2", labels=WORKER)
+    kube.add_node("w3", labels=WORKER)
     kube.add_pod("mysql-0", "default", "w1", "StatefulSet")
     kube.set_kubelet_alive("w1", False)
-    kube.set_node_ready("w1", "Unknown")
-    # What a previous leader left: cordoned by us, draining for 10 minutes already.
     kube.patch_node(
         "w1",
         {
@@ -185,6 +196,11 @@ async def test_new_leader_resumes_from_annotations(kube: FakeKube, harness_facto
             },
         },
     )
+
+
+async def test_new_leader_resumes_from_annotations(kube: FakeKube, harness_factory: Start) -> None:
+    # Unknown since before the old leader's cordon (2019): nothing changed since.
+    left_draining_since_2020(kube, dt.datetime(2019, 12, 31, 23, 50, tzinfo=dt.UTC))
     h: Harness = await harness_factory(grace=600, drain_timeout=60)
     # No new grace, no second cordon: straight on with the drain, overdue -> force.
     await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed")
@@ -194,6 +210,21 @@ async def test_new_leader_resumes_from_annotations(kube: FakeKube, harness_facto
         if (r.body or {}).get("spec", {}).get("unschedulable")
     ]
     assert cordons == []
+    assert kube.requests_matching("DELETE", "/pods/mysql-0")
+
+
+async def test_new_leader_holds_a_node_whose_ready_changed_after_the_cordon(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Ready transitioned after the old leader's cordon: the node flapped while no leader was
+    watching. The new leader forces nothing before a whole grace since that transition."""
+    left_draining_since_2020(kube, dt.datetime.now(dt.UTC))
+    h: Harness = await harness_factory(grace=60, drain_timeout=60)
+    await h.until(lambda: h.controller.blocked.get("w1") == "flapping", what="held")
+    await h.idle(50)
+    assert not kube.requests_matching("DELETE", "/pods/")
+    assert kube.get_node("w1") is not None and phase(h, "w1") is Phase.DRAINING
+    await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="removed after grace")
     assert kube.requests_matching("DELETE", "/pods/mysql-0")
 
 
@@ -396,3 +427,151 @@ def test_reconcile_visits_only_nodes_needing_attention() -> None:
     # Leaving the population (relabelled) removes a node from the totals and the visits.
     c._node_event("MODIFIED", "bad", obs(cfg, name="bad", ready="Unknown", labels={}))
     assert "bad" not in c._population
+
+
+def cordons(kube: FakeKube, node: str) -> int:
+    return sum(
+        1
+        for r in kube.requests_matching("PATCH", f"^/api/v1/nodes/{node}$")
+        if (r.body or {}).get("spec", {}).get("unschedulable") is True
+    )
+
+
+def flapping_events(kube: FakeKube, node: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in kube.events
+        if e["reason"] == "NodeRecoverFlapping" and e["involvedObject"]["name"] == node
+    ]
+
+
+async def until_flap_event_count(h: Harness, node: str, count: int) -> None:
+    """Until the node has exactly one NodeRecoverFlapping Event, with this count (the fake
+    clock stands still: the recorder writes a repeat at once when 30 s passed since the last)."""
+    await h.until(
+        lambda: [e["count"] for e in flapping_events(h.kube, node)] == [count],
+        what=f"NodeRecoverFlapping count {count}",
+    )
+
+
+async def set_ready(h: Harness, node: str, status: str) -> None:
+    """Change Ready and wait until the controller's view has it."""
+    h.kube.set_node_ready(node, status)
+
+    def seen() -> bool:
+        obs = h.controller.nodes.get(node)
+        return obs is not None and obs.ready is not None and obs.ready.status == status
+
+    await h.until(seen, what=f"{node} Ready={status} seen")
+
+
+async def test_flapping_node_is_damped_then_remediated_once_it_stays_down(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Unhealthy 40 s < grace 60 s, healthy 10 s < healthy-delay 30 s, five times: no cordon,
+    no removal, one aggregated NodeRecoverFlapping Event whose count grows with each flap.
+    Then unhealthy for good: remediated one grace after the last flap."""
+    cluster(kube)
+    flaps_before = FLAPS._value.get()
+    h: Harness = await harness_factory(real_events=True, grace=60, healthy_delay=30)
+    for i in range(5):
+        await set_ready(h, "w1", "Unknown")
+        if i > 0:
+            await until_flap_event_count(h, "w1", i)
+            assert FLAPS._value.get() - flaps_before == i
+        await h.idle(40)
+        assert phase(h, "w1") is Phase.SUSPECT
+        await set_ready(h, "w1", "True")
+        await h.idle(10)
+    assert h.controller.records["w1"].flaps == 4
+    assert cordons(kube, "w1") == 0 and not kube.get_node("w1")["spec"].get("unschedulable")  # type: ignore[index]
+    assert not kube.requests_matching("POST", "eviction")
+    reasons = [r for n, r, _ in h.events if n == "w1"]
+    assert reasons.count("NodeRecoverFlapping") == 4 and reasons.count("NodeRecoverSuspect") == 1
+    assert all(t == "Warning" for n, r, t in h.events if r == "NodeRecoverFlapping")
+    # Down for good now: the grace counts from this last flap, not from the first failure.
+    await set_ready(h, "w1", "Unknown")
+    last_flap = h.clock.wall()
+    await h.until(lambda: FLAPS._value.get() - flaps_before == 5)
+    await h.idle(55)
+    assert cordons(kube, "w1") == 0
+    await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="w1 removed")
+    [cordon] = [
+        r
+        for r in kube.requests_matching("PATCH", "^/api/v1/nodes/w1$")
+        if (r.body or {}).get("spec", {}).get("unschedulable") is True
+    ]
+    annotations = cordon.body["metadata"]["annotations"]
+    assert parse_time(annotations[ANN_UNHEALTHY_SINCE]) == pytest.approx(last_flap, abs=2)
+    await until_flap_event_count(h, "w1", 5)
+
+
+async def test_node_flapping_after_cordon_is_never_drained_by_force_or_removed(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql")
+    kube.set_kubelet_alive("w1", False)  # evicted pods would need forcing
+    held_before = BLOCKED.labels("flapping")._value.get()
+    h: Harness = await harness_factory(grace=60, healthy_delay=30, drain_timeout=60)
+    await set_ready(h, "w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.DRAINING, advance=1.0, what="draining")
+    for _ in range(4):  # back for 10 s, down for 50 s: never a whole grace
+        await set_ready(h, "w1", "True")
+        await h.idle(10)
+        await set_ready(h, "w1", "Unknown")
+        await h.until(lambda: h.controller.blocked.get("w1") == "flapping")
+        await h.idle(50)
+        assert phase(h, "w1") in {Phase.DRAINING, Phase.REMOVING}
+    assert not kube.requests_matching("DELETE", "/pods/")  # never forced
+    assert not kube.requests_matching("DELETE", "^/api/v1/nodes/")
+    assert kube.get_node("w1")["spec"]["unschedulable"] is True  # type: ignore[index]
+    assert h.controller.records["w1"].flaps == 4
+    assert BLOCKED.labels("flapping")._value.get() > held_before
+    assert [r for n, r, _ in h.events if n == "w1"].count("NodeRecoverFlapping") == 4
+    # Healthy for the healthy-delay: restored, our cordon undone.
+    await set_ready(h, "w1", "True")
+    await h.until(lambda: phase(h, "w1") is Phase.HEALTHY, advance=1.0, what="restored")
+    node = kube.get_node("w1")
+    assert node is not None and not node["spec"].get("unschedulable")
+    assert not any(k.startswith("noderecover.io/") for k in node["metadata"]["annotations"])
+    assert kube.get_pod("default", "mysql-0") is not None
+
+
+@pytest.mark.parametrize("operator_untaints", [True, False], ids=["untainted", "still-tainted"])
+async def test_removed_out_of_service_node_failing_again_starts_a_new_episode(
+    kube: FakeKube, harness_factory: Start, operator_untaints: bool
+) -> None:
+    """Removed (out-of-service), back for less than the healthy-delay, down again: a new
+    episode with a fresh grace, not Removed forever."""
+    cluster(kube)
+    h: Harness = await harness_factory(removal="out-of-service", grace=5, healthy_delay=30)
+    await set_ready(h, "w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.REMOVED, advance=1.0, what="removed")
+    if operator_untaints:
+        node = kube.get_node("w1")
+        assert node is not None
+        others = [t for t in node["spec"]["taints"] if t["key"] != OUT_OF_SERVICE_KEY]
+        kube.patch_node("w1", {"spec": {"taints": others}})
+    await set_ready(h, "w1", "True")
+    await h.idle(10)
+    await set_ready(h, "w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.SUSPECT, what="new episode")
+    rec = h.controller.records["w1"]
+    assert rec.tainted is not operator_untaints and rec.cordoned and rec.flaps == 1
+    await h.idle(4)
+    assert phase(h, "w1") is Phase.SUSPECT  # a whole new grace
+    await h.until(lambda: phase(h, "w1") is Phase.REMOVED, advance=1.0, what="removed again")
+    node = kube.get_node("w1")
+    assert node is not None
+    assert [t["key"] for t in node["spec"]["taints"]].count(OUT_OF_SERVICE_KEY) == 1
+    assert node["metadata"]["annotations"][ANN_PHASE] == "Removed"
+    reasons = [r for n, r, _ in h.events if n == "w1"]
+    assert reasons.count("NodeRecoverSuspect") == 2 and reasons.count("NodeRecoverRemoved") == 2
+    assert reasons.count("NodeRecoverFlapping") == 1
+    # Back for good: the taint and the cordon are ours, both undone.
+    await set_ready(h, "w1", "True")
+    await h.until(lambda: phase(h, "w1") is Phase.HEALTHY, advance=1.0, what="restored")
+    node = kube.get_node("w1")
+    assert node is not None and not node["spec"].get("unschedulable")
+    assert OUT_OF_SERVICE_KEY not in [t["key"] for t in node["spec"].get("taints") or []]

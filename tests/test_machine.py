@@ -8,6 +8,7 @@ import pytest
 
 from noderecover.config import Config, Threshold
 from noderecover.machine import (
+    FLAPPING,
     Action,
     Decision,
     Gates,
@@ -20,7 +21,17 @@ from noderecover.machine import (
     decide,
     resume,
 )
-from noderecover.nodes import ANN_CORDONED, ANN_EXCLUDE, ANN_PHASE, ANN_UNHEALTHY_SINCE, format_time
+from noderecover.nodes import (
+    ANN_CORDONED,
+    ANN_EXCLUDE,
+    ANN_PHASE,
+    ANN_PHASE_SINCE,
+    ANN_TAINTED,
+    ANN_UNHEALTHY_SINCE,
+    OUT_OF_SERVICE_KEY,
+    NodeObs,
+    format_time,
+)
 from tests.builders import T0, obs
 
 CFG = Config(grace=60.0, healthy_delay=30.0, drain_timeout=60.0)
@@ -118,14 +129,194 @@ def test_recovery_in_every_phase_waits_healthy_delay_then_restores(phase: Phase)
     assert run_ok(d2, now + 30).phase is Phase.HEALTHY
 
 
-def test_flap_shorter_than_healthy_delay_keeps_grace_timer() -> None:
+def test_flap_in_suspect_restarts_the_grace_timer_and_is_counted() -> None:
     o_bad, o_good = obs(ready="Unknown"), obs(ready="True")
     rec = run_ok(step(Record(uid=o_bad.uid), o_bad, T0), T0)
-    rec = step(rec, o_good, T0 + 20).record  # Ready for 10 s only
-    rec = step(rec, o_bad, T0 + 30).record
-    assert rec.healthy_since is None and rec.unhealthy_since == T0
-    d = step(rec, o_bad, T0 + 60)
+    d = step(rec, o_good, T0 + 20)  # healthy for 10 s only: no restore
+    assert d.action is None and not d.flapped
+    d = step(d.record, o_bad, T0 + 30)
+    assert d.flapped and d.wake_at == T0 + 90
+    assert d.record.unhealthy_since == T0 + 30 and d.record.flaps == 1
+    assert d.record.healthy_since is None and d.record.phase is Phase.SUSPECT
+    # The restarted timer is persisted, so a new leader would keep it.
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    assert annotations_for(d.action.success)[ANN_UNHEALTHY_SINCE] == format_time(T0 + 30)
+    rec = run_ok(d, T0 + 30)
+    assert rec.flaps == 1 and rec.unhealthy_since == T0 + 30
+    assert not step(rec, o_bad, T0 + 31).flapped  # reported once per flap
+    assert step(rec, o_bad, T0 + 60).action is None  # the old grace would have cordoned here
+    assert step(rec, o_bad, T0 + 89.9).action is None
+    d = step(rec, o_bad, T0 + 90)
     assert d.action is not None and d.action.kind is Kind.CORDON
+
+
+def flap_cycles(
+    rec: Record, now: float, cycles: int, bad_for: float = 50.0, good_for: float = 20.0
+) -> tuple[Record, float, list[Kind], list[int]]:
+    """Drive `cycles` of (unhealthy `bad_for` s, healthy `good_for` s), 1 s a step, performing
+    every action successfully. Returns the record, the time, the actions and the flap counts."""
+    bad, good = obs(ready="Unknown", unschedulable=True), obs(ready="True", unschedulable=True)
+    kinds: list[Kind] = []
+    counts: list[int] = []
+    for _ in range(cycles):
+        for o, length in ((good, good_for), (bad, bad_for)):
+            for _ in range(int(length)):
+                d = step(rec, o, now)
+                if d.flapped:
+                    counts.append(d.record.flaps)
+                rec = d.record
+                if d.action is not None:
+                    kinds.append(d.action.kind)
+                    rec = run_ok(d, now)
+                now += 1
+    return rec, now, kinds, counts
+
+
+def test_node_flapping_faster_than_the_timers_is_never_cordoned() -> None:
+    rec, now = to_phase(Phase.SUSPECT)
+    rec, now, kinds, counts = flap_cycles(rec, now, cycles=10)  # 50 s bad < 60 s grace
+    assert set(kinds) == {Kind.PERSIST}
+    assert counts == list(range(1, 11)) and rec.flaps == 10 and rec.phase is Phase.SUSPECT
+    # Healthy for the whole healthy-delay at last: restored, the count starts over.
+    good = obs(ready="True")
+    rec = step(rec, good, now).record
+    d = step(rec, good, now + 30)
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    rec = run_ok(d, now + 30)
+    assert rec.phase is Phase.HEALTHY and rec.flaps == 0
+
+
+def test_unhealthy_for_the_grace_after_the_last_flap_is_remediated() -> None:
+    rec, now = to_phase(Phase.SUSPECT)
+    rec, now, _, counts = flap_cycles(rec, now, cycles=3)
+    assert counts == [1, 2, 3]
+    bad = obs(ready="Unknown")
+    last_flap = rec.unhealthy_since
+    assert last_flap is not None and now - last_flap < 60
+    assert step(rec, bad, last_flap + 59).action is None
+    d = step(rec, bad, last_flap + 60)
+    assert d.action is not None and d.action.kind is Kind.CORDON
+    rec = run_ok(d, last_flap + 60)
+    rec, _ = drive(rec, bad, last_flap + 61, until=Phase.REMOVED)
+    assert rec.phase is Phase.REMOVED and rec.flaps == 3
+
+
+def drive(rec: Record, o: object, now: float, until: Phase) -> tuple[Record, float]:
+    """Perform every decided action successfully until `until` (or nothing is decided)."""
+    for _ in range(100):
+        if rec.phase is until:
+            break
+        d = step(rec, o, now)
+        if d.action is None:
+            assert d.wake_at is not None, d
+            now = d.wake_at
+            continue
+        rec = run_ok(d, now)
+        now += 1
+    return rec, now
+
+
+@pytest.mark.parametrize(
+    ("phase", "next_kind"),
+    [(Phase.CORDONED, Kind.DRAIN), (Phase.DRAINING, Kind.DRAIN), (Phase.REMOVING, Kind.REMOVE)],
+)
+def test_flap_after_cordon_holds_every_destructive_step_for_a_grace(
+    phase: Phase, next_kind: Kind
+) -> None:
+    rec, now = to_phase(phase)
+    good, bad = obs(ready="True", unschedulable=True), obs(ready="Unknown", unschedulable=True)
+    rec = step(rec, good, now).record
+    d = step(rec, bad, now + 5)
+    assert d.flapped and d.record.flaps == 1 and d.record.unhealthy_since == now + 5
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    assert d.action.success.phase is phase and d.action.success.cordoned
+    rec = run_ok(d, now + 5)
+    for t in (now + 6, now + 30, now + 64.9):
+        d = step(rec, bad, t)
+        assert d.action is None and d.blocked == FLAPPING and d.wake_at == now + 65
+    d = step(rec, bad, now + 65)
+    assert d.action is not None and d.action.kind is next_kind
+
+
+def test_hold_is_for_a_flapping_node_only_not_for_a_steadily_dead_one() -> None:
+    rec, now = to_phase(Phase.CORDONED)
+    d = step(rec, obs(ready="Unknown", unschedulable=True), now)
+    assert d.blocked is None and d.action is not None and d.action.kind is Kind.DRAIN
+
+
+def test_flap_holds_the_fence_too() -> None:
+    cfg = dataclasses.replace(CFG, fence_command=("true",))
+    rec, now = to_phase(Phase.REMOVING, cfg)
+    good, bad = obs(cfg, ready="True"), obs(cfg, ready="Unknown")
+    rec = run_ok(step(step(rec, good, now, cfg).record, bad, now + 1, cfg), now + 1)
+    assert step(rec, bad, now + 2, cfg).blocked == FLAPPING
+    d = step(rec, bad, now + 61, cfg)
+    assert d.action is not None and d.action.kind is Kind.FENCE
+
+
+def test_node_flapping_after_cordon_is_never_removed_and_is_restored() -> None:
+    rec, now = to_phase(Phase.CORDONED)
+    rec, now, kinds, counts = flap_cycles(rec, now, cycles=10)
+    assert set(kinds) == {Kind.PERSIST}  # no drain, fence or removal
+    assert counts == list(range(1, 11)) and rec.phase is Phase.CORDONED and rec.cordoned
+    good = obs(ready="True", unschedulable=True)
+    rec = step(rec, good, now).record
+    d = step(rec, good, now + 30)
+    assert d.action is not None and d.action.kind is Kind.RESTORE  # uncordons our cordon
+    assert run_ok(d, now + 30) == Record(uid=rec.uid, phase_since=now + 30)
+
+
+def test_reread_finding_the_node_healthy_counts_as_a_sign_of_life() -> None:
+    rec, now = to_phase(Phase.REMOVING)
+    bad = obs(ready="Unknown", unschedulable=True)
+    d = step(rec, bad, now)
+    assert d.action is not None and d.action.kind is Kind.REMOVE
+    rec = complete(d.record, d.action, Outcome.HEALTHY, now)
+    d = step(rec, bad, now + 1)
+    assert d.flapped
+    assert step(run_ok(d, now + 1), bad, now + 2).blocked == FLAPPING
+
+
+def test_flap_hold_survives_failover_through_the_annotation() -> None:
+    rec, now = to_phase(Phase.DRAINING)
+    good, bad = obs(ready="True", unschedulable=True), obs(ready="Unknown", unschedulable=True)
+    d = step(step(rec, good, now).record, bad, now + 10)
+    assert d.action is not None
+    # The PERSIST wrote the restarted timer; a new leader resumes from the Node.
+    o = obs(ready="Unknown", unschedulable=True, annotations=annotations_for(d.action.success))
+    back = resume(o)
+    assert back.phase is Phase.DRAINING and back.cordoned and back.flaps == 0
+    assert step(back, o, now + 30).blocked == FLAPPING
+    d = step(back, o, now + 70)
+    assert d.action is not None and d.action.kind is Kind.DRAIN
+
+
+def test_resume_in_flight_holds_after_a_ready_transition_no_leader_saw() -> None:
+    # Cordoned an hour ago; the node flapped while no leader was watching (Ready changed
+    # 10 s ago): the new leader does not drain before a whole grace since that transition.
+    o = obs(
+        ready="Unknown",
+        since=T0 - 10,
+        unschedulable=True,
+        annotations={
+            ANN_PHASE: "Cordoned",
+            ANN_CORDONED: "true",
+            ANN_PHASE_SINCE: format_time(T0 - 3600),
+            ANN_UNHEALTHY_SINCE: format_time(T0 - 3700),
+        },
+    )
+    rec = resume(o)
+    assert rec.unhealthy_since == T0 - 10
+    assert step(rec, o, T0).blocked == FLAPPING
+    d = step(rec, o, T0 + 50)
+    assert d.action is not None and d.action.kind is Kind.DRAIN
+
+
+def test_suspect_keeps_a_cordon_carried_over_from_an_earlier_episode() -> None:
+    o = obs(ready="Unknown", unschedulable=True)
+    rec = Record(uid=o.uid, phase=Phase.SUSPECT, phase_since=T0, unhealthy_since=T0, cordoned=True)
+    d = step(rec, o, T0 + 60)
+    assert d.action is not None and d.action.kind is Kind.CORDON and d.action.success.cordoned
 
 
 def test_flap_interrupting_healthy_delay_restarts_it() -> None:
@@ -333,6 +524,108 @@ def test_removed_phase_waits() -> None:
     rec, now = to_phase(Phase.REMOVED)
     d = step(rec, obs(ready="Unknown"), now + 1000)
     assert d.action is None and d.blocked is None
+
+
+OOS = dataclasses.replace(CFG, removal="out-of-service")
+TAINT = {"key": OUT_OF_SERVICE_KEY, "value": "nodeshutdown", "effect": "NoExecute"}
+
+
+def removed_oos() -> tuple[Record, float]:
+    rec, now = to_phase(Phase.REMOVED, OOS)
+    assert rec.tainted and rec.cordoned and rec.unhealthy_since is not None
+    return rec, now
+
+
+def node_after_removal(rec: Record, **kw: object) -> NodeObs:
+    """The Node as the watch shows it after our Removed write (unless overridden)."""
+    base: dict[str, object] = dict(
+        ready="Unknown", unschedulable=True, taints=[TAINT], annotations=annotations_for(rec)
+    )
+    base.update(kw)
+    return obs(OOS, **base)
+
+
+def test_removed_node_with_our_taint_that_never_came_back_stays_removed() -> None:
+    rec, now = removed_oos()
+    o = node_after_removal(rec)  # Ready transition an hour before T0: never Ready since
+    for t in (now, now + 60, now + 3600, now + 86400):
+        d = step(rec, o, t, OOS)
+        assert d.action is None and d.blocked is None and d.record.phase is Phase.REMOVED
+    back = resume(o)  # also after a failover
+    assert back.phase is Phase.REMOVED and back.tainted
+    assert step(back, o, now + 86400, OOS).action is None
+
+
+def test_removed_node_seen_healthy_then_failing_again_starts_a_new_episode() -> None:
+    rec, now = removed_oos()
+    good = node_after_removal(rec, ready="True", since=now + 5)
+    bad = node_after_removal(rec, ready="Unknown", since=now + 20)
+    rec = step(rec, good, now + 10, OOS).record  # back for 10 s: less than healthy-delay
+    d = step(rec, bad, now + 20, OOS)
+    assert d.flapped and d.action is not None and d.action.kind is Kind.PERSIST
+    new = d.action.success
+    assert d.action.persist == new  # the phase change is reported when it starts
+    assert new.phase is Phase.SUSPECT and new.unhealthy_since == now + 20 and new.flaps == 1
+    assert new.cordoned and new.tainted and not new.fenced  # both still on the node: ours
+    rec = run_ok(d, now + 20)
+    assert step(rec, bad, now + 79, OOS).action is None
+    d = step(rec, bad, now + 80, OOS)
+    assert d.action is not None and d.action.kind is Kind.CORDON and d.action.success.cordoned
+
+
+def test_removed_node_whose_ready_changed_since_starts_a_new_episode_after_failover() -> None:
+    # No leader saw the node come back (failover): its Ready transition says it did.
+    rec, now = removed_oos()
+    o = node_after_removal(rec, since=now + 100)
+    back = resume(o)
+    assert back.phase is Phase.REMOVED
+    d = step(back, o, now + 130, OOS)
+    assert d.action is not None and d.action.kind is Kind.PERSIST and not d.flapped
+    new = d.action.success
+    # The grace counts from the Ready transition: never earlier.
+    assert new.phase is Phase.SUSPECT and new.unhealthy_since == now + 100
+    assert new.tainted and new.cordoned and d.wake_at == now + 160
+    rec = run_ok(d, now + 130)
+    assert step(rec, o, now + 159, OOS).action is None
+    d = step(rec, o, now + 160, OOS)
+    assert d.action is not None and d.action.kind is Kind.CORDON
+
+
+def test_removed_node_whose_taint_someone_removed_starts_a_new_episode() -> None:
+    rec, now = removed_oos()
+    o = node_after_removal(rec, taints=None)  # never Ready since; taint gone
+    d = step(rec, o, now + 300, OOS)
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    new = d.action.success
+    assert new.phase is Phase.SUSPECT and new.unhealthy_since == now + 300
+    assert not new.tainted and new.cordoned  # the taint is no longer ours to remove
+    assert annotations_for(new)[ANN_TAINTED] is None
+    # The same through a failover.
+    d = step(resume(o), o, now + 300, OOS)
+    assert d.action is not None and d.action.success.phase is Phase.SUSPECT
+    assert not d.action.success.tainted
+
+
+def test_missing_taint_in_a_lagging_view_is_not_taken_for_a_removal() -> None:
+    rec, now = removed_oos()
+    # The watch has not delivered our taint + Removed write yet (or dry-run wrote nothing).
+    earlier = dataclasses.replace(rec, phase=Phase.REMOVING)
+    o = node_after_removal(rec, taints=None, annotations=annotations_for(earlier))
+    d = step(rec, o, now + 1, OOS)
+    assert d.action is None and d.record.phase is Phase.REMOVED
+    o = node_after_removal(rec, taints=None, annotations={})
+    assert step(rec, o, now + 1, OOS).action is None
+
+
+def test_new_episode_carrying_our_cordon_and_taint_restores_both() -> None:
+    rec, now = removed_oos()
+    o = node_after_removal(rec, since=now + 100)
+    rec = run_ok(step(rec, o, now + 130, OOS), now + 130)
+    good = node_after_removal(rec, ready="True", since=now + 140)
+    rec = step(rec, good, now + 140, OOS).record
+    d = step(rec, good, now + 170, OOS)
+    assert d.action is not None and d.action.kind is Kind.RESTORE  # not just annotations
+    assert run_ok(d, now + 170).phase is Phase.HEALTHY
 
 
 def test_threshold_limits() -> None:

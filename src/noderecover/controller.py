@@ -48,6 +48,7 @@ from noderecover.metrics import (
     ACTIONS,
     BLOCKED,
     BREAKER_OPEN,
+    FLAPS,
     NODES,
     PHASE_DURATION,
     RECOVERY_DURATION,
@@ -370,6 +371,7 @@ class Controller:
             )
             d = decide(rec, obs, now, cfg, gates)
             self.decisions[name] = d
+            self._note_flap(obs, d)
             self._note_block(obs, d)
             if d.record == Record(uid=obs.uid, phase_since=d.record.phase_since) and not d.action:
                 # Healthy with nothing pending: nothing worth remembering.
@@ -389,6 +391,24 @@ class Controller:
             self._forget(name, now)
         self._export_phases()
         return wake_at
+
+    def _note_flap(self, obs: NodeObs, d: Decision) -> None:
+        """Count and report a flap. The Event's message is constant so the recorder aggregates
+        repeats into one Event whose `count` is the number of flaps."""
+        if not d.flapped:
+            return
+        FLAPS.inc()
+        if self._events is not None:
+            cfg = self.cfg
+            self._events.record(
+                obs.name,
+                obs.uid,
+                "NodeRecoverFlapping",
+                f"Node flapped (healthy again for less than the {cfg.healthy_delay:.0f}s "
+                "healthy-delay, then unhealthy): grace restarted, remediation damped - no "
+                f"cordon, drain or removal until it stays unhealthy for {cfg.grace:.0f}s.",
+                "Warning",
+            )
 
     def _note_block(self, obs: NodeObs, d: Decision) -> None:
         previous = self.blocked.get(obs.name)

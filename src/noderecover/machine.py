@@ -11,12 +11,36 @@ Invariants:
 - No forward step (cordon, drain, fence, remove) unless: the node is unhealthy now, not
   excluded, the watch is fresh, the circuit breaker is closed, and (to start) fewer than
   `max_concurrent` other remediations are in flight; removal also needs the hourly budget.
-- Grace: remediation starts no earlier than `unhealthy_since + grace`. A resumed record's
-  `unhealthy_since` is never earlier than the current episode's Ready transition, so a stale
-  annotation from an older episode cannot shorten the grace (see `resume`).
+- Grace: remediation needs `grace` of *continuous* unhealthiness. It starts no earlier than
+  `unhealthy_since + grace`, and no drain, fence or removal happens before
+  `unhealthy_since + grace` either. A resumed record's `unhealthy_since` (Suspect and in
+  flight) is never earlier than the node's current Ready transition, so a stale annotation
+  from an older episode, or a flap no leader saw, cannot shorten the grace (see `resume`).
 - Recovery: healthy continuously for `healthy_delay` -> restore. Only a cordon or taint that
   noderecover added is undone (`cordoned` / `tainted` record ownership).
-- A flap shorter than `healthy_delay` neither restores nor restarts the grace timer.
+
+Flap damping. A flap is an observation of health (`healthy_since` set: the watch, or the
+re-read before a destructive step) followed by unhealthiness again before the node was
+restored. Every flap is counted in `Record.flaps` (in memory; reset on restore), reported by
+`Decision.flapped`, and restarts the grace timer: `unhealthy_since` becomes the moment of the
+flap (persisted with a PERSIST, so a new leader keeps it). Per phase:
+- Suspect: the cordon waits for a whole new grace. A node flapping faster than the grace is
+  never cordoned.
+- Cordoned, Draining, Removing: the cordon stays (ours, undone on restore; the node still
+  counts against `max_concurrent`, so a flapping node keeps its slot rather than letting a
+  second remediation start), but no drain, fence or removal until the node has been
+  unhealthy for `grace` since its last flap: held with blocked reason `flapping`. A node
+  flapping faster than the grace is never drained or removed; once healthy for
+  `healthy_delay` it is restored (uncordoned) like any other.
+- Removed: the episode rule below (a flap ends the episode).
+
+Episodes. Removed is final for an episode while the node stays unhealthy: no remediation loop.
+The episode is over when the node was seen healthy since (a flap), or its Ready condition
+transitioned after the Removed `phase_since`, or the out-of-service taint we added is gone
+(seen in a view that already has our Removed annotations, so not a lagging watch). An
+unhealthy node whose episode is over starts a new one: Suspect, the grace starting at the
+flap, or the new Ready transition, or now (never earlier than that transition); the cordon
+and the taint stay ours only if still on the node; `fenced` is cleared.
 """
 
 from __future__ import annotations
@@ -34,6 +58,7 @@ from noderecover.nodes import (
     ANN_TAINTED,
     ANN_UNHEALTHY_SINCE,
     OUR_ANNOTATIONS,
+    OUT_OF_SERVICE_KEY,
     NodeObs,
     format_time,
     parse_time,
@@ -52,6 +77,9 @@ class Phase(StrEnum):
 
 # Phases in which a remediation is in flight (counted against --max-concurrent).
 IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
+
+# Blocked reason: the node showed life (flapped) within the last grace; no destructive step.
+FLAPPING = "flapping"
 
 
 class Kind(StrEnum):
@@ -73,7 +101,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """What noderecover remembers of one node; all but the last three are persisted."""
+    """What noderecover remembers of one node; the fields after `fenced` are in memory only."""
 
     uid: str
     phase: Phase = Phase.HEALTHY
@@ -87,6 +115,7 @@ class Record:
     healthy_since: float | None = None
     retry_at: float = 0.0
     failures: int = 0
+    flaps: int = 0  # flaps seen since the node was last Healthy (see "Flap damping")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +147,7 @@ class Decision:
     blocked: str | None = None
     why: str = ""
     wake_at: float | None = None  # re-evaluate no later than this (a timer)
+    flapped: bool = False  # this decision saw a flap (the grace timer restarted)
 
 
 def annotations_for(rec: Record) -> dict[str, str | None]:
@@ -152,9 +182,10 @@ def resume(obs: NodeObs) -> Record:
     ready = obs.ready
     if since is None:
         since = phase_since
-    if phase is Phase.SUSPECT and ready is not None and ready.since is not None:
-        # The annotation may be left from an earlier episode (leader died before clearing it):
-        # the grace never starts before the current Ready transition.
+    if phase is not Phase.REMOVED and ready is not None and ready.since is not None:
+        # The annotation may be left from an earlier episode (leader died before clearing it),
+        # or the node flapped while no leader watched (a Ready transition after the cordon):
+        # the grace never starts before the current Ready transition. (Removed: see `decide`.)
         since = max(since, ready.since)
     return Record(
         uid=obs.uid,
@@ -186,19 +217,18 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             return Decision(rec, why="healthy again, waiting healthy-delay", wake_at=ready_at)
         if rec.retry_at > now:
             return Decision(rec, why="restore failed, retrying", wake_at=rec.retry_at)
-        # In Suspect nothing of ours is on the node but the annotations.
-        kind = Kind.PERSIST if rec.phase is Phase.SUSPECT and not rec.cordoned else Kind.RESTORE
+        # A Suspect node has nothing of ours on it but the annotations, unless it carried a
+        # cordon or taint over from an earlier episode (see "Episodes").
+        ours = rec.cordoned or rec.tainted
+        kind = Kind.PERSIST if rec.phase is Phase.SUSPECT and not ours else Kind.RESTORE
         return Decision(
             rec,
             Action(kind, obs.name, obs.uid, None, Record(uid=obs.uid, phase_since=now)),
             why="node healthy again",
         )
 
-    if rec.healthy_since is not None:
-        rec = dataclasses.replace(rec, healthy_since=None)  # the flap ended; timers go on
-
     if rec.phase is Phase.HEALTHY:
-        new = _enter(rec, Phase.SUSPECT, now, unhealthy_since=now)
+        new = _enter(rec, Phase.SUSPECT, now, unhealthy_since=now, healthy_since=None)
         return Decision(
             rec,
             Action(Kind.PERSIST, obs.name, obs.uid, None, new),
@@ -207,15 +237,37 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         )
 
     if rec.phase is Phase.REMOVED:
-        return Decision(rec, why="removed; waiting for the node to go away or come back")
+        return _removed(rec, obs, now, cfg)
+
+    if rec.healthy_since is not None:
+        # A flap: healthy again, then unhealthy before it was restored. The grace timer
+        # restarts now (persisted, so a new leader keeps it); see "Flap damping".
+        new = dataclasses.replace(rec, healthy_since=None, unhealthy_since=now, flaps=rec.flaps + 1)
+        damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
+        return Decision(
+            new,
+            Action(Kind.PERSIST, obs.name, obs.uid, None, new),
+            why=f"flapped ({new.flaps} since healthy): unhealthy again; {damped}",
+            wake_at=now + cfg.grace,
+            flapped=True,
+        )
 
     if rec.retry_at > now:
         return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
 
-    if rec.phase is Phase.SUSPECT:
-        deadline = (rec.unhealthy_since if rec.unhealthy_since is not None else now) + cfg.grace
-        if now < deadline:
-            return Decision(rec, why="within grace", wake_at=deadline)
+    start = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
+    deadline = start + cfg.grace
+    if rec.phase is Phase.SUSPECT and now < deadline:
+        return Decision(rec, why="within grace", wake_at=deadline)
+    if rec.phase in IN_FLIGHT and now < deadline:
+        # Showed life (flapped) within the last grace: nothing destructive until it has been
+        # unhealthy for a whole grace again, or it is restored.
+        return Decision(
+            rec,
+            blocked=FLAPPING,
+            why=f"held: {FLAPPING} (unhealthy for less than the grace since the last flap)",
+            wake_at=deadline,
+        )
 
     blocked = _gate(rec, obs, cfg, gates)
     if blocked is not None:
@@ -223,7 +275,8 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
 
     silent = obs.silent
     if rec.phase is Phase.SUSPECT:
-        new = _enter(rec, Phase.CORDONED, now, cordoned=not obs.unschedulable)
+        # Our own cordon carried over from an earlier episode stays ours.
+        new = _enter(rec, Phase.CORDONED, now, cordoned=rec.cordoned or not obs.unschedulable)
         return Decision(
             rec,
             Action(Kind.CORDON, obs.name, obs.uid, None, new, silent=silent),
@@ -263,11 +316,51 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             Action(Kind.FENCE, obs.name, obs.uid, None, dataclasses.replace(rec, fenced=True)),
             why="fencing before removal",
         )
-    done = _enter(rec, Phase.REMOVED, now, tainted=cfg.removal != "delete")
+    done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or cfg.removal != "delete")
     return Decision(
         rec,
         Action(Kind.REMOVE, obs.name, obs.uid, None, done, silent=silent),
         why=f"drained; removing ({cfg.removal})",
+    )
+
+
+def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
+    """An unhealthy node in Removed: wait, unless its episode is over (see "Episodes")."""
+    ready = obs.ready
+    transition = ready.since if ready is not None else None
+    if transition is not None and transition <= rec.phase_since:
+        transition = None  # no Ready transition since we removed it
+    flapped = rec.healthy_since is not None
+    taint_gone = (
+        rec.tainted
+        and not obs.has_taint(OUT_OF_SERVICE_KEY)
+        # Only a view that already shows our Removed write: the taint went on before it.
+        and obs.annotations.get(ANN_PHASE) == Phase.REMOVED.value
+        and obs.annotations.get(ANN_PHASE_SINCE) == format_time(rec.phase_since)
+    )
+    if not (flapped or transition is not None or taint_gone):
+        return Decision(rec, why="removed; waiting for the node to go away or come back")
+    if flapped:
+        start, cause = now, "flapped: healthy again, then unhealthy"
+    elif transition is not None:
+        start, cause = transition, "Ready changed since the removal"
+    else:
+        start, cause = now, "out-of-service taint removed by someone else"
+    new = Record(
+        uid=obs.uid,
+        phase=Phase.SUSPECT,
+        phase_since=now,
+        unhealthy_since=start,
+        cordoned=rec.cordoned and obs.unschedulable,
+        tainted=rec.tainted and obs.has_taint(OUT_OF_SERVICE_KEY),
+        flaps=rec.flaps + 1 if flapped else rec.flaps,
+    )
+    return Decision(
+        dataclasses.replace(rec, healthy_since=None),
+        Action(Kind.PERSIST, obs.name, obs.uid, new, new),
+        why=f"removed, but {cause}: new episode, grace timer started",
+        wake_at=start + cfg.grace,
+        flapped=flapped,
     )
 
 

@@ -39,8 +39,13 @@ PHASE_DURATION = Histogram(
 )
 RECOVERY_DURATION = Histogram(
     "noderecover_recovery_duration_seconds",
-    "From the node first seen unhealthy to the node removed.",
+    "From the start of the grace timer (restarted by a flap) to the node removed.",
     buckets=_DURATION_BUCKETS,
+)
+FLAPS = Counter(
+    "noderecover_flaps_total",
+    "Flaps: a node healthy again for less than --healthy-delay, then unhealthy again "
+    "(grace timer restarted, remediation damped).",
 )
 WATCH_EVENTS = Counter(
     "noderecover_watch_events_total", "Watch events received, by type.", ["resource", "type"]

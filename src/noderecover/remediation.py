@@ -227,8 +227,15 @@ class Executor:
             if not unhealthy(fresh, self._cfg):
                 return Result(Outcome.HEALTHY)
             try:
-                if mode in {"out-of-service", "both"} and not fresh.has_taint(OUT_OF_SERVICE_KEY):
-                    await self._add_taint(action, fresh)
+                if mode in {"out-of-service", "both"}:
+                    if not fresh.has_taint(OUT_OF_SERVICE_KEY):
+                        await self._add_taint(action, fresh)
+                    elif self._write_allowed("annotate", action.node):
+                        # Already tainted (ours from an earlier episode): still record Removed.
+                        await self._merge(
+                            action.node,
+                            {"metadata": {"annotations": annotations_for(action.success)}},
+                        )
                 if mode in {"delete", "both"} and self._write_allowed("delete", action.node):
                     precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
                     await self._kube.request(
