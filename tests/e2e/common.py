@@ -62,7 +62,9 @@ def node_deletes(c: TestCluster) -> float:
     return total
 
 
-def web(c: TestCluster, pool: str) -> None:
+def web(c: TestCluster, pool: str, *, pdb: bool = True) -> None:
+    """Deployment ``web`` (3 replicas) pinned to node pool ``pool``, with a PDB
+    (minAvailable 2) unless ``pdb`` is False."""
     labels = {"app": "web"}
     c.apply(
         {
@@ -83,6 +85,8 @@ def web(c: TestCluster, pool: str) -> None:
             },
         }
     )
+    if not pdb:
+        return
     c.apply(
         {
             "apiVersion": "policy/v1",

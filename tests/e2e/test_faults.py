@@ -241,7 +241,7 @@ def test_frozen_leader_does_not_act_after_thawing(env: Env) -> None:
     led.fault(f"leader {old.name} SIGSTOP past its lease")
     old.proc.send_signal(signal.SIGSTOP)
     try:
-        assert nr.leader(timeout=30) is new
+        wait(lambda: env.lease_holder() == new.name, 30, f"{new.name} taking the Lease over")
         time.sleep(2)
     finally:
         thawed = time.time()
@@ -296,7 +296,7 @@ def test_node_recovering_mid_drain_is_uncordoned_and_pods_come_back(env: Env) ->
     c.request(
         "PATCH", f"/api/v1/nodes/{target}", {"metadata": {"labels": {"noderecover.test/pool": "a"}}}
     )
-    web(c, "a")
+    web(c, "a", pdb=False)  # a PDB would (rightly) block evicting pods a dead node made unready
     wait(lambda: len(running_web(c)) == 3, 90, "3 web pods Running on the target")
     c.request(
         "PATCH",
@@ -327,7 +327,16 @@ def test_node_recovering_mid_drain_is_uncordoned_and_pods_come_back(env: Env) ->
 def test_second_failure_waits_for_max_concurrent(env: Env) -> None:
     c, nr, led = env.c, env.nr, env.led
     first, second = "worker-0", "worker-1"
-    r = nr.start("replica-a", *FAST, "--max-concurrent", "1")
+    # Pods on the first node keep its drain in flight (a dead kubelet never confirms their
+    # deletion) until the drain timeout.
+    c.request(
+        "PATCH", f"/api/v1/nodes/{first}", {"metadata": {"labels": {"noderecover.test/pool": "a"}}}
+    )
+    web(c, "a", pdb=False)
+    wait(lambda: len(running_web(c)) == 3, 90, "3 web pods Running on the first node")
+    # The first remediation stays in flight (drain timeout) long enough for the second node's
+    # grace to end while it is.
+    r = nr.start("replica-a", *FAST, "--max-concurrent", "1", "--drain-timeout", "30s")
     nr.leader()
     c.kill_node(first)
     wait_phase(c, first, {"Cordoned", "Draining"})
