@@ -429,6 +429,35 @@ def test_reconcile_visits_only_nodes_needing_attention() -> None:
     assert "bad" not in c._population
 
 
+def test_breaker_counts_a_removed_node_still_in_view_once() -> None:
+    """Between a node's DELETE and its DELETED event (or for an out-of-service node) the
+    removed node is in view *and* in the removal history: it must count once, or every
+    removal pushes the next dead node over the breaker's limit."""
+    from noderecover.clock import FakeClock
+    from noderecover.config import Config
+    from noderecover.controller import Controller
+    from noderecover.machine import Record
+    from tests.builders import T0, obs
+
+    cfg = Config(watch_node_leases=False)  # breaker at 40 %
+    no_client: Any = None
+    c = Controller(no_client, FakeClock(start_wall=T0), cfg)
+    nodes = [(f"n{i}", obs(cfg, name=f"n{i}")) for i in range(3)]
+    gone = obs(cfg, name="gone", ready="Unknown")
+    dead = obs(cfg, name="dead", ready="Unknown")
+    c._node_resync([*nodes, ("gone", gone), ("dead", dead)])
+    c.node_watcher.synced = True
+    c.records["gone"] = Record(uid=gone.uid, phase=Phase.REMOVED, phase_since=T0 - 1)
+    c.removals = (T0 - 1,)
+    c.reconcile(None)
+    # 2 bad ("gone" once, "dead") of 5 nodes = 40 %: not over the limit.
+    assert not c.breaker.open
+    # A second dead node makes it 3 of 5: open.
+    c._node_event("MODIFIED", "n0", obs(cfg, name="n0", ready="Unknown"))
+    c.reconcile(None)
+    assert c.breaker.open
+
+
 def cordons(kube: FakeKube, node: str) -> int:
     return sum(
         1
