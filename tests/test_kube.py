@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.backoff import Backoff
-from noderecover.kube import MERGE_PATCH, ApiError, KubeClient
+from noderecover.kube import MERGE_PATCH, ApiError, KubeClient, Timeouts
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -31,6 +32,21 @@ async def test_merge_patch_content_type_and_user_agent(kube: FakeKube, client: K
     assert body["spec"]["unschedulable"] is True
     req = kube.requests_matching("PATCH", "/api/v1/nodes/a")[0]
     assert req.content_type == MERGE_PATCH and (req.user_agent or "").startswith("noderecover/")
+
+
+async def test_user_agent_carries_the_identity(kube: FakeKube) -> None:
+    """Both replicas share one ServiceAccount: the identity in the User-Agent tells their
+    writes apart in the API server's audit log."""
+    client = KubeClient(
+        ApiClient(Configuration(host=kube.base_url)), Timeouts(request=2.0), "replica-a"
+    )
+    try:
+        kube.add_node("a")
+        await client.request("GET", "/api/v1/nodes/a")
+    finally:
+        await client.close()
+    ua = kube.requests_matching("GET", "/api/v1/nodes/a")[0].user_agent or ""
+    assert ua.startswith("noderecover/") and ua.endswith(" (replica-a)")
 
 
 async def test_hanging_request_times_out_as_code_0(kube: FakeKube) -> None:
