@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -165,36 +166,64 @@ async def test_dry_run_writes_nothing(kube: FakeKube, harness_factory: Start) ->
     assert kube.get_node("w1") is not None and kube.get_pod("default", "mysql-0") is not None
 
 
+DRAINING_SINCE_2020 = {
+    "noderecover.io/phase": "Draining",
+    "noderecover.io/cordoned": "true",
+    "noderecover.io/phase-since": "2020-01-01T00:10:00Z",
+    "noderecover.io/unhealthy-since": "2020-01-01T00:00:00Z",
+}
+
+
+def cordons(kube: FakeKube, node: str) -> list[Any]:
+    return [
+        r
+        for r in kube.requests_matching("PATCH", f"^/api/v1/nodes/{node}$")
+        if (r.body or {}).get("spec", {}).get("unschedulable")
+    ]
+
+
 async def test_new_leader_resumes_from_annotations(kube: FakeKube, harness_factory: Start) -> None:
-    cluster(kube)
+    # What a previous leader left: the node NotReady since 2019, cordoned by us in the same
+    # episode, draining for years already.
+    kube.add_node("cp", labels=CP)
+    kube.add_node(
+        "w1",
+        "Unknown",
+        labels=WORKER,
+        unschedulable=True,
+        annotations=DRAINING_SINCE_2020,
+        last_transition_time=dt.datetime(2019, 12, 31, 23, 0, tzinfo=dt.UTC),
+    )
+    for n in ("w2", "w3"):
+        kube.add_node(n, labels=WORKER)
     kube.add_pod("mysql-0", "default", "w1", "StatefulSet")
     kube.set_kubelet_alive("w1", False)
-    kube.set_node_ready("w1", "Unknown")
-    # What a previous leader left: cordoned by us, draining for 10 minutes already.
-    kube.patch_node(
-        "w1",
-        {
-            "spec": {"unschedulable": True},
-            "metadata": {
-                "annotations": {
-                    "noderecover.io/phase": "Draining",
-                    "noderecover.io/cordoned": "true",
-                    "noderecover.io/phase-since": "2020-01-01T00:00:00Z",
-                    "noderecover.io/unhealthy-since": "2020-01-01T00:00:00Z",
-                }
-            },
-        },
-    )
     h: Harness = await harness_factory(grace=600, drain_timeout=60)
     # No new grace, no second cordon: straight on with the drain, overdue -> force.
     await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed")
-    cordons = [
-        r
-        for r in kube.requests_matching("PATCH", "^/api/v1/nodes/w1$")
-        if (r.body or {}).get("spec", {}).get("unschedulable")
-    ]
-    assert cordons == []
+    assert cordons(kube, "w1") == []
     assert kube.requests_matching("DELETE", "/pods/mysql-0")
+
+
+async def test_stale_annotations_from_an_older_episode_restart_the_grace(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Draining annotations from 2020, but the node went NotReady only now: the node does not
+    back them (it was healthy in between), so nothing is skipped - a full new grace first."""
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet")
+    kube.set_kubelet_alive("w1", False)
+    kube.patch_node(
+        "w1", {"spec": {"unschedulable": True}, "metadata": {"annotations": DRAINING_SINCE_2020}}
+    )
+    kube.set_node_ready("w1", "Unknown")
+    h: Harness = await harness_factory(grace=600, drain_timeout=60)
+    await h.idle(590, step=5.0)
+    assert phase(h, "w1") is Phase.SUSPECT
+    assert h.controller.records["w1"].cordoned  # our cordon is still ours to undo
+    assert not kube.requests_matching("POST", "eviction")
+    assert not kube.requests_matching("DELETE", "/pods/")
+    await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="removed after grace")
 
 
 async def test_out_of_service_taint_added_without_replacing_and_removed_on_return(

@@ -275,7 +275,7 @@ def test_annotations_round_trip_through_resume() -> None:
     rec, _now = to_phase(Phase.DRAINING)
     ann = annotations_for(rec)
     o = obs(ready="Unknown", unschedulable=True, annotations=ann)
-    back = resume(o)
+    back = resume(o, T0, CFG)
     assert back.phase is Phase.DRAINING
     assert back.cordoned and back.unhealthy_since == pytest.approx(rec.unhealthy_since, abs=1)
     healthy_ann = annotations_for(Record(uid="x"))
@@ -288,7 +288,7 @@ def test_resume_does_not_claim_a_cordon_that_is_gone() -> None:
         unschedulable=False,
         annotations={ANN_PHASE: "Cordoned", ANN_CORDONED: "true"},
     )
-    assert resume(o).cordoned is False
+    assert resume(o, T0, CFG).cordoned is False
 
 
 def test_new_leader_resumes_suspect_timer_instead_of_restarting() -> None:
@@ -298,7 +298,7 @@ def test_new_leader_resumes_suspect_timer_instead_of_restarting() -> None:
         since=T0 - 55,
         annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(since)},
     )
-    rec = resume(o)
+    rec = resume(o, T0, CFG)
     assert step(rec, o, T0 + 9).action is None
     d = step(rec, o, T0 + 10)
     assert d.action is not None and d.action.kind is Kind.CORDON
@@ -312,7 +312,7 @@ def test_stale_suspect_annotation_never_shortens_the_grace() -> None:
         since=T0 - 5,
         annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(T0 - 3600)},
     )
-    rec = resume(o)
+    rec = resume(o, T0, CFG)
     assert step(rec, o, T0).action is None
     assert step(rec, o, T0 + 54).action is None
     assert step(rec, o, T0 + 55).action is not None
@@ -320,7 +320,7 @@ def test_stale_suspect_annotation_never_shortens_the_grace() -> None:
 
 def test_garbage_phase_annotation_is_ignored() -> None:
     o = obs(ready="True", annotations={ANN_PHASE: "Exploded"})
-    assert resume(o).phase is Phase.HEALTHY
+    assert resume(o, T0, CFG).phase is Phase.HEALTHY
 
 
 def test_other_condition_configured_as_unhealthy() -> None:

@@ -48,6 +48,7 @@ from noderecover.metrics import (
     ACTIONS,
     BLOCKED,
     BREAKER_OPEN,
+    MALFORMED_OBJECTS,
     NODES,
     PHASE_DURATION,
     RECOVERY_DURATION,
@@ -152,7 +153,18 @@ class Controller:
     # -- the view ----------------------------------------------------------------------
 
     def _parse_node(self, raw: dict[str, Any]) -> NodeObs:
-        return parse_node(raw, self._keep_labels, self._keep_conditions)
+        """Malformed nodes stay in the view (marked, so nothing acts on them) and are counted."""
+        obs = parse_node(raw, self._keep_labels, self._keep_conditions)
+        if obs.malformed is not None:
+            MALFORMED_OBJECTS.labels("nodes", obs.malformed).inc()
+            old = self.nodes.get(obs.name)
+            if old is None or old.malformed != obs.malformed:
+                log.warning(
+                    "node %s: object malformed (%s); it is not acted on until it is readable",
+                    obs.name,
+                    obs.malformed,
+                )
+        return obs
 
     def _node_event(self, etype: str, name: str, obs: NodeObs | None) -> None:
         if obs is None:
@@ -182,7 +194,9 @@ class Controller:
         else:
             self._population.discard(name)
         if obs is not None and (
-            unhealthy(obs, self.cfg) or any(k in obs.annotations for k in OUR_ANNOTATIONS)
+            obs.malformed is not None
+            or unhealthy(obs, self.cfg)
+            or any(k in obs.annotations for k in OUR_ANNOTATIONS)
         ):
             self._watchlist.add(name)
             if obs.silent and name not in self.leases:
@@ -336,7 +350,8 @@ class Controller:
             phase = rec.phase if rec is not None else Phase.HEALTHY
             if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
                 in_flight += 1
-            if unhealthy(obs, cfg) or phase in IN_FLIGHT:
+            # A malformed node counts as unhealthy: the breaker errs on the safe side.
+            if unhealthy(obs, cfg) or phase in IN_FLIGHT or obs.malformed is not None:
                 bad += 1
         total = len(self._population) + recent_removed
         self.breaker = breaker_step(self.breaker, bad, total, now, cfg)
@@ -358,8 +373,8 @@ class Controller:
             if name in self._busy:
                 continue
             rec = self.records.get(name)
-            if rec is None or rec.uid != obs.uid:
-                rec = resume(obs)
+            if rec is None or (rec.uid != obs.uid and obs.malformed is None):
+                rec = resume(obs, now, cfg)
             own = 1 if rec.phase in IN_FLIGHT else 0
             gates = Gates(
                 fresh=fresh,
