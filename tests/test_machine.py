@@ -314,8 +314,9 @@ def test_stale_suspect_annotation_never_shortens_the_grace() -> None:
     )
     rec = resume(o, T0, CFG)
     assert step(rec, o, T0).action is None
-    assert step(rec, o, T0 + 54).action is None
-    assert step(rec, o, T0 + 55).action is not None
+    # The transition is known to the second (T0 - 5 means [T0 - 5, T0 - 4)): the end counts.
+    assert step(rec, o, T0 + 55).action is None
+    assert step(rec, o, T0 + 56).action is not None
 
 
 def test_garbage_phase_annotation_is_ignored() -> None:

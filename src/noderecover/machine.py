@@ -63,6 +63,9 @@ IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
 # The safety-gate reason of a node whose object cannot be read safely.
 MALFORMED = "malformed-object"
 
+# Resolution of a condition's lastTransitionTime (metav1.Time: whole seconds, truncated).
+CONDITION_TIME_PRECISION = 1.0
+
 
 class Kind(StrEnum):
     PERSIST = "persist"  # write the phase annotations only
@@ -163,13 +166,15 @@ def unhealthy_start(obs: NodeObs, cfg: Config) -> float | None:
     Each condition that makes the node unhealthy now has held its status since its
     lastTransitionTime, so the earliest of those is a time the node has been unhealthy
     since (it may have been unhealthy earlier, through conditions that changed since).
+    metav1.Time has second precision (truncated): ':05' means a transition in [:05, :06),
+    so the start taken is the end of that second.
     """
     starts = [
         c.since
         for c in obs.conditions
         if (c.type, c.status) in cfg.unhealthy_conditions and c.since is not None
     ]
-    return min(starts) if starts else None
+    return min(starts) + CONDITION_TIME_PRECISION if starts else None
 
 
 def resume(obs: NodeObs, now: float, cfg: Config) -> Record:

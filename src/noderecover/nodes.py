@@ -29,6 +29,7 @@ rest of the object may be anything):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,34 +79,49 @@ MALFORMED_REASONS = (
     NO_READY_CONDITION,
 )
 
-_MAX_TIME_TEXT = 64  # longer than any RFC 3339 timestamp
+# RFC 3339 date-time (what metav1.Time and MicroTime serialise to), ASCII digits only.
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def parse_time(value: object) -> float | None:
     """RFC 3339 ('2026-11-28T04:37:56Z', fractional seconds allowed) -> epoch seconds.
 
-    None for anything else: not a string, no zone (a naive time would be read in the local
-    zone), unparsable, or outside years 1-9999 once in UTC.
+    None for anything else: not a string, not RFC 3339 (no zone: a naive time would be read
+    in the local zone; other ISO 8601 forms), not a valid date, or outside years 1-9999 once
+    in UTC (it could not be written back).
     """
-    if not isinstance(value, str) or not value or len(value) > _MAX_TIME_TEXT:
+    if not isinstance(value, str):
         return None
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        return None
+    day, clock, fraction, zone = m.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
     try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            return None
+        t = datetime.fromisoformat(f"{day}T{clock}{(fraction or '')[:7]}{zone}")
         return t.astimezone(UTC).timestamp()
     except (ValueError, OverflowError):
         return None
 
 
+def _utc(epoch: float) -> str:
+    d = datetime.fromtimestamp(epoch, UTC)
+    # Not strftime('%Y'): glibc writes year 1 as '1', which is not RFC 3339.
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+
+
 def format_time(epoch: float) -> str:
     """Epoch seconds -> RFC 3339 with second precision, 'Z' suffix (metav1.Time form)."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc(epoch) + "Z"
 
 
 def format_micro_time(epoch: float) -> str:
     """Epoch seconds -> metav1.MicroTime: exactly 6 fractional digits."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    d = datetime.fromtimestamp(epoch, UTC)
+    return f"{_utc(epoch)}.{d.microsecond:06d}Z"
 
 
 @dataclass(frozen=True, slots=True)
