@@ -345,3 +345,99 @@ def test_action_is_immutable() -> None:
     a = Action(Kind.CORDON, "n", "u", None, Record(uid="u"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.node = "x"  # type: ignore[misc]
+
+
+# -- regressions found while writing the property tests (tests/test_machine_properties.py) --
+
+
+def test_recovered_but_not_restored_then_unhealthy_again_is_a_new_episode() -> None:
+    """Healthy for healthy-delay, the restore failed, unhealthy again: the old episode is
+    over. The grace restarts (no drain straight away) and our cordon stays ours to undo."""
+    rec, now = to_phase(Phase.CORDONED)
+    good, bad = obs(ready="True"), obs(ready="Unknown", unschedulable=True)
+    d = step(rec, good, now)
+    d = step(d.record, good, now + 30)
+    assert d.action is not None and d.action.kind is Kind.RESTORE
+    rec = complete(d.record, d.action, Outcome.FAILED, now + 30, retry_in=60.0)
+    d = step(rec, bad, now + 40)
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    assert d.action.persist is not None and d.action.persist.phase is Phase.SUSPECT
+    assert d.action.persist.unhealthy_since == now + 40 and d.action.persist.cordoned
+    rec = run_ok(d, now + 40)
+    assert step(rec, bad, now + 99).action is None  # a full new grace
+    d = step(rec, bad, now + 100)
+    assert d.action is not None and d.action.kind is Kind.CORDON
+    assert d.action.success.cordoned  # already unschedulable, but by us: still ours
+
+
+def test_suspect_with_our_taint_restores_it() -> None:
+    """Out-of-service taint left from an earlier episode (ours): recovery from Suspect must
+    untaint, not just clear the annotations."""
+    rec = Record(uid="uid-w1", phase=Phase.SUSPECT, phase_since=T0, unhealthy_since=T0)
+    rec = dataclasses.replace(rec, tainted=True)
+    good = obs(ready="True")
+    d = step(step(rec, good, T0 + 1).record, good, T0 + 31)
+    assert d.action is not None and d.action.kind is Kind.RESTORE
+
+
+def test_resumed_later_phase_still_waits_out_the_grace() -> None:
+    """A trusted Cordoned annotation from an episode that began 30 s ago: no drain before the
+    grace is over, whatever phase the annotation names."""
+    o = obs(
+        ready="Unknown",
+        since=T0 - 31,
+        unschedulable=True,
+        annotations={
+            ANN_PHASE: "Cordoned",
+            ANN_CORDONED: "true",
+            ANN_UNHEALTHY_SINCE: format_time(T0 - 30),
+            "noderecover.io/phase-since": format_time(T0 - 30),
+        },
+    )
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.CORDONED and rec.unhealthy_since == T0 - 30
+    d = step(rec, o, T0)
+    assert d.action is None and d.wake_at == T0 + 30
+    d = step(rec, o, T0 + 30)
+    assert d.action is not None and d.action.kind is Kind.DRAIN
+
+
+@pytest.mark.parametrize(
+    ("phase_since", "unhealthy_since"),
+    [
+        ("garbage", "garbage"),
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
+        (None, None),
+        ("2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),  # older than the Ready transition
+    ],
+)
+def test_removing_with_bogus_times_restarts_at_suspect(
+    phase_since: str | None, unhealthy_since: str | None
+) -> None:
+    """phase=Removing with timestamps the node does not back: nothing is skipped - Suspect,
+    grace from the Ready transition, then cordon, drain, remove. Fenced is not kept."""
+    o = obs(
+        ready="Unknown",
+        since=T0 - 10,
+        annotations={
+            ANN_PHASE: "Removing",
+            "noderecover.io/phase-since": phase_since,
+            ANN_UNHEALTHY_SINCE: unhealthy_since,
+            "noderecover.io/fenced": "true",
+        },
+    )
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.SUSPECT and not rec.fenced
+    assert rec.unhealthy_since == T0 - 9 and rec.phase_since == T0  # end of the second
+    assert step(rec, o, T0 + 50.9).action is None
+    d = step(rec, o, T0 + 51)
+    assert d.action is not None and d.action.kind is Kind.CORDON
+
+
+def test_transition_in_the_future_counts_from_now() -> None:
+    """Clock skew: the Node says it went NotReady 30 s in our future. The grace counts from
+    now (our clock), not from a time we have not reached."""
+    o = obs(ready="Unknown", since=T0 + 30, annotations={ANN_PHASE: "Suspect"})
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.SUSPECT and rec.unhealthy_since == T0

@@ -269,7 +269,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         )
 
     if rec.phase is Phase.HEALTHY:
-        new = _enter(rec, Phase.SUSPECT, now, unhealthy_since=now)
+        new = _enter(rec, Phase.SUSPECT, now, unhealthy_since=now, healthy_since=None)
         return Decision(
             rec,
             Action(Kind.PERSIST, obs.name, obs.uid, None, new),
