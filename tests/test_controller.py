@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from noderecover.machine import Phase
-from noderecover.metrics import BLOCKED
+from noderecover.metrics import ACTIONS, BLOCKED, MALFORMED_OBJECTS
 from noderecover.nodes import ANN_CORDONED, ANN_PHASE, OUT_OF_SERVICE_KEY
 from tests.conftest import Harness
 from tests.fakeapi import FakeKube
@@ -425,3 +425,99 @@ def test_reconcile_visits_only_nodes_needing_attention() -> None:
     # Leaving the population (relabelled) removes a node from the totals and the visits.
     c._node_event("MODIFIED", "bad", obs(cfg, name="bad", ready="Unknown", labels={}))
     assert "bad" not in c._population
+
+
+# ------------------------------------------------------------------------- malformed nodes
+DEAD_BUT_UNREADABLE = {
+    "status": {
+        "conditions": [
+            {"type": "Ready", "status": "Unknown", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:01Z"},
+        ]
+    }
+}
+
+
+def spec_writes(kube: FakeKube) -> list[Any]:
+    return [r for r in kube.requests_matching("PATCH", "^/api/v1/nodes/") if r.body.get("spec")]
+
+
+async def test_a_malformed_node_is_counted_held_and_never_acted_on(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    cluster(kube)
+    h: Harness = await harness_factory(grace=10)
+    before = MALFORMED_OBJECTS.labels("nodes", "duplicate-condition")._value.get()
+    kube.patch_node("w1", DEAD_BUT_UNREADABLE)  # two Ready conditions: ambiguous
+    await h.until(lambda: h.controller.nodes["w1"].malformed == "duplicate-condition")
+    assert MALFORMED_OBJECTS.labels("nodes", "duplicate-condition")._value.get() > before
+    await h.idle(300, step=5.0)
+    assert writes(kube) == [] and phase(h, "w1") is Phase.HEALTHY
+    h.controller.reconcile(None)
+    assert h.controller.decisions["w1"].why.startswith("node object malformed")
+    # Readable again (and still dead): remediation starts from scratch, grace included.
+    kube.patch_node("w1", {"status": {"conditions": None}})
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.SUSPECT)
+    await h.until(lambda: bool(spec_writes(kube)), advance=1.0, what="cordoned after grace")
+
+
+async def test_a_node_turning_malformed_mid_remediation_is_held(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    cluster(kube)
+    kube.add_pod("db-0", "default", "w1", "StatefulSet", labels={"app": "db"})
+    kube.add_pdb("db", "default", {"app": "db"}, 0)  # keeps the drain going
+    h: Harness = await harness_factory(grace=5)
+    kube.set_node_ready("w1", "False")
+    await h.until(lambda: phase(h, "w1") is Phase.DRAINING, advance=1.0)
+    uid = kube.get_node("w1")["metadata"]["uid"]  # type: ignore[index]
+    kube.patch_node("w1", {"metadata": {"uid": None}})  # no uid: nothing may be written
+    await h.until(lambda: h.controller.nodes["w1"].malformed == "missing-uid")
+    await h.until(lambda: not h.controller.busy, advance=1.0)  # the drain noticed and stopped
+    await h.until(lambda: h.controller.blocked.get("w1") == "malformed-object", advance=1.0)
+    assert ("w1", "NodeRecoverBlocked", "Warning") in h.events
+    n = len(writes(kube))
+    await h.idle(120, step=5.0)
+    assert len(writes(kube)) == n and kube.get_node("w1") is not None
+    assert phase(h, "w1") is Phase.DRAINING  # the record survives, held
+    kube.patch_node("w1", {"metadata": {"uid": uid}})
+    await h.until(lambda: "w1" not in h.controller.blocked, advance=1.0)
+
+
+async def test_the_reread_before_a_destructive_step_refuses_a_malformed_node(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The watch lags (silenced) while the node object turns unreadable: the fresh read
+    before the cordon sees it and the cordon is not done."""
+    cluster(kube)
+    h: Harness = await harness_factory(grace=10)
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.SUSPECT)
+    kube.silence_watches(True)
+    kube.patch_node("w1", {"status": {"conditions": [{"type": "Ready", "status": "Maybe"}]}})
+    before = ACTIONS.labels("cordon", "malformed")._value.get()
+    await h.until(lambda: ACTIONS.labels("cordon", "malformed")._value.get() > before, advance=1.0)
+    assert spec_writes(kube) == []
+    assert h.controller.records["w1"].retry_at > h.clock.wall()  # looked at again later
+
+
+def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:
+    """Many nodes turning unreadable at once (an API bug?) opens the breaker: the safe side."""
+    from noderecover.clock import FakeClock
+    from noderecover.config import Config
+    from noderecover.controller import Controller
+    from tests.builders import T0, node_json, obs
+
+    cfg = Config(watch_node_leases=False)
+    no_client: Any = None
+    c = Controller(no_client, FakeClock(start_wall=T0), cfg)
+    c._node_resync([(f"n{i}", obs(cfg, name=f"n{i}")) for i in range(10)])
+    c.node_watcher.synced = True
+    for i in range(5):
+        raw = node_json(f"n{i}")
+        del raw["metadata"]["uid"]
+        c._node_event("MODIFIED", f"n{i}", c._parse_node(raw))
+    c.reconcile(None)
+    assert c.breaker.open
+    assert all(c.decisions[f"n{i}"].action is None for i in range(5))
