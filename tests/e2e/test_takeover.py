@@ -45,7 +45,7 @@ FAST = (
     "--retry-period",
     "1s",
     "--watch-silence",
-    "30s",
+    "75s",  # must exceed the API server's ~60 s bookmark interval
     "--log-level",
     "debug",
 )
