@@ -421,7 +421,7 @@ def resumed_nodes(draw: st.DrawFn) -> tuple[float, dict[str, str]]:
     return transition, {k: v for k, v in values.items() if v is not None}
 
 
-@settings(max_examples=400)
+@settings(max_examples=max(400, settings().max_examples))
 @given(
     configs(),
     resumed_nodes(),
