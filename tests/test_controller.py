@@ -521,3 +521,52 @@ def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:
     c.reconcile(None)
     assert c.breaker.open
     assert all(c.decisions[f"n{i}"].action is None for i in range(5))
+
+
+class StubApi:
+    """Answers every request with the same body (for the leader's one-off reads)."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        return self.body
+
+
+def stub_controller(body: Any) -> Any:
+    from noderecover.clock import FakeClock
+    from noderecover.controller import Controller
+    from tests.builders import T0
+    from tests.conftest import make_config
+
+    api: Any = StubApi(body)
+    return Controller(api, FakeClock(start_wall=T0), make_config(watch_node_leases=True))
+
+
+async def test_garbled_removal_history_is_skipped_not_fatal() -> None:
+    from noderecover.nodes import format_time
+    from tests.builders import T0
+
+    good = {"reportingComponent": "noderecover", "lastTimestamp": format_time(T0 - 60)}
+    cases: list[tuple[Any, tuple[float, ...]]] = [
+        ({"items": "events"}, ()),
+        ({"items": {"a": 1}}, ()),
+        ({"items": [None, "x", 5, {"reportingComponent": "noderecover", "lastTimestamp": 7}]}, ()),
+        ({"items": [good, ["not", "an", "event"]]}, (T0 - 60,)),
+    ]
+    for body, expected in cases:
+        c = stub_controller(body)
+        await c._load_removals()  # a leader must not crash on what the API returns
+        assert c.removals == expected
+
+
+async def test_garbled_heartbeat_lease_counts_as_not_renewing() -> None:
+    from tests.builders import obs
+
+    for lease in ({"spec": ["renewTime"]}, {"spec": {"renewTime": 5}}, {"spec": None}, {}):
+        c = stub_controller(lease)
+        c._node_resync([("w1", obs(c.cfg, ready="Unknown"))])
+        await c.refresh_leases()
+        assert c.leases["w1"][0] == ""
+        c._clock.advance(c.cfg.grace)
+        assert not c.lease_renewing("w1")

@@ -236,7 +236,10 @@ class Controller:
                 else:
                     log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
                 continue
-            self._lease_seen(name, str((lease.get("spec") or {}).get("renewTime") or ""))
+            spec = lease.get("spec")
+            renew = spec.get("renewTime") if isinstance(spec, dict) else None
+            # Anything but a string is no evidence of renewal (it never changes: not renewing).
+            self._lease_seen(name, renew if isinstance(renew, str) else "")
         keep = set(silent)
         self.leases = {k: v for k, v in self.leases.items() if k in keep}
 
@@ -318,8 +321,9 @@ class Controller:
             return
         now = self._clock.wall()
         seen = set(self.removals)
-        for ev in body.get("items") or ():
-            if ev.get("reportingComponent") != "noderecover":
+        items = body.get("items")
+        for ev in items if isinstance(items, list) else ():
+            if not isinstance(ev, dict) or ev.get("reportingComponent") != "noderecover":
                 continue
             when = parse_time(ev.get("lastTimestamp") or ev.get("firstTimestamp"))
             if when is not None and now - when < max(HOUR, self.cfg.breaker_window):

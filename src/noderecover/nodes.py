@@ -30,7 +30,7 @@ rest of the object may be anything):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -219,10 +219,8 @@ def _parse_node(obj: object, keep_labels: frozenset[str], keep: frozenset[str]) 
         raise _Malformed(MISSING_UID)
     if not isinstance(rv, str) or not rv:
         raise _Malformed(BAD_METADATA)
-    labels = _kept_strings(meta.get("labels"), keep_labels.__contains__, BAD_METADATA)
-    annotations = _kept_strings(
-        meta.get("annotations"), lambda k: k.startswith(ANNOTATION_PREFIX), BAD_METADATA
-    )
+    labels = _kept_labels(meta.get("labels"), keep_labels)
+    annotations = _our_annotations(meta.get("annotations"))
     deletion = meta.get("deletionTimestamp")
     if deletion is not None and not isinstance(deletion, str):
         raise _Malformed(BAD_METADATA)
@@ -251,13 +249,25 @@ def _object_or_empty(value: object, reason: str) -> Mapping[str, Any]:
     return value
 
 
-def _kept_strings(value: object, keep: Callable[[str], bool], reason: str) -> dict[str, str]:
-    """The entries of a string map that `keep` selects; each of them must be a string."""
+def _kept_labels(value: object, keep: frozenset[str]) -> dict[str, str]:
+    """The labels decisions read (a few keys, looked up: a huge map costs nothing)."""
+    labels = _object_or_empty(value, BAD_METADATA)
     out: dict[str, str] = {}
-    for k, v in _object_or_empty(value, reason).items():
-        if isinstance(k, str) and keep(k):
+    for k in keep:
+        if k in labels:
+            v = labels[k]
             if not isinstance(v, str):
-                raise _Malformed(reason)
+                raise _Malformed(BAD_METADATA)
+            out[k] = v
+    return out
+
+
+def _our_annotations(value: object) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in _object_or_empty(value, BAD_METADATA).items():
+        if isinstance(k, str) and k.startswith(ANNOTATION_PREFIX):
+            if not isinstance(v, str):
+                raise _Malformed(BAD_METADATA)
             out[k] = v
     return out
 
