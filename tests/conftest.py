@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, settings
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.clock import FakeClock
@@ -20,6 +22,19 @@ from noderecover.controller import Controller
 from noderecover.events import EventRecorder
 from noderecover.kube import KubeClient, Timeouts
 from tests.fakeapi import FakeKube
+
+# Property tests: deterministic by default (same examples on every run and in CI, no example
+# database written into the tree); HYPOTHESIS_PROFILE=explore searches more widely.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("explore", database=None, deadline=None, max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

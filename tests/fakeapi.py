@@ -414,7 +414,7 @@ class Watcher:
         self.selector = selector
         self.pending: deque[bytes] = deque()
         self.wake = asyncio.Event()
-        self.state = "open"  # open | final (flush, then close) | stop | drop
+        self.state = "open"  # open | final (flush, then close) | final-drop | stop | drop
 
     def push(self, etype: str, obj: JSON) -> None:
         self.pending.append(orjson.dumps({"type": etype, "object": obj}) + b"\n")
@@ -584,6 +584,23 @@ class FakeKube:
     def drop_watches(self) -> None:
         """Abort every open watch connection (no chunked terminator)."""
         self._close_watches("drop")
+
+    def inject_watch_bytes(self, plural: str, data: bytes, then: str = "open") -> int:
+        """Send `data` verbatim on every open watch of `plural` (garbage, half events...).
+
+        After it the streams stay open (`then="open"`), end cleanly with the chunked
+        terminator (`"close"`: a fragment without newline is then a truncated last line) or
+        are aborted (`"drop"`). Returns how many streams got it.
+        """
+        if then not in ("open", "close", "drop"):
+            raise ValueError(f"bad then {then!r}")
+        watchers = list(self.stores[plural].watchers)
+        for w in watchers:
+            w.pending.append(data)
+            if then != "open":
+                w.state = "final" if then == "close" else "final-drop"
+            w.wake.set()
+        return len(watchers)
 
     def compact(self) -> None:
         """Forget the event history: watches/continues from an older RV get 410 Expired."""
@@ -1086,7 +1103,7 @@ class FakeKube:
             pass  # client went away
         finally:
             store.watchers.discard(watcher)
-        if watcher.state == "drop" and request.transport is not None:
+        if watcher.state in ("drop", "final-drop") and request.transport is not None:
             request.transport.abort()
         return resp
 
@@ -1104,8 +1121,8 @@ class FakeKube:
         interval = self.bookmark_interval if bookmarks and self.bookmark_interval > 0 else inf
         next_bookmark = loop.time() + interval
         while True:
-            if w.state == "final" and w.pending:
-                await resp.write(w.pending.popleft())  # the ERROR event of an expired RV
+            if w.state in ("final", "final-drop") and w.pending:
+                await resp.write(w.pending.popleft())  # e.g. the ERROR event of an expired RV
                 continue
             if w.state != "open":
                 return

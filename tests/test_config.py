@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from noderecover.cli import main, parser
 from noderecover.config import (
     BadFlag,
+    Config,
     build_config,
+    env_name,
     parse_conditions,
     parse_duration,
     parse_threshold,
@@ -25,7 +29,9 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["-5s", "", "abc", "5x", "1m-3s", "s", "m5"])
+@pytest.mark.parametrize(
+    "text", ["-5s", "", "abc", "5x", "1m-3s", "s", "m5", "nan", "inf", "-inf", "1e999", "9000h"]
+)
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -70,32 +76,223 @@ def test_flags_beat_env_beat_defaults() -> None:
     assert str(c.node_selector) == "pool=db" and c.removal == "both"
 
 
+# ------------------------------------------------------------------------ the config matrix
+NOT_EXECUTABLE = str(Path(__file__).with_name("__init__.py"))
+CP_LABEL = "node-role.kubernetes.io/control-plane"
+
+# Every flag that takes a value, with values it must refuse (and a word of the reason).
+INVALID: list[tuple[str, str, str]] = [
+    ("--grace", "-5s", "negative"),
+    ("--grace", "soon", "unparsable"),
+    ("--grace", "", "empty"),
+    ("--grace", "nan", "not a duration"),
+    ("--grace", "inf", "not a duration"),
+    ("--grace", "1e400", "not a duration"),
+    ("--grace", "9000h", "longer than a year"),
+    ("--grace", "5x", "unparsable"),
+    ("--healthy-delay", "-1", "negative"),
+    ("--healthy-delay", "1m-3s", "unparsable"),
+    ("--unhealthy-conditions", "", "bad condition"),
+    ("--unhealthy-conditions", "Ready", "bad condition"),
+    ("--unhealthy-conditions", "Ready=Maybe", "bad condition"),
+    ("--unhealthy-conditions", "Ready=False,,Ready=Unknown", "bad condition"),
+    ("--unhealthy-conditions", "Re ady=False", "bad condition type"),
+    ("--unhealthy-conditions", "Ready=True", "every healthy node"),
+    ("--unhealthy-conditions", "DiskPressure=True,DiskPressure=False", "every node"),
+    ("--drain-timeout", "forever", "unparsable"),
+    ("--removal", "nuke", "unknown removal mode"),
+    ("--removal", "DELETE", "unknown removal mode"),
+    ("--fence-command", "'unterminated", "unparsable command"),
+    ("--fence-command", "/nonexistent/power-off", "does not exist"),
+    ("--fence-command", "no-such-power-off-tool --now", "not an executable on PATH"),
+    ("--fence-command", NOT_EXECUTABLE, "not executable"),
+    ("--fence-timeout", "0", "greater than 0s"),
+    ("--fence-timeout", "-1s", "negative"),
+    ("--max-unhealthy", "150%", "not within 0-100%"),
+    ("--max-unhealthy", "nan%", "not within 0-100%"),
+    ("--max-unhealthy", "-1", "negative"),
+    ("--max-unhealthy", "4.5", "neither a count nor a percent"),
+    ("--max-unhealthy", "", "neither a count nor a percent"),
+    ("--breaker-window", "half an hour", "unparsable"),
+    ("--storm-cooldown", "-5m", "negative"),
+    ("--max-concurrent", "0", "at least 1"),
+    ("--max-concurrent", "two", "not an integer"),
+    ("--max-concurrent", "1.5", "not an integer"),
+    ("--max-removals-per-hour", "-1", "at least 1"),
+    ("--node-selector", "a in (b", "unbalanced"),
+    ("--node-selector", "=b", "invalid label key"),
+    ("--node-selector", "a=b,a=c", "matches no node"),
+    ("--node-selector", "a,!a", "matches no node"),
+    ("--node-selector", "a in (x),a notin (x)", "matches no node"),
+    ("--node-selector", "pool=db,pool!=db", "matches no node"),
+    ("--kubeconfig", "", "must not be empty"),
+    ("--context", " ", "must not be empty"),
+    ("--api-timeout", "0", "greater than 0s"),
+    ("--watch-silence", "0.5s", "at least 1s"),
+    ("--watch-timeout", "0.5", "at least 1s"),
+    ("--http-bind", "nowhere", "not host:port"),
+    ("--http-bind", "host:99999", "0-65535"),
+    ("--http-bind", "::1:80", "[addr]:port"),
+    ("--lease-name", "Bad_Name", "not a valid Lease name"),
+    ("--lease-name", "", "not a valid Lease name"),
+    ("--lease-name", "a" * 254, "not a valid Lease name"),
+    ("--lease-namespace", "Kube-System", "not a valid namespace"),
+    ("--lease-namespace", "ns.with.dots", "not a valid namespace"),
+    ("--lease-duration", "0", "greater than 0s"),
+    ("--renew-deadline", "tomorrow", "unparsable"),
+    ("--retry-period", "0", "greater than 0s"),
+    ("--log-format", "xml", "not one of text, json"),
+    ("--log-level", "verbose", "not one of"),
+]
+BOOLEAN_FLAGS = ["--exclude-control-plane", "--dry-run", "--watch-node-leases", "--leader-elect"]
+INVALID_BOOLEANS = ["maybe", "2", "", "yes please"]
+
+
+def run_flags() -> set[str]:
+    run = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "run"
+    ]
+    return {a.option_strings[0] for a in run._actions if a.option_strings} - {"-h"}
+
+
+def test_the_matrix_covers_every_flag() -> None:
+    assert {f for f, _, _ in INVALID} | set(BOOLEAN_FLAGS) == run_flags()
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    code = main(["run", *argv])
+    return code, capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+@pytest.mark.parametrize(("flag", "value", "why"), INVALID)
+def test_every_invalid_value_exits_2_with_one_line_naming_its_source(
+    flag: str,
+    value: str,
+    why: str,
+    via: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if via == "env":
+        monkeypatch.setenv(env_name(flag), value)
+        code, err = run_main([], capsys)
+        source = env_name(flag)
+    else:
+        code, err = run_main([f"{flag}={value}"], capsys)
+        source = flag
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"noderecover: error: {source}: "), err
+    assert why in err[0]
+
+
+@pytest.mark.parametrize("value", INVALID_BOOLEANS)
+@pytest.mark.parametrize("flag", BOOLEAN_FLAGS)
+def test_invalid_boolean_env_values_exit_2(
+    flag: str,
+    value: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(env_name(flag), value)
+    code, err = run_main([], capsys)
+    assert code == 2
+    assert err == [f"noderecover: error: {env_name(flag)}: {value!r} is not a boolean"]
+
+
+@pytest.mark.parametrize("flag", BOOLEAN_FLAGS)
+def test_boolean_flags_take_no_value(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", f"{flag}=yes"])
+    err = capsys.readouterr().err.splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and flag in err[0]
+
+
+# Conflicts: (flags, environment, the source named first, the other side it names).
+CONFLICTS: list[tuple[list[str], dict[str, str], str, str]] = [
+    (["--lease-duration=5s"], {}, "--lease-duration", "--renew-deadline"),
+    (["--renew-deadline=20s"], {}, "--renew-deadline", "--lease-duration"),
+    (["--renew-deadline=15s"], {}, "--renew-deadline", "--lease-duration"),
+    (["--retry-period=9s"], {}, "--retry-period", "--renew-deadline"),
+    (["--renew-deadline=2.4s", "--retry-period=2s"], {}, "--renew-deadline", "--retry-period"),
+    ([], {"NODERECOVER_LEASE_DURATION": "5s"}, "NODERECOVER_LEASE_DURATION", "--renew-deadline"),
+    (
+        ["--renew-deadline=20s"],
+        {"NODERECOVER_LEASE_DURATION": "10s"},
+        "NODERECOVER_LEASE_DURATION",
+        "--renew-deadline",
+    ),
+    ([f"--node-selector={CP_LABEL}"], {}, "--node-selector", "--exclude-control-plane"),
+    (
+        ["--node-selector=node-role.kubernetes.io/master=", "--exclude-control-plane"],
+        {},
+        "--node-selector",
+        "--exclude-control-plane",
+    ),
+    (
+        ["--exclude-control-plane"],
+        {"NODERECOVER_NODE_SELECTOR": f"{CP_LABEL},pool=db"},
+        "NODERECOVER_NODE_SELECTOR",
+        "--exclude-control-plane",
+    ),
+    (
+        [f"--node-selector={CP_LABEL}"],
+        {"NODERECOVER_EXCLUDE_CONTROL_PLANE": "true"},
+        "--node-selector",
+        "NODERECOVER_EXCLUDE_CONTROL_PLANE",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "env", "named", "other"), CONFLICTS)
+def test_conflicting_settings_are_refused(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    other: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code, err = run_main(argv, capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"noderecover: error: {named}: "), err
+    assert other in err[0]
+
+
 @pytest.mark.parametrize(
-    ("argv", "env", "named"),
+    "argv",
     [
-        (["--grace=-5s"], {}, "--grace"),
-        (["--grace", "soon"], {}, "--grace"),
-        (["--max-unhealthy", "150%"], {}, "--max-unhealthy"),
-        (["--removal", "nuke"], {}, "--removal"),
-        (["--node-selector", "a in (b"], {}, "--node-selector"),
-        (["--max-concurrent", "0"], {}, "--max-concurrent"),
-        ([], {"NODERECOVER_DRAIN_TIMEOUT": "forever"}, "NODERECOVER_DRAIN_TIMEOUT"),
-        (["--lease-duration", "5s"], {}, "--lease-duration"),
-        (["--retry-period", "9s"], {}, "--renew-deadline"),
-        (["--http-bind", "nowhere"], {}, "--http-bind"),
-        (["--log-format", "xml"], {}, "--log-format"),
+        ["--grace=0", "--healthy-delay=0", "--drain-timeout=0", "--max-unhealthy=0"],
+        ["--watch-silence=1s", "--watch-timeout=1"],
+        ["--fence-command=true --really", "--fence-timeout=0.5"],
+        ["--fence-command="],  # explicitly none
+        ["--node-selector=a=b,a!=c"],
+        ["--node-selector=a in (x,y),a notin (y)"],
+        ["--node-selector=pool!=db,!pool"],  # matched by nodes without the label
+        [f"--node-selector={CP_LABEL}", "--no-exclude-control-plane"],
+        [f"--node-selector=!{CP_LABEL}"],
+        ["--unhealthy-conditions=Ready=Unknown,NetworkUnavailable=True"],
+        ["--unhealthy-conditions=KernelDeadlock=True,Ready=False"],
+        ["--http-bind=[::1]:0", "--lease-name=a.b-c", "--lease-namespace=ops-1"],
+        ["--lease-duration=4s", "--renew-deadline=3s", "--retry-period=1s"],
+        ["--grace=8760h"],
     ],
 )
-def test_bad_values_name_the_flag(argv: list[str], env: dict[str, str], named: str) -> None:
-    with pytest.raises(BadFlag) as exc:
-        cfg(*argv, env=env)
-    assert str(exc.value).startswith(named)
+def test_edge_values_that_are_fine(argv: list[str]) -> None:
+    assert isinstance(cfg(*argv), Config)
 
 
-def test_bad_flag_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--grace=-1s"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["noderecover: error: --grace: negative duration '-1s'"]
+def test_flag_wins_over_env_even_a_bad_env_value() -> None:
+    c = cfg("--grace=2m", env={"NODERECOVER_GRACE": "garbage"})
+    assert c.grace == 120
+    c = cfg("--no-dry-run", env={"NODERECOVER_DRY_RUN": "maybe"})
+    assert not c.dry_run
+    with pytest.raises(BadFlag, match=r"^--grace: negative duration"):
+        cfg("--grace=-1s", env={"NODERECOVER_GRACE": "30s"})  # the flag is what is used
+    with pytest.raises(BadFlag, match=r"^NODERECOVER_GRACE: unparsable"):
+        cfg("--healthy-delay=5s", env={"NODERECOVER_GRACE": "soon"})
 
 
 def test_unknown_flag_exits_2_with_one_line() -> None:

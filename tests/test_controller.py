@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from noderecover.machine import Phase
-from noderecover.metrics import BLOCKED, FLAPS
+from noderecover.metrics import ACTIONS, BLOCKED, FLAPS, MALFORMED_OBJECTS
 from noderecover.nodes import (
     ANN_CORDONED,
     ANN_PHASE,
@@ -174,58 +174,64 @@ async def test_dry_run_writes_nothing(kube: FakeKube, harness_factory: Start) ->
     assert kube.get_node("w1") is not None and kube.get_pod("default", "mysql-0") is not None
 
 
-def left_draining_since_2020(kube: FakeKube, ready_since: dt.datetime) -> None:
-    """What a previous leader left on w1: cordoned by us, draining since 2020."""
-    kube.add_node("cp", labels=CP)
-    kube.add_node("w1", "Unknown", labels=WORKER, last_transition_time=ready_since)
-    kube.add_node("w2", labels=WORKER)
-    kube.add_node("w3", labels=WORKER)
-    kube.add_pod("mysql-0", "default", "w1", "StatefulSet")
-    kube.set_kubelet_alive("w1", False)
-    kube.patch_node(
-        "w1",
-        {
-            "spec": {"unschedulable": True},
-            "metadata": {
-                "annotations": {
-                    "noderecover.io/phase": "Draining",
-                    "noderecover.io/cordoned": "true",
-                    "noderecover.io/phase-since": "2020-01-01T00:00:00Z",
-                    "noderecover.io/unhealthy-since": "2020-01-01T00:00:00Z",
-                }
-            },
-        },
-    )
+DRAINING_SINCE_2020 = {
+    "noderecover.io/phase": "Draining",
+    "noderecover.io/cordoned": "true",
+    "noderecover.io/phase-since": "2020-01-01T00:10:00Z",
+    "noderecover.io/unhealthy-since": "2020-01-01T00:00:00Z",
+}
+
+
+def cordon_patches(kube: FakeKube, node: str) -> list[Any]:
+    return [
+        r
+        for r in kube.requests_matching("PATCH", f"^/api/v1/nodes/{node}$")
+        if (r.body or {}).get("spec", {}).get("unschedulable")
+    ]
 
 
 async def test_new_leader_resumes_from_annotations(kube: FakeKube, harness_factory: Start) -> None:
-    # Unknown since before the old leader's cordon (2019): nothing changed since.
-    left_draining_since_2020(kube, dt.datetime(2019, 12, 31, 23, 50, tzinfo=dt.UTC))
+    # What a previous leader left: the node NotReady since 2019, cordoned by us in the same
+    # episode, draining for years already.
+    kube.add_node("cp", labels=CP)
+    kube.add_node(
+        "w1",
+        "Unknown",
+        labels=WORKER,
+        unschedulable=True,
+        annotations=DRAINING_SINCE_2020,
+        last_transition_time=dt.datetime(2019, 12, 31, 23, 0, tzinfo=dt.UTC),
+    )
+    for n in ("w2", "w3"):
+        kube.add_node(n, labels=WORKER)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet")
+    kube.set_kubelet_alive("w1", False)
     h: Harness = await harness_factory(grace=600, drain_timeout=60)
     # No new grace, no second cordon: straight on with the drain, overdue -> force.
     await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed")
-    cordons = [
-        r
-        for r in kube.requests_matching("PATCH", "^/api/v1/nodes/w1$")
-        if (r.body or {}).get("spec", {}).get("unschedulable")
-    ]
-    assert cordons == []
+    assert cordon_patches(kube, "w1") == []
     assert kube.requests_matching("DELETE", "/pods/mysql-0")
 
 
-async def test_new_leader_holds_a_node_whose_ready_changed_after_the_cordon(
+async def test_stale_annotations_from_an_older_episode_restart_the_grace(
     kube: FakeKube, harness_factory: Start
 ) -> None:
-    """Ready transitioned after the old leader's cordon: the node flapped while no leader was
-    watching. The new leader forces nothing before a whole grace since that transition."""
-    left_draining_since_2020(kube, dt.datetime.now(dt.UTC))
-    h: Harness = await harness_factory(grace=60, drain_timeout=60)
-    await h.until(lambda: h.controller.blocked.get("w1") == "flapping", what="held")
-    await h.idle(50)
+    """Draining annotations from 2020, but the node went NotReady only now: the node does not
+    back them (it was healthy in between), so nothing is skipped - a full new grace first."""
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet")
+    kube.set_kubelet_alive("w1", False)
+    kube.patch_node(
+        "w1", {"spec": {"unschedulable": True}, "metadata": {"annotations": DRAINING_SINCE_2020}}
+    )
+    kube.set_node_ready("w1", "Unknown")
+    h: Harness = await harness_factory(grace=600, drain_timeout=60)
+    await h.idle(590, step=5.0)
+    assert phase(h, "w1") is Phase.SUSPECT
+    assert h.controller.records["w1"].cordoned  # our cordon is still ours to undo
+    assert not kube.requests_matching("POST", "eviction")
     assert not kube.requests_matching("DELETE", "/pods/")
-    assert kube.get_node("w1") is not None and phase(h, "w1") is Phase.DRAINING
     await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="removed after grace")
-    assert kube.requests_matching("DELETE", "/pods/mysql-0")
 
 
 async def test_out_of_service_taint_added_without_replacing_and_removed_on_return(
@@ -604,3 +610,148 @@ async def test_removed_out_of_service_node_failing_again_starts_a_new_episode(
     node = kube.get_node("w1")
     assert node is not None and not node["spec"].get("unschedulable")
     assert OUT_OF_SERVICE_KEY not in [t["key"] for t in node["spec"].get("taints") or []]
+
+
+# ------------------------------------------------------------------------- malformed nodes
+DEAD_BUT_UNREADABLE = {
+    "status": {
+        "conditions": [
+            {"type": "Ready", "status": "Unknown", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:01Z"},
+        ]
+    }
+}
+
+
+def spec_writes(kube: FakeKube) -> list[Any]:
+    return [r for r in kube.requests_matching("PATCH", "^/api/v1/nodes/") if r.body.get("spec")]
+
+
+async def test_a_malformed_node_is_counted_held_and_never_acted_on(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    cluster(kube)
+    h: Harness = await harness_factory(grace=10)
+    before = MALFORMED_OBJECTS.labels("nodes", "duplicate-condition")._value.get()
+    kube.patch_node("w1", DEAD_BUT_UNREADABLE)  # two Ready conditions: ambiguous
+    await h.until(lambda: h.controller.nodes["w1"].malformed == "duplicate-condition")
+    assert MALFORMED_OBJECTS.labels("nodes", "duplicate-condition")._value.get() > before
+    await h.idle(300, step=5.0)
+    assert writes(kube) == [] and phase(h, "w1") is Phase.HEALTHY
+    h.controller.reconcile(None)
+    assert h.controller.decisions["w1"].why.startswith("node object malformed")
+    # Readable again (and still dead): remediation starts from scratch, grace included.
+    kube.patch_node("w1", {"status": {"conditions": None}})
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.SUSPECT)
+    await h.until(lambda: bool(spec_writes(kube)), advance=1.0, what="cordoned after grace")
+
+
+async def test_a_node_turning_malformed_mid_remediation_is_held(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    cluster(kube)
+    kube.add_pod("db-0", "default", "w1", "StatefulSet", labels={"app": "db"})
+    kube.add_pdb("db", "default", {"app": "db"}, 0)  # keeps the drain going
+    h: Harness = await harness_factory(grace=5)
+    kube.set_node_ready("w1", "False")
+    await h.until(lambda: phase(h, "w1") is Phase.DRAINING, advance=1.0)
+    uid = kube.get_node("w1")["metadata"]["uid"]  # type: ignore[index]
+    kube.patch_node("w1", {"metadata": {"uid": None}})  # no uid: nothing may be written
+    await h.until(lambda: h.controller.nodes["w1"].malformed == "missing-uid")
+    await h.until(lambda: not h.controller.busy, advance=1.0)  # the drain noticed and stopped
+    await h.until(lambda: h.controller.blocked.get("w1") == "malformed-object", advance=1.0)
+    assert ("w1", "NodeRecoverBlocked", "Warning") in h.events
+    n = len(writes(kube))
+    await h.idle(120, step=5.0)
+    assert len(writes(kube)) == n and kube.get_node("w1") is not None
+    assert phase(h, "w1") is Phase.DRAINING  # the record survives, held
+    kube.patch_node("w1", {"metadata": {"uid": uid}})
+    await h.until(lambda: "w1" not in h.controller.blocked, advance=1.0)
+
+
+async def test_the_reread_before_a_destructive_step_refuses_a_malformed_node(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The watch lags (silenced) while the node object turns unreadable: the fresh read
+    before the cordon sees it and the cordon is not done."""
+    cluster(kube)
+    h: Harness = await harness_factory(grace=10)
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.SUSPECT)
+    kube.silence_watches(True)
+    kube.patch_node("w1", {"status": {"conditions": [{"type": "Ready", "status": "Maybe"}]}})
+    before = ACTIONS.labels("cordon", "malformed")._value.get()
+    await h.until(lambda: ACTIONS.labels("cordon", "malformed")._value.get() > before, advance=1.0)
+    assert spec_writes(kube) == []
+    assert h.controller.records["w1"].retry_at > h.clock.wall()  # looked at again later
+
+
+def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:
+    """Many nodes turning unreadable at once (an API bug?) opens the breaker: the safe side."""
+    from noderecover.clock import FakeClock
+    from noderecover.config import Config
+    from noderecover.controller import Controller
+    from tests.builders import T0, node_json, obs
+
+    cfg = Config(watch_node_leases=False)
+    no_client: Any = None
+    c = Controller(no_client, FakeClock(start_wall=T0), cfg)
+    c._node_resync([(f"n{i}", obs(cfg, name=f"n{i}")) for i in range(10)])
+    c.node_watcher.synced = True
+    for i in range(5):
+        raw = node_json(f"n{i}")
+        del raw["metadata"]["uid"]
+        c._node_event("MODIFIED", f"n{i}", c._parse_node(raw))
+    c.reconcile(None)
+    assert c.breaker.open
+    assert all(c.decisions[f"n{i}"].action is None for i in range(5))
+
+
+class StubApi:
+    """Answers every request with the same body (for the leader's one-off reads)."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        return self.body
+
+
+def stub_controller(body: Any) -> Any:
+    from noderecover.clock import FakeClock
+    from noderecover.controller import Controller
+    from tests.builders import T0
+    from tests.conftest import make_config
+
+    api: Any = StubApi(body)
+    return Controller(api, FakeClock(start_wall=T0), make_config(watch_node_leases=True))
+
+
+async def test_garbled_removal_history_is_skipped_not_fatal() -> None:
+    from noderecover.nodes import format_time
+    from tests.builders import T0
+
+    good = {"reportingComponent": "noderecover", "lastTimestamp": format_time(T0 - 60)}
+    cases: list[tuple[Any, tuple[float, ...]]] = [
+        ({"items": "events"}, ()),
+        ({"items": {"a": 1}}, ()),
+        ({"items": [None, "x", 5, {"reportingComponent": "noderecover", "lastTimestamp": 7}]}, ()),
+        ({"items": [good, ["not", "an", "event"]]}, (T0 - 60,)),
+    ]
+    for body, expected in cases:
+        c = stub_controller(body)
+        await c._load_removals()  # a leader must not crash on what the API returns
+        assert c.removals == expected
+
+
+async def test_garbled_heartbeat_lease_counts_as_not_renewing() -> None:
+    from tests.builders import obs
+
+    for lease in ({"spec": ["renewTime"]}, {"spec": {"renewTime": 5}}, {"spec": None}, {}):
+        c = stub_controller(lease)
+        c._node_resync([("w1", obs(c.cfg, ready="Unknown"))])
+        await c.refresh_leases()
+        assert c.leases["w1"][0] == ""
+        c._clock.advance(c.cfg.grace)
+        assert not c.lease_renewing("w1")

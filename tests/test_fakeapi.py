@@ -498,6 +498,23 @@ async def test_stop_closes_watches_promptly() -> None:
         assert time.monotonic() - started < 0.5
 
 
+@pytest.mark.parametrize("then", ["open", "close", "drop"])
+async def test_inject_watch_bytes(kube: FakeKube, http: aiohttp.ClientSession, then: str) -> None:
+    kube.add_node("n1")
+    async with http.get(NODES, params={"watch": "true", "resourceVersion": "1"}) as r:
+        await wait_until(lambda: kube.watch_count() == 1)
+        assert kube.inject_watch_bytes("nodes", b"garbage\n{half", then) == 1
+        assert await r.content.readline() == b"garbage\n"
+        if then == "open":
+            kube.add_node("n2")
+            assert (await r.content.readline()).startswith(b'{half{"type":"ADDED"')
+        elif then == "close":
+            assert await r.content.read() == b"{half"  # then a clean end of the stream
+        else:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.content.read()
+
+
 async def test_client_disconnect_unregisters_watch(
     kube: FakeKube, http: aiohttp.ClientSession
 ) -> None:

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from noderecover.clock import FakeClock
-from noderecover.httpserver import HttpServer, parse_bind
+from noderecover.config import parse_bind
+from noderecover.httpserver import HttpServer
 
 
 class Source:

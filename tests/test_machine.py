@@ -284,16 +284,18 @@ def test_flap_hold_survives_failover_through_the_annotation() -> None:
     assert d.action is not None
     # The PERSIST wrote the restarted timer; a new leader resumes from the Node.
     o = obs(ready="Unknown", unschedulable=True, annotations=annotations_for(d.action.success))
-    back = resume(o)
+    back = resume(o, now + 10, CFG)
     assert back.phase is Phase.DRAINING and back.cordoned and back.flaps == 0
     assert step(back, o, now + 30).blocked == FLAPPING
     d = step(back, o, now + 70)
     assert d.action is not None and d.action.kind is Kind.DRAIN
 
 
-def test_resume_in_flight_holds_after_a_ready_transition_no_leader_saw() -> None:
+def test_resume_in_flight_restarts_after_a_ready_transition_no_leader_saw() -> None:
     # Cordoned an hour ago; the node flapped while no leader was watching (Ready changed
-    # 10 s ago): the new leader does not drain before a whole grace since that transition.
+    # 10 s ago): the node does not back the annotations, so the new leader starts over at
+    # Suspect (the cordon still ours) and does nothing before a whole grace since that
+    # transition (read as the end of its second).
     o = obs(
         ready="Unknown",
         since=T0 - 10,
@@ -305,11 +307,12 @@ def test_resume_in_flight_holds_after_a_ready_transition_no_leader_saw() -> None
             ANN_UNHEALTHY_SINCE: format_time(T0 - 3700),
         },
     )
-    rec = resume(o)
-    assert rec.unhealthy_since == T0 - 10
-    assert step(rec, o, T0).blocked == FLAPPING
-    d = step(rec, o, T0 + 50)
-    assert d.action is not None and d.action.kind is Kind.DRAIN
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.SUSPECT and rec.cordoned
+    assert rec.unhealthy_since == T0 - 9
+    assert step(rec, o, T0 + 50).action is None
+    d = step(rec, o, T0 + 51)
+    assert d.action is not None and d.action.kind is Kind.CORDON and d.action.success.cordoned
 
 
 def test_suspect_keeps_a_cordon_carried_over_from_an_earlier_episode() -> None:
@@ -466,7 +469,7 @@ def test_annotations_round_trip_through_resume() -> None:
     rec, _now = to_phase(Phase.DRAINING)
     ann = annotations_for(rec)
     o = obs(ready="Unknown", unschedulable=True, annotations=ann)
-    back = resume(o)
+    back = resume(o, T0, CFG)
     assert back.phase is Phase.DRAINING
     assert back.cordoned and back.unhealthy_since == pytest.approx(rec.unhealthy_since, abs=1)
     healthy_ann = annotations_for(Record(uid="x"))
@@ -479,7 +482,7 @@ def test_resume_does_not_claim_a_cordon_that_is_gone() -> None:
         unschedulable=False,
         annotations={ANN_PHASE: "Cordoned", ANN_CORDONED: "true"},
     )
-    assert resume(o).cordoned is False
+    assert resume(o, T0, CFG).cordoned is False
 
 
 def test_new_leader_resumes_suspect_timer_instead_of_restarting() -> None:
@@ -489,7 +492,7 @@ def test_new_leader_resumes_suspect_timer_instead_of_restarting() -> None:
         since=T0 - 55,
         annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(since)},
     )
-    rec = resume(o)
+    rec = resume(o, T0, CFG)
     assert step(rec, o, T0 + 9).action is None
     d = step(rec, o, T0 + 10)
     assert d.action is not None and d.action.kind is Kind.CORDON
@@ -503,15 +506,16 @@ def test_stale_suspect_annotation_never_shortens_the_grace() -> None:
         since=T0 - 5,
         annotations={ANN_PHASE: "Suspect", ANN_UNHEALTHY_SINCE: format_time(T0 - 3600)},
     )
-    rec = resume(o)
+    rec = resume(o, T0, CFG)
     assert step(rec, o, T0).action is None
-    assert step(rec, o, T0 + 54).action is None
-    assert step(rec, o, T0 + 55).action is not None
+    # The transition is known to the second (T0 - 5 means [T0 - 5, T0 - 4)): the end counts.
+    assert step(rec, o, T0 + 55).action is None
+    assert step(rec, o, T0 + 56).action is not None
 
 
 def test_garbage_phase_annotation_is_ignored() -> None:
     o = obs(ready="True", annotations={ANN_PHASE: "Exploded"})
-    assert resume(o).phase is Phase.HEALTHY
+    assert resume(o, T0, CFG).phase is Phase.HEALTHY
 
 
 def test_other_condition_configured_as_unhealthy() -> None:
@@ -551,7 +555,7 @@ def test_removed_node_with_our_taint_that_never_came_back_stays_removed() -> Non
     for t in (now, now + 60, now + 3600, now + 86400):
         d = step(rec, o, t, OOS)
         assert d.action is None and d.blocked is None and d.record.phase is Phase.REMOVED
-    back = resume(o)  # also after a failover
+    back = resume(o, now + 86400, OOS)  # also after a failover
     assert back.phase is Phase.REMOVED and back.tainted
     assert step(back, o, now + 86400, OOS).action is None
 
@@ -574,20 +578,17 @@ def test_removed_node_seen_healthy_then_failing_again_starts_a_new_episode() -> 
 
 
 def test_removed_node_whose_ready_changed_since_starts_a_new_episode_after_failover() -> None:
-    # No leader saw the node come back (failover): its Ready transition says it did.
+    # No leader saw the node come back (failover): its Ready transition says it did. The
+    # node no longer backs the Removed annotations: the new leader resumes at Suspect (cordon
+    # and taint still ours), the grace counting from the transition, never earlier.
     rec, now = removed_oos()
     o = node_after_removal(rec, since=now + 100)
-    back = resume(o)
-    assert back.phase is Phase.REMOVED
-    d = step(back, o, now + 130, OOS)
-    assert d.action is not None and d.action.kind is Kind.PERSIST and not d.flapped
-    new = d.action.success
-    # The grace counts from the Ready transition: never earlier.
-    assert new.phase is Phase.SUSPECT and new.unhealthy_since == now + 100
-    assert new.tainted and new.cordoned and d.wake_at == now + 160
-    rec = run_ok(d, now + 130)
-    assert step(rec, o, now + 159, OOS).action is None
-    d = step(rec, o, now + 160, OOS)
+    back = resume(o, now + 130, OOS)
+    assert back.phase is Phase.SUSPECT and back.tainted and back.cordoned
+    assert back.unhealthy_since is not None and back.unhealthy_since >= now + 100
+    deadline = back.unhealthy_since + OOS.grace
+    assert step(back, o, deadline - 1, OOS).action is None
+    d = step(back, o, deadline, OOS)
     assert d.action is not None and d.action.kind is Kind.CORDON
 
 
@@ -601,7 +602,7 @@ def test_removed_node_whose_taint_someone_removed_starts_a_new_episode() -> None
     assert not new.tainted and new.cordoned  # the taint is no longer ours to remove
     assert annotations_for(new)[ANN_TAINTED] is None
     # The same through a failover.
-    d = step(resume(o), o, now + 300, OOS)
+    d = step(resume(o, now + 300, OOS), o, now + 300, OOS)
     assert d.action is not None and d.action.success.phase is Phase.SUSPECT
     assert not d.action.success.tainted
 
@@ -637,3 +638,99 @@ def test_action_is_immutable() -> None:
     a = Action(Kind.CORDON, "n", "u", None, Record(uid="u"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.node = "x"  # type: ignore[misc]
+
+
+# -- regressions found while writing the property tests (tests/test_machine_properties.py) --
+
+
+def test_recovered_but_not_restored_then_unhealthy_again_is_a_new_episode() -> None:
+    """Healthy for healthy-delay, the restore failed, unhealthy again: the old episode is
+    over. The grace restarts (no drain straight away) and our cordon stays ours to undo."""
+    rec, now = to_phase(Phase.CORDONED)
+    good, bad = obs(ready="True"), obs(ready="Unknown", unschedulable=True)
+    d = step(rec, good, now)
+    d = step(d.record, good, now + 30)
+    assert d.action is not None and d.action.kind is Kind.RESTORE
+    rec = complete(d.record, d.action, Outcome.FAILED, now + 30, retry_in=60.0)
+    d = step(rec, bad, now + 40)
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    assert d.action.persist is not None and d.action.persist.phase is Phase.SUSPECT
+    assert d.action.persist.unhealthy_since == now + 40 and d.action.persist.cordoned
+    rec = run_ok(d, now + 40)
+    assert step(rec, bad, now + 99).action is None  # a full new grace
+    d = step(rec, bad, now + 100)
+    assert d.action is not None and d.action.kind is Kind.CORDON
+    assert d.action.success.cordoned  # already unschedulable, but by us: still ours
+
+
+def test_suspect_with_our_taint_restores_it() -> None:
+    """Out-of-service taint left from an earlier episode (ours): recovery from Suspect must
+    untaint, not just clear the annotations."""
+    rec = Record(uid="uid-w1", phase=Phase.SUSPECT, phase_since=T0, unhealthy_since=T0)
+    rec = dataclasses.replace(rec, tainted=True)
+    good = obs(ready="True")
+    d = step(step(rec, good, T0 + 1).record, good, T0 + 31)
+    assert d.action is not None and d.action.kind is Kind.RESTORE
+
+
+def test_resumed_later_phase_still_waits_out_the_grace() -> None:
+    """A trusted Cordoned annotation from an episode that began 30 s ago: no drain before the
+    grace is over, whatever phase the annotation names."""
+    o = obs(
+        ready="Unknown",
+        since=T0 - 31,
+        unschedulable=True,
+        annotations={
+            ANN_PHASE: "Cordoned",
+            ANN_CORDONED: "true",
+            ANN_UNHEALTHY_SINCE: format_time(T0 - 30),
+            "noderecover.io/phase-since": format_time(T0 - 30),
+        },
+    )
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.CORDONED and rec.unhealthy_since == T0 - 30
+    d = step(rec, o, T0)
+    assert d.action is None and d.wake_at == T0 + 30
+    d = step(rec, o, T0 + 30)
+    assert d.action is not None and d.action.kind is Kind.DRAIN
+
+
+@pytest.mark.parametrize(
+    ("phase_since", "unhealthy_since"),
+    [
+        ("garbage", "garbage"),
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
+        (None, None),
+        ("2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),  # older than the Ready transition
+    ],
+)
+def test_removing_with_bogus_times_restarts_at_suspect(
+    phase_since: str | None, unhealthy_since: str | None
+) -> None:
+    """phase=Removing with timestamps the node does not back: nothing is skipped - Suspect,
+    grace from the Ready transition, then cordon, drain, remove. Fenced is not kept."""
+    o = obs(
+        ready="Unknown",
+        since=T0 - 10,
+        annotations={
+            ANN_PHASE: "Removing",
+            "noderecover.io/phase-since": phase_since,
+            ANN_UNHEALTHY_SINCE: unhealthy_since,
+            "noderecover.io/fenced": "true",
+        },
+    )
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.SUSPECT and not rec.fenced
+    assert rec.unhealthy_since == T0 - 9 and rec.phase_since == T0  # end of the second
+    assert step(rec, o, T0 + 50.9).action is None
+    d = step(rec, o, T0 + 51)
+    assert d.action is not None and d.action.kind is Kind.CORDON
+
+
+def test_transition_in_the_future_counts_from_now() -> None:
+    """Clock skew: the Node says it went NotReady 30 s in our future. The grace counts from
+    now (our clock), not from a time we have not reached."""
+    o = obs(ready="Unknown", since=T0 + 30, annotations={ANN_PHASE: "Suspect"})
+    rec = resume(o, T0, CFG)
+    assert rec.phase is Phase.SUSPECT and rec.unhealthy_since == T0

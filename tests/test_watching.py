@@ -9,12 +9,19 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from noderecover.clock import FakeClock, SystemClock
-from noderecover.kube import KubeClient
-from noderecover.metrics import WATCH_RESTARTS
-from noderecover.watching import Watcher
+from noderecover.kube import ApiError, KubeClient
+from noderecover.metrics import (
+    MALFORMED_OBJECTS,
+    WATCH_BAD_EVENTS,
+    WATCH_EVENTS,
+    WATCH_RESTARTS,
+)
+from noderecover.nodes import parse_node
+from noderecover.watching import Watcher, _Broken, _Expired
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -115,7 +122,8 @@ async def test_expired_resource_version_relists_and_forgets(
 async def test_silent_stream_is_abandoned_and_reopened(kube: FakeKube, watched: Any) -> None:
     _w, view, _ = watched
     kube.add_node("a")
-    await until(lambda: "a" in view.items)
+    # The first watch must be open before counting: else opening it looks like a reopen.
+    await until(lambda: "a" in view.items and kube.watch_count() == 1)
     silent_before = WATCH_RESTARTS.labels("nodes", "silent")._value.get()
     opened = len([r for r in kube.requests if r.query.get("watch") == "true"])
     kube.silence_watches(True)
@@ -126,7 +134,58 @@ async def test_silent_stream_is_abandoned_and_reopened(kube: FakeKube, watched: 
     kube.silence_watches(False)
     kube.set_node_ready("a", "False")
     await until(lambda: view.items.get("a") == "False")
-    assert WATCH_RESTARTS.labels("nodes", "silent")._value.get() > silent_before
+    assert WATCH_RESTARTS.labels("nodes", "silent")._value.get() > silent_before, {
+        r: count(WATCH_RESTARTS, "nodes", r) for r in ("error", "timeout", "bad-event", "silent")
+    }
+
+
+async def test_an_error_event_repeating_from_the_same_version_is_escaped_by_a_list(
+    kube: FakeKube, fake_watched: Any
+) -> None:
+    """What a real API server answered after an etcd compaction raced the watch: ERROR 500
+    ("etcd event received with PrevKv=nil") on every watch from that resourceVersion. Re-
+    watching from it would loop forever; the LIST moves the version on."""
+    w, view, clock = fake_watched
+    lists = w.lists
+    prevkv = (
+        b'{"type": "ERROR", "object": {"kind": "Status", "code": 500, "reason": '
+        b'"InternalError", "message": "etcd event received with PrevKv=nil"}}\n'
+    )
+    assert kube.inject_watch_bytes("nodes", prevkv) == 1
+    await reconnects(kube, clock, 1)
+    assert w.lists == lists + 1
+    kube.set_node_ready("a", "Unknown")  # the watch after the LIST works
+    await until(lambda: view.items.get("a") == "Unknown")
+
+
+async def test_a_silent_stream_is_reopened_without_backoff(kube: FakeKube) -> None:
+    """Quiet is not a failure: a server without bookmarks sends nothing on a quiet cluster,
+    and sleeping a backoff before reopening would leave the view stale for no reason. The
+    backoff sleeps on a fake clock nobody advances: a reopen proves there was none."""
+    client = client_for(kube, request=1.0, stream_read=0.2)  # the socket read bound: real
+    clock = FakeClock()
+    view = View()
+    w: Watcher[str] = Watcher(
+        client, clock, "/api/v1/nodes", "nodes", health_of, view.event, view.resync, silence=0.2
+    )
+    task = asyncio.create_task(w.run())
+    try:
+        kube.add_node("a")
+        await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
+        before = count(WATCH_RESTARTS, "nodes", "silent")
+        opened = len(watches(kube))
+        kube.silence_watches(True)
+        await until(lambda: len(watches(kube)) >= opened + 3, timeout=5)
+        assert clock.sleepers == 0
+        assert count(WATCH_RESTARTS, "nodes", "silent") >= before + 3
+        kube.silence_watches(False)
+        kube.set_node_ready("a", "False")
+        await until(lambda: view.items.get("a") == "False")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
 
 
 async def test_errors_are_retried_with_backoff(kube: FakeKube) -> None:
@@ -185,16 +244,321 @@ async def test_relist_on_demand(kube: FakeKube, watched: Any) -> None:
     assert w.lists == n + 1 and view.resyncs == n + 1
 
 
-def test_garbled_event_line_is_an_error_not_a_crash() -> None:
-    from noderecover.kube import ApiError
+# ------------------------------------------------------------------ hostile streams and lists
+def count(metric: Any, *labels: str) -> float:
+    return float(metric.labels(*labels)._value.get())
 
-    view = View()
-    no_client: Any = None  # _handle never calls the API
+
+def health_of(raw: dict[str, Any]) -> str:
+    """What the test view keeps: Ready status, or the parser's malformed reason."""
+    obs = parse_node(raw, frozenset())
+    return obs.malformed or (obs.ready.status if obs.ready else "?")
+
+
+def offline_watcher(view: View) -> Watcher[str]:
+    no_client: Any = None  # _handle and _key never call the API
     w: Watcher[str] = Watcher(
-        no_client, FakeClock(), "/api/v1/nodes", "nodes", ready_of, view.event, view.resync
+        no_client, FakeClock(), "/api/v1/nodes", "nodes", health_of, view.event, view.resync
+    )
+    w.resource_version = "10"
+    return w
+
+
+GOOD = {"metadata": {"name": "a", "uid": "u", "resourceVersion": "11"}}
+RECONNECT_GARBLED = ("bad-event", _Broken)
+RECONNECT_ERROR = ("error-event", _Broken)
+
+
+@pytest.mark.parametrize(
+    ("line", "bad", "malformed", "then"),
+    [
+        # Garbled framing: the rest of the stream cannot be trusted -> reconnect.
+        (b'{"type": "ADDED", "object": {"metad', "invalid-json", None, RECONNECT_GARBLED),
+        (b"\xff\xfe not even utf-8", "invalid-json", None, RECONNECT_GARBLED),
+        (b"[1, 2, 3]", "not-an-event", None, RECONNECT_GARBLED),
+        (b'"MODIFIED"', "not-an-event", None, RECONNECT_GARBLED),
+        (b"null", "not-an-event", None, RECONNECT_GARBLED),
+        # ERROR events always end the stream; only 410 means re-list.
+        (b'{"type": "ERROR", "object": {"kind": "Status", "code": 410}}', None, None, "expired"),
+        (
+            b'{"type": "ERROR", "object": {"kind": "Status", "code": 500, "reason": "x"}}',
+            None,
+            None,
+            RECONNECT_ERROR,
+        ),
+        (
+            b'{"type": "ERROR", "object": {"kind": "Status", "code": 403}}',
+            None,
+            None,
+            RECONNECT_ERROR,
+        ),
+        (b'{"type": "ERROR", "object": {"kind": "Status"}}', "bad-error", None, RECONNECT_ERROR),
+        (b'{"type": "ERROR", "object": {"code": "410"}}', "bad-error", None, RECONNECT_ERROR),
+        (b'{"type": "ERROR", "object": {"code": true}}', "bad-error", None, RECONNECT_ERROR),
+        (b'{"type": "ERROR", "object": "boom"}', "bad-error", None, RECONNECT_ERROR),
+        (b'{"type": "ERROR"}', "bad-error", None, RECONNECT_ERROR),
+        # Skipped, the stream goes on.
+        (b'{"type": "SNAPSHOT", "object": {}}', "unknown-type", None, "skip"),
+        (b'{"type": null, "object": {}}', "unknown-type", None, "skip"),
+        (b'{"object": {"metadata": {"name": "a"}}}', "unknown-type", None, "skip"),
+        (b'{"type": ["ADDED"], "object": {}}', "unknown-type", None, "skip"),
+        (b'{"type": "BOOKMARK", "object": {"metadata": {}}}', "bookmark-without-rv", None, "skip"),
+        (
+            b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": 42}}}',
+            "bookmark-without-rv",
+            None,
+            "skip",
+        ),
+        (b'{"type": "BOOKMARK", "object": null}', "bookmark-without-rv", None, "skip"),
+        (b'{"type": "BOOKMARK"}', "bookmark-without-rv", None, "skip"),
+        (b'{"type": "MODIFIED", "object": "a"}', None, "not-an-object", "skip"),
+        (b'{"type": "ADDED", "object": [1]}', None, "not-an-object", "skip"),
+        (b'{"type": "DELETED"}', None, "not-an-object", "skip"),
+        (b'{"type": "MODIFIED", "object": {"spec": {}}}', None, "missing-name", "skip"),
+        (b'{"type": "DELETED", "object": {"metadata": {"name": 5}}}', None, "missing-name", "skip"),
+        (b'{"type": "MODIFIED", "object": {"metadata": ["a"]}}', None, "missing-name", "skip"),
+    ],
+)
+def test_every_kind_of_bad_line_is_counted_and_never_touches_the_view(
+    line: bytes, bad: str | None, malformed: str | None, then: Any
+) -> None:
+    view = View()
+    view.items = {"a": "True"}
+    w = offline_watcher(view)
+    before_bad = count(WATCH_BAD_EVENTS, "nodes", bad) if bad else 0.0
+    before_malformed = count(MALFORMED_OBJECTS, "nodes", malformed) if malformed else 0.0
+    progress = w.last_progress
+    if then == "skip":
+        w._handle(line)
+    elif then == "expired":
+        with pytest.raises(_Expired):
+            w._handle(line)
+    else:
+        restart, exc_type = then
+        with pytest.raises(exc_type) as exc:
+            w._handle(line)
+        assert exc.value.restart == restart
+    assert view.items == {"a": "True"} and view.resyncs == 0
+    assert w.resource_version == "10" and w.last_progress == progress
+    if bad:
+        assert count(WATCH_BAD_EVENTS, "nodes", bad) == before_bad + 1
+    if malformed:
+        assert count(MALFORMED_OBJECTS, "nodes", malformed) == before_malformed + 1
+
+
+def test_an_error_event_keeps_its_code_and_reason() -> None:
+    w = offline_watcher(View())
+    with pytest.raises(_Broken) as exc:
+        w._handle(b'{"type":"ERROR","object":{"code":403,"reason":"Forbidden","message":"no"}}')
+    assert (exc.value.code, exc.value.reason, exc.value.message) == (403, "Forbidden", "no")
+
+
+def test_a_malformed_but_named_node_reaches_the_view_marked() -> None:
+    """A keyed object goes to the parser: the caller keeps it, marked (the controller never
+    acts on it), and the stream position and progress move on."""
+    view = View()
+    w = offline_watcher(view)
+    w._clock.advance(5)  # type: ignore[attr-defined]
+    raw = {"metadata": {"name": "a", "resourceVersion": "11"}, "status": {}}
+    w._handle(orjson.dumps({"type": "MODIFIED", "object": raw}))
+    assert view.items == {"a": "missing-uid"} and w.resource_version == "11"
+    assert w.last_progress == w._clock.monotonic()
+    w._handle(orjson.dumps({"type": "DELETED", "object": GOOD}))
+    assert view.items == {}
+
+
+class StubLists:
+    """Stands in for KubeClient.request: answers LIST pages from a list of bodies."""
+
+    def __init__(self, *bodies: Any) -> None:
+        self.bodies = list(bodies)
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        return self.bodies.pop(0)
+
+
+def node(name: str, ready: str = "True") -> dict[str, Any]:
+    from tests.builders import node_json
+
+    return node_json(name, ready=ready)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"items": "nodes", "metadata": {"resourceVersion": "5"}},
+        {"items": {"a": 1}, "metadata": {"resourceVersion": "5"}},
+        {"items": [], "metadata": ["5"]},
+        {"items": []},
+        {"items": [], "metadata": {}},
+        {"items": [], "metadata": {"resourceVersion": 5}},
+        {"items": [], "metadata": {"continue": 7}},
+    ],
+)
+async def test_a_garbled_list_is_an_error_to_retry(body: dict[str, Any]) -> None:
+    view = View()
+    kube: Any = StubLists(body)
+    w: Watcher[str] = Watcher(
+        kube, FakeClock(), "/api/v1/nodes", "nodes", health_of, view.event, view.resync
     )
     with pytest.raises(ApiError) as exc:
-        w._handle(b'{"type": "ADDED", "object": {"metad')
-    assert exc.value.code == 0 and exc.value.reason == "BadEvent"
-    w._handle(b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}')
-    assert w.resource_version == "42"
+        await w._list()
+    assert exc.value.reason == "BadList"
+    assert not w.synced and view.resyncs == 0
+
+
+async def test_unkeyable_list_items_are_skipped_and_counted() -> None:
+    view = View()
+    bad = node("b")
+    del bad["metadata"]["name"]
+    kube: Any = StubLists(
+        {
+            "items": [node("a"), "garbage", None, bad, node("c", "Unknown")],
+            "metadata": {"resourceVersion": "9"},
+        }
+    )
+    w: Watcher[str] = Watcher(
+        kube, FakeClock(), "/api/v1/nodes", "nodes", health_of, view.event, view.resync
+    )
+    before = count(MALFORMED_OBJECTS, "nodes", "not-an-object")
+    await w._list()
+    assert view.items == {"a": "True", "c": "Unknown"} and w.resource_version == "9"
+    assert count(MALFORMED_OBJECTS, "nodes", "not-an-object") == before + 2
+
+
+@pytest.fixture
+async def fake_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
+    """A watcher on a fake clock (backoff sleeps pass only when the test advances it)."""
+    client = client_for(kube, request=1.0, stream_read=5.0)
+    clock = FakeClock()
+    view = View()
+    w: Watcher[str] = Watcher(
+        client,
+        clock,
+        "/api/v1/nodes",
+        "nodes",
+        health_of,
+        view.event,
+        view.resync,
+        silence=3600,
+        rng=random.Random(3),
+    )
+    task = asyncio.create_task(w.run())
+    kube.add_node("a")
+    await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
+    yield w, view, clock
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.close()
+
+
+def watches(kube: FakeKube) -> list[Any]:
+    return [r for r in kube.requests if r.query.get("watch") == "true"]
+
+
+async def reconnects(kube: FakeKube, clock: FakeClock, n: int) -> None:
+    """Wait until `n` more watch requests were made, moving the fake clock for the backoff."""
+    target = len(watches(kube)) + n
+    with anyio.fail_after(5):
+        while len(watches(kube)) < target:
+            clock.advance(0.25)
+            await anyio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("data", "then", "bad", "restart"),
+    [
+        (b"this is not json\n", "open", "invalid-json", "bad-event"),
+        (b'["an", "array"]\n', "open", "not-an-event", "bad-event"),
+        (
+            b'{"type": "MODIFIED", "object": {"metadata": {"name": "a", "uid"',
+            "close",
+            "truncated",
+            "bad-event",
+        ),
+        (b'{"type": "MODIFIED", "object": {"metadata": {"name": "a", "uid"', "drop", None, "error"),
+        # Over the client's 4 MiB line limit (aiohttp's LineTooLong is not a ClientError).
+        (
+            b'{"type": "ADDED", "object": "' + b"x" * 5 * 2**20 + b'"}\n',
+            "open",
+            "line-too-long",
+            "bad-event",
+        ),
+        (
+            b'{"type": "ERROR", "object": {"kind": "Status", "code": 500}}\n',
+            "open",
+            None,
+            "error-event",
+        ),
+        (
+            b'{"type": "ERROR", "object": {"kind": "Status", "code": 403}}\n',
+            "open",
+            None,
+            "error-event",
+        ),
+        (b'{"type": "ERROR", "object": {"kind": "Status"}}\n', "open", "bad-error", "error-event"),
+        (b'{"type": "ERROR", "object": "oops"}\n', "open", "bad-error", "error-event"),
+    ],
+)
+async def test_a_broken_stream_reconnects_or_relists(
+    kube: FakeKube, fake_watched: Any, data: bytes, then: str, bad: str | None, restart: str
+) -> None:
+    w, view, clock = fake_watched
+    rv = w.resource_version
+    before_bad = count(WATCH_BAD_EVENTS, "nodes", bad) if bad else 0.0
+    before_restart = count(WATCH_RESTARTS, "nodes", restart)
+    lists = w.lists
+    assert kube.inject_watch_bytes("nodes", data, then) == 1
+    await reconnects(kube, clock, 1)
+    if restart == "error-event":
+        # The server ended the watch: it may end the next one from this version the same
+        # way (an etcd compaction race answers 500 forever), so LIST again, like client-go.
+        assert w.lists == lists + 1
+    else:
+        assert watches(kube)[-1].query["resourceVersion"] == rv  # resumed, nothing skipped
+        assert w.lists == lists
+    assert view.items == {"a": "True"}
+    assert count(WATCH_RESTARTS, "nodes", restart) == before_restart + 1
+    if bad:
+        assert count(WATCH_BAD_EVENTS, "nodes", bad) == before_bad + 1
+    kube.set_node_ready("a", "Unknown")  # and the new stream works
+    await until(lambda: view.items.get("a") == "Unknown")
+
+
+async def test_reconnects_after_garbage_back_off(kube: FakeKube, fake_watched: Any) -> None:
+    """Garbage every time: the watcher keeps reconnecting, with growing (jittered) delays."""
+    _w, view, clock = fake_watched
+    delays = []
+    streams = kube.stores["nodes"].watchers
+    for _ in range(4):
+        old = set(streams)
+        assert kube.inject_watch_bytes("nodes", b"garbage\n") == 1
+        await until(lambda: clock.sleepers == 1)  # waiting out the backoff
+        delays.append(clock._waiters[0][0] - clock.monotonic())
+        await reconnects(kube, clock, 1)
+        await until(lambda old=old: bool(streams) and not streams & old)  # the new one is up
+    assert [0.25 * 2**k <= d <= 0.5 * 2**k for k, d in enumerate(delays)] == [True] * 4
+    assert view.items == {"a": "True"}
+
+
+async def test_skipped_lines_leave_the_stream_open(kube: FakeKube, fake_watched: Any) -> None:
+    _w, view, _clock = fake_watched
+    opened = len(watches(kube))
+    before = count(WATCH_BAD_EVENTS, "nodes", "unknown-type")
+    before_rv = count(WATCH_BAD_EVENTS, "nodes", "bookmark-without-rv")
+    before_obj = count(MALFORMED_OBJECTS, "nodes", "not-an-object")
+    for line in (
+        b'{"type": "SNAPSHOT", "object": {}}\n',
+        b'{"type": "BOOKMARK", "object": {"metadata": {}}}\n',
+        b'{"type": "MODIFIED", "object": "a"}\n',
+        b'{"type": "DELETED", "object": null}\n',
+    ):
+        kube.inject_watch_bytes("nodes", line)
+    kube.set_node_ready("a", "False")
+    await until(lambda: view.items.get("a") == "False")
+    assert len(watches(kube)) == opened and kube.watch_count() == 1
+    assert count(WATCH_BAD_EVENTS, "nodes", "unknown-type") == before + 1
+    assert count(WATCH_BAD_EVENTS, "nodes", "bookmark-without-rv") == before_rv + 1
+    assert count(MALFORMED_OBJECTS, "nodes", "not-an-object") == before_obj + 2
+    assert count(WATCH_EVENTS, "nodes", "SNAPSHOT") == 0  # unknown types are not labels

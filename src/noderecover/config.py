@@ -2,38 +2,61 @@
 
 Every value is validated here, once; the rest of the code trusts `Config`.
 Flag precedence: command line > environment variable > default.
+
+Errors are one line naming where the bad value came from: the flag, or the NODERECOVER_*
+variable when the flag was not given. Two kinds:
+- a bad value of one setting (`_opts`: each parser raises ValueError);
+- a conflict between settings, or a setting that cannot work as given (`_cross_check`),
+  e.g. a selector that matches no node, or a fence command that is not executable.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from noderecover.selectors import Selector, parse_selector
+from noderecover.selectors import Requirement, Selector, parse_selector
 
 ENV_PREFIX = "NODERECOVER_"
 REMOVAL_MODES = ("delete", "out-of-service", "both")
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+MAX_DURATION = 365 * 24 * 3600.0  # longer is a typo (and overflows a Lease's int32 seconds)
+_CONDITION_TYPE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '1m30s', '500ms', '2h' -> seconds. Negative or unparsable -> ValueError."""
+    """'90', '90s', '1m30s', '500ms', '2h' -> seconds.
+
+    ValueError for anything else: negative, not a number (nan, inf), or over a year.
+    """
     s = text.strip()
     if not s:
         raise ValueError("empty duration")
     if s.startswith("-"):
         raise ValueError(f"negative duration {text!r}")
     try:
-        return float(s)
+        total = float(s)
     except ValueError:
-        pass
+        total = _duration_with_units(s, text)
+    if not math.isfinite(total):
+        raise ValueError(f"{text!r} is not a duration")
+    if total > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is longer than a year")
+    return total
+
+
+def _duration_with_units(s: str, text: str) -> float:
     pos, total = 0, 0.0
     unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
     for m in _DURATION_PART.finditer(s):
@@ -44,6 +67,19 @@ def parse_duration(text: str) -> float:
     if pos != len(s) or pos == 0:
         raise ValueError(f"unparsable duration {text!r} (use e.g. 90s, 5m, 1m30s)")
     return total
+
+
+def duration_at_least(minimum: float, *, strictly: bool = False) -> Callable[[str], float]:
+    """A duration parser with a lower bound (strictly: the bound itself is refused)."""
+
+    def parse(text: str) -> float:
+        value = parse_duration(text)
+        if value < minimum or (strictly and value == minimum):
+            what = "greater than" if strictly else "at least"
+            raise ValueError(f"must be {what} {minimum:g}s, got {text!r}")
+        return value
+
+    return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +115,24 @@ def parse_threshold(text: str) -> Threshold:
 
 
 def parse_conditions(text: str) -> frozenset[tuple[str, str]]:
-    """'Ready=False,Ready=Unknown,NetworkUnavailable=True' -> {(type, status)}."""
+    """'Ready=False,Ready=Unknown,NetworkUnavailable=True' -> {(type, status)}.
+
+    Refused: a pair that healthy nodes match (Ready=True), and a type listed both =True and
+    =False (every node reporting that condition would be unhealthy).
+    """
     out = set()
     for part in text.split(","):
         ctype, sep, status = part.strip().partition("=")
         if not sep or not ctype or status not in {"True", "False", "Unknown"}:
             raise ValueError(f"bad condition {part.strip()!r} (want Type=True|False|Unknown)")
+        if not _CONDITION_TYPE.fullmatch(ctype):
+            raise ValueError(f"bad condition type {ctype!r}")
         out.add((ctype, status))
-    if not out:
-        raise ValueError("no conditions given")
+    if ("Ready", "True") in out:
+        raise ValueError("Ready=True would make every healthy node unhealthy")
+    both = sorted(t for t, st in out if st == "True" and (t, "False") in out)
+    if both:
+        raise ValueError(f"{both[0]}=True and {both[0]}=False make every node unhealthy")
     return frozenset(out)
 
 
@@ -125,10 +170,42 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    """'host:port', '[::1]:port' or ':port' (all interfaces) -> (host, port); port 0 = any."""
+    s = text.strip()
+    host, sep, port = s.rpartition(":")
+    if not sep:
+        raise ValueError(f"bind address {text!r} is not host:port (e.g. 0.0.0.0:8080)")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bind address {text!r}: port {port!r} is not a number in 0-65535")
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise ValueError(f"bind address {text!r}: bad IPv6 literal {host!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"bind address {text!r}: write IPv6 addresses as [addr]:port")
+    if any(c.isspace() for c in host):
+        raise ValueError(f"bind address {text!r}: host contains whitespace")
+    return host or "0.0.0.0", int(port)
+
+
+def parse_bind_text(text: str) -> str:
+    parse_bind(text)
+    return text
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def dns_name(pattern: re.Pattern[str], limit: int, what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > limit or not pattern.fullmatch(text):
+            raise ValueError(f"{text!r} is not a valid {what}")
+        return text
+
+    return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +273,7 @@ class _Opt:
 def _opts() -> list[_Opt]:
     d = Config()
     dur = parse_duration
+    positive = duration_at_least(0.0, strictly=True)
     return [
         _Opt(
             "--grace",
@@ -243,7 +321,7 @@ def _opts() -> list[_Opt]:
         _Opt(
             "--fence-timeout",
             "fence_timeout",
-            dur,
+            positive,
             "bound on one fence command run",
             d.fence_timeout,
         ),
@@ -318,28 +396,33 @@ def _opts() -> list[_Opt]:
         _Opt(
             "--kubeconfig",
             "kubeconfig",
-            str,
+            non_empty,
             "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
             None,
         ),
-        _Opt("--context", "context", str, "kubeconfig context", None),
-        _Opt("--api-timeout", "api_timeout", dur, "bound on each API request", d.api_timeout),
+        _Opt("--context", "context", non_empty, "kubeconfig context", None),
+        _Opt("--api-timeout", "api_timeout", positive, "bound on each API request", d.api_timeout),
         _Opt(
             "--watch-silence",
             "watch_silence",
-            dur,
-            "reconnect a watch silent this long; no destructive action while stale",
+            duration_at_least(1.0),
+            "reconnect a watch silent this long (at once, no backoff); no destructive action "
+            "while no reconnect succeeded for this long",
             d.watch_silence,
         ),
         _Opt(
             "--watch-timeout",
             "watch_timeout",
-            dur,
+            duration_at_least(1.0),
             "server-side timeout of one watch request",
             d.watch_timeout,
         ),
         _Opt(
-            "--http-bind", "http_bind", str, "address of /healthz, /readyz, /metrics", d.http_bind
+            "--http-bind",
+            "http_bind",
+            parse_bind_text,
+            "address of /healthz, /readyz, /metrics",
+            d.http_bind,
         ),
         _Opt(
             "--leader-elect",
@@ -349,15 +432,27 @@ def _opts() -> list[_Opt]:
             None,
             boolean=True,
         ),
-        _Opt("--lease-name", "lease_name", str, "leader Lease name", d.lease_name),
+        _Opt(
+            "--lease-name",
+            "lease_name",
+            dns_name(_DNS_SUBDOMAIN, 253, "Lease name (DNS subdomain)"),
+            "leader Lease name",
+            d.lease_name,
+        ),
         _Opt(
             "--lease-namespace",
             "lease_namespace",
-            str,
+            dns_name(_DNS_LABEL, 63, "namespace (DNS label)"),
             "leader Lease namespace (default: the pod's, else kube-system)",
             None,
         ),
-        _Opt("--lease-duration", "lease_duration", dur, "leader Lease duration", d.lease_duration),
+        _Opt(
+            "--lease-duration",
+            "lease_duration",
+            positive,
+            "leader Lease duration",
+            d.lease_duration,
+        ),
         _Opt(
             "--renew-deadline",
             "renew_deadline",
@@ -365,7 +460,13 @@ def _opts() -> list[_Opt]:
             "leader gives up after this long without a renewal",
             d.renew_deadline,
         ),
-        _Opt("--retry-period", "retry_period", dur, "leader election retry period", d.retry_period),
+        _Opt(
+            "--retry-period",
+            "retry_period",
+            positive,
+            "leader election retry period",
+            d.retry_period,
+        ),
         _Opt(
             "--log-format",
             "log_format",
@@ -421,11 +522,11 @@ def build_config(
     """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable)."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {opt.dest: opt.flag for opt in _opts()}
     for opt in _opts():
         raw = getattr(args, opt.dest, None)
-        source = opt.flag
         if raw is None and env_name(opt.flag) in env:
-            raw, source = env[env_name(opt.flag)], env_name(opt.flag)
+            raw, sources[opt.dest] = env[env_name(opt.flag)], env_name(opt.flag)
         if raw is None:
             continue
         if isinstance(raw, bool):
@@ -434,25 +535,92 @@ def build_config(
         try:
             values[opt.dest] = opt.parse(raw)
         except ValueError as exc:
-            raise BadFlag(f"{source}: {exc}") from None
+            raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
     values.update(overrides)
     cfg = Config(**values)
-    _cross_check(cfg)
+    _cross_check(cfg, sources, given=frozenset(values))
     return cfg
 
 
-def _cross_check(cfg: Config) -> None:
-    if cfg.watch_silence < 1.0:
-        raise BadFlag("--watch-silence: must be at least 1s")
-    if cfg.api_timeout <= 0:
-        raise BadFlag("--api-timeout: must be positive")
-    if not cfg.lease_duration > cfg.renew_deadline:
-        raise BadFlag("--lease-duration: must be greater than --renew-deadline")
-    if not cfg.renew_deadline > 1.2 * cfg.retry_period:
-        raise BadFlag("--renew-deadline: must be greater than 1.2 x --retry-period")
-    if cfg.retry_period <= 0:
-        raise BadFlag("--retry-period: must be positive")
-    try:
-        parse_bind(cfg.http_bind)
-    except ValueError as exc:
-        raise BadFlag(f"--http-bind: {exc}") from None
+def _cross_check(cfg: Config, source: Mapping[str, str], given: frozenset[str]) -> None:
+    """Conflicts between settings, and settings that cannot work as given.
+
+    A conflict is reported on the setting that was given (flag or variable) when the other
+    side is a default; on the first one when both or neither were given.
+    """
+
+    def conflict(a: str, a_says: str, b: str, b_says: str) -> BadFlag:
+        if b in given and a not in given:
+            return BadFlag(f"{source[b]}: {b_says}")
+        return BadFlag(f"{source[a]}: {a_says}")
+
+    lease, renew, retry = cfg.lease_duration, cfg.renew_deadline, cfg.retry_period
+    if not lease > renew:
+        raise conflict(
+            "lease_duration",
+            f"must be greater than {source['renew_deadline']} ({lease:g}s <= {renew:g}s)",
+            "renew_deadline",
+            f"must be less than {source['lease_duration']} ({renew:g}s >= {lease:g}s)",
+        )
+    if not renew > 1.2 * retry:
+        raise conflict(
+            "renew_deadline",
+            f"must be greater than 1.2 x {source['retry_period']} ({renew:g}s <= 1.2 x {retry:g}s)",
+            "retry_period",
+            f"1.2 x it must be less than {source['renew_deadline']} "
+            f"(1.2 x {retry:g}s >= {renew:g}s)",
+        )
+    if (why := selector_matches_nothing(cfg.node_selector)) is not None:
+        raise BadFlag(f"{source['node_selector']}: matches no node ({why})")
+    if cfg.exclude_control_plane and (key := _requires_control_plane(cfg.node_selector)):
+        raise conflict(
+            "node_selector",
+            f"selects only control-plane nodes ({key}), which "
+            f"{source['exclude_control_plane']} excludes: nothing would ever be remediated",
+            "exclude_control_plane",
+            f"excludes every node {source['node_selector']} selects ({key}): nothing would "
+            "ever be remediated",
+        )
+    if cfg.fence_command and (why := _not_runnable(cfg.fence_command[0])) is not None:
+        raise BadFlag(f"{source['fence_command']}: {why}")
+
+
+def selector_matches_nothing(selector: Selector) -> str | None:
+    """Why no label set can match `selector` (requirements on one key that contradict)."""
+    by_key: dict[str, list[Requirement]] = {}
+    for r in selector.requirements:
+        by_key.setdefault(r.key, []).append(r)
+    for key, reqs in by_key.items():
+        present = any(r.op in {"exists", "=", "in"} for r in reqs)
+        if present and any(r.op == "!exists" for r in reqs):
+            return f"{key!r} both required and excluded"
+        allowed: frozenset[str] | None = None
+        for r in reqs:
+            if r.op in {"=", "in"}:
+                allowed = r.values if allowed is None else allowed & r.values
+        for r in reqs:
+            if r.op in {"!=", "notin"} and allowed is not None:
+                allowed = allowed - r.values
+        if allowed is not None and not allowed:
+            return f"no value of {key!r} satisfies every requirement on it"
+    return None
+
+
+def _requires_control_plane(selector: Selector) -> str | None:
+    for r in selector.requirements:
+        if r.key in CONTROL_PLANE_LABELS and r.op in {"exists", "=", "in"}:
+            return r.key
+    return None
+
+
+def _not_runnable(program: str) -> str | None:
+    """Why the fence command cannot be started (checked once, at start-up), or None."""
+    if os.sep in program:
+        if not os.path.isfile(program):
+            return f"{program!r} does not exist"
+        if not os.access(program, os.X_OK):
+            return f"{program!r} is not executable"
+        return None
+    if shutil.which(program) is None:
+        return f"{program!r} is not an executable on PATH"
+    return None

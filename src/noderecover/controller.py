@@ -49,6 +49,7 @@ from noderecover.metrics import (
     BLOCKED,
     BREAKER_OPEN,
     FLAPS,
+    MALFORMED_OBJECTS,
     NODES,
     PHASE_DURATION,
     RECOVERY_DURATION,
@@ -153,7 +154,18 @@ class Controller:
     # -- the view ----------------------------------------------------------------------
 
     def _parse_node(self, raw: dict[str, Any]) -> NodeObs:
-        return parse_node(raw, self._keep_labels, self._keep_conditions)
+        """Malformed nodes stay in the view (marked, so nothing acts on them) and are counted."""
+        obs = parse_node(raw, self._keep_labels, self._keep_conditions)
+        if obs.malformed is not None:
+            MALFORMED_OBJECTS.labels("nodes", obs.malformed).inc()
+            old = self.nodes.get(obs.name)
+            if old is None or old.malformed != obs.malformed:
+                log.warning(
+                    "node %s: object malformed (%s); it is not acted on until it is readable",
+                    obs.name,
+                    obs.malformed,
+                )
+        return obs
 
     def _node_event(self, etype: str, name: str, obs: NodeObs | None) -> None:
         if obs is None:
@@ -183,7 +195,9 @@ class Controller:
         else:
             self._population.discard(name)
         if obs is not None and (
-            unhealthy(obs, self.cfg) or any(k in obs.annotations for k in OUR_ANNOTATIONS)
+            obs.malformed is not None
+            or unhealthy(obs, self.cfg)
+            or any(k in obs.annotations for k in OUR_ANNOTATIONS)
         ):
             self._watchlist.add(name)
             if obs.silent and name not in self.leases:
@@ -223,7 +237,10 @@ class Controller:
                 else:
                     log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
                 continue
-            self._lease_seen(name, str((lease.get("spec") or {}).get("renewTime") or ""))
+            spec = lease.get("spec")
+            renew = spec.get("renewTime") if isinstance(spec, dict) else None
+            # Anything but a string is no evidence of renewal (it never changes: not renewing).
+            self._lease_seen(name, renew if isinstance(renew, str) else "")
         keep = set(silent)
         self.leases = {k: v for k, v in self.leases.items() if k in keep}
 
@@ -305,8 +322,9 @@ class Controller:
             return
         now = self._clock.wall()
         seen = set(self.removals)
-        for ev in body.get("items") or ():
-            if ev.get("reportingComponent") != "noderecover":
+        items = body.get("items")
+        for ev in items if isinstance(items, list) else ():
+            if not isinstance(ev, dict) or ev.get("reportingComponent") != "noderecover":
                 continue
             when = parse_time(ev.get("lastTimestamp") or ev.get("firstTimestamp"))
             if when is not None and now - when < max(HOUR, self.cfg.breaker_window):
@@ -348,7 +366,8 @@ class Controller:
                 continue
             if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
                 in_flight += 1
-            if unhealthy(obs, cfg) or phase in IN_FLIGHT:
+            # A malformed node counts as unhealthy: the breaker errs on the safe side.
+            if unhealthy(obs, cfg) or phase in IN_FLIGHT or obs.malformed is not None:
                 bad += 1
         total = len(self._population) - counted_removed + recent_removed
         self.breaker = breaker_step(self.breaker, bad, total, now, cfg)
@@ -370,8 +389,8 @@ class Controller:
             if name in self._busy:
                 continue
             rec = self.records.get(name)
-            if rec is None or rec.uid != obs.uid:
-                rec = resume(obs)
+            if rec is None or (rec.uid != obs.uid and obs.malformed is None):
+                rec = resume(obs, now, cfg)
             own = 1 if rec.phase in IN_FLIGHT else 0
             gates = Gates(
                 fresh=fresh,

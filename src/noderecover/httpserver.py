@@ -23,6 +23,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.registry import Collector
 
 from noderecover.clock import Clock
+from noderecover.config import parse_bind
 
 log = logging.getLogger("noderecover.http")
 
@@ -38,25 +39,6 @@ class HealthSource(Protocol):
     def readiness(self) -> tuple[bool, str]:
         """(ok, reason): False makes /readyz fail (e.g. caches not synced yet)."""
         ...
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    """'host:port', '[::1]:port' or ':port' (all interfaces) -> (host, port); port 0 = any."""
-    s = text.strip()
-    host, sep, port = s.rpartition(":")
-    if not sep:
-        raise ValueError(f"bind address {text!r} is not host:port (e.g. 0.0.0.0:8080)")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"bind address {text!r}: port {port!r} is not a number in 0-65535")
-    if host.startswith("["):
-        if not host.endswith("]") or len(host) < 3:
-            raise ValueError(f"bind address {text!r}: bad IPv6 literal {host!r}")
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"bind address {text!r}: write IPv6 addresses as [addr]:port")
-    if any(c.isspace() for c in host):
-        raise ValueError(f"bind address {text!r}: host contains whitespace")
-    return host or "0.0.0.0", int(port)
 
 
 def _json(status: int, body: dict[str, str]) -> web.Response:

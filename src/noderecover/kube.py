@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import anyio
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from noderecover import USER_AGENT
 from noderecover.metrics import API_ERRORS
@@ -29,6 +30,10 @@ JSON = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+# ApiError reasons of a watch stream that broke mid-line (see `stream`).
+TRUNCATED = "TruncatedEvent"
+LINE_TOO_LONG = "LineTooLong"
 
 
 class ApiError(Exception):
@@ -181,14 +186,19 @@ class KubeClient:
         """Open a streaming GET (a watch) and yield an iterator of its non-empty lines.
 
         A read that waits longer than `read_timeout` raises ApiError(0, "Timeout"): a stream
-        can go silent without the TCP connection dropping.
+        can go silent without the TCP connection dropping. A stream that ends in the middle of
+        a line raises ApiError(0, TRUNCATED) instead of yielding the fragment, and a line over
+        the client's buffer limit (4 MiB with kubernetes_asyncio) ApiError(0, LINE_TOO_LONG).
         """
         read = read_timeout if read_timeout is not None else self.timeouts.stream_read
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.timeouts.connect,
             sock_connect=self.timeouts.connect,
-            sock_read=read,
+            # A backstop only: the silence bound is `_lines`' own (anyio, below). Equal
+            # values raced, and aiohttp's timeout surfaced as a generic error instead of
+            # "Timeout" (a silent stream counted as a failure, with backoff).
+            sock_read=read + 1.0,
         )
         with anyio.fail_after(self.timeouts.connect + self.timeouts.request):
             resp = await self._send("GET", path, query, None, "application/json", timeout)
@@ -220,8 +230,15 @@ async def _lines(
             ) from exc
         except aiohttp.ClientError as exc:
             raise ApiError(0, type(exc).__name__, str(exc), None, "WATCH", path) from exc
+        except HttpProcessingError as exc:  # aiohttp's LineTooLong is not a ClientError
+            raise ApiError(0, LINE_TOO_LONG, str(exc)[:200], None, "WATCH", path) from exc
         if not line:
             return  # server closed the stream (timeoutSeconds reached, or shutdown)
+        if not line.endswith(b"\n") and line.strip():
+            # The server (or a proxy) closed the stream in the middle of an event.
+            raise ApiError(
+                0, TRUNCATED, f"stream ended mid-event ({len(line)} bytes)", None, "WATCH", path
+            )
         line = line.strip()
         if line:
             yield line

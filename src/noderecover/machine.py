@@ -7,17 +7,22 @@
 `decide` returns at most one Action per call; the imperative shell performs it and feeds
 the outcome back through `complete`. Nothing here does I/O or reads a clock.
 
-Invariants:
-- No forward step (cordon, drain, fence, remove) unless: the node is unhealthy now, not
-  excluded, the watch is fresh, the circuit breaker is closed, and (to start) fewer than
-  `max_concurrent` other remediations are in flight; removal also needs the hourly budget.
-- Grace: remediation needs `grace` of *continuous* unhealthiness. It starts no earlier than
-  `unhealthy_since + grace`, and no drain, fence or removal happens before
-  `unhealthy_since + grace` either. A resumed record's `unhealthy_since` (Suspect and in
-  flight) is never earlier than the node's current Ready transition, so a stale annotation
-  from an older episode, or a flap no leader saw, cannot shorten the grace (see `resume`).
+Invariants (tests/test_machine_properties.py checks them on arbitrary sequences):
+- No forward step (cordon, drain, fence, remove) unless: the node is unhealthy now, its
+  object is well-formed, it is not excluded, the watch is fresh, the circuit breaker is
+  closed, and (to start) fewer than `max_concurrent` other remediations are in flight;
+  removal also needs the hourly budget.
+- Grace: remediation needs `grace` of *continuous* unhealthiness: no forward step, in any
+  phase, before `unhealthy_since + grace`, and `unhealthy_since` is never earlier than the
+  node has provably been unhealthy.
+- A malformed Node (`NodeObs.malformed`) is never acted on: no forward step, no restore, no
+  annotation write.
 - Recovery: healthy continuously for `healthy_delay` -> restore. Only a cordon or taint that
-  noderecover added is undone (`cordoned` / `tainted` record ownership).
+  noderecover added is undone (`cordoned` / `tainted` record ownership). Health for
+  `healthy_delay` or longer ends the episode even when the restore did not happen (it failed,
+  or is still pending): unhealthy again afterwards is a new episode with a new grace.
+- Resuming (`resume`) can only delay a remediation, never bring it forward: the annotations
+  are trusted only as far as the Node itself backs them (see `resume`).
 
 Flap damping. A flap is an observation of health (`healthy_since` set: the watch, or the
 re-read before a destructive step) followed by unhealthiness again before the node was
@@ -46,6 +51,7 @@ and the taint stay ours only if still on the node; `fenced` is cleared.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -81,6 +87,12 @@ IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
 # Blocked reason: the node showed life (flapped) within the last grace; no destructive step.
 FLAPPING = "flapping"
 
+# The safety-gate reason of a node whose object cannot be read safely.
+MALFORMED = "malformed-object"
+
+# Resolution of a condition's lastTransitionTime (metav1.Time: whole seconds, truncated).
+CONDITION_TIME_PRECISION = 1.0
+
 
 class Kind(StrEnum):
     PERSIST = "persist"  # write the phase annotations only
@@ -89,6 +101,10 @@ class Kind(StrEnum):
     FENCE = "fence"
     REMOVE = "remove"
     RESTORE = "restore"  # uncordon / untaint what we did, clear annotations
+
+
+# The steps that move a remediation forward (everything but annotations and restore).
+FORWARD = frozenset({Kind.CORDON, Kind.DRAIN, Kind.FENCE, Kind.REMOVE})
 
 
 class Outcome(StrEnum):
@@ -151,13 +167,18 @@ class Decision:
 
 
 def annotations_for(rec: Record) -> dict[str, str | None]:
-    """The merge-patch value of our annotations for a record (None deletes a key)."""
+    """The merge-patch value of our annotations for a record (None deletes a key).
+
+    Times are rounded up to the second (the annotation's precision): a resumed grace or
+    drain timeout can come out a fraction of a second longer, never shorter.
+    """
     if rec.phase is Phase.HEALTHY:
         return dict.fromkeys(OUR_ANNOTATIONS)
+    since = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
     return {
         ANN_PHASE: rec.phase.value,
-        ANN_PHASE_SINCE: format_time(rec.phase_since),
-        ANN_UNHEALTHY_SINCE: format_time(rec.unhealthy_since or rec.phase_since),
+        ANN_PHASE_SINCE: format_time(math.ceil(rec.phase_since)),
+        ANN_UNHEALTHY_SINCE: format_time(math.ceil(since)),
         ANN_CORDONED: "true" if rec.cordoned else None,
         ANN_TAINTED: "true" if rec.tainted else None,
         ANN_FENCED: "true" if rec.fenced else None,
@@ -168,34 +189,77 @@ def unhealthy(obs: NodeObs, cfg: Config) -> bool:
     return any((c.type, c.status) in cfg.unhealthy_conditions for c in obs.conditions)
 
 
-def resume(obs: NodeObs) -> Record:
-    """The record a (new) leader starts from: the annotations on the Node, sanity-checked."""
+def unhealthy_start(obs: NodeObs, cfg: Config) -> float | None:
+    """Since when the Node itself shows it unhealthy without a break, or None if healthy.
+
+    Each condition that makes the node unhealthy now has held its status since its
+    lastTransitionTime, so the earliest of those is a time the node has been unhealthy
+    since (it may have been unhealthy earlier, through conditions that changed since).
+    metav1.Time has second precision (truncated): ':05' means a transition in [:05, :06),
+    so the start taken is the end of that second.
+    """
+    starts = [
+        c.since
+        for c in obs.conditions
+        if (c.type, c.status) in cfg.unhealthy_conditions and c.since is not None
+    ]
+    return min(starts) + CONDITION_TIME_PRECISION if starts else None
+
+
+def resume(obs: NodeObs, now: float, cfg: Config) -> Record:
+    """The record a (new) leader starts from: the annotations on the Node, sanity-checked.
+
+    The annotations may be stale (a leader died before clearing them, the node recovered
+    while no leader ran), garbled or forged into an impossible state. They are trusted only
+    as far as the Node backs them:
+    - a later phase (Cordoned...Removed) is resumed only when `unhealthy-since` is a valid
+      past time and the node has provably been unhealthy since then (`unhealthy_start`);
+      otherwise the remediation restarts at Suspect with a new grace, keeping only what is
+      ours to undo (our cordon, our taint) - never `fenced`, which belonged to that episode;
+    - Suspect's grace never starts before the node provably became unhealthy;
+    - `phase-since` (the drain timeout counts from it) is used only when it is a valid time
+      between `unhealthy-since` and now; otherwise the phase counts from now;
+    - a node healthy now resumes with no unhealthy start at all: the next unhealthy
+      observation starts a new grace.
+    """
     ann = obs.annotations
     try:
         phase = Phase(ann.get(ANN_PHASE, Phase.HEALTHY.value))
     except ValueError:
         phase = Phase.HEALTHY
-    if phase is Phase.HEALTHY:
+    if phase is Phase.HEALTHY or obs.malformed is not None:
         return Record(uid=obs.uid)
-    since = parse_time(ann.get(ANN_UNHEALTHY_SINCE))
-    phase_since = parse_time(ann.get(ANN_PHASE_SINCE)) or since or 0.0
-    ready = obs.ready
-    if since is None:
-        since = phase_since
-    if phase is not Phase.REMOVED and ready is not None and ready.since is not None:
-        # The annotation may be left from an earlier episode (leader died before clearing it),
-        # or the node flapped while no leader watched (a Ready transition after the cordon):
-        # the grace never starts before the current Ready transition. (Removed: see `decide`.)
-        since = max(since, ready.since)
+    cordoned = ann.get(ANN_CORDONED) == "true" and obs.unschedulable
+    tainted = ann.get(ANN_TAINTED) == "true"
+    since = _past(parse_time(ann.get(ANN_UNHEALTHY_SINCE)), now)
+    phase_since = _past(parse_time(ann.get(ANN_PHASE_SINCE)), now)
+    start = unhealthy_start(obs, cfg)
+    if start is None:
+        return Record(obs.uid, Phase.SUSPECT, now, None, cordoned, tainted)
+    start = min(start, now)
+    if phase is not Phase.SUSPECT and since is not None and start <= since:
+        return Record(
+            obs.uid,
+            phase,
+            phase_since if phase_since is not None and phase_since >= since else now,
+            since,
+            cordoned,
+            tainted,
+            fenced=ann.get(ANN_FENCED) == "true",
+        )
     return Record(
-        uid=obs.uid,
-        phase=phase,
-        phase_since=phase_since,
-        unhealthy_since=since,
-        cordoned=ann.get(ANN_CORDONED) == "true" and obs.unschedulable,
-        tainted=ann.get(ANN_TAINTED) == "true",
-        fenced=ann.get(ANN_FENCED) == "true",
+        obs.uid,
+        Phase.SUSPECT,
+        phase_since if phase is Phase.SUSPECT and phase_since is not None else now,
+        start if since is None else max(since, start),
+        cordoned,
+        tainted,
     )
+
+
+def _past(t: float | None, now: float) -> float | None:
+    """A timestamp usable as a start: valid and not in the future."""
+    return t if t is not None and t <= now else None
 
 
 def _enter(rec: Record, phase: Phase, now: float, **changes: object) -> Record:
@@ -204,6 +268,13 @@ def _enter(rec: Record, phase: Phase, now: float, **changes: object) -> Record:
 
 def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
     """The next step for one node. `rec` belongs to `obs.uid` (the caller resumes on change)."""
+    if obs.malformed is not None:
+        # Unreadable health is neither unhealthy (no remediation) nor healthy (no restore).
+        return Decision(
+            rec,
+            blocked=None if rec.phase is Phase.HEALTHY else MALFORMED,
+            why=f"node object malformed ({obs.malformed}): not acted on",
+        )
     sick = unhealthy(obs, cfg)
 
     if not sick:
@@ -236,6 +307,28 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             wake_at=now + cfg.grace,
         )
 
+    if rec.healthy_since is not None and now - rec.healthy_since >= cfg.healthy_delay:
+        # It recovered (healthy for healthy-delay) but the restore did not happen: that
+        # episode is over. A new one starts, with a new grace; what is ours stays ours.
+        new = _enter(
+            rec,
+            Phase.SUSPECT,
+            now,
+            unhealthy_since=now,
+            healthy_since=None,
+            fenced=False,
+            fence_first=False,
+            retry_at=0.0,
+            failures=0,
+        )
+        return Decision(
+            new,
+            Action(Kind.PERSIST, obs.name, obs.uid, new, new),
+            why=f"unhealthy again after recovering ({_describe(obs)}), grace restarts",
+            wake_at=now + cfg.grace,
+        )
+
+    # Healthy for less than healthy-delay, then unhealthy: a flap (Removed: `_removed`).
     if rec.phase is Phase.REMOVED:
         return _removed(rec, obs, now, cfg)
 
@@ -251,6 +344,10 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             wake_at=now + cfg.grace,
             flapped=True,
         )
+
+    if rec.unhealthy_since is None:
+        # Resumed while the node was healthy: this observation starts the episode.
+        rec = dataclasses.replace(rec, unhealthy_since=now)
 
     if rec.retry_at > now:
         return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
@@ -282,7 +379,8 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             Action(Kind.CORDON, obs.name, obs.uid, None, new, silent=silent),
             why=f"unhealthy for {now - (rec.unhealthy_since or now):.0f}s >= grace",
         )
-    if rec.phase in {Phase.CORDONED, Phase.DRAINING} and rec.fence_first and not rec.fenced:
+    fence_first = rec.fence_first and cfg.fencing and not rec.fenced
+    if rec.phase in {Phase.CORDONED, Phase.DRAINING} and fence_first:
         return Decision(
             rec,
             Action(
@@ -394,7 +492,8 @@ def complete(
         return dataclasses.replace(base, fence_first=True, retry_at=0.0)
     if outcome is Outcome.HEALTHY:
         # Fresh read says healthy: start the damping now, no retry penalty.
-        return dataclasses.replace(rec, healthy_since=rec.healthy_since or now)
+        since = rec.healthy_since if rec.healthy_since is not None else now
+        return dataclasses.replace(rec, healthy_since=since)
     return dataclasses.replace(rec, failures=rec.failures + 1, retry_at=now + retry_in)
 
 

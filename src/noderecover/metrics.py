@@ -52,7 +52,20 @@ WATCH_EVENTS = Counter(
 )
 WATCH_RESTARTS = Counter(
     "noderecover_watch_restarts_total",
-    "Watch streams restarted, by reason (timeout, silent, expired, error, closed).",
+    "Watch streams restarted, by reason (timeout, silent, expired, error, error-event, "
+    "bad-event, relist).",
+    ["resource", "reason"],
+)
+WATCH_BAD_EVENTS = Counter(
+    "noderecover_watch_bad_events_total",
+    "Watch stream lines that were not a usable event, by reason (invalid-json, not-an-event, "
+    "truncated, line-too-long, unknown-type, bookmark-without-rv, bad-error).",
+    ["resource", "reason"],
+)
+MALFORMED_OBJECTS = Counter(
+    "noderecover_malformed_objects_total",
+    "API objects that could not be read safely and are never acted on, by resource and reason "
+    "(nodes.MALFORMED_REASONS).",
     ["resource", "reason"],
 )
 API_ERRORS = Counter(

@@ -75,7 +75,7 @@ async def plan_rows(
             continue
         if d.action is not None:
             now_do = d.action.kind.value
-        elif d.blocked is not None:
+        elif d.blocked is not None or obs.malformed is not None:
             now_do = "blocked"
         else:
             now_do = "wait"

@@ -29,12 +29,21 @@ from noderecover.config import Config
 from noderecover.draining import DrainContext, Drainer, NotLeader
 from noderecover.kube import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient
 from noderecover.machine import Action, Kind, Outcome, Record, annotations_for, unhealthy
-from noderecover.metrics import ACTIONS, BLOCKED
+from noderecover.metrics import ACTIONS, BLOCKED, MALFORMED_OBJECTS
 from noderecover.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
 
 log = logging.getLogger("noderecover.remediation")
 
 DELETE_CONFLICT_RETRIES = 3
+MALFORMED_RETRY = 30.0  # a node object that cannot be read safely: look again this much later
+
+
+class MalformedNode(Exception):
+    """The fresh read of a node is malformed: the step is not taken (never acted on)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +78,10 @@ class Executor:
         return f"/api/v1/nodes/{quote(node)}"
 
     async def read(self, node: str, uid: str) -> NodeObs | None:
-        """A fresh GET of the node; None when it is gone or was replaced (uid changed)."""
+        """A fresh GET of the node; None when it is gone or was replaced (uid changed).
+
+        Raises MalformedNode when the object cannot be read safely.
+        """
         try:
             raw = await self._kube.request("GET", self._path(node))
         except ApiError as exc:
@@ -77,6 +89,9 @@ class Executor:
                 return None
             raise
         obs = parse_node(raw, self._cfg.relevant_labels, self._conditions())
+        if obs.malformed is not None:
+            MALFORMED_OBJECTS.labels("nodes", obs.malformed).inc()
+            raise MalformedNode(obs.malformed)
         return obs if obs.uid == uid else None
 
     def _conditions(self) -> frozenset[str]:
@@ -100,7 +115,7 @@ class Executor:
     async def perform(
         self, action: Action, rec: Record, current: Callable[[], NodeObs | None]
     ) -> Result:
-        """Perform one action; never raises ApiError (mapped to FAILED with a backoff)."""
+        """Perform one action; never raises ApiError or MalformedNode (FAILED, retried later)."""
         try:
             match action.kind:
                 case Kind.PERSIST:
@@ -115,6 +130,16 @@ class Executor:
                     return await self._remove(action)
                 case Kind.RESTORE:
                     return await self._restore(action, rec)
+        except MalformedNode as exc:
+            ACTIONS.labels(action.kind.value, "malformed").inc()
+            log.warning(
+                "%s of node %s not done: the node object is malformed (%s); retry in %.0fs",
+                action.kind,
+                action.node,
+                exc.reason,
+                MALFORMED_RETRY,
+            )
+            return Result(Outcome.FAILED, MALFORMED_RETRY, f"node object malformed ({exc.reason})")
         except ApiError as exc:
             ACTIONS.labels(action.kind.value, "error").inc()
             delay = Backoff(base=2.0, cap=300.0, rng=self._rng, failures=rec.failures).next_delay(

@@ -59,8 +59,11 @@ def exclusion(obs: NodeObs, cfg: Config) -> str | None:
 
 
 def in_population(obs: NodeObs, cfg: Config) -> bool:
-    """Nodes the controller manages and the breaker counts: those matching --node-selector."""
-    return cfg.node_selector.matches(obs.labels)
+    """Nodes the controller manages and the breaker counts: those matching --node-selector.
+
+    A malformed node (its labels unreadable) counts too: the breaker errs on the safe side.
+    """
+    return obs.malformed is not None or cfg.node_selector.matches(obs.labels)
 
 
 def recent(timestamps: Iterable[float], now: float, window: float) -> int:

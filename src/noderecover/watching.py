@@ -7,11 +7,30 @@ Invariants:
   resourceVersion of the last LIST, event or BOOKMARK seen (treated as an opaque string).
 - 410 Gone/Expired, as an HTTP status or an ERROR event, means events were lost: LIST again
   and hand the full set to `on_resync`, which forgets objects missing from it.
-- A stream silent for longer than `silence` is abandoned and reopened (a watch can hang
-  without the TCP connection dropping); the server-side `timeoutSeconds` is jittered so that
-  replicas do not reconnect in lockstep.
+- A stream silent for longer than `silence` is abandoned and reopened at once, without
+  backoff (a watch can hang without the TCP connection dropping, and a server without watch
+  bookmarks sends nothing on a quiet cluster); the server-side `timeoutSeconds` is jittered
+  so that replicas do not reconnect in lockstep.
 - Failures are retried forever with bounded, jittered backoff (Retry-After honoured on 429);
   `last_progress` tells the controller how fresh its view is.
+
+Hostile streams: nothing a server (or a proxy) sends can crash the watcher or put a wrong
+entry in the view. Every bad line is counted in noderecover_watch_bad_events_total:
+- a line that is not JSON (`invalid-json`), JSON that is not an object (`not-an-event`), a
+  stream closed mid-event (`truncated`) or a line over the client's limit (`line-too-long`):
+  the stream is garbled, so it is dropped and reopened from the last good resourceVersion,
+  with backoff (restart reason `bad-event`);
+- an ERROR event other than 410, or one whose object is not a Status with an integer code
+  (also counted as `bad-error`): the server ended this watch and may end the next one from
+  the same resourceVersion the same way (seen on a real API server after an etcd compaction:
+  500 "etcd event received with PrevKv=nil", forever), so LIST again after backoff, like
+  client-go's reflector (restart reason `error-event`);
+- an unknown or missing `type` (`unknown-type`) or a BOOKMARK without a resourceVersion
+  (`bookmark-without-rv`): skipped, the stream goes on;
+- an ADDED/MODIFIED/DELETED (or LIST item) whose object is not an object or has no name
+  cannot be keyed: skipped and counted in noderecover_malformed_objects_total
+  (`not-an-object`, `missing-name`).
+Skipped lines neither advance the resourceVersion nor count as progress.
 """
 
 from __future__ import annotations
@@ -19,15 +38,16 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import anyio
 import orjson
 
 from noderecover.backoff import Backoff
 from noderecover.clock import Clock
-from noderecover.kube import ApiError, KubeClient
-from noderecover.metrics import WATCH_EVENTS, WATCH_RESTARTS
+from noderecover.kube import LINE_TOO_LONG, TRUNCATED, ApiError, KubeClient
+from noderecover.metrics import MALFORMED_OBJECTS, WATCH_BAD_EVENTS, WATCH_EVENTS, WATCH_RESTARTS
+from noderecover.nodes import MISSING_NAME, NOT_AN_OBJECT
 
 T = TypeVar("T")
 log = logging.getLogger("noderecover.watching")
@@ -37,16 +57,27 @@ log = logging.getLogger("noderecover.watching")
 PAGE_SIZE = 500
 
 
+EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
+
+
 class _Expired(Exception):
     """The resourceVersion we hold is too old: re-list."""
+
+
+class _Broken(ApiError):
+    """The stream cannot be trusted any further: reconnect (with backoff), counted as `restart`."""
+
+    def __init__(self, restart: str, code: int, reason: str, message: str, path: str) -> None:
+        super().__init__(code, reason, message, verb="WATCH", path=path)
+        self.restart = restart
 
 
 class Watcher(Generic[T]):
     """Keeps a caller's view of a collection current through `on_event` / `on_resync`.
 
-    `parse` turns one raw object into what the caller keeps (or None to ignore it).
-    `on_event(type, key, value)` gets ADDED/MODIFIED/DELETED; `on_resync(items)` the full
-    state after every LIST.
+    `parse` turns one raw object (a dict with a non-empty metadata.name) into what the caller
+    keeps, or None to ignore it. `on_event(type, key, value)` gets ADDED/MODIFIED (value not
+    None) and DELETED (value None); `on_resync(items)` the full state after every LIST.
     """
 
     def __init__(
@@ -115,11 +146,20 @@ class Watcher(Generic[T]):
                 WATCH_RESTARTS.labels(self.resource, "expired").inc()
                 need_list = True
             except ApiError as exc:
-                reason = "silent" if exc.reason == "Timeout" and self.synced else "error"
+                if isinstance(exc, _Broken):
+                    reason = exc.restart
+                elif exc.reason == "Timeout" and self.synced:
+                    reason = "silent"
+                else:
+                    reason = "error"
                 WATCH_RESTARTS.labels(self.resource, reason).inc()
                 if exc.code == 410:
                     need_list = True
                     continue
+                if reason == "silent":
+                    continue  # reopen at once; the backoff is for failures, not quiet
+                if reason == "error-event":
+                    need_list = True
                 delay = self._backoff.next_delay(at_least=exc.retry_after or 0.0)
                 log.warning("%s watch failed (%s); retrying in %.1fs", self.resource, exc, delay)
                 await self._clock.sleep(delay)
@@ -139,14 +179,27 @@ class Watcher(Generic[T]):
                     items, cont = [], ""
                     continue
                 raise
-            for raw in body.get("items") or ():
+            raw_items = body.get("items")
+            meta = body.get("metadata")
+            if raw_items is None:
+                raw_items = []
+            if not isinstance(raw_items, list) or not isinstance(meta, dict):
+                raise self._bad_list("items is not a list or metadata not an object")
+            for raw in raw_items:
+                key = self._key(raw)
+                if key is None:
+                    continue
                 value = self._parse(raw)
                 if value is not None:
-                    items.append((_key(raw), value))
-            meta = body.get("metadata") or {}
+                    items.append((key, value))
             cont = meta.get("continue") or ""
+            if not isinstance(cont, str):
+                raise self._bad_list("metadata.continue is not a string")
             if not cont:
-                self.resource_version = str(meta.get("resourceVersion", ""))
+                rv = meta.get("resourceVersion")
+                if not isinstance(rv, str) or not rv:
+                    raise self._bad_list("no metadata.resourceVersion")
+                self.resource_version = rv
                 break
         self._on_resync(items)
         self.lists += 1
@@ -180,42 +233,97 @@ class Watcher(Generic[T]):
             except ApiError as exc:
                 if exc.code == 410:
                     raise _Expired from exc
+                if exc.reason in {TRUNCATED, LINE_TOO_LONG}:
+                    self._count_bad("truncated" if exc.reason == TRUNCATED else "line-too-long")
+                    raise _Broken("bad-event", 0, exc.reason, exc.message, self._path) from exc
                 raise
             finally:
                 self._stream_scope = None
         return "relist"  # cancelled by relist()
 
     def _handle(self, line: bytes) -> None:
+        """One line of the stream (see the module doc for what is done with bad ones)."""
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             # A torn or garbled stream: drop it and reconnect from the last good version.
-            raise ApiError(0, "BadEvent", str(exc), verb="WATCH", path=self._path) from exc
-        etype = event.get("type", "")
-        obj = event.get("object") or {}
+            self._count_bad("invalid-json")
+            raise _Broken("bad-event", 0, "BadEvent", str(exc), self._path) from exc
+        if not isinstance(event, dict):
+            self._count_bad("not-an-event")
+            raise _Broken("bad-event", 0, "BadEvent", f"not an object: {line[:80]!r}", self._path)
+        etype, obj = event.get("type"), event.get("object")
+        if not isinstance(etype, str) or etype not in EVENT_TYPES:
+            self._count_bad("unknown-type")
+            log.warning("%s watch: skipped an event of type %.40r", self.resource, etype)
+            return
         WATCH_EVENTS.labels(self.resource, etype).inc()
         if etype == "ERROR":
-            if obj.get("code") == 410:
-                raise _Expired
-            raise ApiError(
-                int(obj.get("code") or 500),
-                str(obj.get("reason", "")),
-                str(obj.get("message", "")),
-                verb="WATCH",
-                path=self._path,
-            )
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
-        if rv:
-            self.resource_version = str(rv)
-        self.last_progress = self._clock.monotonic()
+            self._error_event(obj)
         if etype == "BOOKMARK":
+            rv = _resource_version(obj)
+            if rv is None:
+                self._count_bad("bookmark-without-rv")
+                return
+            self.resource_version = rv
+            self.last_progress = self._clock.monotonic()
             return
-        key = _key(obj)
+        key = self._key(obj)
+        if key is None or not isinstance(obj, dict):
+            return
+        rv = _resource_version(obj)
+        if rv is not None:
+            self.resource_version = rv
+        self.last_progress = self._clock.monotonic()
         if etype == "DELETED":
             self._on_event(etype, key, None)
-        elif etype in {"ADDED", "MODIFIED"}:
-            self._on_event(etype, key, self._parse(obj))
+            return
+        value = self._parse(obj)
+        if value is not None:
+            self._on_event(etype, key, value)
+
+    def _error_event(self, obj: object) -> NoReturn:
+        """An ERROR event always ends the stream, and the next attempt re-lists (410 at once,
+        anything else after backoff)."""
+        code = obj.get("code") if isinstance(obj, dict) else None
+        if code == 410 and isinstance(code, int):
+            raise _Expired
+        if not isinstance(code, int) or isinstance(code, bool):
+            self._count_bad("bad-error")
+            raise _Broken("error-event", 0, "BadError", f"ERROR event {obj!r:.120}", self._path)
+        assert isinstance(obj, dict)
+        reason, message = obj.get("reason"), obj.get("message")
+        raise _Broken(
+            "error-event",
+            code,
+            reason if isinstance(reason, str) else "",
+            message[:200] if isinstance(message, str) else "",
+            self._path,
+        )
+
+    def _key(self, obj: object) -> str | None:
+        """metadata.name, or None (counted, logged) when the object cannot be keyed."""
+        if not isinstance(obj, dict):
+            reason = NOT_AN_OBJECT
+        else:
+            meta = obj.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            if isinstance(name, str) and name:
+                return name
+            reason = MISSING_NAME
+        MALFORMED_OBJECTS.labels(self.resource, reason).inc()
+        log.warning("%s: skipped an object that cannot be keyed (%s)", self.resource, reason)
+        return None
+
+    def _count_bad(self, reason: str) -> None:
+        WATCH_BAD_EVENTS.labels(self.resource, reason).inc()
+
+    def _bad_list(self, what: str) -> ApiError:
+        return ApiError(0, "BadList", what, verb="LIST", path=self._path)
 
 
-def _key(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
+def _resource_version(obj: object) -> str | None:
+    """metadata.resourceVersion if it is a non-empty string (it is opaque), else None."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return rv if isinstance(rv, str) and rv else None
