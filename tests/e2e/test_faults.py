@@ -139,7 +139,9 @@ def test_apiserver_killed_mid_remediation_completes_once(env: Env) -> None:
     )
     restarts = sum(r.metric("noderecover_watch_restarts_total", resource="nodes") for r in (a, b))
     assert restarts >= 2
-    no_403(a, b)
+    # No no_403() here: a restarted API server answers 403 for a moment, until its RBAC
+    # informers have synced (seen: the Lease GET of both replicas, ~1 s after /readyz). The
+    # replicas must ride that out, which the completion above shows.
 
 
 def test_apiserver_frozen_leader_steps_down_before_lease_could_pass(env: Env) -> None:
