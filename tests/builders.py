@@ -64,3 +64,41 @@ def obs(cfg: Config | None = None, **kw: Any) -> NodeObs:
         cfg.relevant_labels,
         frozenset({"Ready"} | {t for t, _ in cfg.unhealthy_conditions}),
     )
+
+
+def pod_json(
+    name: str = "web-1",
+    *,
+    namespace: str = "default",
+    node: str = "w1",
+    uid: str | None = None,
+    owner_kind: str | None = "ReplicaSet",
+    deleting: bool = False,
+    mirror: bool = False,
+) -> dict[str, Any]:
+    """A pod as a LIST on `spec.nodeName=node` returns it (the fields the drain reads, and some)."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid or f"uid-{namespace}-{name}",
+        "resourceVersion": "7",
+        "labels": {"app": name},
+        "annotations": {"kubernetes.io/config.mirror": "abc"} if mirror else {},
+    }
+    if owner_kind is not None:
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": owner_kind, "name": "owner", "uid": "o1"},
+            {"apiVersion": "v1", "kind": owner_kind, "name": "o", "uid": "o2", "controller": True},
+        ]
+    if deleting:
+        meta["deletionTimestamp"] = format_time(T0 - 10)
+        meta["deletionGracePeriodSeconds"] = 30
+    return {
+        "metadata": meta,
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "main", "image": "nginx"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        },
+        "status": {"phase": "Running"},
+    }

@@ -5,7 +5,8 @@ resourceVersion, real Status errors, list pagination from a consistent snapshot,
 history, bookmarks and 410 Expired after compaction, optimistic concurrency on PUT/PATCH,
 no-op writes that do not bump the resourceVersion, graceful pod deletion finished only by a live
 "kubelet", the eviction subresource with a PodDisruptionBudget model, and Lease MicroTime
-parsing. Fault injection: fail_next, hang, silence_watches, drop_watches.
+parsing. Fault injection: fail_next, hang, silence_watches, drop_watches, inject_watch_bytes,
+list_garbage.
 """
 
 from __future__ import annotations
@@ -501,6 +502,9 @@ class FakeKube:
         self.requests: list[RecordedRequest] = []
         self.pdbs: dict[str, Pdb] = {}
         self.stores = {k.plural: Store(k) for k in (NODES, PODS, LEASES, EVENTS)}
+        # plural -> raw items added verbatim to the last page of every LIST of it, whatever
+        # the selector: a garbled answer (not objects, objects missing fields...).
+        self.list_garbage: dict[str, list[Any]] = {}
         self.base_url = ""
         self._rv = 0
         self._compacted_rv = 0
@@ -1056,10 +1060,12 @@ class FakeKube:
             ).decode()
             if not selector.labels and not selector.fields:
                 meta["remainingItemCount"] = rest
-        items = [
+        items: list[Any] = [
             {k: v for k, v in objects[key].items() if k not in ("kind", "apiVersion")}
             for key in keys
         ]
+        if "continue" not in meta:
+            items.extend(_clone(self.list_garbage.get(store.kind.plural, [])))
         return {
             "kind": f"{store.kind.kind}List",
             "apiVersion": store.kind.api_version,

@@ -8,16 +8,21 @@ from typing import Any
 
 import pytest
 
-from noderecover.machine import Phase
+from noderecover.clock import FakeClock
+from noderecover.kube import MERGE_PATCH, ApiError, KubeClient
+from noderecover.machine import Action, Kind, Outcome, Phase, Record, complete
 from noderecover.metrics import ACTIONS, BLOCKED, FLAPS, MALFORMED_OBJECTS
 from noderecover.nodes import (
     ANN_CORDONED,
     ANN_PHASE,
+    ANN_TAINTED,
     ANN_UNHEALTHY_SINCE,
     OUT_OF_SERVICE_KEY,
     parse_time,
 )
-from tests.conftest import Harness
+from noderecover.remediation import Executor
+from tests.builders import T0, pod_json
+from tests.conftest import Harness, make_config
 from tests.fakeapi import FakeKube
 
 Start = Callable[..., Any]
@@ -249,12 +254,118 @@ async def test_out_of_service_taint_added_without_replacing_and_removed_on_retur
         if r.content_type == "application/json-patch+json"
     ]
     assert patch and patch[0].body[0]["op"] == "test"
+    assert h.controller.records["w1"].tainted  # we added it: ours
+    assert kube.get_node("w1")["metadata"]["annotations"][ANN_TAINTED] == "true"  # type: ignore[index]
     kube.set_node_ready("w1", "True")
     await h.until(lambda: phase(h, "w1") is Phase.HEALTHY, advance=1.0)
     node = kube.get_node("w1")
     assert node is not None
     assert OUT_OF_SERVICE_KEY not in [t["key"] for t in node["spec"].get("taints") or []]
     assert not node["spec"].get("unschedulable")
+
+
+THEIR_TAINT = {"key": OUT_OF_SERVICE_KEY, "value": "operator", "effect": "NoExecute"}
+
+
+def out_of_service_taints(kube: FakeKube, node: str) -> list[dict[str, Any]]:
+    n = kube.get_node(node)
+    assert n is not None
+    return [t for t in n["spec"].get("taints") or [] if t["key"] == OUT_OF_SERVICE_KEY]
+
+
+@pytest.mark.parametrize("view_lags", [False, True], ids=["in-view", "after-the-view"])
+async def test_an_out_of_service_taint_noderecover_did_not_add_survives_recovery(
+    kube: FakeKube, harness_factory: Start, view_lags: bool
+) -> None:
+    """An operator tainted the node out-of-service themselves. noderecover removes the node
+    (cordon, drain, Removed) but does not claim the taint, so it leaves it on recovery.
+    `after-the-view`: the taint arrives while the watch is silent, so only the executor's
+    fresh read before the removal can tell."""
+    cluster(kube)
+    h: Harness = await harness_factory(removal="out-of-service", grace=5, healthy_delay=10)
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: phase(h, "w1") is Phase.SUSPECT)
+    if view_lags:
+        kube.silence_watches(True)
+    taints = kube.get_node("w1")["spec"]["taints"]  # type: ignore[index]
+    kube.patch_node("w1", {"spec": {"taints": [*taints, THEIR_TAINT]}})
+    if not view_lags:
+        await h.until(lambda: h.controller.nodes["w1"].has_taint(OUT_OF_SERVICE_KEY))
+    await h.until(lambda: phase(h, "w1") is Phase.REMOVED, advance=1.0)
+    rec = h.controller.records["w1"]
+    assert not rec.tainted and rec.cordoned
+    # Lagging: the decision never saw the taint; the executor's re-read did.
+    assert h.controller.nodes["w1"].has_taint(OUT_OF_SERVICE_KEY) is not view_lags
+    node = kube.get_node("w1")
+    assert node is not None and ANN_TAINTED not in node["metadata"]["annotations"]
+    assert node["metadata"]["annotations"][ANN_PHASE] == "Removed"
+    assert out_of_service_taints(kube, "w1") == [THEIR_TAINT]  # not a second one of ours
+    json_patches = [
+        r
+        for r in kube.requests_matching("PATCH", "^/api/v1/nodes/w1$")
+        if r.content_type == "application/json-patch+json"
+    ]
+    assert json_patches == []
+    kube.silence_watches(False)
+    kube.set_node_ready("w1", "True")
+    await h.until(lambda: phase(h, "w1") is Phase.HEALTHY, advance=1.0)
+    await h.until(lambda: not h.controller.busy)
+    node = kube.get_node("w1")
+    assert node is not None and not node["spec"].get("unschedulable")  # our cordon: undone
+    assert out_of_service_taints(kube, "w1") == [THEIR_TAINT]  # their taint: left alone
+    assert not any(k.startswith("noderecover.io/") for k in node["metadata"]["annotations"])
+
+
+class FailFirstMergePatch:
+    """A client whose first merge patch fails (500): the write after the taint is lost."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = False
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        if kw.get("content_type") == MERGE_PATCH and not self.failed:
+            self.failed = True
+            raise ApiError(500, "InternalError", "injected", verb=method, path=path)
+        return await self.inner.request(method, path, **kw)
+
+
+@pytest.mark.parametrize("removal", ["out-of-service", "both"])
+async def test_a_taint_we_added_stays_ours_when_a_later_write_fails(
+    kube: FakeKube, client: KubeClient, removal: str
+) -> None:
+    """Taint added, then the Removed annotation write fails (or, with `both`, the delete
+    conflicts): the result still says the taint is ours, and the retry does not disown it."""
+    kube.add_node("w1", "Unknown")
+    uid = kube.get_node("w1")["metadata"]["uid"]  # type: ignore[index]
+    cfg = make_config(removal=removal)
+    rec = Record(uid, Phase.REMOVING, T0, T0 - 600, cordoned=True)
+    done = Record(uid, Phase.REMOVED, T0, T0 - 600, cordoned=True, tainted=True)
+    action = Action(Kind.REMOVE, "w1", uid, None, done, silent=True)
+    flaky: Any = FailFirstMergePatch(client) if removal == "out-of-service" else client
+    if removal == "both":
+        kube.fail_next("DELETE", "^/api/v1/nodes/w1$", 409)
+    executor = Executor(flaky, FakeClock(start_wall=T0), cfg, lambda: True)
+    result = await executor.perform(action, rec, lambda: None)
+    assert result.tainted is True
+    if removal == "both":
+        # The delete conflicted; the re-read found the taint we had just added: still ours
+        # (every Removed annotation written says so), then the node was deleted.
+        assert result.outcome is Outcome.OK and kube.get_node("w1") is None
+        merges = [r for r in kube.requests if r.content_type == MERGE_PATCH]
+        assert len(merges) == 2
+        assert all(m.body["metadata"]["annotations"][ANN_TAINTED] == "true" for m in merges)
+        return
+    assert result.outcome is Outcome.FAILED
+    assert len(out_of_service_taints(kube, "w1")) == 1
+    assert ANN_TAINTED not in kube.get_node("w1")["metadata"]["annotations"]  # type: ignore[index]
+    rec = complete(rec, action, result.outcome, T0, result.retry_in, result.tainted)
+    assert rec.tainted
+    # The retry finds the taint on the node: ours (not "already there"), recorded as such.
+    result = await executor.perform(action, rec, lambda: None)
+    assert (result.outcome, result.tainted) == (Outcome.OK, True)
+    assert kube.get_node("w1")["metadata"]["annotations"][ANN_TAINTED] == "true"  # type: ignore[index]
+    assert len(out_of_service_taints(kube, "w1")) == 1
 
 
 async def test_pdb_blocks_evictions_on_a_live_notready_node_until_allowed(
@@ -685,6 +796,39 @@ async def test_the_reread_before_a_destructive_step_refuses_a_malformed_node(
     await h.until(lambda: ACTIONS.labels("cordon", "malformed")._value.get() > before, advance=1.0)
     assert spec_writes(kube) == []
     assert h.controller.records["w1"].retry_at > h.clock.wall()  # looked at again later
+
+
+async def test_an_unreadable_pod_holds_the_drain_and_the_node_is_never_removed(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A dead node whose pod list carries garbage: the readable pods are drained (forced after
+    the timeout), the unreadable ones are never touched, and the node stays cordoned in
+    Draining - not deleted - until the list is readable again."""
+    cluster(kube)
+    kube.add_pod("web-abc", "default", "w1", "ReplicaSet", owner_name="web")
+    ghost = pod_json("ghost-0", node="w1", owner_kind="StatefulSet")
+    del ghost["metadata"]["uid"]
+    kube.list_garbage["pods"] = [ghost, "not a pod"]
+    counted = [MALFORMED_OBJECTS.labels("pods", r)._value.get() for r in MISSING_UID_NOT_OBJECT]
+    held = BLOCKED.labels("malformed-pod")._value.get()
+    h: Harness = await harness_factory(grace=5, drain_timeout=30)
+    kube.set_kubelet_alive("w1", False)
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: kube.get_pod("default", "web-abc") is None, advance=1.0)
+    await h.idle(600, step=5.0)
+    assert kube.get_node("w1") is not None and phase(h, "w1") is Phase.DRAINING
+    assert kube.get_node("w1")["spec"]["unschedulable"] is True  # type: ignore[index]
+    assert kube.requests_matching("DELETE", "^/api/v1/nodes/") == []
+    assert [p for _, p in writes(kube) if "/pods/" in p and "web-abc" not in p] == []
+    # Counted at every drain attempt (one a minute), not at every look at the pods.
+    for reason, before in zip(MISSING_UID_NOT_OBJECT, counted, strict=True):
+        assert 5 <= MALFORMED_OBJECTS.labels("pods", reason)._value.get() - before <= 12
+    assert BLOCKED.labels("malformed-pod")._value.get() - held >= 5
+    kube.list_garbage.clear()
+    await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="removed once readable")
+
+
+MISSING_UID_NOT_OBJECT = ("missing-uid", "not-an-object")
 
 
 def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:

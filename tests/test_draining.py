@@ -53,5 +53,10 @@ def test_parse_pod() -> None:
         True,
         True,
     )
-    bare = parse_pod({"metadata": {"name": "x"}})
+    bare = parse_pod({"metadata": {"name": "x", "namespace": "ns", "uid": "u2"}})
+    assert bare.malformed is None
     assert bare.owner_kind == "" and not bare.deleting and not bare.mirror
+    # Without a namespace it cannot be addressed: held, never guessed at.
+    unnamed = parse_pod({"metadata": {"name": "x", "uid": "u2"}})
+    assert unnamed.malformed == "missing-name"
+    assert plan(unnamed, True, 1e9, 60) is Step.HOLD

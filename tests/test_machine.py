@@ -618,6 +618,61 @@ def test_missing_taint_in_a_lagging_view_is_not_taken_for_a_removal() -> None:
     assert step(rec, o, now + 1, OOS).action is None
 
 
+# An operator's (or another tool's) out-of-service taint, not noderecover's.
+THEIR_TAINT = {"key": OUT_OF_SERVICE_KEY, "value": "operator", "effect": "NoExecute"}
+
+
+@pytest.mark.parametrize("removal", ["out-of-service", "both"])
+def test_a_taint_already_on_the_node_is_not_ours(removal: str) -> None:
+    cfg = dataclasses.replace(CFG, removal=removal)
+    rec, now = to_phase(Phase.REMOVING, cfg, taints=[THEIR_TAINT])
+    o = obs(cfg, ready="Unknown", unschedulable=True, taints=[THEIR_TAINT])
+    d = step(rec, o, now, cfg)
+    assert d.action is not None and d.action.kind is Kind.REMOVE
+    assert d.action.success.tainted is False
+    done = run_ok(d, now)
+    assert done.phase is Phase.REMOVED and not done.tainted and done.cordoned
+    assert annotations_for(done)[ANN_TAINTED] is None  # a new leader will not claim it either
+
+
+def test_the_executors_fresh_read_decides_whose_the_taint_is() -> None:
+    """The view may lag: the operator's taint arrived after it (the decision guessed ours), or
+    ours is not in it yet. What the executor found out wins, whatever the outcome."""
+    rec, now = to_phase(Phase.REMOVING, OOS)
+    d = step(rec, obs(OOS, ready="Unknown", unschedulable=True), now, OOS)
+    assert d.action is not None and d.action.success.tainted  # the view shows no taint
+    assert not complete(d.record, d.action, Outcome.OK, now, tainted=False).tainted
+    assert complete(d.record, d.action, Outcome.OK, now, tainted=True).tainted
+    assert complete(d.record, d.action, Outcome.OK, now).tainted  # not looked: the guess
+    # We added it, then a later write failed: still ours, retried.
+    failed = complete(d.record, d.action, Outcome.FAILED, now, retry_in=5.0, tainted=True)
+    assert failed.tainted and failed.phase is Phase.REMOVING and failed.retry_at == now + 5
+    healthy = complete(d.record, d.action, Outcome.HEALTHY, now, tainted=True)
+    assert healthy.tainted and healthy.healthy_since == now
+
+
+def test_recovery_leaves_a_taint_that_is_not_ours_and_removes_ours() -> None:
+    for tainted in (False, True):
+        rec, now = to_phase(Phase.REMOVED, OOS)
+        rec = dataclasses.replace(rec, tainted=tainted)
+        good = obs(OOS, ready="True", unschedulable=True, taints=[THEIR_TAINT])
+        d = step(step(rec, good, now, OOS).record, good, now + 30, OOS)
+        # Restore (the cordon is ours); the executor untaints only when the record says so.
+        assert d.action is not None and d.action.kind is Kind.RESTORE
+        assert d.record.tainted is tainted
+
+
+def test_removed_with_their_taint_someone_removing_it_is_no_new_episode() -> None:
+    """Only the disappearance of OUR taint ends a Removed episode."""
+    cfg = OOS
+    rec, now = to_phase(Phase.REMOVING, cfg, taints=[THEIR_TAINT])
+    o = obs(cfg, ready="Unknown", unschedulable=True, taints=[THEIR_TAINT])
+    rec = run_ok(step(rec, o, now, cfg), now)
+    gone = node_after_removal(rec, taints=None)
+    d = step(rec, gone, now + 300, cfg)
+    assert d.action is None and d.record.phase is Phase.REMOVED
+
+
 def test_new_episode_carrying_our_cordon_and_taint_restores_both() -> None:
     rec, now = removed_oos()
     o = node_after_removal(rec, since=now + 100)

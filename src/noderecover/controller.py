@@ -482,7 +482,7 @@ class Controller:
             return
         now = self._clock.wall()
         current = self.records.get(name, rec)
-        new = complete(current, action, result.outcome, now, result.retry_in)
+        new = complete(current, action, result.outcome, now, result.retry_in, result.tainted)
         if result.outcome is Outcome.GONE:
             self.records.pop(name, None)
         else:

@@ -14,6 +14,27 @@ Rules (kubectl's filters, Cluster API's unreachable-node rule, upstream eviction
   pods whose eviction was accepted but which are stuck terminating - a pod a PDB protects
   is never forced on a live node.
 - Force-deleting needs fencing when configured (`may_force`); PVCs and PVs are never touched.
+
+Hostile input: `parse_pod` is total, like `nodes.parse_node`. A pod that cannot be read
+safely comes back with `malformed` set to one of POD_MALFORMED_REASONS, and `plan` says HOLD:
+- it is never evicted or force-deleted (we cannot tell whether it is a DaemonSet or mirror
+  pod, whether it is terminating, or which object a uid precondition would protect);
+- the drain never reports the node empty while it is listed: the readable pods are drained
+  as usual, then, with only unreadable (or permanently unevictable) pods left, the drain
+  returns FAILED and the controller retries it later (60 s), re-listing. So the node stays
+  cordoned in Draining and is never removed with a pod that may still run on it. Each
+  unreadable pod is logged once and counted once per drain attempt, in
+  noderecover_malformed_objects_total{resource="pods",reason} and
+  noderecover_blocked_total{reason="malformed-pod"}.
+What "read safely" means (only what decisions read is checked; the rest may be anything):
+metadata.name and metadata.namespace are non-empty strings usable as a URL path segment;
+metadata.uid a non-empty string; deletionTimestamp absent or RFC 3339; annotations an object
+whose mirror annotation, if present, is a string; ownerReferences a list of objects with a
+string kind and a boolean (or absent) controller, at most one controller; spec an object
+whose nodeName is the node being drained. A LIST answer whose `items` is not a list (absent
+or null included: the API server always sends `[]`), without a metadata object, with a
+continue token that is not a string, or that pages on without end is an error (`ApiError`
+"BadList", counted with reason `bad-list`): the drain fails and is retried, never "empty".
 """
 
 from __future__ import annotations
@@ -23,20 +44,38 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from noderecover.backoff import Backoff
 from noderecover.clock import Clock
 from noderecover.kube import ApiError, KubeClient
 from noderecover.machine import Outcome
-from noderecover.metrics import ACTIONS
-from noderecover.nodes import parse_time
+from noderecover.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.nodes import (
+    BAD_METADATA,
+    BAD_SPEC,
+    MISSING_NAME,
+    MISSING_UID,
+    NOT_AN_OBJECT,
+    parse_time,
+)
 
 log = logging.getLogger("noderecover.draining")
 
 PDB_MIN_RETRY = 5.0
 POLL = 0.5  # seconds between looks at a draining node's pods
+PAGE_SIZE = 500
+MAX_PAGES = 100  # 50,000 pods on one node: a LIST paging further is garbled (a token loop)
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+# Why a pod cannot be used: the `reason` label of noderecover_malformed_objects_total with
+# resource="pods" (the node reasons, where they mean the same thing).
+BAD_LIST = "bad-list"  # the LIST answer itself: items, metadata or continue token unreadable
+POD_MALFORMED_REASONS = (NOT_AN_OBJECT, MISSING_NAME, MISSING_UID, BAD_METADATA, BAD_SPEC, BAD_LIST)
+
+# Blocked reason (noderecover_blocked_total) of a drain held by an unreadable pod.
+MALFORMED_POD = "malformed-pod"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,25 +87,115 @@ class PodObs:
     mirror: bool
     phase: str
     deleting: bool
+    malformed: str | None = None  # one of POD_MALFORMED_REASONS: never evicted or forced
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
 
-def parse_pod(obj: Mapping[str, Any]) -> PodObs:
-    meta = obj.get("metadata") or {}
-    owners = meta.get("ownerReferences") or []
-    controller = next((o for o in owners if o.get("controller")), owners[0] if owners else {})
+class _Unreadable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_pod(obj: object, node: str | None = None) -> PodObs:
+    """Raw pod JSON from a LIST -> PodObs. Never raises (see the module doc).
+
+    With `node`, the pod must say it is bound to that node (the LIST asked for exactly that).
+    """
+    try:
+        return _parse_pod(obj, node)
+    except _Unreadable as bad:
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        ns, name, uid = (meta.get(k) for k in ("namespace", "name", "uid"))
+        return PodObs(
+            namespace=ns if isinstance(ns, str) else "",
+            name=name if isinstance(name, str) else "",
+            uid=uid if isinstance(uid, str) else "",
+            owner_kind="",
+            mirror=False,
+            phase="",
+            deleting=False,
+            malformed=bad.reason,
+        )
+
+
+def _parse_pod(obj: object, node: str | None) -> PodObs:
+    if not isinstance(obj, Mapping):
+        raise _Unreadable(NOT_AN_OBJECT)
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise _Unreadable(MISSING_NAME if meta is None else BAD_METADATA)
+    namespace, name, uid = meta.get("namespace"), meta.get("name"), meta.get("uid")
+    if not _path_segment(namespace) or not _path_segment(name):
+        raise _Unreadable(MISSING_NAME)
+    if not isinstance(uid, str) or not uid:
+        raise _Unreadable(MISSING_UID)  # the force-delete precondition needs it
+    deletion = meta.get("deletionTimestamp")
+    if deletion is not None and parse_time(deletion) is None:
+        raise _Unreadable(BAD_METADATA)
+    annotations = meta.get("annotations")
+    if annotations is None:
+        annotations = {}
+    if not isinstance(annotations, Mapping):
+        raise _Unreadable(BAD_METADATA)
+    mirror = MIRROR_ANNOTATION in annotations
+    if mirror and not isinstance(annotations[MIRROR_ANNOTATION], str):
+        raise _Unreadable(BAD_METADATA)
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise _Unreadable(BAD_SPEC)
+    bound = spec.get("nodeName")
+    if bound is not None and not isinstance(bound, str):
+        raise _Unreadable(BAD_SPEC)
+    if node is not None and bound != node:
+        raise _Unreadable(BAD_SPEC)
+    status = obj.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
     return PodObs(
-        namespace=str(meta.get("namespace", "")),
-        name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
-        owner_kind=str(controller.get("kind", "")),
-        mirror="kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
-        phase=str((obj.get("status") or {}).get("phase", "")),
-        deleting=parse_time(meta.get("deletionTimestamp")) is not None,
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        owner_kind=_owner_kind(meta.get("ownerReferences")),
+        mirror=mirror,
+        phase=phase if isinstance(phase, str) else "",  # informational: no decision reads it
+        deleting=deletion is not None,
     )
+
+
+def _path_segment(value: object) -> TypeGuard[str]:
+    """A name usable as one URL path segment (what the API server accepts as a name)."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value
+
+
+def _owner_kind(owners: object) -> str:
+    """The kind of the controlling owner, else of the first owner, else ''."""
+    if owners is None:
+        return ""
+    if not isinstance(owners, list):
+        raise _Unreadable(BAD_METADATA)
+    kinds: list[str] = []
+    controllers: list[str] = []
+    for ref in owners:
+        if not isinstance(ref, Mapping):
+            raise _Unreadable(BAD_METADATA)
+        kind, controller = ref.get("kind"), ref.get("controller")
+        if not isinstance(kind, str) or not kind:
+            raise _Unreadable(BAD_METADATA)
+        if controller is not None and not isinstance(controller, bool):
+            raise _Unreadable(BAD_METADATA)
+        kinds.append(kind)
+        if controller:
+            controllers.append(kind)
+    if len(controllers) > 1:
+        # The API server allows one controller: which one is meant decides SKIP or not.
+        raise _Unreadable(BAD_METADATA)
+    return controllers[0] if controllers else (kinds[0] if kinds else "")
 
 
 class Step(StrEnum):
@@ -74,10 +203,13 @@ class Step(StrEnum):
     EVICT = "evict"
     WAIT = "wait"
     FORCE = "force"
+    HOLD = "hold"  # unreadable: never touched, and the drain cannot finish while it is listed
 
 
 def plan(pod: PodObs, silent: bool, elapsed: float, drain_timeout: float) -> Step:
     """What to do with one pod on the node now."""
+    if pod.malformed is not None:
+        return Step.HOLD
     if pod.owner_kind == "DaemonSet" or pod.mirror:
         return Step.SKIP
     overdue = elapsed >= drain_timeout
@@ -127,22 +259,33 @@ class Drainer:
         self._rng = rng or random.Random()
 
     async def list_pods(self, node: str) -> list[PodObs]:
+        """Every pod bound to `node`, unreadable ones included (marked). Raises ApiError."""
         pods: list[PodObs] = []
         cont = ""
-        while True:
-            query = [("fieldSelector", f"spec.nodeName={node}"), ("limit", "500")]
+        for _ in range(MAX_PAGES):
+            query = [("fieldSelector", f"spec.nodeName={node}"), ("limit", str(PAGE_SIZE))]
             if cont:
                 query.append(("continue", cont))
             body = await self._kube.request("GET", "/api/v1/pods", query=query)
-            pods.extend(parse_pod(p) for p in body.get("items") or ())
-            cont = (body.get("metadata") or {}).get("continue") or ""
-            if not cont:
+            # A real PodList always has both (`kube.request` wraps a bare JSON array as
+            # {"items": [...]}: no metadata, so that is no list of pods either).
+            items, meta = body.get("items"), body.get("metadata")
+            if not isinstance(items, list) or not isinstance(meta, Mapping):
+                raise _bad_list("items is not a list or metadata not an object")
+            nxt = meta.get("continue")
+            if nxt is not None and not isinstance(nxt, str):
+                raise _bad_list("metadata.continue is not a string")
+            pods.extend(parse_pod(p, node) for p in items)
+            if not nxt:
                 return pods
+            cont = nxt
+        raise _bad_list(f"more than {MAX_PAGES} pages")
 
     async def drain(self, node: str, started: float, may_force: bool, ctx: DrainContext) -> Outcome:
         """Drain until empty. `started` (wall) survives failover via the phase annotation."""
         retries: dict[str, _PodRetry] = {}
         evicted: set[str] = set()
+        unreadable: set[tuple[str, str, str]] = set()  # reported in this drain attempt
         while True:
             state = await ctx.still_unhealthy()
             if state is None:
@@ -153,19 +296,24 @@ class Drainer:
             now = self._clock.wall()
             elapsed = now - started
             silent = ctx.silent()
-            steps = {p.key: plan(p, silent, elapsed, self._timeout) for p in pods}
-            todo = [p for p in pods if steps[p.key] is not Step.SKIP]
+            # Per listed object, not per key: a garbled list may name one pod twice.
+            steps = [(p, plan(p, silent, elapsed, self._timeout)) for p in pods]
+            for pod, step in steps:
+                if step is Step.HOLD:
+                    self._report_unreadable(node, pod, unreadable, ctx)
+            todo = [(p, s) for p, s in steps if s is not Step.SKIP]
             if self._dry_run:
-                todo = [p for p in todo if p.key not in evicted]
+                todo = [(p, s) for p, s in todo if s is Step.HOLD or p.key not in evicted]
             if not todo:
                 log.info("drained %s: %d pods skipped (daemonset/mirror)", node, len(pods))
                 return Outcome.OK
-            stuck = [retries[p.key].permanent for p in todo if p.key in retries]
-            if len(stuck) == len(todo) and all(stuck):
-                # Only pods that can never be evicted are left: report, let the caller back off.
+            stuck = [self._stuck(p, s, retries) for p, s in todo]
+            if all(stuck):
+                # Only pods that can never be evicted (or read) are left: report, let the
+                # caller back off and look again; never "drained".
                 log.error("drain of %s cannot finish: %s", node, stuck[0])
                 return Outcome.FAILED
-            forced = [p for p in todo if steps[p.key] is Step.FORCE]
+            forced = [p for p, s in todo if s is Step.FORCE]
             if forced:
                 if not may_force:
                     return Outcome.NEEDS_FENCE
@@ -174,8 +322,8 @@ class Drainer:
                 for pod in forced:
                     await self._force(pod, ctx)
                     evicted.add(pod.key)
-            for pod in todo:
-                if steps[pod.key] is not Step.EVICT:
+            for pod, step in todo:
+                if step is not Step.EVICT:
                     continue
                 retry = retries.setdefault(pod.key, _PodRetry(backoff=Backoff(rng=self._rng)))
                 if retry.permanent or retry.at > self._clock.monotonic():
@@ -186,6 +334,33 @@ class Drainer:
             waits = [r.at - self._clock.monotonic() for r in retries.values() if r.at]
             pause = min([POLL, *[w for w in waits if w > 0]])
             await self._clock.sleep(pause * (0.8 + 0.4 * self._rng.random()))
+
+    @staticmethod
+    def _stuck(pod: PodObs, step: Step, retries: Mapping[str, _PodRetry]) -> str:
+        """Why this pod can never leave the node by our hand ('' if it can)."""
+        if step is Step.HOLD:
+            return f"pod {_named(pod)} cannot be read ({pod.malformed})"
+        retry = retries.get(pod.key)
+        return retry.permanent if retry is not None else ""
+
+    @staticmethod
+    def _report_unreadable(
+        node: str, pod: PodObs, seen: set[tuple[str, str, str]], ctx: DrainContext
+    ) -> None:
+        """Count and log an unreadable pod once per drain attempt."""
+        ident = (pod.malformed or "", pod.key, pod.uid)
+        if ident in seen:
+            return
+        seen.add(ident)
+        MALFORMED_OBJECTS.labels("pods", pod.malformed or "").inc()
+        ctx.blocked(MALFORMED_POD)
+        log.warning(
+            "drain of %s held: pod %s cannot be read (%s); it is never evicted or "
+            "force-deleted and the node is not removed while it is listed",
+            node,
+            _named(pod),
+            pod.malformed,
+        )
 
     async def _evict(self, pod: PodObs, silent: bool, retry: _PodRetry, ctx: DrainContext) -> None:
         if self._dry_run:
@@ -201,7 +376,7 @@ class Drainer:
         }
         if silent:
             body["deleteOptions"] = {"gracePeriodSeconds": 1}
-        path = f"/api/v1/namespaces/{quote(pod.namespace)}/pods/{quote(pod.name)}/eviction"
+        path = f"{_pod_path(pod)}/eviction"
         try:
             await self._kube.request("POST", path, body=body)
         except ApiError as exc:
@@ -239,7 +414,7 @@ class Drainer:
             return
         if not ctx.may_act():
             raise NotLeader
-        path = f"/api/v1/namespaces/{quote(pod.namespace)}/pods/{quote(pod.name)}"
+        path = _pod_path(pod)
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod.uid}}
         try:
             await self._kube.request("DELETE", path, body=body)
@@ -251,3 +426,18 @@ class Drainer:
             raise
         ACTIONS.labels("force-delete", "ok").inc()
         log.warning("force-deleted %s (grace 0) after the drain timeout", pod.key)
+
+
+def _named(pod: PodObs) -> str:
+    """How logs name a pod that may have no usable name (repr: it may be anything)."""
+    return f"{pod.key!r} (uid {pod.uid!r})" if pod.name or pod.uid else "(an unnamed item)"
+
+
+def _pod_path(pod: PodObs) -> str:
+    ns, name = quote(pod.namespace, safe=""), quote(pod.name, safe="")
+    return f"/api/v1/namespaces/{ns}/pods/{name}"
+
+
+def _bad_list(what: str) -> ApiError:
+    MALFORMED_OBJECTS.labels("pods", BAD_LIST).inc()
+    return ApiError(0, "BadList", what, verb="LIST", path="/api/v1/pods")

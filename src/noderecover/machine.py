@@ -18,7 +18,10 @@ Invariants (tests/test_machine_properties.py checks them on arbitrary sequences)
 - A malformed Node (`NodeObs.malformed`) is never acted on: no forward step, no restore, no
   annotation write.
 - Recovery: healthy continuously for `healthy_delay` -> restore. Only a cordon or taint that
-  noderecover added is undone (`cordoned` / `tainted` record ownership). Health for
+  noderecover added is undone (`cordoned` / `tainted` record ownership). An out-of-service
+  taint already on the node when the removal would add it (an operator's, another tool's) is
+  not ours: `tainted` stays False. The REMOVE action's success record says so from the view;
+  the executor's fresh read is what counts (`complete(..., tainted=)`). Health for
   `healthy_delay` or longer ends the episode even when the restore did not happen (it failed,
   or is still pending): unhealthy again afterwards is a new episode with a new grace.
 - Resuming (`resume`) can only delay a remediation, never bring it forward: the annotations
@@ -414,7 +417,9 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             Action(Kind.FENCE, obs.name, obs.uid, None, dataclasses.replace(rec, fenced=True)),
             why="fencing before removal",
         )
-    done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or cfg.removal != "delete")
+    # The taint is ours only if we add it (or added it in an earlier episode).
+    adds_taint = cfg.removal != "delete" and not obs.has_taint(OUT_OF_SERVICE_KEY)
+    done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or adds_taint)
     return Decision(
         rec,
         Action(Kind.REMOVE, obs.name, obs.uid, None, done, silent=silent),
@@ -481,9 +486,26 @@ def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
 
 
 def complete(
-    rec: Record, action: Action, outcome: Outcome, now: float, retry_in: float = 0.0
+    rec: Record,
+    action: Action,
+    outcome: Outcome,
+    now: float,
+    retry_in: float = 0.0,
+    tainted: bool | None = None,
 ) -> Record:
-    """The record after the shell performed `action` with `outcome`."""
+    """The record after the shell performed `action` with `outcome`.
+
+    `tainted`: whether the out-of-service taint is ours, as the shell found out from its
+    fresh read and its writes (None: it did not look). It overrides the action's guess
+    whatever the outcome: a taint we added stays ours even if a later write failed.
+    """
+    new = _completed(rec, action, outcome, now, retry_in)
+    return new if tainted is None else dataclasses.replace(new, tainted=tainted)
+
+
+def _completed(
+    rec: Record, action: Action, outcome: Outcome, now: float, retry_in: float
+) -> Record:
     if outcome is Outcome.OK:
         return dataclasses.replace(action.success, failures=0, retry_at=0.0)
     if outcome is Outcome.NEEDS_FENCE:

@@ -65,7 +65,8 @@ WATCH_BAD_EVENTS = Counter(
 MALFORMED_OBJECTS = Counter(
     "noderecover_malformed_objects_total",
     "API objects that could not be read safely and are never acted on, by resource and reason "
-    "(nodes.MALFORMED_REASONS).",
+    "(nodes: nodes.MALFORMED_REASONS; pods, which hold their node's drain: "
+    "draining.POD_MALFORMED_REASONS).",
     ["resource", "reason"],
 )
 API_ERRORS = Counter(

@@ -7,12 +7,18 @@ Invariants:
   the step is abandoned (Outcome.HEALTHY); if its uid changed the step is void (GONE).
 - Node deletion is conditional on the uid and resourceVersion just read (409 -> re-read).
 - The out-of-service taint is added with a JSON patch guarded by the resourceVersion, so
-  other taints are never replaced; it is removed only if noderecover added it.
+  other taints are never replaced; it is removed only if noderecover added it. A taint already
+  on the node (seen in the fresh read before the removal) belongs to whoever put it there: the
+  removal records `tainted=False` (`Result.tainted`), so the restore leaves it. If a write
+  fails after we added the taint, the result still says it is ours. One conservative gap: if
+  leadership is lost between the taint and its `noderecover.io/out-of-service` annotation, the
+  next leader sees a taint it has no record of adding and leaves it on recovery.
 - Dry-run performs reads only, and logs and counts each write it would have made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -51,6 +57,7 @@ class Result:
     outcome: Outcome
     retry_in: float = 0.0
     detail: str = ""
+    tainted: bool | None = None  # the out-of-service taint is ours (None: not looked at)
 
 
 class Executor:
@@ -127,10 +134,15 @@ class Executor:
                 case Kind.FENCE:
                     return await self._fence(action)
                 case Kind.REMOVE:
-                    return await self._remove(action)
+                    return await self._remove(action, rec)
                 case Kind.RESTORE:
                     return await self._restore(action, rec)
-        except MalformedNode as exc:
+        except (MalformedNode, ApiError) as exc:
+            return self._failed(action, rec, exc)
+        raise AssertionError(f"unknown action {action.kind}")  # pragma: no cover
+
+    def _failed(self, action: Action, rec: Record, exc: MalformedNode | ApiError) -> Result:
+        if isinstance(exc, MalformedNode):
             ACTIONS.labels(action.kind.value, "malformed").inc()
             log.warning(
                 "%s of node %s not done: the node object is malformed (%s); retry in %.0fs",
@@ -140,18 +152,16 @@ class Executor:
                 MALFORMED_RETRY,
             )
             return Result(Outcome.FAILED, MALFORMED_RETRY, f"node object malformed ({exc.reason})")
-        except ApiError as exc:
-            ACTIONS.labels(action.kind.value, "error").inc()
-            delay = Backoff(base=2.0, cap=300.0, rng=self._rng, failures=rec.failures).next_delay(
-                exc.retry_after or 0.0
-            )
-            if not exc.retryable:
-                delay = max(delay, 30.0)
-            log.warning(
-                "%s of node %s failed: %s; retry in %.1fs", action.kind, action.node, exc, delay
-            )
-            return Result(Outcome.FAILED, delay, str(exc))
-        raise AssertionError(f"unknown action {action.kind}")  # pragma: no cover
+        ACTIONS.labels(action.kind.value, "error").inc()
+        delay = Backoff(base=2.0, cap=300.0, rng=self._rng, failures=rec.failures).next_delay(
+            exc.retry_after or 0.0
+        )
+        if not exc.retryable:
+            delay = max(delay, 30.0)
+        log.warning(
+            "%s of node %s failed: %s; retry in %.1fs", action.kind, action.node, exc, delay
+        )
+        return Result(Outcome.FAILED, delay, str(exc))
 
     async def _persist(self, action: Action) -> Result:
         if self._write_allowed("annotate", action.node):
@@ -209,7 +219,7 @@ class Executor:
         outcome = await self.drainer.drain(action.node, started, action.may_force, ctx)
         ACTIONS.labels("drain", outcome.value).inc()
         if outcome is Outcome.FAILED:
-            return Result(outcome, 60.0, "pods that cannot be evicted remain")
+            return Result(outcome, 60.0, "pods that cannot be evicted or cannot be read remain")
         return Result(outcome)
 
     async def _fence(self, action: Action) -> Result:
@@ -243,43 +253,69 @@ class Executor:
             )
         return Result(Outcome.OK)
 
-    async def _remove(self, action: Action) -> Result:
+    async def _remove(self, action: Action, rec: Record) -> Result:
         mode = self._cfg.removal
-        for _ in range(DELETE_CONFLICT_RETRIES):
-            fresh = await self.read(action.node, action.uid)
-            if fresh is None:
-                return Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
-            if not unhealthy(fresh, self._cfg):
-                return Result(Outcome.HEALTHY)
-            try:
-                if mode in {"out-of-service", "both"}:
-                    if not fresh.has_taint(OUT_OF_SERVICE_KEY):
-                        await self._add_taint(action, fresh)
-                    elif self._write_allowed("annotate", action.node):
-                        # Already tainted (ours from an earlier episode): still record Removed.
-                        await self._merge(
-                            action.node,
-                            {"metadata": {"annotations": annotations_for(action.success)}},
+        taints = mode in {"out-of-service", "both"}
+        ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
+        result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
+        try:
+            for _ in range(DELETE_CONFLICT_RETRIES):
+                fresh = await self.read(action.node, action.uid)
+                if fresh is None:
+                    result = Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
+                    break
+                if not unhealthy(fresh, self._cfg):
+                    result = Result(Outcome.HEALTHY)
+                    break
+                try:
+                    if taints and not fresh.has_taint(OUT_OF_SERVICE_KEY):
+                        written = await self._add_taint(action, fresh)
+                        ours = True  # from here on, even if a later write fails (dry-run: as if)
+                        if written:
+                            await self._annotate_removed(action, ours)
+                            ACTIONS.labels("taint", "ok").inc()
+                            log.warning("node %s tainted %s", action.node, OUT_OF_SERVICE_KEY)
+                    elif taints:
+                        if not ours:
+                            ACTIONS.labels("taint", "already-present").inc()
+                            log.info(
+                                "node %s already has a %s taint noderecover did not add: not "
+                                "ours, left in place on recovery",
+                                action.node,
+                                OUT_OF_SERVICE_KEY,
+                            )
+                        if self._write_allowed("annotate", action.node):
+                            await self._annotate_removed(action, ours)
+                    if mode in {"delete", "both"} and self._write_allowed("delete", action.node):
+                        precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
+                        await self._kube.request(
+                            "DELETE", self._path(action.node), body={"preconditions": precondition}
                         )
-                if mode in {"delete", "both"} and self._write_allowed("delete", action.node):
-                    precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
-                    await self._kube.request(
-                        "DELETE", self._path(action.node), body={"preconditions": precondition}
-                    )
-                    ACTIONS.labels("delete", "ok").inc()
-                    log.warning("deleted node %s", action.node)
-                return Result(Outcome.OK)
-            except ApiError as exc:
-                if exc.code == 409:
-                    continue  # changed under us: re-read, re-check health, try again
-                if exc.code == 404:
-                    return Result(Outcome.OK)
-                raise
-        return Result(Outcome.FAILED, 1.0, "node kept changing during removal")
+                        ACTIONS.labels("delete", "ok").inc()
+                        log.warning("deleted node %s", action.node)
+                    result = Result(Outcome.OK)
+                    break
+                except ApiError as exc:
+                    if exc.code == 409:
+                        continue  # changed under us: re-read, re-check health, try again
+                    if exc.code != 404:
+                        raise
+                    result = Result(Outcome.OK)
+                    break
+        except (MalformedNode, ApiError) as exc:
+            result = self._failed(action, rec, exc)
+        # Whatever the outcome, say whose the taint is: the record must neither lose nor
+        # claim it.
+        return dataclasses.replace(result, tainted=ours) if taints else result
 
-    async def _add_taint(self, action: Action, fresh: NodeObs) -> None:
+    async def _annotate_removed(self, action: Action, ours: bool) -> None:
+        success = dataclasses.replace(action.success, tainted=ours)
+        await self._merge(action.node, {"metadata": {"annotations": annotations_for(success)}})
+
+    async def _add_taint(self, action: Action, fresh: NodeObs) -> bool:
+        """Add the out-of-service taint (rv-guarded). False in dry-run: nothing written."""
         if not self._write_allowed("taint", action.node):
-            return
+            return False
         ops: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": fresh.resource_version}
         ]
@@ -295,11 +331,7 @@ class Executor:
             if exc.code == 422:  # the test op failed: the node changed, like a 409
                 raise ApiError(409, "Conflict", exc.message) from exc
             raise
-        await self._merge(
-            action.node, {"metadata": {"annotations": annotations_for(action.success)}}
-        )
-        ACTIONS.labels("taint", "ok").inc()
-        log.warning("node %s tainted %s", action.node, OUT_OF_SERVICE_KEY)
+        return True
 
     async def _restore(self, action: Action, rec: Record) -> Result:
         fresh = await self.read(action.node, action.uid)
