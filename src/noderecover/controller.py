@@ -230,7 +230,9 @@ class Controller:
         silent = self._silent_nodes()
         for name in silent:
             try:
-                lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name)}")
+                lease = await self._kube.request(
+                    "GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}"
+                )
             except ApiError as exc:
                 if exc.code == 404:
                     self.leases[name] = ("", float("-inf"))  # no Lease: nothing renews it

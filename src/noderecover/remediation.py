@@ -82,7 +82,7 @@ class Executor:
     # -- helpers -----------------------------------------------------------------------
 
     def _path(self, node: str) -> str:
-        return f"/api/v1/nodes/{quote(node)}"
+        return f"/api/v1/nodes/{quote(node, safe='')}"
 
     async def read(self, node: str, uid: str) -> NodeObs | None:
         """A fresh GET of the node; None when it is gone or was replaced (uid changed).
