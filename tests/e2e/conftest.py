@@ -41,9 +41,13 @@ def testcluster_bin_dir() -> Path:
 @pytest.fixture(scope="session")
 def cluster(testcluster_bin_dir: Path) -> Iterator[TestCluster]:
     """One real control plane for the session (see TestCluster; stopped at the end)."""
-    c = TestCluster(bin_dir=testcluster_bin_dir)
+    yield from running(TestCluster(bin_dir=testcluster_bin_dir), "e2e")
+
+
+def running(c: TestCluster, label: str) -> Iterator[TestCluster]:
+    """Start ``c``, yield it (its logs attached to failing tests' reports), stop it."""
     c.start()
-    print(f"\n[e2e] cluster up in {c.start_seconds:.1f}s, kubeconfig {c.kubeconfig}")
+    print(f"\n[{label}] cluster up in {c.start_seconds:.1f}s, kubeconfig {c.kubeconfig}")
     _CLUSTER.append(c)
     try:
         yield c

@@ -24,7 +24,7 @@ from noderecover.testcluster.proxy import TcpProxy
 from noderecover.testcluster.replicas import NAMESPACE, Replica, Replicas, sa_kubeconfig, wait
 
 from .common import FAST, no_403, phase, running_web, seed, web
-from .conftest import _CLUSTER, forget_noderecover
+from .conftest import forget_noderecover, running
 from .ledger import Ledger, _ts
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +42,7 @@ def fcluster(testcluster_bin_dir: Path) -> Iterator[TestCluster]:
         workers=5,
         apiserver_args=["--watch-cache-sizes=nodes#0"],
     )
-    c.start()
-    print(f"\n[faults] cluster up in {c.start_seconds:.1f}s")
-    _CLUSTER.append(c)
-    try:
-        yield c
-    finally:
-        _CLUSTER.remove(c)
-        c.stop()
+    yield from running(c, "faults")
 
 
 @dataclass
