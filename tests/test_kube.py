@@ -8,6 +8,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.backoff import Backoff
 from noderecover.kube import MERGE_PATCH, ApiError, KubeClient, Timeouts
+from noderecover.metrics import API_ERRORS
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -47,6 +48,28 @@ async def test_user_agent_carries_the_identity(kube: FakeKube) -> None:
         await client.close()
     ua = kube.requests_matching("GET", "/api/v1/nodes/a")[0].user_agent or ""
     assert ua.startswith("noderecover/") and ua.endswith(" (replica-a)")
+
+
+async def test_a_transport_runtime_error_is_one_failed_request() -> None:
+    """uvloop's "File descriptor N is used by transport" (a RuntimeError from connect) must
+    fail the request like a connection error, not escape and take the leader down."""
+
+    class Broken:
+        user_agent = ""
+
+        async def call_api(self, *args: object, **kw: object) -> object:
+            raise RuntimeError("File descriptor 14 is used by transport <TCPTransport>")
+
+        async def close(self) -> None:
+            return None
+
+    client = KubeClient(Broken(), Timeouts(request=1.0))
+    before = API_ERRORS.labels("get", "0")._value.get()
+    with pytest.raises(ApiError) as exc:
+        await client.request("GET", "/api/v1/nodes/a")
+    assert exc.value.code == 0 and exc.value.reason == "TransportError"
+    assert "File descriptor 14" in exc.value.message
+    assert API_ERRORS.labels("get", "0")._value.get() == before + 1
 
 
 async def test_hanging_request_times_out_as_code_0(kube: FakeKube) -> None:

@@ -132,6 +132,15 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             API_ERRORS.labels(method.lower(), "0").inc()
             raise ApiError(0, type(exc).__name__, str(exc), None, method, path) from exc
+        except RuntimeError as exc:
+            # uvloop can leak a socket's fd when a connect is cancelled (our bounded calls
+            # cancel connects during an API outage), and a later connect that gets the same
+            # fd number fails with "File descriptor N is used by transport" (uvloop#653,
+            # aiohappyeyeballs#93). Seen in the e2e API-server-restart test: it escaped here
+            # and killed the leader. It is one failed request: retried with backoff like any
+            # other; if the loop stayed broken, the watch goes stale and /healthz restarts us.
+            API_ERRORS.labels(method.lower(), "0").inc()
+            raise ApiError(0, "TransportError", str(exc)[:200], None, method, path) from exc
         return resp
 
     async def request(
