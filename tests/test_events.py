@@ -15,6 +15,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from noderecover.clock import FakeClock
 from noderecover.events import EventRecorder
 from noderecover.kube import KubeClient
+from noderecover.metrics import EVENTS_DROPPED
 from tests.fakeapi import MERGE_PATCH, FakeKube
 
 EVENTS = r"^/api/v1/namespaces/default/events$"
@@ -192,3 +193,24 @@ async def test_remembered_keys_are_bounded() -> None:
 def test_bad_sizes_are_rejected() -> None:
     with pytest.raises(ValueError):
         EventRecorder(None, FakeClock(), "x", queue_size=0)  # type: ignore[arg-type]
+
+
+async def test_nothing_is_written_without_the_lease() -> None:
+    """A thawed ex-leader must not flush the Events it queued while it led (the frozen-leader
+    fault test caught exactly that): each write asks the act-gate first."""
+    leading = [True]
+    before = EVENTS_DROPPED.labels("not-leader")._value.get()
+    async with (
+        recorder(may_write=lambda: leading[0]) as (kube, _clock, rec),
+        anyio.create_task_group() as tg,
+    ):
+        rec.record("node-1", "uid-1", "NodeRecoverDraining", "draining")
+        leading[0] = False  # lost the Lease before the writer ran
+        tg.start_soon(rec.run)
+        await until(lambda: EVENTS_DROPPED.labels("not-leader")._value.get() == before + 1)
+        await quiet(kube)
+        assert kube.count("POST", EVENTS) == 0 and kube.events == []
+        leading[0] = True  # leading again: new Events are written
+        rec.record("node-1", "uid-1", "NodeRecoverDraining", "draining")
+        await until(lambda: kube.count("POST", EVENTS) == 1)
+        tg.cancel_scope.cancel()

@@ -140,7 +140,7 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
         )
         elector = LeaderElector(kube, clock, ecfg, identity, random.Random())
     gate = _StopGate(elector)
-    events = EventRecorder(kube, clock, identity)
+    events = EventRecorder(kube, clock, identity, may_write=gate.may_act)
     controller = Controller(kube, clock, cfg, gate=gate, events=events)
     http = HttpServer(cfg.http_bind, _Health(controller, elector, clock, cfg.retry_period), clock)
     log.info(

@@ -10,6 +10,9 @@ Events are best effort. Invariants:
   and a key is PATCHed at most once per `patch_interval`: occurrences in between are counted
   in memory and written together when the interval has passed.
 - At most `max_keys` keys are remembered (least recently used evicted).
+- Every write first asks `may_write` (the act-gate: leadership): a replica that lost the
+  Lease writes nothing, not even an Event queued while it led (dropped, `not-leader`). Found
+  by the frozen-leader fault test: a thawed ex-leader flushed its queue.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 import random
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 import anyio
 
@@ -85,6 +89,7 @@ class EventRecorder:
         timeout: float = 5.0,
         attempts: int = 3,
         rng: random.Random | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         if queue_size < 1 or max_keys < 1 or attempts < 1:
             raise ValueError("queue_size, max_keys and attempts must be at least 1")
@@ -103,6 +108,7 @@ class EventRecorder:
         self._timeout = timeout
         self._attempts = attempts
         self._rng = rng or random.Random()
+        self._may_write = may_write or (lambda: True)
         self._wake: anyio.Event | None = None
         self.dropped = 0  # occurrences dropped, queue overflow or API failure
 
@@ -261,6 +267,10 @@ class EventRecorder:
         """One bounded call with bounded retries. False (logged, counted) when it failed."""
         backoff = Backoff(base=0.5, cap=5.0, rng=self._rng)
         for attempt in range(1, self._attempts + 1):
+            if not self._may_write():
+                log.debug("event dropped: not the leader")
+                self._drop("not-leader")
+                return False
             try:
                 await self._kube.request(
                     method, path, body=body, content_type=content_type, timeout=self._timeout

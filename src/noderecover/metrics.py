@@ -86,6 +86,7 @@ LEADER_TRANSITIONS = Counter(
 BUILD_INFO = Info("noderecover_build", "Build information.")
 EVENTS_DROPPED = Counter(
     "noderecover_events_dropped_total",
-    "Kubernetes Events not written (they are best effort), by reason (queue_full, error).",
+    "Kubernetes Events not written (best effort, leader only), by reason "
+    "(queue_full, error, not-leader).",
     ["reason"],
 )
