@@ -34,7 +34,7 @@ def seed(c: TestCluster) -> tuple[str, dict[str, Any], dict[str, Any]]:
     pod = c.wait_pod_running("mysql-0", timeout=90)
     pvc = wait(
         lambda: (p := c.get(PVC)) and p["status"].get("phase") == "Bound" and p,
-        60,
+        90,
         "pvc-mysql-0 Bound",
     )
     pv = c.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")

@@ -257,6 +257,7 @@ class TestCluster:
         self.start_seconds = 0.0
         self._procs: dict[str, _Proc] = {}
         self._nodes: dict[str, NodeSpec] = {}
+        self._disturbed = False  # an API server / etcd fault since the last heal()
         #: (wall time, node, kubelet running) each time the harness powered a node off/on.
         self.power_log: list[tuple[float, str, bool]] = []
         self._ssl: ssl.SSLContext | None = None
@@ -392,10 +393,14 @@ class TestCluster:
         proc = self._component(name)
         if proc.popen is None or not proc.running():
             raise ClusterError(f"{name} is not running")
+        if name in ("kube-apiserver", "etcd"):
+            self._disturbed = True
         os.killpg(proc.popen.pid, sig)
 
     def kill_component(self, name: str) -> None:
         """SIGKILL a component (no graceful shutdown) and wait until it is gone."""
+        if name in ("kube-apiserver", "etcd"):
+            self._disturbed = True
         self._component(name).stop(sigkill_first=True)
 
     def restart_component(self, name: str, timeout: float = 90.0) -> None:
@@ -412,7 +417,10 @@ class TestCluster:
             self._wait_http(f"https://127.0.0.1:{self.ports[name]}/healthz", name, timeout)
 
     def heal(self) -> None:
-        """Undo component faults: thaw paused components and restart dead ones."""
+        """Undo component faults: thaw paused components and restart dead ones. After an API
+        server or etcd fault, also restart kube-controller-manager and kube-scheduler: their
+        informers come back on their own, but after a growing backoff (seen: the PV
+        controller binding nothing for over a minute), which would slow the next test."""
         for name, proc in self._procs.items():
             if name.startswith("kwok-"):
                 continue  # node kubelets: powered on/off by tests via kill_node/revive_node
@@ -420,6 +428,11 @@ class TestCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGCONT)
             else:
+                self.restart_component(name)
+        if self._disturbed:
+            self._disturbed = False
+            for name in ("kube-controller-manager", "kube-scheduler"):
+                self._component(name).stop()
                 self.restart_component(name)
 
     def _etcd(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
