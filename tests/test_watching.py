@@ -11,9 +11,10 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.clock import FakeClock, SystemClock
-from noderecover.kube import ApiError, KubeClient
+from noderecover.kube import ApiError, KubeClient, Timeouts
 from noderecover.metrics import (
     MALFORMED_OBJECTS,
     WATCH_BAD_EVENTS,
@@ -181,6 +182,32 @@ async def test_a_silent_stream_is_reopened_without_backoff(kube: FakeKube) -> No
         kube.silence_watches(False)
         kube.set_node_ready("a", "False")
         await until(lambda: view.items.get("a") == "False")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+
+
+async def test_a_watch_that_never_answers_is_a_failed_attempt(kube: FakeKube) -> None:
+    """A server that accepts the watch but never sends the response headers: the bounded
+    wait used to end in a bare TimeoutError that killed the watcher task."""
+    conf = Configuration(host=kube.base_url)
+    client = KubeClient(ApiClient(conf), Timeouts(request=0.1, connect=0.1, stream_read=30))
+    view = View()
+    clock = FakeClock()
+    w: Watcher[str] = Watcher(
+        client, clock, "/api/v1/nodes", "nodes", health_of, view.event, view.resync
+    )
+    task = asyncio.create_task(w.run())
+    try:
+        kube.add_node("a")
+        await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
+        kube.hang("GET", "^/api/v1/nodes$")
+        kube.drop_watches()
+        # Two more attempts after the hung ones: the watcher outlived each timeout.
+        await reconnects(kube, clock, 3)
+        assert not task.done()
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -209,8 +209,17 @@ class KubeClient:
             # "Timeout" (a silent stream counted as a failure, with backoff).
             sock_read=read + 1.0,
         )
-        with anyio.fail_after(self.timeouts.connect + self.timeouts.request):
-            resp = await self._send("GET", path, query, None, "application/json", timeout)
+        bound = self.timeouts.connect + self.timeouts.request
+        try:
+            with anyio.fail_after(bound):
+                resp = await self._send("GET", path, query, None, "application/json", timeout)
+        except TimeoutError as exc:
+            # Connected, but no response headers in time (a hung or overloaded server): one
+            # failed attempt, retried with backoff - not a silent stream, and never an
+            # exception that would end the watcher.
+            API_ERRORS.labels("watch", "0").inc()
+            why = f"no response in {bound:g}s"
+            raise ApiError(0, "NoResponse", why, None, "WATCH", path) from exc
         try:
             if not 200 <= resp.status <= 299:
                 try:
