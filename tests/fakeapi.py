@@ -496,6 +496,7 @@ class FakeKube:
     """`async with FakeKube() as kube:` then point a client at `kube.base_url`."""
 
     def __init__(self, bookmark_interval: float = 1.0, kubelet_finish_delay: float = 0.05) -> None:
+        self.node_age = dt.timedelta(days=1)
         self.bookmark_interval = bookmark_interval
         self.kubelet_finish_delay = kubelet_finish_delay
         self.expired_mode = "event"  # or "http"
@@ -684,7 +685,10 @@ class FakeKube:
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"):
             meta.pop(k, None)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = rfc3339(_now())
+        # Nodes look as if they joined `node_age` ago (a cluster's nodes are rarely new; the
+        # start-up allowance of never-Ready nodes is tested with node_age 0).
+        born = _now() - self.node_age if kind is NODES else _now()
+        meta["creationTimestamp"] = rfc3339(born)
         if kind is PODS:
             meta["generation"] = 1
         self._validate(kind, obj)

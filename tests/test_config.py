@@ -100,6 +100,7 @@ INVALID: list[tuple[str, str, str]] = [
     ("--unhealthy-conditions", "Ready=True", "every healthy node"),
     ("--unhealthy-conditions", "DiskPressure=True,DiskPressure=False", "every node"),
     ("--drain-timeout", "forever", "unparsable"),
+    ("--node-startup-timeout", "-1m", "negative"),
     ("--removal", "nuke", "unknown removal mode"),
     ("--removal", "DELETE", "unknown removal mode"),
     ("--fence-command", "'unterminated", "unparsable command"),

@@ -346,7 +346,7 @@ async def test_a_taint_we_added_stays_ours_when_a_later_write_fails(
     if removal == "both":
         kube.fail_next("DELETE", "^/api/v1/nodes/w1$", 409)
     executor = Executor(flaky, FakeClock(start_wall=T0), cfg, lambda: True)
-    result = await executor.perform(action, rec, lambda: None)
+    result = await executor.perform(action, rec)
     assert result.tainted is True
     if removal == "both":
         # The delete conflicted; the re-read found the taint we had just added: still ours
@@ -362,7 +362,7 @@ async def test_a_taint_we_added_stays_ours_when_a_later_write_fails(
     rec = complete(rec, action, result.outcome, T0, result.retry_in, result.tainted)
     assert rec.tainted
     # The retry finds the taint on the node: ours (not "already there"), recorded as such.
-    result = await executor.perform(action, rec, lambda: None)
+    result = await executor.perform(action, rec)
     assert (result.outcome, result.tainted) == (Outcome.OK, True)
     assert kube.get_node("w1")["metadata"]["annotations"][ANN_TAINTED] == "true"  # type: ignore[index]
     assert len(out_of_service_taints(kube, "w1")) == 1
@@ -386,10 +386,26 @@ async def test_pdb_blocks_evictions_on_a_live_notready_node_until_allowed(
     assert not kube.requests_matching("DELETE", "/pods/")
     blocked = [r for r in kube.requests_matching("POST", "eviction")]
     assert len(blocked) >= 3
+    assert h.controller.blocked.get("w1") == "pod-disruption-budget"
     kube.set_pdb_allowed("web", 5)
-    await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="drained + removed")
+    await h.until(lambda: not kube.pods_on("w1"), advance=1.0, what="drained")
+    # Drained, but a live kubelet's node is never removed: held, cordoned, slot given back.
+    await h.until(lambda: h.controller.blocked.get("w1") == "kubelet-alive", advance=1.0)
+    await h.idle(120, step=2.0)
+    node = kube.get_node("w1")
+    assert node is not None and node["spec"]["unschedulable"] is True
+    assert phase(h, "w1") is Phase.REMOVING
+    rec = h.controller.records["w1"]
+    assert rec.parked
     evictions = kube.requests_matching("POST", "eviction")
-    assert all("deleteOptions" not in (e.body or {}) for e in evictions)  # pod's own grace
+    # The pod's own grace (no gracePeriodSeconds), and only the pod with this uid.
+    assert all(set(e.body["deleteOptions"]) == {"preconditions"} for e in evictions)
+    assert all(e.body["deleteOptions"]["preconditions"]["uid"] for e in evictions)
+    # Once its kubelet is silent, it is removed (after a new grace: the Ready transition).
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.idle(3)
+    assert kube.get_node("w1") is not None
+    await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="removed once silent")
 
 
 async def test_node_changing_during_delete_is_reread_and_retried(

@@ -24,10 +24,18 @@ def test_silent_node_evicts_then_forces_everything_after_timeout() -> None:
     assert plan(pod(deleting=True), True, 60, 60) is Step.FORCE
 
 
-def test_live_node_forces_only_accepted_but_stuck_pods() -> None:
-    assert plan(pod(), False, 600, 60) is Step.EVICT  # e.g. PDB-blocked: never forced
-    assert plan(pod(deleting=True), False, 30, 60) is Step.WAIT
-    assert plan(pod(deleting=True), False, 60, 60) is Step.FORCE
+def test_live_kubelet_never_gets_a_force_delete() -> None:
+    """Ready=False or a renewing Lease: the kubelet finishes its own deletions (a terminating
+    pod may still run its containers; a PDB may protect it). Never forced, however late."""
+    for elapsed in (0, 30, 60, 600, 1e9):
+        assert plan(pod(), False, elapsed, 60) is Step.EVICT
+        assert plan(pod(deleting=True), False, elapsed, 60) is Step.WAIT
+
+
+def test_a_pod_forced_once_lingers_instead_of_being_forced_again() -> None:
+    for dead in (True, False):
+        assert plan(pod(deleting=True), dead, 1e9, 60, forced=True) is Step.LINGER
+    assert plan(pod("DaemonSet"), True, 1e9, 60, forced=True) is Step.SKIP
 
 
 def test_parse_pod() -> None:

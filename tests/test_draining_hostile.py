@@ -25,6 +25,7 @@ from noderecover.draining import (
     MALFORMED_POD,
     POD_MALFORMED_REASONS,
     DrainContext,
+    Evidence,
     Drainer,
     PodObs,
     Step,
@@ -337,13 +338,15 @@ def pod_path(raw: dict[str, Any]) -> str:
 
 
 def ctx_for(silent: bool, blocked: list[str] | None = None) -> DrainContext:
-    async def still_unhealthy() -> bool:
-        return True
+    """A node that stays unhealthy; `silent`: its kubelet is gone (Ready=Unknown, Lease
+    stale), else alive (Ready=False)."""
+
+    async def evidence() -> Evidence:
+        return Evidence(dead=silent)
 
     return DrainContext(
         may_act=lambda: True,
-        still_unhealthy=still_unhealthy,
-        silent=lambda: silent,
+        evidence=evidence,
         blocked=(blocked if blocked is not None else []).append,
     )
 
@@ -397,20 +400,25 @@ def test_a_drain_never_touches_an_unreadable_pod_nor_finishes_while_one_is_liste
     kube: Any = api
     drainer = Drainer(kube, AutoClock(start_wall=T0), drain_timeout=TIMEOUT, rng=rng)
     started = T0 - (TIMEOUT + 1 if overdue else 0)
-    outcome = asyncio.run(drainer.drain(NODE, started, may_force, ctx_for(silent)))
+    outcome = asyncio.run(drainer.drain(NODE, started, may_force, ctx_for(silent))).outcome
 
     # Never "drained" while an unreadable pod is listed (it still is: nothing removes it).
+    # A live kubelet's drain that outlasts its timeout ends BLOCKED (nothing is forced on it).
+    extra = set() if may_force else {Outcome.NEEDS_FENCE}
+    if not silent:
+        extra.add(Outcome.BLOCKED)
     if unreadable:
-        assert outcome in ({Outcome.FAILED} if may_force else {Outcome.FAILED, Outcome.NEEDS_FENCE})
+        assert outcome in {Outcome.FAILED, *extra}
         assert all(u in api.items for u in unreadable)
     else:
-        assert outcome in ({Outcome.OK} if may_force else {Outcome.OK, Outcome.NEEDS_FENCE})
+        assert outcome in {Outcome.OK, *extra}
     # Every write went to a readable pod; a force-delete guarded by that pod's own uid.
     for method, path, body in api.writes:
         target = readable.get(path.removesuffix("/eviction"))
         assert target is not None, (method, path)
         if method == "DELETE":
             assert may_force
+            assert silent, "a force-delete on a live kubelet"
             assert body["preconditions"]["uid"] == target["metadata"]["uid"]
         else:
             assert (method, path) == ("POST", pod_path(target) + "/eviction")
@@ -424,8 +432,8 @@ async def drain_once(
     clock = AutoClock(start_wall=T0)
     drainer = Drainer(client, clock, drain_timeout=TIMEOUT, rng=random.Random(1))
     started = T0 - (TIMEOUT + 1 if overdue else 0)
-    outcome = await drainer.drain(NODE, started, True, ctx_for(silent, blocked))
-    return outcome, blocked
+    done = await drainer.drain(NODE, started, True, ctx_for(silent, blocked))
+    return done.outcome, blocked
 
 
 def pod_writes(kube: FakeKube) -> list[tuple[str, str]]:

@@ -36,6 +36,27 @@ class SystemClock:
         await anyio.sleep(max(0.0, seconds))
 
 
+class Timeline:
+    """Seconds on the wall-clock scale that advance with the monotonic clock.
+
+    Invariant: `now()` never jumps. It starts at the wall time of construction and moves
+    only with `monotonic()`, so an NTP step can neither shorten nor stretch a timer measured
+    on it. It is what the controller's records, timers and annotations use; `drift()` says
+    how far the wall clock has moved away since (what a step could do to a resumed timer).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._offset = clock.wall() - clock.monotonic()
+
+    def now(self) -> float:
+        return self._clock.monotonic() + self._offset
+
+    def drift(self) -> float:
+        """Wall clock minus timeline: the sum of the steps since start (0 without any)."""
+        return self._clock.wall() - self.now()
+
+
 class FakeClock:
     """A clock that only moves when told to; `sleep` waits until `advance` passes its deadline.
 

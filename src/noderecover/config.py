@@ -217,6 +217,7 @@ class Config:
         {("Ready", "False"), ("Ready", "Unknown")}
     )
     drain_timeout: float = 60.0
+    node_startup_timeout: float = 600.0
     removal: str = "delete"
     fence_command: tuple[str, ...] = ()
     fence_timeout: float = 60.0
@@ -302,6 +303,13 @@ def _opts() -> list[_Opt]:
             dur,
             "after this long draining, force-delete pods still on the node",
             d.drain_timeout,
+        ),
+        _Opt(
+            "--node-startup-timeout",
+            "node_startup_timeout",
+            dur,
+            "a node never seen Ready is left alone until it is this old (still joining)",
+            d.node_startup_timeout,
         ),
         _Opt(
             "--removal",

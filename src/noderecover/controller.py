@@ -11,7 +11,14 @@ Invariants:
   within the state machine's own --max-concurrent gate.
 - Leadership is re-checked by the executor before each write (the act-gate), not only here.
 - On taking the lead, in-memory records are dropped and rebuilt from the Node annotations,
-  so a leader that lost and regained the Lease never acts on what it remembered.
+  so a leader that lost and regained the Lease never acts on what it remembered. A reconcile
+  pass resumes every record it visits before it counts remediations in flight, so a new
+  leader's first pass sees the remediation it inherits (--max-concurrent holds).
+- Time: records, timers and annotations use the Timeline (monotonic, on the wall scale): a
+  wall-clock step cannot shorten a grace. Heartbeat Lease ages use the monotonic clock.
+- What noderecover did it undoes: a node that leaves --node-selector keeps being visited
+  while it has a record or our annotations; it is held (`excluded-selector`) and restored
+  once healthy.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ import anyio
 import anyio.abc
 
 from noderecover import logs
-from noderecover.clock import Clock
+from noderecover.clock import Clock, Timeline
 from noderecover.config import Config
 from noderecover.draining import NotLeader
 from noderecover.kube import ApiError, KubeClient
 from noderecover.machine import (
+    EXCLUDED_SELECTOR,
     IN_FLIGHT,
     Action,
     Decision,
@@ -118,7 +126,16 @@ class Controller:
         self._gate = gate or AlwaysLeader()
         self._events = events
         self._rng = rng or random.Random()
-        self.executor = Executor(kube, clock, cfg, self._gate.may_act, rng=self._rng)
+        self.timeline = Timeline(clock)
+        self.executor = Executor(
+            kube,
+            clock,
+            cfg,
+            self._gate.may_act,
+            rng=self._rng,
+            guard=self,
+            now=self.timeline.now,
+        )
         self.nodes: dict[str, NodeObs] = {}
         self.records: dict[str, Record] = {}
         self.blocked: dict[str, str] = {}
@@ -129,6 +146,9 @@ class Controller:
         self.decisions: dict[str, Decision] = {}  # the last decision per node (for `plan`)
         self._population: set[str] = set()  # nodes matching --node-selector
         self._watchlist: set[str] = set()  # nodes unhealthy or carrying our annotations
+        # Young nodes (created within --node-startup-timeout) seen Ready: the start-up
+        # allowance is only for nodes never seen Ready. Old nodes are never kept here.
+        self._young_ready: set[str] = set()
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
@@ -194,6 +214,11 @@ class Controller:
             self._population.add(name)
         else:
             self._population.discard(name)
+        ready = obs.ready if obs is not None else None
+        if obs is None:
+            self._young_ready.discard(name)
+        elif ready is not None and ready.status == "True" and self._young(obs):
+            self._young_ready.add(name)
         if obs is not None and (
             obs.malformed is not None
             or unhealthy(obs, self.cfg)
@@ -204,6 +229,57 @@ class Controller:
                 self._lease_wake.set()  # read its heartbeat Lease now
         else:
             self._watchlist.discard(name)
+
+    def _young(self, obs: NodeObs) -> bool:
+        created = obs.created
+        return created is not None and self.timeline.now() - created < self.cfg.node_startup_timeout
+
+    def _startup_until(self, obs: NodeObs) -> float | None:
+        """Until when a node never seen Ready is still joining (None: not joining)."""
+        if obs.created is None or obs.name in self._young_ready or not self._young(obs):
+            return None
+        return obs.created + self.cfg.node_startup_timeout
+
+    # -- the executor's guard (remediation.Guard) ----------------------------------------
+
+    def hold(self, node: str) -> str | None:
+        """Controller-wide gates, asked again before every destructive step."""
+        if not self.fresh():
+            return "watch-stale"
+        if self.breaker.open:
+            return "circuit-breaker"
+        if node not in self._population:
+            return EXCLUDED_SELECTOR
+        return None
+
+    async def lease_renewing_now(self, node: str) -> bool:
+        """A fresh GET of the node's heartbeat Lease, then `lease_renewing`. An answer we
+        cannot read is no evidence of silence: renewing."""
+        if not self.cfg.watch_node_leases:
+            return False
+        if not await self._fetch_lease(node):
+            return True
+        return self.lease_renewing(node)
+
+    async def _fetch_lease(self, name: str) -> bool:
+        """GET a node's heartbeat Lease and note its renewTime; False if it could not be read."""
+        try:
+            lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}")
+        except ApiError as exc:
+            if exc.code == 404:
+                self.leases[name] = ("", float("-inf"))  # no Lease: nothing renews it
+                return True
+            log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
+            return False
+        spec = lease.get("spec")
+        renew = spec.get("renewTime") if isinstance(spec, dict) else None
+        # Anything but a string is no evidence of renewal (it never changes: not renewing).
+        self._lease_seen(name, renew if isinstance(renew, str) else "")
+        return True
+
+    def report(self, node: str, uid: str, reason: str, message: str) -> None:
+        if self._events is not None:
+            self._events.record(node, uid, "NodeRecoverBlocked", message, "Warning")
 
     def _lease_seen(self, name: str, renew: str) -> None:
         old = self.leases.get(name)
@@ -229,20 +305,7 @@ class Controller:
         """One round: GET the heartbeat Lease of every silent node; forget the others."""
         silent = self._silent_nodes()
         for name in silent:
-            try:
-                lease = await self._kube.request(
-                    "GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}"
-                )
-            except ApiError as exc:
-                if exc.code == 404:
-                    self.leases[name] = ("", float("-inf"))  # no Lease: nothing renews it
-                else:
-                    log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
-                continue
-            spec = lease.get("spec")
-            renew = spec.get("renewTime") if isinstance(spec, dict) else None
-            # Anything but a string is no evidence of renewal (it never changes: not renewing).
-            self._lease_seen(name, renew if isinstance(renew, str) else "")
+            await self._fetch_lease(name)
         keep = set(silent)
         self.leases = {k: v for k, v in self.leases.items() if k in keep}
 
@@ -300,7 +363,7 @@ class Controller:
                 while True:
                     self._wake = anyio.Event()
                     wake_at = self.reconcile(tg)
-                    delay = min(MAX_IDLE, max(0.0, wake_at - self._clock.wall()))
+                    delay = min(MAX_IDLE, max(0.0, wake_at - self.timeline.now()))
                     await _wait(self._wake, self._clock, delay)
         finally:
             self.leading = False
@@ -322,7 +385,7 @@ class Controller:
         except ApiError as exc:
             log.warning("could not read earlier removals from Events: %s", exc)
             return
-        now = self._clock.wall()
+        now = self.timeline.now()
         seen = set(self.removals)
         items = body.get("items")
         for ev in items if isinstance(items, list) else ():
@@ -342,18 +405,33 @@ class Controller:
 
         With `tg` None nothing is started (used by `plan`).
         """
-        now = self._clock.wall()
+        now = self.timeline.now()
         cfg = self.cfg
         self.removals = prune(self.removals, now, max(HOUR, cfg.breaker_window))
         # Only nodes that can need a decision are visited (see `_index`): a pass costs
         # O(unhealthy + remediated), not O(cluster), so 5,000 healthy nodes are free.
-        names = (self._watchlist | self.records.keys() | self._busy.keys()) & self._population
+        # A node outside --node-selector is visited only while something of ours is on it.
+        names = {
+            n
+            for n in self._watchlist | self.records.keys() | self._busy.keys()
+            if n in self._population or n in self.records or self._carries_ours(n)
+        }
         candidates = [self.nodes[n] for n in names if n in self.nodes]
+        # Resume before counting: a new leader's first pass must see the remediations it
+        # inherits, or it could start more than --max-concurrent.
+        for obs in candidates:
+            rec = self.records.get(obs.name)
+            if obs.name not in self._busy and (
+                rec is None or (rec.uid != obs.uid and obs.malformed is None)
+            ):
+                self.records[obs.name] = resume(obs, now, cfg)
         recent_removed = recent(self.removals, now, cfg.breaker_window)
         bad = recent_removed
         in_flight = 0
         counted_removed = 0  # removed recently, still in view: already in `recent_removed`
         for obs in candidates:
+            if obs.name not in self._population:
+                continue
             rec = self.records.get(obs.name)
             phase = rec.phase if rec is not None else Phase.HEALTHY
             if (
@@ -366,7 +444,8 @@ class Controller:
                 # double count opened the breaker for the next node after every removal.
                 counted_removed += 1
                 continue
-            if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
+            parked = rec is not None and rec.parked
+            if (phase in IN_FLIGHT and not parked) or self._busy.get(obs.name) is Kind.CORDON:
                 in_flight += 1
             # A malformed node counts as unhealthy: the breaker errs on the safe side.
             if unhealthy(obs, cfg) or phase in IN_FLIGHT or obs.malformed is not None:
@@ -393,13 +472,16 @@ class Controller:
             rec = self.records.get(name)
             if rec is None or (rec.uid != obs.uid and obs.malformed is None):
                 rec = resume(obs, now, cfg)
-            own = 1 if rec.phase in IN_FLIGHT else 0
+            managed = name in self._population
+            own = 1 if managed and rec.phase in IN_FLIGHT and not rec.parked else 0
             gates = Gates(
                 fresh=fresh,
                 breaker_open=self.breaker.open,
                 in_flight=in_flight - own,
                 removals_last_hour=removals_last_hour,
                 lease_renewing=self.lease_renewing(name),
+                managed=managed,
+                startup_until=self._startup_until(obs),
             )
             d = decide(rec, obs, now, cfg, gates)
             self.decisions[name] = d
@@ -424,6 +506,10 @@ class Controller:
         self._export_phases()
         return wake_at
 
+    def _carries_ours(self, name: str) -> bool:
+        obs = self.nodes.get(name)
+        return obs is not None and any(k in obs.annotations for k in OUR_ANNOTATIONS)
+
     def _note_flap(self, obs: NodeObs, d: Decision) -> None:
         """Count and report a flap. The Event's message is constant so the recorder aggregates
         repeats into one Event whose `count` is the number of flaps."""
@@ -443,22 +529,25 @@ class Controller:
             )
 
     def _note_block(self, obs: NodeObs, d: Decision) -> None:
-        previous = self.blocked.get(obs.name)
         if d.blocked is None:
-            self.blocked.pop(obs.name, None)
-            return
-        if previous == d.blocked:
+            if d.action is not None or d.record.retry_at <= self.timeline.now():
+                self.blocked.pop(obs.name, None)  # a hold reported by the executor lasts
+            return  # until its retry
+        self._report_block(obs.name, obs.uid, d.record.phase.value, d.blocked)
+
+    def _report_block(self, name: str, uid: str, phase: str, reason: str) -> None:
+        """Log, count and Event a hold once per reason (not once per pass)."""
+        if self.blocked.get(name) == reason:
             return  # already reported; the Event recorder aggregates repeats anyway
-        self.blocked[obs.name] = d.blocked
-        BLOCKED.labels(d.blocked).inc()
-        logs.decision(log, obs.name, d.record.phase.value, "hold", d.blocked)
+        self.blocked[name] = reason
+        BLOCKED.labels(reason).inc()
+        logs.decision(log, name, phase, "hold", reason)
         if self._events is not None:
             self._events.record(
-                obs.name,
-                obs.uid,
+                name,
+                uid,
                 "NodeRecoverBlocked",
-                f"{d.record.phase.value}: next step held by safety gate '{d.blocked}'; "
-                "will proceed when it clears",
+                f"{phase}: next step held by '{reason}'; will proceed when it clears",
                 "Warning",
             )
 
@@ -477,14 +566,24 @@ class Controller:
     async def _perform(self, action: Action, rec: Record) -> None:
         name = action.node
         try:
-            result = await self.executor.perform(action, rec, lambda: self.nodes.get(name))
+            result = await self.executor.perform(action, rec)
         except NotLeader:
             log.warning("lost leadership before %s of node %s; stopping", action.kind, name)
             self._done(name)
             return
-        now = self._clock.wall()
+        now = self.timeline.now()
         current = self.records.get(name, rec)
-        new = complete(current, action, result.outcome, now, result.retry_in, result.tainted)
+        new = complete(
+            current,
+            action,
+            result.outcome,
+            now,
+            result.retry_in,
+            result.tainted,
+            result.transition,
+        )
+        if result.outcome is Outcome.BLOCKED:
+            self._report_block(name, action.uid, current.phase.value, result.detail)
         if result.outcome is Outcome.GONE:
             self.records.pop(name, None)
         else:
@@ -506,7 +605,7 @@ class Controller:
         self._done(name)
 
     def _phase_changed(self, name: str, uid: str, old: Record, new: Record) -> None:
-        now = self._clock.wall()
+        now = self.timeline.now()
         if old.phase is not Phase.HEALTHY and old.phase_since:
             PHASE_DURATION.labels(old.phase.value).observe(max(0.0, now - old.phase_since))
         ACTIONS.labels(f"phase-{new.phase.value.lower()}", "ok").inc()

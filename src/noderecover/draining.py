@@ -8,12 +8,22 @@ Rules (kubectl's filters, Cluster API's unreachable-node rule, upstream eviction
 - Eviction through policy/v1: 2xx accepted, 404 gone, 429 = a PodDisruptionBudget says no
   (retry after max(Retry-After, 5 s) + jitter, never in a tight loop), 500 "more than one
   PodDisruptionBudget" = permanent for that pod (reported), other errors retried with backoff.
-- Silent node (Ready=Unknown): evict with gracePeriodSeconds=1 (no kubelet will honour a longer
-  one); after `drain_timeout` force-delete (grace 0) every pod still there.
-- Ready=False node (kubelet alive): the pod's own grace period; after `drain_timeout` force only
-  pods whose eviction was accepted but which are stuck terminating - a pod a PDB protects
-  is never forced on a live node.
-- Force-deleting needs fencing when configured (`may_force`); PVCs and PVs are never touched.
+- Dead node (the freshest evidence: Ready=Unknown and its heartbeat Lease not renewed for the
+  grace): evict with gracePeriodSeconds=1 (no kubelet will honour a longer one); after
+  `drain_timeout` force-delete (grace 0) every pod still there.
+- Live kubelet (Ready=False, or Ready=Unknown with its heartbeat Lease renewing): evict with
+  the pod's own grace period and let the kubelet finish; nothing is ever force-deleted (a
+  terminating pod may still run, and a PDB may protect it). After `drain_timeout` with pods
+  left, the drain ends BLOCKED (`pod-disruption-budget` or `pods-terminating`), retried later.
+- Evidence before force: the node and its Lease are read again right before every grace-1
+  eviction and every force-delete, and that read decides: healthy, a newer Ready transition
+  (a flap), an exclusion, a gate (stale watch, open breaker), a replaced node (new uid) or a
+  live kubelet stops the batch at once.
+- Each pod uid is force-deleted once. A pod still listed after that is held only by its
+  finalizers: reported once (`pod-finalizers`), and it does not hold the drain.
+- Every eviction and force-delete carries the pod's uid as a precondition (a same-named
+  replacement is never touched). Force-deleting needs fencing when configured
+  (`may_force`); PVCs and PVs are never touched.
 
 Hostile input: `parse_pod` is total, like `nodes.parse_node`. A pod that cannot be read
 safely comes back with `malformed` set to one of POD_MALFORMED_REASONS, and `plan` says HOLD:
@@ -58,6 +68,7 @@ from noderecover.nodes import (
     MISSING_NAME,
     MISSING_UID,
     NOT_AN_OBJECT,
+    NodeObs,
     parse_time,
 )
 
@@ -74,8 +85,12 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 BAD_LIST = "bad-list"  # the LIST answer itself: items, metadata or continue token unreadable
 POD_MALFORMED_REASONS = (NOT_AN_OBJECT, MISSING_NAME, MISSING_UID, BAD_METADATA, BAD_SPEC, BAD_LIST)
 
-# Blocked reason (noderecover_blocked_total) of a drain held by an unreadable pod.
-MALFORMED_POD = "malformed-pod"
+# Blocked reasons (noderecover_blocked_total) of a drain.
+MALFORMED_POD = "malformed-pod"  # an unreadable pod is listed
+PDB_BLOCKED = "pod-disruption-budget"  # an eviction answered 429
+MULTIPLE_PDBS = "multiple-pdbs"
+PODS_TERMINATING = "pods-terminating"  # a live kubelet has not finished its pods in time
+POD_FINALIZERS = "pod-finalizers"  # force-deleted once, still listed: held by finalizers
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,21 +219,29 @@ class Step(StrEnum):
     WAIT = "wait"
     FORCE = "force"
     HOLD = "hold"  # unreadable: never touched, and the drain cannot finish while it is listed
+    LINGER = "linger"  # force-deleted once already, still listed: finalizers hold it
 
 
-def plan(pod: PodObs, silent: bool, elapsed: float, drain_timeout: float) -> Step:
-    """What to do with one pod on the node now."""
+def plan(
+    pod: PodObs, dead: bool, elapsed: float, drain_timeout: float, forced: bool = False
+) -> Step:
+    """What to do with one pod on the node now.
+
+    `dead`: the freshest evidence says the kubelet is gone. Invariant: FORCE only then.
+    """
     if pod.malformed is not None:
         return Step.HOLD
     if pod.owner_kind == "DaemonSet" or pod.mirror:
         return Step.SKIP
+    if forced:
+        return Step.LINGER
+    if not dead:
+        # A live kubelet finishes what it was asked to delete; nothing is forced.
+        return Step.WAIT if pod.deleting else Step.EVICT
     overdue = elapsed >= drain_timeout
     if pod.deleting:
-        # Accepted for deletion; a live kubelet finishes it, a dead one never will.
         return Step.FORCE if overdue else Step.WAIT
-    if overdue and silent:
-        return Step.FORCE
-    return Step.EVICT
+    return Step.FORCE if overdue else Step.EVICT
 
 
 @dataclass
@@ -226,10 +249,33 @@ class _PodRetry:
     at: float = 0.0
     backoff: Backoff = field(default_factory=Backoff)
     permanent: str = ""
+    pdb: bool = False  # an eviction of it was refused by a PodDisruptionBudget
 
 
 class NotLeader(Exception):
     """The act-gate said no: stop at once, do not count as a failure of the node."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a fresh read of the node (and its heartbeat Lease) says, with every gate applied.
+
+    `stop` set: the step must not happen (GONE: deleted or replaced; HEALTHY: healthy again
+    or flapped, `transition` newer than the one decided on; BLOCKED: `reason`).
+    """
+
+    stop: Outcome | None = None
+    reason: str = ""
+    dead: bool = False  # Ready=Unknown and the heartbeat Lease stale for the grace
+    transition: float | None = None
+    fresh: NodeObs | None = None  # the read itself (when it did not stop the step)
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    outcome: Outcome
+    reason: str = ""
+    transition: float | None = None
 
 
 @dataclass
@@ -237,9 +283,9 @@ class DrainContext:
     """What the drain asks the controller while it runs."""
 
     may_act: Callable[[], bool]  # leadership still valid (checked before every write)
-    still_unhealthy: Callable[[], Awaitable[bool | None]]  # fresh re-read: None = node gone
-    silent: Callable[[], bool]  # Ready=Unknown right now
+    evidence: Callable[[], Awaitable[Evidence]]  # a fresh read, gates applied
     blocked: Callable[[str], None]  # report a held-back step (e.g. PDB)
+    report: Callable[[str, str], None] = lambda reason, message: None  # an Event on the node
 
 
 class Drainer:
@@ -251,9 +297,11 @@ class Drainer:
         drain_timeout: float,
         dry_run: bool = False,
         rng: random.Random | None = None,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self._kube = kube
         self._clock = clock
+        self._now = now or clock.wall  # timeline seconds (the controller passes its Timeline)
         self._timeout = drain_timeout
         self._dry_run = dry_run
         self._rng = rng or random.Random()
@@ -281,55 +329,98 @@ class Drainer:
             cont = nxt
         raise _bad_list(f"more than {MAX_PAGES} pages")
 
-    async def drain(self, node: str, started: float, may_force: bool, ctx: DrainContext) -> Outcome:
-        """Drain until empty. `started` (wall) survives failover via the phase annotation."""
+    async def drain(
+        self,
+        node: str,
+        started: float,
+        may_force: bool,
+        ctx: DrainContext,
+        forced: set[str] | None = None,
+    ) -> Drained:
+        """Drain until empty, or until the evidence or a gate stops it.
+
+        `started` (timeline seconds) survives failover via the phase annotation. `forced`:
+        uids force-deleted already for this node (each is forced once; kept by the caller
+        across attempts).
+        """
+        forced = set() if forced is None else forced
         retries: dict[str, _PodRetry] = {}
         evicted: set[str] = set()
         unreadable: set[tuple[str, str, str]] = set()  # reported in this drain attempt
+        lingering: set[str] = set()  # reported in this drain attempt
         while True:
-            state = await ctx.still_unhealthy()
-            if state is None:
-                return Outcome.GONE
-            if not state:
-                return Outcome.HEALTHY
+            ev = await ctx.evidence()
+            if ev.stop is not None:
+                return Drained(ev.stop, ev.reason, ev.transition)
+            dead = ev.dead
             pods = await self.list_pods(node)
-            now = self._clock.wall()
-            elapsed = now - started
-            silent = ctx.silent()
+            elapsed = self._now() - started
             # Per listed object, not per key: a garbled list may name one pod twice.
-            steps = [(p, plan(p, silent, elapsed, self._timeout)) for p in pods]
+            steps = [(p, plan(p, dead, elapsed, self._timeout, p.uid in forced)) for p in pods]
             for pod, step in steps:
                 if step is Step.HOLD:
                     self._report_unreadable(node, pod, unreadable, ctx)
-            todo = [(p, s) for p, s in steps if s is not Step.SKIP]
+                elif step is Step.LINGER and pod.uid not in lingering:
+                    lingering.add(pod.uid)
+                    self._report_lingering(node, pod, ctx)
+            todo = [(p, s) for p, s in steps if s not in (Step.SKIP, Step.LINGER)]
             if self._dry_run:
                 todo = [(p, s) for p, s in todo if s is Step.HOLD or p.key not in evicted]
             if not todo:
-                log.info("drained %s: %d pods skipped (daemonset/mirror)", node, len(pods))
-                return Outcome.OK
+                log.info(
+                    "drained %s: %d pods skipped (daemonset/mirror), %d held by finalizers",
+                    node,
+                    len(pods) - len(lingering),
+                    len(lingering),
+                )
+                return Drained(Outcome.OK)
             stuck = [self._stuck(p, s, retries) for p, s in todo]
             if all(stuck):
                 # Only pods that can never be evicted (or read) are left: report, let the
                 # caller back off and look again; never "drained".
                 log.error("drain of %s cannot finish: %s", node, stuck[0])
-                return Outcome.FAILED
-            forced = [p for p, s in todo if s is Step.FORCE]
-            if forced:
-                if not may_force:
-                    return Outcome.NEEDS_FENCE
-                if not await ctx.still_unhealthy():
-                    return Outcome.HEALTHY
-                for pod in forced:
-                    await self._force(pod, ctx)
-                    evicted.add(pod.key)
+                return Drained(Outcome.FAILED)
+            to_force = [p for p, s in todo if s is Step.FORCE]
+            if to_force and not may_force:
+                return Drained(Outcome.NEEDS_FENCE)
+            for pod in to_force:
+                # Evidence before force: the read right before this pod decides.
+                ev = await ctx.evidence()
+                if ev.stop is not None:
+                    return Drained(ev.stop, ev.reason, ev.transition)
+                if not ev.dead:
+                    dead = False  # a sign of life: the batch stops, live rules from now on
+                    break
+                await self._force(pod, ctx)
+                forced.add(pod.uid)
+                evicted.add(pod.key)
             for pod, step in todo:
                 if step is not Step.EVICT:
                     continue
                 retry = retries.setdefault(pod.key, _PodRetry(backoff=Backoff(rng=self._rng)))
                 if retry.permanent or retry.at > self._clock.monotonic():
                     continue
-                await self._evict(pod, silent, retry, ctx)
+                if dead:
+                    # A 1-second eviction is destructive on a live kubelet: read first.
+                    ev = await ctx.evidence()
+                    if ev.stop is not None:
+                        return Drained(ev.stop, ev.reason, ev.transition)
+                    dead = ev.dead
+                await self._evict(pod, dead, retry, ctx)
                 evicted.add(pod.key)
+            if not dead and elapsed >= self._timeout:
+                # A live kubelet's pods leave by its hand or not at all: say why and let the
+                # caller give back the slot and look again later.
+                pdb = any(retries.get(p.key, _PodRetry()).pdb for p, _ in todo)
+                reason = PDB_BLOCKED if pdb else PODS_TERMINATING
+                log.warning(
+                    "drain of %s not finished after %.0fs and its kubelet is alive: %s; "
+                    "nothing is forced on a live kubelet",
+                    node,
+                    elapsed,
+                    reason,
+                )
+                return Drained(Outcome.BLOCKED, reason)
             # Bounded wait before looking again: until the earliest retry, at most POLL.
             waits = [r.at - self._clock.monotonic() for r in retries.values() if r.at]
             pause = min([POLL, *[w for w in waits if w > 0]])
@@ -342,6 +433,18 @@ class Drainer:
             return f"pod {_named(pod)} cannot be read ({pod.malformed})"
         retry = retries.get(pod.key)
         return retry.permanent if retry is not None else ""
+
+    @staticmethod
+    def _report_lingering(node: str, pod: PodObs, ctx: DrainContext) -> None:
+        """A pod force-deleted once and still listed: finalizers hold it. Said once per
+        drain attempt; it does not hold the drain (forcing again would change nothing)."""
+        ctx.blocked(POD_FINALIZERS)
+        message = (
+            f"Pod {pod.key} was force-deleted but is still there: its finalizers hold it. "
+            "noderecover does not remove finalizers; the drain goes on without it."
+        )
+        ctx.report(POD_FINALIZERS, message)
+        log.warning("drain of %s: %s", node, message)
 
     @staticmethod
     def _report_unreadable(
@@ -362,7 +465,7 @@ class Drainer:
             pod.malformed,
         )
 
-    async def _evict(self, pod: PodObs, silent: bool, retry: _PodRetry, ctx: DrainContext) -> None:
+    async def _evict(self, pod: PodObs, dead: bool, retry: _PodRetry, ctx: DrainContext) -> None:
         if self._dry_run:
             log.info("dry-run: would evict %s", pod.key)
             ACTIONS.labels("evict", "dry-run").inc()
@@ -374,18 +477,22 @@ class Drainer:
             "kind": "Eviction",
             "metadata": {"name": pod.name, "namespace": pod.namespace},
         }
-        if silent:
-            body["deleteOptions"] = {"gracePeriodSeconds": 1}
+        # The uid precondition: a same-named replacement (elsewhere) is never evicted.
+        options: dict[str, Any] = {"preconditions": {"uid": pod.uid}}
+        if dead:
+            options["gracePeriodSeconds"] = 1
+        body["deleteOptions"] = options
         path = f"{_pod_path(pod)}/eviction"
         try:
             await self._kube.request("POST", path, body=body)
         except ApiError as exc:
-            if exc.code == 404:
+            if exc.code in {404, 409}:  # gone, or replaced by a new pod of the same name
                 ACTIONS.labels("evict", "gone").inc()
                 return
             if exc.code == 429:
                 ACTIONS.labels("evict", "pdb-blocked").inc()
-                ctx.blocked("pod-disruption-budget")
+                retry.pdb = True
+                ctx.blocked(PDB_BLOCKED)
                 delay = max(exc.retry_after or 0.0, PDB_MIN_RETRY)
                 retry.at = self._clock.monotonic() + delay * (1.0 + 0.2 * self._rng.random())
                 log.info(
@@ -396,7 +503,7 @@ class Drainer:
                 return
             if exc.code == 500 and "more than one" in exc.message.lower():
                 ACTIONS.labels("evict", "permanent-error").inc()
-                ctx.blocked("multiple-pdbs")
+                ctx.blocked(MULTIPLE_PDBS)
                 retry.permanent = exc.message
                 log.error("cannot evict %s: %s", pod.key, exc.message)
                 return

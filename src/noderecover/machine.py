@@ -90,6 +90,17 @@ IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
 # Blocked reason: the node showed life (flapped) within the last grace; no destructive step.
 FLAPPING = "flapping"
 
+# Blocked reason: the freshest evidence (Ready=False: the kubelet posts status, or its
+# heartbeat Lease renewing) says the kubelet is alive. No force-delete, fence or removal
+# then; the node stays cordoned and drained by eviction, and gives back its slot.
+KUBELET_ALIVE = "kubelet-alive"
+
+# Blocked reason: the node stopped matching --node-selector; only a restore may happen.
+EXCLUDED_SELECTOR = "excluded-selector"
+
+# Why the fresh read before a step ended it: the node is healthy again.
+HEALTHY_AGAIN = "healthy"
+
 # The safety-gate reason of a node whose object cannot be read safely.
 MALFORMED = "malformed-object"
 
@@ -114,6 +125,7 @@ class Outcome(StrEnum):
     OK = "ok"
     FAILED = "failed"  # retry after backoff
     HEALTHY = "healthy"  # the re-read before a destructive step found the node healthy
+    BLOCKED = "blocked"  # a gate or the kubelet's liveness held the step: retry later
     NEEDS_FENCE = "needs-fence"  # drain must force-delete pods but the node is not fenced
     GONE = "gone"  # the node (with this uid) no longer exists
 
@@ -135,6 +147,10 @@ class Record:
     retry_at: float = 0.0
     failures: int = 0
     flaps: int = 0  # flaps seen since the node was last Healthy (see "Flap damping")
+    # The Ready lastTransitionTime this stretch of unhealthiness is judged from: a newer one
+    # (seen in the view or in any fresh read) is a flap, even if no healthy state was seen.
+    transition: float | None = None
+    parked: bool = False  # held for long (kubelet alive, drain blocked): no --max-concurrent slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +162,8 @@ class Gates:
     in_flight: int = 0  # remediations in flight on OTHER nodes
     removals_last_hour: int = 0
     lease_renewing: bool = False  # this node's heartbeat Lease was renewed within the grace
+    managed: bool = True  # the node matches --node-selector
+    startup_until: float | None = None  # a never-Ready node is still joining until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +175,7 @@ class Action:
     success: Record  # the record once the action succeeded
     silent: bool = False  # Ready=Unknown: the kubelet is gone (drain short-cuts)
     may_force: bool = True  # force-deleting pods allowed (fenced, or no fencing configured)
+    transition: float | None = None  # Ready transition the step was decided on (see Record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,13 +251,14 @@ def resume(obs: NodeObs, now: float, cfg: Config) -> Record:
         phase = Phase.HEALTHY
     if phase is Phase.HEALTHY or obs.malformed is not None:
         return Record(uid=obs.uid)
+    transition = ready_since(obs)
     cordoned = ann.get(ANN_CORDONED) == "true" and obs.unschedulable
     tainted = ann.get(ANN_TAINTED) == "true"
     since = _past(parse_time(ann.get(ANN_UNHEALTHY_SINCE)), now)
     phase_since = _past(parse_time(ann.get(ANN_PHASE_SINCE)), now)
     start = unhealthy_start(obs, cfg)
     if start is None:
-        return Record(obs.uid, Phase.SUSPECT, now, None, cordoned, tainted)
+        return Record(obs.uid, Phase.SUSPECT, now, None, cordoned, tainted, transition=transition)
     start = min(start, now)
     if phase is not Phase.SUSPECT and since is not None and start <= since:
         return Record(
@@ -249,6 +269,7 @@ def resume(obs: NodeObs, now: float, cfg: Config) -> Record:
             cordoned,
             tainted,
             fenced=ann.get(ANN_FENCED) == "true",
+            transition=transition,
         )
     return Record(
         obs.uid,
@@ -257,6 +278,7 @@ def resume(obs: NodeObs, now: float, cfg: Config) -> Record:
         start if since is None else max(since, start),
         cordoned,
         tainted,
+        transition=transition,
     )
 
 
@@ -302,7 +324,14 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         )
 
     if rec.phase is Phase.HEALTHY:
-        new = _enter(rec, Phase.SUSPECT, now, unhealthy_since=now, healthy_since=None)
+        new = _enter(
+            rec,
+            Phase.SUSPECT,
+            now,
+            unhealthy_since=now,
+            healthy_since=None,
+            transition=ready_since(obs),
+        )
         return Decision(
             rec,
             Action(Kind.PERSIST, obs.name, obs.uid, None, new),
@@ -323,6 +352,8 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             fence_first=False,
             retry_at=0.0,
             failures=0,
+            parked=False,
+            transition=ready_since(obs),
         )
         return Decision(
             new,
@@ -335,10 +366,16 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     if rec.phase is Phase.REMOVED:
         return _removed(rec, obs, now, cfg)
 
-    if rec.healthy_since is not None:
-        # A flap: healthy again, then unhealthy before it was restored. The grace timer
-        # restarts now (persisted, so a new leader keeps it); see "Flap damping".
-        new = dataclasses.replace(rec, healthy_since=None, unhealthy_since=now, flaps=rec.flaps + 1)
+    seen = ready_since(obs)
+    newer = seen is not None and rec.transition is not None and seen > rec.transition
+    if rec.healthy_since is not None or newer:
+        # A flap: healthy again (or a Ready transition newer than the one this stretch
+        # started from: a watch burst may hide the healthy state), then unhealthy before it
+        # was restored. The grace timer restarts now (persisted, so a new leader keeps it).
+        newest = max((t for t in (seen, rec.transition) if t is not None), default=None)
+        new = dataclasses.replace(
+            rec, healthy_since=None, unhealthy_since=now, flaps=rec.flaps + 1, transition=newest
+        )
         damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
         return Decision(
             new,
@@ -348,6 +385,8 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             flapped=True,
         )
 
+    if rec.transition is None:
+        rec = dataclasses.replace(rec, transition=seen)
     if rec.unhealthy_since is None:
         # Resumed while the node was healthy: this observation starts the episode.
         rec = dataclasses.replace(rec, unhealthy_since=now)
@@ -359,6 +398,14 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     deadline = start + cfg.grace
     if rec.phase is Phase.SUSPECT and now < deadline:
         return Decision(rec, why="within grace", wake_at=deadline)
+    if rec.phase is Phase.SUSPECT and gates.startup_until is not None and now < gates.startup_until:
+        # Never seen Ready and younger than --node-startup-timeout: still joining (CNI, image
+        # pulls), not dead. Cluster API's nodeStartupTimeout.
+        return Decision(
+            rec,
+            why="never Ready yet: within the node start-up allowance",
+            wake_at=gates.startup_until,
+        )
     if rec.phase in IN_FLIGHT and now < deadline:
         # Showed life (flapped) within the last grace: nothing destructive until it has been
         # unhealthy for a whole grace again, or it is restored.
@@ -379,7 +426,15 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         new = _enter(rec, Phase.CORDONED, now, cordoned=rec.cordoned or not obs.unschedulable)
         return Decision(
             rec,
-            Action(Kind.CORDON, obs.name, obs.uid, None, new, silent=silent),
+            Action(
+                Kind.CORDON,
+                obs.name,
+                obs.uid,
+                None,
+                new,
+                silent=silent,
+                transition=rec.transition,
+            ),
             why=f"unhealthy for {now - (rec.unhealthy_since or now):.0f}s >= grace",
         )
     fence_first = rec.fence_first and cfg.fencing and not rec.fenced
@@ -392,6 +447,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
                 obs.uid,
                 None,
                 dataclasses.replace(rec, fenced=True, fence_first=False),
+                transition=rec.transition,
             ),
             why="drain must force-delete pods: fencing first",
         )
@@ -407,14 +463,29 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
                 _enter(draining, Phase.REMOVING, now),
                 silent=silent,
                 may_force=rec.fenced or not cfg.fencing,
+                transition=rec.transition,
             ),
             why="cordoned; draining",
         )
-    # Removing
+    # Removing: only a node whose kubelet is gone. A live kubelet (Ready=False, or its
+    # heartbeat Lease renewing) is left cordoned and drained; it gives back its slot.
+    if not obs.silent or gates.lease_renewing:
+        return Decision(
+            dataclasses.replace(rec, parked=True),
+            blocked=KUBELET_ALIVE,
+            why=f"held: {KUBELET_ALIVE} (drained; removed only once its kubelet is silent)",
+        )
     if cfg.fencing and not rec.fenced:
         return Decision(
             rec,
-            Action(Kind.FENCE, obs.name, obs.uid, None, dataclasses.replace(rec, fenced=True)),
+            Action(
+                Kind.FENCE,
+                obs.name,
+                obs.uid,
+                None,
+                dataclasses.replace(rec, fenced=True),
+                transition=rec.transition,
+            ),
             why="fencing before removal",
         )
     # The taint is ours only if we add it (or added it in an earlier episode).
@@ -422,7 +493,9 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or adds_taint)
     return Decision(
         rec,
-        Action(Kind.REMOVE, obs.name, obs.uid, None, done, silent=silent),
+        Action(
+            Kind.REMOVE, obs.name, obs.uid, None, done, silent=silent, transition=rec.transition
+        ),
         why=f"drained; removing ({cfg.removal})",
     )
 
@@ -457,6 +530,7 @@ def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
         cordoned=rec.cordoned and obs.unschedulable,
         tainted=rec.tainted and obs.has_taint(OUT_OF_SERVICE_KEY),
         flaps=rec.flaps + 1 if flapped else rec.flaps,
+        transition=ready_since(obs),
     )
     return Decision(
         dataclasses.replace(rec, healthy_since=None),
@@ -469,6 +543,8 @@ def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
 
 def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
     """The first safety gate that holds this forward step back, or None."""
+    if not gates.managed:
+        return EXCLUDED_SELECTOR
     if (why := exclusion(obs, cfg)) is not None:
         return why
     if not gates.fresh:
@@ -492,22 +568,35 @@ def complete(
     now: float,
     retry_in: float = 0.0,
     tainted: bool | None = None,
+    transition: float | None = None,
 ) -> Record:
     """The record after the shell performed `action` with `outcome`.
 
     `tainted`: whether the out-of-service taint is ours, as the shell found out from its
     fresh read and its writes (None: it did not look). It overrides the action's guess
     whatever the outcome: a taint we added stays ours even if a later write failed.
+    `transition`: the Ready lastTransitionTime of the shell's freshest read, when newer
+    than the one the action was decided on (a flap the view has not shown yet).
     """
     new = _completed(rec, action, outcome, now, retry_in)
-    return new if tainted is None else dataclasses.replace(new, tainted=tainted)
+    if tainted is not None:
+        new = dataclasses.replace(new, tainted=tainted)
+    if transition is not None and transition > (new.transition or transition - 1):
+        # Seen in a fresh read: a flap. Healthy-since now makes `decide` restart the grace.
+        since = new.healthy_since if new.healthy_since is not None else now
+        new = dataclasses.replace(new, healthy_since=since)
+    return new
 
 
 def _completed(
     rec: Record, action: Action, outcome: Outcome, now: float, retry_in: float
 ) -> Record:
     if outcome is Outcome.OK:
-        return dataclasses.replace(action.success, failures=0, retry_at=0.0)
+        return dataclasses.replace(action.success, failures=0, retry_at=0.0, parked=False)
+    if outcome is Outcome.BLOCKED:
+        # Held by a gate or a live kubelet: no failure, and no slot while it waits.
+        base = action.persist or rec
+        return dataclasses.replace(base, retry_at=now + retry_in, parked=True)
     if outcome is Outcome.NEEDS_FENCE:
         # The drain cannot finish without force: fence first, then drain again.
         base = action.persist or rec
@@ -517,6 +606,35 @@ def _completed(
         since = rec.healthy_since if rec.healthy_since is not None else now
         return dataclasses.replace(rec, healthy_since=since)
     return dataclasses.replace(rec, failures=rec.failures + 1, retry_at=now + retry_in)
+
+
+def ready_since(obs: NodeObs) -> float | None:
+    """The Ready condition's lastTransitionTime (None without one)."""
+    r = obs.ready
+    return r.since if r is not None else None
+
+
+def kubelet_alive(fresh: NodeObs, lease_renewing: bool) -> bool:
+    """The evidence says the kubelet lives: it posts status (Ready is not Unknown), or its
+    heartbeat Lease was renewed within the grace as observed by us."""
+    return not fresh.silent or lease_renewing
+
+
+def evidence_hold(fresh: NodeObs, transition: float | None, cfg: Config) -> str | None:
+    """Why a fresh read of the node forbids a forward step now, or None.
+
+    The read decides, never the view it replaced: malformed, healthy again, a Ready
+    transition newer than the one the step was decided on (a flap), or an exclusion set
+    since (annotation, control-plane label).
+    """
+    if fresh.malformed is not None:
+        return MALFORMED
+    if not unhealthy(fresh, cfg):
+        return HEALTHY_AGAIN
+    seen = ready_since(fresh)
+    if transition is not None and seen is not None and seen > transition:
+        return FLAPPING
+    return exclusion(fresh, cfg)
 
 
 def _describe(obs: NodeObs) -> str:

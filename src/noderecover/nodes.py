@@ -153,6 +153,7 @@ class NodeObs:
     taints: tuple[Taint, ...]
     deleting: bool
     malformed: str | None = None  # one of MALFORMED_REASONS: never act on this node
+    created: float | None = None  # creationTimestamp (None: unreadable, treated as old)
 
     def condition(self, ctype: str) -> Condition | None:
         for c in self.conditions:
@@ -238,6 +239,7 @@ def _parse_node(obj: object, keep_labels: frozenset[str], keep: frozenset[str]) 
         annotations=annotations,
         taints=_taints(spec.get("taints")),
         deleting=bool(deletion),
+        created=parse_time(meta.get("creationTimestamp")),
     )
 
 

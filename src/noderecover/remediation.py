@@ -3,8 +3,16 @@
 Invariants:
 - Every write is preceded by the act-gate (`may_act`): a replica that is not a valid leader
   raises NotLeader before touching anything.
-- Before every destructive step (cordon, remove) the Node is re-read: if it became healthy
-  the step is abandoned (Outcome.HEALTHY); if its uid changed the step is void (GONE).
+- Evidence before force: right before every forward step (cordon, each grace-1 eviction and
+  force-delete of the drain, fence, taint, delete) the Node is read again (and, for the
+  destructive ones, its heartbeat Lease), and that read decides (`evidence`): healthy or a
+  newer Ready transition (a flap) -> HEALTHY; another uid or gone -> GONE; an exclusion or a
+  controller gate (stale watch, open breaker, out of the selector) -> BLOCKED; a live
+  kubelet (Ready not Unknown, or its Lease renewing) -> no force, fence or removal.
+- Every step carries the uid it was decided on: merge patches carry `metadata.uid` (the API
+  server answers 409 when the object under that name has another uid), deletes and
+  evictions a uid precondition. A node re-created under the same name is never written to
+  by the old remediation.
 - Node deletion is conditional on the uid and resourceVersion just read (409 -> re-read).
 - The out-of-service taint is added with a JSON patch guarded by the resourceVersion, so
   other taints are never replaced; it is removed only if noderecover added it. A taint already
@@ -24,7 +32,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import anyio
@@ -32,16 +40,65 @@ import anyio
 from noderecover.backoff import Backoff
 from noderecover.clock import Clock
 from noderecover.config import Config
-from noderecover.draining import DrainContext, Drainer, NotLeader
+from noderecover.draining import DrainContext, Drained, Drainer, Evidence, NotLeader
 from noderecover.kube import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient
-from noderecover.machine import Action, Kind, Outcome, Record, annotations_for, unhealthy
+from noderecover.machine import (
+    FLAPPING,
+    HEALTHY_AGAIN,
+    KUBELET_ALIVE,
+    Action,
+    Kind,
+    Outcome,
+    Record,
+    annotations_for,
+    evidence_hold,
+    kubelet_alive,
+    ready_since,
+    unhealthy,
+)
 from noderecover.metrics import ACTIONS, BLOCKED, MALFORMED_OBJECTS
 from noderecover.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
 
 log = logging.getLogger("noderecover.remediation")
 
 DELETE_CONFLICT_RETRIES = 3
+BLOCKED_RETRY = 5.0  # a step held by a gate or a live kubelet: look again this much later
+LIVE_DRAIN_RETRY = 30.0  # a live kubelet's drain that did not finish in time
 MALFORMED_RETRY = 30.0  # a node object that cannot be read safely: look again this much later
+
+
+class Guard(Protocol):
+    """What the executor asks the controller while it acts."""
+
+    def hold(self, node: str) -> str | None:
+        """A controller-wide gate that holds a forward step now (stale watch, open breaker,
+        node outside --node-selector), or None."""
+        ...
+
+    async def lease_renewing_now(self, node: str) -> bool:
+        """A fresh read of the node's heartbeat Lease: renewed within the grace?"""
+        ...
+
+    def report(self, node: str, uid: str, reason: str, message: str) -> None:
+        """A Warning Event on the node."""
+        ...
+
+
+class NoGuard:
+    """No controller around (unit tests of the executor alone): no gate, no Lease."""
+
+    def hold(self, node: str) -> str | None:
+        return None
+
+    async def lease_renewing_now(self, node: str) -> bool:
+        return False
+
+    def report(self, node: str, uid: str, reason: str, message: str) -> None:
+        return None
+
+
+class NodeReplaced(Exception):
+    """A write carrying the node's uid was refused (409): the name has another node now."""
 
 
 class MalformedNode(Exception):
@@ -58,6 +115,7 @@ class Result:
     retry_in: float = 0.0
     detail: str = ""
     tainted: bool | None = None  # the out-of-service taint is ours (None: not looked at)
+    transition: float | None = None  # a newer Ready transition seen in the fresh read (a flap)
 
 
 class Executor:
@@ -69,15 +127,25 @@ class Executor:
         may_act: Callable[[], bool],
         *,
         rng: random.Random | None = None,
+        guard: Guard | None = None,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self._kube = kube
         self._clock = clock
         self._cfg = cfg
         self._may_act = may_act
         self._rng = rng or random.Random()
+        self._guard: Guard = guard or NoGuard()
+        self._now = now or clock.wall
         self.drainer = Drainer(
-            kube, clock, drain_timeout=cfg.drain_timeout, dry_run=cfg.dry_run, rng=self._rng
+            kube,
+            clock,
+            drain_timeout=cfg.drain_timeout,
+            dry_run=cfg.dry_run,
+            rng=self._rng,
+            now=self._now,
         )
+        self._forced: dict[str, set[str]] = {}  # node uid -> pod uids force-deleted once
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -114,14 +182,55 @@ class Executor:
             raise NotLeader
         return True
 
-    async def _merge(self, node: str, body: dict[str, Any]) -> None:
-        await self._kube.request("PATCH", self._path(node), body=body, content_type=MERGE_PATCH)
+    async def _merge(self, node: str, uid: str, body: dict[str, Any]) -> None:
+        """A merge patch that applies only to the node with this uid (409 -> NodeReplaced)."""
+        meta = {**body.get("metadata", {}), "uid": uid}
+        try:
+            await self._kube.request(
+                "PATCH",
+                self._path(node),
+                body={**body, "metadata": meta},
+                content_type=MERGE_PATCH,
+            )
+        except ApiError as exc:
+            if exc.code == 409:
+                raise NodeReplaced(node) from exc
+            raise
+
+    async def evidence(self, action: Action, *, destructive: bool = True) -> Evidence:
+        """Read the node (and, for a destructive step on a silent node, its heartbeat Lease)
+        and apply every gate to that read. Raises MalformedNode, ApiError, NotLeader."""
+        if not self._cfg.dry_run and not self._may_act():
+            raise NotLeader
+        fresh = await self.read(action.node, action.uid)
+        if fresh is None:
+            return Evidence(Outcome.GONE)
+        seen = ready_since(fresh)
+        newer = (
+            seen
+            if seen is not None and action.transition is not None and seen > action.transition
+            else None
+        )
+        why = evidence_hold(fresh, action.transition, self._cfg)
+        if why in (HEALTHY_AGAIN, FLAPPING):
+            return Evidence(Outcome.HEALTHY, why, transition=newer)
+        if why is None:
+            why = self._guard.hold(action.node)
+        if why is not None:
+            return Evidence(Outcome.BLOCKED, why)
+        renewing = False
+        if fresh.silent and destructive and self._cfg.watch_node_leases:
+            renewing = await self._guard.lease_renewing_now(action.node)
+        return Evidence(dead=not kubelet_alive(fresh, renewing), fresh=fresh)
+
+    @staticmethod
+    def _stopped(ev: Evidence) -> Result:
+        assert ev.stop is not None
+        return Result(ev.stop, BLOCKED_RETRY if ev.stop is Outcome.BLOCKED else 0.0, ev.reason)
 
     # -- entry point ------------------------------------------------------------------
 
-    async def perform(
-        self, action: Action, rec: Record, current: Callable[[], NodeObs | None]
-    ) -> Result:
+    async def perform(self, action: Action, rec: Record) -> Result:
         """Perform one action; never raises ApiError or MalformedNode (FAILED, retried later)."""
         try:
             match action.kind:
@@ -130,13 +239,15 @@ class Executor:
                 case Kind.CORDON:
                     return await self._cordon(action)
                 case Kind.DRAIN:
-                    return await self._drain(action, rec, current)
+                    return await self._drain(action, rec)
                 case Kind.FENCE:
                     return await self._fence(action)
                 case Kind.REMOVE:
                     return await self._remove(action, rec)
                 case Kind.RESTORE:
                     return await self._restore(action, rec)
+        except NodeReplaced:
+            return Result(Outcome.GONE, detail="node replaced (another uid under its name)")
         except (MalformedNode, ApiError) as exc:
             return self._failed(action, rec, exc)
         raise AssertionError(f"unknown action {action.kind}")  # pragma: no cover
@@ -167,7 +278,9 @@ class Executor:
         if self._write_allowed("annotate", action.node):
             try:
                 await self._merge(
-                    action.node, {"metadata": {"annotations": annotations_for(action.success)}}
+                    action.node,
+                    action.uid,
+                    {"metadata": {"annotations": annotations_for(action.success)}},
                 )
             except ApiError as exc:
                 if exc.code == 404:
@@ -177,14 +290,13 @@ class Executor:
         return Result(Outcome.OK)
 
     async def _cordon(self, action: Action) -> Result:
-        fresh = await self.read(action.node, action.uid)
-        if fresh is None:
-            return Result(Outcome.GONE)
-        if not unhealthy(fresh, self._cfg):
-            return Result(Outcome.HEALTHY)
+        ev = await self.evidence(action, destructive=False)
+        if ev.stop is not None:
+            return self._stopped(ev)
         if self._write_allowed("cordon", action.node):
             await self._merge(
                 action.node,
+                action.uid,
                 {
                     "metadata": {"annotations": annotations_for(action.success)},
                     "spec": {"unschedulable": True},
@@ -193,36 +305,49 @@ class Executor:
             ACTIONS.labels("cordon", "ok").inc()
         return Result(Outcome.OK)
 
-    async def _drain(
-        self, action: Action, rec: Record, current: Callable[[], NodeObs | None]
-    ) -> Result:
+    async def _drain(self, action: Action, rec: Record) -> Result:
         started = rec.phase_since
         if action.persist is not None:
             started = action.persist.phase_since
             if self._write_allowed("annotate", action.node):
                 await self._merge(
-                    action.node, {"metadata": {"annotations": annotations_for(action.persist)}}
+                    action.node,
+                    action.uid,
+                    {"metadata": {"annotations": annotations_for(action.persist)}},
                 )
 
-        async def still_unhealthy() -> bool | None:
-            fresh = await self.read(action.node, action.uid)
-            return None if fresh is None else unhealthy(fresh, self._cfg)
-
-        def silent() -> bool:
-            obs = current()
-            return obs.silent if obs is not None else action.silent
+        async def evidence() -> Evidence:
+            return await self.evidence(action)
 
         def blocked(reason: str) -> None:
             BLOCKED.labels(reason).inc()
 
-        ctx = DrainContext(self._may_act, still_unhealthy, silent, blocked)
-        outcome = await self.drainer.drain(action.node, started, action.may_force, ctx)
-        ACTIONS.labels("drain", outcome.value).inc()
-        if outcome is Outcome.FAILED:
-            return Result(outcome, 60.0, "pods that cannot be evicted or cannot be read remain")
-        return Result(outcome)
+        def report(reason: str, message: str) -> None:
+            self._guard.report(action.node, action.uid, reason, message)
+
+        ctx = DrainContext(self._may_act, evidence, blocked, report)
+        forced = self._forced.setdefault(action.uid, set())
+        done: Drained = await self.drainer.drain(
+            action.node, started, action.may_force, ctx, forced
+        )
+        ACTIONS.labels("drain", done.outcome.value).inc()
+        if done.outcome is Outcome.FAILED:
+            return Result(
+                done.outcome, 60.0, "pods that cannot be evicted or cannot be read remain"
+            )
+        if done.outcome is Outcome.BLOCKED:
+            retry = LIVE_DRAIN_RETRY if done.reason not in _GATE_REASONS else BLOCKED_RETRY
+            return Result(done.outcome, retry, done.reason)
+        if done.outcome is not Outcome.NEEDS_FENCE:
+            self._forced.pop(action.uid, None)
+        return Result(done.outcome, transition=done.transition, detail=done.reason)
 
     async def _fence(self, action: Action) -> Result:
+        ev = await self.evidence(action)
+        if ev.stop is not None:
+            return self._stopped(ev)
+        if not ev.dead:
+            return Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
         argv = self._cfg.fence_command
         if self._cfg.dry_run:
             log.info("dry-run: would run fence command %s for node %s", argv, action.node)
@@ -249,7 +374,9 @@ class Executor:
         ACTIONS.labels("fence", "ok").inc()
         if self._write_allowed("annotate", action.node):
             await self._merge(
-                action.node, {"metadata": {"annotations": annotations_for(action.success)}}
+                action.node,
+                action.uid,
+                {"metadata": {"annotations": annotations_for(action.success)}},
             )
         return Result(Outcome.OK)
 
@@ -260,13 +387,18 @@ class Executor:
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
         try:
             for _ in range(DELETE_CONFLICT_RETRIES):
-                fresh = await self.read(action.node, action.uid)
-                if fresh is None:
+                ev = await self.evidence(action)
+                if ev.stop is Outcome.GONE:
                     result = Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
                     break
-                if not unhealthy(fresh, self._cfg):
-                    result = Result(Outcome.HEALTHY)
+                if ev.stop is not None:
+                    result = self._stopped(ev)
                     break
+                if not ev.dead:
+                    result = Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
+                    break
+                fresh = ev.fresh
+                assert fresh is not None
                 try:
                     if taints and not fresh.has_taint(OUT_OF_SERVICE_KEY):
                         written = await self._add_taint(action, fresh)
@@ -302,6 +434,8 @@ class Executor:
                         raise
                     result = Result(Outcome.OK)
                     break
+        except NodeReplaced:
+            result = Result(Outcome.GONE, detail="node replaced (another uid under its name)")
         except (MalformedNode, ApiError) as exc:
             result = self._failed(action, rec, exc)
         # Whatever the outcome, say whose the taint is: the record must neither lose nor
@@ -310,7 +444,9 @@ class Executor:
 
     async def _annotate_removed(self, action: Action, ours: bool) -> None:
         success = dataclasses.replace(action.success, tainted=ours)
-        await self._merge(action.node, {"metadata": {"annotations": annotations_for(success)}})
+        await self._merge(
+            action.node, action.uid, {"metadata": {"annotations": annotations_for(success)}}
+        )
 
     async def _add_taint(self, action: Action, fresh: NodeObs) -> bool:
         """Add the out-of-service taint (rv-guarded). False in dry-run: nothing written."""
@@ -338,7 +474,9 @@ class Executor:
         if fresh is None:
             return Result(Outcome.GONE)
         if unhealthy(fresh, self._cfg):
-            return Result(Outcome.FAILED, 0.0, "unhealthy again")
+            # The view still says healthy: wait for it to catch up, with backoff.
+            delay = Backoff(base=0.5, cap=10.0, rng=self._rng, failures=rec.failures).next_delay()
+            return Result(Outcome.FAILED, delay, "unhealthy again")
         if not self._write_allowed("restore", action.node):
             return Result(Outcome.OK)
         if rec.tainted:
@@ -365,7 +503,8 @@ class Executor:
         body: dict[str, Any] = {"metadata": {"annotations": annotations_for(action.success)}}
         if rec.cordoned and fresh.unschedulable:
             body["spec"] = {"unschedulable": False}
-        await self._merge(action.node, body)
+        await self._merge(action.node, action.uid, body)
+        self._forced.pop(action.uid, None)
         ACTIONS.labels("uncordon" if "spec" in body else "restore", "ok").inc()
         log.info(
             "node %s restored (uncordoned=%s, untainted=%s)",
@@ -374,3 +513,8 @@ class Executor:
             rec.tainted,
         )
         return Result(Outcome.OK)
+
+
+# Blocked reasons that are controller-wide gates (looked at again soon), as opposed to a
+# live kubelet's unfinished drain (looked at again after LIVE_DRAIN_RETRY).
+_GATE_REASONS = frozenset({"watch-stale", "circuit-breaker", "excluded-selector"})
