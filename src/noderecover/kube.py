@@ -196,13 +196,13 @@ class KubeClient:
         if deadline is None:
             return await self._request(method, path, query, body, content_type, total, 1.0)
         # Right before sending: what is left before the Lease could pass bounds this write.
-        left = deadline - self._clock.monotonic()
-        if left <= 0:
+        now = self._clock.monotonic()
+        if deadline - now <= 0:
             raise WriteRefused(method, path)
-        total = min(total, left)
+        total = min(total, deadline - now)
         try:
             return await self._on_clock(
-                total,
+                now + total,
                 # No slack on the whole-coroutine bound: the write must end by the deadline.
                 lambda: self._request(method, path, query, body, content_type, total, 0.0),
             )
@@ -211,15 +211,15 @@ class KubeClient:
             why = f"no answer in {total:.3g}s (write deadline)"
             raise ApiError(0, "Timeout", why, None, method, path) from exc
 
-    async def _on_clock(self, seconds: float, call: Callable[[], Awaitable[_T]]) -> _T:
-        """`await call()`, cancelled after `seconds` on the injected clock (TimeoutError): the
-        write deadline is measured on that clock, so the bound must follow it too."""
+    async def _on_clock(self, end: float, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`await call()`, cancelled at monotonic time `end` of the injected clock
+        (TimeoutError): the write deadline is measured on that clock, so the bound follows it."""
         results: list[_T] = []
         errors: list[Exception] = []
         async with anyio.create_task_group() as tg:
 
             async def alarm() -> None:
-                await self._clock.sleep(seconds)
+                await self._clock.sleep(end - self._clock.monotonic())
                 tg.cancel_scope.cancel()
 
             tg.start_soon(alarm)
@@ -231,7 +231,7 @@ class KubeClient:
         if errors:
             raise errors[0]
         if not results:
-            raise TimeoutError(f"no answer in {seconds:.3g}s")
+            raise TimeoutError("write deadline reached")
         return results[0]
 
     async def _request(
