@@ -16,9 +16,10 @@ Invariants (client-go tools/leaderelection, plus a hard step-down):
   deadline, on the injected clock, and the renew loop never sleeps past it.
 - `may_act()` is stricter still (a margin before the deadline); each destructive call checks it.
 - `write_deadline()` = acked_at + lease_duration - write_margin while leading, -inf otherwise:
-  the KubeClient of the controller and the Event recorder ends every write by it, so a write
-  that passed `may_act()` cannot reach the server after another candidate could hold the Lease.
-  The margin covers a write the server still applies after we stopped waiting for it.
+  the KubeClient of the controller and the Event recorder ends every write by it (not sent,
+  or abandoned), so a write that passed `may_act()` is not still running when another
+  candidate could take the Lease. The margin covers a write the server still applies after
+  we stopped waiting for it.
 - The Lease is released (holder "", leaseDurationSeconds 1) only after the work has stopped,
   and only with a write guarded by a resourceVersion whose record names us as holder.
 """

@@ -15,7 +15,7 @@ Invariants:
   that was applied. Opening a stream is not progress (a server may accept watches and never
   deliver anything), so `stale()` turns True once nothing was applied for `silence`. Before
   each WATCH, a view without progress for `silence` is LISTed again: a quiet server without
-  bookmarks costs one LIST per `silence`, not a stale view.
+  bookmarks costs one LIST per `silence` (stale only while that LIST runs).
 - Failures are retried forever with bounded, jittered backoff (Retry-After honoured on 429);
   `last_progress` tells the controller how fresh its view is.
 
