@@ -589,3 +589,116 @@ async def test_skipped_lines_leave_the_stream_open(kube: FakeKube, fake_watched:
     assert count(WATCH_BAD_EVENTS, "nodes", "bookmark-without-rv") == before_rv + 1
     assert count(MALFORMED_OBJECTS, "nodes", "not-an-object") == before_obj + 2
     assert count(WATCH_EVENTS, "nodes", "SNAPSHOT") == 0  # unknown types are not labels
+
+
+# ----- freshness: only what proves the view current is progress ------------------------------
+
+
+@pytest.fixture
+async def quiet_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
+    """A watcher whose `silence` (30 s) passes on a fake clock only; the stream's own read
+    bound is real time and never fires here, so a silenced stream stays open."""
+    client = client_for(kube, request=1.0, stream_read=3600)
+    clock = FakeClock()
+    view = View()
+    w: Watcher[str] = Watcher(
+        client,
+        clock,
+        "/api/v1/nodes",
+        "nodes",
+        health_of,
+        view.event,
+        view.resync,
+        silence=30,
+        rng=random.Random(5),
+    )
+    task = asyncio.create_task(w.run())
+    kube.add_node("a")
+    await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
+    yield w, view, clock
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.close()
+
+
+async def reopen_silently(kube: FakeKube, clock: FakeClock) -> None:
+    """Drop the stream; the server accepts the next watch and sends nothing on it."""
+    kube.silence_watches(True)
+    kube.drop_watches()
+    await reconnects(kube, clock, 1)  # the reconnect backoff passes on the fake clock
+    await until(lambda: kube.watch_count() == 1)
+    await anyio.sleep(0.05)  # the response headers reach the client: the stream is open
+
+
+async def test_a_watch_that_opens_but_carries_nothing_goes_stale(
+    kube: FakeKube, quiet_watched: Any
+) -> None:
+    w, _view, clock = quiet_watched
+    lists = w.lists
+    clock.advance(20)
+    await reopen_silently(kube, clock)
+    assert not w.stale()  # ~20 s since the last LIST
+    clock.advance(15)
+    # 35 s since the LIST, ~15 s since the stream opened: opening it proved nothing.
+    assert w.stale()
+    assert w.lists == lists
+
+
+async def test_events_and_bookmarks_keep_the_view_fresh(kube: FakeKube, quiet_watched: Any) -> None:
+    w, view, clock = quiet_watched
+    kube.silence_watches(True)
+    clock.advance(25)
+    kube.set_node_ready("a", "False")  # queued while silenced
+    kube.silence_watches(False)
+    await until(lambda: view.items.get("a") == "False")  # an event: progress
+    clock.advance(25)
+    assert not w.stale()  # 50 s since the LIST, 25 s since the event
+    # Bookmarks alone (every 50 ms of real time here) keep a quiet view fresh.
+    for _ in range(200):
+        clock.advance(0.5)
+        await anyio.sleep(0.01)
+        assert not w.stale()
+
+
+async def test_a_list_after_silence_proves_the_view_current(
+    kube: FakeKube, quiet_watched: Any
+) -> None:
+    """After `silence` without progress the next attempt LISTs before it watches: a server
+    without bookmarks on a quiet cluster costs one LIST per `silence`, not a stale view."""
+    w, _view, clock = quiet_watched
+    lists = w.lists
+    kube.silence_watches(True)
+    clock.advance(31)
+    assert w.stale()
+    kube.drop_watches()
+    with anyio.fail_after(5):
+        while w.lists == lists:
+            clock.advance(0.25)  # the reconnect backoff
+            await anyio.sleep(0.005)
+    assert not w.stale()
+
+
+async def test_liveness_reports_a_watch_that_carries_nothing(
+    kube: FakeKube, harness_factory: Any
+) -> None:
+    """What /healthz reports (app._Health over Controller.liveness): a leader whose watch
+    streams open but deliver nothing is not alive once `--watch-silence` has passed."""
+    from noderecover.app import _Health
+
+    kube.add_node("a")
+    h = await harness_factory(watch_silence=30)
+    health = _Health(h.controller, None, h.clock, 2.0)
+    h.clock.advance(20)
+    kube.silence_watches(True)
+    kube.drop_watches()
+    opened = len(watches(kube))
+    await h.until(lambda: len(watches(kube)) > opened, advance=0.25)
+    await until(lambda: kube.watch_count() == 1)
+    await anyio.sleep(0.05)
+    assert health.liveness() == (True, "ok")
+    h.clock.advance(15)
+    assert health.liveness() == (False, "node watch stale")
+    assert not h.controller.fresh()  # and the act-gate holds every destructive step
+    kube.silence_watches(False)  # a bookmark arrives
+    await until(lambda: health.liveness() == (True, "ok"))

@@ -125,9 +125,8 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     api = await load_client(cfg)
     _tune_gc()
     identity = default_identity()
-    kube = KubeClient(
-        api, Timeouts(request=cfg.api_timeout, stream_read=cfg.watch_silence), identity
-    )
+    timeouts = Timeouts(request=cfg.api_timeout, stream_read=cfg.watch_silence)
+    kube = KubeClient(api, timeouts, identity)
     elect = cfg.leader_elect if cfg.leader_elect is not None else in_cluster()
     elector: LeaderElector | None = None
     if elect:
@@ -138,7 +137,12 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
             renew_deadline=cfg.renew_deadline,
             retry_period=cfg.retry_period,
         )
+        # The elector's own Lease calls are bounded by its renew deadline; every other write
+        # (controller, Event recorder) ends before the Lease could pass. Both wrap one ApiClient.
         elector = LeaderElector(kube, clock, ecfg, identity, random.Random())
+        kube = KubeClient(
+            api, timeouts, identity, clock=clock, write_deadline=elector.write_deadline
+        )
     gate = _StopGate(elector)
     events = EventRecorder(kube, clock, identity, may_write=gate.may_act)
     controller = Controller(kube, clock, cfg, gate=gate, events=events)

@@ -24,7 +24,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 import random
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -386,15 +388,28 @@ class Controller:
             log.warning("could not read earlier removals from Events: %s", exc)
             return
         now = self.timeline.now()
-        seen = set(self.removals)
+        keep = max(HOUR, self.cfg.breaker_window)
+        # The most removals the hourly budget allows in the kept window: a larger `count` is
+        # garbage, and counting past it changes no decision (the budget is spent either way).
+        most = self.cfg.max_removals_per_hour * math.ceil(keep / HOUR)
+        loaded: Counter[float] = Counter()
         items = body.get("items")
         for ev in items if isinstance(items, list) else ():
             if not isinstance(ev, dict) or ev.get("reportingComponent") != "noderecover":
                 continue
-            when = parse_time(ev.get("lastTimestamp") or ev.get("firstTimestamp"))
-            if when is not None and now - when < max(HOUR, self.cfg.breaker_window):
-                seen.add(when)
-        self.removals = tuple(sorted(seen))
+            stamps = [parse_time(ev.get(k)) for k in ("firstTimestamp", "lastTimestamp")]
+            # All at the latest timestamp: no removal of an aggregated Event happened after
+            # it, so none leaves the window sooner than it really would (never undercounts).
+            when = max((t for t in stamps if t is not None), default=None)
+            if when is None or now - when >= keep:
+                continue
+            count = ev.get("count")
+            # The Event itself is one removal; `count` (an int, not a bool) says how many.
+            n = count if isinstance(count, int) and not isinstance(count, bool) else 1
+            loaded[when] += min(max(n, 1), most)
+        # A multiset union: Events this replica loaded in an earlier term are not counted twice.
+        merged = Counter(self.removals) | loaded
+        self.removals = tuple(sorted(merged.elements()))
         if self.removals:
             log.info(
                 "%d node removals in the last hour/breaker window (from Events)", len(self.removals)

@@ -15,6 +15,11 @@ Invariants (client-go tools/leaderelection, plus a hard step-down):
   which is < acked_at + lease_duration: every Lease call is bounded by what is left of that
   deadline, on the injected clock, and the renew loop never sleeps past it.
 - `may_act()` is stricter still (a margin before the deadline); each destructive call checks it.
+- `write_deadline()` = acked_at + lease_duration - write_margin while leading, -inf otherwise:
+  the KubeClient of the controller and the Event recorder ends every write by it (not sent,
+  or abandoned), so a write that passed `may_act()` is not still running when another
+  candidate could take the Lease. The margin covers a write the server still applies after
+  we stopped waiting for it.
 - The Lease is released (holder "", leaseDurationSeconds 1) only after the work has stopped,
   and only with a write guarded by a resourceVersion whose record names us as holder.
 """
@@ -43,6 +48,7 @@ log = logging.getLogger("noderecover.election")
 
 JITTER_FACTOR = 1.2  # client-go's: retries wait retry_period x [1, 1.2)
 RELEASE_BOUND = 5.0  # upper bound of the release write, seconds
+WRITE_MARGIN = 1.0  # every write ends this long before our Lease could pass, seconds
 
 _T = TypeVar("_T")
 
@@ -133,10 +139,15 @@ class LeaderElector:
         config: ElectionConfig,
         identity: str,
         rng: random.Random | None = None,
+        *,
+        write_margin: float = WRITE_MARGIN,
     ) -> None:
         config.validate()
         if not identity:
             raise ValueError("leader election identity must not be empty")
+        if not write_margin >= 0:
+            raise ValueError(f"write margin must not be negative, got {write_margin:g}s")
+        self._write_margin = write_margin
         self._kube = kube
         self._clock = clock
         self._cfg = config
@@ -182,6 +193,14 @@ class LeaderElector:
         if not self._leading or self._acked_at is None:
             return False
         return self._clock.monotonic() - self._acked_at < self._cfg.renew_deadline - margin
+
+    def write_deadline(self) -> float:
+        """Monotonic time by which every write of the leader must have ended: the Lease cannot
+        pass before acked_at + lease_duration (others wait at least that, from a moment after
+        we sent), less the write margin. -inf while not leading: no write may start."""
+        if not self._leading or self._acked_at is None:
+            return float("-inf")
+        return self._acked_at + self._cfg.lease_duration - self._write_margin
 
     # ----- the loop -----------------------------------------------------------------------------
 

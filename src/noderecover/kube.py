@@ -9,14 +9,18 @@ Invariants:
   streams. kubernetes_asyncio >= 32 has no default timeout, so nothing here is unbounded.
 - Non-2xx answers raise `ApiError` with the HTTP code, the Status reason and Retry-After.
 - Transport failures and timeouts raise `ApiError` with code 0, so callers retry one type.
+- With a `write_deadline` (the leader's: the monotonic time before which its Lease cannot pass
+  to another replica), every write (any method but GET) ends by that deadline: its timeout
+  is min(its own, what is left), computed right before it is sent and enforced on the
+  injected clock too; with nothing left it is not sent at all (`WriteRefused`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
@@ -24,9 +28,14 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
 from noderecover import USER_AGENT
+from noderecover.clock import Clock, SystemClock
 from noderecover.metrics import API_ERRORS
 
 JSON = dict[str, Any]
+_T = TypeVar("_T")
+
+# Methods that change nothing: never bounded by the write deadline.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -58,6 +67,20 @@ class ApiError(Exception):
     def retryable(self) -> bool:
         """Worth retrying with backoff: no answer, throttled, or a server-side error."""
         return self.code in {0, 429} or self.code >= 500
+
+
+class WriteRefused(ApiError):
+    """A write not sent: no time is left before the Lease could pass to another replica.
+
+    An ApiError (code 0, reason "LeaseDeadline") on purpose: every write path already treats
+    an ApiError as a failed call - never a success, never an exception that escapes the
+    leader's loop or the Event recorder (a bare draining.NotLeader would escape the latter).
+    """
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(
+            0, "LeaseDeadline", "no time left before the Lease could pass", None, method, path
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +120,19 @@ class KubeClient:
     """Bounded raw-JSON calls against one API server. Owns nothing but the ApiClient it wraps."""
 
     def __init__(
-        self, api_client: Any, timeouts: Timeouts | None = None, identity: str = ""
+        self,
+        api_client: Any,
+        timeouts: Timeouts | None = None,
+        identity: str = "",
+        *,
+        clock: Clock | None = None,
+        write_deadline: Callable[[], float | None] | None = None,
     ) -> None:
         self._api = api_client
         self.timeouts = timeouts or Timeouts()
+        self._clock: Clock = clock or SystemClock()
+        # Monotonic time (on `clock`) by which every write must have ended; None: no bound.
+        self._write_deadline = write_deadline
         # The identity in the User-Agent attributes each replica's requests in the API
         # server's audit log (both replicas share one ServiceAccount).
         self._api.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
@@ -153,12 +185,69 @@ class KubeClient:
         content_type: str = "application/json",
         timeout: float | None = None,
     ) -> JSON:
-        """One call; returns the decoded JSON body of a 2xx answer, raises ApiError otherwise."""
+        """One call; returns the decoded JSON body of a 2xx answer, raises ApiError otherwise.
+
+        A write raises WriteRefused, unsent, when the write deadline has passed.
+        """
         total = timeout if timeout is not None else self.timeouts.request
+        deadline = None
+        if self._write_deadline is not None and method.upper() not in READ_METHODS:
+            deadline = self._write_deadline()
+        if deadline is None:
+            return await self._request(method, path, query, body, content_type, total, 1.0)
+        # Right before sending: what is left before the Lease could pass bounds this write.
+        now = self._clock.monotonic()
+        if deadline - now <= 0:
+            raise WriteRefused(method, path)
+        total = min(total, deadline - now)
+        try:
+            return await self._on_clock(
+                now + total,
+                # No slack on the whole-coroutine bound: the write must end by the deadline.
+                lambda: self._request(method, path, query, body, content_type, total, 0.0),
+            )
+        except TimeoutError as exc:
+            API_ERRORS.labels(method.lower(), "0").inc()
+            why = f"no answer in {total:.3g}s (write deadline)"
+            raise ApiError(0, "Timeout", why, None, method, path) from exc
+
+    async def _on_clock(self, end: float, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`await call()`, cancelled at monotonic time `end` of the injected clock
+        (TimeoutError): the write deadline is measured on that clock, so the bound follows it."""
+        results: list[_T] = []
+        errors: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def alarm() -> None:
+                await self._clock.sleep(end - self._clock.monotonic())
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(alarm)
+            try:
+                results.append(await call())
+            except Exception as exc:  # re-raised below, outside the task group (no group)
+                errors.append(exc)
+            tg.cancel_scope.cancel()
+        if errors:
+            raise errors[0]
+        if not results:
+            raise TimeoutError("write deadline reached")
+        return results[0]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]] | None,
+        body: JSON | list[JSON] | None,
+        content_type: str,
+        total: float,
+        slack: float,
+    ) -> JSON:
         try:
             # Two bounds on purpose: aiohttp's covers the socket, anyio's the whole coroutine
             # (auth hooks included).
-            with anyio.fail_after(total + 1.0):
+            with anyio.fail_after(total + slack):
                 resp = await self._send(
                     method, path, query, body, content_type, aiohttp.ClientTimeout(total=total)
                 )

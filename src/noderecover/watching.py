@@ -11,6 +11,11 @@ Invariants:
   backoff (a watch can hang without the TCP connection dropping, and a server without watch
   bookmarks sends nothing on a quiet cluster); the server-side `timeoutSeconds` is jittered
   so that replicas do not reconnect in lockstep.
+- Progress is only what proves the view current: a completed LIST, or an event or BOOKMARK
+  that was applied. Opening a stream is not progress (a server may accept watches and never
+  deliver anything), so `stale()` turns True once nothing was applied for `silence`. Before
+  each WATCH, a view without progress for `silence` is LISTed again: a quiet server without
+  bookmarks costs one LIST per `silence` (stale only while that LIST runs).
 - Failures are retried forever with bounded, jittered backoff (Retry-After honoured on 429);
   `last_progress` tells the controller how fresh its view is.
 
@@ -136,6 +141,10 @@ class Watcher(Generic[T]):
                     if relisting:
                         self._relisted.set()
                     need_list = False
+                if self._clock.monotonic() - self.last_progress >= self._silence:
+                    # Nothing has proven the view current for `silence`: LIST again.
+                    need_list = True
+                    continue
                 reason = await self._watch()
                 WATCH_RESTARTS.labels(self.resource, reason).inc()
                 self._backoff.reset()
@@ -226,7 +235,6 @@ class Watcher(Generic[T]):
                 async with self._kube.stream(
                     self._path, query, read_timeout=self._silence
                 ) as lines:
-                    self.last_progress = self._clock.monotonic()
                     async for line in lines:
                         self._handle(line)
                 return "timeout"
