@@ -210,7 +210,7 @@ async def test_a_refused_write_is_a_failure_never_a_success(kube: FakeKube) -> N
         done = Record(uid, Phase.CORDONED, T0, T0 - 600, cordoned=True)
         action = Action(Kind.CORDON, "w1", uid, None, done, silent=True)
         executor = Executor(client, clock, cfg, lambda: True)
-        result = await executor.perform(action, rec, lambda: None)
+        result = await executor.perform(action, rec)
         assert result.outcome is Outcome.FAILED
         assert kube.count("PATCH", NODE_RE) == 0
         assert kube.get_node("w1")["spec"].get("unschedulable") is not True  # type: ignore[index]
