@@ -1258,13 +1258,20 @@ class FakeKube:
         return _clone(self._create(self.stores["nodes"], node))
 
     def set_node_ready(
-        self, name: str, status: str, reason: str | None = None, *, update_taints: bool = True
+        self,
+        name: str,
+        status: str,
+        reason: str | None = None,
+        *,
+        update_taints: bool = True,
+        at: dt.datetime | None = None,
     ) -> JSON:
-        """Like the kubelet / node lifecycle controller. lastTransitionTime moves only on change."""
+        """Like the kubelet / node lifecycle controller. lastTransitionTime moves only on change
+        (to `at`, default now: tests that need two transitions in distinct seconds pass it)."""
         store = self.stores["nodes"]
         cur = store.get("", name)
         new = _clone(cur)
-        _set_conditions(new, status, reason, _now(), update_taints)
+        _set_conditions(new, status, reason, at or _now(), update_taints)
         return _clone(self._write(store, "MODIFIED", new, cur) if new != cur else cur)
 
     def patch_node(self, name: str, patch: JSON) -> JSON:

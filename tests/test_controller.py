@@ -402,7 +402,8 @@ async def test_pdb_blocks_evictions_on_a_live_notready_node_until_allowed(
     assert all(set(e.body["deleteOptions"]) == {"preconditions"} for e in evictions)
     assert all(e.body["deleteOptions"]["preconditions"]["uid"] for e in evictions)
     # Once its kubelet is silent, it is removed (after a new grace: the Ready transition).
-    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)  # the lifecycle controller's
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown", at=later)
     await h.idle(3)
     assert kube.get_node("w1") is not None
     await h.until(lambda: kube.get_node("w1") is None, advance=1.0, what="removed once silent")
