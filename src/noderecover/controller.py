@@ -58,6 +58,7 @@ from noderecover.metrics import (
     ACTIONS,
     BLOCKED,
     BREAKER_OPEN,
+    CLOCK_DRIFT,
     FLAPS,
     MALFORMED_OBJECTS,
     NODES,
@@ -151,6 +152,7 @@ class Controller:
         # Young nodes (created within --node-startup-timeout) seen Ready: the start-up
         # allowance is only for nodes never seen Ready. Old nodes are never kept here.
         self._young_ready: set[str] = set()
+        self._drift_logged = 0.0
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
@@ -469,6 +471,7 @@ class Controller:
         self.breaker = breaker_step(self.breaker, bad, total, now, cfg)
         BREAKER_OPEN.set(1 if self.breaker.open else 0)
         UNHEALTHY.set(bad)
+        self._note_drift()
         wake_at = now + MAX_IDLE
         if (b := breaker_wake(self.breaker, cfg)) is not None:
             wake_at = min(wake_at, b)
@@ -520,6 +523,19 @@ class Controller:
             self._forget(name, now)
         self._export_phases()
         return wake_at
+
+    def _note_drift(self) -> None:
+        """Export the wall clock's steps since start; log each new step over a second."""
+        drift = self.timeline.drift()
+        CLOCK_DRIFT.set(drift)
+        if abs(drift - self._drift_logged) > 1.0:
+            log.warning(
+                "the wall clock stepped by %+.1fs (%+.1fs since start); timers run on the "
+                "monotonic clock and ignore it",
+                drift - self._drift_logged,
+                drift,
+            )
+            self._drift_logged = drift
 
     def _carries_ours(self, name: str) -> bool:
         obs = self.nodes.get(name)

@@ -31,6 +31,10 @@ UNHEALTHY = Gauge(
     "noderecover_unhealthy_nodes",
     "Nodes the circuit breaker counts as unhealthy (incl. in remediation and recently removed).",
 )
+CLOCK_DRIFT = Gauge(
+    "noderecover_clock_drift_seconds",
+    "Wall clock minus the monotonic timeline timers run on: the sum of clock steps since start.",
+)
 PHASE_DURATION = Histogram(
     "noderecover_phase_duration_seconds",
     "Time a node spent in a phase before leaving it.",
