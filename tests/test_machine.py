@@ -349,13 +349,25 @@ def test_unhealthy_again_after_restore_restarts_grace() -> None:
         (Gates(fresh=False), "watch-stale"),
         (Gates(breaker_open=True), "circuit-breaker"),
         (Gates(in_flight=1), "max-concurrent"),
-        (Gates(lease_renewing=True), "heartbeat-lease-renewing"),
+        (Gates(lease_renewing=True, lease_renewal_seen=True), "heartbeat-lease-renewing"),
     ],
 )
 def test_gates_hold_the_cordon(gates: Gates, reason: str) -> None:
     rec, now = to_phase(Phase.SUSPECT)
     d = step(rec, obs(ready="Unknown"), now + 60, gates=gates)
     assert d.action is None and d.blocked == reason
+
+
+def test_a_lease_not_yet_stale_for_the_grace_is_a_timer_not_a_warning() -> None:
+    """First read of the heartbeat Lease a little after the grace started: no renewal seen,
+    just not stale for a whole grace yet. The cordon waits for it, silently (no blocked
+    reason, so no Warning Event), and wakes exactly when it will be stale."""
+    rec, now = to_phase(Phase.SUSPECT)
+    waiting = Gates(lease_renewing=True, lease_stale_at=now + 60.05)
+    d = step(rec, obs(ready="Unknown"), now + 60, gates=waiting)
+    assert d.action is None and d.blocked is None and d.wake_at == now + 60.05
+    d = step(rec, obs(ready="Unknown"), now + 60.05, gates=Gates())
+    assert d.action is not None and d.action.kind is Kind.CORDON
 
 
 def test_lease_gate_only_for_silent_nodes() -> None:

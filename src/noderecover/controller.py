@@ -142,7 +142,9 @@ class Controller:
         self.nodes: dict[str, NodeObs] = {}
         self.records: dict[str, Record] = {}
         self.blocked: dict[str, str] = {}
-        self.leases: dict[str, tuple[str, float]] = {}  # node -> (renewTime, when it changed)
+        # node -> (renewTime, when it changed on our monotonic clock, a change was seen: not
+        # just the first read)
+        self.leases: dict[str, tuple[str, float, bool]] = {}
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
         self.leading = False
@@ -271,7 +273,7 @@ class Controller:
             lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}")
         except ApiError as exc:
             if exc.code == 404:
-                self.leases[name] = ("", float("-inf"))  # no Lease: nothing renews it
+                self.leases[name] = ("", float("-inf"), False)  # no Lease: nothing renews it
                 return True
             log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
             return False
@@ -289,7 +291,7 @@ class Controller:
         old = self.leases.get(name)
         if old is None or old[0] != renew:
             # Measured on OUR clock when we saw it change: no cross-host clock comparison.
-            self.leases[name] = (renew, self._clock.monotonic())
+            self.leases[name] = (renew, self._clock.monotonic(), old is not None)
 
     def lease_renewing(self, name: str) -> bool:
         """The node's heartbeat Lease changed within the grace, as observed by us.
@@ -301,6 +303,19 @@ class Controller:
             return False
         seen = self.leases.get(name)
         return seen is None or self._clock.monotonic() - seen[1] < self.cfg.grace
+
+    def _lease_renewal_seen(self, name: str) -> bool:
+        """We saw the Lease's renewTime change (within the grace): real evidence of life, as
+        opposed to a Lease first read less than a grace ago."""
+        seen = self.leases.get(name)
+        return seen is not None and seen[2] and self.lease_renewing(name)
+
+    def _lease_stale_at(self, name: str) -> float | None:
+        """When (timeline) the Lease counts as stale if it does not change; None: not read."""
+        seen = self.leases.get(name)
+        if seen is None:
+            return None
+        return self.timeline.now() + (seen[1] + self.cfg.grace - self._clock.monotonic())
 
     def _silent_nodes(self) -> list[str]:
         return [n for n in self._watchlist if (o := self.nodes.get(n)) is not None and o.silent]
@@ -498,6 +513,8 @@ class Controller:
                 in_flight=in_flight - own,
                 removals_last_hour=removals_last_hour,
                 lease_renewing=self.lease_renewing(name),
+                lease_renewal_seen=self._lease_renewal_seen(name),
+                lease_stale_at=self._lease_stale_at(name),
                 managed=managed,
                 startup_until=self._startup_until(obs),
             )

@@ -95,6 +95,9 @@ FLAPPING = "flapping"
 # then; the node stays cordoned and drained by eviction, and gives back its slot.
 KUBELET_ALIVE = "kubelet-alive"
 
+# Blocked reason: a drained node waits for the hourly removal budget (its slot given back).
+MAX_REMOVALS = "max-removals-per-hour"
+
 # Blocked reason: the node stopped matching --node-selector; only a restore may happen.
 EXCLUDED_SELECTOR = "excluded-selector"
 
@@ -162,6 +165,8 @@ class Gates:
     in_flight: int = 0  # remediations in flight on OTHER nodes
     removals_last_hour: int = 0
     lease_renewing: bool = False  # this node's heartbeat Lease was renewed within the grace
+    lease_renewal_seen: bool = False  # ...because we saw its renewTime change (not a first read)
+    lease_stale_at: float | None = None  # when it counts as stale if it does not change
     managed: bool = True  # the node matches --node-selector
     startup_until: float | None = None  # a never-Ready node is still joining until then
 
@@ -418,7 +423,20 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
 
     blocked = _gate(rec, obs, cfg, gates)
     if blocked is not None:
-        return Decision(rec, blocked=blocked, why=f"held: {blocked}")
+        # A drained node waiting on the hourly removal budget gives back its slot: nothing
+        # more happens to it before the budget frees, and other dead nodes need draining.
+        parked = blocked == MAX_REMOVALS or rec.parked
+        return Decision(
+            dataclasses.replace(rec, parked=parked), blocked=blocked, why=f"held: {blocked}"
+        )
+    if rec.phase is Phase.SUSPECT and obs.silent and gates.lease_renewing:
+        # The heartbeat Lease has not been seen renewing, but not seen stale for a whole
+        # grace either (first read after the grace started): a timer, not a hold.
+        return Decision(
+            rec,
+            why="waiting for the heartbeat Lease to stay unchanged for the grace",
+            wake_at=gates.lease_stale_at,
+        )
 
     silent = obs.silent
     if rec.phase is Phase.SUSPECT:
@@ -552,12 +570,12 @@ def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
     if gates.breaker_open:
         return "circuit-breaker"
     if rec.phase is Phase.SUSPECT:
-        if obs.silent and gates.lease_renewing:
+        if obs.silent and gates.lease_renewing and gates.lease_renewal_seen:
             return "heartbeat-lease-renewing"
         if gates.in_flight >= cfg.max_concurrent:
             return "max-concurrent"
     if rec.phase is Phase.REMOVING and gates.removals_last_hour >= cfg.max_removals_per_hour:
-        return "max-removals-per-hour"
+        return MAX_REMOVALS
     return None
 
 

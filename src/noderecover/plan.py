@@ -46,8 +46,8 @@ async def plan_rows(
         # A preview may compare renewTime with the local clock; the controller never does.
         now_wall, now_mono = clock.wall(), clock.monotonic()
         c.leases = {
-            name: (renew, now_mono - max(0.0, now_wall - (parse_time(renew) or 0.0)))
-            for name, (renew, _) in c.leases.items()
+            name: (renew, now_mono - max(0.0, now_wall - (parse_time(renew) or 0.0)), True)
+            for name, (renew, _, _) in c.leases.items()
         }
     now = clock.wall()
     for obs in c.nodes.values():

@@ -340,6 +340,14 @@ class Executor:
             return Result(done.outcome, retry, done.reason)
         if done.outcome is not Outcome.NEEDS_FENCE:
             self._forced.pop(action.uid, None)
+        if done.outcome is Outcome.OK and self._write_allowed("annotate", action.node):
+            # The Node says Removing from now on, like the metrics, Events and `plan` (a
+            # removal may wait for the hourly budget).
+            await self._merge(
+                action.node,
+                action.uid,
+                {"metadata": {"annotations": annotations_for(action.success)}},
+            )
         return Result(done.outcome, transition=done.transition, detail=done.reason)
 
     async def _fence(self, action: Action) -> Result:
