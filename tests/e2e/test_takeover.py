@@ -311,11 +311,27 @@ def test_pdb_respected_on_notready_but_alive_node(nr: Replicas) -> None:
     min_running = 3
     with FakeKubelet(c, target):
         deadline = time.monotonic() + 150
-        while c.node(target) is not None:
+        while {p["spec"]["nodeName"] for p in running_web(c)} != {spare} or len(
+            running_web(c)
+        ) < 3:
             assert time.monotonic() < deadline, "drain did not complete"
             min_running = min(min_running, len(running_web(c)))
             time.sleep(0.2)
+        # Drained, but its kubelet is alive: the node is kept (cordoned), never removed.
+        wait(
+            lambda: (c.node(target) or {}).get("metadata", {}).get("annotations", {}).get(
+                "noderecover.io/phase"
+            )
+            == "Removing",
+            30,
+            "drained node annotated Removing",
+        )
+        time.sleep(5)
+        node = c.node(target)
+        assert node is not None and node["spec"].get("unschedulable") is True
     assert min_running >= 2  # the budget (minAvailable 2) held all along
+    # The kubelet stops for good: the node is removed once it is silent.
+    wait(lambda: c.node(target) is None, 90, "node removed once its kubelet is silent")
     assert {p["spec"]["nodeName"] for p in running_web(c)} == {spare}
     assert r.metric("noderecover_actions_total", action="evict", result="ok") == 3
     assert r.metric("noderecover_actions_total", action="evict", result="pdb-blocked") >= 1
