@@ -157,27 +157,40 @@ async def test_stale_view_saying_unknown_does_not_force_when_the_node_is_ready_f
 
 
 # -- 4 ----------------------------------------------------------------------------------
-async def test_node_turning_ready_mid_batch_stops_the_force_deletes(
-    kube: FakeKube, harness_factory: Start
+@pytest.mark.parametrize("life", ["ready", "lease"])
+async def test_a_sign_of_life_mid_batch_stops_the_force_deletes(
+    kube: FakeKube, harness_factory: Start, life: str
 ) -> None:
-    """30 pods left on a silent node past the drain timeout; the node turns Ready=True right
-    after the 3rd force-delete: at most one more force-delete (one already past its check)."""
+    """30 pods left on a silent node past the drain timeout; right after the 3rd
+    force-delete the node turns Ready=True (`ready`) or its heartbeat Lease renews again
+    (`lease`, Ready still Unknown): at most one more force-delete (one already past its
+    check), and the node is not deleted."""
     cluster(kube)
+    for n in ("w1", "w2", "w3"):
+        kube.add_node_lease(n)
     for i in range(30):
         kube.add_pod(f"app-{i:02d}", "default", "w1", "ReplicaSet", owner_name="app")
     kube.set_kubelet_alive("w1", False)  # accepts nothing: the grace-1 evictions never finish
-    h: Harness = await harness_factory(grace=10, drain_timeout=30, healthy_delay=3600)
+    h: Harness = await harness_factory(
+        grace=10, drain_timeout=30, healthy_delay=3600, watch_node_leases=True
+    )
     seen: list[int] = []
 
-    def recover() -> None:
+    def revive() -> None:
         seen.append(len(forced(kube)) - 1)  # the 4th is being served: 3 done before the change
-        kube.set_node_ready("w1", "True")
+        if life == "ready":
+            kube.set_node_ready("w1", "True")
+        else:
+            kube.renew_node_lease("w1")
 
-    kube.on_request("DELETE", r"^/api/v1/namespaces/default/pods/", recover, nth=4)
+    kube.on_request("DELETE", r"^/api/v1/namespaces/default/pods/", revive, nth=4)
     kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
     await h.until(lambda: len(evictions(kube)) >= 30, advance=0.5, what="30 evictions")
     await h.until(lambda: bool(seen), advance=0.5, what="the 4th force-delete")
-    await h.idle(60, step=0.5)
+    for _ in range(20):  # a minute, the kubelet renewing its Lease as it does
+        if life == "lease":
+            kube.renew_node_lease("w1")
+        await h.idle(3, step=0.5)
     assert seen == [3]
     assert len(forced(kube)) <= seen[0] + 1, f"{len(forced(kube))} force-deletes"
     assert node_deletes(kube, "w1") == []
