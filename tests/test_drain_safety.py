@@ -52,7 +52,8 @@ def evictions(kube: FakeKube, pod: str = "") -> list[RecordedRequest]:
 
 def cordoned(kube: FakeKube, node: str) -> bool:
     obj = kube.get_node(node)
-    return bool(obj is not None and obj["spec"].get("unschedulable"))
+    assert obj is not None, f"node {node} was deleted"
+    return bool(obj["spec"].get("unschedulable"))
 
 
 def ours(kube: FakeKube, node: str) -> dict[str, str]:
