@@ -512,6 +512,7 @@ class FakeKube:
         self._silenced = False
         self._faults: list[_Rule] = []
         self._hangs: list[_Rule] = []
+        self._hooks: list[tuple[_Rule, Callable[[], None]]] = []  # see on_request()
         self._hang_release = asyncio.Event()
         self.hanging = 0  # requests currently held by hang()
         self._dead_kubelets: set[str] = set()
@@ -578,6 +579,13 @@ class FakeKube:
         self._hangs.clear()
         self._hang_release.set()
         self._hang_release = asyncio.Event()
+
+    def on_request(
+        self, method: str, path_regex: str, callback: Callable[[], None], nth: int = 1
+    ) -> None:
+        """Run `callback` right before the `nth` matching request (counted from now) is
+        served: a change that lands between a client's two requests."""
+        self._hooks.append((_Rule(method.upper(), re.compile(path_regex), remaining=nth), callback))
 
     def silence_watches(self, silent: bool = True) -> None:
         """Keep watch streams open but send nothing (queued events flow again when False)."""
@@ -828,7 +836,7 @@ class FakeKube:
                 grace = 0
         grace = 1 if grace < 0 else grace
         if grace == 0:
-            return self._write(store, "DELETED", pod, pod), True
+            return self._remove_pod(store, pod)
         new = _clone(pod)
         if meta.get("deletionTimestamp"):
             old_ts = dt.datetime.fromisoformat(meta["deletionTimestamp"].replace("Z", "+00:00"))
@@ -840,6 +848,19 @@ class FakeKube:
         out = self._write(store, "MODIFIED", new, pod)
         self._kubelet_schedule(out)
         return out, False
+
+    def _remove_pod(self, store: Store, pod: JSON) -> tuple[JSON, bool]:
+        """Delete now (grace 0), unless finalizers hold the pod: then, like the API server,
+        it only gets a deletionTimestamp (grace 0) and stays until they are removed."""
+        if not pod["metadata"].get("finalizers"):
+            return self._write(store, "DELETED", pod, pod), True
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds") == 0:
+            return pod, False
+        new = _clone(pod)
+        new["metadata"].setdefault("deletionTimestamp", rfc3339(_now()))
+        new["metadata"]["deletionGracePeriodSeconds"] = 0
+        return self._write(store, "MODIFIED", new, pod), False
 
     # --------------------------------------------------------------------------- kubelet
     def set_kubelet_alive(self, node: str, alive: bool) -> None:
@@ -868,7 +889,7 @@ class FakeKube:
                 and node not in self._dead_kubelets
                 and cur["metadata"].get("deletionTimestamp")
             ):
-                self._write(self.stores["pods"], "DELETED", cur, cur)
+                self._remove_pod(self.stores["pods"], cur)
 
         handle = asyncio.get_running_loop().call_later(delay, finish)
         self._timers.add(handle)
@@ -926,6 +947,13 @@ class FakeKube:
             )
         )
         request[BODY] = body
+        for hook in list(self._hooks):
+            rule, callback = hook
+            if rule.matches(request.method, request.path):
+                rule.remaining -= 1
+                if rule.remaining == 0:
+                    self._hooks.remove(hook)
+                    callback()
         for rule in self._faults:
             if rule.remaining > 0 and rule.matches(request.method, request.path):
                 rule.remaining -= 1
@@ -1302,8 +1330,11 @@ class FakeKube:
         phase: str = "Running",
         grace: int = 30,
         empty_dir: bool = False,
+        finalizers: list[str] | None = None,
     ) -> JSON:
         pod = _make_pod(name, namespace, node, labels or {}, annotations or {}, phase, grace)
+        if finalizers:
+            pod["metadata"]["finalizers"] = list(finalizers)
         if owner_kind:
             owner = owner_name or name.rsplit("-", 1)[0]
             pod["metadata"]["ownerReferences"] = [

@@ -605,6 +605,38 @@ async def test_force_delete_and_uid_precondition(kube: FakeKube, api: ApiClient)
     assert kube.get_pod("data", "db-0") is None
 
 
+async def test_finalizers_hold_a_force_deleted_pod(
+    kube: FakeKube, http: aiohttp.ClientSession
+) -> None:
+    """Like the API server: grace 0 on a pod with finalizers only marks it for deletion."""
+    kube.set_kubelet_alive("n1", False)
+    kube.add_pod("db-0", "data", "n1", finalizers=["example.com/hold"])
+    path = "/api/v1/namespaces/data/pods/db-0"
+    first = await send(http, "DELETE", path, {"gracePeriodSeconds": 0})
+    assert first["metadata"]["deletionTimestamp"]
+    assert first["metadata"]["deletionGracePeriodSeconds"] == 0
+    again = await send(http, "DELETE", path, {"gracePeriodSeconds": 0})
+    assert again["metadata"] == first["metadata"]  # nothing changes: no new event either
+    held = kube.get_pod("data", "db-0")
+    assert held is not None and held["metadata"]["finalizers"] == ["example.com/hold"]
+    kube.add_pod("web-0", "data", "n2", finalizers=["example.com/hold"])
+    await send(http, "DELETE", "/api/v1/namespaces/data/pods/web-0")  # graceful, live kubelet
+    await asyncio.sleep(0.1)
+    done = kube.get_pod("data", "web-0")  # the kubelet finished it; the finalizer holds it
+    assert done is not None and done["metadata"]["deletionGracePeriodSeconds"] == 0
+
+
+async def test_on_request_runs_right_before_the_nth_match(
+    kube: FakeKube, http: aiohttp.ClientSession
+) -> None:
+    kube.add_node("n1")
+    seen: list[int] = []
+    kube.on_request("GET", r"^/api/v1/nodes/n1$", lambda: seen.append(len(kube.requests)), nth=2)
+    for _ in range(3):
+        await send(http, "GET", "/api/v1/nodes/n1")
+    assert seen == [2]  # once, when the 2nd GET of n1 had arrived and before it was served
+
+
 async def test_succeeded_pods_are_deleted_at_once(
     kube: FakeKube, http: aiohttp.ClientSession
 ) -> None:
