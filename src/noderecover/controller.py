@@ -155,6 +155,7 @@ class Controller:
         # allowance is only for nodes never seen Ready. Old nodes are never kept here.
         self._young_ready: set[str] = set()
         self._drift_logged = 0.0
+        self._executor_held: set[str] = set()  # `blocked` reasons reported by the executor
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
@@ -376,6 +377,7 @@ class Controller:
             await self.node_watcher.relist()
             self.records = {}
             self.blocked = {}
+            self._executor_held = set()
             await self._load_removals()
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
@@ -578,9 +580,9 @@ class Controller:
 
     def _note_block(self, obs: NodeObs, d: Decision) -> None:
         if d.blocked is None:
-            if d.action is not None or d.record.retry_at <= self.timeline.now():
-                self.blocked.pop(obs.name, None)  # a hold reported by the executor lasts
-            return  # until its retry
+            if obs.name not in self._executor_held:
+                self.blocked.pop(obs.name, None)  # the executor's holds end with its results
+            return
         self._report_block(obs.name, obs.uid, d.record.phase.value, d.blocked)
 
     def _report_block(self, name: str, uid: str, phase: str, reason: str) -> None:
@@ -632,6 +634,10 @@ class Controller:
         )
         if result.outcome is Outcome.BLOCKED:
             self._report_block(name, action.uid, current.phase.value, result.detail)
+            self._executor_held.add(name)
+        elif name in self._executor_held:
+            self._executor_held.discard(name)
+            self.blocked.pop(name, None)
         if result.outcome is Outcome.GONE:
             self.records.pop(name, None)
         else:
@@ -664,6 +670,7 @@ class Controller:
     def _forget(self, name: str, now: float) -> None:
         rec = self.records.pop(name)
         self.blocked.pop(name, None)
+        self._executor_held.discard(name)
         if rec.phase is not Phase.HEALTHY and rec.phase_since:
             PHASE_DURATION.labels(rec.phase.value).observe(max(0.0, now - rec.phase_since))
         log.info("node %s is gone (last phase %s)", name, rec.phase.value)
