@@ -1,4 +1,4 @@
-"""Benchmarks on a real control plane (noderecover.testcluster) + kwok, with the liberator
+"""Benchmarks on a real control plane (noderecover_testkit) + kwok, with the liberator
 (bench/baseline_liberator.py) run against the same cluster in the same run.
 
     .venv/bin/python -m bench.cluster_bench scale [--nodes 1000] [--lease-seconds 40]
@@ -44,6 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from noderecover_testkit import build
+from noderecover_testkit.cluster import KWOK_NODE_ANNOTATION, TestCluster
+
 from bench.clusterkit import (
     JSON,
     ROOT,
@@ -60,8 +63,6 @@ from bench.clusterkit import (
     write_kubeconfig,
 )
 from bench.common import fmt, machine, percentile, table
-from noderecover.testcluster import build
-from noderecover.testcluster.cluster import KWOK_NODE_ANNOTATION, TestCluster
 
 SCALE_LABEL = "bench.noderecover.io/scale"
 BARE_LABEL = "bench.noderecover.io/bare"
@@ -72,7 +73,7 @@ PREFIX = "noderecover.io/"
 @contextlib.contextmanager
 def running_cluster(**kw: Any) -> Iterator[TestCluster]:
     if not build.is_built():
-        sys.exit("the test control plane is not built: python -m noderecover.testcluster build")
+        sys.exit("the test control plane is not built: python -m noderecover_testkit build")
     c = TestCluster(**kw)
     t0 = time.monotonic()
     c.start()
@@ -294,9 +295,9 @@ def bench_sync_pages(
                     tmp / f"sync-{size}.kubeconfig", f"http://127.0.0.1:{port}", c.token, None
                 )
                 code = (
-                    "import sys, noderecover.watching as w; "
+                    "import sys, noderecover.kube.watching as w; "
                     f"w.PAGE_SIZE = {size}; "
-                    "from noderecover.cli import main; sys.exit(main(sys.argv[1:]))"
+                    "from noderecover.entry.cli import main; sys.exit(main(sys.argv[1:]))"
                 )
                 http = free_port()
                 argv = [

@@ -25,8 +25,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-
-from noderecover.testcluster.cluster import TestCluster
+from noderecover_testkit.cluster import TestCluster
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]

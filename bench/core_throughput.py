@@ -39,13 +39,13 @@ from kubernetes_asyncio.watch import Watch
 
 from bench.common import fmt, fmt_int, machine, median_rate, median_time, table
 from bench.nodegen import event_line, list_pages, make_node
-from noderecover import watching
-from noderecover.clock import SystemClock
-from noderecover.config import Config
-from noderecover.controller import Controller
-from noderecover.kube import KubeClient
-from noderecover.machine import Gates, Record, decide
-from noderecover.nodes import NodeObs, parse_node
+from noderecover.base.clock import SystemClock
+from noderecover.controller.reconciler import Controller
+from noderecover.core.machine import Gates, Record, decide
+from noderecover.core.nodes import NodeObs, parse_node
+from noderecover.entry.config import Config
+from noderecover.kube import watching
+from noderecover.kube.client import KubeClient
 
 DISTINCT = 1000  # distinct nodes the event stream cycles through
 SICK_EVERY = 50  # every 50th node is NotReady / Unknown (2 %, below the breaker's 40 %)

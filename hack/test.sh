@@ -11,24 +11,26 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.noderecover-install
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml testkit/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== installing (pip install -e .[test])"
+  echo "== installing (pip install -e .[test] -e ./testkit)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[test]" -e ./testkit
   echo "$want" > "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"
-ruff check src tests bench
-ruff format --check src tests bench
+ruff check src testkit tests bench
+ruff format --check src testkit tests bench
 echo "== mypy --strict"
 mypy --strict
+echo "== import contracts (lint-imports: layers point down, pure core)"
+lint-imports --no-cache
 
 echo "== control plane binaries (built once into the cache, reused after)"
 build_start=$(date +%s)
-python -m noderecover.testcluster build
+python -m noderecover_testkit build
 build_secs=$(( $(date +%s) - build_start ))
 
 echo "== pytest"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from noderecover.config import Config
-from noderecover.nodes import NodeObs, format_time, parse_node
+from noderecover.core.nodes import NodeObs, format_time, parse_node
+from noderecover.entry.config import Config
 
 T0 = 1_800_000_000.0
 

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from noderecover.clock import FakeClock
-from noderecover.config import Config
-from noderecover.controller import Controller
-from noderecover.events import EventRecorder
-from noderecover.kube import KubeClient, Timeouts
+from noderecover.base.clock import FakeClock
+from noderecover.controller.reconciler import Controller
+from noderecover.entry.config import Config
+from noderecover.kube.client import KubeClient, Timeouts
+from noderecover.kube.events import EventRecorder
 from tests.fakeapi import FakeKube
 
 # Property tests: deterministic by default (same examples on every run and in CI, no example

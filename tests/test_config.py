@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from noderecover.cli import main, parser
-from noderecover.config import (
+from noderecover.entry.cli import main, parser
+from noderecover.entry.config import (
     BadFlag,
     Config,
     build_config,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from noderecover.clock import FakeClock
-from noderecover.kube import MERGE_PATCH, ApiError, KubeClient
-from noderecover.machine import Action, Kind, Outcome, Phase, Record, complete
-from noderecover.metrics import ACTIONS, BLOCKED, FLAPS, MALFORMED_OBJECTS
-from noderecover.nodes import (
+from noderecover.base.clock import FakeClock
+from noderecover.base.metrics import ACTIONS, BLOCKED, FLAPS, MALFORMED_OBJECTS
+from noderecover.controller.executor import Executor
+from noderecover.core.machine import Action, Kind, Outcome, Phase, Record, complete
+from noderecover.core.nodes import (
     ANN_CORDONED,
     ANN_PHASE,
     ANN_TAINTED,
@@ -20,7 +20,7 @@ from noderecover.nodes import (
     OUT_OF_SERVICE_KEY,
     parse_time,
 )
-from noderecover.remediation import Executor
+from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient
 from tests.builders import T0, pod_json
 from tests.conftest import Harness, make_config
 from tests.fakeapi import FakeKube
@@ -498,7 +498,7 @@ async def test_removal_budget_survives_failover_through_events(
     is not reset by a failover."""
     import time
 
-    from noderecover.nodes import format_time
+    from noderecover.core.nodes import format_time
     from tests.conftest import client_for
 
     cluster(kube, workers=5)
@@ -534,10 +534,10 @@ async def test_removal_budget_survives_failover_through_events(
 
 def test_reconcile_visits_only_nodes_needing_attention() -> None:
     """5,000 healthy nodes cost nothing per pass; breaker totals still count them all."""
-    from noderecover.clock import FakeClock
-    from noderecover.config import Config
-    from noderecover.controller import Controller
-    from noderecover.selectors import parse_selector
+    from noderecover.base.clock import FakeClock
+    from noderecover.controller.reconciler import Controller
+    from noderecover.core.selectors import parse_selector
+    from noderecover.entry.config import Config
     from tests.builders import T0, obs
 
     cfg = Config(node_selector=parse_selector("pool=a"), watch_node_leases=False)
@@ -567,10 +567,10 @@ def test_breaker_counts_a_removed_node_still_in_view_once() -> None:
     """Between a node's DELETE and its DELETED event (or for an out-of-service node) the
     removed node is in view *and* in the removal history: it must count once, or every
     removal pushes the next dead node over the breaker's limit."""
-    from noderecover.clock import FakeClock
-    from noderecover.config import Config
-    from noderecover.controller import Controller
-    from noderecover.machine import Record
+    from noderecover.base.clock import FakeClock
+    from noderecover.controller.reconciler import Controller
+    from noderecover.core.machine import Record
+    from noderecover.entry.config import Config
     from tests.builders import T0, obs
 
     cfg = Config(watch_node_leases=False)  # breaker at 40 %
@@ -850,9 +850,9 @@ MISSING_UID_NOT_OBJECT = ("missing-uid", "not-an-object")
 
 def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:
     """Many nodes turning unreadable at once (an API bug?) opens the breaker: the safe side."""
-    from noderecover.clock import FakeClock
-    from noderecover.config import Config
-    from noderecover.controller import Controller
+    from noderecover.base.clock import FakeClock
+    from noderecover.controller.reconciler import Controller
+    from noderecover.entry.config import Config
     from tests.builders import T0, node_json, obs
 
     cfg = Config(watch_node_leases=False)
@@ -880,8 +880,8 @@ class StubApi:
 
 
 def stub_controller(body: Any) -> Any:
-    from noderecover.clock import FakeClock
-    from noderecover.controller import Controller
+    from noderecover.base.clock import FakeClock
+    from noderecover.controller.reconciler import Controller
     from tests.builders import T0
     from tests.conftest import make_config
 
@@ -890,7 +890,7 @@ def stub_controller(body: Any) -> Any:
 
 
 async def test_garbled_removal_history_is_skipped_not_fatal() -> None:
-    from noderecover.nodes import format_time
+    from noderecover.core.nodes import format_time
     from tests.builders import T0
 
     good = {"reportingComponent": "noderecover", "lastTimestamp": format_time(T0 - 60)}

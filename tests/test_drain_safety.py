@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from noderecover.config import Config
-from noderecover.metrics import BLOCKED
-from noderecover.selectors import parse_selector
+from noderecover.base.metrics import BLOCKED
+from noderecover.core.selectors import parse_selector
+from noderecover.entry.config import Config
 from tests.conftest import Harness
 from tests.fakeapi import FakeKube, RecordedRequest, rfc3339
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from noderecover.draining import PodObs, Step, parse_pod, plan
+from noderecover.core.pods import PodObs, Step, parse_pod, plan
 
 
 def pod(owner: str = "ReplicaSet", mirror: bool = False, deleting: bool = False) -> PodObs:

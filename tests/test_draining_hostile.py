@@ -20,22 +20,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noderecover.clock import FakeClock
-from noderecover.draining import (
+from noderecover.base.clock import FakeClock
+from noderecover.base.metrics import MALFORMED_OBJECTS
+from noderecover.controller.drainer import DrainContext, Drainer, Evidence
+from noderecover.core.machine import Outcome
+from noderecover.core.nodes import parse_time
+from noderecover.core.pods import (
     MALFORMED_POD,
     POD_MALFORMED_REASONS,
-    DrainContext,
-    Drainer,
-    Evidence,
     PodObs,
     Step,
     parse_pod,
     plan,
 )
-from noderecover.kube import ApiError, KubeClient
-from noderecover.machine import Outcome
-from noderecover.metrics import MALFORMED_OBJECTS
-from noderecover.nodes import parse_time
+from noderecover.kube.client import ApiError, KubeClient
 from tests.builders import T0, pod_json
 from tests.fakeapi import FakeKube
 from tests.test_nodes_hostile import JSON, JSON_LEAVES, TIMES, VALUES, _has

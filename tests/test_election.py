@@ -20,14 +20,14 @@ import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import REGISTRY
 
-from noderecover.clock import Clock, FakeClock
-from noderecover.election import (
+from noderecover.base.clock import Clock, FakeClock
+from noderecover.kube.client import JSON, KubeClient
+from noderecover.kube.election import (
     ElectionConfig,
     LeaderElector,
     default_identity,
     format_microtime,
 )
-from noderecover.kube import JSON, KubeClient
 from tests.fakeapi import FakeKube
 
 NS, NAME = "kube-system", "noderecover"

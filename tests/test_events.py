@@ -12,10 +12,10 @@ import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from noderecover.clock import FakeClock
-from noderecover.events import EventRecorder
-from noderecover.kube import KubeClient
-from noderecover.metrics import EVENTS_DROPPED
+from noderecover.base.clock import FakeClock
+from noderecover.base.metrics import EVENTS_DROPPED
+from noderecover.kube.client import KubeClient
+from noderecover.kube.events import EventRecorder
 from tests.fakeapi import MERGE_PATCH, FakeKube
 
 EVENTS = r"^/api/v1/namespaces/default/events$"

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from noderecover.clock import FakeClock
-from noderecover.config import parse_bind
-from noderecover.httpserver import HttpServer
+from noderecover.base.clock import FakeClock
+from noderecover.entry.config import parse_bind
+from noderecover.entry.httpserver import HttpServer
 
 
 class Source:

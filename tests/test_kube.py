@@ -6,9 +6,9 @@ import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from noderecover.backoff import Backoff
-from noderecover.kube import MERGE_PATCH, ApiError, KubeClient, Timeouts
-from noderecover.metrics import API_ERRORS
+from noderecover.base.backoff import Backoff
+from noderecover.base.metrics import API_ERRORS
+from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, Timeouts
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 

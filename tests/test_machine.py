@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 
-from noderecover.config import Config, Threshold
-from noderecover.machine import (
+from noderecover.core.machine import (
     FLAPPING,
     Action,
     Decision,
@@ -21,7 +20,7 @@ from noderecover.machine import (
     decide,
     resume,
 )
-from noderecover.nodes import (
+from noderecover.core.nodes import (
     ANN_CORDONED,
     ANN_EXCLUDE,
     ANN_PHASE,
@@ -32,6 +31,7 @@ from noderecover.nodes import (
     NodeObs,
     format_time,
 )
+from noderecover.entry.config import Config, Threshold
 from tests.builders import T0, obs
 
 CFG = Config(grace=60.0, healthy_delay=30.0, drain_timeout=60.0)

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noderecover.config import REMOVAL_MODES, Config
-from noderecover.machine import (
+from noderecover.core.machine import (
     FORWARD,
     IN_FLIGHT,
     Action,
@@ -30,7 +29,7 @@ from noderecover.machine import (
     decide,
     resume,
 )
-from noderecover.nodes import (
+from noderecover.core.nodes import (
     ANN_EXCLUDE,
     ANN_PHASE,
     ANN_PHASE_SINCE,
@@ -42,6 +41,7 @@ from noderecover.nodes import (
     parse_node,
     parse_time,
 )
+from noderecover.entry.config import REMOVAL_MODES, Config
 from tests.builders import T0, node_json
 
 UID = "uid-w1"

@@ -16,9 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noderecover.config import CONTROL_PLANE_LABELS, Config
-from noderecover.machine import FORWARD, Gates, Phase, Record, decide, resume
-from noderecover.nodes import (
+from noderecover.core.machine import FORWARD, Gates, Phase, Record, decide, resume
+from noderecover.core.nodes import (
     ANN_EXCLUDE,
     ANN_PHASE,
     MALFORMED_REASONS,
@@ -27,6 +26,7 @@ from noderecover.nodes import (
     parse_node,
     parse_time,
 )
+from noderecover.entry.config import CONTROL_PLANE_LABELS, Config
 from tests.builders import T0, node_json
 
 CFG = Config()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from noderecover.plan import plan_rows, render
+from noderecover.entry.plan import plan_rows, render
 from tests.conftest import client_for, make_config
 from tests.fakeapi import FakeKube
 

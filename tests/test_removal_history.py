@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from noderecover.clock import FakeClock
-from noderecover.controller import Controller
-from noderecover.kube import KubeClient
-from noderecover.nodes import format_time
+from noderecover.base.clock import FakeClock
+from noderecover.controller.reconciler import Controller
+from noderecover.core.nodes import format_time
+from noderecover.kube.client import KubeClient
 from tests.builders import T0
 from tests.conftest import client_for, make_config
 from tests.fakeapi import FakeKube

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from noderecover.config import Config, Threshold
-from noderecover.safety import (
+from noderecover.core.safety import (
     BreakerState,
     breaker_step,
     breaker_wake,
@@ -14,7 +13,8 @@ from noderecover.safety import (
     prune,
     recent,
 )
-from noderecover.selectors import parse_selector
+from noderecover.core.selectors import parse_selector
+from noderecover.entry.config import Config, Threshold
 from tests.builders import obs
 
 CFG = Config(max_unhealthy=Threshold(40, True), storm_cooldown=300)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from noderecover.config import Config
-from noderecover.nodes import format_micro_time, format_time, parse_node, parse_time
-from noderecover.selectors import parse_selector
+from noderecover.core.nodes import format_micro_time, format_time, parse_node, parse_time
+from noderecover.core.selectors import parse_selector
+from noderecover.entry.config import Config
 from tests.builders import T0, node_json
 
 

@@ -13,16 +13,16 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from noderecover.clock import FakeClock, SystemClock
-from noderecover.kube import ApiError, KubeClient, Timeouts
-from noderecover.metrics import (
+from noderecover.base.clock import FakeClock, SystemClock
+from noderecover.base.metrics import (
     MALFORMED_OBJECTS,
     WATCH_BAD_EVENTS,
     WATCH_EVENTS,
     WATCH_RESTARTS,
 )
-from noderecover.nodes import parse_node
-from noderecover.watching import Watcher, _Broken, _Expired
+from noderecover.core.nodes import parse_node
+from noderecover.kube.client import ApiError, KubeClient, Timeouts
+from noderecover.kube.watching import Watcher, _Broken, _Expired
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -247,7 +247,7 @@ async def test_errors_are_retried_with_backoff(kube: FakeKube) -> None:
 
 
 async def test_paginated_list(kube: FakeKube, watched: Any) -> None:
-    from noderecover import watching
+    from noderecover.kube import watching
 
     for i in range(12):
         kube.add_node(f"n{i}")
@@ -684,7 +684,7 @@ async def test_liveness_reports_a_watch_that_carries_nothing(
 ) -> None:
     """What /healthz reports (app._Health over Controller.liveness): a leader whose watch
     streams open but deliver nothing is not alive once `--watch-silence` has passed."""
-    from noderecover.app import _Health
+    from noderecover.entry.app import _Health
 
     kube.add_node("a")
     h = await harness_factory(watch_silence=30)

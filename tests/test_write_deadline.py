@@ -20,12 +20,12 @@ import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from noderecover.clock import FakeClock
-from noderecover.election import WRITE_MARGIN, ElectionConfig, LeaderElector
-from noderecover.events import EventRecorder
-from noderecover.kube import MERGE_PATCH, ApiError, KubeClient, Timeouts, WriteRefused
-from noderecover.machine import Action, Kind, Outcome, Phase, Record
-from noderecover.remediation import Executor
+from noderecover.base.clock import FakeClock
+from noderecover.controller.executor import Executor
+from noderecover.core.machine import Action, Kind, Outcome, Phase, Record
+from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, Timeouts, WriteRefused
+from noderecover.kube.election import WRITE_MARGIN, ElectionConfig, LeaderElector
+from noderecover.kube.events import EventRecorder
 from tests.builders import T0
 from tests.conftest import make_config
 from tests.fakeapi import FakeKube

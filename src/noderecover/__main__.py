@@ -1,5 +1,5 @@
 import sys
 
-from noderecover.cli import main
+from noderecover.entry.cli import main
 
 sys.exit(main())

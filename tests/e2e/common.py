@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from noderecover.testcluster.cluster import TestCluster
-from noderecover.testcluster.replicas import Replica, wait
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.replicas import Replica, wait
+
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout
 
 FAST = (
     "--grace",

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from noderecover.testcluster import build
-from noderecover.testcluster.cluster import TestCluster
-from noderecover.testcluster.replicas import NAMESPACE
+from noderecover_testkit import build
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.replicas import NAMESPACE
 
 from .ledger import Ledger, Row, table
 

@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from noderecover.testcluster.cluster import TestCluster
+from noderecover_testkit.cluster import TestCluster
 
 SA_USER = "system:serviceaccount:noderecover:noderecover"
 INVARIANTS = (

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from noderecover.testcluster import build, versions
-from noderecover.testcluster.cluster import (
+from noderecover_testkit import build, versions
+from noderecover_testkit.cluster import (
     CONTROL_PLANE_ROLE_LABEL,
     UNREACHABLE_TAINT,
     WORKER_ROLE_LABEL,

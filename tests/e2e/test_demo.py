@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from noderecover.testcluster import build
+from noderecover_testkit import build
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from noderecover.testcluster.cluster import TestCluster
-from noderecover.testcluster.proxy import TcpProxy
-from noderecover.testcluster.replicas import NAMESPACE, Replica, Replicas, sa_kubeconfig, wait
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.proxy import TcpProxy
+from noderecover_testkit.replicas import NAMESPACE, Replica, Replicas, sa_kubeconfig, wait
 
 from .common import FAST, no_403, phase, running_web, seed, web
 from .conftest import forget_noderecover, running

@@ -16,18 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from noderecover.testcluster.cluster import TestCluster
-from noderecover.testcluster.replicas import (
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.replicas import (
     NAMESPACE,
-    ROOT,
     Replicas,
     Timeline,
     sa_kubeconfig,
     wait,
 )
 
-from .common import FAST, PVC, no_403, node_deletes, running_web, seed, web
+from .common import FAST, PVC, ROOT, no_403, node_deletes, running_web, seed, web
 from .conftest import forget_noderecover
 from .ledger import Ledger
 
@@ -311,18 +309,19 @@ def test_pdb_respected_on_notready_but_alive_node(nr: Replicas) -> None:
     min_running = 3
     with FakeKubelet(c, target):
         deadline = time.monotonic() + 150
-        while {p["spec"]["nodeName"] for p in running_web(c)} != {spare} or len(
-            running_web(c)
-        ) < 3:
+        while {p["spec"]["nodeName"] for p in running_web(c)} != {spare} or len(running_web(c)) < 3:
             assert time.monotonic() < deadline, "drain did not complete"
             min_running = min(min_running, len(running_web(c)))
             time.sleep(0.2)
         # Drained, but its kubelet is alive: the node is kept (cordoned), never removed.
         wait(
-            lambda: (c.node(target) or {}).get("metadata", {}).get("annotations", {}).get(
-                "noderecover.io/phase"
-            )
-            == "Removing",
+            lambda: (
+                (c.node(target) or {})
+                .get("metadata", {})
+                .get("annotations", {})
+                .get("noderecover.io/phase")
+                == "Removing"
+            ),
             30,
             "drained node annotated Removing",
         )

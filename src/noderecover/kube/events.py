@@ -27,12 +27,12 @@ from collections.abc import Callable
 
 import anyio
 
-from noderecover.backoff import Backoff
-from noderecover.clock import Clock
-from noderecover.kube import JSON, MERGE_PATCH, ApiError, KubeClient
-from noderecover.metrics import EVENTS_DROPPED
+from noderecover.base.backoff import Backoff
+from noderecover.base.clock import Clock
+from noderecover.base.metrics import EVENTS_DROPPED
+from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 
-log = logging.getLogger("noderecover.events")
+log = logging.getLogger("noderecover.kube.events")
 
 # Validation limits of core/v1 Event fields.
 _REASON_MAX = 128

@@ -58,8 +58,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from noderecover.config import Config
-from noderecover.nodes import (
+from noderecover.core.nodes import (
     ANN_CORDONED,
     ANN_FENCED,
     ANN_PHASE,
@@ -72,7 +71,8 @@ from noderecover.nodes import (
     format_time,
     parse_time,
 )
-from noderecover.safety import exclusion
+from noderecover.core.safety import exclusion
+from noderecover.core.settings import Config
 
 
 class Phase(StrEnum):

@@ -2,7 +2,7 @@
 
 etcd, kube-apiserver, kube-controller-manager (real node lifecycle, StatefulSet, PodGC,
 attach/detach and PV controllers), kube-scheduler and kwok (simulated kubelets) run as local
-processes built by :mod:`noderecover.testcluster.build`. Every process listens on 127.0.0.1
+processes built by :mod:`noderecover_testkit.build`. Every process listens on 127.0.0.1
 on a port picked at run time; certificates, tokens, kubeconfigs, data and logs live in a
 temporary folder that :meth:`TestCluster.stop` removes.
 
@@ -325,7 +325,7 @@ class TestCluster:
         if missing:
             raise ClusterError(
                 f"binaries missing in {self.bin_dir}: {missing}; "
-                "run `python -m noderecover.testcluster build`"
+                "run `python -m noderecover_testkit build`"
             )
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="noderecover-cluster-"))
         self._started = True

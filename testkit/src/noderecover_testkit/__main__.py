@@ -1,4 +1,4 @@
-"""``python -m noderecover.testcluster {build,up,versions}``."""
+"""``python -m noderecover_testkit {build,up,versions}``."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m noderecover.testcluster")
+    parser = argparse.ArgumentParser(prog="python -m noderecover_testkit")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the pinned binaries into the cache (idempotent)")
     b.add_argument("--force", action="store_true", help="rebuild everything")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from noderecover.clock import Clock, SystemClock
-from noderecover.config import Config
-from noderecover.controller import Controller
-from noderecover.kube import KubeClient
-from noderecover.machine import Phase, Record, unhealthy
-from noderecover.nodes import ANN_PHASE, parse_time
-from noderecover.safety import exclusion, in_population
+from noderecover.base.clock import Clock, SystemClock
+from noderecover.controller.reconciler import Controller
+from noderecover.core.machine import Phase, Record, unhealthy
+from noderecover.core.nodes import ANN_PHASE, parse_time
+from noderecover.core.safety import exclusion, in_population
+from noderecover.entry.config import Config
+from noderecover.kube.client import KubeClient
 
 HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY")
 
@@ -97,8 +97,8 @@ def render(
 
 
 async def run_plan(cfg: Config, out: TextIO = sys.stdout) -> int:
-    from noderecover.app import load_client
-    from noderecover.kube import Timeouts
+    from noderecover.entry.app import load_client
+    from noderecover.kube.client import Timeouts
 
     kube = KubeClient(await load_client(cfg), Timeouts(request=cfg.api_timeout))
     try:

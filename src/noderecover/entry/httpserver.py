@@ -22,8 +22,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.registry import Collector
 
-from noderecover.clock import Clock
-from noderecover.config import parse_bind
+from noderecover.base.clock import Clock
+from noderecover.entry.config import parse_bind
 
 log = logging.getLogger("noderecover.http")
 

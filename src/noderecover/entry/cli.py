@@ -10,9 +10,13 @@ from typing import NoReturn
 import anyio
 
 from noderecover import __version__
-from noderecover.config import BadFlag, add_run_flags, build_config
+from noderecover.entry.config import BadFlag, add_run_flags, build_config
 
 EXIT_USAGE = 2
+DEMO_MISSING = (
+    "the demo needs the test control plane package: pip install -e ./testkit "
+    "(from a noderecover source checkout)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,13 +59,18 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "demo":
-        from noderecover.config import parse_duration
-        from noderecover.demo import run_demo
+        from noderecover.entry.config import parse_duration
 
         try:
             parse_duration(args.grace)
         except ValueError as exc:
             print(f"noderecover: error: --grace: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            # The test control plane is a package of its own: not in the runtime install.
+            from noderecover_testkit.demo import run_demo
+        except ImportError:
+            print(f"noderecover: error: demo: {DEMO_MISSING}", file=sys.stderr)
             return EXIT_USAGE
         return run_demo(grace=args.grace, keep=args.keep)
     try:
@@ -69,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadFlag as exc:
         print(f"noderecover: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from noderecover import app, logs
+    from noderecover.base import logs
+    from noderecover.entry import app
 
     try:
         if args.command == "plan":
-            from noderecover.plan import run_plan
+            from noderecover.entry.plan import run_plan
 
             logs.setup_logging(cfg.log_format, "warning")
             return anyio.run(run_plan, cfg, backend="asyncio")

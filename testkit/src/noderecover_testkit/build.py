@@ -2,7 +2,7 @@
 
 Plain standard library only, so it runs from a source tree without an install::
 
-    PYTHONPATH=src python -m noderecover.testcluster build
+    PYTHONPATH=src python -m noderecover_testkit build
 
 Layout (``ROOT`` is ``$NODERECOVER_CACHE_DIR`` or ``~/.cache/noderecover``)::
 
@@ -341,7 +341,7 @@ def ensure_built(*, force: bool = False, log: Log = _print) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m noderecover.testcluster.build [--force]``."""
+    """``python -m noderecover_testkit.build [--force]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         d = ensure_built(force="--force" in args)

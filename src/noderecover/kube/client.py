@@ -28,8 +28,8 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
 from noderecover import USER_AGENT
-from noderecover.clock import Clock, SystemClock
-from noderecover.metrics import API_ERRORS
+from noderecover.base.clock import Clock, SystemClock
+from noderecover.base.metrics import API_ERRORS
 
 JSON = dict[str, Any]
 _T = TypeVar("_T")
@@ -349,3 +349,7 @@ async def _lines(
         line = line.strip()
         if line:
             yield line
+
+
+class NotLeader(Exception):
+    """The act-gate said no: stop at once, do not count as a failure of the node."""

@@ -40,11 +40,11 @@ from typing import Any, TypeVar
 
 import anyio
 
-from noderecover.clock import Clock
-from noderecover.kube import JSON, ApiError, KubeClient
-from noderecover.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
+from noderecover.base.clock import Clock
+from noderecover.base.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
+from noderecover.kube.client import JSON, ApiError, KubeClient
 
-log = logging.getLogger("noderecover.election")
+log = logging.getLogger("noderecover.kube.election")
 
 JITTER_FACTOR = 1.2  # client-go's: retries wait retry_period x [1, 1.2)
 RELEASE_BOUND = 5.0  # upper bound of the release write, seconds

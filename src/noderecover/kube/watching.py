@@ -48,14 +48,19 @@ from typing import Any, Generic, NoReturn, TypeVar
 import anyio
 import orjson
 
-from noderecover.backoff import Backoff
-from noderecover.clock import Clock
-from noderecover.kube import LINE_TOO_LONG, TRUNCATED, ApiError, KubeClient
-from noderecover.metrics import MALFORMED_OBJECTS, WATCH_BAD_EVENTS, WATCH_EVENTS, WATCH_RESTARTS
-from noderecover.nodes import MISSING_NAME, NOT_AN_OBJECT
+from noderecover.base.backoff import Backoff
+from noderecover.base.clock import Clock
+from noderecover.base.metrics import (
+    MALFORMED_OBJECTS,
+    WATCH_BAD_EVENTS,
+    WATCH_EVENTS,
+    WATCH_RESTARTS,
+)
+from noderecover.core.nodes import MISSING_NAME, NOT_AN_OBJECT
+from noderecover.kube.client import LINE_TOO_LONG, TRUNCATED, ApiError, KubeClient
 
 T = TypeVar("T")
-log = logging.getLogger("noderecover.watching")
+log = logging.getLogger("noderecover.kube.watching")
 
 # kubectl's page size. Smaller pages parse faster in-process but cost more round trips on a real
 # API server: 5,000 nodes synced in 0.95 s with 500, 1.54 s with 100 (docs/benchmarks.md).

@@ -53,195 +53,36 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, TypeGuard
+from typing import Any
 from urllib.parse import quote
 
-from noderecover.backoff import Backoff
-from noderecover.clock import Clock
-from noderecover.kube import ApiError, KubeClient
-from noderecover.machine import Outcome
-from noderecover.metrics import ACTIONS, MALFORMED_OBJECTS
-from noderecover.nodes import (
-    BAD_METADATA,
-    BAD_SPEC,
-    MISSING_NAME,
-    MISSING_UID,
-    NOT_AN_OBJECT,
+from noderecover.base.backoff import Backoff
+from noderecover.base.clock import Clock
+from noderecover.base.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.core.machine import Outcome
+from noderecover.core.nodes import (
     NodeObs,
-    parse_time,
 )
+from noderecover.core.pods import (
+    BAD_LIST,
+    MALFORMED_POD,
+    MULTIPLE_PDBS,
+    PDB_BLOCKED,
+    POD_FINALIZERS,
+    PODS_TERMINATING,
+    PodObs,
+    Step,
+    parse_pod,
+    plan,
+)
+from noderecover.kube.client import ApiError, KubeClient, NotLeader
 
-log = logging.getLogger("noderecover.draining")
+log = logging.getLogger("noderecover.controller.drainer")
 
 PDB_MIN_RETRY = 5.0
 POLL = 0.5  # seconds between looks at a draining node's pods
 PAGE_SIZE = 500
 MAX_PAGES = 100  # 50,000 pods on one node: a LIST paging further is garbled (a token loop)
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-
-# Why a pod cannot be used: the `reason` label of noderecover_malformed_objects_total with
-# resource="pods" (the node reasons, where they mean the same thing).
-BAD_LIST = "bad-list"  # the LIST answer itself: items, metadata or continue token unreadable
-POD_MALFORMED_REASONS = (NOT_AN_OBJECT, MISSING_NAME, MISSING_UID, BAD_METADATA, BAD_SPEC, BAD_LIST)
-
-# Blocked reasons (noderecover_blocked_total) of a drain.
-MALFORMED_POD = "malformed-pod"  # an unreadable pod is listed
-PDB_BLOCKED = "pod-disruption-budget"  # an eviction answered 429
-MULTIPLE_PDBS = "multiple-pdbs"
-PODS_TERMINATING = "pods-terminating"  # a live kubelet has not finished its pods in time
-POD_FINALIZERS = "pod-finalizers"  # force-deleted once, still listed: held by finalizers
-
-
-@dataclass(frozen=True, slots=True)
-class PodObs:
-    namespace: str
-    name: str
-    uid: str
-    owner_kind: str
-    mirror: bool
-    phase: str
-    deleting: bool
-    malformed: str | None = None  # one of POD_MALFORMED_REASONS: never evicted or forced
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-class _Unreadable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def parse_pod(obj: object, node: str | None = None) -> PodObs:
-    """Raw pod JSON from a LIST -> PodObs. Never raises (see the module doc).
-
-    With `node`, the pod must say it is bound to that node (the LIST asked for exactly that).
-    """
-    try:
-        return _parse_pod(obj, node)
-    except _Unreadable as bad:
-        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
-        meta = meta if isinstance(meta, Mapping) else {}
-        ns, name, uid = (meta.get(k) for k in ("namespace", "name", "uid"))
-        return PodObs(
-            namespace=ns if isinstance(ns, str) else "",
-            name=name if isinstance(name, str) else "",
-            uid=uid if isinstance(uid, str) else "",
-            owner_kind="",
-            mirror=False,
-            phase="",
-            deleting=False,
-            malformed=bad.reason,
-        )
-
-
-def _parse_pod(obj: object, node: str | None) -> PodObs:
-    if not isinstance(obj, Mapping):
-        raise _Unreadable(NOT_AN_OBJECT)
-    meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
-        raise _Unreadable(MISSING_NAME if meta is None else BAD_METADATA)
-    namespace, name, uid = meta.get("namespace"), meta.get("name"), meta.get("uid")
-    if not _path_segment(namespace) or not _path_segment(name):
-        raise _Unreadable(MISSING_NAME)
-    if not isinstance(uid, str) or not uid:
-        raise _Unreadable(MISSING_UID)  # the force-delete precondition needs it
-    deletion = meta.get("deletionTimestamp")
-    if deletion is not None and parse_time(deletion) is None:
-        raise _Unreadable(BAD_METADATA)
-    annotations = meta.get("annotations")
-    if annotations is None:
-        annotations = {}
-    if not isinstance(annotations, Mapping):
-        raise _Unreadable(BAD_METADATA)
-    mirror = MIRROR_ANNOTATION in annotations
-    if mirror and not isinstance(annotations[MIRROR_ANNOTATION], str):
-        raise _Unreadable(BAD_METADATA)
-    spec = obj.get("spec")
-    if spec is None:
-        spec = {}
-    if not isinstance(spec, Mapping):
-        raise _Unreadable(BAD_SPEC)
-    bound = spec.get("nodeName")
-    if bound is not None and not isinstance(bound, str):
-        raise _Unreadable(BAD_SPEC)
-    if node is not None and bound != node:
-        raise _Unreadable(BAD_SPEC)
-    status = obj.get("status")
-    phase = status.get("phase") if isinstance(status, Mapping) else None
-    return PodObs(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        owner_kind=_owner_kind(meta.get("ownerReferences")),
-        mirror=mirror,
-        phase=phase if isinstance(phase, str) else "",  # informational: no decision reads it
-        deleting=deletion is not None,
-    )
-
-
-def _path_segment(value: object) -> TypeGuard[str]:
-    """A name usable as one URL path segment (what the API server accepts as a name)."""
-    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value
-
-
-def _owner_kind(owners: object) -> str:
-    """The kind of the controlling owner, else of the first owner, else ''."""
-    if owners is None:
-        return ""
-    if not isinstance(owners, list):
-        raise _Unreadable(BAD_METADATA)
-    kinds: list[str] = []
-    controllers: list[str] = []
-    for ref in owners:
-        if not isinstance(ref, Mapping):
-            raise _Unreadable(BAD_METADATA)
-        kind, controller = ref.get("kind"), ref.get("controller")
-        if not isinstance(kind, str) or not kind:
-            raise _Unreadable(BAD_METADATA)
-        if controller is not None and not isinstance(controller, bool):
-            raise _Unreadable(BAD_METADATA)
-        kinds.append(kind)
-        if controller:
-            controllers.append(kind)
-    if len(controllers) > 1:
-        # The API server allows one controller: which one is meant decides SKIP or not.
-        raise _Unreadable(BAD_METADATA)
-    return controllers[0] if controllers else (kinds[0] if kinds else "")
-
-
-class Step(StrEnum):
-    SKIP = "skip"
-    EVICT = "evict"
-    WAIT = "wait"
-    FORCE = "force"
-    HOLD = "hold"  # unreadable: never touched, and the drain cannot finish while it is listed
-    LINGER = "linger"  # force-deleted once already, still listed: finalizers hold it
-
-
-def plan(
-    pod: PodObs, dead: bool, elapsed: float, drain_timeout: float, forced: bool = False
-) -> Step:
-    """What to do with one pod on the node now.
-
-    `dead`: the freshest evidence says the kubelet is gone. Invariant: FORCE only then.
-    """
-    if pod.malformed is not None:
-        return Step.HOLD
-    if pod.owner_kind == "DaemonSet" or pod.mirror:
-        return Step.SKIP
-    if forced:
-        return Step.LINGER
-    if not dead:
-        # A live kubelet finishes what it was asked to delete; nothing is forced.
-        return Step.WAIT if pod.deleting else Step.EVICT
-    overdue = elapsed >= drain_timeout
-    if pod.deleting:
-        return Step.FORCE if overdue else Step.WAIT
-    return Step.FORCE if overdue else Step.EVICT
 
 
 @dataclass
@@ -250,10 +91,6 @@ class _PodRetry:
     backoff: Backoff = field(default_factory=Backoff)
     permanent: str = ""
     pdb: bool = False  # an eviction of it was refused by a PodDisruptionBudget
-
-
-class NotLeader(Exception):
-    """The act-gate said no: stop at once, do not count as a failure of the node."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,14 +19,23 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from noderecover.selectors import Requirement, Selector, parse_selector
+from noderecover.core.safety import CONTROL_PLANE_LABELS
+from noderecover.core.selectors import Requirement, Selector, parse_selector
+from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
+
+__all__ = [
+    "CONTROL_PLANE_LABELS",
+    "REMOVAL_MODES",
+    "BadFlag",
+    "Config",
+    "Threshold",
+    "build_config",
+]
 
 ENV_PREFIX = "NODERECOVER_"
-REMOVAL_MODES = ("delete", "out-of-service", "both")
-CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 MAX_DURATION = 365 * 24 * 3600.0  # longer is a typo (and overflows a Lease's int32 seconds)
@@ -80,20 +89,6 @@ def duration_at_least(minimum: float, *, strictly: bool = False) -> Callable[[st
         return value
 
     return parse
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """An absolute count or a percentage of the node population."""
-
-    value: float
-    percent: bool
-
-    def limit(self, total: int) -> float:
-        return self.value * total / 100.0 if self.percent else self.value
-
-    def __str__(self) -> str:
-        return f"{self.value:g}%" if self.percent else f"{int(self.value)}"
 
 
 def parse_threshold(text: str) -> Threshold:
@@ -206,55 +201,6 @@ def dns_name(pattern: re.Pattern[str], limit: int, what: str) -> Callable[[str],
         return text
 
     return parse
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    # Decisions
-    grace: float = 60.0
-    healthy_delay: float = 30.0
-    unhealthy_conditions: frozenset[tuple[str, str]] = frozenset(
-        {("Ready", "False"), ("Ready", "Unknown")}
-    )
-    drain_timeout: float = 60.0
-    node_startup_timeout: float = 600.0
-    removal: str = "delete"
-    fence_command: tuple[str, ...] = ()
-    fence_timeout: float = 60.0
-    # Safety gates
-    max_unhealthy: Threshold = field(default_factory=lambda: Threshold(40.0, True))
-    breaker_window: float = 1800.0
-    storm_cooldown: float = 300.0
-    max_concurrent: int = 1
-    max_removals_per_hour: int = 10
-    node_selector: Selector = field(default_factory=Selector)
-    exclude_control_plane: bool = True
-    dry_run: bool = False
-    watch_node_leases: bool = True
-    # Plumbing
-    kubeconfig: str | None = None
-    context: str | None = None
-    api_timeout: float = 10.0
-    watch_silence: float = 90.0
-    watch_timeout: float = 300.0
-    http_bind: str = "0.0.0.0:8080"
-    leader_elect: bool | None = None  # None = on in a cluster, off locally
-    lease_name: str = "noderecover"
-    lease_namespace: str | None = None
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    log_format: str = "text"
-    log_level: str = "info"
-
-    @property
-    def fencing(self) -> bool:
-        return bool(self.fence_command)
-
-    @property
-    def relevant_labels(self) -> frozenset[str]:
-        """Node labels the decisions read; all others are dropped when parsing a Node."""
-        return self.node_selector.keys | frozenset(CONTROL_PLANE_LABELS)
 
 
 class BadFlag(ValueError):

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from noderecover.testcluster import build
-from noderecover.testcluster.cluster import TestCluster
-from noderecover.testcluster.replicas import ROOT, Replica, Replicas, Timeline, sa_kubeconfig
+from noderecover_testkit import build
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.replicas import Replica, Replicas, Timeline, sa_kubeconfig
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -99,9 +99,8 @@ def run_demo(
         node = pod["spec"]["nodeName"]
         say(f"mysql-0 is Running on {node} with PVC pvc-mysql-0")
         kubeconfig = cluster.kubeconfig
-        if (ROOT / "manifests" / "base" / "rbac.yaml").exists():
-            kubeconfig = sa_kubeconfig(cluster, work / "sa.kubeconfig")
-            say("noderecover runs with the least-privilege RBAC of manifests/")
+        kubeconfig = sa_kubeconfig(cluster, work / "sa.kubeconfig")
+        say("noderecover runs with the least-privilege RBAC of manifests/")
         reps = Replicas(cluster, kubeconfig, work)
         flags = (
             "--grace",

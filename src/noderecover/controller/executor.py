@@ -37,12 +37,11 @@ from urllib.parse import quote
 
 import anyio
 
-from noderecover.backoff import Backoff
-from noderecover.clock import Clock
-from noderecover.config import Config
-from noderecover.draining import DrainContext, Drained, Drainer, Evidence, NotLeader
-from noderecover.kube import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient
-from noderecover.machine import (
+from noderecover.base.backoff import Backoff
+from noderecover.base.clock import Clock
+from noderecover.base.metrics import ACTIONS, BLOCKED, MALFORMED_OBJECTS
+from noderecover.controller.drainer import DrainContext, Drained, Drainer, Evidence
+from noderecover.core.machine import (
     FLAPPING,
     HEALTHY_AGAIN,
     KUBELET_ALIVE,
@@ -56,10 +55,11 @@ from noderecover.machine import (
     ready_since,
     unhealthy,
 )
-from noderecover.metrics import ACTIONS, BLOCKED, MALFORMED_OBJECTS
-from noderecover.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
+from noderecover.core.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
+from noderecover.core.settings import Config
+from noderecover.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient, NotLeader
 
-log = logging.getLogger("noderecover.remediation")
+log = logging.getLogger("noderecover.controller.executor")
 
 DELETE_CONFLICT_RETRIES = 3
 BLOCKED_RETRY = 5.0  # a step held by a gate or a live kubelet: look again this much later

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from noderecover.config import CONTROL_PLANE_LABELS, Config
-from noderecover.nodes import ANN_EXCLUDE, NodeObs
+if TYPE_CHECKING:
+    from noderecover.core.settings import Config
+from noderecover.core.nodes import ANN_EXCLUDE, NodeObs
 
 HOUR = 3600.0
+
+# Nodes with these labels run the control plane: never remediated unless asked to.
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
 @dataclass(frozen=True, slots=True)

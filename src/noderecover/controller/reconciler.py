@@ -34,12 +34,22 @@ from urllib.parse import quote
 import anyio
 import anyio.abc
 
-from noderecover import logs
-from noderecover.clock import Clock, Timeline
-from noderecover.config import Config
-from noderecover.draining import NotLeader
-from noderecover.kube import ApiError, KubeClient
-from noderecover.machine import (
+from noderecover.base import logs
+from noderecover.base.clock import Clock, Timeline
+from noderecover.base.metrics import (
+    ACTIONS,
+    BLOCKED,
+    BREAKER_OPEN,
+    CLOCK_DRIFT,
+    FLAPS,
+    MALFORMED_OBJECTS,
+    NODES,
+    PHASE_DURATION,
+    RECOVERY_DURATION,
+    UNHEALTHY,
+)
+from noderecover.controller.executor import Executor
+from noderecover.core.machine import (
     EXCLUDED_SELECTOR,
     IN_FLIGHT,
     Action,
@@ -54,21 +64,8 @@ from noderecover.machine import (
     resume,
     unhealthy,
 )
-from noderecover.metrics import (
-    ACTIONS,
-    BLOCKED,
-    BREAKER_OPEN,
-    CLOCK_DRIFT,
-    FLAPS,
-    MALFORMED_OBJECTS,
-    NODES,
-    PHASE_DURATION,
-    RECOVERY_DURATION,
-    UNHEALTHY,
-)
-from noderecover.nodes import OUR_ANNOTATIONS, NodeObs, parse_node, parse_time
-from noderecover.remediation import Executor
-from noderecover.safety import (
+from noderecover.core.nodes import OUR_ANNOTATIONS, NodeObs, parse_node, parse_time
+from noderecover.core.safety import (
     HOUR,
     BreakerState,
     breaker_step,
@@ -77,9 +74,11 @@ from noderecover.safety import (
     prune,
     recent,
 )
-from noderecover.watching import Watcher
+from noderecover.core.settings import Config
+from noderecover.kube.client import ApiError, KubeClient, NotLeader
+from noderecover.kube.watching import Watcher
 
-log = logging.getLogger("noderecover.controller")
+log = logging.getLogger("noderecover.controller.reconciler")
 
 NODES_PATH = "/api/v1/nodes"
 NODE_LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"

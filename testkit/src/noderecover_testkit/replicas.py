@@ -24,10 +24,12 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from noderecover.nodes import parse_time
-from noderecover.testcluster.cluster import TestCluster
+from noderecover.core.nodes import parse_time
+from noderecover_testkit.cluster import TestCluster
 
-ROOT = Path(__file__).resolve().parents[3]  # the source checkout (manifests/ lives there)
+# manifests/base/{namespace,rbac}.yaml, shipped with this package (symlinks in the source
+# tree, copies in a wheel), so an installed testkit applies exactly the RBAC of manifests/.
+DATA = Path(__file__).resolve().parent / "data"
 NAMESPACE = "noderecover"
 
 
@@ -40,7 +42,7 @@ def free_port() -> int:
 def rbac_objects() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for name in ("namespace.yaml", "rbac.yaml"):
-        text = (ROOT / "manifests" / "base" / name).read_text()
+        text = (DATA / name).read_text()
         docs.extend(d for d in yaml.safe_load_all(text) if d)
     return docs
 

@@ -14,14 +14,14 @@ from kubernetes_asyncio import config as kconfig
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover import __version__
-from noderecover.clock import Clock, SystemClock
-from noderecover.config import BadFlag, Config
-from noderecover.controller import Controller
-from noderecover.election import ElectionConfig, LeaderElector, default_identity
-from noderecover.events import EventRecorder
-from noderecover.httpserver import HttpServer
-from noderecover.kube import KubeClient, Timeouts
-from noderecover.metrics import BUILD_INFO
+from noderecover.base.clock import Clock, SystemClock
+from noderecover.base.metrics import BUILD_INFO
+from noderecover.controller.reconciler import Controller
+from noderecover.entry.config import BadFlag, Config
+from noderecover.entry.httpserver import HttpServer
+from noderecover.kube.client import KubeClient, Timeouts
+from noderecover.kube.election import ElectionConfig, LeaderElector, default_identity
+from noderecover.kube.events import EventRecorder
 
 log = logging.getLogger("noderecover")
 
