@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from noderecover_testkit import build
 from noderecover_testkit.cluster import TestCluster
-from noderecover_testkit.replicas import NAMESPACE
+from noderecover_testkit.replicas import NAMESPACE, Replicas, sa_kubeconfig
 
 from .ledger import Ledger, Row, table
 
@@ -98,6 +98,37 @@ def ledger_for(request: pytest.FixtureRequest) -> Iterator[Callable[[TestCluster
         _ROWS.append(row)
         print(f"\n[ledger] {row.test}: faults {row.faults}; details {row.details}")
         assert not row.violations(), f"invariants broken: {row.violations()}: {row.details}"
+
+
+@pytest.fixture(scope="session")
+def sa_config(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Kubeconfig of the noderecover ServiceAccount (RBAC of ``manifests/base`` only)."""
+    return sa_kubeconfig(cluster, tmp_path_factory.mktemp("sa") / "kubeconfig")
+
+
+@pytest.fixture
+def led(clean_cluster: TestCluster, ledger_for: Callable[[TestCluster], Ledger]) -> Ledger:
+    """The test's ledger on the session cluster, started once earlier noderecover state is
+    forgotten (see :func:`forget_noderecover`)."""
+    forget_noderecover(clean_cluster)
+    return ledger_for(clean_cluster)
+
+
+@pytest.fixture
+def nr(
+    clean_cluster: TestCluster, sa_config: Path, tmp_path: Path, led: Ledger
+) -> Iterator[Replicas]:
+    """noderecover replicas on the session cluster (least privilege), all killed at the end;
+    the test's :func:`led` ledger is checked after them."""
+    reps = Replicas(clean_cluster, sa_config, tmp_path)
+    try:
+        yield reps
+    finally:
+        reps.close()
+        print("\n" + reps.tails(60))
+    for r in reps.started:
+        forbidden = [line for line in r.log_lines() if " 403 " in str(line.get("msg", ""))]
+        assert not forbidden, f"{r.name} was refused by RBAC: {forbidden[:3]}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

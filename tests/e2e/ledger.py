@@ -4,7 +4,8 @@ Sources of truth, none of them noderecover's own account:
 - the API server's audit log (every write by the noderecover ServiceAccount, with the
   request body, and every PVC/PV deletion by anyone; see ``AUDIT_POLICY``);
 - the harness's power log (when each node's kubelet, i.e. its kwok, was running);
-- a poller that remembers which node every pod ran on, and every PVC/PV it saw.
+- a poller that remembers which node every pod ran on, the uid of every Node object it saw
+  under each name (a Node deleted and re-created is another node), and every PVC/PV it saw.
 
 Invariants (all must be 0):
 - healthy nodes removed: a Node DELETE by noderecover while the node's kubelet was running;
@@ -110,6 +111,8 @@ class Ledger:
         # (namespace, name) -> [(first seen, uid, node)]
         self._pods: dict[tuple[str, str], list[tuple[float, str, str]]] = defaultdict(list)
         self._storage: dict[str, str] = {}  # uid -> "pvc ns/name" | "pv name"
+        # node name -> [(first seen, uid)]: a name may be deleted and re-created
+        self._nodes: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
         self._poll()
@@ -149,6 +152,15 @@ class Ledger:
                 out.append(e)
         return out
 
+    def force_deletes(self, *, name: str | None = None, after: float = 0.0) -> list[dict[str, Any]]:
+        """noderecover's pod DELETEs with ``gracePeriodSeconds: 0`` so far, accepted or not
+        (an attempt counts: a refused one only means the pod had changed)."""
+        return [
+            e
+            for e in self.writes("pods", "delete", name=name, after=after, ok=False)
+            if (e.get("requestObject") or {}).get("gracePeriodSeconds") == 0
+        ]
+
     def cordons(self, node: str) -> int:
         """Successful PATCHes by noderecover that set ``spec.unschedulable`` on ``node``."""
         return sum(
@@ -170,6 +182,10 @@ class Ledger:
 
     def _poll(self) -> None:
         now = time.time()
+        for n in self.c.request("GET", "/api/v1/nodes")["items"]:
+            seen = self._nodes[n["metadata"]["name"]]
+            if not seen or seen[-1][1] != n["metadata"]["uid"]:
+                seen.append((now, n["metadata"]["uid"]))
         pods = self.c.request("GET", "/api/v1/pods")["items"]
         for p in pods:
             meta, node = p["metadata"], p.get("spec", {}).get("nodeName") or ""
@@ -207,6 +223,14 @@ class Ledger:
         i = bisect.bisect_right(times, when) - 1
         return hist[i][2] if i >= 0 else None
 
+    def _node_object(self, name: str, when: float) -> str:
+        """``name`` qualified by the uid of the Node object a request at ``when`` reached:
+        the last one first seen before ``when`` (polled, so a write in the first
+        poll interval of a re-created Node is attributed to the one before)."""
+        seen = self._nodes.get(name) or []
+        i = bisect.bisect_right([t for t, _ in seen], when) - 1
+        return f"{name}/{seen[max(i, 0)][1]}" if seen else name
+
     def close(self) -> Row:
         self._stop.set()
         self._thread.join(10)
@@ -230,9 +254,10 @@ class Ledger:
             res, name, sub = ref.get("resource"), ref.get("name", ""), ref.get("subresource")
             who = e.get("userAgent", "")
             if res == "nodes" and not sub and verb == "delete":
-                deleted[name] += 1
-                cordoned.pop(name, None)
-                if deleted[name] > 1:
+                obj = self._node_object(name, when)
+                deleted[obj] += 1
+                cordoned.pop(obj, None)
+                if deleted[obj] > 1:
                     row.double_actions += 1
                     row.details.append(f"node {name} deleted again by {who}")
                 if self._alive_at(name, when):
@@ -241,13 +266,14 @@ class Ledger:
             elif res == "nodes" and not sub and verb == "patch":
                 spec = (e.get("requestObject") or {}).get("spec") or {}
                 if "unschedulable" in spec:
+                    obj = self._node_object(name, when)
                     if spec["unschedulable"]:
-                        if cordoned.get(name):
+                        if cordoned.get(obj):
                             row.double_actions += 1
-                            row.details.append(f"node {name} cordoned again by {who}")
-                        cordoned[name] = True
+                            row.details.append(f"node {obj} cordoned again by {who}")
+                        cordoned[obj] = True
                     else:
-                        cordoned[name] = False
+                        cordoned[obj] = False
             elif res == "pods" and (
                 (verb == "create" and sub == "eviction") or (verb == "delete" and not sub)
             ):

@@ -7,12 +7,8 @@ which each test checks is zero.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,41 +17,12 @@ from noderecover_testkit.replicas import (
     NAMESPACE,
     Replicas,
     Timeline,
-    sa_kubeconfig,
     wait,
 )
 
-from .common import FAST, PVC, ROOT, no_403, node_deletes, running_web, seed, web
-from .conftest import forget_noderecover
-from .ledger import Ledger
+from .common import FAST, PVC, ROOT, FakeKubelet, no_403, node_deletes, running_web, seed, web
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="session")
-def sa_config(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sa_kubeconfig(cluster, tmp_path_factory.mktemp("sa") / "kubeconfig")
-
-
-@pytest.fixture
-def nr(
-    clean_cluster: TestCluster,
-    sa_config: Path,
-    tmp_path: Path,
-    ledger_for: Callable[[TestCluster], Ledger],
-) -> Iterator[Replicas]:
-    c = clean_cluster
-    forget_noderecover(c)
-    ledger_for(c)
-    reps = Replicas(c, sa_config, tmp_path)
-    try:
-        yield reps
-    finally:
-        reps.close()
-        print("\n" + reps.tails(60))
-    for r in reps.started:
-        forbidden = [line for line in r.log_lines() if " 403 " in str(line.get("msg", ""))]
-        assert not forbidden, f"{r.name} was refused by RBAC: {forbidden[:3]}"
 
 
 def test_seed_scenario_statefulset_pod_moves_with_its_volume(nr: Replicas) -> None:
@@ -219,75 +186,6 @@ def test_leader_failover_mid_remediation_finishes_exactly_once(nr: Replicas) -> 
     assert survivor.metric("noderecover_actions_total", action="cordon") == 0
     assert not tl.cordoned_others
     no_403(survivor)
-
-
-class FakeKubelet:
-    """Plays an alive-but-NotReady kubelet for a node whose kwok was stopped: renews the
-    node Lease, posts Ready=False, and finishes pod deletions."""
-
-    def __init__(self, c: TestCluster, node: str) -> None:
-        self.c, self.node = c, node
-        self.since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> FakeKubelet:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self._beat()
-            self._stop.wait(0.5)
-
-    def _beat(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        if self.c.node(self.node) is None:
-            return
-        self.c.api(
-            "PATCH",
-            f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node}",
-            {
-                "spec": {
-                    "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "holderIdentity": self.node,
-                }
-            },
-        )
-        self.c.api(
-            "PATCH",
-            f"/api/v1/nodes/{self.node}/status",
-            {
-                "status": {
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "False",
-                            "reason": "KubeletNotReady",
-                            "message": "container runtime is down (test)",
-                            "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            "lastTransitionTime": self.since,
-                        }
-                    ]
-                }
-            },
-            content_type="application/strategic-merge-patch+json",
-        )
-        pods = self.c.request(
-            "GET", "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={self.node}"}
-        )["items"]
-        for p in pods:
-            if p["metadata"].get("deletionTimestamp"):
-                self.c.api(
-                    "DELETE",
-                    f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}",
-                    {"gracePeriodSeconds": 0},
-                )
 
 
 def test_pdb_respected_on_notready_but_alive_node(nr: Replicas) -> None:

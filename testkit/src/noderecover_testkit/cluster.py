@@ -901,6 +901,48 @@ class TestCluster:
                 lambda: self.get(f"/api/v1/nodes/{name}") is None, 30, f"node {name} deleted"
             )
 
+    def recreate_node(self, name: str, *, ready: str | None = None) -> dict[str, Any]:
+        """Delete the Node object and create it again at once with the same name and labels
+        (a new uid): a machine that re-registered, its kubelet not running (the node's kwok
+        is stopped, or stopped here). With ``ready`` (``"False"``, ``"Unknown"``) the new
+        node's status gets that Ready condition once, transition time = its creation, as a
+        kubelet that registered and reported NotReady before it stopped; without, it has no
+        conditions (the node lifecycle controller marks such a node Unknown only after its
+        ``--node-startup-grace-period``, 60 s by default). Returns the new Node."""
+        spec = self._nodes.get(name)
+        if spec is None:
+            raise ClusterError(f"node {name} is not a node of this harness")
+        proc = self._procs.get(f"kwok-{name}")
+        if proc is not None and proc.running():
+            self.kill_node(name)
+        self.request("DELETE", f"/api/v1/nodes/{name}")
+        self.wait_for(lambda: self.node(name) is None, 30, f"node {name} deleted", 0.02)
+        self._create_node_object(spec)
+        node = self.request("GET", f"/api/v1/nodes/{name}")
+        if ready is not None:
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            node = self.request(
+                "PATCH",
+                f"/api/v1/nodes/{name}/status",
+                {
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Ready",
+                                "status": ready,
+                                "reason": "KubeletNotReady",
+                                "message": "re-registered; container runtime not ready (test)",
+                                "lastHeartbeatTime": now,
+                                "lastTransitionTime": node["metadata"]["creationTimestamp"],
+                            }
+                        ]
+                    }
+                },
+                content_type="application/strategic-merge-patch+json",
+            )
+        out: dict[str, Any] = node
+        return out
+
     def kill_node(self, name: str) -> None:
         """Power the node off: SIGKILL its own kwok, so its Lease stops being renewed and
         its pods are no longer served (deletions on it never finish)."""
