@@ -163,14 +163,13 @@ class Executor:
             if exc.code == 404:
                 return None
             raise
-        obs = parse_node(raw, self._cfg.relevant_labels, self._conditions())
+        obs = parse_node(raw, self._cfg.relevant_labels, self._cfg.kept_conditions)
+        if obs.uid and obs.uid != uid:
+            return None  # another node under this name: whatever it looks like, not ours
         if obs.malformed is not None:
             MALFORMED_OBJECTS.labels("nodes", obs.malformed).inc()
             raise MalformedNode(obs.malformed)
-        return obs if obs.uid == uid else None
-
-    def _conditions(self) -> frozenset[str]:
-        return frozenset({"Ready"} | {t for t, _ in self._cfg.unhealthy_conditions})
+        return obs
 
     def _write_allowed(self, what: str, node: str) -> bool:
         """False in dry-run (logged + counted); raises NotLeader without leadership."""

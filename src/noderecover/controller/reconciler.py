@@ -159,7 +159,7 @@ class Controller:
         self._idle = anyio.Event()
         self._wake = anyio.Event()
         self._keep_labels = cfg.relevant_labels
-        self._keep_conditions = frozenset({"Ready"} | {t for t, _ in cfg.unhealthy_conditions})
+        self._keep_conditions = cfg.kept_conditions
         self.node_watcher: Watcher[NodeObs] = Watcher(
             kube,
             clock,
