@@ -6,8 +6,8 @@ Synthetic ~7 KB Nodes (bench/nodegen.py) go through noderecover's code, and thro
 kubernetes_asyncio's V1Node models as the baseline, in the same process and run:
 
 (a) watch-event lines/s: ``orjson.loads`` + ``parse_node`` + ``decide`` (the per-event hot
-    path); the Watcher's own ``_handle`` into ``Controller._node_event``; and the realistic
-    loop with ``Controller.reconcile(None)`` after every event / every 100 events. Baselines:
+    path); the Watcher's own ``_handle`` into ``NodeView.event``; and the realistic
+    loop with ``Controller.decide_all()`` after every event / every 100 events. Baselines:
     ``json.loads`` + ``ApiClient.__deserialize(obj, "V1Node")``, and kubernetes_asyncio's
     ``Watch.unmarshal_event(line, "V1Node")`` (what a ``watch.stream`` loop does per event).
 (b) memory per tracked node (tracemalloc, after gc) at 5,000 and 50,000 nodes: the
@@ -88,9 +88,9 @@ def fill_view(ctrl: Controller, n: int) -> None:
     """Put n nodes in the controller's view, as after a LIST, and mark the watch fresh."""
     items = []
     for i in range(n):
-        obs = ctrl._parse_node(make_node(i, ready=_ready(i)))
+        obs = ctrl.view.parse(make_node(i, ready=_ready(i)))
         items.append((obs.name, obs))
-    ctrl._node_resync(items)
+    ctrl.view.resync(items)
     ctrl.node_watcher.synced = True
     ctrl.node_watcher.last_progress = time.monotonic() + 3600  # fresh for the whole run
 
@@ -135,7 +135,7 @@ def bench_events(api: ApiClient, watch: Watch, lines: list[bytes], repeat: int) 
         ctrl = new_controller(object(), cfg)
         fill_view(ctrl, view)
         handle = ctrl.node_watcher._handle
-        reconcile = ctrl.reconcile
+        reconcile = ctrl.decide_all
 
         def run() -> int:
             if every == 0:
@@ -146,7 +146,7 @@ def bench_events(api: ApiClient, watch: Watch, lines: list[bytes], repeat: int) 
             for start in range(0, len(lines), every):
                 for line in lines[start : start + every]:
                     handle(line)
-                reconcile(None)
+                reconcile()
                 done += min(every, len(lines) - start)
                 if every == 1 and done >= 50:
                     break  # short batches: keeps a slow reconcile bounded in time
@@ -157,10 +157,10 @@ def bench_events(api: ApiClient, watch: Watch, lines: list[bytes], repeat: int) 
     small = lines[:100]
     cases: list[tuple[str, Callable[[], int]]] = [
         ("noderecover hot path: orjson.loads + parse_node + decide", hot),
-        ("noderecover Watcher._handle -> Controller._node_event (view 5,000)", controller(5000, 0)),
-        ("  + Controller.reconcile(None) every 100 events (view 5,000)", controller(5000, 100)),
-        ("  + Controller.reconcile(None) every event (view 1,000)", controller(1000, 1)),
-        ("  + Controller.reconcile(None) every event (view 5,000)", controller(5000, 1)),
+        ("noderecover Watcher._handle -> NodeView.event (view 5,000)", controller(5000, 0)),
+        ("  + Controller.decide_all() every 100 events (view 5,000)", controller(5000, 100)),
+        ("  + Controller.decide_all() every event (view 1,000)", controller(1000, 1)),
+        ("  + Controller.decide_all() every event (view 5,000)", controller(5000, 1)),
         ("baseline: json.loads + ApiClient.__deserialize(V1Node)", models(small)),
         ("baseline: kubernetes_asyncio Watch.unmarshal_event(V1Node)", unmarshal(small)),
     ]
@@ -177,14 +177,14 @@ def bench_events(api: ApiClient, watch: Watch, lines: list[bytes], repeat: int) 
 
 
 def bench_reconcile(repeat: int, views: Sequence[int]) -> list[list[str]]:
-    """Cost of one Controller.reconcile(None) pass over the whole view (2 % unhealthy)."""
+    """Cost of one Controller.decide_all() pass over the whole view (2 % unhealthy)."""
     cfg = Config()
     rows = []
     for n in views:
         ctrl = new_controller(object(), cfg)
         fill_view(ctrl, n)
-        ctrl.reconcile(None)
-        t, _ = median_time(lambda c=ctrl: c.reconcile(None), repeat=repeat)  # type: ignore[misc]
+        ctrl.decide_all()
+        t, _ = median_time(lambda c=ctrl: c.decide_all(), repeat=repeat)  # type: ignore[misc]
         rows.append([fmt_int(n), fmt(t * 1e3, 3), fmt(t * 1e6 / n, 3)])
         del ctrl
         gc.collect()
@@ -284,7 +284,7 @@ async def bench_sync(api: ApiClient, n: int, repeat: int) -> tuple[list[list[str
                 t0 = time.perf_counter()
                 await ctrl.node_watcher._list()
                 t1 = time.perf_counter()
-                ctrl.reconcile(None)
+                ctrl.decide_all()
                 t2 = time.perf_counter()
                 assert len(ctrl.nodes) == n, len(ctrl.nodes)
                 lists.append(t1 - t0)
@@ -317,7 +317,7 @@ async def bench_sync(api: ApiClient, n: int, repeat: int) -> tuple[list[list[str
             fmt(t_list * 1e3),
             f"{t_models / t_list:.1f}x",
         ],
-        ["  then the first Controller.reconcile(None)", fmt(t_first * 1e3), ""],
+        ["  then the first Controller.decide_all()", fmt(t_first * 1e3), ""],
         [
             "Watcher._list, pages of 100, default gc",
             fmt(t_list100 * 1e3),
@@ -354,7 +354,7 @@ def profile_hot(lines: list[bytes]) -> None:
         for start in range(0, len(lines), 100):
             for line in lines[start : start + 100]:
                 ctrl.node_watcher._handle(line)
-            ctrl.reconcile(None)
+            ctrl.decide_all()
     prof.stop()
     print(prof.output_text(unicode=False, color=False, show_all=False))
 
@@ -373,7 +373,7 @@ async def amain(args: argparse.Namespace) -> int:
         )
         rows = bench_events(api, watch, lines, repeat)
         print(table(["path", "events/s", "µs/event", "vs V1Node"], rows))
-        print("\nController.reconcile(None), one pass (2 % of the view unhealthy):\n")
+        print("\nController.decide_all(), one pass (2 % of the view unhealthy):\n")
         views = (1000, 5000) if args.quick else (1000, 5000, 50000)
         print(table(["nodes in view", "ms/pass", "µs/node"], bench_reconcile(repeat, views)))
 

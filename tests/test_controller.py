@@ -545,22 +545,22 @@ def test_reconcile_visits_only_nodes_needing_attention() -> None:
     c = Controller(no_client, FakeClock(start_wall=T0), cfg)
     healthy = [(f"n{i}", obs(cfg, name=f"n{i}", labels={"pool": "a"})) for i in range(5000)]
     sick = ("bad", obs(cfg, name="bad", ready="Unknown", labels={"pool": "a"}))
-    c._node_resync([*healthy, sick])
+    c.view.resync([*healthy, sick])
     c.node_watcher.synced = True
-    c.reconcile(None)
+    c.decide_all()
     assert set(c.decisions) == {"bad"}
     assert c.records["bad"].phase is Phase.HEALTHY  # the PERSIST to Suspect is not started
     # Breaker: 1 of 5,001 is far below 40%; 2,001 unhealthy of 5,001 would open it.
     assert not c.breaker.open
     for i in range(2001):
-        c._node_event(
+        c.view.event(
             "MODIFIED", f"n{i}", obs(cfg, name=f"n{i}", ready="False", labels={"pool": "a"})
         )
-    c.reconcile(None)
+    c.decide_all()
     assert c.breaker.open and len(c.decisions) == 2002
     # Leaving the population (relabelled) removes a node from the totals and the visits.
-    c._node_event("MODIFIED", "bad", obs(cfg, name="bad", ready="Unknown", labels={}))
-    assert "bad" not in c._population
+    c.view.event("MODIFIED", "bad", obs(cfg, name="bad", ready="Unknown", labels={}))
+    assert "bad" not in c.view.population
 
 
 def test_breaker_counts_a_removed_node_still_in_view_once() -> None:
@@ -579,16 +579,16 @@ def test_breaker_counts_a_removed_node_still_in_view_once() -> None:
     nodes = [(f"n{i}", obs(cfg, name=f"n{i}")) for i in range(3)]
     gone = obs(cfg, name="gone", ready="Unknown")
     dead = obs(cfg, name="dead", ready="Unknown")
-    c._node_resync([*nodes, ("gone", gone), ("dead", dead)])
+    c.view.resync([*nodes, ("gone", gone), ("dead", dead)])
     c.node_watcher.synced = True
     c.records["gone"] = Record(uid=gone.uid, phase=Phase.REMOVED, phase_since=T0 - 1)
     c.removals = (T0 - 1,)
-    c.reconcile(None)
+    c.decide_all()
     # 2 bad ("gone" once, "dead") of 5 nodes = 40 %: not over the limit.
     assert not c.breaker.open
     # A second dead node makes it 3 of 5: open.
-    c._node_event("MODIFIED", "n0", obs(cfg, name="n0", ready="Unknown"))
-    c.reconcile(None)
+    c.view.event("MODIFIED", "n0", obs(cfg, name="n0", ready="Unknown"))
+    c.decide_all()
     assert c.breaker.open
 
 
@@ -766,7 +766,7 @@ async def test_a_malformed_node_is_counted_held_and_never_acted_on(
     assert MALFORMED_OBJECTS.labels("nodes", "duplicate-condition")._value.get() > before
     await h.idle(300, step=5.0)
     assert writes(kube) == [] and phase(h, "w1") is Phase.HEALTHY
-    h.controller.reconcile(None)
+    h.controller.decide_all()
     assert h.controller.decisions["w1"].why.startswith("node object malformed")
     # Readable again (and still dead): remediation starts from scratch, grace included.
     kube.patch_node("w1", {"status": {"conditions": None}})
@@ -858,13 +858,13 @@ def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:
     cfg = Config(watch_node_leases=False)
     no_client: Any = None
     c = Controller(no_client, FakeClock(start_wall=T0), cfg)
-    c._node_resync([(f"n{i}", obs(cfg, name=f"n{i}")) for i in range(10)])
+    c.view.resync([(f"n{i}", obs(cfg, name=f"n{i}")) for i in range(10)])
     c.node_watcher.synced = True
     for i in range(5):
         raw = node_json(f"n{i}")
         del raw["metadata"]["uid"]
-        c._node_event("MODIFIED", f"n{i}", c._parse_node(raw))
-    c.reconcile(None)
+        c.view.event("MODIFIED", f"n{i}", c.view.parse(raw))
+    c.decide_all()
     assert c.breaker.open
     assert all(c.decisions[f"n{i}"].action is None for i in range(5))
 
@@ -911,8 +911,8 @@ async def test_garbled_heartbeat_lease_counts_as_not_renewing() -> None:
 
     for lease in ({"spec": ["renewTime"]}, {"spec": {"renewTime": 5}}, {"spec": None}, {}):
         c = stub_controller(lease)
-        c._node_resync([("w1", obs(c.cfg, ready="Unknown"))])
+        c.view.resync([("w1", obs(c.cfg, ready="Unknown"))])
         await c.refresh_leases()
-        assert c.leases["w1"][0] == ""
+        assert c.heartbeats.leases["w1"].renew == ""
         c._clock.advance(c.cfg.grace)
         assert not c.lease_renewing("w1")

@@ -97,3 +97,22 @@ class FakeClock:
     @property
     def sleepers(self) -> int:
         return len(self._waiters)
+
+
+async def wait_event(event: anyio.Event, clock: Clock, seconds: float | None) -> None:
+    """Until `event` is set or `seconds` passed on `clock` (None: no timeout).
+
+    The timeout runs on the injected clock, so a fake clock drives it in tests.
+    """
+    if event.is_set():
+        return
+    async with anyio.create_task_group() as tg:
+        if seconds is not None:
+
+            async def alarm() -> None:
+                await clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(alarm)
+        await event.wait()
+        tg.cancel_scope.cancel()

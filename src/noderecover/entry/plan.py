@@ -14,8 +14,7 @@ from typing import TextIO
 
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
-from noderecover.core.machine import Phase, Record, unhealthy
-from noderecover.core.nodes import ANN_PHASE, parse_time
+from noderecover.core.machine import Phase, unhealthy
 from noderecover.core.safety import exclusion, in_population
 from noderecover.entry.config import Config
 from noderecover.kube.client import KubeClient
@@ -40,24 +39,8 @@ async def plan_rows(
     """One row per node, and whether the circuit breaker would be open."""
     clock = clock or SystemClock()
     c = Controller(kube, clock, cfg)
-    await c.node_watcher._list()
-    if cfg.watch_node_leases:
-        await c.refresh_leases()
-        # A preview may compare renewTime with the local clock; the controller never does.
-        now_wall, now_mono = clock.wall(), clock.monotonic()
-        c.leases = {
-            name: (renew, now_mono - max(0.0, now_wall - (parse_time(renew) or 0.0)), True)
-            for name, (renew, _, _) in c.leases.items()
-        }
-    now = clock.wall()
-    for obs in c.nodes.values():
-        ready = obs.ready
-        if unhealthy(obs, cfg) and ANN_PHASE not in obs.annotations:
-            since = ready.since if ready is not None and ready.since is not None else now
-            c.records[obs.name] = Record(
-                uid=obs.uid, phase=Phase.SUSPECT, phase_since=since, unhealthy_since=since
-            )
-    c.reconcile(None)
+    decisions = await c.preview()
+    now = c.timeline.now()
     rows: list[tuple[str, ...]] = []
     for name in sorted(c.nodes):
         obs = c.nodes[name]
@@ -65,7 +48,7 @@ async def plan_rows(
         status = ready.status if ready is not None else "-"
         sick = unhealthy(obs, cfg)
         age = now - ready.since if sick and ready is not None and ready.since else None
-        d = c.decisions.get(name)
+        d = decisions.get(name)
         if not in_population(obs, cfg):
             rows.append((name, status, _age(age), "-", "ignore", "not matched by --node-selector"))
             continue

@@ -127,6 +127,10 @@ class Watcher(Generic[T]):
         """True until the first LIST, or when no progress was made for `silence`."""
         return (not self.synced) or (self._clock.monotonic() - self.last_progress > self._silence)
 
+    async def list_once(self) -> None:
+        """One LIST delivered to the callbacks, without watching (a read-only preview)."""
+        await self._list()
+
     async def relist(self) -> None:
         """Force a fresh LIST (e.g. on winning leadership) and wait until it was delivered."""
         self._relisted = anyio.Event()

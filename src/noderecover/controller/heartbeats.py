@@ -1,0 +1,126 @@
+"""Heartbeat Leases of silent nodes: the evidence that a Ready=Unknown node's kubelet lives.
+
+Invariants:
+- A Lease is judged on OUR monotonic clock: it renews when its renewTime changed within the
+  grace, as seen by us. Its renewTime is never compared with our wall clock (another host's
+  clock), except by the read-only preview (`judge_by_renew_time`).
+- A Lease not read yet counts as renewing (no evidence of silence); a node without a Lease
+  (404) does not; an answer we cannot read is no evidence either way (renewing).
+- A first read is not a renewal: `renewal_seen` is only set by a change we observed, so a
+  Lease first read a little after the grace began is a timer, not a Warning.
+- Leases are read per silent node with a GET, never watched: a cluster-wide watch of
+  kube-node-lease is one event per node every 10 s for a signal that matters only for
+  Ready=Unknown nodes (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import anyio
+
+from noderecover.base.clock import Clock, Timeline, wait_event
+from noderecover.core.nodes import parse_time
+from noderecover.core.settings import Config
+from noderecover.kube.client import ApiError, KubeClient
+
+log = logging.getLogger("noderecover.controller.heartbeats")
+
+NODE_LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    renew: str  # the Lease's renewTime as read ("" when absent or unreadable)
+    changed_at: float  # our monotonic clock when we saw it take this value
+    renewal_seen: bool  # it changed while we watched (not just a first read)
+
+
+class Heartbeats:
+    def __init__(self, kube: KubeClient, clock: Clock, timeline: Timeline, cfg: Config) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._timeline = timeline
+        self._cfg = cfg
+        self.leases: dict[str, Seen] = {}
+        self.wake = anyio.Event()  # set to read a newly silent node's Lease at once
+
+    def renewing(self, name: str) -> bool:
+        """The node's heartbeat Lease changed within the grace, as observed by us."""
+        if not self._cfg.watch_node_leases:
+            return False
+        seen = self.leases.get(name)
+        return seen is None or self._clock.monotonic() - seen.changed_at < self._cfg.grace
+
+    def renewal_seen(self, name: str) -> bool:
+        """Renewing because we saw its renewTime change: real evidence of life."""
+        seen = self.leases.get(name)
+        return seen is not None and seen.renewal_seen and self.renewing(name)
+
+    def stale_at(self, name: str) -> float | None:
+        """When (timeline) the Lease counts as stale if it does not change; None: not read."""
+        seen = self.leases.get(name)
+        if seen is None:
+            return None
+        return self._timeline.now() + (seen.changed_at + self._cfg.grace - self._clock.monotonic())
+
+    async def renewing_now(self, name: str) -> bool:
+        """A fresh GET of the node's Lease, then `renewing`."""
+        if not self._cfg.watch_node_leases:
+            return False
+        if not await self.fetch(name):
+            return True
+        return self.renewing(name)
+
+    async def fetch(self, name: str) -> bool:
+        """GET a node's Lease and note its renewTime; False if it could not be read."""
+        try:
+            lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}")
+        except ApiError as exc:
+            if exc.code == 404:
+                self.leases[name] = Seen("", float("-inf"), False)  # nothing renews it
+                return True
+            log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
+            return False
+        spec = lease.get("spec")
+        renew = spec.get("renewTime") if isinstance(spec, dict) else None
+        # Anything but a string is no evidence of renewal (it never changes: not renewing).
+        self._note(name, renew if isinstance(renew, str) else "")
+        return True
+
+    def _note(self, name: str, renew: str) -> None:
+        old = self.leases.get(name)
+        if old is None or old.renew != renew:
+            self.leases[name] = Seen(renew, self._clock.monotonic(), old is not None)
+
+    async def refresh(self, silent: list[str]) -> None:
+        """One round: read the Lease of every silent node; forget the others."""
+        for name in silent:
+            await self.fetch(name)
+        keep = set(silent)
+        self.leases = {k: v for k, v in self.leases.items() if k in keep}
+
+    async def poll(self, silent: Callable[[], list[str]], changed: Callable[[], None]) -> None:
+        """While nodes are silent, re-read their Leases every min(grace / 3, 5 s)."""
+        interval = max(0.5, min(self._cfg.grace / 3.0, 5.0))
+        while True:
+            self.wake = anyio.Event()
+            await self.refresh(silent())
+            changed()
+            await wait_event(self.wake, self._clock, interval)
+
+    def judge_by_renew_time(self) -> None:
+        """Preview only (`plan`, one read, no history): take each Lease's renewTime as the
+        time it changed, measured against the local wall clock."""
+        now_wall, now_mono = self._clock.wall(), self._clock.monotonic()
+        self.leases = {
+            name: Seen(
+                seen.renew,
+                now_mono - max(0.0, now_wall - (parse_time(seen.renew) or 0.0)),
+                True,
+            )
+            for name, seen in self.leases.items()
+        }

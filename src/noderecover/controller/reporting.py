@@ -1,0 +1,178 @@
+"""What the operator sees of the controller's decisions: Events, metrics and log lines.
+
+Invariants:
+- A hold is reported once per reason (log line, noderecover_blocked_total, a
+  NodeRecoverBlocked Warning), not once per reconcile pass; the Event recorder aggregates
+  repeats anyway.
+- A hold reported by the executor (a step stopped by its fresh read) lasts until the
+  executor's next result for that node; a hold from a decision lasts while decisions say so.
+- Phase changes are one Event each, with a message that says what comes next.
+- No metric carries a node name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from noderecover.base import logs
+from noderecover.base.clock import Timeline
+from noderecover.base.metrics import (
+    ACTIONS,
+    BLOCKED,
+    CLOCK_DRIFT,
+    FLAPS,
+    NODES,
+    PHASE_DURATION,
+)
+from noderecover.core.machine import Decision, Phase, Record
+from noderecover.core.settings import Config
+
+log = logging.getLogger("noderecover.controller")
+
+EVENT_REASONS = {
+    Phase.SUSPECT: ("NodeRecoverSuspect", "Warning"),
+    Phase.CORDONED: ("NodeRecoverCordoned", "Warning"),
+    Phase.DRAINING: ("NodeRecoverDraining", "Warning"),
+    Phase.REMOVING: ("NodeRecoverDrained", "Warning"),
+    Phase.REMOVED: ("NodeRecoverRemoved", "Warning"),
+    Phase.HEALTHY: ("NodeRecoverRecovered", "Normal"),
+}
+
+DRIFT_LOG_STEP = 1.0  # seconds: a wall-clock step this large is logged
+
+
+class EventSink(Protocol):
+    def record(
+        self, node: str, uid: str, reason: str, message: str, type: str = "Normal"
+    ) -> None: ...
+
+
+class Reporter:
+    def __init__(self, cfg: Config, timeline: Timeline, events: EventSink | None) -> None:
+        self._cfg = cfg
+        self._timeline = timeline
+        self._events = events
+        self.blocked: dict[str, str] = {}  # node -> the reason its next step is held
+        self._executor_held: set[str] = set()  # `blocked` entries the executor reported
+        self._drift_logged = 0.0
+
+    def reset(self) -> None:
+        """A new term as leader: nothing reported yet."""
+        self.blocked = {}
+        self._executor_held = set()
+
+    def event(self, node: str, uid: str, reason: str, message: str) -> None:
+        if self._events is not None:
+            self._events.record(node, uid, reason, message, "Warning")
+
+    def decision(self, name: str, uid: str, d: Decision) -> None:
+        """Report what a decision says: a flap, a hold, or that a hold ended."""
+        if d.flapped:
+            self._flap(name, uid)
+        if d.blocked is None:
+            if name not in self._executor_held:
+                self.blocked.pop(name, None)
+            return
+        self.hold(name, uid, d.record.phase.value, d.blocked)
+
+    def executor_result(self, name: str, uid: str, phase: str, held: str | None) -> None:
+        """The executor stopped a step (`held`: its reason) or finished one (None)."""
+        if held is not None:
+            self.hold(name, uid, phase, held)
+            self._executor_held.add(name)
+        elif name in self._executor_held:
+            self._executor_held.discard(name)
+            self.blocked.pop(name, None)
+
+    def hold(self, name: str, uid: str, phase: str, reason: str) -> None:
+        if self.blocked.get(name) == reason:
+            return
+        self.blocked[name] = reason
+        BLOCKED.labels(reason).inc()
+        logs.decision(log, name, phase, "hold", reason)
+        self.event(
+            name,
+            uid,
+            "NodeRecoverBlocked",
+            f"{phase}: next step held by '{reason}'; will proceed when it clears",
+        )
+
+    def _flap(self, name: str, uid: str) -> None:
+        """The message is constant so the recorder aggregates repeats into one Event whose
+        `count` is the number of flaps."""
+        FLAPS.inc()
+        cfg = self._cfg
+        self.event(
+            name,
+            uid,
+            "NodeRecoverFlapping",
+            f"Node flapped (healthy again for less than the {cfg.healthy_delay:.0f}s "
+            "healthy-delay, then unhealthy): grace restarted, remediation damped - no "
+            f"cordon, drain or removal until it stays unhealthy for {cfg.grace:.0f}s.",
+        )
+
+    def phase_changed(self, name: str, uid: str, old: Record, new: Record) -> None:
+        now = self._timeline.now()
+        if old.phase is not Phase.HEALTHY and old.phase_since:
+            PHASE_DURATION.labels(old.phase.value).observe(max(0.0, now - old.phase_since))
+        ACTIONS.labels(f"phase-{new.phase.value.lower()}", "ok").inc()
+        if self._events is not None:
+            reason, etype = EVENT_REASONS[new.phase]
+            self._events.record(name, uid, reason, message(new, self._cfg), etype)
+
+    def forgotten(self, name: str, rec: Record) -> None:
+        """The node is gone from the cluster."""
+        self.blocked.pop(name, None)
+        self._executor_held.discard(name)
+        if rec.phase is not Phase.HEALTHY and rec.phase_since:
+            now = self._timeline.now()
+            PHASE_DURATION.labels(rec.phase.value).observe(max(0.0, now - rec.phase_since))
+        log.info("node %s is gone (last phase %s)", name, rec.phase.value)
+
+    @staticmethod
+    def phases(records: dict[str, Record], nodes: int, in_view: set[str]) -> None:
+        counts = dict.fromkeys(Phase, 0)
+        for name, rec in records.items():
+            if name in in_view:
+                counts[rec.phase] += 1
+        counts[Phase.HEALTHY] += nodes - sum(counts.values())
+        for phase, n in counts.items():
+            NODES.labels(phase.value).set(n)
+
+    def drift(self) -> None:
+        """Export the wall clock's steps since start; log each new step over a second."""
+        drift = self._timeline.drift()
+        CLOCK_DRIFT.set(drift)
+        if abs(drift - self._drift_logged) > DRIFT_LOG_STEP:
+            log.warning(
+                "the wall clock stepped by %+.1fs (%+.1fs since start); timers run on the "
+                "monotonic clock and ignore it",
+                drift - self._drift_logged,
+                drift,
+            )
+            self._drift_logged = drift
+
+
+def message(rec: Record, cfg: Config) -> str:
+    """What an Event about a phase change tells the operator comes next."""
+    match rec.phase:
+        case Phase.SUSPECT:
+            return (
+                f"Node unhealthy; remediation starts after the {cfg.grace:.0f}s grace"
+                " unless it recovers."
+            )
+        case Phase.CORDONED:
+            return "Node cordoned by noderecover; draining next."
+        case Phase.DRAINING:
+            return (
+                "Draining: evicting pods; if its kubelet is gone, force-deleting leftovers "
+                f"after {cfg.drain_timeout:.0f}s (never on a live kubelet)."
+            )
+        case Phase.REMOVING:
+            return f"Drained; removing the node ({cfg.removal}) once its kubelet is gone."
+        case Phase.REMOVED:
+            return f"Node removed ({cfg.removal}); its pods can start elsewhere."
+        case Phase.HEALTHY:
+            return "Node healthy again; noderecover undid its cordon/taint and stopped."
+    return rec.phase.value  # pragma: no cover
