@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from noderecover.cli import main, parser
 
@@ -47,6 +50,20 @@ def test_every_subcommand_help_works(
     if command in {("run",), ("plan",)}:
         # The help shows literal percent signs (argparse %-formats help strings).
         assert "(count or %)" in out and "(default: 40%)" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["run", "--grace"], ["plan", "--graze=5s"], ["run", "extra"], ["bogus"], [], ["run", "a\nb"]],
+)
+def test_parser_errors_are_one_line_prefixed_noderecover_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert exc.value.code == 2
+    assert len(err) == 1 and err[0].startswith("noderecover: error: "), err
 
 
 # ----------------------------------------------------------------------- in-process start-up
@@ -244,3 +261,132 @@ def test_failing_exec_credential_plugin_is_one_line(
     path = kubeconfig(tmp_path, user=user)
     code, err = run_main(["run", "--kubeconfig", path, "--http-bind", "127.0.0.1:0"], capsys)
     assert_one_line(code, err, f"--kubeconfig: {path}: ")
+
+
+# ------------------------------------------------------------------------------- a little fuzz
+def run_flag_names() -> list[str]:
+    run = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(
+        o
+        for a in run.choices["run"]._actions
+        for o in a.option_strings
+        if o.startswith("--") and o != "--help"
+    )
+
+
+FLAGS = run_flag_names()
+NASTY = [
+    "",
+    " ",
+    "-",
+    "--",
+    "\n",
+    "a\r\nb",
+    "\x7f",
+    "\u2028",
+    "\uff15s",
+    "\u0663",
+    "\u00b2",
+    "1_0",
+    "nan",
+    "-inf",
+    "1e999",
+    "%",
+    "%(prog)s",
+    "A/B/C=x",
+    "a in (b",
+    "))((",
+    "[::1",
+    "999.1.1.1:1",
+    ":99999",
+    "'unterminated",
+    "\udcff",  # a byte that was not UTF-8 in the real argv (surrogateescape)
+    "x" * 300,
+]
+values = st.one_of(st.sampled_from(NASTY), st.text(max_size=20))
+env_values = values.map(lambda v: v.replace("\x00", "")).filter(
+    lambda v: not any(0xD800 <= ord(c) <= 0xDFFF for c in v)  # the environment is bytes
+)
+
+
+@st.composite
+def bad_invocations(draw: st.DrawFn) -> tuple[list[str], dict[str, str], str]:
+    """(argv, environment, what must stop it): random flags and variables with random values,
+    plus one certain start-up error at the end of the line, so that an invocation whose
+    flags all pass still exits 2 before it could reach a network."""
+    command = draw(st.sampled_from(["run", "plan"]))
+    argv = [command]
+    for flag in draw(st.lists(st.sampled_from(FLAGS), max_size=4)):
+        if flag.startswith("--no-") or flag in BOOLEAN_FLAGS:
+            argv.append(flag)
+        else:
+            argv.append(f"{flag}={draw(values)}")
+    if draw(st.integers(0, 9)) == 0:
+        argv.append(draw(st.sampled_from(["--graze", "extra", "-x", "--grace", "=5"])))
+    env = {
+        env_name(flag): draw(env_values)
+        for flag in draw(st.lists(st.sampled_from(FLAGS), max_size=3))
+        if not flag.startswith("--no-")
+    }
+    stop = draw(st.sampled_from(["not-a-url", "exec", "garbage", "missing", "pod-name"]))
+    if command == "plan" and stop == "pod-name":
+        stop = "not-a-url"  # plan has no identity
+    return argv, env, stop
+
+
+def env_name(flag: str) -> str:
+    return "NODERECOVER_" + flag.removeprefix("--").replace("-", "_").upper()
+
+
+BOOLEAN_FLAGS = {o.replace("--no-", "--") for o in FLAGS if o.startswith("--no-")}
+
+
+def stop_configs(tmp: Path) -> dict[str, str]:
+    """A kubeconfig path per certain start-up error ("pod-name": a good one)."""
+    for sub in ("url", "exec", "good"):
+        (tmp / sub).mkdir(exist_ok=True)
+    (tmp / "garbage.yaml").write_text("clusters: [unclosed\n")
+    return {
+        "not-a-url": kubeconfig(tmp / "url", server="not a url"),
+        "exec": kubeconfig(tmp / "exec", user="{exec: {command: /nonexistent/x}}"),
+        "garbage": str(tmp / "garbage.yaml"),
+        "missing": str(tmp / "missing.yaml"),
+        "pod-name": kubeconfig(tmp / "good"),
+    }
+
+
+@pytest.mark.usefixtures("isolated")
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(invocation=bad_invocations())
+def test_bad_command_lines_exit_2_with_one_line(
+    invocation: tuple[list[str], dict[str, str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv, env, stop = invocation
+    configs = stop_configs(tmp_path)
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("NODERECOVER_"):
+                mp.delenv(name)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.setenv("POD_NAME", "bad\nidentity" if stop == "pod-name" else "fuzz-0")
+        # The last --kubeconfig wins over a fuzzed one.
+        full = [*argv, f"--kubeconfig={configs[stop]}"]
+        code, err = run_main(full, capsys)
+    assert code == 2, (full, env, err)
+    assert len(err) == 1 and err[0].startswith("noderecover: error: "), (full, env, err)
+
+
+@pytest.mark.usefixtures("isolated")
+def test_plan_against_an_unreachable_server_is_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        server = f"https://127.0.0.1:{s.getsockname()[1]}"
+    code, err = run_main(["plan", "--kubeconfig", kubeconfig(tmp_path, server=server)], capsys)
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("noderecover: error: plan: GET /api/v1/nodes"), err

@@ -93,6 +93,7 @@ INVALID: list[tuple[str, str, str]] = [
     ("--grace", "\u0663", "non-ASCII"),
     ("--grace", "1_000", "unparsable"),
     ("--grace", "+5", "unparsable"),
+    ("--grace", "--", "negative duration '--'"),  # argparse hands `--grace=--` as []
     ("--grace", "9000h", "longer than a year"),
     ("--grace", "5x", "unparsable"),
     ("--healthy-delay", "-1", "negative"),

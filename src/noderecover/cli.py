@@ -12,13 +12,21 @@ import anyio
 from noderecover import __version__
 from noderecover.config import BadFlag, add_run_flags, build_config
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that would break or hide the line (CR, LF, tabs, other
+    controls, Unicode line separators) escaped: an error is always exactly one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line naming what is wrong (argparse's default adds a usage block).
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        # Always `noderecover: error:`, also from a subcommand's parser ("noderecover run").
+        self.exit(EXIT_USAGE, f"noderecover: error: {one_line(message)}\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,26 +69,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             parse_duration(args.grace)
         except ValueError as exc:
-            print(f"noderecover: error: --grace: {exc}", file=sys.stderr)
+            print(f"noderecover: error: --grace: {one_line(str(exc))}", file=sys.stderr)
             return EXIT_USAGE
         return run_demo(grace=args.grace, keep=args.keep)
     try:
         cfg = build_config(args)
     except BadFlag as exc:
-        print(f"noderecover: error: {exc}", file=sys.stderr)
+        print(f"noderecover: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     from noderecover import app, logs
 
     try:
         if args.command == "plan":
+            from noderecover.kube import ApiError
             from noderecover.plan import run_plan
 
             logs.setup_logging(cfg.log_format, "warning")
-            return anyio.run(run_plan, cfg, backend="asyncio")
+            try:
+                return anyio.run(run_plan, cfg, backend="asyncio")
+            except ApiError as exc:  # one read, no retries: an API error ends the preview
+                print(f"noderecover: error: plan: {one_line(str(exc))}", file=sys.stderr)
+                return EXIT_FAILURE
         logs.setup_logging(cfg.log_format, cfg.log_level)
         return anyio.run(app.run, cfg, backend="asyncio", backend_options={"use_uvloop": True})
     except BadFlag as exc:
-        print(f"noderecover: error: {exc}", file=sys.stderr)
+        print(f"noderecover: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 0

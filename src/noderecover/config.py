@@ -544,6 +544,9 @@ def build_config(
         if isinstance(raw, bool):
             values[opt.dest] = raw
             continue
+        if isinstance(raw, list):
+            # argparse (3.11-3.12) drops a "--" value: `--grace=--` arrives as [].
+            raw = " ".join(["--", *raw])
         try:
             values[opt.dest] = opt.parse(raw)
         except ValueError as exc:

@@ -330,6 +330,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("patch", "nodes", ""),
         ("create", "pods/eviction", ""),
         ("delete", "pods", ""),
+        ("list", "poddisruptionbudgets", "default"),
         ("update", "leases", NAMESPACE),
         ("get", "leases", "kube-node-lease"),
         ("create", "events", "default"),
@@ -345,6 +346,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("watch", "leases", "kube-node-lease"),
         ("create", "events", "kube-system"),
         ("create", "pods", "default"),
+        ("get", "pods", "default"),  # no code path reads a single pod (issue 12)
     ]
     for verb, resource, ns in allowed + denied:
         res, _, sub = resource.partition("/")
