@@ -390,3 +390,22 @@ def test_plan_against_an_unreachable_server_is_one_line_exit_1(
     code, err = run_main(["plan", "--kubeconfig", kubeconfig(tmp_path, server=server)], capsys)
     assert code == 1
     assert len(err) == 1 and err[0].startswith("noderecover: error: plan: GET /api/v1/nodes"), err
+
+
+@pytest.mark.usefixtures("isolated")
+def test_missing_certificate_authority_file_is_not_called_an_exec_plugin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = kubeconfig(tmp_path)
+    text = (
+        Path(path)
+        .read_text()
+        .replace(
+            "server: 'https://127.0.0.1:1'",
+            "server: 'https://127.0.0.1:1', certificate-authority: /nonexistent/ca.crt",
+        )
+    )
+    Path(path).write_text(text)
+    code, err = run_main(["run", "--kubeconfig", path, "--http-bind", "127.0.0.1:0"], capsys)
+    assert_one_line(code, err, f"--kubeconfig: {path}: ", "/nonexistent/ca.crt")
+    assert "exec" not in err[0]

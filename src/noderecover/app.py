@@ -71,8 +71,11 @@ async def load_client(cfg: Config) -> ApiClient:
         await kconfig.load_kube_config(
             config_file=path, context=cfg.context, client_configuration=conf, persist_config=False
         )
-    except FileNotFoundError as exc:  # only the exec plugin is opened as a program
-        why = f"exec credential plugin not found ({exc.strerror or exc})"
+    except FileNotFoundError as exc:
+        if exc.filename:  # a file the kubeconfig names (certificate-authority, ...)
+            why = f"{exc.strerror}: {exc.filename}"
+        else:  # starting the exec credential plugin: the error names no file
+            why = f"exec credential plugin not found ({exc.strerror or exc})"
         raise BadFlag(f"{where}: {path}: {why}") from None
     except Exception as exc:  # the loader raises many types for bad files
         raise BadFlag(f"{where}: {path}: {_first_line(exc)}") from None
