@@ -91,6 +91,7 @@ INVALID: list[tuple[str, str, str]] = [
     ("--grace", "\uff15s", "non-ASCII"),  # fullwidth 5
     ("--grace", "\u0663s", "non-ASCII"),  # Arabic-Indic 3
     ("--grace", "\u0663", "non-ASCII"),
+    ("--grace", "\u30005s", "non-ASCII"),  # an ideographic space is not stripped
     ("--grace", "1_000", "unparsable"),
     ("--grace", "+5", "unparsable"),
     ("--grace", "--", "negative duration '--'"),  # argparse hands `--grace=--` as []
@@ -303,6 +304,7 @@ def test_conflicting_settings_are_refused(
         ["--node-selector=" + "a" * 63 + "=" + "v" * 63],
         ["--node-selector=" + ".".join(["a" * 63] * 3 + ["b" * 61]) + "/n in (x, y)"],
         ["--grace=1h1h", "--healthy-delay=.5s", "--max-unhealthy=12.5%", "--max-concurrent= 3"],
+        ["--grace=60s\n", "--max-concurrent=3\n", "--max-unhealthy=\t40%\n"],  # YAML `|`
         ["--node-selector=a in (x,y),a notin (y)"],
         ["--node-selector=pool!=db,!pool"],  # matched by nodes without the label
         [f"--node-selector={CP_LABEL}", "--no-exclude-control-plane"],

@@ -32,6 +32,7 @@ CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kube
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _INTEGER = re.compile(r"[0-9]+")
+_ASCII_SPACE = " \t\r\n\f\v"  # str.strip() would also drop Unicode spaces
 MAX_DURATION = 365 * 24 * 3600.0  # longer is a typo (and overflows a Lease's int32 seconds)
 _CONDITION_TYPE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -43,7 +44,7 @@ def parse_duration(text: str) -> float:
 
     ValueError for anything else: negative, not a number (nan, inf), or over a year.
     """
-    s = text.strip(" \t")
+    s = text.strip(_ASCII_SPACE)
     if not s:
         raise ValueError("empty duration")
     if not s.isascii():
@@ -101,7 +102,7 @@ class Threshold:
 
 
 def parse_threshold(text: str) -> Threshold:
-    s = text.strip(" \t")
+    s = text.strip(_ASCII_SPACE)
     if s.startswith("-"):
         if s.endswith("%"):
             raise ValueError(f"percent {text!r} not within 0-100%")
@@ -146,7 +147,7 @@ def parse_removal(text: str) -> str:
 
 
 def parse_positive_int(text: str) -> int:
-    s = text.strip(" \t")
+    s = text.strip(_ASCII_SPACE)
     if s.startswith("-") and _INTEGER.fullmatch(s[1:]):
         raise ValueError(f"{s} must be at least 1")
     if not _INTEGER.fullmatch(s):  # int() also takes other scripts' digits and '1_0'
