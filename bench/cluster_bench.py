@@ -280,6 +280,37 @@ def bench_idle(
             proxy.stop()
 
 
+def bench_replicas(
+    c: TestCluster, api: Api, procs: list[Proc], tmp: Path, idle: float
+) -> list[list[str]]:
+    """RSS as deployed: two replicas with leader election (the manifests' defaults otherwise),
+    straight to the API server (no proxy); max VmRSS of each over `idle` seconds of steady
+    state after 10 s of settling. One row per replica, the leader first."""
+    kc = write_kubeconfig(tmp / "replicas.kubeconfig", c.server, c.token, c.ca_file)
+    flags = ("--leader-elect", "--lease-namespace", "default", "--lease-name", "bench-replicas")
+    reps = [noderecover(f"replica-{i}", kc, tmp, *flags) for i in range(2)]
+    procs.extend(reps)
+    for p in reps:
+        p.wait_ready(120)
+    wait_until(lambda: lease_holder(api, "bench-replicas") is not None, 60, "a leader", 0.1)
+    time.sleep(10)  # settle: first renewals
+    rss_max = {p.name: 0.0 for p in reps}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < idle:
+        for p in reps:
+            rss_max[p.name] = max(rss_max[p.name], p.rss_mib())
+        time.sleep(min(2.0, max(0.1, idle - (time.monotonic() - t0))))
+    leader = lease_holder(api, "bench-replicas")
+    rows = []
+    for p in sorted(reps, key=lambda p: p.name != leader):
+        rss_max[p.name] = max(rss_max[p.name], p.rss_mib())
+        role = "leader" if p.name == leader else "follower"
+        rows.append([f"{p.name} ({role})", f"{rss_max[p.name]:.1f}", f"{p.rss_mib():.1f}"])
+    for p in reps:
+        p.stop()
+    return rows
+
+
 def bench_sync_pages(
     c: TestCluster, procs: list[Proc], tmp: Path, pages: list[int], repeat: int
 ) -> list[list[str]]:
@@ -703,6 +734,11 @@ def cmd_scale(args: argparse.Namespace) -> None:
         if "idle" in args.parts:
             results, extra = bench_idle(c, api, procs, tmp, args.idle)
             print_idle(results, n, extra)
+        if "replicas" in args.parts:
+            print("\nreplicas ...", flush=True)
+            rows = bench_replicas(c, api, procs, tmp, args.idle)
+            print(f"\n### RSS as deployed: 2 replicas, leader election, {n:,} nodes\n")
+            print(table(["replica", "max RSS MiB", "RSS at end MiB"], rows))
         if "sync" in args.parts:
             print("\nsync ...", flush=True)
             rows = bench_sync_pages(c, procs, tmp, [500, 100], 3)

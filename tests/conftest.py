@@ -7,7 +7,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from noderecover.controller.reconciler import Controller
 from noderecover.entry.config import Config
 from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.events import EventRecorder
+from noderecover.kube.permissions import Permission, declared, permission_of
 from tests.fakeapi import FakeKube
 
 # Property tests: deterministic by default (same examples on every run and in CI, no example
@@ -163,3 +164,51 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
             await t
     for c in clients:
         await c.close()
+
+
+# ------------------------------------------------------------- the API calls noderecover makes
+# Every request noderecover's client (User-Agent noderecover/...) makes to a FakeKube in any
+# unit test must need a permission declared in noderecover.kube.permissions.API_CALLS (checked
+# after each test), and the whole suite's requests are collected in API_CALLS_MADE for
+# tests/test_rbac.py's "every declared call is made" (it runs last).
+API_CALLS_MADE: set[Permission] = set()
+# Modules that drive the client (or the fake server) with arbitrary requests on purpose.
+ANY_API_CALL_MODULES = frozenset({"test_fakeapi.py", "test_kube.py"})
+
+
+@pytest.fixture(autouse=True)
+def _api_calls_are_declared(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    servers: list[FakeKube] = []
+    start = FakeKube.start
+
+    async def recording_start(self: FakeKube) -> None:
+        servers.append(self)
+        await start(self)
+
+    monkeypatch.setattr(FakeKube, "start", recording_start)
+    yield
+    if request.path.name in ANY_API_CALL_MODULES:
+        return
+    undeclared: set[str] = set()
+    for server in servers:
+        for r in server.requests:
+            if not (r.user_agent or "").startswith("noderecover/"):
+                continue
+            needed = permission_of(r.method, r.path, r.query)
+            match = declared(needed) if needed is not None else None
+            if match is None:
+                undeclared.add(f"{r.method} {r.path} needs {needed}")
+            else:
+                API_CALLS_MADE.add(match)
+    assert not undeclared, (
+        "API calls not declared in noderecover.kube.permissions.API_CALLS (and so not granted by "
+        f"manifests/base/rbac.yaml): {sorted(undeclared)}"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/test_rbac.py's whole-suite check runs after every other test."""
+    last = [i for i in items if i.name == "test_every_declared_call_is_made_by_the_unit_suite"]
+    items[:] = [i for i in items if i not in last] + last

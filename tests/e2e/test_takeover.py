@@ -250,6 +250,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
     ]
     denied = [
         ("delete", "persistentvolumeclaims", "default"),
+        ("list", "poddisruptionbudgets", "default"),
         ("delete", "persistentvolumes", ""),
         ("get", "secrets", "default"),
         ("update", "nodes", ""),
@@ -258,6 +259,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("watch", "leases", "kube-node-lease"),
         ("create", "events", "kube-system"),
         ("create", "pods", "default"),
+        ("get", "pods", "default"),  # no code path reads a single pod (issue 12)
     ]
     for verb, resource, ns in allowed + denied:
         res, _, sub = resource.partition("/")

@@ -63,7 +63,7 @@ from noderecover.core.settings import Config
 from noderecover.kube.client import ApiError, KubeClient, NotLeader
 from noderecover.kube.watching import Watcher
 
-log = logging.getLogger("noderecover.controller")
+log = logging.getLogger("noderecover.controller.reconciler")
 
 MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
 

@@ -28,7 +28,7 @@ from noderecover.base.metrics import (
 from noderecover.core.machine import Decision, Phase, Record
 from noderecover.core.settings import Config
 
-log = logging.getLogger("noderecover.controller")
+log = logging.getLogger("noderecover.controller.reconciler")
 
 EVENT_REASONS = {
     Phase.SUSPECT: ("NodeRecoverSuspect", "Warning"),

@@ -10,11 +10,45 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
-_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
-_KEY_RE = re.compile(rf"^{_KEY}$")
-_VALUE_RE = re.compile(rf"^{_VALUE}$")
-_SET_RE = re.compile(rf"^({_KEY})\s+(in|notin)\s+\(([^()]*)\)$")
+# apimachinery's validation: a label key is a qualified name (IsQualifiedName): an optional
+# DNS-1123 subdomain prefix (<= 253) and "/", then a name (<= 63) of [A-Za-z0-9] with -_. inside;
+# a value is empty or such a name (IsValidLabelValue). ASCII only, one slash at most.
+_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_DNS_SUBDOMAIN = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_NAME_RE = re.compile(_NAME)
+_DNS_SUBDOMAIN_RE = re.compile(_DNS_SUBDOMAIN)
+_KEY_TEXT = r"[^\s!=(),]+"
+_SET_RE = re.compile(rf"({_KEY_TEXT})[ \t]+(in|notin)[ \t]+\(([^()]*)\)")
+NAME_MAX = 63
+PREFIX_MAX = 253
+
+
+def key_error(key: str) -> str | None:
+    """Why `key` is not a valid label key (IsQualifiedName), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and "/" in prefix:
+        return "at most one '/'"
+    if slash:
+        if not prefix:
+            return "empty prefix before '/'"
+        if len(prefix) > PREFIX_MAX or not _DNS_SUBDOMAIN_RE.fullmatch(prefix):
+            return f"prefix {prefix!r} is not a DNS subdomain (lowercase, <= {PREFIX_MAX})"
+    if not name:
+        return "empty name"
+    if len(name) > NAME_MAX:
+        return f"name part longer than {NAME_MAX} characters"
+    if not _NAME_RE.fullmatch(name):
+        return "name part must be [A-Za-z0-9], with '-', '_', '.' inside"
+    return None
+
+
+def value_error(value: str) -> str | None:
+    """Why `value` is not a valid label value (IsValidLabelValue), or None."""
+    if len(value) > NAME_MAX:
+        return f"longer than {NAME_MAX} characters"
+    if value and not _NAME_RE.fullmatch(value):
+        return "must be empty or [A-Za-z0-9], with '-', '_', '.' inside"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +115,14 @@ def _split_top(text: str) -> list[str]:
 
 
 def _check_key(key: str, part: str) -> str:
-    if not _KEY_RE.match(key) or len(key) > 316:
-        raise ValueError(f"invalid label key {key!r} in {part!r}")
+    if (why := key_error(key)) is not None:
+        raise ValueError(f"invalid label key {key!r} in {part!r}: {why}")
     return key
 
 
 def _check_value(value: str, part: str) -> str:
-    if not _VALUE_RE.match(value) or len(value) > 63:
-        raise ValueError(f"invalid label value {value!r} in {part!r}")
+    if (why := value_error(value)) is not None:
+        raise ValueError(f"invalid label value {value!r} in {part!r}: {why}")
     return value
 
 
@@ -104,8 +138,8 @@ def parse_selector(text: str) -> Selector:
         part = raw.strip()
         if not part:
             raise ValueError(f"empty requirement in selector {text!r}")
-        if m := _SET_RE.match(part):
-            key, op, inner = m.group(1), m.group(3), m.group(4)
+        if m := _SET_RE.fullmatch(part):
+            key, op, inner = m.group(1), m.group(2), m.group(3)
             values = [_check_value(v.strip(), part) for v in inner.split(",")]
             if not any(values):
                 raise ValueError(f"empty value set in {part!r}")

@@ -6,6 +6,7 @@ the core and the controller only read it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from noderecover.core.safety import CONTROL_PLANE_LABELS
@@ -66,6 +67,15 @@ class Config:
     retry_period: float = 2.0
     log_format: str = "text"
     log_level: str = "info"
+    # Where each setting came from (dest -> flag or NODERECOVER_* variable), for errors found
+    # after parsing (e.g. --http-bind that cannot be bound); the flag when absent.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def source(self, dest: str) -> str:
+        """The flag or variable `dest` came from (its flag when it was a default)."""
+        if dest in self.sources:
+            return self.sources[dest]
+        return "--" + dest.replace("_", "-")
 
     @property
     def fencing(self) -> bool:

@@ -7,7 +7,9 @@ import logging
 import os
 import random
 import signal
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 from kubernetes_asyncio import config as kconfig
@@ -35,26 +37,95 @@ def in_cluster() -> bool:
 async def load_client(cfg: Config) -> ApiClient:
     """An ApiClient from --kubeconfig, in-cluster config, $KUBECONFIG or ~/.kube/config.
 
-    Raises BadFlag naming the kubeconfig when it cannot be read or parsed.
+    Raises BadFlag naming the kubeconfig when it cannot be read or parsed, when its server is
+    not an http(s) URL, or when its exec credential plugin fails (a configuration error, not a
+    retry: it would never get better). A well-formed but unreachable server is not checked
+    here: that is retried with backoff.
     """
     conf = Configuration()
     if cfg.kubeconfig is None and in_cluster():
-        kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+        try:
+            kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # ConfigException: token/CA file missing, host/port empty
+            raise BadFlag(
+                f"in-cluster config (KUBERNETES_SERVICE_HOST): {_first_line(exc)}"
+            ) from None
+        _check_server(conf.host, "in-cluster config (KUBERNETES_SERVICE_HOST/_PORT)")
         return ApiClient(conf)
     path = (
         cfg.kubeconfig
         or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
         or str(Path.home() / ".kube" / "config")
     )
+    if cfg.kubeconfig:
+        where = cfg.source("kubeconfig")
+    else:
+        where = "KUBECONFIG" if os.environ.get("KUBECONFIG") else "--kubeconfig"
     if not os.access(path, os.R_OK):
-        raise BadFlag(f"--kubeconfig: cannot read {path}")
+        raise BadFlag(f"{where}: cannot read {path}")
+    # The loader logs its own error line before raising (an exec plugin that is missing, say):
+    # the one line about it is ours.
+    loader_log = logging.getLogger("kubernetes_asyncio.config.kube_config")
+    was_disabled, loader_log.disabled = loader_log.disabled, True
     try:
         await kconfig.load_kube_config(
             config_file=path, context=cfg.context, client_configuration=conf, persist_config=False
         )
+    except FileNotFoundError as exc:
+        if exc.filename:  # a file the kubeconfig names (certificate-authority, ...)
+            why = f"{exc.strerror}: {exc.filename}"
+        else:  # starting the exec credential plugin: the error names no file
+            why = f"exec credential plugin not found ({exc.strerror or exc})"
+        raise BadFlag(f"{where}: {path}: {why}") from None
     except Exception as exc:  # the loader raises many types for bad files
-        raise BadFlag(f"--kubeconfig: {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise BadFlag(f"{where}: {path}: {_first_line(exc)}") from None
+    finally:
+        loader_log.disabled = was_disabled
+    _check_server(conf.host, f"{where}: {path}")
     return ApiClient(conf)
+
+
+def _os_reason(exc: OSError) -> str:
+    """'Address already in use', 'Name or service not known'... (one line, no traceback)."""
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+        return _first_line(exc) if not exc.strerror else exc.strerror
+    return os.strerror(exc.errno)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _check_server(host: str | None, where: str) -> None:
+    """BadFlag unless the API server address is an absolute http(s) URL with a host."""
+    host = host or ""
+    ok = host.isascii() and host.isprintable() and not any(c.isspace() for c in host)
+    try:
+        url = urlsplit(host)
+        ok = ok and url.scheme in {"http", "https"} and bool(url.hostname)
+        _ = url.port  # ValueError when not a number in 0-65535
+    except ValueError:
+        ok = False
+    if not ok:
+        raise BadFlag(f"{where}: cluster server {host[:100]!r} is not an http(s) URL")
+
+
+IDENTITY_MAX = 253
+
+
+def check_identity(identity: str) -> None:
+    """BadFlag unless the identity (POD_NAME, else hostname) can be a Lease holder and sit in
+    the User-Agent header: 1-253 visible ASCII characters (no CR/LF, controls or spaces)."""
+    where = "POD_NAME" if os.environ.get("POD_NAME", "").strip() else "the hostname (set POD_NAME)"
+    bad = [c for c in identity if not "!" <= c <= "~"]
+    if bad:
+        raise BadFlag(
+            f"{where}: identity {identity[:80]!r} has a character a header cannot carry "
+            f"({bad[0]!r}); use visible ASCII, like a pod name"
+        )
+    if not 1 <= len(identity) <= IDENTITY_MAX:
+        raise BadFlag(f"{where}: identity is longer than {IDENTITY_MAX} characters")
 
 
 def _tune_gc() -> None:
@@ -122,6 +193,8 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     """`noderecover run`: returns the exit code."""
     clock = clock or SystemClock()
     BUILD_INFO.info({"version": __version__})
+    identity = default_identity()
+    check_identity(identity)
     api = await load_client(cfg)
     _tune_gc()
     identity = default_identity()
@@ -147,6 +220,13 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     events = EventRecorder(kube, clock, identity, may_write=gate.may_act)
     controller = Controller(kube, clock, cfg, gate=gate, events=events)
     http = HttpServer(cfg.http_bind, _Health(controller, elector, clock, cfg.retry_period), clock)
+    try:
+        await http.start()
+    except OSError as exc:  # socket.gaierror included: a name that does not resolve
+        await kube.close()
+        raise BadFlag(
+            f"{cfg.source('http_bind')}: cannot bind {cfg.http_bind}: {_os_reason(exc)}"
+        ) from None
     log.info(
         "noderecover %s starting: identity=%s leader-elect=%s dry-run=%s grace=%gs removal=%s",
         __version__,
@@ -156,7 +236,6 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
         cfg.grace,
         cfg.removal,
     )
-    await http.start()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_signals, tg.cancel_scope, gate, controller, cfg)

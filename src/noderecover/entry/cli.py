@@ -12,6 +12,7 @@ import anyio
 from noderecover import __version__
 from noderecover.entry.config import BadFlag, add_run_flags, build_config
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEMO_MISSING = (
     "the demo needs the test control plane package: pip install -e ./testkit "
@@ -19,10 +20,17 @@ DEMO_MISSING = (
 )
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that would break or hide the line (CR, LF, tabs, other
+    controls, Unicode line separators) escaped: an error is always exactly one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line naming what is wrong (argparse's default adds a usage block).
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        # Always `noderecover: error:`, also from a subcommand's parser ("noderecover run").
+        self.exit(EXIT_USAGE, f"noderecover: error: {one_line(message)}\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             parse_duration(args.grace)
         except ValueError as exc:
-            print(f"noderecover: error: --grace: {exc}", file=sys.stderr)
+            print(f"noderecover: error: --grace: {one_line(str(exc))}", file=sys.stderr)
             return EXIT_USAGE
         try:
             # The test control plane is a package of its own: not in the runtime install.
@@ -76,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = build_config(args)
     except BadFlag as exc:
-        print(f"noderecover: error: {exc}", file=sys.stderr)
+        print(f"noderecover: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     from noderecover.base import logs
     from noderecover.entry import app
@@ -84,13 +92,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plan":
             from noderecover.entry.plan import run_plan
+            from noderecover.kube.client import ApiError
 
             logs.setup_logging(cfg.log_format, "warning")
-            return anyio.run(run_plan, cfg, backend="asyncio")
+            try:
+                return anyio.run(run_plan, cfg, backend="asyncio")
+            except ApiError as exc:  # one read, no retries: an API error ends the preview
+                print(f"noderecover: error: plan: {one_line(str(exc))}", file=sys.stderr)
+                return EXIT_FAILURE
         logs.setup_logging(cfg.log_format, cfg.log_level)
         return anyio.run(app.run, cfg, backend="asyncio", backend_options={"use_uvloop": True})
     except BadFlag as exc:
-        print(f"noderecover: error: {exc}", file=sys.stderr)
+        print(f"noderecover: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 0

@@ -37,7 +37,11 @@ __all__ = [
 
 ENV_PREFIX = "NODERECOVER_"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+# ASCII digits only, like Go's time.ParseDuration (`\d` and float() take any Unicode digit).
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_INTEGER = re.compile(r"[0-9]+")
+_ASCII_SPACE = " \t\r\n\f\v"  # str.strip() would also drop Unicode spaces
 MAX_DURATION = 365 * 24 * 3600.0  # longer is a typo (and overflows a Lease's int32 seconds)
 _CONDITION_TYPE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -49,15 +53,16 @@ def parse_duration(text: str) -> float:
 
     ValueError for anything else: negative, not a number (nan, inf), or over a year.
     """
-    s = text.strip()
+    s = text.strip(_ASCII_SPACE)
     if not s:
         raise ValueError("empty duration")
+    if not s.isascii():
+        raise ValueError(f"duration {text!r} has non-ASCII characters (use e.g. 90s, 5m, 1m30s)")
     if s.startswith("-"):
         raise ValueError(f"negative duration {text!r}")
-    try:
-        total = float(s)
-    except ValueError:
-        total = _duration_with_units(s, text)
+    if s.lower().lstrip("+") in {"nan", "inf", "infinity"}:
+        raise ValueError(f"{text!r} is not a duration")
+    total = float(s) if _DECIMAL.fullmatch(s) else _duration_with_units(s, text)
     if not math.isfinite(total):
         raise ValueError(f"{text!r} is not a duration")
     if total > MAX_DURATION:
@@ -92,21 +97,20 @@ def duration_at_least(minimum: float, *, strictly: bool = False) -> Callable[[st
 
 
 def parse_threshold(text: str) -> Threshold:
-    s = text.strip()
-    try:
+    s = text.strip(_ASCII_SPACE)
+    if s.startswith("-"):
         if s.endswith("%"):
-            value = float(s[:-1])
-            if not 0 <= value <= 100:
-                raise ValueError(f"percent {text!r} not within 0-100%")
-            return Threshold(value, True)
-        count = int(s)
-    except ValueError as exc:
-        if "percent" in str(exc):
-            raise
-        raise ValueError(f"{text!r} is neither a count nor a percent like 40%") from None
-    if count < 0:
+            raise ValueError(f"percent {text!r} not within 0-100%")
         raise ValueError(f"negative count {text!r}")
-    return Threshold(float(count), False)
+    if s.endswith("%") and _DECIMAL.fullmatch(s[:-1]):
+        value = float(s[:-1])
+        if not 0 <= value <= 100:
+            raise ValueError(f"percent {text!r} not within 0-100%")
+        return Threshold(value, True)
+    if not _INTEGER.fullmatch(s):
+        # ASCII digits only: int() and float() also take other scripts' digits, '_', 'nan'.
+        raise ValueError(f"{text!r} is neither a count nor a percent like 40%")
+    return Threshold(float(int(s)), False)
 
 
 def parse_conditions(text: str) -> frozenset[tuple[str, str]]:
@@ -138,10 +142,12 @@ def parse_removal(text: str) -> str:
 
 
 def parse_positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an integer") from None
+    s = text.strip(_ASCII_SPACE)
+    if s.startswith("-") and _INTEGER.fullmatch(s[1:]):
+        raise ValueError(f"{s} must be at least 1")
+    if not _INTEGER.fullmatch(s):  # int() also takes other scripts' digits and '1_0'
+        raise ValueError(f"{text!r} is not an integer (ASCII digits)")
+    value = int(s)
     if value < 1:
         raise ValueError(f"{value} must be at least 1")
     return value
@@ -170,7 +176,7 @@ def parse_bind(text: str) -> tuple[str, int]:
     host, sep, port = s.rpartition(":")
     if not sep:
         raise ValueError(f"bind address {text!r} is not host:port (e.g. 0.0.0.0:8080)")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not _INTEGER.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"bind address {text!r}: port {port!r} is not a number in 0-65535")
     if host.startswith("["):
         if not host.endswith("]") or len(host) < 3:
@@ -180,6 +186,8 @@ def parse_bind(text: str) -> tuple[str, int]:
         raise ValueError(f"bind address {text!r}: write IPv6 addresses as [addr]:port")
     if any(c.isspace() for c in host):
         raise ValueError(f"bind address {text!r}: host contains whitespace")
+    if not host.isascii() or not host.isprintable():
+        raise ValueError(f"bind address {text!r}: host has non-ASCII or control characters")
     return host or "0.0.0.0", int(port)
 
 
@@ -451,23 +459,19 @@ def env_name(flag: str) -> str:
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by `run` and `plan`. Values stay strings here; `build_config` parses."""
     for opt in _opts():
-        env_hint = f" [env {env_name(opt.flag)}]"
+        # argparse %-formats help strings: a literal % (e.g. the 40% default) must be %%.
+        text = f"{opt.help} (default: {opt.default}) [env {env_name(opt.flag)}]"
+        text = text.replace("%", "%%")
         if opt.boolean:
             parser.add_argument(
                 opt.flag,
                 dest=opt.dest,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{opt.help} (default: {opt.default}){env_hint}",
+                help=text,
             )
         else:
-            parser.add_argument(
-                opt.flag,
-                dest=opt.dest,
-                default=None,
-                metavar="VALUE",
-                help=f"{opt.help} (default: {opt.default}){env_hint}",
-            )
+            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar="VALUE", help=text)
 
 
 def build_config(
@@ -486,12 +490,15 @@ def build_config(
         if isinstance(raw, bool):
             values[opt.dest] = raw
             continue
+        if isinstance(raw, list):
+            # argparse (3.11-3.12) drops a "--" value: `--grace=--` arrives as [].
+            raw = " ".join(["--", *raw])
         try:
             values[opt.dest] = opt.parse(raw)
         except ValueError as exc:
             raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
     values.update(overrides)
-    cfg = Config(**values)
+    cfg = Config(**values, sources=dict(sources))
     _cross_check(cfg, sources, given=frozenset(values))
     return cfg
 

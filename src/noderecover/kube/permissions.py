@@ -1,0 +1,92 @@
+"""Every Kubernetes API call noderecover makes, as (apiGroup, resource, verb, namespace): one
+table, the source of `manifests/base/rbac.yaml`.
+
+Kept honest by tests/test_rbac.py both ways: the manifests grant exactly this table; every
+request noderecover makes to the fake API server in the unit suite maps (`permission_of`) to
+an entry here, and every entry here is requested at least once in that suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+OWN_NAMESPACE = "<own>"  # the namespace noderecover runs in (its leader Lease)
+CLUSTER = ""  # cluster-scoped, or all namespaces: a ClusterRole
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Permission:
+    group: str  # "" = core
+    resource: str  # "pods/eviction" for a subresource
+    verb: str  # get list watch create update patch delete
+    namespace: str = CLUSTER
+
+
+API_CALLS: Mapping[Permission, str] = {
+    Permission("", "nodes", "list"): "watching: the initial LIST and every re-list; plan",
+    Permission("", "nodes", "watch"): "watching: the node watch",
+    Permission("", "nodes", "get"): "remediation: the fresh read before each destructive step",
+    Permission("", "nodes", "patch"): "remediation: annotations, cordon, taint",
+    Permission("", "nodes", "delete"): "remediation: removal (with uid/resourceVersion guard)",
+    Permission("", "pods", "list"): "draining: the pods on the node (spec.nodeName)",
+    Permission("", "pods", "delete"): "draining: force-delete after --drain-timeout",
+    Permission("", "pods/eviction", "create"): "draining: the Eviction API",
+    Permission("coordination.k8s.io", "leases", "get", OWN_NAMESPACE): "election",
+    Permission("coordination.k8s.io", "leases", "create", OWN_NAMESPACE): "election",
+    Permission("coordination.k8s.io", "leases", "update", OWN_NAMESPACE): "election",
+    Permission("coordination.k8s.io", "leases", "get", "kube-node-lease"): (
+        "controller: the heartbeat Lease of a silent node (--watch-node-leases)"
+    ),
+    Permission("", "events", "create", "default"): "events: a new Event",
+    Permission("", "events", "patch", "default"): "events: a repeated Event's count",
+    Permission("", "events", "list", "default"): (
+        "controller: a new leader reads earlier NodeRecoverRemoved Events (removal budget)"
+    ),
+}
+
+_METHOD_VERB = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def permission_of(method: str, path: str, query: Mapping[str, str]) -> Permission | None:
+    """The (group, resource, verb, namespace) an API request needs, like the API server's
+    RequestInfo; None for a path that is not a resource request."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = CLUSTER
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if not rest or len(rest) > 3:
+        return None
+    resource = rest[0] if len(rest) < 3 else f"{rest[0]}/{rest[2]}"
+    item = len(rest) >= 2
+    if method == "GET":
+        watch = query.get("watch") in {"true", "1"}
+        verb = "watch" if watch else ("get" if item else "list")
+    elif method == "DELETE" and not item:
+        verb = "deletecollection"
+    elif method in _METHOD_VERB:
+        verb = _METHOD_VERB[method]
+    else:
+        return None
+    return Permission(group, resource, verb, namespace)
+
+
+def declared(needed: Permission) -> Permission | None:
+    """The API_CALLS entry that grants `needed`: same namespace first, then a cluster-wide
+    grant, then the own-namespace one (whatever namespace it runs in); None if none does."""
+    same = [
+        p
+        for p in API_CALLS
+        if (p.group, p.resource, p.verb) == (needed.group, needed.resource, needed.verb)
+    ]
+    for scope in (needed.namespace, CLUSTER, OWN_NAMESPACE):
+        for p in same:
+            if p.namespace == scope:
+                return p
+    return None
