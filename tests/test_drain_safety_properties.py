@@ -524,13 +524,11 @@ def check_evidence_before_force(t: Trace) -> None:
 
 
 def check_uid_of_node(t: Trace) -> None:
-    """(b) Every accepted write to the Node, and every accepted destructive request on a pod,
-    lands on the node the action was decided for (its uid): never on a re-created node
-    (new uid) nor on a pod of one."""
+    """(b) Every accepted write (to the Node, or an eviction or DELETE of a pod) lands on the
+    node the action was decided for (its uid): never on a re-created node (new uid), nor on
+    a pod of one, nor on a same-named pod re-created elsewhere."""
     for r in t.log:
-        if r.hit is None:
-            continue
-        if r.path == NODE_PATH or r.destructive:
+        if r.hit is not None:
             assert r.hit == UID, f"{r.method} {r.path} landed on node uid {r.hit}"
 
 

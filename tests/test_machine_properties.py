@@ -582,6 +582,19 @@ ALIVE = st.one_of(
         gates=OPEN,
     ),
 )
+@example(
+    Config(grace=60.0),
+    Situation(
+        Record(UID, Phase.REMOVING, T0 - 100.0, T0 - 3600.0, cordoned=True),
+        status="False",
+        since=T0 - 3600.0,
+        unschedulable=True,
+        tainted=False,
+        excluded=False,
+        gates=OPEN,
+    ),
+)
+@settings(max_examples=max(600, settings().max_examples))
 @given(FENCING_CONFIGS, ALIVE)
 def test_no_fence_or_removal_is_decided_for_a_live_kubelet(cfg: Config, sit: Situation) -> None:
     """Whatever the record (any phase and flags, reachable or not): while
@@ -591,6 +604,7 @@ def test_no_fence_or_removal_is_decided_for_a_live_kubelet(cfg: Config, sit: Sit
     assert kind not in (Kind.FENCE, Kind.REMOVE), f"{kind} decided for a live kubelet"
 
 
+@settings(max_examples=max(600, settings().max_examples))
 @given(
     FENCING_CONFIGS,
     situations(
