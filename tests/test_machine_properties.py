@@ -10,9 +10,10 @@ for `healthy_delay` (the machine's documented damping).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from noderecover.core.machine import (
@@ -27,6 +28,7 @@ from noderecover.core.machine import (
     annotations_for,
     complete,
     decide,
+    kubelet_alive,
     resume,
 )
 from noderecover.core.nodes import (
@@ -41,6 +43,7 @@ from noderecover.core.nodes import (
     parse_node,
     parse_time,
 )
+from noderecover.core.safety import exclusion
 from noderecover.entry.config import REMOVAL_MODES, Config
 from tests.builders import T0, node_json
 
@@ -475,3 +478,152 @@ def test_garbage_annotations_never_shorten_the_grace_or_skip_steps(
         rec = complete(current, d.action, outcome, now, retry_in=5.0)
         if d.action.kind is Kind.REMOVE:
             return
+
+
+# ------------------------------------------------------------- one decision, any state at all
+MOMENTS = st.sampled_from([T0 - 3600.0, T0 - 61.0, T0 - 60.0, T0 - 30.5, T0 - 1.0, T0, T0 + 5.0])
+OPEN = Gates()
+# Each gate that holds a forward step, closed on its own.
+CLOSED_GATES = (
+    Gates(fresh=False),
+    Gates(breaker_open=True),
+    Gates(managed=False),
+)
+
+
+@dataclass(frozen=True)
+class Situation:
+    rec: Record
+    status: str
+    since: float  # the Node's Ready lastTransitionTime
+    unschedulable: bool
+    tainted: bool
+    excluded: bool
+    gates: Gates
+
+
+@st.composite
+def situations(
+    draw: st.DrawFn, statuses: tuple[str, ...], gates: st.SearchStrategy[Gates]
+) -> Situation:
+    """Any record at all, reachable or not (a resumed, failed-over or buggy one), with an
+    observation: mostly consistent with it (the same Ready transition, past the grace,
+    no retry pending, in flight, not fenced yet) so that the decision gets as far as a
+    forward step as often as it can."""
+    transition = draw(st.none() | MOMENTS)
+    rec = Record(
+        uid=UID,
+        phase=draw(st.sampled_from([*IN_FLIGHT, *IN_FLIGHT, *IN_FLIGHT, *Phase])),
+        phase_since=draw(MOMENTS),
+        # Mostly long ago (past any grace); sometimes within one.
+        unhealthy_since=draw(st.sampled_from([T0 - 3600.0] * 4 + [None]) | MOMENTS),
+        cordoned=draw(st.booleans()),
+        tainted=draw(st.booleans()),
+        fenced=draw(st.sampled_from([False, False, False, True])),
+        fence_first=draw(st.booleans()),
+        healthy_since=draw(st.sampled_from([None] * 6 + [T0 - 61.0, T0 - 1.0])),
+        retry_at=draw(st.sampled_from([0.0] * 6 + [T0 + 1.0])),
+        failures=draw(st.integers(0, 3)),
+        flaps=draw(st.integers(0, 2)),
+        transition=transition,
+        parked=draw(st.booleans()),
+    )
+    since = MOMENTS if transition is None else st.just(transition) | MOMENTS
+    return Situation(
+        rec,
+        status=draw(st.sampled_from(statuses)),
+        since=min(draw(since), T0),
+        unschedulable=draw(st.booleans()),
+        tainted=draw(st.booleans()),
+        excluded=draw(st.sampled_from([False, False, False, True])),
+        gates=draw(gates),
+    )
+
+
+def _decide(cfg: Config, sit: Situation) -> tuple[NodeObs, Kind | None]:
+    obs = observe(
+        cfg,
+        sit.status,
+        sit.since,
+        written(sit.rec) if sit.rec.phase is not Phase.HEALTHY else {},
+        unschedulable=sit.unschedulable,
+        tainted=sit.tainted,
+        excluded=sit.excluded,
+    )
+    d = decide(sit.rec, obs, T0, cfg, sit.gates)
+    return obs, d.action.kind if d.action is not None else None
+
+
+# Mostly with fencing configured (FENCE is then possible), Ready=False counting as unhealthy.
+FENCING_CONFIGS = st.builds(
+    lambda cfg, fence: dataclasses.replace(
+        cfg, fence_command=fence, unhealthy_conditions=UNHEALTHY_SETS[0]
+    ),
+    configs(),
+    st.sampled_from([("fence-it",), ("fence-it",), ()]),
+)
+# Alive: Ready=False (it posts status), or Ready=Unknown with its Lease renewing.
+RENEWING = Gates(lease_renewing=True)
+ALIVE = st.one_of(
+    situations(("False",), st.sampled_from([OPEN, RENEWING])),
+    situations(("Unknown",), st.just(RENEWING)),
+)
+
+
+@example(
+    Config(grace=0.0, fence_command=("fence-it",)),
+    Situation(
+        Record(UID, Phase.DRAINING, T0 - 3600.0, T0 - 3600.0, cordoned=True, fence_first=True),
+        status="False",
+        since=T0 - 3600.0,
+        unschedulable=True,
+        tainted=False,
+        excluded=False,
+        gates=OPEN,
+    ),
+)
+@example(
+    Config(grace=60.0),
+    Situation(
+        Record(UID, Phase.REMOVING, T0 - 100.0, T0 - 3600.0, cordoned=True),
+        status="False",
+        since=T0 - 3600.0,
+        unschedulable=True,
+        tainted=False,
+        excluded=False,
+        gates=OPEN,
+    ),
+)
+@settings(max_examples=max(600, settings().max_examples))
+@given(FENCING_CONFIGS, ALIVE)
+def test_no_fence_or_removal_is_decided_for_a_live_kubelet(cfg: Config, sit: Situation) -> None:
+    """Whatever the record (any phase and flags, reachable or not): while
+    `kubelet_alive(obs, gates.lease_renewing)`, `decide` returns neither FENCE nor REMOVE."""
+    obs, kind = _decide(cfg, sit)
+    assert kubelet_alive(obs, sit.gates.lease_renewing)
+    assert kind not in (Kind.FENCE, Kind.REMOVE), f"{kind} decided for a live kubelet"
+
+
+@settings(max_examples=max(600, settings().max_examples))
+@given(
+    FENCING_CONFIGS,
+    situations(
+        ("False", "Unknown"),
+        st.builds(
+            lambda closed, renewing: dataclasses.replace(closed, lease_renewing=renewing),
+            st.sampled_from(CLOSED_GATES),
+            st.booleans(),
+        ),
+    )
+    | situations(("False", "Unknown"), st.just(OPEN)).map(
+        lambda sit: dataclasses.replace(sit, excluded=True)
+    ),
+)
+def test_no_forward_step_is_decided_through_a_closed_gate(cfg: Config, sit: Situation) -> None:
+    """Whatever the record: with the watch stale, the circuit breaker open, the node out of
+    --node-selector, or the node excluded, `decide` returns no forward step (cordon, drain,
+    fence, remove)."""
+    obs, kind = _decide(cfg, sit)
+    closed = not sit.gates.fresh or sit.gates.breaker_open or not sit.gates.managed
+    assert closed or exclusion(obs, cfg) is not None
+    assert kind not in FORWARD, f"{kind} decided through a closed gate ({sit.gates})"

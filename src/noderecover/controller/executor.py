@@ -410,7 +410,7 @@ class Executor:
                     if taints and not fresh.has_taint(OUT_OF_SERVICE_KEY):
                         written = await self._add_taint(action, fresh)
                         ours = True  # from here on, even if a later write fails (dry-run: as if)
-                        if written:
+                        if written and self._write_allowed("annotate", action.node):
                             await self._annotate_removed(action, ours)
                             ACTIONS.labels("taint", "ok").inc()
                             log.warning("node %s tainted %s", action.node, OUT_OF_SERVICE_KEY)

@@ -455,7 +455,10 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             ),
             why=f"unhealthy for {now - (rec.unhealthy_since or now):.0f}s >= grace",
         )
-    fence_first = rec.fence_first and cfg.fencing and not rec.fenced
+    # Fencing first is for forcing a dead kubelet's pods: never for a live kubelet (its drain
+    # forces nothing; the executor's fresh read would hold the fence anyway).
+    alive = kubelet_alive(obs, gates.lease_renewing)
+    fence_first = rec.fence_first and cfg.fencing and not rec.fenced and not alive
     if rec.phase in {Phase.CORDONED, Phase.DRAINING} and fence_first:
         return Decision(
             rec,
