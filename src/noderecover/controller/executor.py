@@ -510,6 +510,8 @@ class Executor:
         body: dict[str, Any] = {"metadata": {"annotations": annotations_for(action.success)}}
         if rec.cordoned and fresh.unschedulable:
             body["spec"] = {"unschedulable": False}
+        if not self._may_act():
+            raise NotLeader  # every write asks the act-gate, the second one of a restore too
         await self._merge(action.node, action.uid, body)
         self._forced.pop(action.uid, None)
         ACTIONS.labels("uncordon" if "spec" in body else "restore", "ok").inc()
