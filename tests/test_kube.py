@@ -8,7 +8,19 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.metrics import API_ERRORS
-from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, Timeouts
+from noderecover.kube.client import (
+    MERGE_PATCH,
+    ApiError,
+    Conflict,
+    Gone,
+    Invalid,
+    KubeClient,
+    NotFound,
+    Timeouts,
+    TooManyRequests,
+    api_error,
+    multiple_pdbs,
+)
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -23,6 +35,47 @@ async def test_status_errors_carry_code_reason_and_retry_after(
     with pytest.raises(ApiError) as exc:
         await client.request("GET", "/api/v1/nodes")
     assert exc.value.code == 429 and exc.value.retry_after == 7 and exc.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (404, NotFound),
+        (409, Conflict),
+        (410, Gone),
+        (422, Invalid),
+        (429, TooManyRequests),
+        (0, ApiError),
+        (403, ApiError),
+        (500, ApiError),
+    ],
+)
+async def test_an_answer_status_is_an_error_type(
+    kube: FakeKube, client: KubeClient, code: int, kind: type[ApiError]
+) -> None:
+    if code:
+        kube.fail_next("GET", "^/api/v1/nodes$", code)
+        with pytest.raises(ApiError) as exc:
+            await client.request("GET", "/api/v1/nodes")
+        assert type(exc.value) is kind and exc.value.code == code
+    built = api_error(code, "Reason", "msg", 3.0, "GET", "/x")
+    assert type(built) is kind
+    assert (built.code, built.reason, built.message, built.retry_after) == (
+        code,
+        "Reason",
+        "msg",
+        3,
+    )
+
+
+def test_more_than_one_pdb_is_told_apart_from_other_server_errors() -> None:
+    msg = (
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource "
+        "does not support."
+    )
+    assert multiple_pdbs(api_error(500, "InternalError", msg))
+    assert not multiple_pdbs(api_error(500, "InternalError", "etcd timeout"))
+    assert not multiple_pdbs(api_error(429, "TooManyRequests", msg))
 
 
 async def test_merge_patch_content_type_and_user_agent(kube: FakeKube, client: KubeClient) -> None:

@@ -75,7 +75,7 @@ from noderecover.core.safety import (
     recent,
 )
 from noderecover.core.settings import Config
-from noderecover.kube.client import ApiError, KubeClient, NotLeader
+from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
 from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.reconciler")
@@ -272,7 +272,7 @@ class Controller:
         try:
             lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}")
         except ApiError as exc:
-            if exc.code == 404:
+            if isinstance(exc, NotFound):
                 self.leases[name] = ("", float("-inf"), False)  # no Lease: nothing renews it
                 return True
             log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
