@@ -544,7 +544,7 @@ async def test_a_list_that_pages_forever_is_an_error() -> None:
 async def test_an_expired_continue_token_starts_the_pod_list_over() -> None:
     """A 410 on a continue token: the LIST starts over, and pods of the abandoned pages are
     not counted twice (as the watcher's LIST does)."""
-    pages = [
+    pages: list[dict[str, Any] | ApiError] = [
         {"metadata": {"continue": "t1"}, "items": [pod_json("a", node=NODE)]},
         api_error(410, "Expired", "continue token expired"),
         {"metadata": {"continue": "t2"}, "items": [pod_json("a", node=NODE)]},
