@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -21,6 +23,7 @@ from noderecover.kube.client import (
     api_error,
     multiple_pdbs,
 )
+from noderecover.kube.kubeconfig import KubeconfigError, in_cluster, load_api_client
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -172,3 +175,21 @@ def test_backoff_grows_is_bounded_jittered_and_honours_retry_after() -> None:
     assert b.next_delay(at_least=20.0) >= 20.0
     b.reset()
     assert b.next_delay() <= 1.0
+
+
+async def test_kubeconfig_errors_are_kube_level_and_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kube layer says what is wrong with which file; the flag is the entry points'."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert not in_cluster()
+    missing = str(tmp_path / "nope")
+    with pytest.raises(KubeconfigError, match=f"^cannot read {missing}$"):
+        await load_api_client(missing, None)
+    garbage = tmp_path / "garbage"
+    garbage.write_text("this: [is not: a kubeconfig\n")
+    with pytest.raises(KubeconfigError) as exc:
+        await load_api_client(str(garbage), None)
+    assert str(exc.value).startswith(f"{garbage}: ") and "\n" not in str(exc.value)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert in_cluster()

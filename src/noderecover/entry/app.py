@@ -10,8 +10,7 @@ import signal
 from pathlib import Path
 
 import anyio
-from kubernetes_asyncio import config as kconfig
-from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client import ApiClient
 
 from noderecover import __version__
 from noderecover.base.clock import Clock, SystemClock
@@ -22,39 +21,22 @@ from noderecover.entry.httpserver import HttpServer
 from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.election import ElectionConfig, LeaderElector, default_identity
 from noderecover.kube.events import EventRecorder
+from noderecover.kube.kubeconfig import KubeconfigError, in_cluster, load_api_client
 
 log = logging.getLogger("noderecover")
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def in_cluster() -> bool:
-    return "KUBERNETES_SERVICE_HOST" in os.environ
-
-
 async def load_client(cfg: Config) -> ApiClient:
-    """An ApiClient from --kubeconfig, in-cluster config, $KUBECONFIG or ~/.kube/config.
+    """The ApiClient of --kubeconfig / --context (see kube.kubeconfig for the order).
 
     Raises BadFlag naming the kubeconfig when it cannot be read or parsed.
     """
-    conf = Configuration()
-    if cfg.kubeconfig is None and in_cluster():
-        kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
-        return ApiClient(conf)
-    path = (
-        cfg.kubeconfig
-        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        or str(Path.home() / ".kube" / "config")
-    )
-    if not os.access(path, os.R_OK):
-        raise BadFlag(f"--kubeconfig: cannot read {path}")
     try:
-        await kconfig.load_kube_config(
-            config_file=path, context=cfg.context, client_configuration=conf, persist_config=False
-        )
-    except Exception as exc:  # the loader raises many types for bad files
-        raise BadFlag(f"--kubeconfig: {path}: {str(exc).splitlines()[0][:200]}") from None
-    return ApiClient(conf)
+        return await load_api_client(cfg.kubeconfig, cfg.context)
+    except KubeconfigError as exc:
+        raise BadFlag(f"--kubeconfig: {exc}") from None
 
 
 def _tune_gc() -> None:
