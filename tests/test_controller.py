@@ -20,7 +20,7 @@ from noderecover.core.nodes import (
     OUT_OF_SERVICE_KEY,
     parse_time,
 )
-from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient
+from noderecover.kube.client import MERGE_PATCH, KubeClient, api_error
 from tests.builders import T0, pod_json
 from tests.conftest import Harness, make_config
 from tests.fakeapi import FakeKube
@@ -326,7 +326,7 @@ class FailFirstMergePatch:
     async def request(self, method: str, path: str, **kw: Any) -> Any:
         if kw.get("content_type") == MERGE_PATCH and not self.failed:
             self.failed = True
-            raise ApiError(500, "InternalError", "injected", verb=method, path=path)
+            raise api_error(500, "InternalError", "injected", verb=method, path=path)
         return await self.inner.request(method, path, **kw)
 
 

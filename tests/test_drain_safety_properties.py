@@ -32,7 +32,14 @@ from noderecover.base.clock import FakeClock
 from noderecover.controller.executor import Executor, Result
 from noderecover.core.machine import Action, Kind, Outcome, Phase, Record
 from noderecover.core.nodes import ANN_EXCLUDE, OUT_OF_SERVICE_KEY, format_time
-from noderecover.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient, NotLeader
+from noderecover.kube.client import (
+    JSON_PATCH,
+    MERGE_PATCH,
+    ApiError,
+    KubeClient,
+    NotLeader,
+    api_error,
+)
 from tests.builders import T0, node_json, pod_json
 from tests.conftest import make_config
 
@@ -310,14 +317,14 @@ class ScriptedApi:
         name, _, sub = rest.partition("/")
         pod = self.pods.get(name)
         if pod is None or pod.gone:
-            raise ApiError(404, "NotFound", f"pods {name!r} not found")
+            raise api_error(404, "NotFound", f"pods {name!r} not found")
         if method == "POST" and sub == "eviction":
             options = body.get("deleteOptions") or {}
             if (options.get("preconditions") or {}).get("uid", pod.uid) != pod.uid:
-                raise ApiError(409, "Conflict", "Precondition failed: UID in precondition")
+                raise api_error(409, "Conflict", "Precondition failed: UID in precondition")
             if pod.pdb_refusals > 0:
                 pod.pdb_refusals -= 1
-                raise ApiError(429, "TooManyRequests", "Cannot evict pod", retry_after=5.0)
+                raise api_error(429, "TooManyRequests", "Cannot evict pod", retry_after=5.0)
             req.hit = pod.node_uid
             pod.deleting = True
             if self.alive and pod.node_uid == UID and not pod.finalizer:
@@ -325,7 +332,7 @@ class ScriptedApi:
             return {"kind": "Status", "status": "Success"}
         if method == "DELETE" and not sub:
             if (body.get("preconditions") or {}).get("uid", pod.uid) != pod.uid:
-                raise ApiError(409, "Conflict", "Precondition failed: UID in precondition")
+                raise api_error(409, "Conflict", "Precondition failed: UID in precondition")
             req.hit = pod.node_uid
             if body.get("gracePeriodSeconds") == 0 and not pod.finalizer:
                 self._gone(pod)
@@ -337,14 +344,14 @@ class ScriptedApi:
     def _node(self, req: Req) -> dict[str, Any]:
         node, body = self.node, req.body
         if node is None:
-            raise ApiError(404, "NotFound", f'nodes "{NODE}" not found')
+            raise api_error(404, "NotFound", f'nodes "{NODE}" not found')
         if req.method == "GET":
             return node.raw()
         before = node.raw()
         if req.method == "PATCH" and req.content_type == MERGE_PATCH:
             meta = body.get("metadata") or {}
             if meta.get("uid", node.uid) != node.uid:
-                raise ApiError(409, "Conflict", "Precondition failed: UID in precondition")
+                raise api_error(409, "Conflict", "Precondition failed: UID in precondition")
             for key, value in (meta.get("annotations") or {}).items():
                 if value is None:
                     node.annotations.pop(key, None)
@@ -356,7 +363,7 @@ class ScriptedApi:
             for op in body:
                 if op["op"] == "test" and op["path"] == "/metadata/resourceVersion":
                     if op["value"] != str(node.rv):
-                        raise ApiError(422, "Invalid", "the test op failed")
+                        raise api_error(422, "Invalid", "the test op failed")
                 elif op["op"] == "add" and op["path"] in ("/spec/taints", "/spec/taints/-"):
                     new = op["value"] if op["path"] == "/spec/taints" else [op["value"]]
                     node.taints.extend(new)
@@ -365,9 +372,9 @@ class ScriptedApi:
         elif req.method == "DELETE":
             pre = body.get("preconditions") or {}
             if pre.get("uid", node.uid) != node.uid:
-                raise ApiError(409, "Conflict", "Precondition failed: UID in precondition")
+                raise api_error(409, "Conflict", "Precondition failed: UID in precondition")
             if pre.get("resourceVersion", str(node.rv)) != str(node.rv):
-                raise ApiError(409, "Conflict", "Precondition failed: ResourceVersion")
+                raise api_error(409, "Conflict", "Precondition failed: ResourceVersion")
             req.hit = node.uid
             self.node = None
             return {"kind": "Status", "status": "Success"}

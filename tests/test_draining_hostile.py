@@ -33,7 +33,7 @@ from noderecover.core.pods import (
     parse_pod,
     plan,
 )
-from noderecover.kube.client import ApiError, KubeClient
+from noderecover.kube.client import ApiError, KubeClient, api_error
 from tests.builders import T0, pod_json
 from tests.fakeapi import FakeKube
 from tests.test_nodes_hostile import JSON, JSON_LEAVES, TIMES, VALUES, _has
@@ -539,3 +539,30 @@ async def test_a_list_that_pages_forever_is_an_error() -> None:
     drainer = Drainer(api, AutoClock(start_wall=T0), drain_timeout=TIMEOUT)
     with pytest.raises(ApiError, match="pages"):
         await drainer.list_pods(NODE)
+
+
+async def test_an_expired_continue_token_starts_the_pod_list_over() -> None:
+    """A 410 on a continue token: the LIST starts over, and pods of the abandoned pages are
+    not counted twice (as the watcher's LIST does)."""
+    pages: list[dict[str, Any] | ApiError] = [
+        {"metadata": {"continue": "t1"}, "items": [pod_json("a", node=NODE)]},
+        api_error(410, "Expired", "continue token expired"),
+        {"metadata": {"continue": "t2"}, "items": [pod_json("a", node=NODE)]},
+        {"metadata": {}, "items": [pod_json("b", node=NODE)]},
+    ]
+    queries: list[dict[str, str]] = []
+
+    class Api:
+        async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+            queries.append(dict(kw["query"]))
+            page = pages.pop(0)
+            if isinstance(page, ApiError):
+                raise page
+            return page
+
+    api: Any = Api()
+    drainer = Drainer(api, AutoClock(start_wall=T0), drain_timeout=TIMEOUT)
+    pods = await drainer.list_pods(NODE)
+    assert sorted(p.name for p in pods) == ["a", "b"]
+    assert [q.get("continue") for q in queries] == [None, "t1", None, "t2"]
+    assert all(q["fieldSelector"] == f"spec.nodeName={NODE}" for q in queries)

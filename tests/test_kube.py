@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.metrics import API_ERRORS
-from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, Timeouts
+from noderecover.kube.client import (
+    MERGE_PATCH,
+    ApiError,
+    Conflict,
+    Gone,
+    Invalid,
+    KubeClient,
+    NotFound,
+    Timeouts,
+    TooManyRequests,
+    api_error,
+    multiple_pdbs,
+)
+from noderecover.kube.kubeconfig import KubeconfigError, in_cluster, load_api_client
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -23,6 +38,47 @@ async def test_status_errors_carry_code_reason_and_retry_after(
     with pytest.raises(ApiError) as exc:
         await client.request("GET", "/api/v1/nodes")
     assert exc.value.code == 429 and exc.value.retry_after == 7 and exc.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (404, NotFound),
+        (409, Conflict),
+        (410, Gone),
+        (422, Invalid),
+        (429, TooManyRequests),
+        (0, ApiError),
+        (403, ApiError),
+        (500, ApiError),
+    ],
+)
+async def test_an_answer_status_is_an_error_type(
+    kube: FakeKube, client: KubeClient, code: int, kind: type[ApiError]
+) -> None:
+    if code:
+        kube.fail_next("GET", "^/api/v1/nodes$", code)
+        with pytest.raises(ApiError) as exc:
+            await client.request("GET", "/api/v1/nodes")
+        assert type(exc.value) is kind and exc.value.code == code
+    built = api_error(code, "Reason", "msg", 3.0, "GET", "/x")
+    assert type(built) is kind
+    assert (built.code, built.reason, built.message, built.retry_after) == (
+        code,
+        "Reason",
+        "msg",
+        3,
+    )
+
+
+def test_more_than_one_pdb_is_told_apart_from_other_server_errors() -> None:
+    msg = (
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource "
+        "does not support."
+    )
+    assert multiple_pdbs(api_error(500, "InternalError", msg))
+    assert not multiple_pdbs(api_error(500, "InternalError", "etcd timeout"))
+    assert not multiple_pdbs(api_error(429, "TooManyRequests", msg))
 
 
 async def test_merge_patch_content_type_and_user_agent(kube: FakeKube, client: KubeClient) -> None:
@@ -119,3 +175,22 @@ def test_backoff_grows_is_bounded_jittered_and_honours_retry_after() -> None:
     assert b.next_delay(at_least=20.0) >= 20.0
     b.reset()
     assert b.next_delay() <= 1.0
+
+
+async def test_kubeconfig_errors_are_kube_level_and_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kube layer says what is wrong with which file, named as the entry point says
+    (`where`: the flag or variable it came from)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert not in_cluster()
+    missing = str(tmp_path / "nope")
+    with pytest.raises(KubeconfigError, match=f"^NODERECOVER_KUBECONFIG: cannot read {missing}$"):
+        await load_api_client(missing, None, "NODERECOVER_KUBECONFIG")
+    garbage = tmp_path / "garbage"
+    garbage.write_text("this: [is not: a kubeconfig\n")
+    with pytest.raises(KubeconfigError) as exc:
+        await load_api_client(str(garbage), None)
+    assert str(exc.value).startswith(f"--kubeconfig: {garbage}: ") and "\n" not in str(exc.value)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert in_cluster()

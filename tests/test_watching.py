@@ -21,7 +21,7 @@ from noderecover.base.metrics import (
     WATCH_RESTARTS,
 )
 from noderecover.core.nodes import parse_node
-from noderecover.kube.client import ApiError, KubeClient, Timeouts
+from noderecover.kube.client import ApiError, Gone, KubeClient, Timeouts, api_error
 from noderecover.kube.watching import Watcher, _Broken, _Expired
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
@@ -432,6 +432,38 @@ async def test_a_garbled_list_is_an_error_to_retry(body: dict[str, Any]) -> None
         await w._list()
     assert exc.value.reason == "BadList"
     assert not w.synced and view.resyncs == 0
+
+
+async def test_an_expired_continue_token_starts_the_list_over() -> None:
+    """A 410 on a continue token restarts the LIST; what the abandoned pages gave is dropped.
+    A 410 on a first page is the watcher's own (it lists again from scratch)."""
+    pages: list[dict[str, Any] | ApiError] = [
+        {"items": [node("a"), node("gone")], "metadata": {"continue": "t1"}},
+        api_error(410, "Expired", "continue token expired"),
+        {"items": [node("a")], "metadata": {"continue": "t2"}},
+        {"items": [node("b", "Unknown")], "metadata": {"resourceVersion": "12"}},
+        api_error(410, "Expired", "too old"),
+    ]
+    queries: list[dict[str, str]] = []
+
+    class Api:
+        async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+            queries.append(dict(kw["query"]))
+            page = pages.pop(0)
+            if isinstance(page, ApiError):
+                raise page
+            return page
+
+    view = View()
+    kube: Any = Api()
+    w: Watcher[str] = Watcher(
+        kube, FakeClock(), "/api/v1/nodes", "nodes", health_of, view.event, view.resync
+    )
+    await w._list()
+    assert view.items == {"a": "True", "b": "Unknown"} and w.resource_version == "12"
+    assert [q.get("continue") for q in queries] == [None, "t1", None, "t2"]
+    with pytest.raises(Gone):
+        await w._list()
 
 
 async def test_unkeyable_list_items_are_skipped_and_counted() -> None:

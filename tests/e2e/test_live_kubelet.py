@@ -176,7 +176,9 @@ def test_node_recreated_mid_remediation_gets_its_own_grace(nr: Replicas, led: Le
     statefulset(c, "db", "c")
     assert c.wait_pod_running("db-0", timeout=90)["spec"]["nodeName"] == target
     # A long drain timeout: the old remediation is still draining when the node is replaced.
-    r = nr.start("replica-a", *FAST, "--drain-timeout", "60s")
+    # A short start-up allowance: the new node (never Ready) is judged by its own grace here;
+    # the allowance itself is tested in tests/test_drain_safety.py.
+    r = nr.start("replica-a", *FAST, "--drain-timeout", "60s", "--node-startup-timeout", "2s")
     nr.leader()
     old_uid = c.request("GET", f"/api/v1/nodes/{target}")["metadata"]["uid"]
     c.kill_node(target)

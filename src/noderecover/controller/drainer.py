@@ -43,8 +43,9 @@ whose mirror annotation, if present, is a string; ownerReferences a list of obje
 string kind and a boolean (or absent) controller, at most one controller; spec an object
 whose nodeName is the node being drained. A LIST answer whose `items` is not a list (absent
 or null included: the API server always sends `[]`), without a metadata object, with a
-continue token that is not a string, or that pages on without end is an error (`ApiError`
-"BadList", counted with reason `bad-list`): the drain fails and is retried, never "empty".
+continue token that is not a string, or that pages on without end is an error
+(kube.paging's BadList, counted with reason `bad-list`): the drain fails and is retried,
+never "empty".
 """
 
 from __future__ import annotations
@@ -75,14 +76,22 @@ from noderecover.core.pods import (
     parse_pod,
     plan,
 )
-from noderecover.kube.client import ApiError, KubeClient, NotLeader
+from noderecover.kube.client import (
+    ApiError,
+    Conflict,
+    KubeClient,
+    NotFound,
+    NotLeader,
+    TooManyRequests,
+    multiple_pdbs,
+)
+from noderecover.kube.paging import BadList, list_pages
 
 log = logging.getLogger("noderecover.controller.drainer")
 
 PDB_MIN_RETRY = 5.0
 POLL = 0.5  # seconds between looks at a draining node's pods
 PAGE_SIZE = 500
-MAX_PAGES = 100  # 50,000 pods on one node: a LIST paging further is garbled (a token loop)
 
 
 @dataclass
@@ -146,25 +155,20 @@ class Drainer:
     async def list_pods(self, node: str) -> list[PodObs]:
         """Every pod bound to `node`, unreadable ones included (marked). Raises ApiError."""
         pods: list[PodObs] = []
-        cont = ""
-        for _ in range(MAX_PAGES):
-            query = [("fieldSelector", f"spec.nodeName={node}"), ("limit", str(PAGE_SIZE))]
-            if cont:
-                query.append(("continue", cont))
-            body = await self._kube.request("GET", "/api/v1/pods", query=query)
-            # A real PodList always has both (`kube.request` wraps a bare JSON array as
-            # {"items": [...]}: no metadata, so that is no list of pods either).
-            items, meta = body.get("items"), body.get("metadata")
-            if not isinstance(items, list) or not isinstance(meta, Mapping):
-                raise _bad_list("items is not a list or metadata not an object")
-            nxt = meta.get("continue")
-            if nxt is not None and not isinstance(nxt, str):
-                raise _bad_list("metadata.continue is not a string")
+
+        def page(items: list[Any], first: bool) -> None:
+            if first:
+                pods.clear()
             pods.extend(parse_pod(p, node) for p in items)
-            if not nxt:
-                return pods
-            cont = nxt
-        raise _bad_list(f"more than {MAX_PAGES} pages")
+
+        query = [("fieldSelector", f"spec.nodeName={node}")]
+        try:
+            # An absent or null `items` is a BadList: it would make the node look empty.
+            await list_pages(self._kube, "/api/v1/pods", page, page_size=PAGE_SIZE, query=query)
+        except BadList:
+            MALFORMED_OBJECTS.labels("pods", BAD_LIST).inc()
+            raise
+        return pods
 
     async def drain(
         self,
@@ -322,11 +326,11 @@ class Drainer:
         path = f"{_pod_path(pod)}/eviction"
         try:
             await self._kube.request("POST", path, body=body)
+        except (NotFound, Conflict):  # gone, or replaced by a new pod of the same name
+            ACTIONS.labels("evict", "gone").inc()
+            return
         except ApiError as exc:
-            if exc.code in {404, 409}:  # gone, or replaced by a new pod of the same name
-                ACTIONS.labels("evict", "gone").inc()
-                return
-            if exc.code == 429:
+            if isinstance(exc, TooManyRequests):
                 ACTIONS.labels("evict", "pdb-blocked").inc()
                 retry.pdb = True
                 ctx.blocked(PDB_BLOCKED)
@@ -338,7 +342,7 @@ class Drainer:
                     delay,
                 )
                 return
-            if exc.code == 500 and "more than one" in exc.message.lower():
+            if multiple_pdbs(exc):
                 ACTIONS.labels("evict", "permanent-error").inc()
                 ctx.blocked(MULTIPLE_PDBS)
                 retry.permanent = exc.message
@@ -362,10 +366,10 @@ class Drainer:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod.uid}}
         try:
             await self._kube.request("DELETE", path, body=body)
-        except ApiError as exc:
-            if exc.code in {404, 409}:  # gone, or replaced by a new pod of the same name
-                ACTIONS.labels("force-delete", "gone").inc()
-                return
+        except (NotFound, Conflict):  # gone, or replaced by a new pod of the same name
+            ACTIONS.labels("force-delete", "gone").inc()
+            return
+        except ApiError:
             ACTIONS.labels("force-delete", "error").inc()
             raise
         ACTIONS.labels("force-delete", "ok").inc()
@@ -380,8 +384,3 @@ def _named(pod: PodObs) -> str:
 def _pod_path(pod: PodObs) -> str:
     ns, name = quote(pod.namespace, safe=""), quote(pod.name, safe="")
     return f"/api/v1/namespaces/{ns}/pods/{name}"
-
-
-def _bad_list(what: str) -> ApiError:
-    MALFORMED_OBJECTS.labels("pods", BAD_LIST).inc()
-    return ApiError(0, "BadList", what, verb="LIST", path="/api/v1/pods")

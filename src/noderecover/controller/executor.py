@@ -57,7 +57,16 @@ from noderecover.core.machine import (
 )
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
 from noderecover.core.settings import Config
-from noderecover.kube.client import JSON_PATCH, MERGE_PATCH, ApiError, KubeClient, NotLeader
+from noderecover.kube.client import (
+    JSON_PATCH,
+    MERGE_PATCH,
+    ApiError,
+    Conflict,
+    Invalid,
+    KubeClient,
+    NotFound,
+    NotLeader,
+)
 
 log = logging.getLogger("noderecover.controller.executor")
 
@@ -159,10 +168,8 @@ class Executor:
         """
         try:
             raw = await self._kube.request("GET", self._path(node))
-        except ApiError as exc:
-            if exc.code == 404:
-                return None
-            raise
+        except NotFound:
+            return None
         obs = parse_node(raw, self._cfg.relevant_labels, self._cfg.kept_conditions)
         if obs.uid and obs.uid != uid:
             return None  # another node under this name: whatever it looks like, not ours
@@ -182,7 +189,7 @@ class Executor:
         return True
 
     async def _merge(self, node: str, uid: str, body: dict[str, Any]) -> None:
-        """A merge patch that applies only to the node with this uid (409 -> NodeReplaced)."""
+        """A merge patch that applies only to the node with this uid (Conflict -> NodeReplaced)."""
         meta = {**body.get("metadata", {}), "uid": uid}
         try:
             await self._kube.request(
@@ -191,10 +198,8 @@ class Executor:
                 body={**body, "metadata": meta},
                 content_type=MERGE_PATCH,
             )
-        except ApiError as exc:
-            if exc.code == 409:
-                raise NodeReplaced(node) from exc
-            raise
+        except Conflict as exc:
+            raise NodeReplaced(node) from exc
 
     async def evidence(self, action: Action, *, destructive: bool = True) -> Evidence:
         """Read the node (and, for a destructive step on a silent node, its heartbeat Lease)
@@ -281,10 +286,8 @@ class Executor:
                     action.uid,
                     {"metadata": {"annotations": annotations_for(action.success)}},
                 )
-            except ApiError as exc:
-                if exc.code == 404:
-                    return Result(Outcome.GONE)
-                raise
+            except NotFound:
+                return Result(Outcome.GONE)
             ACTIONS.labels("annotate", "ok").inc()
         return Result(Outcome.OK)
 
@@ -408,7 +411,10 @@ class Executor:
                 assert fresh is not None
                 try:
                     if taints and not fresh.has_taint(OUT_OF_SERVICE_KEY):
-                        written = await self._add_taint(action, fresh)
+                        try:
+                            written = await self._add_taint(action, fresh)
+                        except Invalid:
+                            continue  # the node changed since `fresh`: as on a Conflict
                         ours = True  # from here on, even if a later write fails (dry-run: as if)
                         if written and self._write_allowed("annotate", action.node):
                             await self._annotate_removed(action, ours)
@@ -434,11 +440,9 @@ class Executor:
                         log.warning("deleted node %s", action.node)
                     result = Result(Outcome.OK)
                     break
-                except ApiError as exc:
-                    if exc.code == 409:
-                        continue  # changed under us: re-read, re-check health, try again
-                    if exc.code != 404:
-                        raise
+                except Conflict:
+                    continue  # changed under us: re-read, re-check health, try again
+                except NotFound:
                     result = Result(Outcome.OK)
                     break
         except NodeReplaced:
@@ -456,7 +460,10 @@ class Executor:
         )
 
     async def _add_taint(self, action: Action, fresh: NodeObs) -> bool:
-        """Add the out-of-service taint (rv-guarded). False in dry-run: nothing written."""
+        """Add the out-of-service taint (rv-guarded). False in dry-run: nothing written.
+
+        Raises Invalid when the node changed since `fresh` (the patch's test op failed).
+        """
         if not self._write_allowed("taint", action.node):
             return False
         ops: list[dict[str, Any]] = [
@@ -466,14 +473,9 @@ class Executor:
             ops.append({"op": "add", "path": "/spec/taints/-", "value": OUT_OF_SERVICE_TAINT})
         else:
             ops.append({"op": "add", "path": "/spec/taints", "value": [OUT_OF_SERVICE_TAINT]})
-        try:
-            await self._kube.request(
-                "PATCH", self._path(action.node), body=ops, content_type=JSON_PATCH
-            )
-        except ApiError as exc:
-            if exc.code == 422:  # the test op failed: the node changed, like a 409
-                raise ApiError(409, "Conflict", exc.message) from exc
-            raise
+        await self._kube.request(
+            "PATCH", self._path(action.node), body=ops, content_type=JSON_PATCH
+        )
         return True
 
     async def _restore(self, action: Action, rec: Record) -> Result:
@@ -502,10 +504,8 @@ class Executor:
                     await self._kube.request(
                         "PATCH", self._path(action.node), body=ops, content_type=JSON_PATCH
                     )
-                except ApiError as exc:
-                    if exc.code == 422:
-                        return Result(Outcome.FAILED, 0.5, "node changed; retrying")
-                    raise
+                except Invalid:  # a test op failed: the node changed since `fresh`
+                    return Result(Outcome.FAILED, 0.5, "node changed; retrying")
                 ACTIONS.labels("untaint", "ok").inc()
         body: dict[str, Any] = {"metadata": {"annotations": annotations_for(action.success)}}
         if rec.cordoned and fresh.unschedulable:

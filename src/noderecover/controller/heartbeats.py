@@ -25,7 +25,7 @@ import anyio
 from noderecover.base.clock import Clock, Timeline, wait_event
 from noderecover.core.nodes import parse_time
 from noderecover.core.settings import Config
-from noderecover.kube.client import ApiError, KubeClient
+from noderecover.kube.client import ApiError, KubeClient, NotFound
 
 log = logging.getLogger("noderecover.controller.heartbeats")
 
@@ -79,10 +79,10 @@ class Heartbeats:
         """GET a node's Lease and note its renewTime; False if it could not be read."""
         try:
             lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}")
+        except NotFound:
+            self.leases[name] = Seen("", float("-inf"), False)  # no Lease: nothing renews it
+            return True
         except ApiError as exc:
-            if exc.code == 404:
-                self.leases[name] = Seen("", float("-inf"), False)  # nothing renews it
-                return True
             log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
             return False
         spec = lease.get("spec")

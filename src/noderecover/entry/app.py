@@ -9,11 +9,9 @@ import random
 import signal
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import anyio
-from kubernetes_asyncio import config as kconfig
-from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client import ApiClient
 
 from noderecover import __version__
 from noderecover.base.clock import Clock, SystemClock
@@ -24,91 +22,36 @@ from noderecover.entry.httpserver import HttpServer
 from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.election import ElectionConfig, LeaderElector, default_identity
 from noderecover.kube.events import EventRecorder
+from noderecover.kube.kubeconfig import KubeconfigError, first_line, in_cluster, load_api_client
 
 log = logging.getLogger("noderecover")
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def in_cluster() -> bool:
-    return "KUBERNETES_SERVICE_HOST" in os.environ
-
-
 async def load_client(cfg: Config) -> ApiClient:
-    """An ApiClient from --kubeconfig, in-cluster config, $KUBECONFIG or ~/.kube/config.
+    """The ApiClient of --kubeconfig / --context (see kube.kubeconfig for the order).
 
     Raises BadFlag naming the kubeconfig when it cannot be read or parsed, when its server is
     not an http(s) URL, or when its exec credential plugin fails (a configuration error, not a
     retry: it would never get better). A well-formed but unreachable server is not checked
     here: that is retried with backoff.
     """
-    conf = Configuration()
-    if cfg.kubeconfig is None and in_cluster():
-        try:
-            kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
-        except Exception as exc:  # ConfigException: token/CA file missing, host/port empty
-            raise BadFlag(
-                f"in-cluster config (KUBERNETES_SERVICE_HOST): {_first_line(exc)}"
-            ) from None
-        _check_server(conf.host, "in-cluster config (KUBERNETES_SERVICE_HOST/_PORT)")
-        return ApiClient(conf)
-    path = (
-        cfg.kubeconfig
-        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        or str(Path.home() / ".kube" / "config")
-    )
     if cfg.kubeconfig:
         where = cfg.source("kubeconfig")
     else:
         where = "KUBECONFIG" if os.environ.get("KUBECONFIG") else "--kubeconfig"
-    if not os.access(path, os.R_OK):
-        raise BadFlag(f"{where}: cannot read {path}")
-    # The loader logs its own error line before raising (an exec plugin that is missing, say):
-    # the one line about it is ours.
-    loader_log = logging.getLogger("kubernetes_asyncio.config.kube_config")
-    was_disabled, loader_log.disabled = loader_log.disabled, True
     try:
-        await kconfig.load_kube_config(
-            config_file=path, context=cfg.context, client_configuration=conf, persist_config=False
-        )
-    except FileNotFoundError as exc:
-        if exc.filename:  # a file the kubeconfig names (certificate-authority, ...)
-            why = f"{exc.strerror}: {exc.filename}"
-        else:  # starting the exec credential plugin: the error names no file
-            why = f"exec credential plugin not found ({exc.strerror or exc})"
-        raise BadFlag(f"{where}: {path}: {why}") from None
-    except Exception as exc:  # the loader raises many types for bad files
-        raise BadFlag(f"{where}: {path}: {_first_line(exc)}") from None
-    finally:
-        loader_log.disabled = was_disabled
-    _check_server(conf.host, f"{where}: {path}")
-    return ApiClient(conf)
+        return await load_api_client(cfg.kubeconfig, cfg.context, where)
+    except KubeconfigError as exc:
+        raise BadFlag(str(exc)) from None
 
 
 def _os_reason(exc: OSError) -> str:
     """'Address already in use', 'Name or service not known'... (one line, no traceback)."""
     if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
-        return _first_line(exc) if not exc.strerror else exc.strerror
+        return first_line(exc) if not exc.strerror else exc.strerror
     return os.strerror(exc.errno)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
-
-
-def _check_server(host: str | None, where: str) -> None:
-    """BadFlag unless the API server address is an absolute http(s) URL with a host."""
-    host = host or ""
-    ok = host.isascii() and host.isprintable() and not any(c.isspace() for c in host)
-    try:
-        url = urlsplit(host)
-        ok = ok and url.scheme in {"http", "https"} and bool(url.hostname)
-        _ = url.port  # ValueError when not a number in 0-65535
-    except ValueError:
-        ok = False
-    if not ok:
-        raise BadFlag(f"{where}: cluster server {host[:100]!r} is not an http(s) URL")
 
 
 IDENTITY_MAX = 253

@@ -515,15 +515,20 @@ def _cross_check(cfg: Config, source: Mapping[str, str], given: frozenset[str]) 
             return BadFlag(f"{source[b]}: {b_says}")
         return BadFlag(f"{source[a]}: {a_says}")
 
+    # Imported here: the kube layer (aiohttp, orjson, prometheus_client) costs ~0.4 s, which
+    # `--help`, `--version` and a flag refused by its own parser never need.
+    from noderecover.kube.election import LeaseTiming, lease_timing_broken
+
     lease, renew, retry = cfg.lease_duration, cfg.renew_deadline, cfg.retry_period
-    if not lease > renew:
+    broken = lease_timing_broken(lease, renew, retry)
+    if broken is LeaseTiming.DURATION_OVER_DEADLINE:
         raise conflict(
             "lease_duration",
             f"must be greater than {source['renew_deadline']} ({lease:g}s <= {renew:g}s)",
             "renew_deadline",
             f"must be less than {source['lease_duration']} ({renew:g}s >= {lease:g}s)",
         )
-    if not renew > 1.2 * retry:
+    if broken is LeaseTiming.DEADLINE_OVER_RETRIES:
         raise conflict(
             "renew_deadline",
             f"must be greater than 1.2 x {source['retry_period']} ({renew:g}s <= 1.2 x {retry:g}s)",

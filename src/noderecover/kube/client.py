@@ -7,7 +7,11 @@ what it is good at: kubeconfig / in-cluster loading, TLS, bearer-token refresh.
 Invariants:
 - Every call has a deadline: `timeout` (total) for requests, connect + per-read timeouts for
   streams. kubernetes_asyncio >= 32 has no default timeout, so nothing here is unbounded.
-- Non-2xx answers raise `ApiError` with the HTTP code, the Status reason and Retry-After.
+- Non-2xx answers raise `ApiError` with the HTTP code, the Status reason and Retry-After;
+  `api_error` (the one place an error is built from a status) picks the subclass callers
+  catch: NotFound (404), Conflict (409), Gone (410), Invalid (422), TooManyRequests (429).
+  Callers outside this module tell errors apart by type, never by comparing `code`, which
+  stays for metrics and messages.
 - Transport failures and timeouts raise `ApiError` with code 0, so callers retry one type.
 - With a `write_deadline` (the leader's: the monotonic time before which its Lease cannot pass
   to another replica), every write (any method but GET) ends by that deadline: its timeout
@@ -69,6 +73,54 @@ class ApiError(Exception):
         return self.code in {0, 429} or self.code >= 500
 
 
+class NotFound(ApiError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class Conflict(ApiError):
+    """409: a precondition (uid, resourceVersion) failed, or the object already exists."""
+
+
+class Gone(ApiError):
+    """410: a resourceVersion or continue token is too old (events were lost)."""
+
+
+class Invalid(ApiError):
+    """422: the request was refused as invalid; for a JSON patch, a failed `test` op too."""
+
+
+class TooManyRequests(ApiError):
+    """429: throttled, or an eviction refused by a PodDisruptionBudget."""
+
+
+_BY_CODE: dict[int, type[ApiError]] = {
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: Invalid,
+    429: TooManyRequests,
+}
+
+
+def api_error(
+    code: int,
+    reason: str = "",
+    message: str = "",
+    retry_after: float | None = None,
+    verb: str = "",
+    path: str = "",
+) -> ApiError:
+    """The error for an answer with HTTP status `code` (0: no answer): the subclass of
+    ApiError that callers catch for that status, else ApiError itself."""
+    return _BY_CODE.get(code, ApiError)(code, reason, message, retry_after, verb, path)
+
+
+def multiple_pdbs(exc: ApiError) -> bool:
+    """An eviction refused because more than one PodDisruptionBudget selects the pod: the API
+    server answers 500 with that message, and retrying cannot help until the PDBs change."""
+    return exc.code == 500 and "more than one" in exc.message.lower()
+
+
 class WriteRefused(ApiError):
     """A write not sent: no time is left before the Lease could pass to another replica.
 
@@ -113,7 +165,7 @@ def _error_from(
             status = parsed
     reason = str(status.get("reason", "")) if status else ""
     message = str(status.get("message", "")) if status else body[:200].decode("utf-8", "replace")
-    return ApiError(code, reason, message, _retry_after(headers, status), verb, path)
+    return api_error(code, reason, message, _retry_after(headers, status), verb, path)
 
 
 class KubeClient:
@@ -270,7 +322,7 @@ class KubeClient:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             API_ERRORS.labels(method.lower(), str(resp.status)).inc()
-            raise ApiError(resp.status, "BadBody", str(exc), None, method, path) from exc
+            raise api_error(resp.status, "BadBody", str(exc), None, method, path) from exc
         return parsed if isinstance(parsed, dict) else {"items": parsed}
 
     @contextlib.asynccontextmanager

@@ -42,7 +42,7 @@ import anyio
 
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
-from noderecover.kube.client import JSON, ApiError, KubeClient
+from noderecover.kube.client import JSON, ApiError, Conflict, KubeClient, NotFound
 
 log = logging.getLogger("noderecover.kube.election")
 
@@ -66,6 +66,30 @@ def default_identity() -> str:
     return f"{socket.gethostname()}_{secrets.token_hex(4)}"
 
 
+class LeaseTiming(Enum):
+    """The two halves of the Lease timing rule, lease_duration > renew_deadline >
+    JITTER_FACTOR x retry_period:
+    - the leader steps down at its renew deadline, before any other candidate may take the
+      Lease (it waits the lease duration), so two replicas never act at once;
+    - a renewal retried after at most JITTER_FACTOR x retry_period still fits in the deadline.
+    """
+
+    DURATION_OVER_DEADLINE = "lease_duration > renew_deadline"
+    DEADLINE_OVER_RETRIES = "renew_deadline > 1.2 x retry_period"
+
+
+def lease_timing_broken(
+    lease_duration: float, renew_deadline: float, retry_period: float
+) -> LeaseTiming | None:
+    """The first half of the Lease timing rule these durations break, None when they keep it.
+    The one statement of the rule: ElectionConfig.validate and the flag check both call it."""
+    if not lease_duration > renew_deadline:
+        return LeaseTiming.DURATION_OVER_DEADLINE
+    if not renew_deadline > JITTER_FACTOR * retry_period:
+        return LeaseTiming.DEADLINE_OVER_RETRIES
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ElectionConfig:
     lease_name: str
@@ -82,12 +106,13 @@ class ElectionConfig:
             raise ValueError("--lease-namespace: must not be empty")
         if not self.retry_period > 0:
             raise ValueError(f"--retry-period: must be positive, got {self.retry_period:g}s")
-        if not self.lease_duration > self.renew_deadline:
+        broken = lease_timing_broken(self.lease_duration, self.renew_deadline, self.retry_period)
+        if broken is LeaseTiming.DURATION_OVER_DEADLINE:
             raise ValueError(
                 f"--lease-duration: must be greater than --renew-deadline "
                 f"({self.lease_duration:g}s <= {self.renew_deadline:g}s)"
             )
-        if not self.renew_deadline > JITTER_FACTOR * self.retry_period:
+        if broken is LeaseTiming.DEADLINE_OVER_RETRIES:
             raise ValueError(
                 f"--renew-deadline: must be greater than 1.2 x --retry-period "
                 f"({self.renew_deadline:g}s <= 1.2 x {self.retry_period:g}s)"
@@ -299,8 +324,8 @@ class LeaderElector:
         try:
             return await self._try_acquire_or_renew(deadline)
         except ApiError as exc:
-            # Kept at debug for 409s (a normal race), info otherwise.
-            level = logging.DEBUG if exc.code == 409 else logging.INFO
+            # Kept at debug for conflicts (a normal race), info otherwise.
+            level = logging.DEBUG if isinstance(exc, Conflict) else logging.INFO
             log.log(level, "lease attempt failed: %s", exc)
             return _Try.FAILED
 
@@ -320,9 +345,7 @@ class LeaderElector:
         # 2. Read the current record; create the Lease if there is none.
         try:
             current = await self._call("GET", self._item, deadline)
-        except ApiError as exc:
-            if exc.code != 404:
-                raise
+        except NotFound:
             return await self._create(deadline)
         self._observe(current)
         record = _Record.of(current)
@@ -352,11 +375,9 @@ class LeaderElector:
         sent = self._clock.monotonic()
         try:
             lease = await self._call("POST", self._collection, deadline, body)
-        except ApiError as exc:
-            if exc.code == 409:  # another candidate created it first
-                log.debug("lease was created by another candidate")
-                return _Try.FAILED
-            raise
+        except Conflict:  # another candidate created it first
+            log.debug("lease was created by another candidate")
+            return _Try.FAILED
         self._accepted(lease, sent)
         return _Try.OK
 
@@ -431,9 +452,7 @@ class LeaderElector:
             body = self._released(lease)
             try:
                 self._lease = await self._call("PUT", self._item, deadline, body)
-            except ApiError as exc:
-                if exc.code != 409:
-                    raise
+            except Conflict:
                 # Stale resourceVersion (e.g. a renewal applied after its timeout):
                 # re-read, and release only if the record still names us.
                 lease = await self._call("GET", self._item, deadline)

@@ -30,7 +30,7 @@ import anyio
 from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import EVENTS_DROPPED
-from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
+from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient, NotFound
 
 log = logging.getLogger("noderecover.kube.events")
 
@@ -277,7 +277,7 @@ class EventRecorder:
                 )
                 return True
             except ApiError as exc:
-                if exc.code == 404 and not missing_ok:
+                if isinstance(exc, NotFound) and not missing_ok:
                     raise _Gone from exc
                 if not exc.retryable or attempt == self._attempts:
                     log.warning("event dropped after %d attempt(s): %s", attempt, exc)

@@ -3,7 +3,8 @@
 Modelled on client-go's reflector and kopf's `_cogs/clients/watching.py`.
 
 Invariants:
-- The first LIST (paginated) completes before `synced` is set; a WATCH always starts from the
+- The first LIST (paginated by kube.paging: a 410 on a continue token starts it over)
+  completes before `synced` is set; a WATCH always starts from the
   resourceVersion of the last LIST, event or BOOKMARK seen (treated as an opaque string).
 - 410 Gone/Expired, as an HTTP status or an ERROR event, means events were lost: LIST again
   and hand the full set to `on_resync`, which forgets objects missing from it.
@@ -57,7 +58,8 @@ from noderecover.base.metrics import (
     WATCH_RESTARTS,
 )
 from noderecover.core.nodes import MISSING_NAME, NOT_AN_OBJECT
-from noderecover.kube.client import LINE_TOO_LONG, TRUNCATED, ApiError, KubeClient
+from noderecover.kube.client import LINE_TOO_LONG, TRUNCATED, ApiError, Gone, KubeClient
+from noderecover.kube.paging import BadList, list_pages
 
 T = TypeVar("T")
 log = logging.getLogger("noderecover.kube.watching")
@@ -171,7 +173,7 @@ class Watcher(Generic[T]):
                 else:
                     reason = "error"
                 WATCH_RESTARTS.labels(self.resource, reason).inc()
-                if exc.code == 410:
+                if isinstance(exc, Gone):
                     need_list = True
                     continue
                 if reason == "silent":
@@ -184,25 +186,10 @@ class Watcher(Generic[T]):
 
     async def _list(self) -> None:
         items: list[tuple[str, T]] = []
-        cont = ""
-        while True:
-            query = [("limit", str(PAGE_SIZE))]
-            if cont:
-                query.append(("continue", cont))
-            try:
-                body = await self._kube.request("GET", self._path, query=query)
-            except ApiError as exc:
-                if exc.code == 410 and cont:
-                    # The continue token expired mid-pagination: start the LIST over.
-                    items, cont = [], ""
-                    continue
-                raise
-            raw_items = body.get("items")
-            meta = body.get("metadata")
-            if raw_items is None:
-                raw_items = []
-            if not isinstance(raw_items, list) or not isinstance(meta, dict):
-                raise self._bad_list("items is not a list or metadata not an object")
+
+        def page(raw_items: list[Any], first: bool) -> None:
+            if first:
+                items.clear()
             for raw in raw_items:
                 key = self._key(raw)
                 if key is None:
@@ -210,15 +197,13 @@ class Watcher(Generic[T]):
                 value = self._parse(raw)
                 if value is not None:
                     items.append((key, value))
-            cont = meta.get("continue") or ""
-            if not isinstance(cont, str):
-                raise self._bad_list("metadata.continue is not a string")
-            if not cont:
-                rv = meta.get("resourceVersion")
-                if not isinstance(rv, str) or not rv:
-                    raise self._bad_list("no metadata.resourceVersion")
-                self.resource_version = rv
-                break
+
+        # An absent or null `items` reads as no items: an empty view acts on nothing.
+        meta = await list_pages(self._kube, self._path, page, page_size=PAGE_SIZE, null_items=True)
+        rv = meta.get("resourceVersion")
+        if not isinstance(rv, str) or not rv:
+            raise BadList("no metadata.resourceVersion", self._path)
+        self.resource_version = rv
         self._on_resync(items)
         self.lists += 1
         self.synced = True
@@ -247,9 +232,9 @@ class Watcher(Generic[T]):
                     async for line in lines:
                         self._handle(line)
                 return "timeout"
+            except Gone as exc:
+                raise _Expired from exc
             except ApiError as exc:
-                if exc.code == 410:
-                    raise _Expired from exc
                 if exc.reason in {TRUNCATED, LINE_TOO_LONG}:
                     self._count_bad("truncated" if exc.reason == TRUNCATED else "line-too-long")
                     raise _Broken("bad-event", 0, exc.reason, exc.message, self._path) from exc
@@ -334,9 +319,6 @@ class Watcher(Generic[T]):
 
     def _count_bad(self, reason: str) -> None:
         WATCH_BAD_EVENTS.labels(self.resource, reason).inc()
-
-    def _bad_list(self, what: str) -> ApiError:
-        return ApiError(0, "BadList", what, verb="LIST", path=self._path)
 
 
 def _resource_version(obj: object) -> str | None:
