@@ -1,8 +1,10 @@
-"""Bounded exponential backoff with full jitter (AWS architecture blog's "full jitter").
+"""Bounded exponential backoff with jitter.
 
 Every retry loop in noderecover draws its delays from a `Backoff`: the delay grows by
-`factor` per failure up to `cap`, and a random fraction of it is used so that replicas and
-nodes do not retry in lockstep. `reset()` after a success.
+`factor` per failure up to `cap`, and the `jitter` fraction of it is random. The default
+0.5 is "equal jitter" (half fixed, half random: never less than half the nominal delay);
+1.0 would be "full jitter". Replicas and nodes so never retry in lockstep, and a delay is
+never unbounded. `reset()` after a success.
 """
 
 from __future__ import annotations
