@@ -35,14 +35,17 @@ def new_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def sh(cmd: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in a shell where ``python3`` is this interpreter; fail with its output
-    unless it exits 0."""
+def run(
+    argv: str | list[str | Path], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (a list, or a shell line) in ``cwd`` where ``python3`` is this interpreter
+    and nothing of this checkout is on the import path; the caller checks the exit code."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)  # only what the install put into the venv may be imported
-    proc = subprocess.run(
-        cmd,
-        shell=True,
+    shell = isinstance(argv, str)
+    return subprocess.run(
+        argv if isinstance(argv, str) else [str(a) for a in argv],
+        shell=shell,
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -50,23 +53,10 @@ def sh(cmd: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess
         timeout=timeout,
         check=False,
     )
+
+
+def sh(cmd: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the shell line ``cmd`` as :func:`run` does; fail with its output unless it exits 0."""
+    proc = run(cmd, cwd, timeout)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     return proc
-
-
-def run(
-    argv: list[str | Path], cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` in ``cwd`` without this checkout's import path; the caller checks the
-    exit code."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(
-        [str(a) for a in argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
