@@ -46,6 +46,7 @@ from typing import Any
 
 from noderecover_testkit import build
 from noderecover_testkit.cluster import KWOK_NODE_ANNOTATION, TestCluster
+from noderecover_testkit.processes import free_port
 
 from bench.clusterkit import (
     JSON,
@@ -55,7 +56,6 @@ from bench.clusterkit import (
     Proc,
     Traffic,
     WatchThread,
-    free_port,
     liberator,
     noderecover,
     ready_status,

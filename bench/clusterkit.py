@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import http.client
 import json
 import os
@@ -26,20 +25,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.fixtures import rfc3339
+from noderecover_testkit.processes import free_port, metric_sum, replica_argv, start
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------- API
@@ -117,7 +108,7 @@ class Api:
         self.set_ready(name, "True")
 
     def set_ready(self, name: str, status: str) -> JSON:
-        when = now_rfc3339()
+        when = rfc3339()
         reason = {"True": "KubeletReady", "False": "KubeletNotReady"}.get(
             status, "NodeStatusUnknown"
         )
@@ -444,19 +435,8 @@ class Proc:
             conn.close()
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples matching ``labels`` (text format, no parser needed)."""
-        _, text = self.http("/metrics")
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric, _, lab = head.partition("{")
-            if metric != name:
-                continue
-            if all(f'{k}="{v}"' in lab for k, v in labels.items()):
-                total += float(value)
-        return total
+        """Sum of a metric's samples matching ``labels`` (0 when absent or not answering)."""
+        return metric_sum(self.http("/metrics")[1], name, **labels)
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Poll /readyz every 20 ms; return the monotonic time it first answered 200."""
@@ -489,20 +469,9 @@ class Proc:
 def spawn(
     name: str, argv: list[str], logdir: Path, *, env: Mapping[str, str] | None = None
 ) -> Proc:
-    log = logdir / f"{name}.log"
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("KUBECONFIG", None)
     t = time.monotonic()
-    popen = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=full_env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    return Proc(name, popen, t, log)
+    log = logdir / f"{name}.log"
+    return Proc(name, start(argv, log, env=env, cwd=ROOT), t, log)
 
 
 def noderecover(
@@ -513,20 +482,9 @@ def noderecover(
     identity: str | None = None,
 ) -> Proc:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "noderecover",
-        "run",
-        "--kubeconfig",
-        str(kubeconfig),
-        "--http-bind",
-        f"127.0.0.1:{port}",
-        "--log-format",
-        "json",
-        *flags,
-    ]
-    p = spawn(name, argv, logdir, env={"POD_NAME": identity or name})
+    p = spawn(
+        name, replica_argv(kubeconfig, port, *flags), logdir, env={"POD_NAME": identity or name}
+    )
     p.http_port = port
     return p
 

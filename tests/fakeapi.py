@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from noderecover_testkit.fixtures import CONDITIONS, make_node, micro_rfc3339, rfc3339
 
 JSON = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
@@ -115,16 +116,6 @@ def _clone(obj: _T) -> _T:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def rfc3339(t: dt.datetime) -> str:
-    """metav1.Time: second precision, 'Z'."""
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def microtime(t: dt.datetime) -> str:
-    """metav1.MicroTime: exactly six fractional digits, 'Z'."""
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _go_bool(value: str) -> bool:
@@ -768,7 +759,7 @@ class FakeKube:
                     f'parsing time "{value}" as "{MICROTIME_LAYOUT}": '
                     f"cannot parse {value!r} as {MICROTIME_LAYOUT!r}",
                 )
-            spec[fname] = microtime(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+            spec[fname] = micro_rfc3339(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
         for fname, low in (("leaseDurationSeconds", 1), ("leaseTransitions", 0)):
             value = spec.get(fname)
             if value is not None and (not isinstance(value, int) or value < low):
@@ -1279,7 +1270,9 @@ class FakeKube:
         last_transition_time: dt.datetime | None = None,
     ) -> JSON:
         """Create a realistic Node (~6 KB). taints=None derives the lifecycle taints."""
-        node = _make_node(name, labels or {}, annotations or {}, unschedulable)
+        node = make_node(
+            name, ready=None, labels=labels, annotations=annotations, unschedulable=unschedulable
+        )
         _set_conditions(node, ready, reason, last_transition_time or _now(), taints is None)
         if taints is not None:
             node["spec"]["taints"] = _clone(taints)
@@ -1393,7 +1386,7 @@ class FakeKube:
             "spec": {
                 "holderIdentity": name,
                 "leaseDurationSeconds": duration,
-                "renewTime": microtime(renew_time or _now()),
+                "renewTime": micro_rfc3339(renew_time or _now()),
             },
         }
         return _clone(self._create(self.stores["leases"], lease))
@@ -1401,7 +1394,7 @@ class FakeKube:
     def renew_node_lease(self, name: str, at: dt.datetime | None = None) -> JSON:
         store = self.stores["leases"]
         cur = store.get("kube-node-lease", name)
-        new = merge_patch(cur, {"spec": {"renewTime": microtime(at or _now())}})
+        new = merge_patch(cur, {"spec": {"renewTime": micro_rfc3339(at or _now())}})
         return _clone(self._write(store, "MODIFIED", new, cur))
 
     def get_lease(self, namespace: str, name: str) -> JSON | None:
@@ -1450,14 +1443,6 @@ def _ready(node: JSON) -> str:
     return "Unknown"
 
 
-_CONDITIONS = {  # condition type -> healthy reason, message
-    "MemoryPressure": ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-    "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-    "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-    "Ready": ("KubeletReady", "kubelet is posting ready status"),
-}
-
-
 def _set_conditions(
     node: JSON, ready: str, reason: str | None, when: dt.datetime, update_taints: bool
 ) -> None:
@@ -1465,7 +1450,7 @@ def _set_conditions(
         raise ValueError(f"bad Ready status {ready!r}")
     old = {c["type"]: c for c in node["status"].get("conditions", [])}
     conditions = []
-    for ctype, (ok_reason, ok_msg) in _CONDITIONS.items():
+    for ctype, (ok_reason, ok_msg) in CONDITIONS.items():
         status, why, msg = ("True" if ctype == "Ready" else "False"), ok_reason, ok_msg
         if ready == "Unknown":
             status, why = "Unknown", "NodeStatusUnknown"
@@ -1501,106 +1486,6 @@ def _set_conditions(
             node["spec"]["taints"] = taints
         else:
             node["spec"].pop("taints", None)
-
-
-def _make_node(
-    name: str, labels: dict[str, str], annotations: dict[str, str], unschedulable: bool
-) -> JSON:
-    n = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
-    ip = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255 or 1}"
-    images = [
-        ("registry.k8s.io/kube-proxy", "v1.34.1", 30_000_000),
-        ("docker.io/calico/node", "v3.30.3", 150_000_000),
-        ("docker.io/calico/cni", "v3.30.3", 95_000_000),
-        ("registry.k8s.io/coredns/coredns", "v1.12.1", 22_000_000),
-        ("registry.k8s.io/pause", "3.10.1", 320_000),
-        ("quay.io/prometheus/node-exporter", "v1.9.1", 12_000_000),
-        ("docker.io/library/mysql", "8.4.6", 230_000_000),
-        ("docker.io/library/postgres", "17.6", 160_000_000),
-        ("docker.io/library/nginx", "1.29.1", 72_000_000),
-        ("registry.k8s.io/ingress-nginx/controller", "v1.13.2", 110_000_000),
-        ("docker.io/fluent/fluent-bit", "4.0.7", 40_000_000),
-        ("registry.k8s.io/sig-storage/csi-node-driver-registrar", "v2.14.0", 11_000_000),
-        ("registry.k8s.io/sig-storage/livenessprobe", "v2.16.0", 10_000_000),
-        ("docker.io/library/redis", "8.2.1", 50_000_000),
-    ]
-    return {
-        "metadata": {
-            "name": name,
-            "labels": {
-                "beta.kubernetes.io/arch": "amd64",
-                "beta.kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "node.kubernetes.io/instance-type": "m6i.xlarge",
-                "topology.kubernetes.io/region": "eu-west-1",
-                "topology.kubernetes.io/zone": f"eu-west-1{'abc'[n % 3]}",
-                **labels,
-            },
-            "annotations": {
-                "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                "csi.volume.kubernetes.io/nodeid": orjson.dumps(
-                    {"ebs.csi.aws.com": f"i-0{n:015x}"}
-                ).decode(),
-                **annotations,
-            },
-        },
-        "spec": {
-            "podCIDR": f"192.168.{n % 250}.0/24",
-            "podCIDRs": [f"192.168.{n % 250}.0/24"],
-            "providerID": f"aws:///eu-west-1a/i-0{n:015x}",
-            **({"unschedulable": True} if unschedulable else {}),
-        },
-        "status": {
-            "capacity": {
-                "cpu": "4",
-                "ephemeral-storage": "104845292Ki",
-                "hugepages-1Gi": "0",
-                "hugepages-2Mi": "0",
-                "memory": "16069060Ki",
-                "pods": "110",
-            },
-            "allocatable": {
-                "cpu": "3920m",
-                "ephemeral-storage": "95551679124",
-                "hugepages-1Gi": "0",
-                "hugepages-2Mi": "0",
-                "memory": "15048132Ki",
-                "pods": "110",
-            },
-            "conditions": [],
-            "addresses": [
-                {"type": "InternalIP", "address": ip},
-                {"type": "Hostname", "address": name},
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {
-                "machineID": hashlib.md5(name.encode()).hexdigest(),
-                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
-                "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
-                "kernelVersion": "6.8.0-1036-aws",
-                "osImage": "Ubuntu 24.04.3 LTS",
-                "containerRuntimeVersion": "containerd://2.1.4",
-                "kubeletVersion": "v1.34.1",
-                "kubeProxyVersion": "",
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-            },
-            "images": [
-                {
-                    "names": [
-                        f"{img}@sha256:{hashlib.sha256(img.encode()).hexdigest()}",
-                        f"{img}:{tag}",
-                    ],
-                    "sizeBytes": size,
-                }
-                for img, tag, size in images
-            ],
-        },
-    }
 
 
 def _make_pod(

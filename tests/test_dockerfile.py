@@ -1,19 +1,17 @@
 """No Docker engine runs here: check the Dockerfile's install steps as written, in a clean venv.
 
 The two `RUN` commands marked `# step: wheels` and `# step: install` are taken from the
-Dockerfile verbatim and run with the image paths mapped to a temporary folder.
+Dockerfile verbatim and run with the image paths mapped to a temporary folder. The image holds
+the runtime package only: the test control plane (`testkit/`) is neither copied nor sent.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import sys
-import venv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.venvs import ROOT, copy_checkout, new_venv, run, sh
 
 
 def steps() -> dict[str, str]:
@@ -21,6 +19,16 @@ def steps() -> dict[str, str]:
     found = dict(re.findall(r"# step: (\w+)\nRUN ([^\n]+)", text))
     assert set(found) == {"wheels", "install"}, found
     return found
+
+
+def copied() -> list[str]:
+    """The sources of every COPY from the build context."""
+    text = (ROOT / "Dockerfile").read_text()
+    return [
+        src
+        for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M)
+        for src in line.split()[:-1]
+    ]
 
 
 def test_dockerfile_shape() -> None:
@@ -33,34 +41,32 @@ def test_dockerfile_shape() -> None:
         assert f"org.opencontainers.image.{label}" in text
 
 
+def test_image_holds_the_runtime_package_only() -> None:
+    assert copied() == ["pyproject.toml", "README.md", "src"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for folder in ("testkit", "tests", "bench"):
+        assert folder in ignored, f"{folder} is sent to the Docker build context"
+    assert not (ROOT / "src" / "noderecover_testkit").exists()
+
+
 def test_install_steps_work_as_written(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    src = copy_checkout(tmp_path / "src", *copied())
     wheels, env_dir = tmp_path / "wheels", tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    py = env_dir / "bin" / "python"
+    py = new_venv(env_dir)
 
-    def run(cmd: str, cwd: Path) -> None:
-        cmd = cmd.replace("/wheels", str(wheels)).replace("python -m pip", f"{py} -m pip")
-        proc = subprocess.run(
-            cmd, shell=True, cwd=cwd, capture_output=True, text=True, timeout=900, check=False
-        )
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    def step(name: str, cwd: Path) -> None:
+        cmd = steps()[name]
+        sh(cmd.replace("/wheels", str(wheels)).replace("python -m pip", f"{py} -m pip"), cwd)
 
-    run(steps()["wheels"], src)
+    step("wheels", src)
     assert any(p.name.startswith("noderecover-") for p in wheels.glob("*.whl"))
     assert any(p.name.startswith("uvloop-") for p in wheels.glob("*.whl"))
-    run(steps()["install"], tmp_path)
+    assert not any(p.name.startswith("noderecover_testkit") for p in wheels.glob("*.whl"))
+    step("install", tmp_path)
     assert not wheels.exists()  # removed in the same layer
-    out = subprocess.run(
-        [env_dir / "bin" / "noderecover", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run([env_dir / "bin" / "noderecover", "--version"], tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "noderecover 0.1.0"
+    gone = run([py, "-c", "import noderecover_testkit"], tmp_path)
+    assert gone.returncode == 1 and "ModuleNotFoundError" in gone.stderr
     assert sys.version_info >= (3, 11)

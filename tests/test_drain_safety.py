@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from noderecover_testkit.fixtures import rfc3339
 
 from noderecover.base.metrics import BLOCKED
 from noderecover.core.selectors import parse_selector
 from noderecover.entry.config import Config
 from tests.conftest import Harness
-from tests.fakeapi import FakeKube, RecordedRequest, rfc3339
+from tests.fakeapi import FakeKube, RecordedRequest
 
 Start = Callable[..., Any]
 WORKER = {"node-role.kubernetes.io/worker": ""}

@@ -4,8 +4,6 @@ HTTP endpoints and SIGTERM hand-over, end to end (sub-second timings; polls, no 
 from __future__ import annotations
 
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,15 +12,14 @@ import aiohttp
 import anyio
 import anyio.abc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from noderecover_testkit.processes import (
+    child_env,
+    free_port,
+    metric_samples,
+    replica_argv,
+)
 
 from tests.fakeapi import FakeKube
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kubeconfig(tmp: Path, server: str) -> Path:
@@ -52,10 +49,9 @@ class Replica:
 
     async def leader(self) -> float:
         _, text = await self.get("/metrics")
-        for fam in text_string_to_metric_families(text):
-            if fam.name == "noderecover_leader":
-                return fam.samples[0].value
-        raise AssertionError("no noderecover_leader metric")
+        samples = metric_samples(text, "noderecover_leader")
+        assert samples, "no noderecover_leader metric"
+        return samples[0][1]
 
 
 async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
@@ -75,13 +71,9 @@ async def replicas(kube: FakeKube, tmp_path: Path) -> AsyncIterator[list[Replica
     out: list[Replica] = []
     for name in ("replica-a", "replica-b"):
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "noderecover",
-            "run",
-            "--kubeconfig",
-            str(cfg),
+        argv = replica_argv(
+            cfg,
+            port,
             "--leader-elect",
             "--lease-namespace",
             "default",
@@ -98,16 +90,12 @@ async def replicas(kube: FakeKube, tmp_path: Path) -> AsyncIterator[list[Replica
             "--drain-timeout",
             "0.5s",
             "--no-watch-node-leases",
-            "--http-bind",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
             "--log-level",
             "debug",
-        ]
+        )
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: ASYNC230, SIM115 - test setup
         proc = await anyio.open_process(
-            argv, stdout=log, stderr=log, env={"POD_NAME": name, "PATH": "/usr/bin:/bin"}
+            argv, stdout=log, stderr=log, env=child_env({"POD_NAME": name})
         )
         out.append(Replica(name, proc, port))
     try:
@@ -193,21 +181,10 @@ async def test_unreachable_api_server_is_retried_not_fatal(tmp_path: Path) -> No
     log = tmp_path / "r.log"
     with log.open("wb") as out:
         proc = await anyio.open_process(
-            [
-                sys.executable,
-                "-m",
-                "noderecover",
-                "run",
-                "--kubeconfig",
-                str(cfg),
-                "--http-bind",
-                f"127.0.0.1:{port}",
-                "--log-format",
-                "json",
-            ],
+            replica_argv(cfg, port),
             stdout=out,
             stderr=out,
-            env={"PATH": "/usr/bin:/bin"},
+            env=child_env(),
         )
         r = Replica("r", proc, port)
         try:

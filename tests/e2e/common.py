@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.fixtures import micro_rfc3339, rfc3339
+from noderecover_testkit.processes import metric_sum
 from noderecover_testkit.replicas import Replica, wait
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout
@@ -57,16 +59,9 @@ def no_403(*replicas: Replica) -> None:
 def node_deletes(c: TestCluster) -> float:
     status, text = c.api("GET", "/metrics")
     assert status == 200
-    total = 0.0
-    for line in str(text).splitlines():
-        if (
-            line.startswith("apiserver_request_total{")
-            and 'resource="nodes"' in line
-            and 'verb="DELETE"' in line
-            and 'code="200"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return metric_sum(
+        str(text), "apiserver_request_total", resource="nodes", verb="DELETE", code="200"
+    )
 
 
 def web(c: TestCluster, pool: str, *, pdb: bool = True) -> None:
@@ -168,10 +163,6 @@ def pdb(c: TestCluster, name: str, app: str, min_available: int) -> None:
     )
 
 
-def _micro(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class FakeKubelet:
     """The kubelet of a node whose kwok was stopped (``kill_node``), played by the test.
 
@@ -195,7 +186,7 @@ class FakeKubelet:
     ) -> None:
         self.c, self.node = c, node
         self.ready, self.finish_after, self.interval = ready, finish_after, interval
-        self.since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.since = rfc3339()
         self.renewals = 0
         self.started = 0.0
         self.deleting: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -225,7 +216,7 @@ class FakeKubelet:
         status, _ = self.c.api(
             "PATCH",
             f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node}",
-            {"spec": {"renewTime": _micro(now), "holderIdentity": self.node}},
+            {"spec": {"renewTime": micro_rfc3339(now), "holderIdentity": self.node}},
         )
         if status == 200:
             self.renewals += 1
@@ -241,7 +232,7 @@ class FakeKubelet:
                                 "status": self.ready,
                                 "reason": "KubeletNotReady",
                                 "message": "container runtime is down (test)",
-                                "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                "lastHeartbeatTime": rfc3339(now),
                                 "lastTransitionTime": self.since,
                             }
                         ]

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from noderecover.core.nodes import format_time
+
 from . import versions
 
 Log = Callable[[str], None]
@@ -294,7 +296,7 @@ def _write_stamp(directory: Path, go_version: str, *, complete: bool) -> None:
         "pins": versions.pins(),
         "go": go_version,
         "complete": complete,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "written_at": format_time(time.time()),
     }
     tmp = directory / f".{STAMP_NAME}.tmp"
     tmp.write_text(json.dumps(stamp, indent=2) + "\n")

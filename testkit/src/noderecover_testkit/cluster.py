@@ -48,6 +48,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import build
+from .fixtures import rfc3339
+from .processes import free_port
 
 T = TypeVar("T")
 
@@ -114,14 +116,6 @@ class ApiError(ClusterError):
         super().__init__(f"{method} {path} -> {status}: {msg}")
         self.status = status
         self.body = body
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_is_listening(port: int) -> bool:
@@ -920,7 +914,7 @@ class TestCluster:
         self._create_node_object(spec)
         node = self.request("GET", f"/api/v1/nodes/{name}")
         if ready is not None:
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            now = rfc3339()
             node = self.request(
                 "PATCH",
                 f"/api/v1/nodes/{name}/status",

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from noderecover_testkit import build
 from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.processes import metric_samples
 from noderecover_testkit.replicas import Replica, Replicas, Timeline, sa_kubeconfig
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -172,11 +173,10 @@ def summary(tl: Timeline, leader: Replica, out: TextIO) -> None:
         )
     actions: dict[str, float] = {}
     _, text = leader.get("/metrics")
-    for line in text.splitlines():
-        if line.startswith("noderecover_actions_total{") and 'result="ok"' in line:
-            action = line.split('action="', 1)[1].split('"', 1)[0]
-            if not action.startswith("phase-"):
-                actions[action] = actions.get(action, 0.0) + float(line.rsplit(" ", 1)[1])
+    for labels, value in metric_samples(text, "noderecover_actions_total"):
+        action = labels.get("action", "")
+        if labels.get("result") == "ok" and not action.startswith("phase-"):
+            actions[action] = actions.get(action, 0.0) + value
     print(
         "actions taken by the leader: "
         + ", ".join(f"{k}={int(v)}" for k, v in sorted(actions.items())),

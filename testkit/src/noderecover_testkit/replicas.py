@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -22,21 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from noderecover.core.nodes import parse_time
 from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.processes import free_port, metric_sum, replica_argv, start
 
 # manifests/base/{namespace,rbac}.yaml, shipped with this package (symlinks in the source
 # tree, copies in a wheel), so an installed testkit applies exactly the RBAC of manifests/.
 DATA = Path(__file__).resolve().parent / "data"
 NAMESPACE = "noderecover"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rbac_objects() -> list[dict[str, Any]]:
@@ -100,13 +91,7 @@ class Replica:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` matching `labels` (0 when absent)."""
-        _, text = self.get("/metrics")
-        total = 0.0
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-        return total
+        return metric_sum(self.get("/metrics")[1], name, **labels)
 
     @property
     def alive(self) -> bool:
@@ -143,27 +128,10 @@ class Replicas:
     def start(self, name: str, *flags: str) -> Replica:
         port = free_port()
         log = self.workdir / f"{name}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "noderecover",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--leader-elect",
-            "--lease-namespace",
-            NAMESPACE,
-            "--http-bind",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
-            *flags,
-        ]
-        env = {**os.environ, "POD_NAME": name}
-        env.pop("KUBECONFIG", None)
-        proc = subprocess.Popen(
-            argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+        argv = replica_argv(
+            self.kubeconfig, port, "--leader-elect", "--lease-namespace", NAMESPACE, *flags
         )
+        proc = start(argv, log, env={"POD_NAME": name})
         r = Replica(name, proc, port, log)
         self.started.append(r)
         TestCluster.wait_for(lambda: r.alive and r.get("/readyz")[0] == 200, 30, f"{name} ready")
