@@ -15,7 +15,7 @@ from noderecover.entry.config import BadFlag, add_run_flags, build_config
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEMO_MISSING = (
-    "the demo needs the test control plane package: pip install -e ./testkit "
+    "the demo needs the test control plane package: pip install . ./testkit "
     "(from a noderecover source checkout)"
 )
 
