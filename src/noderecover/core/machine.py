@@ -263,26 +263,33 @@ def resume(obs: NodeObs, now: float, cfg: Config) -> Record:
     phase_since = _past(parse_time(ann.get(ANN_PHASE_SINCE)), now)
     start = unhealthy_start(obs, cfg)
     if start is None:
-        return Record(obs.uid, Phase.SUSPECT, now, None, cordoned, tainted, transition=transition)
+        return Record(
+            uid=obs.uid,
+            phase=Phase.SUSPECT,
+            phase_since=now,
+            cordoned=cordoned,
+            tainted=tainted,
+            transition=transition,
+        )
     start = min(start, now)
     if phase is not Phase.SUSPECT and since is not None and start <= since:
         return Record(
-            obs.uid,
-            phase,
-            phase_since if phase_since is not None and phase_since >= since else now,
-            since,
-            cordoned,
-            tainted,
+            uid=obs.uid,
+            phase=phase,
+            phase_since=phase_since if phase_since is not None and phase_since >= since else now,
+            unhealthy_since=since,
+            cordoned=cordoned,
+            tainted=tainted,
             fenced=ann.get(ANN_FENCED) == "true",
             transition=transition,
         )
     return Record(
-        obs.uid,
-        Phase.SUSPECT,
-        phase_since if phase is Phase.SUSPECT and phase_since is not None else now,
-        start if since is None else max(since, start),
-        cordoned,
-        tainted,
+        uid=obs.uid,
+        phase=Phase.SUSPECT,
+        phase_since=phase_since if phase is Phase.SUSPECT and phase_since is not None else now,
+        unhealthy_since=start if since is None else max(since, start),
+        cordoned=cordoned,
+        tainted=tainted,
         transition=transition,
     )
 
@@ -324,7 +331,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         kind = Kind.PERSIST if rec.phase is Phase.SUSPECT and not ours else Kind.RESTORE
         return Decision(
             rec,
-            Action(kind, obs.name, obs.uid, None, Record(uid=obs.uid, phase_since=now)),
+            _act(kind, obs, Record(uid=obs.uid, phase_since=now)),
             why="node healthy again",
         )
 
@@ -339,7 +346,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         )
         return Decision(
             rec,
-            Action(Kind.PERSIST, obs.name, obs.uid, None, new),
+            _act(Kind.PERSIST, obs, new),
             why=f"unhealthy ({_describe(obs)}), grace timer started",
             wake_at=now + cfg.grace,
         )
@@ -362,7 +369,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         )
         return Decision(
             new,
-            Action(Kind.PERSIST, obs.name, obs.uid, new, new),
+            _act(Kind.PERSIST, obs, new, persist=new),
             why=f"unhealthy again after recovering ({_describe(obs)}), grace restarts",
             wake_at=now + cfg.grace,
         )
@@ -384,7 +391,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
         return Decision(
             new,
-            Action(Kind.PERSIST, obs.name, obs.uid, None, new),
+            _act(Kind.PERSIST, obs, new),
             why=f"flapped ({new.flaps} since healthy): unhealthy again; {damped}",
             wake_at=now + cfg.grace,
             flapped=True,
@@ -444,11 +451,9 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         new = _enter(rec, Phase.CORDONED, now, cordoned=rec.cordoned or not obs.unschedulable)
         return Decision(
             rec,
-            Action(
+            _act(
                 Kind.CORDON,
-                obs.name,
-                obs.uid,
-                None,
+                obs,
                 new,
                 silent=silent,
                 transition=rec.transition,
@@ -462,11 +467,9 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     if rec.phase in {Phase.CORDONED, Phase.DRAINING} and fence_first:
         return Decision(
             rec,
-            Action(
+            _act(
                 Kind.FENCE,
-                obs.name,
-                obs.uid,
-                None,
+                obs,
                 dataclasses.replace(rec, fenced=True, fence_first=False),
                 transition=rec.transition,
             ),
@@ -476,12 +479,11 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         draining = rec if rec.phase is Phase.DRAINING else _enter(rec, Phase.DRAINING, now)
         return Decision(
             rec,
-            Action(
+            _act(
                 Kind.DRAIN,
-                obs.name,
-                obs.uid,
-                draining if rec.phase is not Phase.DRAINING else None,
+                obs,
                 _enter(draining, Phase.REMOVING, now),
+                persist=draining if rec.phase is not Phase.DRAINING else None,
                 silent=silent,
                 may_force=rec.fenced or not cfg.fencing,
                 transition=rec.transition,
@@ -499,11 +501,9 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     if cfg.fencing and not rec.fenced:
         return Decision(
             rec,
-            Action(
+            _act(
                 Kind.FENCE,
-                obs.name,
-                obs.uid,
-                None,
+                obs,
                 dataclasses.replace(rec, fenced=True),
                 transition=rec.transition,
             ),
@@ -514,10 +514,31 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or adds_taint)
     return Decision(
         rec,
-        Action(
-            Kind.REMOVE, obs.name, obs.uid, None, done, silent=silent, transition=rec.transition
-        ),
+        _act(Kind.REMOVE, obs, done, silent=silent, transition=rec.transition),
         why=f"drained; removing ({cfg.removal})",
+    )
+
+
+def _act(
+    kind: Kind,
+    obs: NodeObs,
+    success: Record,
+    *,
+    persist: Record | None = None,
+    silent: bool = False,
+    may_force: bool = True,
+    transition: float | None = None,
+) -> Action:
+    """An action on the node `obs` (its name and uid), with the record it leads to."""
+    return Action(
+        kind=kind,
+        node=obs.name,
+        uid=obs.uid,
+        persist=persist,
+        success=success,
+        silent=silent,
+        may_force=may_force,
+        transition=transition,
     )
 
 
@@ -555,7 +576,7 @@ def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
     )
     return Decision(
         dataclasses.replace(rec, healthy_since=None),
-        Action(Kind.PERSIST, obs.name, obs.uid, new, new),
+        _act(Kind.PERSIST, obs, new, persist=new),
         why=f"removed, but {cause}: new episode, grace timer started",
         wake_at=start + cfg.grace,
         flapped=flapped,

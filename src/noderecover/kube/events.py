@@ -28,7 +28,7 @@ from collections.abc import Callable
 import anyio
 
 from noderecover.base.backoff import Backoff
-from noderecover.base.clock import Clock
+from noderecover.base.clock import Clock, wait_event
 from noderecover.base.metrics import EVENTS_DROPPED
 from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient, NotFound
 
@@ -158,22 +158,9 @@ class EventRecorder:
                 await self._flush_due(now)
                 continue
             self._wake = anyio.Event()
-            await self._wait(self._wake, None if due is None else due - now)
+            await wait_event(self._wake, self._clock, None if due is None else due - now)
 
     # ----- internals ----------------------------------------------------------------------------
-
-    async def _wait(self, event: anyio.Event, timeout: float | None) -> None:
-        """Until `event` is set or `timeout` passes on the injected clock."""
-        async with anyio.create_task_group() as tg:
-            if timeout is not None:
-
-                async def alarm() -> None:
-                    await self._clock.sleep(timeout)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(alarm)
-            await event.wait()
-            tg.cancel_scope.cancel()
 
     def _next_flush(self) -> float | None:
         due = [a.last_patch + self._patch_interval for a in self._keys.values() if a.pending]
