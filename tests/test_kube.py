@@ -7,7 +7,6 @@ from pathlib import Path
 import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
-from noderecover.kube.kubeconfig import KubeconfigError, in_cluster, load_api_client
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.metrics import API_ERRORS
@@ -24,6 +23,7 @@ from noderecover.kube.client import (
     api_error,
     multiple_pdbs,
 )
+from noderecover.kube.kubeconfig import KubeconfigError, in_cluster, load_api_client
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 

@@ -73,6 +73,7 @@ from noderecover.core.pods import (
     PODS_TERMINATING,
     PodObs,
     Step,
+    force_order,
     parse_pod,
     plan,
 )
@@ -112,7 +113,8 @@ class Evidence:
 
     stop: Outcome | None = None
     reason: str = ""
-    dead: bool = False  # Ready=Unknown and the heartbeat Lease stale for the grace
+    dead: bool = False  # Ready=Unknown (and the heartbeat Lease, when read, not renewing)
+    confirmed: bool = False  # dead, and the heartbeat Lease read stale for the whole grace
     transition: float | None = None
     fresh: NodeObs | None = None  # the read itself (when it did not stop the step)
 
@@ -189,6 +191,9 @@ class Drainer:
         evicted: set[str] = set()
         unreadable: set[tuple[str, str, str]] = set()  # reported in this drain attempt
         lingering: set[str] = set()  # reported in this drain attempt
+        # uid -> when (monotonic) this attempt first saw the pod deleting: its own clock for
+        # the silent-node fast path (never the API server's deletionTimestamp).
+        deleting_since: dict[str, float] = {}
         while True:
             ev = await ctx.evidence()
             if ev.stop is not None:
@@ -196,8 +201,27 @@ class Drainer:
             dead = ev.dead
             pods = await self.list_pods(node)
             elapsed = self._now() - started
+            mono = self._clock.monotonic()
+            for p in pods:
+                if p.deleting:
+                    deleting_since.setdefault(p.uid, mono)
+
+            seen: dict[str, float] = deleting_since if ev.confirmed else {}
             # Per listed object, not per key: a garbled list may name one pod twice.
-            steps = [(p, plan(p, dead, elapsed, self._timeout, p.uid in forced)) for p in pods]
+            steps = [
+                (
+                    p,
+                    plan(
+                        p,
+                        dead,
+                        elapsed,
+                        self._timeout,
+                        p.uid in forced,
+                        mono - seen[p.uid] if p.uid in seen else None,
+                    ),
+                )
+                for p in pods
+            ]
             for pod, step in steps:
                 if step is Step.HOLD:
                     self._report_unreadable(node, pod, unreadable, ctx)
@@ -221,7 +245,7 @@ class Drainer:
                 # caller back off and look again; never "drained".
                 log.error("drain of %s cannot finish: %s", node, stuck[0])
                 return Drained(Outcome.FAILED)
-            to_force = [p for p, s in todo if s is Step.FORCE]
+            to_force = sorted((p for p, s in todo if s is Step.FORCE), key=force_order)
             if to_force and not may_force:
                 return Drained(Outcome.NEEDS_FENCE)
             for pod in to_force:
@@ -247,7 +271,8 @@ class Drainer:
                     if ev.stop is not None:
                         return Drained(ev.stop, ev.reason, ev.transition)
                     dead = ev.dead
-                await self._evict(pod, dead, retry, ctx)
+                if await self._evict(pod, dead, retry, ctx):
+                    deleting_since.setdefault(pod.uid, self._clock.monotonic())
                 evicted.add(pod.key)
             if not dead and elapsed >= self._timeout:
                 # A live kubelet's pods leave by its hand or not at all: say why and let the
@@ -306,11 +331,12 @@ class Drainer:
             pod.malformed,
         )
 
-    async def _evict(self, pod: PodObs, dead: bool, retry: _PodRetry, ctx: DrainContext) -> None:
+    async def _evict(self, pod: PodObs, dead: bool, retry: _PodRetry, ctx: DrainContext) -> bool:
+        """Evict one pod; True when the API server accepted it (the pod is now deleting)."""
         if self._dry_run:
             log.info("dry-run: would evict %s", pod.key)
             ACTIONS.labels("evict", "dry-run").inc()
-            return
+            return False
         if not ctx.may_act():
             raise NotLeader
         body: dict[str, Any] = {
@@ -328,7 +354,7 @@ class Drainer:
             await self._kube.request("POST", path, body=body)
         except (NotFound, Conflict):  # gone, or replaced by a new pod of the same name
             ACTIONS.labels("evict", "gone").inc()
-            return
+            return False
         except ApiError as exc:
             if isinstance(exc, TooManyRequests):
                 ACTIONS.labels("evict", "pdb-blocked").inc()
@@ -341,19 +367,20 @@ class Drainer:
                     pod.key,
                     delay,
                 )
-                return
+                return False
             if multiple_pdbs(exc):
                 ACTIONS.labels("evict", "permanent-error").inc()
                 ctx.blocked(MULTIPLE_PDBS)
                 retry.permanent = exc.message
                 log.error("cannot evict %s: %s", pod.key, exc.message)
-                return
+                return False
             ACTIONS.labels("evict", "error").inc()
             retry.at = self._clock.monotonic() + retry.backoff.next_delay(exc.retry_after or 0)
             log.warning("eviction of %s failed: %s", pod.key, exc)
-            return
+            return False
         ACTIONS.labels("evict", "ok").inc()
         log.info("evicted %s", pod.key)
+        return True
 
     async def _force(self, pod: PodObs, ctx: DrainContext) -> None:
         if self._dry_run:

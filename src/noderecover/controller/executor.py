@@ -225,7 +225,10 @@ class Executor:
         renewing = False
         if fresh.silent and destructive and self._cfg.watch_node_leases:
             renewing = await self._guard.lease_renewing_now(action.node)
-        return Evidence(dead=not kubelet_alive(fresh, renewing), fresh=fresh)
+        dead = not kubelet_alive(fresh, renewing)
+        # Confirmed gone: its heartbeat Lease was read and has not changed for the whole grace.
+        confirmed = dead and destructive and self._cfg.watch_node_leases
+        return Evidence(dead=dead, confirmed=confirmed, fresh=fresh)
 
     @staticmethod
     def _stopped(ev: Evidence) -> Result:

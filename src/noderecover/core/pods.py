@@ -58,6 +58,8 @@ class PodObs:
     phase: str
     deleting: bool
     malformed: str | None = None  # one of POD_MALFORMED_REASONS: never evicted or forced
+    grace: float = 30.0  # deletionGracePeriodSeconds once deleting, else its termination grace
+    claims: bool = False  # mounts a PersistentVolumeClaim (a StatefulSet's volume, say)
 
     @property
     def key(self) -> str:
@@ -127,6 +129,15 @@ def _parse_pod(obj: object, node: str | None) -> PodObs:
         raise _Unreadable(BAD_SPEC)
     status = obj.get("status")
     phase = status.get("phase") if isinstance(status, Mapping) else None
+    # Only used to order and time forcing on a dead kubelet; odd values fall back safely.
+    grace = meta.get("deletionGracePeriodSeconds")
+    if not isinstance(grace, int) or isinstance(grace, bool):
+        grace = spec.get("terminationGracePeriodSeconds")
+    volumes = spec.get("volumes")
+    claims = isinstance(volumes, list) and any(
+        isinstance(v, Mapping) and isinstance(v.get("persistentVolumeClaim"), Mapping)
+        for v in volumes
+    )
     return PodObs(
         namespace=namespace,
         name=name,
@@ -135,6 +146,8 @@ def _parse_pod(obj: object, node: str | None) -> PodObs:
         mirror=mirror,
         phase=phase if isinstance(phase, str) else "",  # informational: no decision reads it
         deleting=deletion is not None,
+        grace=float(grace) if isinstance(grace, int) and not isinstance(grace, bool) else 30.0,
+        claims=claims,
     )
 
 
@@ -178,11 +191,21 @@ class Step(StrEnum):
 
 
 def plan(
-    pod: PodObs, dead: bool, elapsed: float, drain_timeout: float, forced: bool = False
+    pod: PodObs,
+    dead: bool,
+    elapsed: float,
+    drain_timeout: float,
+    forced: bool = False,
+    deleting_for: float | None = None,
 ) -> Step:
     """What to do with one pod on the node now.
 
     `dead`: the freshest evidence says the kubelet is gone. Invariant: FORCE only then.
+    `deleting_for`: how long this drain has seen the pod deleting (its eviction accepted),
+    on our own clock - given only when the kubelet is confirmed gone (Ready=Unknown and its
+    heartbeat Lease unchanged for the whole grace): such a kubelet never finishes a graceful
+    delete, so once the pod's own grace (1 s after a silent-node eviction) has passed it is
+    forced at once instead of after `drain_timeout` (the silent-node fast path).
     """
     if pod.malformed is not None:
         return Step.HOLD
@@ -195,5 +218,12 @@ def plan(
         return Step.WAIT if pod.deleting else Step.EVICT
     overdue = elapsed >= drain_timeout
     if pod.deleting:
-        return Step.FORCE if overdue else Step.WAIT
+        graceful_over = deleting_for is not None and deleting_for >= pod.grace
+        return Step.FORCE if overdue or graceful_over else Step.WAIT
     return Step.FORCE if overdue else Step.EVICT
+
+
+def force_order(pod: PodObs) -> tuple[bool, bool, str]:
+    """Which pods to force first: StatefulSet pods, then pods with volume claims (the
+    workloads that wait on the dead node), then by name."""
+    return (pod.owner_kind != "StatefulSet", not pod.claims, pod.key)
