@@ -50,6 +50,16 @@ from typing import Any, TypeVar
 from . import build
 from .fixtures import rfc3339
 from .processes import free_port
+from .volumes import (
+    ATTACH_DETACH_ANNOTATION,
+    CSI_DRIVER,
+    CSI_STORAGE_CLASS,
+    VOLUME_ATTACHMENTS,
+    ExternalAttacher,
+    VolumesInUseReporter,
+    csi_driver_object,
+    csi_node_object,
+)
 
 T = TypeVar("T")
 
@@ -62,6 +72,8 @@ WORKER_ROLE_LABEL = "node-role.kubernetes.io/worker"
 CONTROL_PLANE_ROLE_LABEL = "node-role.kubernetes.io/control-plane"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 STORAGE_CLASS = "local-wffc"
+#: What ``TestCluster(storage=...)`` accepts: hostPath PVs, attachable CSI PVs, or both.
+STORAGE_KINDS = ("hostpath", "csi", "both")
 
 CONTROL_PLANE_TAINT: dict[str, str] = {
     "key": CONTROL_PLANE_ROLE_LABEL,
@@ -211,8 +223,17 @@ class TestCluster:
 
     ``TestCluster(...).start()`` returns once the API is ready, every component is healthy,
     the baseline nodes (one control-plane node ``cp-0`` and ``workers`` killable worker
-    nodes ``worker-0``...) are Ready and the storage (StorageClass ``local-wffc`` and
-    ``pv_count`` PersistentVolumes) exists.
+    nodes ``worker-0``...) are Ready and the storage exists.
+
+    ``storage`` picks the PersistentVolumes: ``"hostpath"`` (default: StorageClass
+    ``local-wffc`` with ``pv_count`` hostPath PVs, which nothing attaches), ``"csi"``
+    (StorageClass ``csi-wffc`` with ``pv_count`` PVs of the attachable CSI driver
+    ``attach.noderecover.test``: see :mod:`noderecover_testkit.volumes`) or ``"both"``.
+    With CSI, every node carries ``volumes.kubernetes.io/controller-managed-attach-detach``
+    and has a CSINode listing the driver, and two harness threads run while the cluster
+    does: :attr:`attacher` (the external attacher) and :attr:`volumes_in_use` (the live
+    kubelets' ``status.volumesInUse``). The seed StatefulSet uses ``csi-wffc`` when
+    ``storage="csi"``, ``local-wffc`` otherwise (:meth:`apply_seed_statefulset` can pick).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -230,7 +251,12 @@ class TestCluster:
         build_if_missing: bool = True,
         start_timeout: float = 120.0,
         apiserver_args: Iterable[str] = (),
+        storage: str = "hostpath",
+        attacher_finalizer: bool = False,
     ) -> None:
+        if storage not in STORAGE_KINDS:
+            raise ValueError(f"storage must be one of {STORAGE_KINDS}, not {storage!r}")
+        self.storage = storage
         self.bin_dir = bin_dir
         self.workers = workers
         self.pv_count = pv_count
@@ -256,8 +282,25 @@ class TestCluster:
         self.power_log: list[tuple[float, str, bool]] = []
         self._ssl: ssl.SSLContext | None = None
         self._started = False
+        #: The test-side CSI external attacher (None without CSI storage).
+        self.attacher: ExternalAttacher | None = None
+        #: The test-side kubelets' ``status.volumesInUse`` reporter (None without CSI).
+        self.volumes_in_use: VolumesInUseReporter | None = None
+        if self.csi:
+            self.attacher = ExternalAttacher(self, finalizer=attacher_finalizer)
+            self.volumes_in_use = VolumesInUseReporter(self)
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def csi(self) -> bool:
+        """True when the cluster has the attachable CSI volumes (``storage`` csi/both)."""
+        return self.storage in ("csi", "both")
+
+    @property
+    def seed_storage_class(self) -> str:
+        """The StorageClass of the seed StatefulSet by default."""
+        return CSI_STORAGE_CLASS if self.storage == "csi" else STORAGE_CLASS
 
     @property
     def kubeconfig(self) -> Path:
@@ -332,6 +375,9 @@ class TestCluster:
             self._start_main_kwok()
             self._wait_healthy()
             self._create_baseline()
+            for loop in (self.attacher, self.volumes_in_use):
+                if loop is not None:
+                    loop.start()
         except BaseException:
             print(self.log_tails(), file=sys.stderr)
             self.stop()
@@ -346,6 +392,9 @@ class TestCluster:
             return
         self._started = False
         _LIVE.discard(self)
+        for loop in (self.attacher, self.volumes_in_use):
+            if loop is not None:
+                loop.stop()
         order = [n for n in self._procs if n.startswith("kwok")]
         order += ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
         for name in order:
@@ -866,21 +915,20 @@ class TestCluster:
 
     def _create_node_object(self, spec: NodeSpec) -> None:
         resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        annotations = {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}
+        if self.csi:
+            annotations[ATTACH_DETACH_ANNOTATION] = "true"
         body = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {
-                "name": spec.name,
-                "labels": spec.labels,
-                "annotations": {
-                    KWOK_NODE_ANNOTATION: "fake",
-                    "node.alpha.kubernetes.io/ttl": "0",
-                },
-            },
+            "metadata": {"name": spec.name, "labels": spec.labels, "annotations": annotations},
             "spec": {"taints": spec.taints} if spec.taints else {},
             "status": {"capacity": resources, "allocatable": resources},
         }
-        self.request("POST", "/api/v1/nodes", body)
+        node = self.request("POST", "/api/v1/nodes", body)
+        if self.csi:
+            # As the kubelet registers its CSI drivers; owned by this Node incarnation.
+            self.apply(csi_node_object(spec.name, node["metadata"]["uid"]))
 
     def delete_node(self, name: str, *, wait: bool = True) -> None:
         """Stop the node's kwok (if any), delete the Node object and forget it."""
@@ -1013,8 +1061,60 @@ class TestCluster:
     # ------------------------------------------------------------------ storage & workloads
 
     def create_storage(self, count: int | None = None) -> list[str]:
-        """Create StorageClass ``local-wffc`` (no provisioner, WaitForFirstConsumer) and
-        ``count`` 2Gi RWO Retain hostPath PVs ``nr-pv-<i>`` without node affinity."""
+        """Create the PersistentVolumes of :attr:`storage` and return their names.
+
+        hostPath: StorageClass ``local-wffc`` (no provisioner, WaitForFirstConsumer) and
+        ``count`` 2Gi RWO Retain hostPath PVs ``nr-pv-<i>`` without node affinity. CSI: the
+        CSIDriver ``attach.noderecover.test`` (``attachRequired: true``), StorageClass
+        ``csi-wffc`` (no provisioner, WaitForFirstConsumer) and ``count`` 2Gi RWO Retain PVs
+        ``nr-csi-pv-<i>`` of that driver; each creation gets fresh volume handles, so a
+        VolumeAttachment left from an earlier incarnation never names a new volume."""
+        names: list[str] = []
+        if self.storage in ("hostpath", "both"):
+            names += self._create_hostpath_storage(count)
+        if self.csi:
+            names += self._create_csi_storage(count)
+        return names
+
+    def _create_csi_storage(self, count: int | None) -> list[str]:
+        self.apply(csi_driver_object())
+        self.apply(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": CSI_STORAGE_CLASS, "labels": {HARNESS_LABEL: "true"}},
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Retain",
+            }
+        )
+        names = []
+        salt = secrets.token_hex(3)
+        for i in range(self.pv_count if count is None else count):
+            name = f"nr-csi-pv-{i}"
+            self.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name, "labels": {HARNESS_LABEL: "true"}},
+                    "spec": {
+                        "capacity": {"storage": "2Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": CSI_STORAGE_CLASS,
+                        "volumeMode": "Filesystem",
+                        "csi": {
+                            "driver": CSI_DRIVER,
+                            "volumeHandle": f"vol-{name}-{salt}",
+                            "fsType": "ext4",
+                        },
+                    },
+                }
+            )
+            names.append(name)
+        return names
+
+    def _create_hostpath_storage(self, count: int | None) -> list[str]:
         self.apply(
             {
                 "apiVersion": "storage.k8s.io/v1",
@@ -1046,10 +1146,13 @@ class TestCluster:
             names.append(name)
         return names
 
-    def apply_seed_statefulset(self, namespace: str = "default", replicas: int = 1) -> None:
+    def apply_seed_statefulset(
+        self, namespace: str = "default", replicas: int = 1, storage_class: str | None = None
+    ) -> None:
         """Apply the seed's headless Service ``mysql`` and StatefulSet ``mysql`` (storage
-        class ``local-wffc``; its PVC is ``pvc-mysql-0``)."""
-        for obj in seed_manifests(namespace, replicas):
+        class ``storage_class``, default :attr:`seed_storage_class`; its PVC is
+        ``pvc-mysql-0``)."""
+        for obj in seed_manifests(namespace, replicas, storage_class or self.seed_storage_class):
             self.apply(obj)
 
     def pod(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
@@ -1165,6 +1268,15 @@ class TestCluster:
             return True
 
         self.wait_for(pristine, 90, "baseline nodes Ready, untainted and schedulable", 0.5)
+        if self.csi:
+            # The attach/detach controller detaches what the deleted pods used (a revived or
+            # recreated node reports no volumes in use, so nothing is held).
+            self.wait_for(
+                lambda: not self.request("GET", VOLUME_ATTACHMENTS)["items"],
+                60,
+                "VolumeAttachments gone",
+                0.5,
+            )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1195,6 +1307,8 @@ _CORE_KINDS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Lease": "leases",
     "Secret": "secrets",
+    "CSIDriver": "csidrivers",
+    "CSINode": "csinodes",
     "DaemonSet": "daemonsets",
     "ReplicaSet": "replicasets",
     "Job": "jobs",
@@ -1212,6 +1326,8 @@ _CLUSTER_SCOPED = {
     "ClusterRole",
     "ClusterRoleBinding",
     "PriorityClass",
+    "CSIDriver",
+    "CSINode",
 }
 
 
@@ -1228,8 +1344,11 @@ def _object_path(obj: Mapping[str, Any]) -> str:
     return f"{prefix}/namespaces/{ns}/{_CORE_KINDS[kind]}/{name}"
 
 
-def seed_manifests(namespace: str = "default", replicas: int = 1) -> list[dict[str, Any]]:
-    """The seed's headless Service + StatefulSet ``mysql`` with storage class ``local-wffc``."""
+def seed_manifests(
+    namespace: str = "default", replicas: int = 1, storage_class: str = STORAGE_CLASS
+) -> list[dict[str, Any]]:
+    """The seed's headless Service + StatefulSet ``mysql`` whose PVCs use ``storage_class``
+    (default ``local-wffc``)."""
     labels = {"app": "mysql-sts"}
     service = {
         "apiVersion": "v1",
@@ -1277,7 +1396,7 @@ def seed_manifests(namespace: str = "default", replicas: int = 1) -> list[dict[s
                     "metadata": {"name": "pvc"},
                     "spec": {
                         "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": STORAGE_CLASS,
+                        "storageClassName": storage_class,
                         "resources": {"requests": {"storage": "2Gi"}},
                     },
                 }

@@ -1,0 +1,189 @@
+"""Control runs with attachable CSI volumes, WITHOUT noderecover: what each removal does to
+the volume of a StatefulSet pod whose node died.
+
+The module runs its own cluster with ``storage="csi"`` (see
+:mod:`noderecover_testkit.volumes`): the seed StatefulSet's PVC binds a PersistentVolume of
+an attachable CSI driver, the real attach/detach controller attaches it through a
+VolumeAttachment that the test-side external attacher marks attached, and the test-side
+kubelets report it in ``node.status.volumesInUse`` while the node lives. The tests do by hand,
+right after the node went ``Ready=Unknown``, what a remediation does, and time when the pod is
+really back: Running *and* its volume attached on the new node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.volumes import (
+    ATTACHER_FINALIZER,
+    CSI_DRIVER,
+    OUT_OF_SERVICE_TAINT,
+    RecoveryTimeline,
+    attached_nodes,
+    recovery_timeline,
+    unique_volume_name,
+    volume_attachment,
+)
+
+from .common import seed
+from .conftest import running
+
+pytestmark = pytest.mark.e2e
+
+#: upstream maxWaitForUnmountDuration: how long the attach/detach controller keeps a volume
+#: the dead kubelet last reported in use before it force-detaches it.
+MAX_WAIT_FOR_UNMOUNT = 360.0
+
+
+@pytest.fixture(scope="module")
+def vcluster(testcluster_bin_dir: Path) -> Iterator[TestCluster]:
+    c = TestCluster(bin_dir=testcluster_bin_dir, storage="csi")
+    yield from running(c, "volumes")
+
+
+@pytest.fixture
+def vc(vcluster: TestCluster) -> Iterator[TestCluster]:
+    vcluster.reset()
+    yield vcluster
+    vcluster.reset()
+
+
+def _seeded_and_attached(c: TestCluster) -> tuple[str, dict[str, Any], dict[str, Any], str]:
+    """Seed StatefulSet Running with its CSI volume attached on its node and reported in
+    use there; returns (node, pod, PV, the volume's unique name)."""
+    node, _, pv = seed(c)
+    assert pv["spec"]["csi"]["driver"] == CSI_DRIVER
+    unique = unique_volume_name(CSI_DRIVER, pv["spec"]["csi"]["volumeHandle"])
+    name = pv["metadata"]["name"]
+    c.wait_for(lambda: attached_nodes(c, name) == {node: True}, 30, f"{name} attached on {node}")
+
+    def reported() -> bool:
+        st = (c.node(node) or {}).get("status", {})
+        attached = [v["name"] for v in st.get("volumesAttached") or []]
+        return unique in (st.get("volumesInUse") or []) and unique in attached
+
+    c.wait_for(reported, 30, f"{unique} in volumesInUse and volumesAttached of {node}")
+    pod = c.pod("mysql-0")
+    assert pod is not None
+    return node, pod, pv, unique
+
+
+def _kill_and_wait_unknown(c: TestCluster, node: str, unique: str) -> float:
+    """Power ``node`` off, wait for Ready=Unknown; check the dead kubelet's volumesInUse
+    survived (kwok's heartbeats never wiped it); return the wall time T of Unknown."""
+    t_kill = time.time()
+    c.kill_node(node)
+    c.wait_node_ready(node, "Unknown", timeout=60)
+    t = time.time()
+    print(f"\n[volumes] {node} Ready=Unknown {t - t_kill:.1f}s after its kubelet was killed")
+    assert unique in (c.node(node) or {})["status"].get("volumesInUse", [])
+    return t
+
+
+def _force_delete(c: TestCluster, pod: dict[str, Any]) -> None:
+    status, body = c.api(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/mysql-0",
+        {"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}},
+    )
+    assert status == 200, body
+
+
+def _report(label: str, tl: RecoveryTimeline) -> None:
+    print(f"\n[volumes] {label}: {tl.summary()}")
+    if tl.multi_attach_message:
+        print(f"[volumes]   {tl.multi_attach_message}")
+
+
+def test_control_delete_node_holds_the_volume_for_six_minutes(vc: TestCluster) -> None:
+    """Force-delete the pod and DELETE the Node (noderecover's default removal, done by
+    hand): the new pod runs elsewhere at once, but its volume stays attached to the dead
+    node - the dead kubelet's last volumesInUse keeps it "mounted" there, and only the
+    6-minute maxWaitForUnmountDuration frees it. 60 s after the new pod was created it is
+    still not attached, and the pod has a Multi-Attach warning."""
+    t_wall = time.monotonic()
+    node, pod, pv, unique = _seeded_and_attached(vc)
+    t = _kill_and_wait_unknown(vc, node, unique)
+    _force_delete(vc, pod)
+    status, body = vc.api("DELETE", f"/api/v1/nodes/{node}")
+    assert status == 200, body
+    tl = recovery_timeline(
+        vc,
+        "mysql-0",
+        old_uid=pod["metadata"]["uid"],
+        old_node=node,
+        pv=pv["metadata"]["name"],
+        start=t,
+        timeout=90,
+        hold=60,
+    )
+    _report("force-delete pod + DELETE Node", tl)
+    assert tl.created is not None and tl.running is not None, tl.summary()
+    assert tl.node not in (None, node)
+    assert tl.attached is None, f"attached within 60 s: {tl.summary()}"
+    assert tl.old_va_gone is None, f"old VolumeAttachment released early: {tl.summary()}"
+    assert attached_nodes(vc, pv["metadata"]["name"]) == {node: True}
+    assert tl.multi_attach_count >= 1, f"no Multi-Attach warning; events: {tl.events}"
+    print(
+        f"[volumes] still held {time.time() - t - tl.created:.1f}s after the new pod was "
+        f"created (force-detach due {MAX_WAIT_FOR_UNMOUNT:.0f}s after T); wall "
+        f"{time.monotonic() - t_wall:.1f}s"
+    )
+
+
+@pytest.mark.parametrize("finalizer", [False, True], ids=["plain", "attacher-finalizer"])
+def test_control_out_of_service_taint_frees_the_volume_in_seconds(
+    vc: TestCluster, finalizer: bool
+) -> None:
+    """Out-of-service taint on the dead node, then force-delete the pod, Node kept: the
+    attach/detach controller detaches at once and the volume is attached on the new node
+    within seconds (facts file: 0.81-1.02 s after T). With ``finalizer`` the external
+    attacher puts its finalizer on the VolumeAttachments, as a real one does, and the old
+    one goes only once it removed it."""
+    t_wall = time.monotonic()
+    assert vc.attacher is not None
+    vc.attacher.finalizer = finalizer
+    try:
+        _out_of_service(vc, finalizer)
+    finally:
+        vc.attacher.finalizer = False
+    print(f"[volumes] wall {time.monotonic() - t_wall:.1f}s")
+
+
+def _out_of_service(vc: TestCluster, finalizer: bool) -> None:
+    assert vc.attacher is not None
+    node, pod, pv, unique = _seeded_and_attached(vc)
+    old_va = volume_attachment(vc, pv["metadata"]["name"], node)
+    assert old_va is not None
+    assert (ATTACHER_FINALIZER in (old_va["metadata"].get("finalizers") or [])) == finalizer
+    t = _kill_and_wait_unknown(vc, node, unique)
+    vc.request(
+        "PATCH",
+        f"/api/v1/nodes/{node}",
+        [{"op": "add", "path": "/spec/taints/-", "value": OUT_OF_SERVICE_TAINT}],
+        content_type="application/json-patch+json",
+    )
+    _force_delete(vc, pod)
+    tl = recovery_timeline(
+        vc,
+        "mysql-0",
+        old_uid=pod["metadata"]["uid"],
+        old_node=node,
+        pv=pv["metadata"]["name"],
+        start=t,
+        timeout=30,
+    )
+    _report(f"out-of-service taint + force-delete pod, Node kept (finalizer {finalizer})", tl)
+    assert tl.back is not None, tl.summary()
+    assert tl.node not in (None, node)
+    assert tl.old_va_gone is not None and tl.old_va_gone <= tl.back
+    assert tl.back < 5.0, tl.summary()
+    released = vc.attacher.released.get(old_va["metadata"]["name"])
+    assert (released is not None) == finalizer
+    if released is not None:
+        print(f"[volumes] attacher released the old VolumeAttachment at {released - t:.2f}s")
