@@ -108,3 +108,28 @@ async def test_without_lease_evidence_the_drain_waits_its_timeout(
     await h.idle(50)
     assert forced(kube) == []  # no Lease read: no confirmation, so the timeout bounds it
     await h.until(lambda: forced(kube) == ["mysql-0"], advance=1.0, what="forced at timeout")
+
+
+async def test_evicted_pods_finishing_by_themselves_are_a_sign_of_life(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Ready=Unknown, Lease stale, but the evicted pods' graceful deletions complete without a
+    force-delete: only a kubelet does that. No removal; the grace restarts (a flap), and the
+    node is removed only if it then stays silent for a whole grace with nothing finishing."""
+    kube.add_node("cp", labels={"node-role.kubernetes.io/control-plane": ""})
+    for n in ("w1", "w2", "w3", "w4"):
+        kube.add_node(n, labels=WORKER)
+    kube.add_node_lease("w1")
+    kube.add_pod("web-0", "default", "w1", "ReplicaSet", owner_name="web")
+    # The fake kubelet of w1 stays alive: it finishes graceful deletions (after 10 ms).
+    h: Harness = await harness_factory(grace=10, drain_timeout=300, watch_node_leases=True)
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(lambda: bool(kube.requests_matching("POST", r"/eviction$")), advance=0.5)
+    await h.until(lambda: kube.get_pod("default", "web-0") is None, advance=0.1)
+    await h.idle(8, step=0.5)
+    assert kube.get_node("w1") is not None, "removed although its kubelet finished a deletion"
+    assert forced(kube) == []
+    rec = h.controller.records["w1"]
+    assert rec.flaps >= 1  # the sign of life restarted the grace
+    # Silent for a whole grace since, nothing left to finish: removed.
+    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed after a grace")

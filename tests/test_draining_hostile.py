@@ -405,6 +405,10 @@ def test_a_drain_never_touches_an_unreadable_pod_nor_finishes_while_one_is_liste
     extra = set() if may_force else {Outcome.NEEDS_FENCE}
     if not silent:
         extra.add(Outcome.BLOCKED)
+    else:
+        # The stub finishes an accepted eviction at once, like a quick kubelet: on a node
+        # that looked dead that is a sign of life, and the drain stops (never OK by force).
+        extra.add(Outcome.HEALTHY)
     if unreadable:
         assert outcome in {Outcome.FAILED, *extra}
         assert all(u in api.items for u in unreadable)

@@ -297,7 +297,9 @@ def test_node_recovering_mid_drain_is_uncordoned_and_pods_come_back(env: Env) ->
         "/api/v1/nodes/worker-3",
         {"metadata": {"labels": {"noderecover.test/pool": "a"}}},
     )
-    r = nr.start("replica-a", *FAST, "--drain-timeout", "120s")
+    # No heartbeat-Lease evidence: the drain of the silent node waits its timeout (no
+    # silent-node fast path), so the node can come back while it is in flight.
+    r = nr.start("replica-a", *FAST, "--drain-timeout", "120s", "--no-watch-node-leases")
     nr.leader()
     c.kill_node(target)
     wait_phase(c, target, {"Draining"})
@@ -330,7 +332,16 @@ def test_second_failure_waits_for_max_concurrent(env: Env) -> None:
     wait(lambda: len(running_web(c)) == 3, 90, "3 web pods Running on the first node")
     # The first remediation stays in flight (drain timeout) long enough for the second node's
     # grace to end while it is.
-    r = nr.start("replica-a", *FAST, "--max-concurrent", "1", "--drain-timeout", "30s")
+    # No heartbeat-Lease evidence: no silent-node fast path, the first drain waits its timeout.
+    r = nr.start(
+        "replica-a",
+        *FAST,
+        "--max-concurrent",
+        "1",
+        "--drain-timeout",
+        "30s",
+        "--no-watch-node-leases",
+    )
     nr.leader()
     c.kill_node(first)
     wait_phase(c, first, {"Cordoned", "Draining"})

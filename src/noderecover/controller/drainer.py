@@ -194,6 +194,9 @@ class Drainer:
         # uid -> when (monotonic) this attempt first saw the pod deleting: its own clock for
         # the silent-node fast path (never the API server's deletionTimestamp).
         deleting_since: dict[str, float] = {}
+        # uids evicted with the 1-second grace of a dead kubelet in this attempt: a dead
+        # kubelet never finishes them, so their disappearing on their own is a sign of life.
+        awaiting: set[str] = set()
         while True:
             ev = await ctx.evidence()
             if ev.stop is not None:
@@ -202,6 +205,19 @@ class Drainer:
             pods = await self.list_pods(node)
             elapsed = self._now() - started
             mono = self._clock.monotonic()
+            listed = {p.uid for p in pods}
+            finished = [u for u in awaiting if u not in listed and u not in forced]
+            if finished and not self._dry_run:
+                # A graceful deletion we asked for completed without our force: something
+                # finished it, and on a node that looks dead that is its kubelet. A sign of
+                # life: stop, and let flap damping restart the grace before any removal.
+                log.warning(
+                    "drain of %s: %d evicted pods finished their graceful deletion without a "
+                    "force-delete; the kubelet is alive: no force or removal before a new grace",
+                    node,
+                    len(finished),
+                )
+                return Drained(Outcome.HEALTHY, "kubelet-finished-deletion")
             for p in pods:
                 if p.deleting:
                     deleting_since.setdefault(p.uid, mono)
@@ -273,6 +289,8 @@ class Drainer:
                     dead = ev.dead
                 if await self._evict(pod, dead, retry, ctx):
                     deleting_since.setdefault(pod.uid, self._clock.monotonic())
+                    if dead:
+                        awaiting.add(pod.uid)
                 evicted.add(pod.key)
             if not dead and elapsed >= self._timeout:
                 # A live kubelet's pods leave by its hand or not at all: say why and let the
