@@ -343,7 +343,9 @@ class Executor:
         if done.outcome is Outcome.BLOCKED:
             retry = LIVE_DRAIN_RETRY if done.reason not in _GATE_REASONS else BLOCKED_RETRY
             return Result(done.outcome, retry, done.reason)
-        if done.outcome is not Outcome.NEEDS_FENCE:
+        if done.outcome in (Outcome.OK, Outcome.GONE):
+            # The drain is over: forget. Otherwise (held, failed, a flap, fencing first) a
+            # retried drain must not force a uid it forced already.
             self._forced.pop(action.uid, None)
         if done.outcome is Outcome.OK and self._write_allowed("annotate", action.node):
             # The Node says Removing from now on, like the metrics, Events and `plan` (a
