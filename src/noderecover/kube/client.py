@@ -32,7 +32,7 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
 from noderecover import USER_AGENT
-from noderecover.base.clock import Clock, SystemClock
+from noderecover.base.clock import Clock, SystemClock, call_within
 from noderecover.base.metrics import API_ERRORS
 
 JSON = dict[str, Any]
@@ -266,25 +266,7 @@ class KubeClient:
     async def _on_clock(self, end: float, call: Callable[[], Awaitable[_T]]) -> _T:
         """`await call()`, cancelled at monotonic time `end` of the injected clock
         (TimeoutError): the write deadline is measured on that clock, so the bound follows it."""
-        results: list[_T] = []
-        errors: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def alarm() -> None:
-                await self._clock.sleep(end - self._clock.monotonic())
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(alarm)
-            try:
-                results.append(await call())
-            except Exception as exc:  # re-raised below, outside the task group (no group)
-                errors.append(exc)
-            tg.cancel_scope.cancel()
-        if errors:
-            raise errors[0]
-        if not results:
-            raise TimeoutError("write deadline reached")
-        return results[0]
+        return await call_within(self._clock, end - self._clock.monotonic(), call)
 
     async def _request(
         self,

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from noderecover.base.clock import Clock
+from noderecover.base.clock import Clock, call_within
 from noderecover.base.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
 from noderecover.kube.client import JSON, ApiError, Conflict, KubeClient, NotFound
 
@@ -490,30 +490,8 @@ class LeaderElector:
             ) from exc
 
     async def _bounded(self, seconds: float, call: Callable[[], Awaitable[_T]]) -> _T:
-        """`await call()`, cancelled after `seconds` on the injected clock (TimeoutError).
-
-        KubeClient bounds the socket in real time too; this bound follows the clock the
-        deadlines are computed on, so both agree in tests with a fake clock.
-        """
-        results: list[_T] = []
-        errors: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def alarm() -> None:
-                await self._clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(alarm)
-            try:
-                results.append(await call())
-            except Exception as exc:  # re-raised below, outside the task group (no group)
-                errors.append(exc)
-            tg.cancel_scope.cancel()
-        if errors:
-            raise errors[0]
-        if not results:
-            raise TimeoutError(f"no answer in {seconds:.3g}s")
-        return results[0]
+        """`await call()`, cancelled after `seconds` on the injected clock (TimeoutError)."""
+        return await call_within(self._clock, seconds, call)
 
     def _jittered_retry(self) -> float:
         return self._cfg.retry_period * (1.0 + (JITTER_FACTOR - 1.0) * self._rng.random())
