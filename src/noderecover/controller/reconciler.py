@@ -183,6 +183,11 @@ class Controller:
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         self.reporter.event(node, uid, "NodeRecoverBlocked", message)
 
+    def event(
+        self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
+        self.reporter.object_event(kind, namespace, name, uid, reason, message)
+
     # -- actions in progress -------------------------------------------------------------
 
     @property
@@ -214,6 +219,7 @@ class Controller:
             await self._load_removals()
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.executor.volumes.run)
                 while True:
                     self._wake = anyio.Event()
                     wake_at = self.reconcile(tg)
