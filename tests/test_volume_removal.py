@@ -64,8 +64,9 @@ def test_attachments_are_parsed_totally() -> None:
         False,
     )
     deleting = {**good, "metadata": {"name": "va-2", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
-    assert parse_attachment(deleting) is not None and parse_attachment(deleting).detaching  # type: ignore[union-attr]
-    for bad in (
+    d = parse_attachment(deleting)
+    assert d is not None and d.detaching
+    bads: tuple[Any, ...] = (
         None,
         [],
         "x",
@@ -75,7 +76,8 @@ def test_attachments_are_parsed_totally() -> None:
             "metadata": {"name": 3},
             "spec": {"nodeName": "w1"},
         },
-    ):
+    )
+    for bad in bads:
         assert parse_attachment(bad) is None
     inline = parse_attachment({"metadata": {"name": "v"}, "spec": {"nodeName": "w1", "source": 7}})
     assert inline is not None and inline.pv is None and not inline.attached
@@ -107,7 +109,13 @@ def test_claims_and_waiting_pods() -> None:
         "db",
         "data-0",
     )
-    for bad in (None, {}, {"spec": {"claimRef": {"name": "x"}}}, {"spec": {"claimRef": []}}):
+    bad_pvs: tuple[Any, ...] = (
+        None,
+        {},
+        {"spec": {"claimRef": {"name": "x"}}},
+        {"spec": {"claimRef": []}},
+    )
+    for bad in bad_pvs:
         assert claim_of(bad) is None
 
     def pod(name: str, node: str, claim: str, deleting: bool = False) -> dict[str, Any]:
