@@ -99,6 +99,19 @@ def delete_warning(node: str, attachments: Iterable[Attachment]) -> str:
     )
 
 
+def plan_note(mode: str, held: list[Attachment]) -> str:
+    """What `plan` says about an unhealthy node's volumes under removal mode `mode`."""
+    if not held:
+        return ""
+    what = f"{len(held)} volume(s) attached ({describe(held)})"
+    if mode == "delete":
+        return (
+            f"{what}: --removal delete leaves them held up to "
+            f"{MAX_WAIT_FOR_UNMOUNT / 60:.0f}m after removal (fencing + --removal both avoids it)"
+        )
+    return f"{what}: tainted out-of-service, the Node is kept until they detach"
+
+
 def claim_of(pv: Any) -> tuple[str, str] | None:
     """(namespace, claim name) a PersistentVolume is bound to, from its raw JSON."""
     if not isinstance(pv, Mapping):

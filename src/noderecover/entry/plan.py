@@ -9,6 +9,7 @@ good enough for a preview).
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TextIO
 
@@ -16,8 +17,12 @@ from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Phase, unhealthy
 from noderecover.core.safety import exclusion, in_population
+from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
-from noderecover.kube.client import KubeClient
+from noderecover.kube.client import ApiError, KubeClient
+from noderecover.kube.storage import attachments
+
+log = logging.getLogger("noderecover.entry.plan")
 
 HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY")
 
@@ -41,6 +46,15 @@ async def plan_rows(
     c = Controller(kube, clock, cfg)
     decisions = await c.preview()
     now = c.timeline.now()
+    held: dict[str, list[Attachment]] = {}
+    if any(unhealthy(obs, cfg) for obs in c.nodes.values()):
+        try:
+            found = await attachments(kube)
+        except ApiError as exc:  # plan still answers; the volumes column says it could not
+            log.warning("could not read VolumeAttachments: %s", exc)
+            found = None
+        for name in c.nodes:
+            held[name] = on_node(found or [], name)
     rows: list[tuple[str, ...]] = []
     for name in sorted(c.nodes):
         obs = c.nodes[name]
@@ -65,6 +79,8 @@ async def plan_rows(
         why = d.blocked or d.why
         if d.wake_at is not None and d.action is None and d.blocked is None:
             why += f" (next step in {_age(max(0.0, d.wake_at - now))})"
+        if note := plan_note(cfg.removal_mode, held.get(name, [])):
+            why += f"; {note}"
         rows.append((name, status, _age(age), d.record.phase.value, now_do, why))
     return rows, c.breaker.open
 
