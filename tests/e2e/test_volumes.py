@@ -247,7 +247,8 @@ def test_noderecover_fenced_both_gets_the_volume_back_in_seconds(vnr: Replicas) 
         f"Node deleted at {deleted} before its VolumeAttachment was gone: {tl.summary()}"
     )
     assert r.metric("noderecover_actions_total", action="taint", result="ok") == 1
-    assert r.metric("noderecover_volume_reattach_seconds_count") == 1
+    # Followed to the new node (a LIST every 2 s while a volume is tracked).
+    c.wait_for(lambda: r.metric("noderecover_volume_reattach_seconds_count") == 1, 15, "re-attach")
     print(f"[volumes] node deleted {deleted[0]:.2f}s after T")
 
 
