@@ -9,13 +9,16 @@ good enough for a preview).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+from dataclasses import dataclass
 from typing import TextIO
 
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Phase, unhealthy
+from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, parse_time
 from noderecover.core.safety import exclusion, in_population
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
@@ -38,10 +41,39 @@ def _age(seconds: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-async def plan_rows(
-    kube: KubeClient, cfg: Config, clock: Clock | None = None
-) -> tuple[list[tuple[str, ...]], bool]:
-    """One row per node, and whether the circuit breaker would be open."""
+@dataclass(frozen=True)
+class NodeReport:
+    """What `plan` (and `kubectl noderecover`) says of one node."""
+
+    node: str
+    ready: str  # Ready status, "-" without one
+    unhealthy_for: float | None  # seconds since its Ready transition, while unhealthy
+    phase: str  # "-": outside --node-selector
+    now: str  # the step now: an action, "wait", "blocked", "nothing", "ignore"
+    why: str
+    blocked: str | None = None
+    next_in: float | None = None  # seconds until the next step is due (a timer)
+    phase_since: float | None = None  # wall time (from the Node's annotation)
+    conditions: tuple[Condition, ...] = ()
+    volumes: tuple[str, ...] = ()  # VolumeAttachments on the node (unhealthy nodes only)
+    excluded: str | None = None
+    managed: bool = True
+
+    def row(self) -> tuple[str, ...]:
+        return (self.node, self.ready, _age(self.unhealthy_for), self.phase, self.now, self.why)
+
+
+@dataclass
+class Preview:
+    reports: list[NodeReport]
+    breaker_open: bool
+    unhealthy: int
+    total: int
+    controller: Controller
+
+
+async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> Preview:
+    """The controller's decisions for every node now, from one LIST (read-only)."""
     clock = clock or SystemClock()
     c = Controller(kube, clock, cfg)
     decisions = await c.preview()
@@ -55,7 +87,9 @@ async def plan_rows(
             found = None
         for name in c.nodes:
             held[name] = on_node(found or [], name)
-    rows: list[tuple[str, ...]] = []
+    reports: list[NodeReport] = []
+    sick_count = 0
+    managed_count = 0
     for name in sorted(c.nodes):
         obs = c.nodes[name]
         ready = obs.ready
@@ -63,12 +97,37 @@ async def plan_rows(
         sick = unhealthy(obs, cfg)
         age = now - ready.since if sick and ready is not None and ready.since else None
         d = decisions.get(name)
+        since = parse_time(obs.annotations.get(ANN_PHASE_SINCE))
+        base = NodeReport(
+            node=name,
+            ready=status,
+            unhealthy_for=age,
+            phase="-",
+            now="",
+            why="",
+            phase_since=since,
+            conditions=obs.conditions,
+            volumes=tuple(a.pv or a.name for a in held.get(name, [])),
+            excluded=exclusion(obs, cfg),
+        )
         if not in_population(obs, cfg):
-            rows.append((name, status, _age(age), "-", "ignore", "not matched by --node-selector"))
+            reports.append(
+                dataclasses.replace(
+                    base,
+                    phase="-",
+                    now="ignore",
+                    why="not matched by --node-selector",
+                    managed=False,
+                )
+            )
             continue
+        managed_count += 1
+        sick_count += sick
         if d is None:
             why = exclusion(obs, cfg) or "healthy"
-            rows.append((name, status, _age(age), Phase.HEALTHY.value, "nothing", why))
+            reports.append(
+                dataclasses.replace(base, phase=Phase.HEALTHY.value, now="nothing", why=why)
+            )
             continue
         if d.action is not None:
             now_do = d.action.kind.value
@@ -77,12 +136,31 @@ async def plan_rows(
         else:
             now_do = "wait"
         why = d.blocked or d.why
+        next_in = None
         if d.wake_at is not None and d.action is None and d.blocked is None:
-            why += f" (next step in {_age(max(0.0, d.wake_at - now))})"
+            next_in = max(0.0, d.wake_at - now)
+            why += f" (next step in {_age(next_in)})"
         if note := plan_note(cfg.removal_mode, held.get(name, [])):
             why += f"; {note}"
-        rows.append((name, status, _age(age), d.record.phase.value, now_do, why))
-    return rows, c.breaker.open
+        reports.append(
+            dataclasses.replace(
+                base,
+                phase=d.record.phase.value,
+                now=now_do,
+                why=why,
+                blocked=d.blocked,
+                next_in=next_in,
+            )
+        )
+    return Preview(reports, c.breaker.open, sick_count, managed_count, c)
+
+
+async def plan_rows(
+    kube: KubeClient, cfg: Config, clock: Clock | None = None
+) -> tuple[list[tuple[str, ...]], bool]:
+    """One row per node, and whether the circuit breaker would be open."""
+    p = await preview(kube, cfg, clock)
+    return [r.row() for r in p.reports], p.breaker_open
 
 
 def render(
