@@ -188,8 +188,14 @@ def _scalar(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return json.dumps(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)  # YAML 1.1 floats need a dot (and a signed exponent): 5e-324 -> 5.0e-324
+        if "." not in text and "e" in text:
+            mantissa, exp = text.split("e")
+            text = f"{mantissa}.0e{exp if exp[0] in '+-' else '+' + exp}"
+        return text if "." in text or "e" in text else f"{text}.0"
     text = str(v)
     # Plain only when YAML reads it back as this very string: a letter first (no number,
     # date or indicator), safe characters, not a YAML 1.1 boolean or null word.
