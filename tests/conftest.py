@@ -130,7 +130,9 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
     clients: list[KubeClient] = []
     tasks: list[asyncio.Task[None]] = []
 
-    async def start(*, real_events: bool = False, **kw: object) -> Harness:
+    async def start(
+        *, real_events: bool = False, namespace: str | None = None, **kw: object
+    ) -> Harness:
         """`real_events`: Events also go through a real EventRecorder to the fake API."""
         clock = FakeClock(start_wall=time.time())
         gate = FlagGate()
@@ -138,7 +140,13 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
         clients.append(c)
         h = Harness(kube, clock, None, gate)  # type: ignore[arg-type]
         h.controller = Controller(
-            c, clock, make_config(**kw), gate=gate, events=h, rng=random.Random(7)
+            c,
+            clock,
+            make_config(**kw),
+            gate=gate,
+            events=h,
+            rng=random.Random(7),
+            namespace=namespace,
         )
         if real_events:
             h.recorder = EventRecorder(c, clock, "noderecover-test", rng=random.Random(7))

@@ -148,10 +148,11 @@ class Kind:
     group: str
     namespaced: bool
     fields: frozenset[str]
+    version: str = "v1"
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/v1" if self.group else "v1"
+        return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def qualified(self) -> str:
@@ -194,6 +195,17 @@ PODS = Kind(
     },
 )
 LEASES = Kind("Lease", "leases", "coordination.k8s.io", True, _META_FIELDS)
+CONFIGMAPS = Kind("ConfigMap", "configmaps", "", True, _META_FIELDS)
+# The NodeRecoveryPolicy CRD: served only once `install_policies()` was called (a cluster
+# without the CRD answers 404, as the real one does). No schema validation here.
+POLICIES = Kind(
+    "NodeRecoveryPolicy",
+    "noderecoverypolicies",
+    "noderecover.io",
+    False,
+    frozenset({"metadata.name"}),
+    "v1alpha1",
+)
 EVENTS = Kind(
     "Event",
     "events",
@@ -493,7 +505,10 @@ class FakeKube:
         self.expired_mode = "event"  # or "http"
         self.requests: list[RecordedRequest] = []
         self.pdbs: dict[str, Pdb] = {}
-        self.stores = {k.plural: Store(k) for k in (NODES, PODS, LEASES, EVENTS)}
+        self.stores = {
+            k.plural: Store(k) for k in (NODES, PODS, LEASES, EVENTS, CONFIGMAPS, POLICIES)
+        }
+        self.policies_installed = False
         # plural -> raw items added verbatim to the last page of every LIST of it, whatever
         # the selector: a garbled answer (not objects, objects missing fields...).
         self.list_garbage: dict[str, list[Any]] = {}
@@ -688,7 +703,7 @@ class FakeKube:
         # start-up allowance of never-Ready nodes is tested with node_age 0).
         born = _now() - self.node_age if kind is NODES else _now()
         meta["creationTimestamp"] = rfc3339(born)
-        if kind is PODS:
+        if kind in (PODS, POLICIES):
             meta["generation"] = 1
         self._validate(kind, obj)
         return self._write(store, "ADDED", obj, None)
@@ -731,11 +746,11 @@ class FakeKube:
                     meta[k] = cur["metadata"][k]
                 else:
                     meta.pop(k, None)
-            if kind in (NODES, PODS):  # status only changes through /status
+            if kind in (NODES, PODS, POLICIES):  # status only changes through /status
                 new.pop("status", None)
                 if "status" in cur:
                     new["status"] = cur["status"]
-            if kind is PODS and new.get("spec") != cur.get("spec"):
+            if kind in (PODS, POLICIES) and new.get("spec") != cur.get("spec"):
                 meta["generation"] = cur["metadata"].get("generation", 1) + 1
         new["kind"], new["apiVersion"] = kind.kind, kind.api_version
         new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
@@ -983,6 +998,7 @@ class FakeKube:
 
     def _routes(self) -> list[tuple[str, Handler]]:
         core, coord = "/api/v1", "/apis/coordination.k8s.io/v1"
+        nrp = "/apis/noderecover.io/v1alpha1"
         nsd = "/namespaces/{ns}"
         return [
             (f"{core}/nodes", self._collection(NODES)),
@@ -999,7 +1015,27 @@ class FakeKube:
             (f"{core}/events", self._collection(EVENTS)),
             (f"{core}{nsd}/events", self._collection(EVENTS)),
             (f"{core}{nsd}/events/{{name}}", self._item(EVENTS)),
+            (f"{core}{nsd}/configmaps", self._collection(CONFIGMAPS)),
+            (f"{core}{nsd}/configmaps/{{name}}", self._item(CONFIGMAPS)),
+            (f"{nrp}/noderecoverypolicies", self._crd(self._collection(POLICIES))),
+            (f"{nrp}/noderecoverypolicies/{{name}}", self._crd(self._item(POLICIES))),
+            (
+                f"{nrp}/noderecoverypolicies/{{name}}/status",
+                self._crd(self._item(POLICIES, "status")),
+            ),
         ]
+
+    def install_policies(self) -> None:
+        """Serve the NodeRecoveryPolicy CRD from now on."""
+        self.policies_installed = True
+
+    def _crd(self, handler: Handler) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if not self.policies_installed:
+                raise ApiError(404, "the server could not find the requested resource")
+            return await handler(request)
+
+        return handle
 
     def _collection(self, kind: Kind) -> Handler:
         store = self.stores[kind.plural]

@@ -142,7 +142,12 @@ def test_fencing_needs_the_flag_command_a_policy_never_names_one() -> None:
 
 
 def test_garbage_objects_never_raise() -> None:
-    for raw in ({}, {"spec": []}, {"metadata": "x", "spec": {"nodeSelector": 3}}):
+    raws: tuple[dict[str, Any], ...] = (
+        {},
+        {"spec": []},
+        {"metadata": "x", "spec": {"nodeSelector": 3}},
+    )
+    for raw in raws:
         assert not parse_policy(raw, BASE).valid
 
 

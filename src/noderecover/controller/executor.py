@@ -56,6 +56,7 @@ from noderecover.core.machine import (
     unhealthy,
 )
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
+from noderecover.core.policies import HOLD_REASONS
 from noderecover.core.settings import Config
 from noderecover.kube.client import (
     JSON_PATCH,
@@ -138,10 +139,14 @@ class Executor:
         rng: random.Random | None = None,
         guard: Guard | None = None,
         now: Callable[[], float] | None = None,
+        config_for: Callable[[str], Config] | None = None,
     ) -> None:
+        """`config_for(node)`: the settings of the policy governing the node now (default:
+        `cfg`, the flags); asked again at every step, so a changed policy applies at once."""
         self._kube = kube
         self._clock = clock
         self._cfg = cfg
+        self._config_for: Callable[[str], Config] = config_for or (lambda _node: cfg)
         self._may_act = may_act
         self._rng = rng or random.Random()
         self._guard: Guard = guard or NoGuard()
@@ -170,7 +175,8 @@ class Executor:
             raw = await self._kube.request("GET", self._path(node))
         except NotFound:
             return None
-        obs = parse_node(raw, self._cfg.relevant_labels, self._cfg.kept_conditions)
+        cfg = self._config_for(node)
+        obs = parse_node(raw, cfg.relevant_labels, cfg.kept_conditions)
         if obs.uid and obs.uid != uid:
             return None  # another node under this name: whatever it looks like, not ours
         if obs.malformed is not None:
@@ -215,7 +221,7 @@ class Executor:
             if seen is not None and action.transition is not None and seen > action.transition
             else None
         )
-        why = evidence_hold(fresh, action.transition, self._cfg)
+        why = evidence_hold(fresh, action.transition, self._config_for(action.node))
         if why in (HEALTHY_AGAIN, FLAPPING):
             return Evidence(Outcome.HEALTHY, why, transition=newer)
         if why is None:
@@ -333,7 +339,12 @@ class Executor:
         ctx = DrainContext(self._may_act, evidence, blocked, report)
         forced = self._forced.setdefault(action.uid, set())
         done: Drained = await self.drainer.drain(
-            action.node, started, action.may_force, ctx, forced
+            action.node,
+            started,
+            action.may_force,
+            ctx,
+            forced,
+            timeout=self._config_for(action.node).drain_timeout,
         )
         ACTIONS.labels("drain", done.outcome.value).inc()
         if done.outcome is Outcome.FAILED:
@@ -396,7 +407,7 @@ class Executor:
         return Result(Outcome.OK)
 
     async def _remove(self, action: Action, rec: Record) -> Result:
-        mode = self._cfg.removal
+        mode = self._config_for(action.node).removal
         taints = mode in {"out-of-service", "both"}
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
@@ -487,7 +498,7 @@ class Executor:
         fresh = await self.read(action.node, action.uid)
         if fresh is None:
             return Result(Outcome.GONE)
-        if unhealthy(fresh, self._cfg):
+        if unhealthy(fresh, self._config_for(action.node)):
             # The view still says healthy: wait for it to catch up, with backoff.
             delay = Backoff(base=0.5, cap=10.0, rng=self._rng, failures=rec.failures).next_delay()
             return Result(Outcome.FAILED, delay, "unhealthy again")
@@ -531,4 +542,4 @@ class Executor:
 
 # Blocked reasons that are controller-wide gates (looked at again soon), as opposed to a
 # live kubelet's unfinished drain (looked at again after LIVE_DRAIN_RETRY).
-_GATE_REASONS = frozenset({"watch-stale", "circuit-breaker", "excluded-selector"})
+_GATE_REASONS = frozenset({"watch-stale", "circuit-breaker", "excluded-selector"}) | HOLD_REASONS

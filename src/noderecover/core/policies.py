@@ -385,8 +385,8 @@ def policy_status(
 ) -> dict[str, Any]:
     """The status subresource of a policy (a merge-patch body's `status`)."""
     old_conditions = policy.status.get("conditions")
-    old = {
-        c.get("type"): c
+    old: dict[str, Mapping[str, Any]] = {
+        str(c.get("type")): c
         for c in (old_conditions if isinstance(old_conditions, list) else [])
         if isinstance(c, Mapping)
     }
