@@ -1029,6 +1029,41 @@ class FakeKube:
         """Serve the NodeRecoveryPolicy CRD from now on."""
         self.policies_installed = True
 
+    def add_policy(self, name: str, spec: JSON) -> JSON:
+        """Create a NodeRecoveryPolicy (the CRD must be installed)."""
+        obj = {
+            "apiVersion": POLICIES.api_version,
+            "kind": POLICIES.kind,
+            "metadata": {"name": name},
+        }
+        return self._create(self.stores["noderecoverypolicies"], {**obj, "spec": spec})
+
+    def set_policy_spec(self, name: str, spec: JSON) -> JSON:
+        store = self.stores["noderecoverypolicies"]
+        cur = store.get("", name)
+        return self._update(store, cur, {**_clone(cur), "spec": spec})
+
+    def get_policy(self, name: str) -> JSON | None:
+        return _clone(self.stores["noderecoverypolicies"].objects.get(("", name)))
+
+    def remove_policy(self, name: str) -> None:
+        store = self.stores["noderecoverypolicies"]
+        cur = store.get("", name)
+        self._write(store, "DELETED", cur, cur)
+
+    def set_configmap(self, namespace: str, name: str, data: dict[str, str] | None) -> None:
+        """Create, replace (data) or delete (None) a ConfigMap."""
+        store = self.stores["configmaps"]
+        cur = store.objects.get((namespace, name))
+        if data is None:
+            if cur is not None:
+                self._write(store, "DELETED", cur, cur)
+            return
+        if cur is None:
+            self._create(store, {"metadata": {"name": name}, "data": data}, namespace)
+        else:
+            self._update(store, cur, {**_clone(cur), "data": data})
+
     def _crd(self, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             if not self.policies_installed:
