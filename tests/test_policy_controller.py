@@ -14,8 +14,8 @@ from typing import Any
 from noderecover.base.metrics import BLOCKED, PAUSED
 from noderecover.core.machine import Phase
 from noderecover.core.nodes import ANN_PHASE, format_time
-from noderecover.core.policies import CLUSTER_PAUSED, NO_POLICY, PAUSED as PAUSED_REASON
-from noderecover.core.policies import POLICY_CONFLICT
+from noderecover.core.policies import CLUSTER_PAUSED, NO_POLICY, POLICY_CONFLICT
+from noderecover.core.policies import PAUSED as PAUSED_REASON
 from tests.conftest import Harness
 from tests.fakeapi import FakeKube
 
@@ -282,7 +282,8 @@ async def test_status_is_written_by_the_leader_only_and_rate_limited(
 
     def status() -> dict[str, Any]:
         p = kube.get_policy("all")
-        return (p or {}).get("status", {})
+        out: dict[str, Any] = (p or {}).get("status", {})
+        return out
 
     await h.until(lambda: status().get("nodesMatched") == 3, advance=1.0)
     s = status()
