@@ -299,3 +299,22 @@ async def test_status_is_written_by_the_leader_only_and_rate_limited(
     kube.set_node_ready("w2", "False")
     await h.idle(60, step=2.0)
     assert kube.count("PATCH", r"/noderecoverypolicies/all/status$") == writes
+
+
+async def test_a_silent_nodes_heartbeat_lease_is_judged_by_its_policys_grace(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The flags' grace (1000 s) must not keep a policy's 30 s Ready=Unknown waiting on the
+    heartbeat Lease: the Lease counts as stale after the node's own grace."""
+    kube.install_policies()
+    kube.add_policy(
+        "all", {"unhealthyConditions": [{"type": "Ready", "status": "Unknown", "duration": "30s"}]}
+    )
+    for n in ("w1", "w2", "w3"):
+        kube.add_node(n)
+        kube.add_node_lease(n)
+    h: Harness = await harness_factory(grace=1000, watch_node_leases=True)
+    await h.until(lambda: h.controller.policies.active)
+    kill(kube, "w1")
+    await h.until(lambda: cordoned(kube, "w1"), advance=1.0, real_timeout=10, what="cordoned")
+    assert h.clock.monotonic() - 1000 < 200

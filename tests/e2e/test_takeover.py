@@ -247,6 +247,10 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("get", "leases", "kube-node-lease"),
         ("create", "events", "default"),
         ("list", "events", "default"),
+        ("list", "noderecoverypolicies.noderecover.io", ""),
+        ("watch", "noderecoverypolicies.noderecover.io", ""),
+        ("patch", "noderecoverypolicies.noderecover.io/status", ""),
+        ("get", "configmaps", NAMESPACE),
     ]
     denied = [
         ("delete", "persistentvolumeclaims", "default"),
@@ -260,6 +264,12 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("create", "events", "kube-system"),
         ("create", "pods", "default"),
         ("get", "pods", "default"),  # no code path reads a single pod (issue 12)
+        # Policies are the operator's: noderecover writes their status only.
+        ("update", "noderecoverypolicies.noderecover.io", ""),
+        ("patch", "noderecoverypolicies.noderecover.io", ""),
+        ("create", "noderecoverypolicies.noderecover.io", ""),
+        ("get", "configmaps", "default"),
+        ("list", "configmaps", NAMESPACE),
     ]
     for verb, resource, ns in allowed + denied:
         res, _, sub = resource.partition("/")

@@ -133,7 +133,14 @@ class Controller:
         self._rng = rng or random.Random()
         self.timeline = Timeline(clock)
         self.view = NodeView(kube, clock, self.timeline, cfg, self._view_changed, rng=self._rng)
-        self.heartbeats = Heartbeats(kube, clock, self.timeline, cfg)
+        self.heartbeats = Heartbeats(
+            kube,
+            clock,
+            self.timeline,
+            cfg,
+            grace_for=lambda node: self.config_for(node).silent_grace,
+            min_grace=self._min_grace,
+        )
         self.reporter = Reporter(cfg, self.timeline, events)
         self.executor = Executor(
             kube,
@@ -269,6 +276,9 @@ class Controller:
         if obs.malformed is not None:
             return Governance(None)  # counted in every pool by the census instead
         return govern(self.policies.policies, obs.labels)
+
+    def _min_grace(self) -> float:
+        return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])
 
     def config_for(self, node: str) -> Config:
         """The settings a node is judged and acted on with now."""

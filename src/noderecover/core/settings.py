@@ -95,6 +95,15 @@ class Config:
         return "--" + dest.replace("_", "-")
 
     @property
+    def silent_grace(self) -> float:
+        """The grace of a silent node (Ready=Unknown): how long its heartbeat Lease must stay
+        unchanged before it counts as dead (a policy's Ready=Unknown duration, or `grace`)."""
+        for ctype, status, seconds in self.condition_graces:
+            if (ctype, status) == ("Ready", "Unknown"):
+                return seconds
+        return self.grace
+
+    @property
     def fencing(self) -> bool:
         return bool(self.fence_command)
 
