@@ -141,7 +141,7 @@ class Controller:
             grace_for=lambda node: self.config_for(node).silent_grace,
             min_grace=self._min_grace,
         )
-        self.reporter = Reporter(cfg, self.timeline, events)
+        self.reporter = Reporter(cfg, self.timeline, events, config_for=self.config_for)
         self.executor = Executor(
             kube,
             clock,

@@ -5,6 +5,11 @@ with two look-ahead assumptions: a node that is unhealthy but has no noderecover
 treated as Suspect since its Ready condition's lastTransitionTime, and a heartbeat Lease's
 age is read from its renewTime against the local clock (the controller never does this; it is
 good enough for a preview).
+
+The POLICY column says which NodeRecoveryPolicy governs each node and why: its name, or
+"(flags)" when no policy exists, or "-" when none does (no policy selects it, two do, or
+the one that does is invalid: WHY says which). Notes under the table list each policy's
+pause (until when, why), invalid policies, and the cluster-wide pause.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from typing import TextIO
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Phase, unhealthy
+from noderecover.core.nodes import format_time
+from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT
 from noderecover.core.safety import exclusion, in_population
 from noderecover.entry.config import Config
 from noderecover.kube.client import KubeClient
 
-HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY")
+HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY")
 
 
 def _age(seconds: float | None) -> str:
@@ -37,8 +44,49 @@ async def plan_rows(
     kube: KubeClient, cfg: Config, clock: Clock | None = None
 ) -> tuple[list[tuple[str, ...]], bool]:
     """One row per node, and whether the circuit breaker would be open."""
+    rows, breaker, _ = await plan_report(kube, cfg, clock)
+    return rows, breaker
+
+
+def _governed_by(c: Controller, name: str) -> tuple[str, str | None]:
+    """(POLICY column, why no policy governs it or None)."""
+    if not c.policies.active:
+        return ("(flags)", None) if name in c.view.population else ("-", None)
+    pool = c.view.pool(name)
+    if pool is not None:
+        return pool, None
+    gov = c.view.held.get(name)
+    if gov is not None and gov.held == POLICY_CONFLICT:
+        return "-", f"{POLICY_CONFLICT}: selected by {', '.join(gov.matched)}"
+    if gov is not None and gov.held is not None:
+        return "-", gov.why
+    return "-", f"{NO_POLICY}: no NodeRecoveryPolicy selects it (left alone)"
+
+
+def _notes(c: Controller, now: float) -> list[str]:
+    notes = []
+    cluster = c.policies.cluster_pause
+    if cluster is not None and cluster.active(now):
+        notes.append(
+            f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
+        )
+    for name, p in sorted(c.policies.policies.items()):
+        if p.error is not None:
+            notes.append(f"policy {name}: INVALID, not applied (its nodes are held): {p.error}")
+        elif p.pause is not None and p.pause.active(now):
+            until = format_time(p.pause.until)
+            notes.append(f"policy {name}: paused until {until}: {p.pause.reason or '-'}")
+    return notes
+
+
+async def plan_report(
+    kube: KubeClient, cfg: Config, clock: Clock | None = None, namespace: str | None = None
+) -> tuple[list[tuple[str, ...]], bool, list[str]]:
+    """Rows, whether a circuit breaker would be open, and notes (pauses, invalid policies).
+
+    `namespace`: where the cluster-wide pause ConfigMap is read (None: not read)."""
     clock = clock or SystemClock()
-    c = Controller(kube, clock, cfg)
+    c = Controller(kube, clock, cfg, namespace=namespace)
     decisions = await c.preview()
     now = c.timeline.now()
     rows: list[tuple[str, ...]] = []
@@ -46,15 +94,19 @@ async def plan_rows(
         obs = c.nodes[name]
         ready = obs.ready
         status = ready.status if ready is not None else "-"
-        sick = unhealthy(obs, cfg)
+        ncfg = c.config_for(name)
+        sick = unhealthy(obs, ncfg)
         age = now - ready.since if sick and ready is not None and ready.since else None
         d = decisions.get(name)
-        if not in_population(obs, cfg):
-            rows.append((name, status, _age(age), "-", "ignore", "not matched by --node-selector"))
+        policy, ungoverned = _governed_by(c, name)
+        if not c.policies.active and not in_population(obs, cfg):
+            rows.append(
+                (name, status, _age(age), "-", "ignore", "not matched by --node-selector", "-")
+            )
             continue
         if d is None:
-            why = exclusion(obs, cfg) or "healthy"
-            rows.append((name, status, _age(age), Phase.HEALTHY.value, "nothing", why))
+            why = ungoverned or exclusion(obs, ncfg) or "healthy"
+            rows.append((name, status, _age(age), Phase.HEALTHY.value, "nothing", why, policy))
             continue
         if d.action is not None:
             now_do = d.action.kind.value
@@ -63,30 +115,38 @@ async def plan_rows(
         else:
             now_do = "wait"
         why = d.blocked or d.why
+        if d.blocked is not None and ungoverned is not None:
+            why = ungoverned
         if d.wake_at is not None and d.action is None and d.blocked is None:
             why += f" (next step in {_age(max(0.0, d.wake_at - now))})"
-        rows.append((name, status, _age(age), d.record.phase.value, now_do, why))
-    return rows, c.breaker.open
+        rows.append((name, status, _age(age), d.record.phase.value, now_do, why, policy))
+    breaker = any(b.open for b in c.breakers.values())
+    return rows, breaker, _notes(c, now)
 
 
 def render(
-    rows: list[tuple[str, ...]], breaker_open: bool | None = None, out: TextIO = sys.stdout
+    rows: list[tuple[str, ...]],
+    breaker_open: bool | None = None,
+    out: TextIO = sys.stdout,
+    notes: list[str] | None = None,
 ) -> None:
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     for r in [HEADER, *rows]:
         out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
     if breaker_open is not None:
         out.write(f"circuit breaker: {'OPEN (no new remediation)' if breaker_open else 'closed'}\n")
+    for note in notes or ():
+        out.write(note + "\n")
 
 
 async def run_plan(cfg: Config, out: TextIO = sys.stdout) -> int:
-    from noderecover.entry.app import load_client
+    from noderecover.entry.app import lease_namespace, load_client
     from noderecover.kube.client import Timeouts
 
     kube = KubeClient(await load_client(cfg), Timeouts(request=cfg.api_timeout))
     try:
-        rows, breaker = await plan_rows(kube, cfg)
+        rows, breaker, notes = await plan_report(kube, cfg, namespace=lease_namespace(cfg))
     finally:
         await kube.close()
-    render(rows, breaker, out)
+    render(rows, breaker, out, notes)
     return 0
