@@ -200,7 +200,8 @@ async def test_a_node_two_policies_select_is_refused_and_reported_on_both(
     kill(kube, "g1")
     await h.idle(60, step=2.0)
     assert not cordoned(kube, "g1")
-    assert h.controller.blocked.get("g1") == POLICY_CONFLICT
+    assert h.controller.policy_hold("g1") == POLICY_CONFLICT
+    assert not [r for r in kube.requests if r.method != "GET" and r.path.endswith("/g1")]
 
     def degraded(name: str) -> dict[str, Any] | None:
         p = kube.get_policy(name)

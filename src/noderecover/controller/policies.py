@@ -126,7 +126,10 @@ class PolicySource:
                 with contextlib.suppress(KeyError):
                     metric.remove(name)
         else:
+            old = self.policies.get(name)
             self.policies[name] = p
+            if old == p:
+                return  # only its status changed (our own write, mostly): nothing to apply
         self._metrics()
         self._changed()
 

@@ -471,13 +471,14 @@ class Controller:
             # at all (not even a restore judged without a policy's conditions).
             return now + MAX_IDLE
         # Only nodes that can need a decision are visited (see NodeView): a pass costs
-        # O(unhealthy + remediated), not O(cluster). A node outside --node-selector (or no
-        # policy's) is visited only while something of ours is on it, or while two policies
-        # (or an invalid one) claim it, so that its hold is reported.
+        # O(unhealthy + remediated), not O(cluster). A node outside --node-selector (or that
+        # no single valid policy governs) is visited only while something of ours is on it:
+        # a refused node (two policies, an invalid one) is not even annotated; the policies'
+        # status, metrics and `plan` report it.
         names = {
             n
             for n in view.watchlist | self.records.keys() | self._busy.keys()
-            if n in view.population or n in self.records or view.carries_ours(n) or n in view.held
+            if n in view.population or n in self.records or view.carries_ours(n)
         }
         candidates = [self.nodes[n] for n in names if n in self.nodes]
         # Resume before counting: a new leader's first pass must see the remediations it

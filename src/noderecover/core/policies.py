@@ -26,7 +26,6 @@ ConfigMap was created (DEFAULT_CLUSTER_PAUSE when `until` is missing or unreadab
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -467,8 +466,3 @@ def status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         return out
 
     return strip(old) != strip(new)
-
-
-def min_limit(threshold: Threshold, total: int) -> int:
-    """The most unhealthy nodes a pool of `total` tolerates before its breaker opens."""
-    return math.floor(threshold.limit(total))
