@@ -72,6 +72,7 @@ async def test_a_pause_appearing_mid_drain_stops_the_next_force_delete_until_it_
     # The pause expires by itself: the drain goes on and the node is removed.
     await h.until(lambda: kube.get_node("w1") is None, advance=2.0, what="removed after pause")
     assert forced(kube) and h.clock.wall() >= until
+    assert PAUSED.labels("all")._value.get() == 0
 
 
 async def test_a_pause_set_before_the_grace_ends_holds_the_cordon_then_expires(
@@ -133,6 +134,7 @@ async def test_the_cluster_wide_pause_holds_every_node_and_expires(
     assert h.controller.blocked.get("w1") == CLUSTER_PAUSED
     await h.until(lambda: cordoned(kube, "w1"), advance=2.0, what="cordoned after expiry")
     assert h.controller.policy_hold("w1") is None
+    assert PAUSED.labels("")._value.get() == 0
 
 
 async def test_two_pools_each_on_its_own_timer(kube: FakeKube, harness_factory: Start) -> None:

@@ -130,15 +130,16 @@ class PolicySource:
             self.policies[name] = p
             if old == p:
                 return  # only its status changed (our own write, mostly): nothing to apply
-        self._metrics()
+        self.update_metrics()
         self._changed()
 
     def _resync(self, items: Iterable[tuple[str, Policy]]) -> None:
         self.policies = dict(items)
-        self._metrics()
+        self.update_metrics()
         self._changed()
 
-    def _metrics(self) -> None:
+    def update_metrics(self) -> None:
+        """noderecover_paused and noderecover_policy_invalid, as of now (pauses expire)."""
         now = self._timeline.now()
         for name, p in self.policies.items():
             POLICY_INVALID.labels(name).set(0 if p.valid else 1)
@@ -202,7 +203,7 @@ class PolicySource:
                 log.info("cluster-wide pause removed")
             self.cluster_pause = pause
             self._changed()
-        self._metrics()
+        self.update_metrics()
 
     async def _poll_pause(self) -> None:
         while True:

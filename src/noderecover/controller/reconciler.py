@@ -428,8 +428,10 @@ class Controller:
         renewTime against the local clock, and an unhealthy node without our annotations
         is taken as Suspect since its Ready transition.
         """
-        await self.load_policies()
         await self.view.watcher.list_once()
+        await self.load_policies()
+        if not self.view.keys_current:
+            await self.view.watcher.list_once()  # parsed again for what the policies read
         if self.cfg.watch_node_leases:
             await self.refresh_leases()
             self.heartbeats.judge_by_renew_time()
@@ -559,6 +561,7 @@ class Controller:
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
             self.reporter.forgotten(name, self.records.pop(name))
         self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
+        self.policies.update_metrics()
         if policy_mode:
             self._pool_states(census)
         elif self.pool_states:
