@@ -321,3 +321,41 @@ async def test_a_silent_nodes_heartbeat_lease_is_judged_by_its_policys_grace(
     kill(kube, "w1")
     await h.until(lambda: cordoned(kube, "w1"), advance=1.0, real_timeout=10, what="cordoned")
     assert h.clock.monotonic() - 1000 < 200
+
+
+async def test_an_invalid_policy_is_never_half_applied_its_nodes_are_held(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Past the schema (the fake API server has none): reported on its status, and none of
+    its spec is used - its nodes are held, not remediated with the flags' settings either."""
+    from noderecover.base.metrics import POLICY_INVALID as INVALID_METRIC
+    from noderecover.core.policies import POLICY_INVALID
+
+    kube.install_policies()
+    kube.add_policy(
+        "gpu",
+        {
+            "nodeSelector": {"matchLabels": {"pool": "gpu"}},
+            "unhealthyConditions": [{"type": "Ready", "status": "True", "duration": "1s"}],
+        },
+    )
+    for n in ("g1", "g2", "g3"):
+        kube.add_node(n, labels={"pool": "gpu"})
+    h: Harness = await harness_factory(grace=10)
+    await h.until(lambda: h.controller.policies.active)
+    kill(kube, "g1")
+    await h.idle(60, step=2.0)
+    assert not cordoned(kube, "g1") and not cordoned(kube, "g2")
+    assert h.controller.policy_hold("g1") == POLICY_INVALID
+    assert INVALID_METRIC.labels("gpu")._value.get() == 1
+
+    def ready() -> dict[str, Any]:
+        conds = (kube.get_policy("gpu") or {}).get("status", {}).get("conditions", [])
+        return next((c for c in conds if c["type"] == "Ready"), {})
+
+    await h.until(lambda: ready().get("reason") == "Invalid", advance=1.0, what="status")
+    assert "Ready=True" in ready()["message"]
+    # Fixed: applied at once, no restart.
+    kube.set_policy_spec("gpu", {"nodeSelector": {"matchLabels": {"pool": "gpu"}}})
+    await h.until(lambda: cordoned(kube, "g1"), advance=1.0, what="governed once fixed")
+    assert INVALID_METRIC.labels("gpu")._value.get() == 0

@@ -533,7 +533,7 @@ class Controller:
             own = 1 if pool is not None and rec.phase in IN_FLIGHT and not rec.parked else 0
             gates = Gates(
                 fresh=fresh,
-                breaker_open=pool is not None and self.breakers[pool].open,
+                breaker_open=pool is not None and self.breakers.get(pool, BreakerState()).open,
                 in_flight=in_flight.get(pool, 0) - own if pool is not None else 0,
                 removals_last_hour=removals_last_hour.get(pool, 0) if pool is not None else 0,
                 lease_renewing=heartbeats.renewing(name),
