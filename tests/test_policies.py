@@ -113,6 +113,15 @@ def test_a_full_spec_overrides_every_field() -> None:
             },
             "twice",
         ),
+        (
+            {
+                "unhealthyConditions": [
+                    {"type": "DiskPressure", "status": "True", "duration": "1m"},
+                    {"type": "DiskPressure", "status": "False", "duration": "2m"},
+                ]
+            },
+            "both True and False",
+        ),
         ({"removal": "explode"}, "spec.removal"),
         ({"maxUnhealthy": "140%"}, "maxUnhealthy"),
         ({"maxUnhealthy": -1}, "maxUnhealthy"),

@@ -359,3 +359,23 @@ async def test_an_invalid_policy_is_never_half_applied_its_nodes_are_held(
     kube.set_policy_spec("gpu", {"nodeSelector": {"matchLabels": {"pool": "gpu"}}})
     await h.until(lambda: cordoned(kube, "g1"), advance=1.0, what="governed once fixed")
     assert INVALID_METRIC.labels("gpu")._value.get() == 0
+
+
+async def test_policies_that_cannot_be_read_hold_everything_visibly(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A 403 (RBAC not updated) is not "no policies": a pause may exist. Nothing is decided,
+    /readyz says why; once the policies can be read, the flags govern (none exists)."""
+    kube.install_policies()
+    kube.fail_next("GET", r"noderecoverypolicies", 403, count=4)
+    for n in ("w1", "w2", "w3"):
+        kube.add_node(n)
+    kill(kube, "w1")
+    h: Harness = await harness_factory(grace=5)
+    await h.until(lambda: h.controller.synced)
+    await h.idle(8, step=1.0)
+    assert not cordoned(kube, "w1")
+    ready, why = h.controller.readiness()
+    assert not ready and "NodeRecoveryPolicies" in why
+    await h.until(lambda: cordoned(kube, "w1"), advance=2.0, what="cordoned once readable")
+    assert h.controller.readiness()[0]

@@ -110,6 +110,24 @@ def label(c: TestCluster, node: str, pool: str) -> None:
             {"unhealthyConditions": [{"type": "Ready", "status": "False", "duration": "soon"}]},
             "should match",
         ),
+        (
+            {
+                "unhealthyConditions": [
+                    {"type": "DiskPressure", "status": "True", "duration": "1m"},
+                    {"type": "DiskPressure", "status": "False", "duration": "1m"},
+                ]
+            },
+            "listed both True and False",
+        ),
+        (
+            {
+                "unhealthyConditions": [
+                    {"type": "Ready", "status": "False", "duration": "1m"},
+                    {"type": "Ready", "status": "False", "duration": "2m"},
+                ]
+            },
+            "Duplicate value",
+        ),
         ({"maxUnhealthy": "140%"}, "a count >= 0 or a percent"),
         ({"maxUnhealthy": -2}, "a count >= 0 or a percent"),
         ({"maxConcurrent": 0}, "should be greater than or equal to 1"),

@@ -719,6 +719,9 @@ class Controller:
     def readiness(self) -> tuple[bool, str]:
         if not self.view.watcher.synced:
             return False, "initial node list not complete"
+        if not self.policies.listed:
+            # Nothing is decided until then (a pause may exist): say so, do not look idle.
+            return False, "NodeRecoveryPolicies not read yet (see the log)"
         return True, "synced"
 
     def liveness(self) -> tuple[bool, str]:

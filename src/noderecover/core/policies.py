@@ -179,6 +179,12 @@ def _conditions(raw: object, base: Config) -> dict[str, Any]:
             raise ValueError(f"{where}: Ready=True is the healthy state, not an unhealthy one")
         if any((ctype, status) == (t, s) for t, s, _ in graces):
             raise ValueError(f"{where}: {ctype}={status} is listed twice")
+        if status in ("True", "False") and any(
+            t == ctype and {s, status} == {"True", "False"} for t, s, _ in graces
+        ):
+            raise ValueError(
+                f"{where}: {ctype} listed both True and False makes every node unhealthy"
+            )
         graces.append((ctype, status, parse_duration(c.get("duration"), f"{where}.duration")))
     return {
         "unhealthy_conditions": frozenset((t, s) for t, s, _ in graces),
