@@ -74,13 +74,27 @@ class Harness:
     clock: FakeClock
     controller: Controller
     gate: FlagGate
-    events: list[tuple[str, str, str]] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # Node Events
+    pod_events: list[tuple[str, str, str]] = field(default_factory=list)  # (ns/name, reason, type)
     recorder: EventRecorder | None = None  # also write them to the fake API (real_events=True)
 
-    def record(self, node: str, uid: str, reason: str, message: str, type: str = "Normal") -> None:
-        self.events.append((node, reason, type))
+    def record(
+        self,
+        node: str,
+        uid: str,
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        *,
+        kind: str = "Node",
+        namespace: str = "",
+    ) -> None:
+        if kind == "Node":
+            self.events.append((node, reason, type))
+        else:
+            self.pod_events.append((f"{namespace}/{node}", reason, type))
         if self.recorder is not None:
-            self.recorder.record(node, uid, reason, message, type)
+            self.recorder.record(node, uid, reason, message, type, kind=kind, namespace=namespace)
 
     async def until(
         self,

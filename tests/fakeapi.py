@@ -206,6 +206,12 @@ POLICIES = Kind(
     frozenset({"metadata.name"}),
     "v1alpha1",
 )
+VOLUMEATTACHMENTS = Kind(
+    "VolumeAttachment", "volumeattachments", "storage.k8s.io", False, frozenset({"metadata.name"})
+)
+PERSISTENTVOLUMES = Kind(
+    "PersistentVolume", "persistentvolumes", "", False, frozenset({"metadata.name"})
+)
 EVENTS = Kind(
     "Event",
     "events",
@@ -506,7 +512,17 @@ class FakeKube:
         self.requests: list[RecordedRequest] = []
         self.pdbs: dict[str, Pdb] = {}
         self.stores = {
-            k.plural: Store(k) for k in (NODES, PODS, LEASES, EVENTS, CONFIGMAPS, POLICIES)
+            k.plural: Store(k)
+            for k in (
+                NODES,
+                PODS,
+                LEASES,
+                EVENTS,
+                VOLUMEATTACHMENTS,
+                PERSISTENTVOLUMES,
+                CONFIGMAPS,
+                POLICIES,
+            )
         }
         self.policies_installed = False
         # plural -> raw items added verbatim to the last page of every LIST of it, whatever
@@ -1012,6 +1028,13 @@ class FakeKube:
             (f"{coord}/leases", self._collection(LEASES)),
             (f"{coord}{nsd}/leases", self._collection(LEASES)),
             (f"{coord}{nsd}/leases/{{name}}", self._item(LEASES)),
+            ("/apis/storage.k8s.io/v1/volumeattachments", self._collection(VOLUMEATTACHMENTS)),
+            (
+                "/apis/storage.k8s.io/v1/volumeattachments/{name}",
+                self._item(VOLUMEATTACHMENTS),
+            ),
+            (f"{core}/persistentvolumes", self._collection(PERSISTENTVOLUMES)),
+            (f"{core}/persistentvolumes/{{name}}", self._item(PERSISTENTVOLUMES)),
             (f"{core}/events", self._collection(EVENTS)),
             (f"{core}{nsd}/events", self._collection(EVENTS)),
             (f"{core}{nsd}/events/{{name}}", self._item(EVENTS)),
@@ -1395,6 +1418,7 @@ class FakeKube:
         grace: int = 30,
         empty_dir: bool = False,
         finalizers: list[str] | None = None,
+        claim: str | None = None,
     ) -> JSON:
         pod = _make_pod(name, namespace, node, labels or {}, annotations or {}, phase, grace)
         if finalizers:
@@ -1420,6 +1444,10 @@ class FakeKube:
             )
         if empty_dir:
             pod["spec"]["volumes"].append({"name": "scratch", "emptyDir": {}})
+        if claim:
+            pod["spec"]["volumes"].append(
+                {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
+            )
         return _clone(self._create(self.stores["pods"], pod))
 
     def get_pod(self, namespace: str, name: str) -> JSON | None:
@@ -1435,6 +1463,41 @@ class FakeKube:
         store = self.stores["pods"]
         cur = store.get(namespace, name)
         self._write(store, "DELETED", cur, cur)
+
+    def add_volume_attachment(
+        self, name: str, node: str, pv: str | None, *, attached: bool = True
+    ) -> JSON:
+        """A VolumeAttachment (as the attach/detach controller creates it, an attacher marked)."""
+        source: JSON = {"persistentVolumeName": pv} if pv else {"inlineVolumeSpec": {}}
+        return self._create(
+            self.stores["volumeattachments"],
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "VolumeAttachment",
+                "metadata": {"name": name},
+                "spec": {"attacher": "csi.test", "nodeName": node, "source": source},
+                "status": {"attached": attached},
+            },
+        )
+
+    def remove_volume_attachment(self, name: str) -> None:
+        store = self.stores["volumeattachments"]
+        cur = store.get("", name)
+        self._write(store, "DELETED", cur, cur)
+
+    def add_persistent_volume(self, name: str, claim_namespace: str, claim: str) -> JSON:
+        return self._create(
+            self.stores["persistentvolumes"],
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "claimRef": {"namespace": claim_namespace, "name": claim},
+                },
+            },
+        )
 
     def pods_on(self, node: str) -> list[JSON]:
         return [

@@ -61,7 +61,8 @@ def cfg(*argv: str, env: dict[str, str] | None = None):  # type: ignore[no-untyp
 
 def test_defaults() -> None:
     c = cfg()
-    assert (c.grace, c.healthy_delay, c.drain_timeout, c.removal) == (60, 30, 60, "delete")
+    assert (c.grace, c.healthy_delay, c.drain_timeout, c.removal) == (30, 30, 60, "auto")
+    assert (c.removal_mode, c.detach_timeout) == ("delete", 120)
     assert str(c.max_unhealthy) == "40%" and c.max_concurrent == 1
     assert c.exclude_control_plane and not c.dry_run and c.watch_node_leases
     assert c.leader_elect is None and c.lease_duration == 15 and c.retry_period == 2
@@ -116,6 +117,8 @@ INVALID: list[tuple[str, str, str]] = [
     ("--fence-command", "no-such-power-off-tool --now", "not an executable on PATH"),
     ("--fence-command", NOT_EXECUTABLE, "not executable"),
     ("--fence-timeout", "0", "greater than 0s"),
+    ("--detach-timeout", "0", "greater than 0s"),
+    ("--detach-timeout", "soon", "duration"),
     ("--fence-timeout", "-1s", "negative"),
     ("--max-unhealthy", "150%", "not within 0-100%"),
     ("--max-unhealthy", "nan%", "neither a count nor a percent"),

@@ -50,6 +50,11 @@ NODE_PATH = f"/api/v1/nodes/{NODE}"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}"
 PODS_PATH = "/api/v1/pods"
 POD_PREFIX = "/api/v1/namespaces/default/pods/"
+VA_PATH = "/apis/storage.k8s.io/v1/volumeattachments"
+PV_PREFIX = "/api/v1/persistentvolumes/"
+# The node's volume stays attached for this many VolumeAttachment LISTs after its
+# out-of-service taint is seen (the attach/detach controller's detach, as the executor polls).
+DETACH_AFTER_LISTS = 2
 TRANSITION = T0 - 600.0  # Ready=Unknown since then: the transition the steps were decided on
 STALE_RENEW = "2027-01-15T07:50:00.000000Z"  # the Lease's renewTime while nobody renews it
 TIMEOUT = 10.0  # drain timeout (seconds)
@@ -207,6 +212,7 @@ class ScriptedApi:
         self.gate: str | None = None
         self.leader = True
         self.log: list[Req] = []
+        self.va_lists_tainted = 0  # VolumeAttachment LISTs served while the node was tainted
 
     def _next_rv(self) -> int:
         self._rv += 1
@@ -303,7 +309,34 @@ class ScriptedApi:
             return {"kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": items}
         if path.startswith(POD_PREFIX):
             return self._pod(req, path.removeprefix(POD_PREFIX), method, body)
+        if path == VA_PATH and method == "GET":
+            items = self._attachments()
+            req.listed = tuple((a["metadata"]["name"], "") for a in items)
+            return {"kind": "VolumeAttachmentList", "metadata": {}, "items": items}
+        if path.startswith(PV_PREFIX) and method == "GET":
+            raise api_error(404, "NotFound", "persistentvolumes not found")
         raise AssertionError(f"unexpected request {method} {path}")
+
+    def _attachments(self) -> list[dict[str, Any]]:
+        """The node's one volume: attached until DETACH_AFTER_LISTS LISTs saw it tainted."""
+        node = self.node
+        if node is None or node.uid != UID:
+            return []
+        if any(t.get("key") == OUT_OF_SERVICE_KEY for t in node.taints):
+            self.va_lists_tainted += 1
+            if self.va_lists_tainted > DETACH_AFTER_LISTS:
+                return []
+        return [
+            {
+                "metadata": {"name": "csi-va-1"},
+                "spec": {
+                    "attacher": "csi.test",
+                    "nodeName": NODE,
+                    "source": {"persistentVolumeName": "pv-1"},
+                },
+                "status": {"attached": True},
+            }
+        ]
 
     def _gone(self, pod: Pod) -> None:
         pod.gone = True
@@ -411,6 +444,11 @@ class ScriptedGuard:
         return self.clock.monotonic() - self.seen[1] < self.grace
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
+        self.reports.append(reason)
+
+    def event(
+        self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
         self.reports.append(reason)
 
 
@@ -591,7 +629,31 @@ def check_outcomes(t: Trace) -> None:
         assert t.drain.outcome is not Outcome.OK, f"drained OK after {ev} seen at {s}"
 
 
+def check_delete_after_detach(t: Trace) -> None:
+    """(g) out-of-service/both: the Node is deleted only after a VolumeAttachment LIST, after
+    the taint, showed none of its volumes left; no taint is ever removed by a removal.
+    delete: the node's VolumeAttachments are read before its DELETE (the warning)."""
+    for r in t.log:
+        if not (r.path == NODE_PATH and r.method == "DELETE"):
+            continue
+        before = [q for q in t.log[: r.index] if q.path == VA_PATH]
+        assert before, f"Node DELETE at {r.index} without reading its VolumeAttachments"
+        if t.case.removal == "both":
+            taint = next(
+                (q.index for q in t.log if q.content_type == JSON_PATCH and q.path == NODE_PATH),
+                None,
+            )
+            assert taint is not None and taint < r.index, "deleted before the taint"
+            assert before[-1].listed == (), (
+                f"Node DELETE at {r.index} while its volumes were attached: {before[-1].listed}"
+            )
+    for r in t.log:
+        if r.content_type == JSON_PATCH and r.path == NODE_PATH:
+            assert all(op.get("op") != "remove" for op in r.body), "a taint removed"
+
+
 CHECKS = (
+    check_delete_after_detach,
     check_evidence_before_force,
     check_uid_of_node,
     check_pod_uid_preconditions,
@@ -681,10 +743,12 @@ def test_without_an_event_a_dead_node_is_drained_by_force_and_removed() -> None:
     kinds = [(r.method, r.path.rsplit("/", 1)[-1]) for r in t.log if r.destructive]
     assert kinds.count(("POST", "eviction")) == 2  # grace 1: no kubelet to honour more
     assert kinds.count(("DELETE", "p0")) == kinds.count(("DELETE", "p1")) == 1
-    # The first Node DELETE carries the resourceVersion read before its own taint and
-    # annotation writes: refused (409); the re-read (still dead) decides the second.
-    assert kinds[-3:] == [("PATCH", NODE), ("DELETE", NODE), ("DELETE", NODE)]
-    assert [r.status for r in t.log if r.destructive][-3:] == [200, 409, 200]
+    # Taint, then (once the volume detached: the read after the wait) one Node DELETE, on
+    # the resourceVersion of that read.
+    assert kinds[-2:] == [("PATCH", NODE), ("DELETE", NODE)]
+    assert [r.status for r in t.log if r.destructive][-2:] == [200, 200]
+    va_lists = [r for r in t.log if r.path == VA_PATH]
+    assert len(va_lists) == DETACH_AFTER_LISTS + 1 and va_lists[-1].listed == ()
 
 
 def _first(t: Trace, method: str, suffix: str) -> int:

@@ -62,6 +62,30 @@ async def test_plan_shows_the_breaker(kube: FakeKube) -> None:
     assert {r[5] for r in rows} == {"circuit-breaker"}
 
 
+async def test_plan_names_the_volumes_a_removal_would_hold(kube: FakeKube) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    kube.add_node("w1", "Unknown", last_transition_time=old)
+    for n in range(2, 6):
+        kube.add_node(f"w{n}")
+    kube.add_volume_attachment("va-1", "w1", "pv-data")
+    kube.add_volume_attachment("va-2", "w2", "pv-other")  # a healthy node's: not mentioned
+    client = client_for(kube)
+    try:
+        rows, _ = await plan_rows(client, make_config(grace=60))  # auto, no fence: delete
+        by_node = {r[0]: r for r in rows}
+        assert "1 volume(s) attached (pv-data)" in by_node["w1"][5]
+        assert "held up to 6m" in by_node["w1"][5]
+        assert "volume" not in by_node["w2"][5]
+        rows, _ = await plan_rows(client, make_config(grace=60, fence_command=("true",)))
+        assert "kept until they detach" in {r[0]: r for r in rows}["w1"][5]
+        kube.fail_next("GET", "^/apis/storage.k8s.io/v1/volumeattachments$", 403)
+        rows, _ = await plan_rows(client, make_config(grace=60))  # plan still answers
+        assert {r[0]: r for r in rows}["w1"][4] == "cordon"
+    finally:
+        await client.close()
+    assert [r.method for r in kube.requests if r.method != "GET"] == []
+
+
 async def test_plan_says_which_policy_governs_each_node_and_why(kube: FakeKube) -> None:
     from noderecover.core.nodes import format_time
     from noderecover.entry.plan import plan_report

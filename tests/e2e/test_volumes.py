@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.replicas import Replicas, sa_kubeconfig
 from noderecover_testkit.volumes import (
     ATTACHER_FINALIZER,
     CSI_DRIVER,
@@ -30,7 +31,7 @@ from noderecover_testkit.volumes import (
     volume_attachment,
 )
 
-from .common import seed
+from .common import FAST, no_403, seed
 from .conftest import running
 
 pytestmark = pytest.mark.e2e
@@ -187,3 +188,102 @@ def _out_of_service(vc: TestCluster, finalizer: bool) -> None:
     assert (released is not None) == finalizer
     if released is not None:
         print(f"[volumes] attacher released the old VolumeAttachment at {released - t:.2f}s")
+
+
+# ----------------------------------------------------------------- noderecover, volumes real
+@pytest.fixture
+def vnr(vc: TestCluster, tmp_path: Path) -> Iterator[Replicas]:
+    """noderecover replicas on the CSI cluster, with the manifests' RBAC only."""
+    reps = Replicas(vc, sa_kubeconfig(vc, tmp_path / "sa-kubeconfig"), tmp_path)
+    try:
+        yield reps
+    finally:
+        reps.close()
+        print("\n" + reps.tails(40))
+    no_403(*reps.started)
+
+
+def _events(c: TestCluster, selector: str, namespace: str = "default") -> list[dict[str, Any]]:
+    return [
+        e
+        for e in c.request(
+            "GET", f"/api/v1/namespaces/{namespace}/events", query={"fieldSelector": selector}
+        )["items"]
+        if e.get("reportingComponent") == "noderecover"
+    ]
+
+
+def test_noderecover_fenced_both_gets_the_volume_back_in_seconds(vnr: Replicas) -> None:
+    """--fence-command set, --removal auto (= both): the node is tainted out-of-service, the
+    Node is deleted only once its VolumeAttachment is gone, and mysql-0 is back (Running,
+    its volume attached on the new node) within seconds of the remediation - not 6 minutes."""
+    c = vnr.cluster
+    node, pod, pv, unique = _seeded_and_attached(c)
+    r = vnr.start("replica-a", *FAST, "--fence-command", "true", "--detach-timeout", "60s")
+    deleted: list[float] = []
+
+    def poll(tl: RecoveryTimeline) -> None:
+        if not deleted and c.node(node) is None:
+            deleted.append(time.time() - tl.start)
+
+    t = _kill_and_wait_unknown(c, node, unique)
+    tl = recovery_timeline(
+        c,
+        "mysql-0",
+        old_uid=pod["metadata"]["uid"],
+        old_node=node,
+        pv=pv["metadata"]["name"],
+        start=t,
+        timeout=60,
+        on_poll=poll,
+    )
+    _report("noderecover --fence-command true (auto: both)", tl)
+    assert tl.back is not None and tl.node not in (None, node), tl.summary()
+    # grace 5 s + cordon + drain (1 s eviction, then forced) + taint + detach/attach.
+    assert tl.back < 5 + 10, tl.summary()
+    c.wait_for(lambda: c.node(node) is None, 30, f"{node} deleted")
+    poll(tl)
+    assert tl.old_va_gone is not None and deleted and tl.old_va_gone <= deleted[0], (
+        f"Node deleted at {deleted} before its VolumeAttachment was gone: {tl.summary()}"
+    )
+    assert r.metric("noderecover_actions_total", action="taint", result="ok") == 1
+    # Followed to the new node (a LIST every 2 s while a volume is tracked).
+    c.wait_for(lambda: r.metric("noderecover_volume_reattach_seconds_count") == 1, 15, "re-attach")
+    print(f"[volumes] node deleted {deleted[0]:.2f}s after T")
+
+
+def test_noderecover_delete_mode_warns_the_node_and_the_waiting_pod(vnr: Replicas) -> None:
+    """No fencing: --removal auto is delete, which cannot free the volume (no evidence the node
+    is off). The node is removed, the new pod waits (Multi-Attach), and noderecover says so
+    on the Node and on that pod."""
+    c = vnr.cluster
+    node, pod, pv, unique = _seeded_and_attached(c)
+    r = vnr.start("replica-a", *FAST)
+    t = _kill_and_wait_unknown(c, node, unique)
+    c.wait_for(lambda: c.node(node) is None, 60, f"{node} deleted")
+    tl = recovery_timeline(
+        c,
+        "mysql-0",
+        old_uid=pod["metadata"]["uid"],
+        old_node=node,
+        pv=pv["metadata"]["name"],
+        start=t,
+        timeout=30,
+        hold=20,
+    )
+    _report("noderecover defaults (auto: delete)", tl)
+    assert tl.running is not None and tl.attached is None, tl.summary()
+    assert tl.multi_attach_count >= 1, tl.events
+    on_node = c.wait_for(
+        lambda: _events(c, f"involvedObject.name={node},reason=NodeRecoverVolumesAttached"),
+        30,
+        "the Node's warning",
+    )
+    assert pv["metadata"]["name"] in on_node[0]["message"] and "6 minutes" in on_node[0]["message"]
+    on_pod = c.wait_for(
+        lambda: _events(c, f"involvedObject.uid={tl.uid},reason=NodeRecoverVolumesAttached"),
+        30,
+        "the waiting pod's warning",
+    )
+    assert on_pod[0]["involvedObject"]["name"] == "mysql-0" and on_pod[0]["type"] == "Warning"
+    assert r.metric("noderecover_actions_total", action="delete", result="ok") == 1

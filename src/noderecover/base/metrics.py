@@ -110,3 +110,13 @@ POLICY_INVALID = Gauge(
     "1 while a NodeRecoveryPolicy cannot be applied (see its status); its nodes are held.",
     ["policy"],
 )
+VOLUMES_HELD = Gauge(
+    "noderecover_volumes_held",
+    "VolumeAttachments still on nodes noderecover is removing (their last read).",
+)
+VOLUME_REATTACH = Histogram(
+    "noderecover_volume_reattach_seconds",
+    "From the start of a remediation (the end of the grace) to a volume of the removed node "
+    "attached on another node.",
+    buckets=_DURATION_BUCKETS,
+)

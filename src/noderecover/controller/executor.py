@@ -41,6 +41,7 @@ from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import ACTIONS, BLOCKED, MALFORMED_OBJECTS
 from noderecover.controller.drainer import DrainContext, Drained, Drainer, Evidence
+from noderecover.controller.volumes import VolumeWatch
 from noderecover.core.machine import (
     FLAPPING,
     HEALTHY_AGAIN,
@@ -58,6 +59,13 @@ from noderecover.core.machine import (
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
 from noderecover.core.policies import HOLD_REASONS
 from noderecover.core.settings import Config
+from noderecover.core.volumes import (
+    MAX_WAIT_FOR_UNMOUNT,
+    VOLUMES_ATTACHED,
+    delete_warning,
+    describe,
+    on_node,
+)
 from noderecover.kube.client import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -68,6 +76,7 @@ from noderecover.kube.client import (
     NotFound,
     NotLeader,
 )
+from noderecover.kube.storage import attachments, waiting_pods
 
 log = logging.getLogger("noderecover.controller.executor")
 
@@ -75,6 +84,8 @@ DELETE_CONFLICT_RETRIES = 3
 BLOCKED_RETRY = 5.0  # a step held by a gate or a live kubelet: look again this much later
 LIVE_DRAIN_RETRY = 30.0  # a live kubelet's drain that did not finish in time
 MALFORMED_RETRY = 30.0  # a node object that cannot be read safely: look again this much later
+DETACH_POLL = 1.0  # out-of-service: how often the node's VolumeAttachments are read while waiting
+VOLUMES_EVENT = "NodeRecoverVolumesAttached"  # Event reason: volumes held by a removed node
 
 
 class Guard(Protocol):
@@ -93,6 +104,12 @@ class Guard(Protocol):
         """A Warning Event on the node."""
         ...
 
+    def event(
+        self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
+        """A Warning Event on any object (a Node: namespace "")."""
+        ...
+
 
 class NoGuard:
     """No controller around (unit tests of the executor alone): no gate, no Lease."""
@@ -104,6 +121,11 @@ class NoGuard:
         return False
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
+        return None
+
+    def event(
+        self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
         return None
 
 
@@ -160,6 +182,9 @@ class Executor:
             now=self._now,
         )
         self._forced: dict[str, set[str]] = {}  # node uid -> pod uids force-deleted once
+        # node uid -> when this process saw its out-of-service taint on (the detach bound)
+        self._tainted_at: dict[str, float] = {}
+        self.volumes = VolumeWatch(kube, clock, now=self._now)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -407,12 +432,16 @@ class Executor:
         return Result(Outcome.OK)
 
     async def _remove(self, action: Action, rec: Record) -> Result:
-        mode = self._config_for(action.node).removal
-        taints = mode in {"out-of-service", "both"}
+        """Taint (out-of-service, both), wait for the node's volumes to detach, delete (delete,
+        both): each step decided from a fresh read (see core/volumes.py for the rules)."""
+        cfg = self._config_for(action.node)
+        mode = cfg.removal_mode
+        taints = cfg.taints
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
+        conflicts = 0
         try:
-            for _ in range(DELETE_CONFLICT_RETRIES):
+            while conflicts < DELETE_CONFLICT_RETRIES:
                 ev = await self.evidence(action)
                 if ev.stop is Outcome.GONE:
                     result = Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
@@ -430,23 +459,46 @@ class Executor:
                         try:
                             written = await self._add_taint(action, fresh)
                         except Invalid:
+                            conflicts += 1
                             continue  # the node changed since `fresh`: as on a Conflict
                         ours = True  # from here on, even if a later write fails (dry-run: as if)
+                        self._tainted_at.setdefault(action.uid, self._now())
                         if written and self._write_allowed("annotate", action.node):
-                            await self._annotate_removed(action, ours)
+                            # Still Removing until its volumes are detached; the taint is ours.
+                            await self._annotate_removing(action, rec, ours)
                             ACTIONS.labels("taint", "ok").inc()
                             log.warning("node %s tainted %s", action.node, OUT_OF_SERVICE_KEY)
-                    elif taints:
-                        if not ours:
-                            ACTIONS.labels("taint", "already-present").inc()
-                            log.info(
-                                "node %s already has a %s taint noderecover did not add: not "
-                                "ours, left in place on recovery",
-                                action.node,
-                                OUT_OF_SERVICE_KEY,
-                            )
-                        if self._write_allowed("annotate", action.node):
-                            await self._annotate_removed(action, ours)
+                        if written:
+                            continue  # re-read: the wait and the delete see the tainted node
+                    elif taints and not ours:
+                        ACTIONS.labels("taint", "already-present").inc()
+                        log.info(
+                            "node %s already has a %s taint noderecover did not add: not "
+                            "ours, left in place on recovery",
+                            action.node,
+                            OUT_OF_SERVICE_KEY,
+                        )
+                    if taints and not self._cfg.dry_run:
+                        held = await self._wait_detached(action, rec)
+                        if held is not None:
+                            result = held
+                            break
+                        if mode == "both":
+                            # Time passed while waiting: the DELETE is decided on a new read.
+                            ev = await self.evidence(action)
+                            if ev.stop is Outcome.GONE:
+                                result = Result(Outcome.OK)
+                                break
+                            if ev.stop is not None:
+                                result = self._stopped(ev)
+                                break
+                            if not ev.dead:
+                                result = Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
+                                break
+                            assert ev.fresh is not None
+                            fresh = ev.fresh
+                    elif mode == "delete":
+                        await self._warn_attached(action, rec)
                     if mode in {"delete", "both"} and self._write_allowed("delete", action.node):
                         precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
                         await self._kube.request(
@@ -454,9 +506,12 @@ class Executor:
                         )
                         ACTIONS.labels("delete", "ok").inc()
                         log.warning("deleted node %s", action.node)
+                    elif mode == "out-of-service" and self._write_allowed("annotate", action.node):
+                        await self._annotate_removed(action, ours)
                     result = Result(Outcome.OK)
                     break
                 except Conflict:
+                    conflicts += 1
                     continue  # changed under us: re-read, re-check health, try again
                 except NotFound:
                     result = Result(Outcome.OK)
@@ -465,9 +520,91 @@ class Executor:
             result = Result(Outcome.GONE, detail="node replaced (another uid under its name)")
         except (MalformedNode, ApiError) as exc:
             result = self._failed(action, rec, exc)
+        if result.outcome is not Outcome.BLOCKED:
+            self._tainted_at.pop(action.uid, None)
+            self.volumes.release(action.node)
         # Whatever the outcome, say whose the taint is: the record must neither lose nor
         # claim it.
         return dataclasses.replace(result, tainted=ours) if taints else result
+
+    async def _wait_detached(self, action: Action, rec: Record) -> Result | None:
+        """Wait until no VolumeAttachment names the tainted node: None when none is left, a
+        BLOCKED result when a gate closed or `--detach-timeout` (counted from the taint, in
+        this process) ran out. The taint stays either way."""
+        deadline = self._tainted_at.setdefault(action.uid, self._now()) + self._cfg.detach_timeout
+        while True:
+            left = on_node(await attachments(self._kube), action.node)
+            self.volumes.held(action.node, len(left))
+            for a in left:
+                if a.pv is not None:
+                    self.volumes.track(a.pv, action.node, self._started(rec, action.node))
+            if not left:
+                return None
+            if self._now() >= deadline:
+                message = (
+                    f"{len(left)} volume(s) still attached to the out-of-service node "
+                    f"{action.node} {self._cfg.detach_timeout:.0f}s after its taint "
+                    f"({describe(left)}); the Node is kept, tainted, until they detach "
+                    "(is the CSI driver's attacher running?)"
+                )
+                log.warning("%s", message)
+                self._guard.report(action.node, action.uid, VOLUMES_ATTACHED, message)
+                return Result(Outcome.BLOCKED, LIVE_DRAIN_RETRY, VOLUMES_ATTACHED)
+            why = self._guard.hold(action.node)
+            if why is not None:
+                return Result(Outcome.BLOCKED, BLOCKED_RETRY, why)
+            if not self._cfg.dry_run and not self._may_act():
+                raise NotLeader
+            await self._clock.sleep(min(DETACH_POLL, max(0.0, deadline - self._now())))
+
+    def _started(self, rec: Record, node: str) -> float:
+        """When the remediation started: the end of the grace (now, if unknown)."""
+        if rec.unhealthy_since is None:
+            return self._now()
+        return min(self._now(), rec.unhealthy_since + self._config_for(node).grace)
+
+    async def _warn_attached(self, action: Action, rec: Record) -> None:
+        """--removal delete on a node that still holds volumes: say what it costs, where the
+        operator looks (log, Event on the Node and on each pod waiting for such a volume)."""
+        try:
+            held = on_node(await attachments(self._kube), action.node)
+        except ApiError as exc:
+            log.warning("could not read the VolumeAttachments of %s: %s", action.node, exc)
+            return
+        self.volumes.held(action.node, len(held))
+        if not held:
+            return
+        message = delete_warning(action.node, held)
+        log.warning("%s", message)
+        self._guard.event("Node", "", action.node, action.uid, VOLUMES_EVENT, message)
+        for a in held:
+            if a.pv is None:
+                continue
+            self.volumes.track(a.pv, action.node, self._started(rec, action.node))
+            try:
+                pods = await waiting_pods(self._kube, a.pv, action.node)
+            except ApiError as exc:
+                log.warning("could not find the pods waiting for %s: %s", a.pv, exc)
+                continue
+            for p in pods:
+                self._guard.event(
+                    "Pod",
+                    p.namespace,
+                    p.name,
+                    p.uid,
+                    VOLUMES_EVENT,
+                    f"volume {a.pv} is still attached to the removed node {action.node}: "
+                    f"Kubernetes holds it up to {MAX_WAIT_FOR_UNMOUNT / 60:.0f} minutes "
+                    "(maxWaitForUnmountDuration); see the Events of that node",
+                )
+
+    async def _annotate_removing(self, action: Action, rec: Record, ours: bool) -> None:
+        """The taint is on, the node still Removing: a new leader resumes the wait, keeps
+        the taint ours."""
+        removing = dataclasses.replace(rec, tainted=ours, fenced=action.success.fenced)
+        await self._merge(
+            action.node, action.uid, {"metadata": {"annotations": annotations_for(removing)}}
+        )
 
     async def _annotate_removed(self, action: Action, ours: bool) -> None:
         success = dataclasses.replace(action.success, tainted=ours)

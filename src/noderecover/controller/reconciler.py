@@ -323,6 +323,11 @@ class Controller:
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         self.reporter.event(node, uid, "NodeRecoverBlocked", message)
 
+    def event(
+        self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
+        self.reporter.object_event(kind, namespace, name, uid, reason, message)
+
     # -- actions in progress -------------------------------------------------------------
 
     @property
@@ -354,6 +359,7 @@ class Controller:
             await self._load_removals()
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.executor.volumes.run)
                 # Policy status: its own task, never in an action's path.
                 tg.start_soon(self.policies.status_loop, self._states, self._gate.may_act)
                 while True:

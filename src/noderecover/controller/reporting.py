@@ -45,7 +45,15 @@ DRIFT_LOG_STEP = 1.0  # seconds: a wall-clock step this large is logged
 
 class EventSink(Protocol):
     def record(
-        self, node: str, uid: str, reason: str, message: str, type: str = "Normal"
+        self,
+        node: str,
+        uid: str,
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        *,
+        kind: str = "Node",
+        namespace: str = "",
     ) -> None: ...
 
 
@@ -74,6 +82,15 @@ class Reporter:
     def event(self, node: str, uid: str, reason: str, message: str) -> None:
         if self._events is not None:
             self._events.record(node, uid, reason, message, "Warning")
+
+    def object_event(
+        self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
+        """A Warning Event on any object (a Node when `namespace` is "")."""
+        if self._events is not None:
+            self._events.record(
+                name, uid, reason, message, "Warning", kind=kind, namespace=namespace
+            )
 
     def decision(self, name: str, uid: str, d: Decision) -> None:
         """Report what a decision says: a flap, a hold, or that a hold ended."""
@@ -179,9 +196,9 @@ def message(rec: Record, cfg: Config) -> str:
                 f"after {cfg.drain_timeout:.0f}s (never on a live kubelet)."
             )
         case Phase.REMOVING:
-            return f"Drained; removing the node ({cfg.removal}) once its kubelet is gone."
+            return f"Drained; removing the node ({cfg.removal_mode}) once its kubelet is gone."
         case Phase.REMOVED:
-            return f"Node removed ({cfg.removal}); its pods can start elsewhere."
+            return f"Node removed ({cfg.removal_mode}); its pods can start elsewhere."
         case Phase.HEALTHY:
             return "Node healthy again; noderecover undid its cordon/taint and stopped."
     return rec.phase.value  # pragma: no cover

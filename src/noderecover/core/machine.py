@@ -513,12 +513,12 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             why="fencing before removal",
         )
     # The taint is ours only if we add it (or added it in an earlier episode).
-    adds_taint = cfg.removal != "delete" and not obs.has_taint(OUT_OF_SERVICE_KEY)
+    adds_taint = cfg.taints and not obs.has_taint(OUT_OF_SERVICE_KEY)
     done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or adds_taint)
     return Decision(
         rec,
         _act(Kind.REMOVE, obs, done, silent=silent, transition=rec.transition),
-        why=f"drained; removing ({cfg.removal})",
+        why=f"drained; removing ({cfg.removal_mode})",
     )
 
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from noderecover.core.safety import CONTROL_PLANE_LABELS
 from noderecover.core.selectors import Selector
 
-REMOVAL_MODES = ("delete", "out-of-service", "both")
+# "auto" (the default): "both" when a --fence-command proves a node off, else "delete". The
+# out-of-service taint detaches volumes at once and is only safe on a node that is really off
+# (KEP-2268): it is never put on a guess.
+REMOVAL_MODES = ("auto", "delete", "out-of-service", "both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,7 @@ class Threshold:
 @dataclass(frozen=True, slots=True)
 class Config:
     # Decisions
-    grace: float = 60.0
+    grace: float = 30.0
     healthy_delay: float = 30.0
     unhealthy_conditions: frozenset[tuple[str, str]] = frozenset(
         {("Ready", "False"), ("Ready", "Unknown")}
@@ -53,7 +56,8 @@ class Config:
     condition_graces: tuple[tuple[str, str, float], ...] = ()
     drain_timeout: float = 60.0
     node_startup_timeout: float = 600.0
-    removal: str = "delete"
+    removal: str = "auto"
+    detach_timeout: float = 120.0
     fence_command: tuple[str, ...] = ()
     fence_timeout: float = 60.0
     # Safety gates
@@ -106,6 +110,18 @@ class Config:
     @property
     def fencing(self) -> bool:
         return bool(self.fence_command)
+
+    @property
+    def removal_mode(self) -> str:
+        """The removal actually done: "auto" resolved (fenced -> "both", else "delete")."""
+        if self.removal == "auto":
+            return "both" if self.fencing else "delete"
+        return self.removal
+
+    @property
+    def taints(self) -> bool:
+        """The removal puts the out-of-service taint on the node."""
+        return self.removal_mode in {"out-of-service", "both"}
 
     @property
     def relevant_labels(self) -> frozenset[str]:

@@ -269,8 +269,17 @@ def _opts() -> list[_Opt]:
             "--removal",
             "removal",
             parse_removal,
-            "how to free the pods: delete | out-of-service | both",
+            "how to remove a drained node: auto (both when --fence-command is set, else "
+            "delete) | delete | out-of-service | both",
             d.removal,
+        ),
+        _Opt(
+            "--detach-timeout",
+            "detach_timeout",
+            positive,
+            "out-of-service/both: how long to wait for the node's volumes to detach after the "
+            "taint before holding (the Node is deleted only once they are detached)",
+            d.detach_timeout,
         ),
         _Opt(
             "--fence-command",

@@ -14,17 +14,24 @@ pause (until when, why), invalid policies, and the cluster-wide pause.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sys
+from dataclasses import dataclass
 from typing import TextIO
 
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Phase, unhealthy
-from noderecover.core.nodes import format_time
+from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
 from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT
 from noderecover.core.safety import exclusion, in_population
+from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
-from noderecover.kube.client import KubeClient
+from noderecover.kube.client import ApiError, KubeClient
+from noderecover.kube.storage import attachments
+
+log = logging.getLogger("noderecover.entry.plan")
 
 HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY")
 
@@ -40,12 +47,27 @@ def _age(seconds: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-async def plan_rows(
-    kube: KubeClient, cfg: Config, clock: Clock | None = None
-) -> tuple[list[tuple[str, ...]], bool]:
-    """One row per node, and whether the circuit breaker would be open."""
-    rows, breaker, _ = await plan_report(kube, cfg, clock)
-    return rows, breaker
+@dataclass(frozen=True)
+class NodeReport:
+    """What `plan` (and `kubectl noderecover`) says of one node."""
+
+    node: str
+    ready: str  # Ready status, "-" without one
+    unhealthy_for: float | None  # seconds since its Ready transition, while unhealthy
+    phase: str  # "-": outside --node-selector
+    now: str  # the step now: an action, "wait", "blocked", "nothing", "ignore"
+    why: str
+    blocked: str | None = None
+    next_in: float | None = None  # seconds until the next step is due (a timer)
+    phase_since: float | None = None  # wall time (from the Node's annotation)
+    conditions: tuple[Condition, ...] = ()
+    volumes: tuple[str, ...] = ()  # VolumeAttachments on the node (unhealthy nodes only)
+    excluded: str | None = None
+    managed: bool = True
+    policy: str = "(flags)"  # the NodeRecoveryPolicy governing it; "-": none
+
+    def row(self) -> tuple[str, ...]:
+        return (self.node, self.ready, _age(self.unhealthy_for), self.phase, self.now, self.why)
 
 
 def _governed_by(c: Controller, name: str) -> tuple[str, str | None]:
@@ -79,17 +101,38 @@ def _notes(c: Controller, now: float) -> list[str]:
     return notes
 
 
-async def plan_report(
+@dataclass
+class Preview:
+    reports: list[NodeReport]
+    breaker_open: bool
+    unhealthy: int
+    total: int
+    controller: Controller
+    notes: list[str] = dataclasses.field(default_factory=list)  # pauses, invalid policies
+
+
+async def preview(
     kube: KubeClient, cfg: Config, clock: Clock | None = None, namespace: str | None = None
-) -> tuple[list[tuple[str, ...]], bool, list[str]]:
-    """Rows, whether a circuit breaker would be open, and notes (pauses, invalid policies).
+) -> Preview:
+    """The controller's decisions for every node now, from one LIST (read-only).
 
     `namespace`: where the cluster-wide pause ConfigMap is read (None: not read)."""
     clock = clock or SystemClock()
     c = Controller(kube, clock, cfg, namespace=namespace)
     decisions = await c.preview()
     now = c.timeline.now()
-    rows: list[tuple[str, ...]] = []
+    held: dict[str, list[Attachment]] = {}
+    if any(unhealthy(obs, c.config_for(obs.name)) for obs in c.nodes.values()):
+        try:
+            found = await attachments(kube)
+        except ApiError as exc:  # plan still answers; the volumes column says it could not
+            log.warning("could not read VolumeAttachments: %s", exc)
+            found = None
+        for name in c.nodes:
+            held[name] = on_node(found or [], name)
+    reports: list[NodeReport] = []
+    sick_count = 0
+    managed_count = 0
     for name in sorted(c.nodes):
         obs = c.nodes[name]
         ready = obs.ready
@@ -98,15 +141,41 @@ async def plan_report(
         sick = unhealthy(obs, ncfg)
         age = now - ready.since if sick and ready is not None and ready.since else None
         d = decisions.get(name)
+        since = parse_time(obs.annotations.get(ANN_PHASE_SINCE))
         policy, ungoverned = _governed_by(c, name)
+        base = NodeReport(
+            node=name,
+            ready=status,
+            unhealthy_for=age,
+            phase="-",
+            now="",
+            why="",
+            phase_since=since,
+            conditions=obs.conditions,
+            volumes=tuple(a.pv or a.name for a in held.get(name, [])),
+            excluded=exclusion(obs, ncfg),
+            policy=policy,
+            managed=ungoverned is None,
+        )
         if not c.policies.active and not in_population(obs, cfg):
-            rows.append(
-                (name, status, _age(age), "-", "ignore", "not matched by --node-selector", "-")
+            reports.append(
+                dataclasses.replace(
+                    base,
+                    phase="-",
+                    now="ignore",
+                    why="not matched by --node-selector",
+                    managed=False,
+                )
             )
             continue
+        if ungoverned is None:
+            managed_count += 1
+            sick_count += sick
         if d is None:
             why = ungoverned or exclusion(obs, ncfg) or "healthy"
-            rows.append((name, status, _age(age), Phase.HEALTHY.value, "nothing", why, policy))
+            reports.append(
+                dataclasses.replace(base, phase=Phase.HEALTHY.value, now="nothing", why=why)
+            )
             continue
         if d.action is not None:
             now_do = d.action.kind.value
@@ -117,11 +186,40 @@ async def plan_report(
         why = d.blocked or d.why
         if d.blocked is not None and ungoverned is not None:
             why = ungoverned
+        next_in = None
         if d.wake_at is not None and d.action is None and d.blocked is None:
-            why += f" (next step in {_age(max(0.0, d.wake_at - now))})"
-        rows.append((name, status, _age(age), d.record.phase.value, now_do, why, policy))
+            next_in = max(0.0, d.wake_at - now)
+            why += f" (next step in {_age(next_in)})"
+        if note := plan_note(ncfg.removal_mode, held.get(name, [])):
+            why += f"; {note}"
+        reports.append(
+            dataclasses.replace(
+                base,
+                phase=d.record.phase.value,
+                now=now_do,
+                why=why,
+                blocked=d.blocked,
+                next_in=next_in,
+            )
+        )
     breaker = any(b.open for b in c.breakers.values())
-    return rows, breaker, _notes(c, now)
+    return Preview(reports, breaker, sick_count, managed_count, c, _notes(c, now))
+
+
+async def plan_rows(
+    kube: KubeClient, cfg: Config, clock: Clock | None = None
+) -> tuple[list[tuple[str, ...]], bool]:
+    """One row per node (with its POLICY), and whether a circuit breaker would be open."""
+    rows, breaker, _ = await plan_report(kube, cfg, clock)
+    return rows, breaker
+
+
+async def plan_report(
+    kube: KubeClient, cfg: Config, clock: Clock | None = None, namespace: str | None = None
+) -> tuple[list[tuple[str, ...]], bool, list[str]]:
+    """Rows, whether a circuit breaker would be open, and notes (pauses, invalid policies)."""
+    p = await preview(kube, cfg, clock, namespace)
+    return [(*r.row(), r.policy) for r in p.reports], p.breaker_open, p.notes
 
 
 def render(

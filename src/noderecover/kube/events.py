@@ -57,9 +57,11 @@ class _Occurrence:
     action: str
     wall: float
     mono: float
+    kind: str = "Node"  # the involved object: a Node, or a Pod in `namespace`
+    namespace: str = ""
 
 
-_Key = tuple[str, str, str]  # (node, reason, message)
+_Key = tuple[str, str, str, str, str]  # (kind, namespace, name, reason, message)
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,8 +127,11 @@ class EventRecorder:
         type: str = "Normal",
         *,
         action: str = "",
+        kind: str = "Node",
+        namespace: str = "",
     ) -> None:
-        """Queue one Event (never blocks; call from the event loop's thread)."""
+        """Queue one Event about a Node (default) or a Pod in `namespace` (never blocks;
+        call from the event loop's thread)."""
         if len(self._queue) >= self._queue_size:
             old = self._queue.popleft()
             self._drop("queue_full")
@@ -141,6 +146,8 @@ class EventRecorder:
                 action=(action or reason)[:_REASON_MAX],
                 wall=self._clock.wall(),
                 mono=self._clock.monotonic(),
+                kind=kind,
+                namespace=namespace or self._namespace,
             )
         )
         if self._wake is not None:
@@ -172,7 +179,7 @@ class EventRecorder:
                 await self._patch(key, agg)
 
     async def _handle(self, occ: _Occurrence) -> None:
-        key = (occ.node, occ.reason, occ.message)
+        key = (occ.kind, occ.namespace, occ.node, occ.reason, occ.message)
         agg = self._keys.get(key)
         if agg is not None and occ.mono - agg.last_seen <= self._window:
             agg.pending += 1
@@ -188,16 +195,14 @@ class EventRecorder:
     async def _create(self, key: _Key, occ: _Occurrence, count: int) -> None:
         name = f"{occ.node[: _NAME_MAX - _SUFFIX_LEN]}.{self._rng.getrandbits(64):016x}"
         stamp = rfc3339(occ.wall)
+        involved: JSON = {"apiVersion": "v1", "kind": occ.kind, "name": occ.node, "uid": occ.uid}
+        if occ.kind != "Node":
+            involved["namespace"] = occ.namespace
         body: JSON = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": self._namespace},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": occ.node,
-                "uid": occ.uid,
-            },
+            "metadata": {"name": name, "namespace": occ.namespace},
+            "involvedObject": involved,
             "reason": occ.reason,
             "message": occ.message,
             "type": occ.type,
@@ -209,7 +214,7 @@ class EventRecorder:
             "lastTimestamp": stamp,
             "count": count,
         }
-        path = f"/api/v1/namespaces/{self._namespace}/events"
+        path = f"/api/v1/namespaces/{occ.namespace}/events"
         if await self._send("POST", path, body, "application/json"):
             self._keys[key] = _Aggregate(
                 name=name,
@@ -226,7 +231,7 @@ class EventRecorder:
     async def _patch(self, key: _Key, agg: _Aggregate) -> None:
         count = agg.count + agg.pending
         body: JSON = {"count": count, "lastTimestamp": rfc3339(agg.last_wall)}
-        path = f"/api/v1/namespaces/{self._namespace}/events/{agg.name}"
+        path = f"/api/v1/namespaces/{agg.origin.namespace}/events/{agg.name}"
         # Whatever happens, this key is not patched again for an interval.
         agg.last_patch = self._clock.monotonic()
         try:

@@ -48,8 +48,16 @@ API_CALLS: Mapping[Permission, str] = {
     Permission("", "configmaps", "get", OWN_NAMESPACE): (
         "policies: the cluster-wide pause (ConfigMap noderecover-pause)"
     ),
-    Permission("", "events", "create", "default"): "events: a new Event",
-    Permission("", "events", "patch", "default"): "events: a repeated Event's count",
+    Permission("storage.k8s.io", "volumeattachments", "list"): (
+        "removal: the node's volumes (wait for detach, warnings); plan"
+    ),
+    Permission("", "persistentvolumes", "get"): (
+        "removal: the claim of a volume still attached to a removed node (its waiting pods)"
+    ),
+    Permission("", "events", "create"): (
+        "events: a new Event (Nodes: in default; pods waiting for a volume: in theirs)"
+    ),
+    Permission("", "events", "patch"): "events: a repeated Event's count",
     Permission("", "events", "list", "default"): (
         "controller: a new leader reads earlier NodeRecoverRemoved Events (removal budget)"
     ),
