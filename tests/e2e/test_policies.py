@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from noderecover_testkit.cluster import TestCluster
-from noderecover_testkit.replicas import Replicas, wait
+from noderecover_testkit.replicas import NAMESPACE, Replicas, wait
 
 from .common import FAST, ROOT, no_403
 
@@ -242,3 +242,39 @@ def test_a_pause_that_expires_while_a_node_is_down(crd: TestCluster, nr: Replica
     }
     assert "NodeRecoverBlocked" in events, events
     no_403(r)
+
+
+def test_the_cluster_wide_pause_holds_the_flag_mode_and_expires(
+    crd: TestCluster, nr: Replicas
+) -> None:
+    """No policy at all (the flags govern): the ConfigMap noderecover-pause in noderecover's
+    namespace, read with the ServiceAccount's RBAC, holds the remediation until `until`."""
+    c = crd
+    until = time.time() + 30
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "noderecover-pause", "namespace": NAMESPACE},
+        "data": {"until": rfc3339(until), "reason": "e2e incident"},
+    }
+    c.request("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", cm)
+    try:
+        r = nr.start("replica-a", *FAST)
+        nr.leader()
+        wait(lambda: r.metric("noderecover_paused", policy="") == 1, 30, "cluster pause seen")
+        c.kill_node("worker-0")
+        c.wait_node_ready("worker-0", "Unknown", timeout=60)
+        wait(
+            lambda: r.metric("noderecover_blocked_total", reason="paused-cluster") >= 1,
+            30,
+            "held: paused-cluster",
+        )
+        while time.time() < until - 3:
+            assert not cordoned(c, "worker-0"), "cordoned during the cluster-wide pause"
+            time.sleep(1)
+        wait(lambda: cordoned(c, "worker-0"), 45, "cordoned once the cluster pause expired")
+        assert time.time() >= until - 1
+        wait(lambda: r.metric("noderecover_paused", policy="") == 0, 15, "pause metric cleared")
+        no_403(r)
+    finally:
+        c.api("DELETE", f"/api/v1/namespaces/{NAMESPACE}/configmaps/noderecover-pause")
