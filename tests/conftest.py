@@ -76,6 +76,7 @@ class Harness:
     gate: FlagGate
     events: list[tuple[str, str, str]] = field(default_factory=list)  # Node Events
     pod_events: list[tuple[str, str, str]] = field(default_factory=list)  # (ns/name, reason, type)
+    messages: list[tuple[str, str, str]] = field(default_factory=list)  # (name, reason, message)
     recorder: EventRecorder | None = None  # also write them to the fake API (real_events=True)
 
     def record(
@@ -89,6 +90,7 @@ class Harness:
         kind: str = "Node",
         namespace: str = "",
     ) -> None:
+        self.messages.append((node, reason, message))
         if kind == "Node":
             self.events.append((node, reason, type))
         else:

@@ -69,6 +69,8 @@ async def test_a_pause_appearing_mid_drain_stops_the_next_force_delete_until_it_
     assert h.controller.blocked.get("w1") == PAUSED_REASON
     assert BLOCKED.labels(PAUSED_REASON)._value.get() > held_before
     assert PAUSED.labels("all")._value.get() == 1
+    blocked = [m for n, r, m in h.messages if n == "w1" and r == "NodeRecoverBlocked"]
+    assert any("policy all paused until" in m and "upgrade" in m for m in blocked), blocked
     # The pause expires by itself: the drain goes on and the node is removed.
     await h.until(lambda: kube.get_node("w1") is None, advance=2.0, what="removed after pause")
     assert forced(kube) and h.clock.wall() >= until

@@ -71,12 +71,14 @@ from noderecover.core.machine import (
     resume,
     unhealthy,
 )
-from noderecover.core.nodes import ANN_PHASE, NodeObs, parse_time
+from noderecover.core.nodes import ANN_PHASE, NodeObs, format_time, parse_time
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
     NO_POLICY,
+    PAUSED,
     POLICIES_UNKNOWN,
     POLICY_CONFLICT,
+    POLICY_INVALID,
     Governance,
     PoolState,
     govern,
@@ -141,7 +143,9 @@ class Controller:
             grace_for=lambda node: self.config_for(node).silent_grace,
             min_grace=self._min_grace,
         )
-        self.reporter = Reporter(cfg, self.timeline, events, config_for=self.config_for)
+        self.reporter = Reporter(
+            cfg, self.timeline, events, config_for=self.config_for, explain=self._explain
+        )
         self.executor = Executor(
             kube,
             clock,
@@ -276,6 +280,21 @@ class Controller:
         if obs.malformed is not None:
             return Governance(None)  # counted in every pool by the census instead
         return govern(self.policies.policies, obs.labels)
+
+    def _explain(self, node: str, reason: str) -> str | None:
+        """What a policy hold's Event says besides its reason."""
+        cluster = self.policies.cluster_pause
+        if reason == CLUSTER_PAUSED and cluster is not None:
+            return f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
+        pool = self.view.pool(node)
+        p = self.policies.policies.get(pool) if pool else None
+        if reason == PAUSED and p is not None and p.pause is not None:
+            until = format_time(p.pause.until)
+            return f"policy {pool} paused until {until}: {p.pause.reason or '-'}"
+        gov = self.view.held.get(node)
+        if reason in (POLICY_CONFLICT, POLICY_INVALID) and gov is not None:
+            return gov.why
+        return None
 
     def _min_grace(self) -> float:
         return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])

@@ -64,8 +64,11 @@ class Reporter:
         timeline: Timeline,
         events: EventSink | None,
         config_for: Callable[[str], Config] | None = None,
+        explain: Callable[[str, str], str | None] | None = None,
     ) -> None:
-        """`config_for(node)`: the settings of the node's policy (for messages)."""
+        """`config_for(node)`: the settings of the node's policy (for messages);
+        `explain(node, reason)`: more about a hold (a pause's end and reason), or None."""
+        self._explain: Callable[[str, str], str | None] = explain or (lambda _n, _r: None)
         self._cfg = cfg
         self._config_for: Callable[[str], Config] = config_for or (lambda _node: cfg)
         self._timeline = timeline
@@ -121,7 +124,9 @@ class Reporter:
             name,
             uid,
             "NodeRecoverBlocked",
-            f"{phase}: next step held by '{reason}'; will proceed when it clears",
+            f"{phase}: next step held by '{reason}'"
+            + (f" ({more})" if (more := self._explain(name, reason)) else "")
+            + "; will proceed when it clears",
         )
 
     def _flap(self, name: str, uid: str) -> None:
