@@ -27,7 +27,7 @@ from urllib.parse import quote
 import anyio
 
 from noderecover.base.clock import Clock, Timeline
-from noderecover.base.metrics import PAUSED, POLICY_INVALID
+from noderecover.base.metrics import PAUSED, POLICY_INVALID, POLICY_NODES
 from noderecover.core.nodes import format_time
 from noderecover.core.policies import (
     CLUSTER_PAUSE_NAME,
@@ -125,6 +125,9 @@ class PolicySource:
             for metric in (PAUSED, POLICY_INVALID):
                 with contextlib.suppress(KeyError):
                     metric.remove(name)
+            for state in ("matched", "unhealthy", "remediating", "conflict"):
+                with contextlib.suppress(KeyError):
+                    POLICY_NODES.remove(name, state)
         else:
             old = self.policies.get(name)
             self.policies[name] = p
