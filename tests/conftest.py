@@ -76,6 +76,7 @@ class Harness:
     gate: FlagGate
     events: list[tuple[str, str, str]] = field(default_factory=list)  # Node Events
     pod_events: list[tuple[str, str, str]] = field(default_factory=list)  # (ns/name, reason, type)
+    messages: list[tuple[str, str, str]] = field(default_factory=list)  # (name, reason, message)
     recorder: EventRecorder | None = None  # also write them to the fake API (real_events=True)
 
     def record(
@@ -89,6 +90,7 @@ class Harness:
         kind: str = "Node",
         namespace: str = "",
     ) -> None:
+        self.messages.append((node, reason, message))
         if kind == "Node":
             self.events.append((node, reason, type))
         else:
@@ -144,7 +146,9 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
     clients: list[KubeClient] = []
     tasks: list[asyncio.Task[None]] = []
 
-    async def start(*, real_events: bool = False, **kw: object) -> Harness:
+    async def start(
+        *, real_events: bool = False, namespace: str | None = None, **kw: object
+    ) -> Harness:
         """`real_events`: Events also go through a real EventRecorder to the fake API."""
         clock = FakeClock(start_wall=time.time())
         gate = FlagGate()
@@ -152,7 +156,13 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
         clients.append(c)
         h = Harness(kube, clock, None, gate)  # type: ignore[arg-type]
         h.controller = Controller(
-            c, clock, make_config(**kw), gate=gate, events=h, rng=random.Random(7)
+            c,
+            clock,
+            make_config(**kw),
+            gate=gate,
+            events=h,
+            rng=random.Random(7),
+            namespace=namespace,
         )
         if real_events:
             h.recorder = EventRecorder(c, clock, "noderecover-test", rng=random.Random(7))

@@ -148,10 +148,11 @@ class Kind:
     group: str
     namespaced: bool
     fields: frozenset[str]
+    version: str = "v1"
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/v1" if self.group else "v1"
+        return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def qualified(self) -> str:
@@ -194,6 +195,17 @@ PODS = Kind(
     },
 )
 LEASES = Kind("Lease", "leases", "coordination.k8s.io", True, _META_FIELDS)
+CONFIGMAPS = Kind("ConfigMap", "configmaps", "", True, _META_FIELDS)
+# The NodeRecoveryPolicy CRD: served only once `install_policies()` was called (a cluster
+# without the CRD answers 404, as the real one does). No schema validation here.
+POLICIES = Kind(
+    "NodeRecoveryPolicy",
+    "noderecoverypolicies",
+    "noderecover.io",
+    False,
+    frozenset({"metadata.name"}),
+    "v1alpha1",
+)
 VOLUMEATTACHMENTS = Kind(
     "VolumeAttachment", "volumeattachments", "storage.k8s.io", False, frozenset({"metadata.name"})
 )
@@ -501,8 +513,18 @@ class FakeKube:
         self.pdbs: dict[str, Pdb] = {}
         self.stores = {
             k.plural: Store(k)
-            for k in (NODES, PODS, LEASES, EVENTS, VOLUMEATTACHMENTS, PERSISTENTVOLUMES)
+            for k in (
+                NODES,
+                PODS,
+                LEASES,
+                EVENTS,
+                VOLUMEATTACHMENTS,
+                PERSISTENTVOLUMES,
+                CONFIGMAPS,
+                POLICIES,
+            )
         }
+        self.policies_installed = False
         # plural -> raw items added verbatim to the last page of every LIST of it, whatever
         # the selector: a garbled answer (not objects, objects missing fields...).
         self.list_garbage: dict[str, list[Any]] = {}
@@ -697,7 +719,7 @@ class FakeKube:
         # start-up allowance of never-Ready nodes is tested with node_age 0).
         born = _now() - self.node_age if kind is NODES else _now()
         meta["creationTimestamp"] = rfc3339(born)
-        if kind is PODS:
+        if kind in (PODS, POLICIES):
             meta["generation"] = 1
         self._validate(kind, obj)
         return self._write(store, "ADDED", obj, None)
@@ -740,11 +762,11 @@ class FakeKube:
                     meta[k] = cur["metadata"][k]
                 else:
                     meta.pop(k, None)
-            if kind in (NODES, PODS):  # status only changes through /status
+            if kind in (NODES, PODS, POLICIES):  # status only changes through /status
                 new.pop("status", None)
                 if "status" in cur:
                     new["status"] = cur["status"]
-            if kind is PODS and new.get("spec") != cur.get("spec"):
+            if kind in (PODS, POLICIES) and new.get("spec") != cur.get("spec"):
                 meta["generation"] = cur["metadata"].get("generation", 1) + 1
         new["kind"], new["apiVersion"] = kind.kind, kind.api_version
         new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
@@ -992,6 +1014,7 @@ class FakeKube:
 
     def _routes(self) -> list[tuple[str, Handler]]:
         core, coord = "/api/v1", "/apis/coordination.k8s.io/v1"
+        nrp = "/apis/noderecover.io/v1alpha1"
         nsd = "/namespaces/{ns}"
         return [
             (f"{core}/nodes", self._collection(NODES)),
@@ -1015,7 +1038,62 @@ class FakeKube:
             (f"{core}/events", self._collection(EVENTS)),
             (f"{core}{nsd}/events", self._collection(EVENTS)),
             (f"{core}{nsd}/events/{{name}}", self._item(EVENTS)),
+            (f"{core}{nsd}/configmaps", self._collection(CONFIGMAPS)),
+            (f"{core}{nsd}/configmaps/{{name}}", self._item(CONFIGMAPS)),
+            (f"{nrp}/noderecoverypolicies", self._crd(self._collection(POLICIES))),
+            (f"{nrp}/noderecoverypolicies/{{name}}", self._crd(self._item(POLICIES))),
+            (
+                f"{nrp}/noderecoverypolicies/{{name}}/status",
+                self._crd(self._item(POLICIES, "status")),
+            ),
         ]
+
+    def install_policies(self) -> None:
+        """Serve the NodeRecoveryPolicy CRD from now on."""
+        self.policies_installed = True
+
+    def add_policy(self, name: str, spec: JSON) -> JSON:
+        """Create a NodeRecoveryPolicy (the CRD must be installed)."""
+        obj = {
+            "apiVersion": POLICIES.api_version,
+            "kind": POLICIES.kind,
+            "metadata": {"name": name},
+        }
+        return self._create(self.stores["noderecoverypolicies"], {**obj, "spec": spec})
+
+    def set_policy_spec(self, name: str, spec: JSON) -> JSON:
+        store = self.stores["noderecoverypolicies"]
+        cur = store.get("", name)
+        return self._update(store, cur, {**_clone(cur), "spec": spec})
+
+    def get_policy(self, name: str) -> JSON | None:
+        return _clone(self.stores["noderecoverypolicies"].objects.get(("", name)))
+
+    def remove_policy(self, name: str) -> None:
+        store = self.stores["noderecoverypolicies"]
+        cur = store.get("", name)
+        self._write(store, "DELETED", cur, cur)
+
+    def set_configmap(self, namespace: str, name: str, data: dict[str, str] | None) -> None:
+        """Create, replace (data) or delete (None) a ConfigMap."""
+        store = self.stores["configmaps"]
+        cur = store.objects.get((namespace, name))
+        if data is None:
+            if cur is not None:
+                self._write(store, "DELETED", cur, cur)
+            return
+        if cur is None:
+            self._create(store, {"metadata": {"name": name}, "data": data}, namespace)
+        else:
+            self._update(store, cur, {**_clone(cur), "data": data})
+
+    def _crd(self, handler: Handler) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if not self.policies_installed:
+                raise ApiError(404, "the server could not find the requested resource")
+            return await handler(request)
+
+        return handle
 
     def _collection(self, kind: Kind) -> Handler:
         store = self.stores[kind.plural]

@@ -84,3 +84,52 @@ async def test_plan_names_the_volumes_a_removal_would_hold(kube: FakeKube) -> No
     finally:
         await client.close()
     assert [r.method for r in kube.requests if r.method != "GET"] == []
+
+
+async def test_plan_says_which_policy_governs_each_node_and_why(kube: FakeKube) -> None:
+    from noderecover.core.nodes import format_time
+    from noderecover.entry.plan import plan_report
+
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    kube.install_policies()
+    kube.add_policy("gpu", {"nodeSelector": {"matchLabels": {"pool": "gpu"}}})
+    kube.add_policy(
+        "spot",
+        {
+            "nodeSelector": {"matchLabels": {"pool": "spot"}},
+            "paused": {"until": format_time(dt.datetime.now(dt.UTC).timestamp() + 600)},
+        },
+    )
+    kube.add_policy("broken", {"nodeSelector": {"matchLabels": {"pool": "x"}}, "removal": "no"})
+    kube.add_policy("wide", {"nodeSelector": {"matchLabels": {"zone": "a"}}})
+    for n in range(3):
+        kube.add_node(f"g{n}", labels={"pool": "gpu"})
+        kube.add_node(f"s{n}", labels={"pool": "spot"})
+    kube.add_node("g-dead", "Unknown", labels={"pool": "gpu"}, last_transition_time=old)
+    kube.add_node("s-dead", "Unknown", labels={"pool": "spot"}, last_transition_time=old)
+    kube.add_node("both", "Unknown", labels={"pool": "gpu", "zone": "a"}, last_transition_time=old)
+    kube.add_node("x1", labels={"pool": "x"})
+    kube.add_node("stray")
+    kube.set_configmap("noderecover", "noderecover-pause", {"until": "2000-01-01T00:00:00Z"})
+    client = client_for(kube)
+    try:
+        rows, breaker, notes = await plan_report(
+            client, make_config(grace=60), namespace="noderecover"
+        )
+    finally:
+        await client.close()
+    by_node = {r[0]: r for r in rows}
+    assert by_node["g-dead"][3:5] == ("Suspect", "cordon") and by_node["g-dead"][6] == "gpu"
+    assert by_node["s-dead"][4:6] == ("blocked", "paused") and by_node["s-dead"][6] == "spot"
+    assert by_node["both"][4] == "blocked" and "policy-conflict" in by_node["both"][5]
+    assert "gpu, wide" in by_node["both"][5] and by_node["both"][6] == "-"
+    assert by_node["stray"][6] == "-" and "no-policy" in by_node["stray"][5]
+    assert by_node["x1"][6] == "-" and "invalid" in by_node["x1"][5]
+    assert by_node["g0"][6] == "gpu"
+    assert any(n.startswith("policy spot: paused until") for n in notes)
+    assert any(n.startswith("policy broken: INVALID") for n in notes)
+    assert not any("cluster-wide" in n for n in notes)  # that pause expired in 2000
+    assert [r.method for r in kube.requests if r.method != "GET"] == []
+    out = io.StringIO()
+    render(rows, breaker, out, notes)
+    assert out.getvalue().splitlines()[0].split()[-1] == "POLICY"

@@ -238,6 +238,15 @@ def test_pdb_respected_on_notready_but_alive_node(nr: Replicas) -> None:
 
 def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
     sa = f"system:serviceaccount:{NAMESPACE}:noderecover"
+    # `kubectl auth can-i` resolves noderecoverypolicies through discovery: the CRD first.
+    crd = ROOT / "manifests" / "base" / "crd-noderecoverypolicy.yaml"
+    cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/noderecoverypolicies.noderecover.io",
+        "--timeout=60s",
+    )
     allowed = [
         ("delete", "nodes", ""),
         ("patch", "nodes", ""),
@@ -246,7 +255,12 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("update", "leases", NAMESPACE),
         ("get", "leases", "kube-node-lease"),
         ("create", "events", "default"),
+        ("create", "events", "kube-system"),
         ("list", "events", "default"),
+        ("list", "noderecoverypolicies.noderecover.io", ""),
+        ("watch", "noderecoverypolicies.noderecover.io", ""),
+        ("patch", "noderecoverypolicies.noderecover.io/status", ""),
+        ("get", "configmaps", NAMESPACE),
     ]
     denied = [
         ("delete", "persistentvolumeclaims", "default"),
@@ -257,9 +271,18 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("delete", "volumeattachments", ""),
         ("update", "leases", "kube-node-lease"),
         ("watch", "leases", "kube-node-lease"),
-        ("create", "events", "kube-system"),
+        # Events are created in any namespace since issue 14 (pods waiting for a volume get
+        # one in theirs): never deleted or updated.
+        ("delete", "events", "default"),
+        ("update", "events", "kube-system"),
         ("create", "pods", "default"),
         ("get", "pods", "default"),  # no code path reads a single pod (issue 12)
+        # Policies are the operator's: noderecover writes their status only.
+        ("update", "noderecoverypolicies.noderecover.io", ""),
+        ("patch", "noderecoverypolicies.noderecover.io", ""),
+        ("create", "noderecoverypolicies.noderecover.io", ""),
+        ("get", "configmaps", "default"),
+        ("list", "configmaps", NAMESPACE),
     ]
     for verb, resource, ns in allowed + denied:
         res, _, sub = resource.partition("/")

@@ -94,6 +94,22 @@ EVENTS_DROPPED = Counter(
     "(queue_full, error, not-leader).",
     ["reason"],
 )
+PAUSED = Gauge(
+    "noderecover_paused",
+    '1 while remediation is paused: per NodeRecoveryPolicy, or policy="" for the '
+    "cluster-wide pause (ConfigMap noderecover-pause). Pauses expire by themselves.",
+    ["policy"],
+)
+POLICY_NODES = Gauge(
+    "noderecover_policy_nodes",
+    "Nodes per NodeRecoveryPolicy: matched, unhealthy, remediating, conflict.",
+    ["policy", "state"],
+)
+POLICY_INVALID = Gauge(
+    "noderecover_policy_invalid",
+    "1 while a NodeRecoveryPolicy cannot be applied (see its status); its nodes are held.",
+    ["policy"],
+)
 VOLUMES_HELD = Gauge(
     "noderecover_volumes_held",
     "VolumeAttachments still on nodes noderecover is removing (their last read).",

@@ -179,6 +179,7 @@ class Drainer:
         may_force: bool,
         ctx: DrainContext,
         forced: set[str] | None = None,
+        timeout: float | None = None,
     ) -> Drained:
         """Drain until empty, or until the evidence or a gate stops it.
 
@@ -186,6 +187,7 @@ class Drainer:
         uids force-deleted already for this node (each is forced once; kept by the caller
         across attempts).
         """
+        drain_timeout = self._timeout if timeout is None else timeout
         forced = set() if forced is None else forced
         retries: dict[str, _PodRetry] = {}
         evicted: set[str] = set()
@@ -231,7 +233,7 @@ class Drainer:
                         p,
                         dead,
                         elapsed,
-                        self._timeout,
+                        drain_timeout,
                         p.uid in forced,
                         mono - seen[p.uid] if p.uid in seen else None,
                     ),
@@ -292,7 +294,7 @@ class Drainer:
                     if dead:
                         awaiting.add(pod.uid)
                 evicted.add(pod.key)
-            if not dead and elapsed >= self._timeout:
+            if not dead and elapsed >= drain_timeout:
                 # A live kubelet's pods leave by its hand or not at all: say why and let the
                 # caller give back the slot and look again later.
                 pdb = any(retries.get(p.key, _PodRetry()).pdb for p, _ in todo)

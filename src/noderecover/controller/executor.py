@@ -57,6 +57,7 @@ from noderecover.core.machine import (
     unhealthy,
 )
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY, OUT_OF_SERVICE_TAINT, NodeObs, parse_node
+from noderecover.core.policies import HOLD_REASONS
 from noderecover.core.settings import Config
 from noderecover.core.volumes import (
     MAX_WAIT_FOR_UNMOUNT,
@@ -160,10 +161,14 @@ class Executor:
         rng: random.Random | None = None,
         guard: Guard | None = None,
         now: Callable[[], float] | None = None,
+        config_for: Callable[[str], Config] | None = None,
     ) -> None:
+        """`config_for(node)`: the settings of the policy governing the node now (default:
+        `cfg`, the flags); asked again at every step, so a changed policy applies at once."""
         self._kube = kube
         self._clock = clock
         self._cfg = cfg
+        self._config_for: Callable[[str], Config] = config_for or (lambda _node: cfg)
         self._may_act = may_act
         self._rng = rng or random.Random()
         self._guard: Guard = guard or NoGuard()
@@ -195,7 +200,8 @@ class Executor:
             raw = await self._kube.request("GET", self._path(node))
         except NotFound:
             return None
-        obs = parse_node(raw, self._cfg.relevant_labels, self._cfg.kept_conditions)
+        cfg = self._config_for(node)
+        obs = parse_node(raw, cfg.relevant_labels, cfg.kept_conditions)
         if obs.uid and obs.uid != uid:
             return None  # another node under this name: whatever it looks like, not ours
         if obs.malformed is not None:
@@ -240,7 +246,7 @@ class Executor:
             if seen is not None and action.transition is not None and seen > action.transition
             else None
         )
-        why = evidence_hold(fresh, action.transition, self._cfg)
+        why = evidence_hold(fresh, action.transition, self._config_for(action.node))
         if why in (HEALTHY_AGAIN, FLAPPING):
             return Evidence(Outcome.HEALTHY, why, transition=newer)
         if why is None:
@@ -358,7 +364,12 @@ class Executor:
         ctx = DrainContext(self._may_act, evidence, blocked, report)
         forced = self._forced.setdefault(action.uid, set())
         done: Drained = await self.drainer.drain(
-            action.node, started, action.may_force, ctx, forced
+            action.node,
+            started,
+            action.may_force,
+            ctx,
+            forced,
+            timeout=self._config_for(action.node).drain_timeout,
         )
         ACTIONS.labels("drain", done.outcome.value).inc()
         if done.outcome is Outcome.FAILED:
@@ -423,8 +434,9 @@ class Executor:
     async def _remove(self, action: Action, rec: Record) -> Result:
         """Taint (out-of-service, both), wait for the node's volumes to detach, delete (delete,
         both): each step decided from a fresh read (see core/volumes.py for the rules)."""
-        mode = self._cfg.removal_mode
-        taints = self._cfg.taints
+        cfg = self._config_for(action.node)
+        mode = cfg.removal_mode
+        taints = cfg.taints
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
         conflicts = 0
@@ -525,7 +537,7 @@ class Executor:
             self.volumes.held(action.node, len(left))
             for a in left:
                 if a.pv is not None:
-                    self.volumes.track(a.pv, action.node, self._started(rec))
+                    self.volumes.track(a.pv, action.node, self._started(rec, action.node))
             if not left:
                 return None
             if self._now() >= deadline:
@@ -545,11 +557,11 @@ class Executor:
                 raise NotLeader
             await self._clock.sleep(min(DETACH_POLL, max(0.0, deadline - self._now())))
 
-    def _started(self, rec: Record) -> float:
+    def _started(self, rec: Record, node: str) -> float:
         """When the remediation started: the end of the grace (now, if unknown)."""
         if rec.unhealthy_since is None:
             return self._now()
-        return min(self._now(), rec.unhealthy_since + self._cfg.grace)
+        return min(self._now(), rec.unhealthy_since + self._config_for(node).grace)
 
     async def _warn_attached(self, action: Action, rec: Record) -> None:
         """--removal delete on a node that still holds volumes: say what it costs, where the
@@ -568,7 +580,7 @@ class Executor:
         for a in held:
             if a.pv is None:
                 continue
-            self.volumes.track(a.pv, action.node, self._started(rec))
+            self.volumes.track(a.pv, action.node, self._started(rec, action.node))
             try:
                 pods = await waiting_pods(self._kube, a.pv, action.node)
             except ApiError as exc:
@@ -623,7 +635,7 @@ class Executor:
         fresh = await self.read(action.node, action.uid)
         if fresh is None:
             return Result(Outcome.GONE)
-        if unhealthy(fresh, self._cfg):
+        if unhealthy(fresh, self._config_for(action.node)):
             # The view still says healthy: wait for it to catch up, with backoff.
             delay = Backoff(base=0.5, cap=10.0, rng=self._rng, failures=rec.failures).next_delay()
             return Result(Outcome.FAILED, delay, "unhealthy again")
@@ -667,4 +679,4 @@ class Executor:
 
 # Blocked reasons that are controller-wide gates (looked at again soon), as opposed to a
 # live kubelet's unfinished drain (looked at again after LIVE_DRAIN_RETRY).
-_GATE_REASONS = frozenset({"watch-stale", "circuit-breaker", "excluded-selector"})
+_GATE_REASONS = frozenset({"watch-stale", "circuit-breaker", "excluded-selector"}) | HOLD_REASONS

@@ -40,7 +40,19 @@ class Seen:
 
 
 class Heartbeats:
-    def __init__(self, kube: KubeClient, clock: Clock, timeline: Timeline, cfg: Config) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        clock: Clock,
+        timeline: Timeline,
+        cfg: Config,
+        grace_for: Callable[[str], float] | None = None,
+        min_grace: Callable[[], float] | None = None,
+    ) -> None:
+        """`grace_for(node)`: the grace a silent node is judged by (its policy's; default
+        the flags'); `min_grace()`: the shortest of them (how often Leases are read)."""
+        self._grace_for: Callable[[str], float] = grace_for or (lambda _node: cfg.grace)
+        self._min_grace: Callable[[], float] = min_grace or (lambda: cfg.grace)
         self._kube = kube
         self._clock = clock
         self._timeline = timeline
@@ -53,7 +65,8 @@ class Heartbeats:
         if not self._cfg.watch_node_leases:
             return False
         seen = self.leases.get(name)
-        return seen is None or self._clock.monotonic() - seen.changed_at < self._cfg.grace
+        grace = self._grace_for(name)
+        return seen is None or self._clock.monotonic() - seen.changed_at < grace
 
     def renewal_seen(self, name: str) -> bool:
         """Renewing because we saw its renewTime change: real evidence of life."""
@@ -65,7 +78,8 @@ class Heartbeats:
         seen = self.leases.get(name)
         if seen is None:
             return None
-        return self._timeline.now() + (seen.changed_at + self._cfg.grace - self._clock.monotonic())
+        grace = self._grace_for(name)
+        return self._timeline.now() + (seen.changed_at + grace - self._clock.monotonic())
 
     async def renewing_now(self, name: str) -> bool:
         """A fresh GET of the node's Lease, then `renewing`."""
@@ -105,8 +119,8 @@ class Heartbeats:
 
     async def poll(self, silent: Callable[[], list[str]], changed: Callable[[], None]) -> None:
         """While nodes are silent, re-read their Leases every min(grace / 3, 5 s)."""
-        interval = max(0.5, min(self._cfg.grace / 3.0, 5.0))
         while True:
+            interval = max(0.5, min(self._min_grace() / 3.0, 5.0))
             self.wake = anyio.Event()
             await self.refresh(silent())
             changed()

@@ -20,10 +20,23 @@ Invariants:
 - What noderecover did it undoes: a node that leaves --node-selector keeps being visited
   while it has a record or our annotations; it is held (`excluded-selector`) and restored
   once healthy.
+- Policies (controller.policies, core.policies): with none, the flags are the one pool ("")
+  and everything above is unchanged. With some, each policy is a pool with its own settings
+  and its own gates (circuit breaker, --max-concurrent, removals per hour, counted over its
+  nodes only; removals earlier leaders made, read from Events, count against every pool).
+  A node no valid policy alone governs is held (`no-policy`, `policy-conflict`,
+  `policy-invalid`) and judged unhealthy by any policy's conditions, so what we did is only
+  undone once it is healthy by all of them. No decision at all is made until the policies
+  are known and the nodes were parsed with what they read (a restore judged without a
+  policy's conditions could uncordon a node that is still sick).
+- Pauses (a policy's, the cluster-wide one) are a controller gate like the breaker: asked in
+  every pass and again by the executor before each destructive step (`hold`), so a drain in
+  flight stops at its next pod. Restores go on while paused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -37,9 +50,10 @@ import anyio.abc
 
 from noderecover.base import logs
 from noderecover.base.clock import Clock, Timeline, wait_event
-from noderecover.base.metrics import BREAKER_OPEN, RECOVERY_DURATION, UNHEALTHY
+from noderecover.base.metrics import BREAKER_OPEN, POLICY_NODES, RECOVERY_DURATION, UNHEALTHY
 from noderecover.controller.executor import Executor
 from noderecover.controller.heartbeats import Heartbeats
+from noderecover.controller.policies import PolicySource
 from noderecover.controller.reporting import EventSink, Reporter
 from noderecover.controller.view import NodeView
 from noderecover.core.machine import (
@@ -57,10 +71,23 @@ from noderecover.core.machine import (
     resume,
     unhealthy,
 )
-from noderecover.core.nodes import ANN_PHASE, NodeObs, parse_time
+from noderecover.core.nodes import ANN_PHASE, NodeObs, format_time, parse_time
+from noderecover.core.policies import (
+    CLUSTER_PAUSED,
+    NO_POLICY,
+    PAUSED,
+    POLICIES_UNKNOWN,
+    POLICY_CONFLICT,
+    POLICY_INVALID,
+    Governance,
+    PoolState,
+    govern,
+    needed_keys,
+    pause_hold,
+)
 from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
 from noderecover.core.settings import Config
-from noderecover.kube.client import ApiError, KubeClient, NotLeader
+from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
 from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.reconciler")
@@ -98,7 +125,9 @@ class Controller:
         gate: Gate | None = None,
         events: EventSink | None = None,
         rng: random.Random | None = None,
+        namespace: str | None = None,
     ) -> None:
+        """`namespace`: where the cluster-wide pause ConfigMap lives (None: no cluster pause)."""
         self.cfg = cfg
         self._kube = kube
         self._clock = clock
@@ -106,8 +135,17 @@ class Controller:
         self._rng = rng or random.Random()
         self.timeline = Timeline(clock)
         self.view = NodeView(kube, clock, self.timeline, cfg, self._view_changed, rng=self._rng)
-        self.heartbeats = Heartbeats(kube, clock, self.timeline, cfg)
-        self.reporter = Reporter(cfg, self.timeline, events)
+        self.heartbeats = Heartbeats(
+            kube,
+            clock,
+            self.timeline,
+            cfg,
+            grace_for=lambda node: self.config_for(node).silent_grace,
+            min_grace=self._min_grace,
+        )
+        self.reporter = Reporter(
+            cfg, self.timeline, events, config_for=self.config_for, explain=self._explain
+        )
         self.executor = Executor(
             kube,
             clock,
@@ -116,7 +154,23 @@ class Controller:
             rng=self._rng,
             guard=self,
             now=self.timeline.now,
+            config_for=self.config_for,
         )
+        self.policies = PolicySource(
+            kube,
+            clock,
+            self.timeline,
+            cfg,
+            self._policies_changed,
+            namespace=namespace,
+            rng=self._rng,
+        )
+        self._union = cfg  # the flags + what every policy reads (see `_policies_changed`)
+        self._policy_cfgs: dict[str, Config] = {}
+        self.breakers: dict[str, BreakerState] = {}
+        self.pool_removals: dict[str, tuple[float, ...]] = {}  # policy -> its removals
+        self._loaded_removals: tuple[float, ...] = ()  # earlier leaders' (Events)
+        self.pool_states: dict[str, PoolState] = {}  # the last pass's, for policy status
         self.records: dict[str, Record] = {}
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
@@ -160,7 +214,9 @@ class Controller:
         return self.view.watcher.synced
 
     async def watch(self) -> None:
+        self.policies.started = True  # before any node LIST: no pass runs on the flags alone
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self.policies.run)
             tg.start_soon(self.view.watcher.run)
             if self.cfg.watch_node_leases:
                 tg.start_soon(self.heartbeats.poll, self.view.silent, self._wake.set)
@@ -171,11 +227,114 @@ class Controller:
         """Controller-wide gates, asked again before every destructive step."""
         if not self.fresh():
             return "watch-stale"
-        if self.breaker.open:
+        if (why := self.policy_hold(node)) is not None:
+            return why
+        pool = self.view.pool(node)
+        if pool is not None and self.breakers.get(pool, BreakerState()).open:
             return "circuit-breaker"
         if node not in self.view.population:
             return EXCLUDED_SELECTOR
         return None
+
+    # -- policies and pauses -------------------------------------------------------------
+
+    def _policies_changed(self) -> None:
+        """The policies or the cluster pause changed: what each node is judged by, again."""
+        cfg = self.cfg
+        policies = self.policies.policies
+        labels, conditions = needed_keys(policies.values())
+        union = set(cfg.unhealthy_conditions)
+        for p in policies.values():
+            if p.cfg is not None:
+                union |= p.cfg.unhealthy_conditions
+        if policies:
+            self._union = dataclasses.replace(
+                cfg,
+                extra_labels=labels,
+                extra_conditions=conditions,
+                unhealthy_conditions=frozenset(union),
+            )
+        else:
+            self._union = cfg
+        self._policy_cfgs = {
+            n: dataclasses.replace(p.cfg, extra_labels=labels, extra_conditions=conditions)
+            for n, p in policies.items()
+            if p.cfg is not None and p.valid
+        }
+        view = self.view
+        keys = (self._union.relevant_labels, self._union.kept_conditions)
+        if keys != (view.keep_labels, view.keep_conditions):
+            view.keep_labels, view.keep_conditions = keys
+            if view.watcher.synced:
+                log.info("policies read other labels or conditions: re-listing nodes")
+                view.watcher.request_relist()
+            else:
+                view.parsed_keys = keys  # the first LIST has not happened: it parses so
+        view.unhealthy_cfg = self._union
+        view.policy_mode = bool(policies)
+        view.classify = self._classify if policies else view.flag_classify
+        view.reindex()
+        self._wake.set()
+
+    def _classify(self, obs: NodeObs) -> Governance:
+        if obs.malformed is not None:
+            return Governance(None)  # counted in every pool by the census instead
+        return govern(self.policies.policies, obs.labels)
+
+    def _explain(self, node: str, reason: str) -> str | None:
+        """What a policy hold's Event says besides its reason."""
+        cluster = self.policies.cluster_pause
+        if reason == CLUSTER_PAUSED and cluster is not None:
+            return f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
+        pool = self.view.pool(node)
+        p = self.policies.policies.get(pool) if pool else None
+        if reason == PAUSED and p is not None and p.pause is not None:
+            until = format_time(p.pause.until)
+            return f"policy {pool} paused until {until}: {p.pause.reason or '-'}"
+        gov = self.view.held.get(node)
+        if reason in (POLICY_CONFLICT, POLICY_INVALID) and gov is not None:
+            return gov.why
+        return None
+
+    def _min_grace(self) -> float:
+        return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])
+
+    def config_for(self, node: str) -> Config:
+        """The settings a node is judged and acted on with now."""
+        if not self.policies.active:
+            return self.cfg
+        pool = self.view.pool(node)
+        return self._policy_cfgs.get(pool, self._union) if pool is not None else self._union
+
+    @property
+    def policies_ready(self) -> bool:
+        """The policies were read once (or found absent) and the nodes parsed for them."""
+        return self.policies.listed and self.view.keys_current
+
+    def policy_hold(self, node: str) -> str | None:
+        """The policy gate: unknown policies, no or two policies, a pause; or None."""
+        if not self.policies.known or not self.view.keys_current:
+            return POLICIES_UNKNOWN
+        now = self.timeline.now()
+        cluster = self.policies.cluster_pause
+        if not self.policies.active:
+            return CLUSTER_PAUSED if cluster is not None and cluster.active(now) else None
+        pool = self.view.pool(node)
+        if pool is None:
+            gov = self.view.held.get(node)
+            return gov.held if gov is not None and gov.held is not None else NO_POLICY
+        p = self.policies.policies.get(pool)
+        return pause_hold(p.pause if p is not None else None, cluster, now)
+
+    def _pool_configs(self) -> dict[str, Config]:
+        if not self.policies.active:
+            return {"": self.cfg}
+        return dict(self._policy_cfgs)
+
+    def _removal_times(self, pool: str) -> tuple[float, ...]:
+        if pool == "":
+            return self.removals
+        return self.pool_removals.get(pool, ()) + self._loaded_removals
 
     async def lease_renewing_now(self, node: str) -> bool:
         return await self.heartbeats.renewing_now(node)
@@ -220,6 +379,8 @@ class Controller:
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.executor.volumes.run)
+                # Policy status: its own task, never in an action's path.
+                tg.start_soon(self.policies.status_loop, self._states, self._gate.may_act)
                 while True:
                     self._wake = anyio.Event()
                     wake_at = self.reconcile(tg)
@@ -268,6 +429,7 @@ class Controller:
         # A multiset union: Events this replica loaded in an earlier term are not counted twice.
         merged = Counter(self.removals) | loaded
         self.removals = tuple(sorted(merged.elements()))
+        self._loaded_removals = tuple(sorted(loaded.elements()))
         if self.removals:
             log.info(
                 "%d node removals in the last hour/breaker window (from Events)", len(self.removals)
@@ -292,13 +454,16 @@ class Controller:
         is taken as Suspect since its Ready transition.
         """
         await self.view.watcher.list_once()
+        await self.load_policies()
+        if not self.view.keys_current:
+            await self.view.watcher.list_once()  # parsed again for what the policies read
         if self.cfg.watch_node_leases:
             await self.refresh_leases()
             self.heartbeats.judge_by_renew_time()
         now = self.timeline.now()
         for obs in self.nodes.values():
             ready = obs.ready
-            if unhealthy(obs, self.cfg) and ANN_PHASE not in obs.annotations:
+            if unhealthy(obs, self.config_for(obs.name)) and ANN_PHASE not in obs.annotations:
                 since = ready.since if ready is not None and ready.since is not None else now
                 self.records[obs.name] = Record(
                     uid=obs.uid,
@@ -310,14 +475,33 @@ class Controller:
         self.decide_all()
         return dict(self.decisions)
 
+    async def load_policies(self) -> None:
+        """Read the policies and the cluster pause once (a read-only preview: `plan`)."""
+        self.policies.started = True
+        try:
+            await self.policies.watcher.list_once()
+        except NotFound:
+            self.policies.absent = True
+            self._policies_changed()
+        await self.policies.read_pause()
+
     def _pass(self, start: Callable[[Decision], None] | None) -> float:
         now = self.timeline.now()
         cfg = self.cfg
-        self.removals = prune(self.removals, now, max(HOUR, cfg.breaker_window))
+        keep = max(HOUR, cfg.breaker_window)
+        self.removals = prune(self.removals, now, keep)
+        self._loaded_removals = prune(self._loaded_removals, now, keep)
+        self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
         view = self.view
+        if not self.policies_ready:
+            # Which policy governs each node, or what it reads, is not known yet: no decision
+            # at all (not even a restore judged without a policy's conditions).
+            return now + MAX_IDLE
         # Only nodes that can need a decision are visited (see NodeView): a pass costs
-        # O(unhealthy + remediated), not O(cluster). A node outside --node-selector is
-        # visited only while something of ours is on it.
+        # O(unhealthy + remediated), not O(cluster). A node outside --node-selector (or that
+        # no single valid policy governs) is visited only while something of ours is on it:
+        # a refused node (two policies, an invalid one) is not even annotated; the policies'
+        # status, metrics and `plan` report it.
         names = {
             n
             for n in view.watchlist | self.records.keys() | self._busy.keys()
@@ -331,19 +515,30 @@ class Controller:
             if obs.name not in self._busy and (
                 rec is None or (rec.uid != obs.uid and obs.malformed is None)
             ):
-                self.records[obs.name] = resume(obs, now, cfg)
-        census = self._census(candidates, now)
-        self.breaker = breaker_step(self.breaker, census.unhealthy, census.total, now, cfg)
-        BREAKER_OPEN.set(1 if self.breaker.open else 0)
-        UNHEALTHY.set(census.unhealthy)
+                self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
+        pools = self._pool_configs()
+        census = self._census(candidates, now, pools)
+        for key, pcfg in pools.items():
+            c = census[key]
+            self.breakers[key] = breaker_step(
+                self.breakers.get(key, BreakerState()), c.unhealthy, c.total, now, pcfg
+            )
+        for key in [p for p in self.breakers if p not in pools]:
+            del self.breakers[key]
+        opened = [b for b in self.breakers.values() if b.open]
+        self.breaker = self.breakers.get("") or (opened[0] if opened else BreakerState())
+        BREAKER_OPEN.set(1 if opened else 0)
+        UNHEALTHY.set(sum(c.unhealthy for c in census.values()))
         self.reporter.drift()
         wake_at = now + MAX_IDLE
-        if (b := breaker_wake(self.breaker, cfg)) is not None:
-            wake_at = min(wake_at, b)
+        for key, pcfg in pools.items():
+            if (b := breaker_wake(self.breakers[key], pcfg)) is not None:
+                wake_at = min(wake_at, b)
         fresh = self.fresh()
-        in_flight = census.in_flight
-        removals_last_hour = recent(self.removals, now, HOUR)
+        in_flight = {p: c.in_flight for p, c in census.items()}
+        removals_last_hour = {p: recent(self._removal_times(p), now, HOUR) for p in pools}
         heartbeats = self.heartbeats
+        policy_mode = self.policies.active
 
         def order(o: NodeObs) -> tuple[float, str]:
             rec = self.records.get(o.name)
@@ -355,20 +550,25 @@ class Controller:
             if name in self._busy:
                 continue
             rec = self.records[name]
-            managed = name in view.population
-            own = 1 if managed and rec.phase in IN_FLIGHT and not rec.parked else 0
+            pool = view.pool(name)
+            ncfg = pools[pool] if pool is not None and pool in pools else self._union
+            # Policies: a node none governs is "managed" but held by the policy gate (its
+            # reason says why); the flags: a node outside --node-selector is not managed.
+            managed = pool is not None or policy_mode
+            own = 1 if pool is not None and rec.phase in IN_FLIGHT and not rec.parked else 0
             gates = Gates(
                 fresh=fresh,
-                breaker_open=self.breaker.open,
-                in_flight=in_flight - own,
-                removals_last_hour=removals_last_hour,
+                breaker_open=pool is not None and self.breakers.get(pool, BreakerState()).open,
+                in_flight=in_flight.get(pool, 0) - own if pool is not None else 0,
+                removals_last_hour=removals_last_hour.get(pool, 0) if pool is not None else 0,
                 lease_renewing=heartbeats.renewing(name),
                 lease_renewal_seen=heartbeats.renewal_seen(name),
                 lease_stale_at=heartbeats.stale_at(name),
                 managed=managed,
                 startup_until=view.startup_until(obs),
+                held=self.policy_hold(name),
             )
-            d = decide(rec, obs, now, cfg, gates)
+            d = decide(rec, obs, now, ncfg, gates)
             self.decisions[name] = d
             self.reporter.decision(name, obs.uid, d)
             if d.record == Record(uid=obs.uid, phase_since=d.record.phase_since) and not d.action:
@@ -378,45 +578,110 @@ class Controller:
             if d.wake_at is not None:
                 wake_at = min(wake_at, d.wake_at)
             if d.action is not None and start is not None:
-                if d.action.kind is Kind.CORDON:
-                    in_flight += 1
-                if d.action.kind is Kind.REMOVE:
-                    removals_last_hour += 1
+                if d.action.kind is Kind.CORDON and pool is not None:
+                    in_flight[pool] = in_flight.get(pool, 0) + 1
+                if d.action.kind is Kind.REMOVE and pool is not None:
+                    removals_last_hour[pool] = removals_last_hour.get(pool, 0) + 1
                 start(d)
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
             self.reporter.forgotten(name, self.records.pop(name))
         self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
+        self.policies.update_metrics()
+        if policy_mode:
+            self._pool_states(census)
+        elif self.pool_states:
+            self.pool_states = {}
         return wake_at
 
-    def _census(self, candidates: list[NodeObs], now: float) -> Census:
-        """Unhealthy and in-flight counts over the managed nodes, with recent removals."""
-        cfg = self.cfg
-        recent_removed = recent(self.removals, now, cfg.breaker_window)
-        bad = recent_removed
-        in_flight = 0
-        counted_removed = 0  # removed recently, still in view: already in `recent_removed`
-        for obs in candidates:
-            if obs.name not in self.view.population:
+    def _states(self) -> dict[str, PoolState]:
+        return self.pool_states
+
+    def _pool_states(self, census: dict[str, Census]) -> None:
+        """What each policy's status and metrics report (policy mode)."""
+        view = self.view
+        remediating: dict[str, list[tuple[str, str, str]]] = {}
+        for name, rec in self.records.items():
+            pool = view.pool(name)
+            if pool is not None and rec.phase is not Phase.HEALTHY:
+                blocked = self.reporter.blocked.get(name, "")
+                remediating.setdefault(pool, []).append((name, rec.phase.value, blocked))
+        conflicts: dict[str, list[str]] = {}
+        others: dict[str, set[str]] = {}
+        for node, gov in view.held.items():
+            if gov.held != POLICY_CONFLICT:
                 continue
+            for p in gov.matched:
+                conflicts.setdefault(p, []).append(node)
+                others.setdefault(p, set()).update(q for q in gov.matched if q != p)
+        states: dict[str, PoolState] = {}
+        for p in self.policies.policies:
+            c = census.get(p)
+            s = PoolState(
+                matched=len(view.members(p)) + len(conflicts.get(p, ())),
+                unhealthy=c.unhealthy if c is not None else 0,
+                breaker_open=p in self.breakers and self.breakers[p].open,
+                remediating=tuple(sorted(remediating.get(p, ()))),
+                conflicts=tuple(sorted(conflicts.get(p, ()))),
+                conflicting_policies=tuple(sorted(others.get(p, ()))),
+            )
+            states[p] = s
+            POLICY_NODES.labels(p, "matched").set(s.matched)
+            POLICY_NODES.labels(p, "unhealthy").set(s.unhealthy)
+            POLICY_NODES.labels(p, "remediating").set(len(s.remediating))
+            POLICY_NODES.labels(p, "conflict").set(len(s.conflicts))
+        self.pool_states = states
+
+    def _census(
+        self, candidates: list[NodeObs], now: float, pools: dict[str, Config]
+    ) -> dict[str, Census]:
+        """Per pool: unhealthy and in-flight counts over its nodes, with recent removals."""
+        view = self.view
+        bad: dict[str, int] = {}
+        removed: dict[str, int] = {}
+        for pool, pcfg in pools.items():
+            removed[pool] = recent(self._removal_times(pool), now, pcfg.breaker_window)
+            bad[pool] = removed[pool]
+        in_flight = dict.fromkeys(pools, 0)
+        # removed recently, still in view: already in `removed`
+        counted_removed = dict.fromkeys(pools, 0)
+        policy_mode = self.policies.active
+        for obs in candidates:
+            if policy_mode and obs.malformed is not None:
+                # Its labels are unreadable: it may be in any pool. The breaker errs on the
+                # safe side: unhealthy in every one.
+                for each in pools:
+                    bad[each] += 1
+                continue
+            found = view.pool(obs.name)
+            if found is None or found not in pools:
+                continue
+            pool = found
+            pcfg = pools[pool]
             rec = self.records.get(obs.name)
             phase = rec.phase if rec is not None else Phase.HEALTHY
             if (
                 rec is not None
                 and phase is Phase.REMOVED
-                and now - rec.phase_since < cfg.breaker_window
+                and now - rec.phase_since < pcfg.breaker_window
             ):
                 # A deleted node until its DELETED event arrives, or an out-of-service node:
                 # counted once, as a removal.
-                counted_removed += 1
+                counted_removed[pool] += 1
                 continue
             parked = rec is not None and rec.parked
             if (phase in IN_FLIGHT and not parked) or self._busy.get(obs.name) is Kind.CORDON:
-                in_flight += 1
+                in_flight[pool] += 1
             # A malformed node counts as unhealthy: the breaker errs on the safe side.
-            if unhealthy(obs, cfg) or phase in IN_FLIGHT or obs.malformed is not None:
-                bad += 1
-        total = len(self.view.population) - counted_removed + recent_removed
-        return Census(bad, total, in_flight)
+            if unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None:
+                bad[pool] += 1
+        return {
+            pool: Census(
+                bad[pool],
+                len(view.members(pool)) - counted_removed[pool] + removed[pool],
+                in_flight[pool],
+            )
+            for pool in pools
+        }
 
     def _start(self, tg: anyio.abc.TaskGroup, d: Decision) -> None:
         action = d.action
@@ -459,6 +724,9 @@ class Controller:
                 self.reporter.phase_changed(name, action.uid, current, new)
         if action.kind is Kind.REMOVE and result.outcome is Outcome.OK:
             self.removals = (*self.removals, now)
+            pool = self.view.pool(name)
+            if pool:
+                self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
             if current.unhealthy_since is not None:
                 RECOVERY_DURATION.observe(max(0.0, now - current.unhealthy_since))
         logs.decision(
@@ -476,6 +744,9 @@ class Controller:
     def readiness(self) -> tuple[bool, str]:
         if not self.view.watcher.synced:
             return False, "initial node list not complete"
+        if not self.policies.listed:
+            # Nothing is decided until then (a pause may exist): say so, do not look idle.
+            return False, "NodeRecoveryPolicies not read yet (see the log)"
         return True, "synced"
 
     def liveness(self) -> tuple[bool, str]:

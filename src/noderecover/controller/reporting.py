@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from noderecover.base import logs
@@ -57,8 +58,19 @@ class EventSink(Protocol):
 
 
 class Reporter:
-    def __init__(self, cfg: Config, timeline: Timeline, events: EventSink | None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        timeline: Timeline,
+        events: EventSink | None,
+        config_for: Callable[[str], Config] | None = None,
+        explain: Callable[[str, str], str | None] | None = None,
+    ) -> None:
+        """`config_for(node)`: the settings of the node's policy (for messages);
+        `explain(node, reason)`: more about a hold (a pause's end and reason), or None."""
+        self._explain: Callable[[str, str], str | None] = explain or (lambda _n, _r: None)
         self._cfg = cfg
+        self._config_for: Callable[[str], Config] = config_for or (lambda _node: cfg)
         self._timeline = timeline
         self._events = events
         self.blocked: dict[str, str] = {}  # node -> the reason its next step is held
@@ -112,14 +124,16 @@ class Reporter:
             name,
             uid,
             "NodeRecoverBlocked",
-            f"{phase}: next step held by '{reason}'; will proceed when it clears",
+            f"{phase}: next step held by '{reason}'"
+            + (f" ({more})" if (more := self._explain(name, reason)) else "")
+            + "; will proceed when it clears",
         )
 
     def _flap(self, name: str, uid: str) -> None:
         """The message is constant so the recorder aggregates repeats into one Event whose
         `count` is the number of flaps."""
         FLAPS.inc()
-        cfg = self._cfg
+        cfg = self._config_for(name)
         self.event(
             name,
             uid,
@@ -136,7 +150,7 @@ class Reporter:
         ACTIONS.labels(f"phase-{new.phase.value.lower()}", "ok").inc()
         if self._events is not None:
             reason, etype = EVENT_REASONS[new.phase]
-            self._events.record(name, uid, reason, message(new, self._cfg), etype)
+            self._events.record(name, uid, reason, message(new, self._config_for(name)), etype)
 
     def forgotten(self, name: str, rec: Record) -> None:
         """The node is gone from the cluster."""

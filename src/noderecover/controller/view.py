@@ -4,7 +4,13 @@ Invariants:
 - Malformed Nodes stay in the view, marked (nothing acts on them), counted and logged once
   per reason.
 - `population`: nodes matching --node-selector (malformed ones too: the breaker errs on the
-  safe side). `watchlist`: nodes unhealthy, malformed or carrying our annotations. A node
+  safe side); with NodeRecoveryPolicies, the nodes exactly one valid policy governs
+  (`classify`, core.policies.govern), split by policy in `pools`; nodes refused (two
+  policies, or an invalid one) are in `held`.
+- `keep_labels` / `keep_conditions`: what a Node is parsed into; every policy's selector keys
+  and condition types. When they change the controller asks for a re-list, and
+  `keys_current` is False until that re-list was delivered.
+- `watchlist`: nodes unhealthy, malformed or carrying our annotations. A node
   outside the watchlist without a record and without an action in progress is healthy with
   nothing of ours on it: a decision would do nothing for it and it adds nothing to the
   breaker's counts, so a reconcile pass costs O(nodes needing attention), not O(cluster).
@@ -21,8 +27,9 @@ from typing import Any
 
 from noderecover.base.clock import Clock, Timeline
 from noderecover.base.metrics import MALFORMED_OBJECTS
-from noderecover.core.machine import unhealthy
+from noderecover.core.machine import EXCLUDED_SELECTOR, unhealthy
 from noderecover.core.nodes import OUR_ANNOTATIONS, NodeObs, parse_node
+from noderecover.core.policies import POLICY_CONFLICT, POLICY_INVALID, Governance
 from noderecover.core.safety import in_population
 from noderecover.core.settings import Config
 from noderecover.kube.client import KubeClient
@@ -46,6 +53,15 @@ class NodeView:
     ) -> None:
         """`changed(name, obs)`: called after each change (name None: a whole re-list)."""
         self._cfg = cfg
+        self.keep_labels = cfg.relevant_labels
+        self.keep_conditions = cfg.kept_conditions
+        self.parsed_keys = (self.keep_labels, self.keep_conditions)
+        self.classify: Callable[[NodeObs], Governance] = self.flag_classify
+        self.unhealthy_cfg = cfg  # the conditions that put a node on the watchlist
+        self.policy_mode = False
+        self.pool_of: dict[str, str] = {}  # policy mode only: node -> its policy
+        self.pools: dict[str, set[str]] = {}  # policy mode only: policy -> its nodes
+        self.held: dict[str, Governance] = {}  # policy mode: nodes refused (conflict, invalid)
         self._timeline = timeline
         self._changed = changed
         self.nodes: dict[str, NodeObs] = {}
@@ -66,7 +82,7 @@ class NodeView:
         )
 
     def parse(self, raw: dict[str, Any]) -> NodeObs:
-        obs = parse_node(raw, self._cfg.relevant_labels, self._cfg.kept_conditions)
+        obs = parse_node(raw, self.keep_labels, self.keep_conditions)
         if obs.malformed is not None:
             MALFORMED_OBJECTS.labels("nodes", obs.malformed).inc()
             old = self.nodes.get(obs.name)
@@ -88,17 +104,56 @@ class NodeView:
 
     def resync(self, items: Iterable[tuple[str, NodeObs]]) -> None:
         self.nodes = dict(items)  # nodes missing from a re-list are forgotten
+        self.parsed_keys = (self.keep_labels, self.keep_conditions)
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Index every node again (the policies or what they read changed)."""
         self.population = set()
         self.watchlist = set()
+        self.pool_of = {}
+        self.pools = {}
+        self.held = {}
         for name, obs in self.nodes.items():
             self._index(name, obs)
         self._changed(None, None)
 
+    @property
+    def keys_current(self) -> bool:
+        """The nodes in view were parsed with what the policies read now."""
+        return self.parsed_keys == (self.keep_labels, self.keep_conditions)
+
+    def flag_classify(self, obs: NodeObs) -> Governance:
+        """No policies: the nodes --node-selector selects (and malformed ones) are managed."""
+        if in_population(obs, self._cfg):
+            return Governance("")
+        return Governance(None, EXCLUDED_SELECTOR, "not matched by --node-selector")
+
+    def pool(self, name: str) -> str | None:
+        """The policy governing a node ("" = the flags), None when none does."""
+        if self.policy_mode:
+            return self.pool_of.get(name)
+        return "" if name in self.population else None
+
+    def members(self, pool: str) -> set[str]:
+        return self.pools.get(pool, set()) if self.policy_mode else self.population
+
     def _index(self, name: str, obs: NodeObs | None) -> None:
-        if obs is not None and in_population(obs, self._cfg):
+        if self.policy_mode:
+            old = self.pool_of.pop(name, None)
+            if old is not None and old in self.pools:
+                self.pools[old].discard(name)
+            self.held.pop(name, None)
+        gov = self.classify(obs) if obs is not None else None
+        if gov is not None and gov.policy is not None:
             self.population.add(name)
+            if self.policy_mode:
+                self.pool_of[name] = gov.policy
+                self.pools.setdefault(gov.policy, set()).add(name)
         else:
             self.population.discard(name)
+        if self.policy_mode and gov is not None and gov.held in (POLICY_CONFLICT, POLICY_INVALID):
+            self.held[name] = gov
         ready = obs.ready if obs is not None else None
         if obs is None:
             self.young_ready.discard(name)
@@ -106,7 +161,7 @@ class NodeView:
             self.young_ready.add(name)
         if obs is not None and (
             obs.malformed is not None
-            or unhealthy(obs, self._cfg)
+            or unhealthy(obs, self.unhealthy_cfg)
             or any(k in obs.annotations for k in OUR_ANNOTATIONS)
         ):
             self.watchlist.add(name)

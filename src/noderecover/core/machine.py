@@ -169,6 +169,9 @@ class Gates:
     lease_stale_at: float | None = None  # when it counts as stale if it does not change
     managed: bool = True  # the node matches --node-selector
     startup_until: float | None = None  # a never-Ready node is still joining until then
+    # A controller-wide hold on this node (pause, policy conflict, no or invalid policy:
+    # core.policies), or None. Holds every forward step, never a restore.
+    held: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +410,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
 
     start = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
-    deadline = start + cfg.grace
+    deadline = grace_deadline(start, obs, cfg)
     if rec.phase is Phase.SUSPECT and now < deadline:
         return Decision(rec, why="within grace", wake_at=deadline)
     if rec.phase is Phase.SUSPECT and gates.startup_until is not None and now < gates.startup_until:
@@ -583,10 +586,34 @@ def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
     )
 
 
+def grace_deadline(start: float, obs: NodeObs, cfg: Config) -> float:
+    """When a node unhealthy without a break since `start` may be remediated.
+
+    Flags: `start + grace`. A policy gives each unhealthy condition its own duration
+    (`cfg.condition_graces`): each condition the node shows now is timed from when it began
+    (its lastTransitionTime, to the end of that second) but never from before `start` (the
+    episode's start or last flap); the earliest of those deadlines counts. A condition
+    showing for less than its own duration never triggers a remediation, however long
+    another condition (with a longer duration) has been showing.
+    """
+    if not cfg.condition_graces:
+        return start + cfg.grace
+    ends = [
+        max(start, c.since + CONDITION_TIME_PRECISION) + seconds
+        for c in obs.conditions
+        if c.since is not None
+        for ctype, status, seconds in cfg.condition_graces
+        if (c.type, c.status) == (ctype, status)
+    ]
+    return min(ends) if ends else start + cfg.grace
+
+
 def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
     """The first safety gate that holds this forward step back, or None."""
     if not gates.managed:
         return EXCLUDED_SELECTOR
+    if gates.held is not None:
+        return gates.held
     if (why := exclusion(obs, cfg)) is not None:
         return why
     if not gates.fresh:

@@ -54,10 +54,23 @@ def breaker_wake(state: BreakerState, cfg: Config) -> float | None:
     return None
 
 
+# Taints of systems that are taking a node away on purpose: the cluster autoscaler (scale
+# down) and Karpenter (disruption: v1 `karpenter.sh/disrupted`, before v1
+# `karpenter.sh/disruption=disrupting`). Such a node is theirs: never remediated.
+AUTOSCALER_TAINTS = (
+    "ToBeDeletedByClusterAutoscaler",
+    "karpenter.sh/disrupted",
+    "karpenter.sh/disruption",
+)
+EXCLUDED_AUTOSCALER = "excluded-autoscaler"
+
+
 def exclusion(obs: NodeObs, cfg: Config) -> str | None:
     """Why this node must never be remediated, or None. Checked before every forward step."""
     if obs.annotations.get(ANN_EXCLUDE, "").lower() == "true":
         return "excluded-annotation"
+    if any(obs.has_taint(k) for k in AUTOSCALER_TAINTS):
+        return EXCLUDED_AUTOSCALER
     if cfg.exclude_control_plane and any(k in obs.labels for k in CONTROL_PLANE_LABELS):
         return "excluded-control-plane"
     return None

@@ -6,6 +6,7 @@ the core and the controller only read it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -24,9 +25,19 @@ class Threshold:
 
     value: float
     percent: bool
+    # Policies (NodeRecoveryPolicy.spec.maxUnhealthy): a percentage rounds up to a whole
+    # number of nodes, at least 1, so a small pool can always remediate one node (40% of 2
+    # nodes allows 1, not 0.8). The flags keep the exact fraction (unchanged behaviour).
+    round_up: bool = False
 
     def limit(self, total: int) -> float:
-        return self.value * total / 100.0 if self.percent else self.value
+        if not self.percent:
+            return self.value
+        exact = self.value * total / 100.0
+        if self.round_up:
+            # 1e-9: 10% of 30 is 3.0000000000000004 in floating point, and 3 is meant.
+            return float(max(1, math.ceil(exact - 1e-9))) if self.value > 0 else 0.0
+        return exact
 
     def __str__(self) -> str:
         return f"{self.value:g}%" if self.percent else f"{int(self.value)}"
@@ -40,6 +51,9 @@ class Config:
     unhealthy_conditions: frozenset[tuple[str, str]] = frozenset(
         {("Ready", "False"), ("Ready", "Unknown")}
     )
+    # Per-condition graces (type, status, seconds) of a NodeRecoveryPolicy; empty for the
+    # flags (every condition has `grace`). See machine.grace_deadline.
+    condition_graces: tuple[tuple[str, str, float], ...] = ()
     drain_timeout: float = 60.0
     node_startup_timeout: float = 600.0
     removal: str = "auto"
@@ -56,6 +70,9 @@ class Config:
     exclude_control_plane: bool = True
     dry_run: bool = False
     watch_node_leases: bool = True
+    # Label keys and condition types other policies read: kept when parsing a Node.
+    extra_labels: frozenset[str] = frozenset()
+    extra_conditions: frozenset[str] = frozenset()
     # Plumbing
     kubeconfig: str | None = None
     context: str | None = None
@@ -82,6 +99,15 @@ class Config:
         return "--" + dest.replace("_", "-")
 
     @property
+    def silent_grace(self) -> float:
+        """The grace of a silent node (Ready=Unknown): how long its heartbeat Lease must stay
+        unchanged before it counts as dead (a policy's Ready=Unknown duration, or `grace`)."""
+        for ctype, status, seconds in self.condition_graces:
+            if (ctype, status) == ("Ready", "Unknown"):
+                return seconds
+        return self.grace
+
+    @property
     def fencing(self) -> bool:
         return bool(self.fence_command)
 
@@ -100,9 +126,11 @@ class Config:
     @property
     def relevant_labels(self) -> frozenset[str]:
         """Node labels the decisions read; all others are dropped when parsing a Node."""
-        return self.node_selector.keys | frozenset(CONTROL_PLANE_LABELS)
+        return self.node_selector.keys | frozenset(CONTROL_PLANE_LABELS) | self.extra_labels
 
     @property
     def kept_conditions(self) -> frozenset[str]:
         """Node condition types the decisions read (Ready and the unhealthy ones)."""
-        return frozenset({"Ready"} | {t for t, _ in self.unhealthy_conditions})
+        return (
+            frozenset({"Ready"} | {t for t, _ in self.unhealthy_conditions}) | self.extra_conditions
+        )

@@ -161,7 +161,9 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
         )
     gate = _StopGate(elector)
     events = EventRecorder(kube, clock, identity, may_write=gate.may_act)
-    controller = Controller(kube, clock, cfg, gate=gate, events=events)
+    controller = Controller(
+        kube, clock, cfg, gate=gate, events=events, namespace=lease_namespace(cfg)
+    )
     http = HttpServer(cfg.http_bind, _Health(controller, elector, clock, cfg.retry_period), clock)
     try:
         await http.start()

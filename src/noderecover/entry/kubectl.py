@@ -253,6 +253,7 @@ def report_dict(r: NodeReport, now: float) -> dict[str, Any]:
         "why": r.why,
         "excluded": r.excluded,
         "managed": r.managed,
+        "policy": r.policy,
         "volumes": list(r.volumes),
         "conditions": [
             {"type": c.type, "status": c.status, "reason": c.reason, "since": _iso(c.since)}
@@ -315,7 +316,7 @@ async def _run(opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             cfg, note = base, f"could not read {opts.namespace}/{opts.deployment}: {exc}"
         if note:
             err.write(f"note: {_one_line(note)}; decisions use noderecover's defaults\n")
-        p = await preview(kube, cfg)
+        p = await preview(kube, cfg, namespace=cfg.lease_namespace or opts.namespace)
         if opts.command == "plan":
             return _plan(p, opts.output, out)
         if opts.command == "why":
@@ -331,8 +332,8 @@ def _plan(p: Preview, fmt: str, out: TextIO) -> int:
     if fmt in ("json", "yaml"):
         _emit({"nodes": [report_dict(r, now) for r in p.reports]}, fmt, out)
         return EXIT_OK
-    headers = ["NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY"]
-    rows = [list(r.row()) for r in p.reports]
+    headers = ["NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY"]
+    rows = [[*r.row(), r.policy] for r in p.reports]
     if fmt == "wide":
         headers += ["VOLUMES"]
         rows = [[*row, ",".join(r.volumes) or "-"] for row, r in zip(rows, p.reports, strict=True)]

@@ -5,6 +5,11 @@ with two look-ahead assumptions: a node that is unhealthy but has no noderecover
 treated as Suspect since its Ready condition's lastTransitionTime, and a heartbeat Lease's
 age is read from its renewTime against the local clock (the controller never does this; it is
 good enough for a preview).
+
+The POLICY column says which NodeRecoveryPolicy governs each node and why: its name, or
+"(flags)" when no policy exists, or "-" when none does (no policy selects it, two do, or
+the one that does is invalid: WHY says which). Notes under the table list each policy's
+pause (until when, why), invalid policies, and the cluster-wide pause.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import TextIO
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Phase, unhealthy
-from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, parse_time
+from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
+from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT
 from noderecover.core.safety import exclusion, in_population
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
@@ -27,7 +33,7 @@ from noderecover.kube.storage import attachments
 
 log = logging.getLogger("noderecover.entry.plan")
 
-HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY")
+HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY")
 
 
 def _age(seconds: float | None) -> str:
@@ -58,9 +64,41 @@ class NodeReport:
     volumes: tuple[str, ...] = ()  # VolumeAttachments on the node (unhealthy nodes only)
     excluded: str | None = None
     managed: bool = True
+    policy: str = "(flags)"  # the NodeRecoveryPolicy governing it; "-": none
 
     def row(self) -> tuple[str, ...]:
         return (self.node, self.ready, _age(self.unhealthy_for), self.phase, self.now, self.why)
+
+
+def _governed_by(c: Controller, name: str) -> tuple[str, str | None]:
+    """(POLICY column, why no policy governs it or None)."""
+    if not c.policies.active:
+        return ("(flags)", None) if name in c.view.population else ("-", None)
+    pool = c.view.pool(name)
+    if pool is not None:
+        return pool, None
+    gov = c.view.held.get(name)
+    if gov is not None and gov.held == POLICY_CONFLICT:
+        return "-", f"{POLICY_CONFLICT}: selected by {', '.join(gov.matched)}"
+    if gov is not None and gov.held is not None:
+        return "-", gov.why
+    return "-", f"{NO_POLICY}: no NodeRecoveryPolicy selects it (left alone)"
+
+
+def _notes(c: Controller, now: float) -> list[str]:
+    notes = []
+    cluster = c.policies.cluster_pause
+    if cluster is not None and cluster.active(now):
+        notes.append(
+            f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
+        )
+    for name, p in sorted(c.policies.policies.items()):
+        if p.error is not None:
+            notes.append(f"policy {name}: INVALID, not applied (its nodes are held): {p.error}")
+        elif p.pause is not None and p.pause.active(now):
+            until = format_time(p.pause.until)
+            notes.append(f"policy {name}: paused until {until}: {p.pause.reason or '-'}")
+    return notes
 
 
 @dataclass
@@ -70,16 +108,21 @@ class Preview:
     unhealthy: int
     total: int
     controller: Controller
+    notes: list[str] = dataclasses.field(default_factory=list)  # pauses, invalid policies
 
 
-async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> Preview:
-    """The controller's decisions for every node now, from one LIST (read-only)."""
+async def preview(
+    kube: KubeClient, cfg: Config, clock: Clock | None = None, namespace: str | None = None
+) -> Preview:
+    """The controller's decisions for every node now, from one LIST (read-only).
+
+    `namespace`: where the cluster-wide pause ConfigMap is read (None: not read)."""
     clock = clock or SystemClock()
-    c = Controller(kube, clock, cfg)
+    c = Controller(kube, clock, cfg, namespace=namespace)
     decisions = await c.preview()
     now = c.timeline.now()
     held: dict[str, list[Attachment]] = {}
-    if any(unhealthy(obs, cfg) for obs in c.nodes.values()):
+    if any(unhealthy(obs, c.config_for(obs.name)) for obs in c.nodes.values()):
         try:
             found = await attachments(kube)
         except ApiError as exc:  # plan still answers; the volumes column says it could not
@@ -94,10 +137,12 @@ async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> 
         obs = c.nodes[name]
         ready = obs.ready
         status = ready.status if ready is not None else "-"
-        sick = unhealthy(obs, cfg)
+        ncfg = c.config_for(name)
+        sick = unhealthy(obs, ncfg)
         age = now - ready.since if sick and ready is not None and ready.since else None
         d = decisions.get(name)
         since = parse_time(obs.annotations.get(ANN_PHASE_SINCE))
+        policy, ungoverned = _governed_by(c, name)
         base = NodeReport(
             node=name,
             ready=status,
@@ -108,9 +153,11 @@ async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> 
             phase_since=since,
             conditions=obs.conditions,
             volumes=tuple(a.pv or a.name for a in held.get(name, [])),
-            excluded=exclusion(obs, cfg),
+            excluded=exclusion(obs, ncfg),
+            policy=policy,
+            managed=ungoverned is None,
         )
-        if not in_population(obs, cfg):
+        if not c.policies.active and not in_population(obs, cfg):
             reports.append(
                 dataclasses.replace(
                     base,
@@ -121,10 +168,11 @@ async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> 
                 )
             )
             continue
-        managed_count += 1
-        sick_count += sick
+        if ungoverned is None:
+            managed_count += 1
+            sick_count += sick
         if d is None:
-            why = exclusion(obs, cfg) or "healthy"
+            why = ungoverned or exclusion(obs, ncfg) or "healthy"
             reports.append(
                 dataclasses.replace(base, phase=Phase.HEALTHY.value, now="nothing", why=why)
             )
@@ -136,11 +184,13 @@ async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> 
         else:
             now_do = "wait"
         why = d.blocked or d.why
+        if d.blocked is not None and ungoverned is not None:
+            why = ungoverned
         next_in = None
         if d.wake_at is not None and d.action is None and d.blocked is None:
             next_in = max(0.0, d.wake_at - now)
             why += f" (next step in {_age(next_in)})"
-        if note := plan_note(cfg.removal_mode, held.get(name, [])):
+        if note := plan_note(ncfg.removal_mode, held.get(name, [])):
             why += f"; {note}"
         reports.append(
             dataclasses.replace(
@@ -152,35 +202,49 @@ async def preview(kube: KubeClient, cfg: Config, clock: Clock | None = None) -> 
                 next_in=next_in,
             )
         )
-    return Preview(reports, c.breaker.open, sick_count, managed_count, c)
+    breaker = any(b.open for b in c.breakers.values())
+    return Preview(reports, breaker, sick_count, managed_count, c, _notes(c, now))
 
 
 async def plan_rows(
     kube: KubeClient, cfg: Config, clock: Clock | None = None
 ) -> tuple[list[tuple[str, ...]], bool]:
-    """One row per node, and whether the circuit breaker would be open."""
-    p = await preview(kube, cfg, clock)
-    return [r.row() for r in p.reports], p.breaker_open
+    """One row per node (with its POLICY), and whether a circuit breaker would be open."""
+    rows, breaker, _ = await plan_report(kube, cfg, clock)
+    return rows, breaker
+
+
+async def plan_report(
+    kube: KubeClient, cfg: Config, clock: Clock | None = None, namespace: str | None = None
+) -> tuple[list[tuple[str, ...]], bool, list[str]]:
+    """Rows, whether a circuit breaker would be open, and notes (pauses, invalid policies)."""
+    p = await preview(kube, cfg, clock, namespace)
+    return [(*r.row(), r.policy) for r in p.reports], p.breaker_open, p.notes
 
 
 def render(
-    rows: list[tuple[str, ...]], breaker_open: bool | None = None, out: TextIO = sys.stdout
+    rows: list[tuple[str, ...]],
+    breaker_open: bool | None = None,
+    out: TextIO = sys.stdout,
+    notes: list[str] | None = None,
 ) -> None:
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     for r in [HEADER, *rows]:
         out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
     if breaker_open is not None:
         out.write(f"circuit breaker: {'OPEN (no new remediation)' if breaker_open else 'closed'}\n")
+    for note in notes or ():
+        out.write(note + "\n")
 
 
 async def run_plan(cfg: Config, out: TextIO = sys.stdout) -> int:
-    from noderecover.entry.app import load_client
+    from noderecover.entry.app import lease_namespace, load_client
     from noderecover.kube.client import Timeouts
 
     kube = KubeClient(await load_client(cfg), Timeouts(request=cfg.api_timeout))
     try:
-        rows, breaker = await plan_rows(kube, cfg)
+        rows, breaker, notes = await plan_report(kube, cfg, namespace=lease_namespace(cfg))
     finally:
         await kube.close()
-    render(rows, breaker, out)
+    render(rows, breaker, out, notes)
     return 0

@@ -38,6 +38,16 @@ API_CALLS: Mapping[Permission, str] = {
     Permission("coordination.k8s.io", "leases", "get", "kube-node-lease"): (
         "controller: the heartbeat Lease of a silent node (--watch-node-leases)"
     ),
+    Permission("noderecover.io", "noderecoverypolicies", "list"): (
+        "policies: the CRD probe, the initial LIST and every re-list; plan"
+    ),
+    Permission("noderecover.io", "noderecoverypolicies", "watch"): "policies: the policy watch",
+    Permission("noderecover.io", "noderecoverypolicies/status", "patch"): (
+        "policies: the leader writes each policy's status"
+    ),
+    Permission("", "configmaps", "get", OWN_NAMESPACE): (
+        "policies: the cluster-wide pause (ConfigMap noderecover-pause)"
+    ),
     Permission("storage.k8s.io", "volumeattachments", "list"): (
         "removal: the node's volumes (wait for detach, warnings); plan"
     ),

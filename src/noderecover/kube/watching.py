@@ -141,6 +141,12 @@ class Watcher(Generic[T]):
             self._stream_scope.cancel()
         await self._relisted.wait()
 
+    def request_relist(self) -> None:
+        """Ask for a fresh LIST soon, without waiting for it (e.g. the parse changed)."""
+        self._relist.set()
+        if self._stream_scope is not None:
+            self._stream_scope.cancel()
+
     async def run(self) -> None:
         need_list = True
         while True:

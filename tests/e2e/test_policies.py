@@ -1,0 +1,280 @@
+"""NodeRecoveryPolicies on a real control plane: the CRD from manifests/, its validation by the
+API server, pools on their own timers, a pause that expires while a node is down, status.
+
+noderecover runs as real processes with the ServiceAccount of manifests/base/rbac.yaml only
+(least privilege): a 403 fails the test (the `nr` fixture and `no_403`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.replicas import NAMESPACE, Replicas, wait
+
+from .common import FAST, ROOT, no_403
+
+pytestmark = pytest.mark.e2e
+
+CRD = ROOT / "manifests" / "base" / "crd-noderecoverypolicy.yaml"
+CRD_NAME = "noderecoverypolicies.noderecover.io"
+POLICIES = "/apis/noderecover.io/v1alpha1/noderecoverypolicies"
+POOL = "noderecover.test/policy-pool"
+
+
+def install_crd(c: TestCluster) -> None:
+    """`kubectl apply` the CRD exactly as shipped, and wait until it is served."""
+    proc = c.kubectl("apply", "--server-side", "-f", str(CRD), check=False)
+    assert proc.returncode == 0, proc.stderr
+    c.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    # Established comes before the storage is ready (429 "storage is (re)initializing").
+    wait(lambda: c.api("GET", POLICIES)[0] == 200, 30, "NodeRecoveryPolicies served")
+
+
+def delete_policies(c: TestCluster) -> None:
+    if c.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}") is None:
+        return
+    for p in c.request("GET", POLICIES)["items"]:
+        c.api("DELETE", f"{POLICIES}/{p['metadata']['name']}")
+    wait(lambda: not c.request("GET", POLICIES)["items"], 30, "policies deleted")
+
+
+@pytest.fixture
+def crd(clean_cluster: TestCluster) -> Iterator[TestCluster]:
+    """The CRD installed from manifests/, no policy and no pool label before or after."""
+    install_crd(clean_cluster)
+    delete_policies(clean_cluster)
+    yield clean_cluster
+    delete_policies(clean_cluster)
+    for node in clean_cluster.request("GET", "/api/v1/nodes")["items"]:
+        if POOL in (node["metadata"].get("labels") or {}):
+            clean_cluster.request(
+                "PATCH",
+                f"/api/v1/nodes/{node['metadata']['name']}",
+                {"metadata": {"labels": {POOL: None}}},
+            )
+
+
+def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "noderecover.io/v1alpha1",
+        "kind": "NodeRecoveryPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create(c: TestCluster, obj: dict[str, Any]) -> None:
+    c.request("POST", POLICIES, obj)
+
+
+def rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cordoned(c: TestCluster, node: str) -> bool:
+    n = c.node(node)
+    return n is None or bool(n["spec"].get("unschedulable"))
+
+
+def status(c: TestCluster, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = (c.get(f"{POLICIES}/{name}") or {}).get("status") or {}
+    return out
+
+
+def condition(c: TestCluster, name: str, ctype: str) -> dict[str, Any]:
+    return next((x for x in status(c, name).get("conditions", []) if x["type"] == ctype), {})
+
+
+def label(c: TestCluster, node: str, pool: str) -> None:
+    c.request("PATCH", f"/api/v1/nodes/{node}", {"metadata": {"labels": {POOL: pool}}})
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        (
+            {"unhealthyConditions": [{"type": "Ready", "status": "True", "duration": "1m"}]},
+            "Ready=True is the healthy state",
+        ),
+        (
+            {"unhealthyConditions": [{"type": "Ready", "status": "Maybe", "duration": "1m"}]},
+            "Unsupported value",
+        ),
+        (
+            {"unhealthyConditions": [{"type": "Ready", "status": "False", "duration": "soon"}]},
+            "should match",
+        ),
+        (
+            {
+                "unhealthyConditions": [
+                    {"type": "DiskPressure", "status": "True", "duration": "1m"},
+                    {"type": "DiskPressure", "status": "False", "duration": "1m"},
+                ]
+            },
+            "listed both True and False",
+        ),
+        (
+            {
+                "unhealthyConditions": [
+                    {"type": "Ready", "status": "False", "duration": "1m"},
+                    {"type": "Ready", "status": "False", "duration": "2m"},
+                ]
+            },
+            "Duplicate value",
+        ),
+        ({"maxUnhealthy": "140%"}, "a count >= 0 or a percent"),
+        ({"maxUnhealthy": -2}, "a count >= 0 or a percent"),
+        ({"maxConcurrent": 0}, "should be greater than or equal to 1"),
+        ({"removal": "explode"}, "Unsupported value"),
+        ({"paused": {"reason": "no end"}}, "until: Required value"),
+        (
+            {"nodeSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
+            "need at least one value",
+        ),
+    ],
+)
+def test_the_api_server_rejects_an_invalid_policy(
+    crd: TestCluster, spec: dict[str, Any], complaint: str
+) -> None:
+    proc = crd.kubectl("create", "-f", "-", input=json.dumps(policy("bad", spec)), check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "is invalid" in proc.stderr and complaint in proc.stderr, proc.stderr
+    assert crd.get(f"{POLICIES}/bad") is None
+
+
+def test_a_valid_policy_is_accepted_and_kubectl_get_shows_it(crd: TestCluster) -> None:
+    spec = {
+        "nodeSelector": {"matchLabels": {POOL: "gpu"}},
+        "unhealthyConditions": [
+            {"type": "Ready", "status": "Unknown", "duration": "5m"},
+            {"type": "KernelDeadlock", "status": "True", "duration": "1h"},
+        ],
+        "maxUnhealthy": "30%",
+        "maxConcurrent": 2,
+        "removal": "out-of-service",
+        "paused": {"until": "2030-01-01T00:00:00Z", "reason": "driver upgrade"},
+    }
+    crd.kubectl("create", "-f", "-", input=json.dumps(policy("gpu", spec)))
+    out = crd.kubectl("get", "noderecoverypolicies").stdout
+    header = out.splitlines()[0].split()
+    assert header[:6] == ["NAME", "MATCHED", "UNHEALTHY", "REMEDIATING", "BREAKER", "PAUSED"]
+    assert "gpu" in out
+    assert crd.kubectl("get", "nrp", "gpu", "-o", "wide").returncode == 0
+
+
+def test_two_pools_are_remediated_on_their_own_timers(crd: TestCluster, nr: Replicas) -> None:
+    c = crd
+    label(c, "worker-0", "fast")
+    label(c, "worker-1", "slow")
+    label(c, "worker-2", "slow")
+    unknown = {"type": "Ready", "status": "Unknown"}
+    for name, duration in (("fast", "3s"), ("slow", "25s")):
+        create(
+            c,
+            policy(
+                name,
+                {
+                    "nodeSelector": {"matchLabels": {POOL: name}},
+                    "unhealthyConditions": [{**unknown, "duration": duration}],
+                },
+            ),
+        )
+    r = nr.start("replica-a", *FAST, "--grace", "10m")  # the flags' grace never applies here
+    nr.leader()
+    wait(lambda: status(c, "slow").get("nodesMatched") == 2, 30, "status of the slow pool")
+    assert status(c, "fast").get("nodesMatched") == 1
+    assert condition(c, "slow", "Ready").get("status") == "True"
+    c.kill_node("worker-0")
+    c.kill_node("worker-1")
+    c.wait_node_ready("worker-0", "Unknown", timeout=60)
+    c.wait_node_ready("worker-1", "Unknown", timeout=60)
+    unknown_at = time.monotonic()
+    wait(lambda: cordoned(c, "worker-0"), 30, "fast pool's node cordoned")
+    fast_at = time.monotonic() - unknown_at
+    assert not cordoned(c, "worker-1"), "the slow pool's node went on the fast pool's timer"
+    wait(lambda: cordoned(c, "worker-1"), 60, "slow pool's node cordoned")
+    slow_at = time.monotonic() - unknown_at
+    assert fast_at < 15 and slow_at >= 20, (fast_at, slow_at)
+    assert not cordoned(c, "worker-2") and not cordoned(c, "cp-0")
+    wait(lambda: status(c, "slow").get("nodesUnhealthy", 0) >= 1, 30, "status: unhealthy")
+    no_403(r)
+
+
+def test_a_pause_that_expires_while_a_node_is_down(crd: TestCluster, nr: Replicas) -> None:
+    c = crd
+    until = time.time() + 45
+    create(c, policy("all", {"paused": {"until": rfc3339(until), "reason": "e2e maintenance"}}))
+    r = nr.start("replica-a", *FAST)
+    nr.leader()
+    wait(lambda: condition(c, "all", "Paused").get("status") == "True", 30, "Paused in status")
+    assert "e2e maintenance" in condition(c, "all", "Paused")["message"]
+    out = c.kubectl("get", "noderecoverypolicies", "all", "-o", "wide").stdout
+    assert rfc3339(until) in out
+    c.kill_node("worker-0")
+    c.wait_node_ready("worker-0", "Unknown", timeout=60)
+    # Down, well past the 5 s grace, and paused: nothing happens.
+    wait(lambda: r.metric("noderecover_blocked_total", reason="paused") >= 1, 30, "held: paused")
+    while time.time() < until - 3:
+        assert not cordoned(c, "worker-0"), "cordoned while paused"
+        time.sleep(1)
+    assert r.metric("noderecover_paused", policy="all") == 1
+    assert r.metric("noderecover_actions_total", action="cordon") == 0
+    # The pause ends by itself: the node is remediated.
+    wait(lambda: cordoned(c, "worker-0"), 45, "cordoned once the pause expired")
+    assert time.time() >= until - 1
+    wait(lambda: c.node("worker-0") is None, 60, "removed once the pause expired")
+    wait(lambda: condition(c, "all", "Paused").get("status") == "False", 30, "unpaused status")
+    assert r.metric("noderecover_paused", policy="all") == 0
+    events = {
+        e["reason"]
+        for e in c.request(
+            "GET",
+            "/api/v1/namespaces/default/events",
+            query={"fieldSelector": "involvedObject.name=worker-0"},
+        )["items"]
+        if e.get("reportingComponent") == "noderecover"
+    }
+    assert "NodeRecoverBlocked" in events, events
+    no_403(r)
+
+
+def test_the_cluster_wide_pause_holds_the_flag_mode_and_expires(
+    crd: TestCluster, nr: Replicas
+) -> None:
+    """No policy at all (the flags govern): the ConfigMap noderecover-pause in noderecover's
+    namespace, read with the ServiceAccount's RBAC, holds the remediation until `until`."""
+    c = crd
+    until = time.time() + 30
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "noderecover-pause", "namespace": NAMESPACE},
+        "data": {"until": rfc3339(until), "reason": "e2e incident"},
+    }
+    c.request("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", cm)
+    try:
+        r = nr.start("replica-a", *FAST)
+        nr.leader()
+        wait(lambda: r.metric("noderecover_paused", policy="") == 1, 30, "cluster pause seen")
+        c.kill_node("worker-0")
+        c.wait_node_ready("worker-0", "Unknown", timeout=60)
+        wait(
+            lambda: r.metric("noderecover_blocked_total", reason="paused-cluster") >= 1,
+            30,
+            "held: paused-cluster",
+        )
+        while time.time() < until - 3:
+            assert not cordoned(c, "worker-0"), "cordoned during the cluster-wide pause"
+            time.sleep(1)
+        wait(lambda: cordoned(c, "worker-0"), 45, "cordoned once the cluster pause expired")
+        assert time.time() >= until - 1
+        wait(lambda: r.metric("noderecover_paused", policy="") == 0, 15, "pause metric cleared")
+        no_403(r)
+    finally:
+        c.api("DELETE", f"/api/v1/namespaces/{NAMESPACE}/configmaps/noderecover-pause")
