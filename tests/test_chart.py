@@ -128,11 +128,13 @@ def test_pdb_and_service_equal_the_kustomize_ones() -> None:
 def test_default_deployment_equals_the_kustomize_one() -> None:
     """All but labels and args equal; the args give the same configuration (order and
     spelling differ: the chart writes every flag)."""
-    chart = without_helm_labels(deployment(render()))
+    raw = deployment(render())
+    assert raw["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == (
+        "noderecover"
+    )
+    chart = without_helm_labels(raw)
     kust = deployment(list(kustomize_objects().values()))
     chart_args, kust_args = container(chart).pop("args"), container(kust).pop("args")
-    chart_pod = chart["spec"]["template"]["metadata"]["labels"]
-    assert chart_pod.pop("app.kubernetes.io/instance") == "noderecover"
     assert chart == kust
     assert config_of(chart_args) == config_of(kust_args)
 

@@ -120,3 +120,33 @@ def test_the_dry_run_refuses_a_broken_object(
     )
     assert proc.returncode != 0, proc.stdout
     assert NAMESPACE in dep["metadata"]["namespace"]
+
+
+def test_kustomize_monitoring_components_apply_server_side(
+    cluster: TestCluster, monitoring_crds: list[str], tmp_path: Path
+) -> None:
+    """The README's overlay: manifests/ with the servicemonitor and prometheusrule components."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    components = MANIFESTS / "components"
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [str(MANIFESTS)],
+                "components": [
+                    str(components / "servicemonitor"),
+                    str(components / "prometheusrule"),
+                ],
+            }
+        )
+    )
+    proc = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-k", str(overlay), check=False, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    for ref in (
+        "servicemonitor.monitoring.coreos.com/noderecover",
+        "prometheusrule.monitoring.coreos.com/noderecover",
+        "deployment.apps/noderecover",
+    ):
+        assert ref in proc.stdout, proc.stdout
