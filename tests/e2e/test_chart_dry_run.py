@@ -5,6 +5,7 @@ Prometheus Operator's CRDs generated from its pinned API types (testkit build)."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,23 @@ def monitoring_crds(cluster: TestCluster) -> list[str]:
         "prometheusrules.monitoring.coreos.com",
         "servicemonitors.monitoring.coreos.com",
     ]
-    for d in docs:
-        cluster.apply(d)
+    proc = cluster.kubectl("apply", "--server-side", "-f", str(path), check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     for name in names:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        cluster.wait_for(
+            lambda name=name: (
+                cluster.kubectl(
+                    "wait",
+                    "--for=condition=Established",
+                    f"crd/{name}",
+                    "--timeout=5s",
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            60,
+            f"CRD {name} established",
+        )
     cluster.apply(yaml.safe_load((MANIFESTS / "base" / "namespace.yaml").read_text()))
     return names
 
@@ -129,13 +143,17 @@ def test_kustomize_monitoring_components_apply_server_side(
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     components = MANIFESTS / "components"
+
+    def rel(p: Path) -> str:  # kustomize takes relative paths only
+        return os.path.relpath(p, overlay)
+
     (overlay / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
-                "resources": [str(MANIFESTS)],
+                "resources": [rel(MANIFESTS)],
                 "components": [
-                    str(components / "servicemonitor"),
-                    str(components / "prometheusrule"),
+                    rel(components / "servicemonitor"),
+                    rel(components / "prometheusrule"),
                 ],
             }
         )
