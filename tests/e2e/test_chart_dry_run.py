@@ -6,6 +6,7 @@ Prometheus Operator's CRDs generated from its pinned API types (testkit build)."
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +37,15 @@ def monitoring_crds(cluster: TestCluster) -> list[str]:
     ]
     proc = cluster.kubectl("apply", "--server-side", "-f", str(path), check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for name in names:
-        cluster.wait_for(
-            lambda name=name: (
-                cluster.kubectl(
-                    "wait",
-                    "--for=condition=Established",
-                    f"crd/{name}",
-                    "--timeout=5s",
-                    check=False,
-                ).returncode
-                == 0
-            ),
-            60,
-            f"CRD {name} established",
+
+    def established(name: str) -> bool:
+        proc = cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}", "--timeout=5s", check=False
         )
+        return proc.returncode == 0
+
+    for name in names:
+        cluster.wait_for(partial(established, name), 60, f"CRD {name} established")
     cluster.apply(yaml.safe_load((MANIFESTS / "base" / "namespace.yaml").read_text()))
     return names
 
