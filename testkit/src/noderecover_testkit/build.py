@@ -409,52 +409,67 @@ def tool_version_output(name: str, directory: Path | None = None) -> str:
     return (proc.stdout + proc.stderr).strip()
 
 
-def _build_helm(out_dir: Path, log: Log) -> None:
-    wd = tools_work_dir() / "helm"
+HELM_PKG = "helm.sh/helm/v3/cmd/helm"
+PROMTOOL_PKG = "github.com/prometheus/prometheus/cmd/promtool"
+CONTROLLER_GEN_PKG = "sigs.k8s.io/controller-tools/cmd/controller-gen"
+MONITORING_API = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
+
+
+def _tools_module(log: Log) -> tuple[Path, Path]:
+    """One throwaway module for all the tools (so the Kubernetes libraries they share resolve
+    to one version and compile once: ~2 CPU minutes less than a module each)."""
+    wd = tools_work_dir() / "tools"
     logfile = wd / "build.log"
-    v = versions.HELM_VERSION
-    log(f"resolving helm.sh/helm/v3 {v} ...")
-    _fresh_module(wd, "noderecover.local/tools/helm")
-    _run(["go", "get", "-tool", f"helm.sh/helm/v3/cmd/helm@{v}"], wd, logfile)
+    t0 = time.monotonic()
+    log(
+        f"resolving helm {versions.HELM_VERSION}, prometheus {versions.PROMETHEUS_VERSION}, "
+        f"controller-tools {versions.CONTROLLER_TOOLS_VERSION}, "
+        f"prometheus-operator API {versions.PROMETHEUS_OPERATOR_VERSION} ..."
+    )
+    _fresh_module(wd, "noderecover.local/tools")
+    _run(
+        [
+            "go",
+            "get",
+            "-tool",
+            f"{HELM_PKG}@{versions.HELM_VERSION}",
+            f"{PROMTOOL_PKG}@{versions.PROMETHEUS_VERSION}",
+            f"{CONTROLLER_GEN_PKG}@{versions.CONTROLLER_TOOLS_VERSION}",
+        ],
+        wd,
+        logfile,
+    )
+    _run(["go", "get", f"{MONITORING_API}@{versions.PROMETHEUS_OPERATOR_VERSION}"], wd, logfile)
+    log(f"resolved in {time.monotonic() - t0:.0f}s")
+    return wd, logfile
+
+
+def _build_helm(out_dir: Path, wd: Path, logfile: Path, log: Log) -> None:
     # As helm's Makefile: the version, and the Kubernetes version `helm template` and
     # `helm lint` assume without a cluster (the control plane's, not helm's 1.20 default).
     major, minor = versions.k8s_major_minor()
-    xs = [f"-X helm.sh/helm/v3/internal/version.version={v}"]
+    xs = [f"-X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}"]
     xs += ["-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
     for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
         xs += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
     ldflags = " ".join(["-s", "-w", *xs])
-    _build("helm.sh/helm/v3/cmd/helm", out_dir / "helm", ldflags, wd, logfile, log)
+    _build(HELM_PKG, out_dir / "helm", ldflags, wd, logfile, log)
 
 
-def _build_promtool(out_dir: Path, log: Log) -> None:
-    wd = tools_work_dir() / "promtool"
-    logfile = wd / "build.log"
-    v = versions.PROMETHEUS_VERSION
-    log(f"resolving github.com/prometheus/prometheus {v} ...")
-    _fresh_module(wd, "noderecover.local/tools/promtool")
-    pkg = "github.com/prometheus/prometheus/cmd/promtool"
-    _run(["go", "get", "-tool", f"{pkg}@{v}"], wd, logfile)
-    ldflags = (
-        f"-s -w -X github.com/prometheus/common/version.Version={versions.prometheus_release()}"
-    )
-    _build(pkg, out_dir / "promtool", ldflags, wd, logfile, log, tags=versions.PROMTOOL_TAGS)
+def _build_promtool(out_dir: Path, wd: Path, logfile: Path, log: Log) -> None:
+    release = versions.prometheus_release()
+    ldflags = f"-s -w -X github.com/prometheus/common/version.Version={release}"
+    tags = versions.PROMTOOL_TAGS
+    _build(PROMTOOL_PKG, out_dir / "promtool", ldflags, wd, logfile, log, tags=tags)
 
 
-def _generate_monitoring_crds(out_dir: Path, log: Log) -> None:
+def _generate_monitoring_crds(out_dir: Path, wd: Path, logfile: Path, log: Log) -> None:
     """ServiceMonitor and PrometheusRule CRDs from the pinned Prometheus Operator API types,
     by the pinned controller-gen (as the operator generates its own; descriptions dropped)."""
-    wd = tools_work_dir() / "monitoring-crds"
-    logfile = wd / "build.log"
     t0 = time.monotonic()
-    log(f"resolving sigs.k8s.io/controller-tools {versions.CONTROLLER_TOOLS_VERSION} ...")
-    _fresh_module(wd, "noderecover.local/tools/monitoringcrds")
-    cg_pkg = "sigs.k8s.io/controller-tools/cmd/controller-gen"
-    api = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
-    _run(["go", "get", "-tool", f"{cg_pkg}@{versions.CONTROLLER_TOOLS_VERSION}"], wd, logfile)
-    _run(["go", "get", f"{api}@{versions.PROMETHEUS_OPERATOR_VERSION}"], wd, logfile)
+    api = MONITORING_API
     cg = wd / "controller-gen"
-    _build(cg_pkg, cg, "-s -w", wd, logfile, log)
+    _build(CONTROLLER_GEN_PKG, cg, "-s -w", wd, logfile, log)
     gen = wd / "generated"
     shutil.rmtree(gen, ignore_errors=True)
     _run(
@@ -503,12 +518,13 @@ def ensure_tools_built(*, force: bool = False, log: Log = _print) -> Path:
             _write_stamp(out_dir, go_version, complete=False, pins=pins)
         log(f"tool pins {pins} -> {out_dir}")
         log(f"{go_version}; missing: {', '.join(todo)}")
+        wd, logfile = _tools_module(log)
         if "helm" in todo:
-            _build_helm(out_dir, log)
+            _build_helm(out_dir, wd, logfile, log)
         if "promtool" in todo:
-            _build_promtool(out_dir, log)
+            _build_promtool(out_dir, wd, logfile, log)
         if MONITORING_CRDS_NAME in todo:
-            _generate_monitoring_crds(out_dir, log)
+            _generate_monitoring_crds(out_dir, wd, logfile, log)
         for name in versions.TOOL_BINARIES:
             out = tool_version_output(name, out_dir)
             if expected_tool_version(name) not in out:
