@@ -375,3 +375,17 @@ def test_the_crd_template_renders_a_crd_file(tmp_path: Path) -> None:
         for d in render("--set", "crds.install=false", chart=chart)
         if d["kind"] == "CustomResourceDefinition"
     ]
+
+
+def test_the_kubectl_plugin_reads_the_charts_deployment(non_default: list[dict[str, Any]]) -> None:
+    """`kubectl noderecover` takes the controller's settings from its Deployment: the chart's
+    (named as the plugin's default with default values) gives it the chart's flags and env."""
+    from noderecover.entry.kubectl import deployment_settings
+
+    dep = deployment(render())
+    assert dep["metadata"]["name"] == "noderecover"
+    args, env = deployment_settings(dep)
+    assert args == chart_default_args() and env == {}
+    args, env = deployment_settings(deployment(non_default))
+    assert args == container(deployment(non_default))["args"]
+    assert env == {"NODERECOVER_REMOVAL": "both"}
