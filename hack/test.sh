@@ -28,7 +28,7 @@ mypy --strict
 echo "== import contracts (lint-imports: layers point down, pure core)"
 lint-imports --no-cache
 
-echo "== control plane binaries (built once into the cache, reused after)"
+echo "== control plane, helm, promtool (built once into the cache, reused after)"
 build_start=$(date +%s)
 python -m noderecover_testkit build
 build_secs=$(( $(date +%s) - build_start ))

@@ -42,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m noderecover_testkit")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build the pinned binaries into the cache (idempotent)")
+    b = sub.add_parser(
+        "build",
+        help="build the pinned control plane, helm and promtool into the cache (idempotent)",
+    )
     b.add_argument("--force", action="store_true", help="rebuild everything")
     up = sub.add_parser("up", help="start a cluster, print its kubeconfig, wait for Ctrl-C")
     up.add_argument("--workers", type=int, default=3, help="killable worker nodes")
@@ -55,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, v in versions.pins().items():
             print(f"{k}={v}")
         print(f"bin_dir={build.bin_dir()}")
+        for k, v in versions.tool_pins().items():
+            print(f"{k}={v}")
+        print(f"tools_bin_dir={build.tools_bin_dir()}")
         return 0
     return _up(args)
 

@@ -8,6 +8,8 @@ Layout (``ROOT`` is ``$NODERECOVER_CACHE_DIR`` or ``~/.cache/noderecover``)::
 
     ROOT/bin/<pin-key>/          etcd kube-apiserver kube-controller-manager kube-scheduler
                                  kubectl kwok kwok-stages.yaml stamp.json
+    ROOT/bin/<tool-pin-key>/     helm promtool monitoring-crds.yaml stamp.json (the chart and
+                                 alert tests; the CRDs: ServiceMonitor, PrometheusRule)
     ROOT/work/<pin-key>/<part>/  throwaway Go modules (go.mod with the replace directives)
                                  and build logs; never committed
 
@@ -93,9 +95,10 @@ def _read_stamp(directory: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _stamp_ok(directory: Path) -> bool:
+def _stamp_ok(directory: Path, pins: dict[str, str] | None = None) -> bool:
     stamp = _read_stamp(directory)
-    return stamp is not None and stamp.get("pins") == versions.pins()
+    want = versions.pins() if pins is None else pins
+    return stamp is not None and stamp.get("pins") == want
 
 
 def missing(directory: Path | None = None) -> list[str]:
@@ -178,11 +181,20 @@ def _install(out: Path, tmp: Path) -> None:
     os.replace(tmp, out)
 
 
-def _build(pkg: str, out: Path, ldflags: str, cwd: Path, logfile: Path, log: Log) -> None:
+def _build(
+    pkg: str,
+    out: Path,
+    ldflags: str,
+    cwd: Path,
+    logfile: Path,
+    log: Log,
+    tags: Sequence[str] = (),
+) -> None:
     t0 = time.monotonic()
     log(f"building {out.name} ({pkg}) ...")
     tmp = out.with_name(f".{out.name}.tmp")
-    _run(["go", "build", "-ldflags", ldflags, "-o", str(tmp), pkg], cwd, logfile)
+    tag_args = ["-tags", ",".join(tags)] if tags else []
+    _run(["go", "build", *tag_args, "-ldflags", ldflags, "-o", str(tmp), pkg], cwd, logfile)
     _install(out, tmp)
     log(f"built {out.name} in {time.monotonic() - t0:.0f}s")
 
@@ -291,9 +303,11 @@ def _check_versions(directory: Path, log: Log) -> None:
         log(f"{name}: {out.splitlines()[0] if out else '?'}")
 
 
-def _write_stamp(directory: Path, go_version: str, *, complete: bool) -> None:
+def _write_stamp(
+    directory: Path, go_version: str, *, complete: bool, pins: dict[str, str] | None = None
+) -> None:
     stamp = {
-        "pins": versions.pins(),
+        "pins": versions.pins() if pins is None else pins,
         "go": go_version,
         "complete": complete,
         "written_at": format_time(time.time()),
@@ -342,15 +356,212 @@ def ensure_built(*, force: bool = False, log: Log = _print) -> Path:
         return out_dir
 
 
+# ----------------------------------------------------------------------------- helm, promtool
+# Their own folder ROOT/bin/<tool-pin-key>/ (helm promtool stamp.json), so a new tool pin
+# never rebuilds the control plane and a new control plane pin never rebuilds the tools.
+
+
+def tools_bin_dir() -> Path:
+    """Folder that holds helm and promtool for the current tool pins."""
+    return cache_root() / "bin" / versions.tool_pin_key()
+
+
+def tools_work_dir() -> Path:
+    """Folder for the throwaway Go modules and build logs of the tools."""
+    return cache_root() / "work" / versions.tool_pin_key()
+
+
+MONITORING_CRDS_NAME = "monitoring-crds.yaml"
+
+
+def _tool_artifacts() -> list[str]:
+    return [*versions.TOOL_BINARIES, MONITORING_CRDS_NAME]
+
+
+def tools_missing(directory: Path | None = None) -> list[str]:
+    """Names of the tools (and the CRD file) not built yet (all if the stamp is stale)."""
+    d = directory or tools_bin_dir()
+    if not _stamp_ok(d, versions.tool_pins()):
+        return _tool_artifacts()
+    out = []
+    for name in _tool_artifacts():
+        p = d / name
+        if not p.is_file() or (name != MONITORING_CRDS_NAME and not os.access(p, os.X_OK)):
+            out.append(name)
+    return out
+
+
+def expected_tool_version(name: str) -> str:
+    """The version string that ``helm version`` / ``promtool --version`` must contain."""
+    if name == "helm":
+        return versions.HELM_VERSION
+    if name == "promtool":
+        return versions.prometheus_release()
+    raise ValueError(f"unknown tool {name!r} (want one of {', '.join(versions.TOOL_BINARIES)})")
+
+
+def tool_version_output(name: str, directory: Path | None = None) -> str:
+    """What the tool prints for its version."""
+    exe = str((directory or tools_bin_dir()) / name)
+    args = [exe, "version", "--short"] if name == "helm" else [exe, "--version"]
+    env = {**os.environ, "HELM_CACHE_HOME": "/nonexistent", "HELM_CONFIG_HOME": "/nonexistent"}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, env=env)
+    return (proc.stdout + proc.stderr).strip()
+
+
+HELM_PKG = "helm.sh/helm/v3/cmd/helm"
+PROMTOOL_PKG = "github.com/prometheus/prometheus/cmd/promtool"
+CONTROLLER_GEN_PKG = "sigs.k8s.io/controller-tools/cmd/controller-gen"
+MONITORING_API = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring"
+
+
+def _tools_module(log: Log) -> tuple[Path, Path]:
+    """One throwaway module for all the tools (so the Kubernetes libraries they share resolve
+    to one version and compile once: ~2 CPU minutes less than a module each)."""
+    wd = tools_work_dir() / "tools"
+    logfile = wd / "build.log"
+    t0 = time.monotonic()
+    log(
+        f"resolving helm {versions.HELM_VERSION}, prometheus {versions.PROMETHEUS_VERSION}, "
+        f"controller-tools {versions.CONTROLLER_TOOLS_VERSION}, "
+        f"prometheus-operator API {versions.PROMETHEUS_OPERATOR_VERSION} ..."
+    )
+    _fresh_module(wd, "noderecover.local/tools")
+    _run(
+        [
+            "go",
+            "get",
+            "-tool",
+            f"{HELM_PKG}@{versions.HELM_VERSION}",
+            f"{PROMTOOL_PKG}@{versions.PROMETHEUS_VERSION}",
+            f"{CONTROLLER_GEN_PKG}@{versions.CONTROLLER_TOOLS_VERSION}",
+        ],
+        wd,
+        logfile,
+    )
+    _run(["go", "get", f"{MONITORING_API}@{versions.PROMETHEUS_OPERATOR_VERSION}"], wd, logfile)
+    log(f"resolved in {time.monotonic() - t0:.0f}s")
+    return wd, logfile
+
+
+def _build_helm(out_dir: Path, wd: Path, logfile: Path, log: Log) -> None:
+    # As helm's Makefile: the version, and the Kubernetes version `helm template` and
+    # `helm lint` assume without a cluster (the control plane's, not helm's 1.20 default).
+    major, minor = versions.k8s_major_minor()
+    xs = [f"-X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}"]
+    xs += ["-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        xs += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    ldflags = " ".join(["-s", "-w", *xs])
+    _build(HELM_PKG, out_dir / "helm", ldflags, wd, logfile, log)
+
+
+def _build_promtool(out_dir: Path, wd: Path, logfile: Path, log: Log) -> None:
+    release = versions.prometheus_release()
+    ldflags = f"-s -w -X github.com/prometheus/common/version.Version={release}"
+    tags = versions.PROMTOOL_TAGS
+    _build(PROMTOOL_PKG, out_dir / "promtool", ldflags, wd, logfile, log, tags=tags)
+
+
+def _generate_monitoring_crds(out_dir: Path, wd: Path, logfile: Path, log: Log) -> None:
+    """ServiceMonitor and PrometheusRule CRDs from the pinned Prometheus Operator API types,
+    by the pinned controller-gen (as the operator generates its own; descriptions dropped)."""
+    t0 = time.monotonic()
+    api = MONITORING_API
+    cg = wd / "controller-gen"
+    _build(CONTROLLER_GEN_PKG, cg, "-s -w", wd, logfile, log)
+    gen = wd / "generated"
+    shutil.rmtree(gen, ignore_errors=True)
+    _run(
+        [
+            str(cg),
+            "crd:crdVersions=v1,maxDescLen=0",
+            f"paths={api}/v1",
+            f"output:crd:dir={gen}",
+        ],
+        wd,
+        logfile,
+    )
+    docs = []
+    for plural in versions.MONITORING_CRDS:
+        f = gen / f"monitoring.coreos.com_{plural}.yaml"
+        if not f.is_file():
+            raise BuildError(f"controller-gen wrote no {f.name}; log {logfile}")
+        text = f.read_text().strip().removeprefix("---").strip()
+        docs.append(f"# generated from {api}@{versions.PROMETHEUS_OPERATOR_VERSION}/v1\n{text}\n")
+    tmp = out_dir / f".{MONITORING_CRDS_NAME}.tmp"
+    tmp.write_text("---\n".join(docs))
+    os.replace(tmp, out_dir / MONITORING_CRDS_NAME)
+    log(f"generated {MONITORING_CRDS_NAME} in {time.monotonic() - t0:.0f}s")
+
+
+def ensure_tools_built(*, force: bool = False, log: Log = _print) -> Path:
+    """Build helm and promtool if missing for the current tool pins; return their folder."""
+    out_dir = tools_bin_dir()
+    pins = versions.tool_pins()
+    if not force and not tools_missing(out_dir):
+        return out_dir
+    if shutil.which("go") is None:
+        raise BuildError("the Go toolchain (go) is not on PATH")
+    with _lock(cache_root() / "work" / f"{versions.tool_pin_key()}.lock"):
+        todo = _tool_artifacts() if force else tools_missing(out_dir)
+        if not todo:
+            return out_dir
+        t0 = time.monotonic()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        go_version = subprocess.run(
+            ["go", "version"], capture_output=True, text=True, check=True, env=_go_env()
+        ).stdout.strip()
+        if force or not _stamp_ok(out_dir, pins):
+            for name in (*_tool_artifacts(), STAMP_NAME):
+                (out_dir / name).unlink(missing_ok=True)
+            _write_stamp(out_dir, go_version, complete=False, pins=pins)
+        log(f"tool pins {pins} -> {out_dir}")
+        log(f"{go_version}; missing: {', '.join(todo)}")
+        wd, logfile = _tools_module(log)
+        if "helm" in todo:
+            _build_helm(out_dir, wd, logfile, log)
+        if "promtool" in todo:
+            _build_promtool(out_dir, wd, logfile, log)
+        if MONITORING_CRDS_NAME in todo:
+            _generate_monitoring_crds(out_dir, wd, logfile, log)
+        for name in versions.TOOL_BINARIES:
+            out = tool_version_output(name, out_dir)
+            if expected_tool_version(name) not in out:
+                raise BuildError(f"{name} reports {out!r}, expected {expected_tool_version(name)}")
+            log(f"{name}: {out.splitlines()[0] if out else '?'}")
+        _write_stamp(out_dir, go_version, complete=True, pins=pins)
+        log(f"tools done in {time.monotonic() - t0:.0f}s")
+        return out_dir
+
+
+def tool(name: str) -> Path:
+    """Path of the pinned ``helm`` or ``promtool``, built first if missing.
+
+    Raises :class:`BuildError` when it is missing and cannot be built (no Go, a failed
+    build): tests that need a tool fail with that message instead of skipping.
+    """
+    if name not in versions.TOOL_BINARIES:
+        raise ValueError(f"unknown tool {name!r} (want one of {', '.join(versions.TOOL_BINARIES)})")
+    return ensure_tools_built() / name
+
+
+def monitoring_crds() -> Path:
+    """The ServiceMonitor and PrometheusRule CRDs (one YAML file), generated if missing."""
+    return ensure_tools_built() / MONITORING_CRDS_NAME
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m noderecover_testkit.build [--force]``."""
+    """``python -m noderecover_testkit.build [--force]``: the control plane, then the tools."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         d = ensure_built(force="--force" in args)
+        t = ensure_tools_built(force="--force" in args)
     except BuildError as exc:
         _print(f"FAILED: {exc}")
         return 1
     print(d)
+    print(t)
     return 0
 
 

@@ -16,6 +16,24 @@ ETCD_VERSION = "v3.6.16"
 #: ``sigs.k8s.io/kwok`` module version.
 KWOK_VERSION = "v0.8.0"
 
+#: ``helm.sh/helm/v3`` module version: ``helm`` for the chart tests (lint, template).
+HELM_VERSION = "v3.22.0"
+#: ``github.com/prometheus/prometheus`` module version: ``promtool`` for the alert rule and
+#: dashboard tests. Module ``v0.3MM.P`` is Prometheus ``3.MM.P``.
+PROMETHEUS_VERSION = "v0.316.0"
+#: Go build tags of promtool: ``remove_all_sd`` drops the service-discovery plugins (cloud
+#: SDKs: most of the build) that rule checks and rule unit tests never use.
+PROMTOOL_TAGS: tuple[str, ...] = ("remove_all_sd", "netgo")
+
+#: ``github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring`` module version:
+#: the Prometheus Operator's API types, from which the ServiceMonitor and PrometheusRule CRDs
+#: are generated for the chart's server-side dry-run (its root module is not on the proxy).
+PROMETHEUS_OPERATOR_VERSION = "v0.95.2"
+#: ``sigs.k8s.io/controller-tools`` module version: ``controller-gen``, which generates them.
+CONTROLLER_TOOLS_VERSION = "v0.23.0"
+#: The CRDs generated (plural names in ``monitoring.coreos.com``).
+MONITORING_CRDS: tuple[str, ...] = ("servicemonitors", "prometheusrules")
+
 #: Binaries built from ``k8s.io/kubernetes/cmd/<name>``.
 K8S_COMMANDS: tuple[str, ...] = (
     "kube-apiserver",
@@ -25,6 +43,10 @@ K8S_COMMANDS: tuple[str, ...] = (
 )
 #: Every binary the cache folder holds when it is complete.
 ALL_BINARIES: tuple[str, ...] = ("etcd", *K8S_COMMANDS, "kwok")
+
+#: The chart and monitoring tools, in their own cache folder (:func:`tools_pin_key`): a new
+#: helm or promtool pin never invalidates the control plane, nor the other way round.
+TOOL_BINARIES: tuple[str, ...] = ("helm", "promtool")
 
 _SEMVER = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
@@ -56,3 +78,30 @@ def pins() -> dict[str, str]:
 def pin_key() -> str:
     """Folder name for the binaries of this set of pins."""
     return f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
+
+
+def prometheus_release() -> str:
+    """Prometheus release of the pinned module: ``v0.316.0`` -> ``3.16.0``."""
+    major, minor, patch = _split(PROMETHEUS_VERSION)
+    if major != 0 or minor < 300:
+        raise ValueError(f"not a Prometheus 3.x module version: {PROMETHEUS_VERSION!r}")
+    return f"{minor // 100}.{minor % 100}.{patch}"
+
+
+def tool_pins() -> dict[str, str]:
+    """The pins of the tools folder (written into its stamp file)."""
+    return {
+        "helm": HELM_VERSION,
+        "prometheus": PROMETHEUS_VERSION,
+        "promtool_tags": ",".join(PROMTOOL_TAGS),
+        "prometheus_operator": PROMETHEUS_OPERATOR_VERSION,
+        "controller_tools": CONTROLLER_TOOLS_VERSION,
+    }
+
+
+def tool_pin_key() -> str:
+    """Folder name for the helm and promtool binaries of these pins."""
+    return (
+        f"tools_helm-{HELM_VERSION}_prometheus-{PROMETHEUS_VERSION}"
+        f"_promop-{PROMETHEUS_OPERATOR_VERSION}"
+    )
