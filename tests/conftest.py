@@ -44,10 +44,16 @@ async def kube() -> AsyncIterator[FakeKube]:
         yield fake
 
 
-def client_for(fake: FakeKube, request: float = 2.0, stream_read: float = 5.0) -> KubeClient:
+def client_for(
+    fake: FakeKube, request: float = 2.0, stream_read: float = 5.0, *, user_agent: str = ""
+) -> KubeClient:
+    """`user_agent`: another program than the controller (its calls are not checked against
+    the controller's RBAC table)."""
     conf = Configuration(host=fake.base_url)
     return KubeClient(
-        ApiClient(conf), Timeouts(request=request, connect=2.0, stream_read=stream_read)
+        ApiClient(conf),
+        Timeouts(request=request, connect=2.0, stream_read=stream_read),
+        user_agent=user_agent,
     )
 
 

@@ -134,3 +134,77 @@ async def test_status_and_why_against_the_fake_api(kube: FakeKube) -> None:
     err = io.StringIO()
     assert kubectl._why(p, cfg, "nope", "", io.StringIO(), err) == 1
     assert err.getvalue() == 'error: node "nope" not found\n'
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        ({"duration": "0s", "until": None}, "longer than 0s"),
+        ({"duration": "soon", "until": None}, "--for: "),
+        ({"duration": "169h", "until": None}, "at most 7 days"),
+        ({"duration": None, "until": "2000-01-01T00:00:00Z"}, "not in the future"),
+        ({"duration": None, "until": "tomorrow"}, "not an RFC 3339 time"),
+    ],
+)
+def test_a_pause_must_end_by_itself_and_soon(flags: dict[str, Any], error: str) -> None:
+    with pytest.raises(BadFlag, match=error):
+        kubectl.pause_until(argparse.Namespace(**flags), 1_800_000_000.0)
+
+
+def test_a_pause_ends_when_asked() -> None:
+    now = 1_800_000_000.0
+    assert kubectl.pause_until(argparse.Namespace(duration="90m", until=None), now) == now + 5400
+    at = argparse.Namespace(duration=None, until="2027-01-15T08:10:00Z")
+    assert kubectl.pause_until(at, now) == now + 600
+    assert kubectl.pause_until(argparse.Namespace(duration="1.5s", until=None), now) == now + 2
+
+
+PLUGIN_UA = "kubectl-noderecover/test"  # the operator's calls, not the controller's
+
+
+async def test_pause_and_resume_write_what_the_controller_reads(kube: FakeKube) -> None:
+    client = client_for(kube, user_agent=PLUGIN_UA)
+    out = io.StringIO()
+    cm = "/api/v1/namespaces/noderecover/configmaps/noderecover-pause"
+    try:
+        base = {"namespace": "noderecover", "policy": None, "reason": "upgrade"}
+        pause = argparse.Namespace(command="pause", pause_until=1_800_000_600.0, **base)
+        assert await kubectl._pause(client, pause, out, io.StringIO()) == 0
+        obj = kube.stores["configmaps"].get("noderecover", "noderecover-pause")
+        assert obj["data"] == {"until": "2027-01-15T08:10:00Z", "reason": "upgrade"}
+        first_uid = obj["metadata"]["uid"]
+        assert await kubectl._pause(client, pause, out, io.StringIO()) == 0  # again: re-created
+        assert (
+            kube.stores["configmaps"].get("noderecover", "noderecover-pause")["metadata"]["uid"]
+            != first_uid
+        )
+        resume = argparse.Namespace(command="resume", namespace="noderecover", policy=None)
+        assert await kubectl._pause(client, resume, out, io.StringIO()) == 0
+        assert kube.count("DELETE", f"^{cm}$") == 3  # before each create, and the resume
+        out = io.StringIO()
+        assert await kubectl._pause(client, resume, out, io.StringIO()) == 0
+        assert out.getvalue() == "not paused (no cluster-wide pause)\n"
+    finally:
+        await client.close()
+
+
+async def test_pause_and_resume_one_policy(kube: FakeKube) -> None:
+    kube.install_policies()
+    kube.add_policy("gpu", {"nodeSelector": {"matchLabels": {"pool": "gpu"}}})
+    client = client_for(kube, user_agent=PLUGIN_UA)
+    out = io.StringIO()
+    try:
+        base = {"namespace": "noderecover", "policy": "gpu"}
+        pause = argparse.Namespace(
+            command="pause", pause_until=1_800_000_600.0, reason="driver update", **base
+        )
+        assert await kubectl._pause(client, pause, out, io.StringIO()) == 0
+        spec = (kube.get_policy("gpu") or {})["spec"]
+        assert spec["paused"] == {"until": "2027-01-15T08:10:00Z", "reason": "driver update"}
+        assert spec["nodeSelector"] == {"matchLabels": {"pool": "gpu"}}  # the rest untouched
+        resume = argparse.Namespace(command="resume", **base)
+        assert await kubectl._pause(client, resume, out, io.StringIO()) == 0
+        assert "paused" not in (kube.get_policy("gpu") or {})["spec"]
+    finally:
+        await client.close()
+    assert not kube.stores["configmaps"].objects  # a policy pause is not the cluster's

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 import yaml
 from noderecover_testkit.cluster import TestCluster
 from noderecover_testkit.replicas import NAMESPACE, Replicas, wait
+
+from noderecover.core.nodes import parse_time
 
 from .common import FAST, ROOT, phase
 
@@ -99,3 +102,38 @@ def _check(c: TestCluster, nr: Replicas) -> None:
     other = plugin(c, "why", node, "--deployment", "elsewhere")
     assert other.returncode == 0 and "grace 30s" in other.stdout
     assert other.stderr.startswith("note: deployment noderecover/elsewhere not found")
+
+
+def test_pause_holds_the_controller_until_resume(nr: Replicas) -> None:
+    """`kubectl noderecover pause --for` writes the cluster-wide pause the controller obeys (a
+    dead node is not cordoned), `status` shows it with its end, `resume` ends it at once."""
+    c = nr.cluster
+    cm_path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/noderecover-pause"
+    paused = plugin(c, "pause", "--for", "10m", "--reason", "kernel upgrade")
+    assert paused.returncode == 0 and paused.stdout.startswith("paused until "), paused.stderr
+    try:
+        cm = c.get(cm_path)
+        assert cm["data"]["reason"] == "kernel upgrade"
+        assert 590 <= parse_time(cm["data"]["until"]) - time.time() <= 610  # type: ignore[operator]
+        nr.start("replica-a", *FAST)
+        node = "worker-0"
+        c.kill_node(node)
+        c.wait_node_ready(node, "Unknown", timeout=60)
+        time.sleep(5 + 10)  # FAST's grace, and then some: nothing may happen while paused
+        assert phase(c, node) in (None, "Suspect"), phase(c, node)
+        assert not (c.node(node) or {}).get("spec", {}).get("unschedulable")
+        st = json.loads(plugin(c, "status", "-o", "json").stdout)
+        assert any("kernel upgrade" in n for n in st["notes"]), st["notes"]
+        resumed = plugin(c, "resume")
+        assert resumed.returncode == 0 and resumed.stdout.startswith("resumed"), resumed.stderr
+        wait(
+            lambda: c.node(node) is None or phase(c, node) not in (None, "Suspect"),
+            60,
+            f"{node} remediated once resumed",
+        )
+    finally:
+        c.api("DELETE", cm_path)
+    again = plugin(c, "resume")
+    assert (again.returncode, again.stdout) == (0, "not paused (no cluster-wide pause)\n")
+    too_long = plugin(c, "pause", "--for", "200h")
+    assert too_long.returncode == 2 and "at most 7 days" in too_long.stderr

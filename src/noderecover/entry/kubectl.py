@@ -15,6 +15,7 @@ Exit codes (kubectl's): 0 ok, 1 an API error or a node that does not exist, 2 ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -25,10 +26,17 @@ from typing import Any, NoReturn, TextIO
 import anyio
 
 from noderecover import __version__
-from noderecover.entry.config import BadFlag, Config, build_config
+from noderecover.core.nodes import format_time, parse_time
+from noderecover.core.policies import (
+    CLUSTER_PAUSE_NAME,
+    MAX_CLUSTER_PAUSE,
+    POLICIES_PATH,
+)
+from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
 from noderecover.entry.plan import NodeReport, Preview, preview
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+MAX_PAUSE_DAYS = 7  # as the controller caps a cluster pause (core/policies.MAX_CLUSTER_PAUSE)
 PROG = "kubectl noderecover"
 CONTAINER = "noderecover"
 
@@ -85,6 +93,27 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument("node")
     why.add_argument("-o", "--output", choices=("json", "yaml"), default="")
     _common(why, top=False)
+    pause = sub.add_parser(
+        "pause",
+        help="stop new cordons, drains and removals until a time (cluster-wide or one policy)",
+        description="Pause remediation until a time: the whole controller (the ConfigMap "
+        f"{CLUSTER_PAUSE_NAME}), or one NodeRecoveryPolicy (--policy). Recovered nodes are "
+        "still restored. A pause always ends by itself: --for or --until is required, at "
+        f"most {MAX_PAUSE_DAYS} days ahead.",
+    )
+    when = pause.add_mutually_exclusive_group(required=True)
+    when.add_argument("--for", dest="duration", help="how long, e.g. 30m, 2h")
+    when.add_argument("--until", help="until this RFC 3339 time, e.g. 2026-12-02T18:00:00Z")
+    pause.add_argument("--reason", default="", help="why (shown in status, plan, Events)")
+    pause.add_argument("--policy", help="pause this NodeRecoveryPolicy only")
+    _common(pause, top=False)
+    resume = sub.add_parser(
+        "resume",
+        help="end a pause now (cluster-wide or one policy)",
+        description="End a pause now: the cluster-wide one, or one policy's (--policy).",
+    )
+    resume.add_argument("--policy", help="resume this NodeRecoveryPolicy only")
+    _common(resume, top=False)
     return p
 
 
@@ -301,8 +330,15 @@ async def _run(opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from noderecover.kube.client import ApiError, KubeClient, NotFound, Timeouts
 
     base = settings_from([], {}, opts)
-    kube = KubeClient(await load_client(base), Timeouts(request=opts.request_timeout))
+    kube = KubeClient(
+        await load_client(base),
+        Timeouts(request=opts.request_timeout),
+        # The operator's calls, with the operator's credentials: not the controller's.
+        user_agent=f"kubectl-noderecover/{__version__}",
+    )
     try:
+        if opts.command in ("pause", "resume"):
+            return await _pause(kube, opts, out, err)
         path = f"/apis/apps/v1/namespaces/{opts.namespace}/deployments/{opts.deployment}"
         note = ""
         try:
@@ -325,6 +361,83 @@ async def _run(opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _status(p, cfg, leader, opts.output, out)
     finally:
         await kube.close()
+
+
+def pause_until(opts: argparse.Namespace, now: float) -> float:
+    """The end of the pause asked for; BadFlag when it is not a future time within
+    MAX_PAUSE_DAYS (a pause must end by itself, and soon enough to be remembered)."""
+    if opts.duration is not None:
+        try:
+            seconds = parse_duration(opts.duration)
+        except ValueError as exc:
+            raise BadFlag(f"--for: {exc}") from None
+        if seconds <= 0:
+            raise BadFlag(f"--for: must be longer than 0s, not {opts.duration!r}")
+        until, flag = now + seconds, "--for"
+    else:
+        parsed = parse_time(opts.until)
+        if parsed is None:
+            raise BadFlag(f"--until: not an RFC 3339 time: {opts.until!r}")
+        until, flag = parsed, "--until"
+        if until <= now:
+            raise BadFlag(f"--until: {opts.until} is not in the future")
+    if until - now > MAX_CLUSTER_PAUSE:
+        raise BadFlag(f"{flag}: at most {MAX_PAUSE_DAYS} days ahead")
+    return math.ceil(until)
+
+
+async def _pause(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from noderecover.kube.client import MERGE_PATCH, NotFound
+
+    ns = opts.namespace
+    cm_path = f"/api/v1/namespaces/{ns}/configmaps/{CLUSTER_PAUSE_NAME}"
+    if opts.command == "resume":
+        if opts.policy:
+            await kube.request(
+                "PATCH",
+                f"{POLICIES_PATH}/{opts.policy}",
+                body={"spec": {"paused": None}},
+                content_type=MERGE_PATCH,
+            )
+            out.write(f"noderecoverypolicy/{opts.policy} resumed\n")
+            return EXIT_OK
+        try:
+            await kube.request("DELETE", cm_path)
+        except NotFound:
+            out.write("not paused (no cluster-wide pause)\n")
+            return EXIT_OK
+        out.write(f"resumed (configmap {ns}/{CLUSTER_PAUSE_NAME} deleted)\n")
+        return EXIT_OK
+    until = format_time(opts.pause_until)
+    reason = opts.reason[:256]
+    if opts.policy:
+        await kube.request(
+            "PATCH",
+            f"{POLICIES_PATH}/{opts.policy}",
+            body={"spec": {"paused": {"until": until, "reason": reason}}},
+            content_type=MERGE_PATCH,
+        )
+        out.write(f"noderecoverypolicy/{opts.policy} paused until {until}\n")
+        return EXIT_OK
+    # A new object each time: the controller caps a cluster pause at 7 days after the
+    # ConfigMap's creation, so an old one would cut the new pause short.
+    with contextlib.suppress(NotFound):
+        await kube.request("DELETE", cm_path)
+    await kube.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/configmaps",
+        body={
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": CLUSTER_PAUSE_NAME,
+                "labels": {"app.kubernetes.io/name": "noderecover"},
+            },
+            "data": {"until": until, "reason": reason},
+        },
+    )
+    out.write(f"paused until {until} (configmap {ns}/{CLUSTER_PAUSE_NAME})\n")
+    return EXIT_OK
 
 
 def _plan(p: Preview, fmt: str, out: TextIO) -> int:
@@ -355,6 +468,7 @@ def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], fmt: str, out: T
             "leader": dict(leader),
             "circuitBreaker": breaker,
             "removal": cfg.removal_mode,
+            "notes": list(p.notes),
             "nodes": [report_dict(r, now) for r in busy],
         }
         _emit(data, fmt, out)
@@ -369,6 +483,8 @@ def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], fmt: str, out: T
         f"({p.unhealthy}/{p.total} unhealthy, limit {cfg.max_unhealthy})   "
         f"removal: {cfg.removal_mode}\n"
     )
+    for note in p.notes:  # pauses (with their end), invalid policies
+        out.write(f"{note}\n")
     if not busy:
         out.write("no node in remediation\n")
         return EXIT_OK
@@ -450,6 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup_logging("text", "error")
     try:
+        if opts.command == "pause":  # checked before any API call: a bad time is usage
+            opts.pause_until = pause_until(opts, time.time())
         return anyio.run(_run, opts, sys.stdout, sys.stderr, backend="asyncio")
     except BadFlag as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)

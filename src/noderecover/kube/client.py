@@ -179,6 +179,7 @@ class KubeClient:
         *,
         clock: Clock | None = None,
         write_deadline: Callable[[], float | None] | None = None,
+        user_agent: str = "",
     ) -> None:
         self._api = api_client
         self.timeouts = timeouts or Timeouts()
@@ -187,7 +188,8 @@ class KubeClient:
         self._write_deadline = write_deadline
         # The identity in the User-Agent attributes each replica's requests in the API
         # server's audit log (both replicas share one ServiceAccount).
-        self._api.user_agent = f"{USER_AGENT} ({identity})" if identity else USER_AGENT
+        agent = user_agent or USER_AGENT
+        self._api.user_agent = f"{agent} ({identity})" if identity else agent
 
     async def close(self) -> None:
         await self._api.close()
