@@ -841,20 +841,25 @@ class Timeline:
 NR_FLAGS = ("--grace", "10s", "--drain-timeout", "10s", "--healthy-delay", "5s")
 
 
-def run_scenario(
-    c: TestCluster, api: Api, procs: list[Proc], tmp: Path, name: str, cap: float
-) -> Scenario:
-    print(f"  {name}: resetting the cluster ...", flush=True)
+def reset_for_scenario(c: TestCluster, api: Api) -> None:
+    """Reset the cluster and forget noderecover: it restores its removal history (circuit
+    breaker, removal budget) from the NodeRecoverRemoved Events, and each node's phase from
+    its annotations (reset() keeps annotations), so each scenario starts without what the
+    previous ones left."""
     c.reset()
-    # noderecover restores its removal history (circuit breaker, removal budget) from the
-    # NodeRecoverRemoved Events, and each node's phase from its annotations (reset() keeps
-    # annotations): each scenario starts without what the previous ones left.
     api.call("DELETE", "/api/v1/namespaces/default/events")
     for node in api.ok("GET", "/api/v1/nodes")["items"]:
         ours = [k for k in node["metadata"].get("annotations") or {} if k.startswith(PREFIX)]
         if ours:
             patch = {"metadata": {"annotations": dict.fromkeys(ours)}}
             api.ok("PATCH", f"/api/v1/nodes/{node['metadata']['name']}", patch)
+
+
+def run_scenario(
+    c: TestCluster, api: Api, procs: list[Proc], tmp: Path, name: str, cap: float
+) -> Scenario:
+    print(f"  {name}: resetting the cluster ...", flush=True)
+    reset_for_scenario(c, api)
     c.apply_seed_statefulset()
     pod = c.wait_pod_running("mysql-0", timeout=120)
     node = pod["spec"]["nodeName"]

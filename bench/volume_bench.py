@@ -26,7 +26,7 @@ from pathlib import Path
 from noderecover_testkit.cluster import TestCluster
 from noderecover_testkit.volumes import RecoveryTimeline, attached_nodes, recovery_timeline
 
-from bench.cluster_bench import PREFIX, Timeline, processes, running_cluster
+from bench.cluster_bench import Timeline, processes, reset_for_scenario, running_cluster
 from bench.clusterkit import Api, Proc, liberator, noderecover, write_kubeconfig
 from bench.common import machine, table
 
@@ -77,13 +77,7 @@ def run_one(
     cap: float,
 ) -> Result:
     print(f"  {label}: resetting ...", flush=True)
-    c.reset()
-    api.call("DELETE", "/api/v1/namespaces/default/events")
-    for node in api.ok("GET", "/api/v1/nodes")["items"]:
-        ours = [k for k in node["metadata"].get("annotations") or {} if k.startswith(PREFIX)]
-        if ours:
-            patch = {"metadata": {"annotations": dict.fromkeys(ours)}}
-            api.ok("PATCH", f"/api/v1/nodes/{node['metadata']['name']}", patch)
+    reset_for_scenario(c, api)
     c.apply_seed_statefulset()
     pod = c.wait_pod_running("mysql-0", timeout=120)
     node = pod["spec"]["nodeName"]

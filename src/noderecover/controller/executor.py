@@ -439,18 +439,12 @@ class Executor:
         taints = cfg.taints
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
-        conflicts = 0
         try:
-            while conflicts < DELETE_CONFLICT_RETRIES:
+            # One pass per fresh read: the taint's own (then re-read), and conflicts.
+            for _ in range(DELETE_CONFLICT_RETRIES + 1):
                 ev = await self.evidence(action)
-                if ev.stop is Outcome.GONE:
-                    result = Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
-                    break
-                if ev.stop is not None:
-                    result = self._stopped(ev)
-                    break
-                if not ev.dead:
-                    result = Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
+                if (stop := self._removal_stop(ev, mode)) is not None:
+                    result = stop
                     break
                 fresh = ev.fresh
                 assert fresh is not None
@@ -459,7 +453,6 @@ class Executor:
                         try:
                             written = await self._add_taint(action, fresh)
                         except Invalid:
-                            conflicts += 1
                             continue  # the node changed since `fresh`: as on a Conflict
                         ours = True  # from here on, even if a later write fails (dry-run: as if)
                         self._tainted_at.setdefault(action.uid, self._now())
@@ -486,14 +479,8 @@ class Executor:
                         if mode == "both":
                             # Time passed while waiting: the DELETE is decided on a new read.
                             ev = await self.evidence(action)
-                            if ev.stop is Outcome.GONE:
-                                result = Result(Outcome.OK)
-                                break
-                            if ev.stop is not None:
-                                result = self._stopped(ev)
-                                break
-                            if not ev.dead:
-                                result = Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
+                            if (stop := self._removal_stop(ev, mode)) is not None:
+                                result = stop
                                 break
                             assert ev.fresh is not None
                             fresh = ev.fresh
@@ -511,7 +498,6 @@ class Executor:
                     result = Result(Outcome.OK)
                     break
                 except Conflict:
-                    conflicts += 1
                     continue  # changed under us: re-read, re-check health, try again
                 except NotFound:
                     result = Result(Outcome.OK)
@@ -526,6 +512,17 @@ class Executor:
         # Whatever the outcome, say whose the taint is: the record must neither lose nor
         # claim it.
         return dataclasses.replace(result, tainted=ours) if taints else result
+
+    def _removal_stop(self, ev: Evidence, mode: str) -> Result | None:
+        """What a fresh read says before a removal step: gone (done, unless the Node was to
+        be kept), a gate or a flap (stopped), a live kubelet (held); None: go on."""
+        if ev.stop is Outcome.GONE:
+            return Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
+        if ev.stop is not None:
+            return self._stopped(ev)
+        if not ev.dead:
+            return Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
+        return None
 
     async def _wait_detached(self, action: Action, rec: Record) -> Result | None:
         """Wait until no VolumeAttachment names the tainted node: None when none is left, a

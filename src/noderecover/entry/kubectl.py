@@ -32,6 +32,8 @@ from noderecover.core.policies import (
     MAX_CLUSTER_PAUSE,
     POLICIES_PATH,
 )
+from noderecover.entry.cli import one_line as _one_line
+from noderecover.entry.cli import parser as run_parser
 from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
 from noderecover.entry.plan import NodeReport, Preview, preview
 
@@ -39,10 +41,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_PAUSE_DAYS = 7  # as the controller caps a cluster pause (core/policies.MAX_CLUSTER_PAUSE)
 PROG = "kubectl noderecover"
 CONTAINER = "noderecover"
-
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,8 +140,6 @@ def deployment_settings(deployment: Mapping[str, Any]) -> tuple[list[str], dict[
 
 def settings_from(args: Sequence[str], env: Mapping[str, str], opts: argparse.Namespace) -> Config:
     """The controller's Config from its Deployment's args/env, pointed at our kubeconfig."""
-    from noderecover.entry.cli import parser as run_parser
-
     try:
         ns = run_parser().parse_args(["run", *args])
     except SystemExit:  # argparse refused them (and said why on stderr)
