@@ -204,6 +204,9 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
 API_CALLS_MADE: set[Permission] = set()
 # Modules that drive the client (or the fake server) with arbitrary requests on purpose.
 ANY_API_CALL_MODULES = frozenset({"test_fakeapi.py", "test_kube.py"})
+# Modules marked `tools` (helm, promtool): no API calls; the test command runs them after the
+# build, apart from the unit suite whose calls test_rbac.py checks.
+TOOLS_MODULES = frozenset({"test_chart.py", "test_alerts.py"})
 
 
 @pytest.fixture(autouse=True)

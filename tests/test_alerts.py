@@ -29,6 +29,8 @@ from tests.charts import (
     tool,
 )
 
+pytestmark = pytest.mark.tools  # the pinned helm / promtool (see hack/test.sh)
+
 TESTS_FILE = Path(__file__).resolve().parent / "alerts" / "rules_test.yaml"
 
 #: What the rules read besides noderecover's metrics: `up` of its scrape targets.

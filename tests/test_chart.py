@@ -31,6 +31,8 @@ from tests.charts import (
     without_helm_labels,
 )
 
+pytestmark = pytest.mark.tools  # the pinned helm / promtool (see hack/test.sh)
+
 #: Flags whose chart value is not noderecover's own default but what the kustomize Deployment
 #: writes out (a pod's defaults): leader election (noderecover's default: on in a cluster)
 #: and JSON logs.

@@ -748,7 +748,8 @@ def test_without_an_event_a_dead_node_is_drained_by_force_and_removed() -> None:
     assert kinds[-2:] == [("PATCH", NODE), ("DELETE", NODE)]
     assert [r.status for r in t.log if r.destructive][-2:] == [200, 200]
     va_lists = [r for r in t.log if r.path == VA_PATH]
-    assert len(va_lists) == DETACH_AFTER_LISTS + 1 and va_lists[-1].listed == ()
+    # One before the taint (the volumes followed to their re-attach), then the wait's.
+    assert len(va_lists) == 1 + DETACH_AFTER_LISTS + 1 and va_lists[-1].listed == ()
 
 
 def _first(t: Trace, method: str, suffix: str) -> int:

@@ -275,3 +275,32 @@ async def test_dry_run_neither_taints_nor_waits(kube: FakeKube, harness_factory:
 
 def test_out_of_service_taint_is_the_upstream_one() -> None:
     assert OUT_OF_SERVICE_TAINT["key"] == "node.kubernetes.io/out-of-service"
+
+
+async def test_a_volume_detached_before_the_wait_looks_is_still_followed(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """With the taint the attach/detach controller may detach within ~100 ms: the wait's first
+    look finds nothing. The volume was read before the taint, so its re-attach is measured."""
+    cluster(kube, workers=4)
+    kube.add_volume_attachment("va-w1", "w1", "pv-1")
+    observed = sample("noderecover_volume_reattach_seconds_count")
+    h: Harness = await harness_factory(grace=5, healthy_delay=10, removal="both")
+
+    def detach_once_tainted() -> None:  # the controller's 100 ms pass, before anyone looks
+        if tainted(kube, "w1") and kube.stores["volumeattachments"].objects.get(("", "va-w1")):
+            kube.remove_volume_attachment("va-w1")
+
+    for nth in (1, 2, 3):  # before each of the next VolumeAttachment LISTs
+        kube.on_request(
+            "GET", "^/apis/storage.k8s.io/v1/volumeattachments$", detach_once_tainted, nth=nth
+        )
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="deleted")
+    assert "pv-1" in h.controller.executor.volumes.tracked
+    kube.add_volume_attachment("va-w2", "w2", "pv-1")
+    await h.until(
+        lambda: sample("noderecover_volume_reattach_seconds_count") == observed + 1,
+        advance=1.0,
+        what="re-attach observed",
+    )

@@ -450,6 +450,9 @@ class Executor:
                 assert fresh is not None
                 try:
                     if taints and not fresh.has_taint(OUT_OF_SERVICE_KEY):
+                        # Before the taint: with it, the volumes may be gone before the wait
+                        # first looks (detached in ~100 ms), and they are followed from here.
+                        await self._follow_volumes(action, rec)
                         try:
                             written = await self._add_taint(action, fresh)
                         except Invalid:
@@ -559,6 +562,19 @@ class Executor:
         if rec.unhealthy_since is None:
             return self._now()
         return min(self._now(), rec.unhealthy_since + self._config_for(node).grace)
+
+    async def _follow_volumes(self, action: Action, rec: Record) -> None:
+        """Read the node's VolumeAttachments and follow each volume to its re-attach
+        (metrics only: a failed read is logged, the removal goes on)."""
+        try:
+            held = on_node(await attachments(self._kube), action.node)
+        except ApiError as exc:
+            log.warning("could not read the VolumeAttachments of %s: %s", action.node, exc)
+            return
+        self.volumes.held(action.node, len(held))
+        for a in held:
+            if a.pv is not None:
+                self.volumes.track(a.pv, action.node, self._started(rec, action.node))
 
     async def _warn_attached(self, action: Action, rec: Record) -> None:
         """--removal delete on a node that still holds volumes: say what it costs, where the
