@@ -26,20 +26,23 @@ trap stop_build EXIT
 echo "== control plane, helm, promtool: building what is missing in the background"
 build_start=$(date +%s)
 # Standard library only (plus the source trees): it does not need the venv.
-PYTHONPATH="$PWD/src:$PWD/testkit/src" setsid "$PY" -m noderecover_testkit build >"$build_log" 2>&1 &
+PYTHONPATH="$PWD/src:$PWD/testkit/src" setsid bash -c '
+  s=$(date +%s); "$0" -m noderecover_testkit build; rc=$?
+  echo $(( $(date +%s) - s )) > "$1.secs"; exit $rc' "$PY" "$build_log" >"$build_log" 2>&1 &
 build_pid=$!
 
 wait_build() {
   local rc=0
   wait "$build_pid" || rc=$?
   build_pid=""
-  build_secs=$(( $(date +%s) - build_start ))
+  build_secs=$(cat "$build_log.secs" 2>/dev/null || echo "?")
+  build_wait=$(( $(date +%s) - build_start ))
   cat "$build_log"
   if [ "$rc" -ne 0 ]; then
     echo "== the build failed (exit $rc): see above"
     exit "$rc"
   fi
-  echo "== build done (${build_secs}s)"
+  echo "== build done: ${build_secs}s building, ready ${build_wait}s after the start"
 }
 
 if [ ! -x .venv/bin/python ]; then
