@@ -18,7 +18,7 @@ build_pid=""
 stop_build() {
   # The build runs in its own session (setsid): its go processes go with it.
   if [ -n "$build_pid" ] && kill -0 "$build_pid" 2>/dev/null; then
-    kill -TERM -- "-$build_pid" 2>/dev/null || true
+    kill -TERM -- "-$build_pid" 2>/dev/null || kill -TERM "$build_pid" 2>/dev/null || true
   fi
 }
 trap stop_build EXIT
@@ -26,7 +26,10 @@ trap stop_build EXIT
 echo "== control plane, helm, promtool: building what is missing in the background"
 build_start=$(date +%s)
 # Standard library only (plus the source trees): it does not need the venv.
-PYTHONPATH="$PWD/src:$PWD/testkit/src" setsid bash -c '
+# setsid: its own process group, so stop_build takes the go processes too (without setsid,
+# only the build's shell is signalled).
+session=$(command -v setsid || true)
+PYTHONPATH="$PWD/src:$PWD/testkit/src" $session bash -c '
   s=$(date +%s); "$0" -m noderecover_testkit build; rc=$?
   echo $(( $(date +%s) - s )) > "$1.secs"; exit $rc' "$PY" "$build_log" >"$build_log" 2>&1 &
 build_pid=$!
