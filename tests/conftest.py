@@ -18,6 +18,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.base.clock import FakeClock
 from noderecover.controller.reconciler import Controller
+from noderecover.controller.writes import Writer
 from noderecover.entry.config import Config
 from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.events import EventRecorder
@@ -171,7 +172,7 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
             namespace=namespace,
         )
         if real_events:
-            h.recorder = EventRecorder(c, clock, "noderecover-test", rng=random.Random(7))
+            h.recorder = EventRecorder(Writer(c), clock, "noderecover-test", rng=random.Random(7))
 
         async def run() -> None:
             async with anyio.create_task_group() as tg:

@@ -20,7 +20,7 @@ from noderecover.core.nodes import (
     OUT_OF_SERVICE_KEY,
     parse_time,
 )
-from noderecover.kube.client import MERGE_PATCH, KubeClient, api_error
+from noderecover.kube.client import JSON_PATCH, MERGE_PATCH, KubeClient, api_error
 from tests.builders import T0, pod_json
 from tests.conftest import Harness, make_config
 from tests.fakeapi import FakeKube
@@ -350,15 +350,18 @@ async def test_a_taint_we_added_stays_ours_when_a_later_write_fails(
     assert result.tainted is True
     if removal == "both":
         # The delete conflicted; the re-read found the taint we had just added: still ours
-        # (the Removing annotation written with the taint says so), then the node was deleted.
+        # (our marker was written in the same patch as the taint), then the node was deleted.
         assert result.outcome is Outcome.OK and kube.get_node("w1") is None
-        merges = [r for r in kube.requests if r.content_type == MERGE_PATCH]
-        assert len(merges) == 1
-        assert all(m.body["metadata"]["annotations"][ANN_TAINTED] == "true" for m in merges)
+        patches = [r for r in kube.requests if r.content_type == JSON_PATCH]
+        assert len(patches) == 1
+        marker = "/metadata/annotations/" + ANN_TAINTED.replace("/", "~1")
+        assert {"op": "add", "path": marker, "value": "true"} in patches[0].body
         return
     assert result.outcome is Outcome.FAILED
     assert len(out_of_service_taints(kube, "w1")) == 1
-    assert ANN_TAINTED not in kube.get_node("w1")["metadata"]["annotations"]  # type: ignore[index]
+    # The marker went on with the taint (one patch): the failed write after it loses nothing.
+    node = kube.get_node("w1")
+    assert node is not None and node["metadata"]["annotations"][ANN_TAINTED] == "true"
     rec = complete(rec, action, result.outcome, T0, result.retry_in, result.tainted)
     assert rec.tainted
     # The retry finds the taint on the node: ours (not "already there"), recorded as such.

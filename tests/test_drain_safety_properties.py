@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from noderecover.base.clock import FakeClock
 from noderecover.controller.executor import Executor, Result
+from noderecover.controller.writes import Step
 from noderecover.core.machine import Action, Kind, Outcome, Phase, Record
 from noderecover.core.nodes import ANN_EXCLUDE, OUT_OF_SERVICE_KEY, format_time
 from noderecover.kube.client import (
@@ -385,6 +386,8 @@ class ScriptedApi:
             meta = body.get("metadata") or {}
             if meta.get("uid", node.uid) != node.uid:
                 raise api_error(409, "Conflict", "Precondition failed: UID in precondition")
+            if meta.get("resourceVersion", str(node.rv)) != str(node.rv):
+                raise api_error(409, "Conflict", "the object has been modified")
             for key, value in (meta.get("annotations") or {}).items():
                 if value is None:
                     node.annotations.pop(key, None)
@@ -400,6 +403,15 @@ class ScriptedApi:
                 elif op["op"] == "add" and op["path"] in ("/spec/taints", "/spec/taints/-"):
                     new = op["value"] if op["path"] == "/spec/taints" else [op["value"]]
                     node.taints.extend(new)
+                elif op["path"].startswith("/metadata/annotations/"):
+                    key = op["path"].removeprefix("/metadata/annotations/")
+                    key = key.replace("~1", "/").replace("~0", "~")
+                    if op["op"] == "add":
+                        node.annotations[key] = op["value"]
+                    elif op["op"] == "remove":
+                        node.annotations.pop(key)
+                    else:
+                        raise AssertionError(f"unexpected JSON patch op {op}")
                 else:
                     raise AssertionError(f"unexpected JSON patch op {op}")
         elif req.method == "DELETE":
@@ -430,10 +442,10 @@ class ScriptedGuard:
         self.seen = (STALE_RENEW, clock.monotonic() - 10 * grace)
         self.reports: list[str] = []
 
-    def hold(self, node: str) -> str | None:
+    def hold(self, node: str, step: Step) -> str | None:
         return self.api.gate
 
-    async def lease_renewing_now(self, node: str) -> bool:
+    async def renewing_now(self, node: str) -> bool:
         try:
             lease = await self.api.request("GET", LEASE_PATH)
         except ApiError as exc:

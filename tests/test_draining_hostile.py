@@ -19,12 +19,14 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from noderecover_testkit.fixtures import make_node
 
 from noderecover.base.clock import FakeClock
 from noderecover.base.metrics import MALFORMED_OBJECTS
-from noderecover.controller.drainer import DrainContext, Drainer, Evidence
+from noderecover.controller.drainer import DrainContext, Drainer
+from noderecover.controller.writes import Evidence
 from noderecover.core.machine import Outcome
-from noderecover.core.nodes import parse_time
+from noderecover.core.nodes import parse_node, parse_time
 from noderecover.core.pods import (
     MALFORMED_POD,
     POD_MALFORMED_REASONS,
@@ -340,10 +342,13 @@ def ctx_for(silent: bool, blocked: list[str] | None = None) -> DrainContext:
     stale), else alive (Ready=False)."""
 
     async def evidence() -> Evidence:
-        return Evidence(dead=silent)
+        # A read of the node answered just now (the write path checks its age on the
+        # drainer's clock: "now" is never older than that).
+        raw = make_node(NODE, ready="Unknown" if silent else "False")
+        fresh = parse_node(raw, frozenset(), frozenset())
+        return Evidence(dead=silent, fresh=fresh, node=NODE, answered=float("inf"))
 
     return DrainContext(
-        may_act=lambda: True,
         evidence=evidence,
         blocked=(blocked if blocked is not None else []).append,
     )

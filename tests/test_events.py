@@ -14,6 +14,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.base.clock import FakeClock
 from noderecover.base.metrics import EVENTS_DROPPED
+from noderecover.controller.writes import Writer
 from noderecover.kube.client import KubeClient
 from noderecover.kube.events import EventRecorder
 from tests.fakeapi import MERGE_PATCH, FakeKube
@@ -28,7 +29,7 @@ async def recorder(**kw: Any) -> AsyncIterator[tuple[FakeKube, FakeClock, EventR
     async with FakeKube() as kube:
         client = KubeClient(ApiClient(Configuration(host=kube.base_url)))
         clock = FakeClock()
-        rec = EventRecorder(client, clock, "noderecover-abc12", rng=random.Random(3), **kw)
+        rec = EventRecorder(Writer(client), clock, "noderecover-abc12", rng=random.Random(3), **kw)
         try:
             yield kube, clock, rec
         finally:

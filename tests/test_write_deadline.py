@@ -22,6 +22,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from noderecover.base.clock import FakeClock
 from noderecover.controller.executor import Executor
+from noderecover.controller.writes import Writer
 from noderecover.core.machine import Action, Kind, Outcome, Phase, Record
 from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, Timeouts, WriteRefused
 from noderecover.kube.election import WRITE_MARGIN, ElectionConfig, LeaderElector
@@ -215,7 +216,7 @@ async def test_a_refused_write_is_a_failure_never_a_success(kube: FakeKube) -> N
         assert kube.count("PATCH", NODE_RE) == 0
         assert kube.get_node("w1")["spec"].get("unschedulable") is not True  # type: ignore[index]
 
-        recorder = EventRecorder(client, clock, "me", rng=random.Random(1))
+        recorder = EventRecorder(Writer(client), clock, "me", rng=random.Random(1))
         recorder.record("w1", uid, "NodeRecoverCordoned", "cordoned", "Normal")
         async with anyio.create_task_group() as tg:
             tg.start_soon(recorder.run)

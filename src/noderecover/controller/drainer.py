@@ -55,15 +55,12 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.controller.writes import Evidence, Held, WritePath
 from noderecover.core.machine import Outcome
-from noderecover.core.nodes import (
-    NodeObs,
-)
 from noderecover.core.pods import (
     BAD_LIST,
     MALFORMED_POD,
@@ -77,12 +74,12 @@ from noderecover.core.pods import (
     parse_pod,
     plan,
 )
+from noderecover.core.settings import Config
 from noderecover.kube.client import (
     ApiError,
     Conflict,
     KubeClient,
     NotFound,
-    NotLeader,
     TooManyRequests,
     multiple_pdbs,
 )
@@ -104,22 +101,6 @@ class _PodRetry:
 
 
 @dataclass(frozen=True, slots=True)
-class Evidence:
-    """What a fresh read of the node (and its heartbeat Lease) says, with every gate applied.
-
-    `stop` set: the step must not happen (GONE: deleted or replaced; HEALTHY: healthy again
-    or flapped, `transition` newer than the one decided on; BLOCKED: `reason`).
-    """
-
-    stop: Outcome | None = None
-    reason: str = ""
-    dead: bool = False  # Ready=Unknown (and the heartbeat Lease, when read, not renewing)
-    confirmed: bool = False  # dead, and the heartbeat Lease read stale for the whole grace
-    transition: float | None = None
-    fresh: NodeObs | None = None  # the read itself (when it did not stop the step)
-
-
-@dataclass(frozen=True, slots=True)
 class Drained:
     outcome: Outcome
     reason: str = ""
@@ -130,7 +111,6 @@ class Drained:
 class DrainContext:
     """What the drain asks the controller while it runs."""
 
-    may_act: Callable[[], bool]  # leadership still valid (checked before every write)
     evidence: Callable[[], Awaitable[Evidence]]  # a fresh read, gates applied
     blocked: Callable[[str], None]  # report a held-back step (e.g. PDB)
     report: Callable[[str, str], None] = lambda reason, message: None  # an Event on the node
@@ -146,7 +126,11 @@ class Drainer:
         dry_run: bool = False,
         rng: random.Random | None = None,
         now: Callable[[], float] | None = None,
+        writes: WritePath | None = None,
     ) -> None:
+        """`writes`: the write path every eviction and force-delete goes through (default:
+        one with no controller gates, for tests of the drain alone)."""
+        self._writes = writes or WritePath(kube, clock, Config(dry_run=dry_run), lambda: True)
         self._kube = kube
         self._clock = clock
         self._now = now or clock.wall  # timeline seconds (the controller passes its Timeline)
@@ -274,7 +258,10 @@ class Drainer:
                 if not ev.dead:
                     dead = False  # a sign of life: the batch stops, live rules from now on
                     break
-                await self._force(pod, ctx)
+                try:
+                    await self._force(pod, ev, ev.confirmed and pod.uid in seen, drain_timeout)
+                except Held as held:
+                    return Drained(Outcome.BLOCKED, held.reason)
                 forced.add(pod.uid)
                 evicted.add(pod.key)
             for pod, step in todo:
@@ -283,13 +270,21 @@ class Drainer:
                 retry = retries.setdefault(pod.key, _PodRetry(backoff=Backoff(rng=self._rng)))
                 if retry.permanent or retry.at > self._clock.monotonic():
                     continue
+                proof: Evidence | None = None
                 if dead:
                     # A 1-second eviction is destructive on a live kubelet: read first.
                     ev = await ctx.evidence()
                     if ev.stop is not None:
                         return Drained(ev.stop, ev.reason, ev.transition)
                     dead = ev.dead
-                if await self._evict(pod, dead, retry, ctx):
+                    proof = ev if dead else None
+                try:
+                    # A graceful eviction asks the gates right before it too (a pause that
+                    # became known mid-batch stops the batch at its next pod).
+                    accepted = await self._evict(node, pod, proof, retry, ctx)
+                except Held as held:
+                    return Drained(Outcome.BLOCKED, held.reason)
+                if accepted:
                     deleting_since.setdefault(pod.uid, self._clock.monotonic())
                     if dead:
                         awaiting.add(pod.uid)
@@ -351,27 +346,17 @@ class Drainer:
             pod.malformed,
         )
 
-    async def _evict(self, pod: PodObs, dead: bool, retry: _PodRetry, ctx: DrainContext) -> bool:
-        """Evict one pod; True when the API server accepted it (the pod is now deleting)."""
+    async def _evict(
+        self, node: str, pod: PodObs, proof: Evidence | None, retry: _PodRetry, ctx: DrainContext
+    ) -> bool:
+        """Evict one pod (grace 1 with `proof` of a silent kubelet, else its own grace); True
+        when the API server accepted it (the pod is now deleting). Raises Held."""
         if self._dry_run:
-            log.info("dry-run: would evict %s", pod.key)
-            ACTIONS.labels("evict", "dry-run").inc()
+            await self._writes.evict(node, pod.namespace, pod.name, pod.uid, proof)
             return False
-        if not ctx.may_act():
-            raise NotLeader
-        body: dict[str, Any] = {
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {"name": pod.name, "namespace": pod.namespace},
-        }
-        # The uid precondition: a same-named replacement (elsewhere) is never evicted.
-        options: dict[str, Any] = {"preconditions": {"uid": pod.uid}}
-        if dead:
-            options["gracePeriodSeconds"] = 1
-        body["deleteOptions"] = options
-        path = f"{_pod_path(pod)}/eviction"
         try:
-            await self._kube.request("POST", path, body=body)
+            # The uid precondition: a same-named replacement (elsewhere) is never evicted.
+            await self._writes.evict(node, pod.namespace, pod.name, pod.uid, proof)
         except (NotFound, Conflict):  # gone, or replaced by a new pod of the same name
             ACTIONS.labels("evict", "gone").inc()
             return False
@@ -402,17 +387,14 @@ class Drainer:
         log.info("evicted %s", pod.key)
         return True
 
-    async def _force(self, pod: PodObs, ctx: DrainContext) -> None:
-        if self._dry_run:
-            log.info("dry-run: would force-delete %s", pod.key)
-            ACTIONS.labels("force-delete", "dry-run").inc()
-            return
-        if not ctx.may_act():
-            raise NotLeader
-        path = _pod_path(pod)
-        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod.uid}}
+    async def _force(self, pod: PodObs, ev: Evidence, fast: bool, timeout: float) -> None:
+        """Force-delete one pod on `ev`, the read made right before. Raises Held, ApiError.
+
+        `fast`: the silent-node fast path decided it (the heartbeat Lease confirmed silent),
+        not the drain timeout: the log says which evidence decided."""
         try:
-            await self._kube.request("DELETE", path, body=body)
+            if not await self._writes.force_delete(ev, pod.namespace, pod.name, pod.uid):
+                return
         except (NotFound, Conflict):  # gone, or replaced by a new pod of the same name
             ACTIONS.labels("force-delete", "gone").inc()
             return
@@ -420,14 +402,16 @@ class Drainer:
             ACTIONS.labels("force-delete", "error").inc()
             raise
         ACTIONS.labels("force-delete", "ok").inc()
-        log.warning("force-deleted %s (grace 0) after the drain timeout", pod.key)
+        why = (
+            "its node is silent (Ready=Unknown) and its heartbeat Lease unchanged for its "
+            "whole window, read right before"
+            if fast
+            else f"the drain timeout ({timeout:.0f}s) passed on a silent node "
+            "(Ready=Unknown, read right before)"
+        )
+        log.warning("force-deleted %s (grace 0): %s", pod.key, why)
 
 
 def _named(pod: PodObs) -> str:
     """How logs name a pod that may have no usable name (repr: it may be anything)."""
     return f"{pod.key!r} (uid {pod.uid!r})" if pod.name or pod.uid else "(an unnamed item)"
-
-
-def _pod_path(pod: PodObs) -> str:
-    ns, name = quote(pod.namespace, safe=""), quote(pod.name, safe="")
-    return f"/api/v1/namespaces/{ns}/pods/{name}"

@@ -1,9 +1,12 @@
 """Heartbeat Leases of silent nodes: the evidence that a Ready=Unknown node's kubelet lives.
 
 Invariants:
-- A Lease is judged on OUR monotonic clock: it renews when its renewTime changed within the
-  grace, as seen by us. Its renewTime is never compared with our wall clock (another host's
-  clock), except by the read-only preview (`judge_by_renew_time`).
+- A Lease is judged on OUR monotonic clock: it renews when its renewTime changed within its
+  window, as seen by us. The window is the longer of the node's grace and the Lease's own
+  `leaseDurationSeconds` (the kubelet's: 40 s, renewed every 10 s): a Lease that keeps
+  changing within its own duration is alive, whatever any grace says (a short or zero grace
+  would judge a Lease stale between two renewals). Its renewTime is never compared with our
+  wall clock (another host's clock), except by the read-only preview (`judge_by_renew_time`).
 - A Lease not read yet counts as renewing (no evidence of silence); a node without a Lease
   (404) does not; an answer we cannot read is no evidence either way (renewing).
 - A first read is not a renewal: `renewal_seen` is only set by a change we observed, so a
@@ -30,6 +33,10 @@ from noderecover.kube.client import ApiError, KubeClient, NotFound
 log = logging.getLogger("noderecover.controller.heartbeats")
 
 NODE_LEASES_PATH = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+# The kubelet's leaseDurationSeconds (nodeLeaseDurationSeconds); used when a Lease's own is
+# absent or unreadable. A larger value in a Lease is honoured up to MAX_LEASE_DURATION.
+DEFAULT_LEASE_DURATION = 40.0
+MAX_LEASE_DURATION = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,7 @@ class Seen:
     renew: str  # the Lease's renewTime as read ("" when absent or unreadable)
     changed_at: float  # our monotonic clock when we saw it take this value
     renewal_seen: bool  # it changed while we watched (not just a first read)
+    duration: float = DEFAULT_LEASE_DURATION  # its leaseDurationSeconds
 
 
 class Heartbeats:
@@ -65,8 +73,15 @@ class Heartbeats:
         if not self._cfg.watch_node_leases:
             return False
         seen = self.leases.get(name)
+        if seen is None:
+            return True
+        return self._clock.monotonic() - seen.changed_at < self._window(name, seen)
+
+    def _window(self, name: str, seen: Seen) -> float:
+        """How long a Lease must stay unchanged to count as stale: the longer of the node's
+        grace and its own leaseDurationSeconds (no Lease at all: the grace)."""
         grace = self._grace_for(name)
-        return seen is None or self._clock.monotonic() - seen.changed_at < grace
+        return grace if not seen.renew else max(grace, seen.duration)
 
     def renewal_seen(self, name: str) -> bool:
         """Renewing because we saw its renewTime change: real evidence of life."""
@@ -78,8 +93,8 @@ class Heartbeats:
         seen = self.leases.get(name)
         if seen is None:
             return None
-        grace = self._grace_for(name)
-        return self._timeline.now() + (seen.changed_at + grace - self._clock.monotonic())
+        window = self._window(name, seen)
+        return self._timeline.now() + (seen.changed_at + window - self._clock.monotonic())
 
     async def renewing_now(self, name: str) -> bool:
         """A fresh GET of the node's Lease, then `renewing`."""
@@ -101,14 +116,21 @@ class Heartbeats:
             return False
         spec = lease.get("spec")
         renew = spec.get("renewTime") if isinstance(spec, dict) else None
+        raw = spec.get("leaseDurationSeconds") if isinstance(spec, dict) else None
+        duration = DEFAULT_LEASE_DURATION
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+            # A longer duration than the kubelet's makes us wait longer, never shorter.
+            duration = min(max(float(raw), DEFAULT_LEASE_DURATION), MAX_LEASE_DURATION)
         # Anything but a string is no evidence of renewal (it never changes: not renewing).
-        self._note(name, renew if isinstance(renew, str) else "")
+        self._note(name, renew if isinstance(renew, str) else "", duration)
         return True
 
-    def _note(self, name: str, renew: str) -> None:
+    def _note(self, name: str, renew: str, duration: float = DEFAULT_LEASE_DURATION) -> None:
         old = self.leases.get(name)
         if old is None or old.renew != renew:
-            self.leases[name] = Seen(renew, self._clock.monotonic(), old is not None)
+            self.leases[name] = Seen(renew, self._clock.monotonic(), old is not None, duration)
+        elif old.duration != duration:
+            self.leases[name] = Seen(old.renew, old.changed_at, old.renewal_seen, duration)
 
     async def refresh(self, silent: list[str]) -> None:
         """One round: read the Lease of every silent node; forget the others."""

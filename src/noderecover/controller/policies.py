@@ -28,6 +28,7 @@ import anyio
 
 from noderecover.base.clock import Clock, Timeline
 from noderecover.base.metrics import PAUSED, POLICY_INVALID, POLICY_NODES
+from noderecover.controller.writes import Writer
 from noderecover.core.nodes import format_time
 from noderecover.core.policies import (
     CLUSTER_PAUSE_NAME,
@@ -215,9 +216,7 @@ class PolicySource:
 
     # -- status ------------------------------------------------------------------------
 
-    async def write_status(
-        self, states: Mapping[str, PoolState], may_act: Callable[[], bool]
-    ) -> int:
+    async def write_status(self, states: Mapping[str, PoolState], writer: Writer) -> int:
         """One round of status writes; returns how many were written."""
         now = self._timeline.now()
         mono = self._clock.monotonic()
@@ -230,12 +229,11 @@ class PolicySource:
                 continue
             if last is not None and mono - last[0] < STATUS_INTERVAL:
                 continue
-            if not may_act():
-                raise NotLeader
             path = f"{POLICIES_PATH}/{quote(name, safe='')}/status"
             body = {"metadata": {"uid": p.uid}, "status": status} if p.uid else {"status": status}
             try:
-                await self._kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+                # The write path's writer: leadership asked right before (NotLeader).
+                await writer.send("PATCH", path, body=body, content_type=MERGE_PATCH)
             except NotFound:
                 continue  # deleted meanwhile: the watch will say so
             except ApiError as exc:
@@ -246,13 +244,13 @@ class PolicySource:
         return written
 
     async def status_loop(
-        self, states: Callable[[], Mapping[str, PoolState]], may_act: Callable[[], bool]
+        self, states: Callable[[], Mapping[str, PoolState]], writer: Writer
     ) -> None:
         """The leader's status writer: a round every STATUS_INTERVAL / 2."""
         self._written = {}
         while True:
             try:
-                await self.write_status(states(), may_act)
+                await self.write_status(states(), writer)
             except NotLeader:
                 return
             await self._clock.sleep(STATUS_INTERVAL / 2)

@@ -56,9 +56,11 @@ from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
 from noderecover.controller.reporting import EventSink, Reporter
 from noderecover.controller.view import NodeView
+from noderecover.controller.writes import Step
 from noderecover.core.machine import (
     EXCLUDED_SELECTOR,
     IN_FLIGHT,
+    MAX_REMOVALS,
     Action,
     Decision,
     Gates,
@@ -172,6 +174,12 @@ class Controller:
         self._loaded_removals: tuple[float, ...] = ()  # earlier leaders' (Events)
         self.pool_states: dict[str, PoolState] = {}  # the last pass's, for policy status
         self.records: dict[str, Record] = {}
+        # The cluster-wide breaker (the flags' --max-unhealthy over every managed node): kept
+        # whatever the policies do (created, deleted, renamed), beside each pool's own.
+        self.global_breaker = BreakerState()
+        # name -> uid of a node a step found gone or replaced while the view still shows it:
+        # not acted on again until the view shows another uid or drops it.
+        self._gone: dict[str, str] = {}
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
         self.leading = False
@@ -223,18 +231,50 @@ class Controller:
 
     # -- the executor's guard (executor.Guard) -------------------------------------------
 
-    def hold(self, node: str) -> str | None:
-        """Controller-wide gates, asked again before every destructive step."""
+    def hold(self, node: str, step: Step) -> str | None:
+        """Every controller gate for a destructive `step` on `node`, asked by the write path
+        right before the write (leadership is the write path's own check): watch freshness,
+        policies known, pauses (unknown ones included), exclusion, the breakers (cluster-wide
+        and the node's pool), and for a cordon the concurrency slots, for a taint or a Node
+        DELETE the removal budgets (cluster-wide and the pool's)."""
         if not self.fresh():
             return "watch-stale"
         if (why := self.policy_hold(node)) is not None:
             return why
         pool = self.view.pool(node)
-        if pool is not None and self.breakers.get(pool, BreakerState()).open:
-            return "circuit-breaker"
-        if node not in self.view.population:
+        if pool is None or node not in self.view.population:
             return EXCLUDED_SELECTOR
+        if self.global_breaker.open or self.breakers.get(pool, BreakerState()).open:
+            return "circuit-breaker"
+        pcfg = self.config_for(node)
+        if step is Step.CORDON and self._in_flight_others(node, pool) >= pcfg.max_concurrent:
+            return "max-concurrent"
+        if step in (Step.TAINT, Step.DELETE_NODE):
+            now = self.timeline.now()
+            removing = sum(
+                1
+                for n, k in self._busy.items()
+                if k is Kind.REMOVE and n != node and self.view.pool(n) == pool
+            )
+            if (
+                recent(self._removal_times(pool), now, HOUR) + removing
+                >= pcfg.max_removals_per_hour
+            ):
+                return MAX_REMOVALS
         return None
+
+    def _in_flight_others(self, node: str, pool: str) -> int:
+        """Remediations holding a slot of `pool` on nodes other than `node`.
+
+        A slot is held from the cordon until the node is removed or restored: a node held
+        (parked) by a live kubelet, a budget or a gate keeps it."""
+        names = {
+            n
+            for n, rec in self.records.items()
+            if n != node and rec.phase in IN_FLIGHT and n in self.nodes
+        }
+        names |= {n for n, k in self._busy.items() if n != node and k is Kind.CORDON}
+        return sum(1 for n in names if self.view.pool(n) == pool)
 
     # -- policies and pauses -------------------------------------------------------------
 
@@ -336,7 +376,7 @@ class Controller:
             return self.removals
         return self.pool_removals.get(pool, ()) + self._loaded_removals
 
-    async def lease_renewing_now(self, node: str) -> bool:
+    async def renewing_now(self, node: str) -> bool:
         return await self.heartbeats.renewing_now(node)
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
@@ -380,7 +420,7 @@ class Controller:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.executor.volumes.run)
                 # Policy status: its own task, never in an action's path.
-                tg.start_soon(self.policies.status_loop, self._states, self._gate.may_act)
+                tg.start_soon(self.policies.status_loop, self._states, self.executor.writes.writer)
                 while True:
                     self._wake = anyio.Event()
                     wake_at = self.reconcile(tg)
@@ -502,11 +542,25 @@ class Controller:
         # no single valid policy governs) is visited only while something of ours is on it:
         # a refused node (two policies, an invalid one) is not even annotated; the policies'
         # status, metrics and `plan` report it.
+        for n, uid in list(self._gone.items()):
+            seen = self.nodes.get(n)
+            if seen is None or seen.uid != uid:
+                del self._gone[n]  # the view caught up: gone, or another node by that name
         names = {
             n
             for n in view.watchlist | self.records.keys() | self._busy.keys()
-            if n in view.population or n in self.records or view.carries_ours(n)
+            if (n in view.population or n in self.records or view.carries_ours(n))
+            and n not in self._gone
         }
+        if self.policies.active:
+            # An unhealthy node no policy governs (none, two, an invalid one) is not acted on,
+            # not even annotated, but it is never silent: its hold is reported.
+            for n in sorted(view.watchlist - names - self._gone.keys()):
+                if (o := self.nodes.get(n)) is not None and unhealthy(o, self._union):
+                    held = self.policy_hold(n) or NO_POLICY
+                    d = Decision(Record(uid=o.uid), blocked=held, why=f"held: {held}")
+                    self.decisions[n] = d
+                    self.reporter.decision(n, o.uid, d)
         candidates = [self.nodes[n] for n in names if n in self.nodes]
         # Resume before counting: a new leader's first pass must see the remediations it
         # inherits, or it could start more than --max-concurrent.
@@ -525,8 +579,16 @@ class Controller:
             )
         for key in [p for p in self.breakers if p not in pools]:
             del self.breakers[key]
-        opened = [b for b in self.breakers.values() if b.open]
-        self.breaker = self.breakers.get("") or (opened[0] if opened else BreakerState())
+        everyone = self._cluster_census(now)
+        self.global_breaker = breaker_step(
+            self.global_breaker, everyone.unhealthy, everyone.total, now, cfg
+        )
+        opened = [b for b in (self.global_breaker, *self.breakers.values()) if b.open]
+        self.breaker = (
+            self.global_breaker
+            if self.global_breaker.open
+            else (self.breakers.get("") or (opened[0] if opened else BreakerState()))
+        )
         BREAKER_OPEN.set(1 if opened else 0)
         UNHEALTHY.set(sum(c.unhealthy for c in census.values()))
         self.reporter.drift()
@@ -534,6 +596,8 @@ class Controller:
         for key, pcfg in pools.items():
             if (b := breaker_wake(self.breakers[key], pcfg)) is not None:
                 wake_at = min(wake_at, b)
+        if (b := breaker_wake(self.global_breaker, cfg)) is not None:
+            wake_at = min(wake_at, b)
         fresh = self.fresh()
         in_flight = {p: c.in_flight for p, c in census.items()}
         removals_last_hour = {p: recent(self._removal_times(p), now, HOUR) for p in pools}
@@ -555,12 +619,15 @@ class Controller:
             # Policies: a node none governs is "managed" but held by the policy gate (its
             # reason says why); the flags: a node outside --node-selector is not managed.
             managed = pool is not None or policy_mode
-            own = 1 if pool is not None and rec.phase in IN_FLIGHT and not rec.parked else 0
+            own = 1 if pool is not None and rec.phase in IN_FLIGHT else 0
+            pool_in_flight = in_flight.get(pool, 0) - own if pool is not None else 0
+            pool_removals = removals_last_hour.get(pool, 0) if pool is not None else 0
             gates = Gates(
                 fresh=fresh,
-                breaker_open=pool is not None and self.breakers.get(pool, BreakerState()).open,
-                in_flight=in_flight.get(pool, 0) - own if pool is not None else 0,
-                removals_last_hour=removals_last_hour.get(pool, 0) if pool is not None else 0,
+                breaker_open=pool is not None
+                and (self.global_breaker.open or self.breakers.get(pool, BreakerState()).open),
+                in_flight=pool_in_flight,
+                removals_last_hour=pool_removals,
                 lease_renewing=heartbeats.renewing(name),
                 lease_renewal_seen=heartbeats.renewal_seen(name),
                 lease_stale_at=heartbeats.stale_at(name),
@@ -631,6 +698,22 @@ class Controller:
             POLICY_NODES.labels(p, "conflict").set(len(s.conflicts))
         self.pool_states = states
 
+    def _cluster_census(self, now: float) -> Census:
+        """The whole cluster, whatever the policies: every node in view, unhealthy by any
+        policy's conditions (or malformed), plus the removals in the breaker window. What the
+        cluster-wide breaker counts: a storm across many small pools opens it."""
+        window = self.cfg.breaker_window
+        bad = twice = 0
+        for n in self.view.watchlist:
+            o = self.nodes.get(n)
+            rec = self.records.get(n)
+            if rec is not None and rec.phase is Phase.REMOVED and now - rec.phase_since < window:
+                twice += 1  # removed, still in view: counted once, as a removal
+            elif o is not None and (o.malformed is not None or unhealthy(o, self._union)):
+                bad += 1
+        removed = recent(self.removals, now, window)
+        return Census(bad + removed, len(self.nodes) - twice + removed, 0)
+
     def _census(
         self, candidates: list[NodeObs], now: float, pools: dict[str, Config]
     ) -> dict[str, Census]:
@@ -668,8 +751,9 @@ class Controller:
                 # counted once, as a removal.
                 counted_removed[pool] += 1
                 continue
-            parked = rec is not None and rec.parked
-            if (phase in IN_FLIGHT and not parked) or self._busy.get(obs.name) is Kind.CORDON:
+            # A slot is held from the cordon until the node is removed or restored (parked
+            # nodes included: held by a live kubelet, a budget or a gate).
+            if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
                 in_flight[pool] += 1
             # A malformed node counts as unhealthy: the breaker errs on the safe side.
             if unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None:
@@ -714,10 +798,14 @@ class Controller:
             result.tainted,
             result.transition,
         )
+        if result.cordoned is not None:
+            # Whose the cordon is, as the fresh read before it showed (never the view's guess).
+            new = dataclasses.replace(new, cordoned=result.cordoned)
         held = result.detail if result.outcome is Outcome.BLOCKED else None
         self.reporter.executor_result(name, action.uid, current.phase.value, held)
         if result.outcome is Outcome.GONE:
             self.records.pop(name, None)
+            self._gone[name] = action.uid
         else:
             self.records[name] = new
             if new.phase is not current.phase:

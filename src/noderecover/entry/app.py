@@ -17,6 +17,7 @@ from noderecover import __version__
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.base.metrics import BUILD_INFO
 from noderecover.controller.reconciler import Controller
+from noderecover.controller.writes import Writer
 from noderecover.entry.config import BadFlag, Config
 from noderecover.entry.httpserver import HttpServer
 from noderecover.kube.client import KubeClient, Timeouts
@@ -160,7 +161,8 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
             api, timeouts, identity, clock=clock, write_deadline=elector.write_deadline
         )
     gate = _StopGate(elector)
-    events = EventRecorder(kube, clock, identity, may_write=gate.may_act)
+    # Events go through the write path's writer: leadership asked right before each one.
+    events = EventRecorder(Writer(kube, gate.may_act), clock, identity, may_write=gate.may_act)
     controller = Controller(
         kube, clock, cfg, gate=gate, events=events, namespace=lease_namespace(cfg)
     )

@@ -383,13 +383,15 @@ def pause_until(opts: argparse.Namespace, now: float) -> float:
 
 
 async def _pause(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from noderecover.kube import mutating
     from noderecover.kube.client import MERGE_PATCH, NotFound
 
     ns = opts.namespace
     cm_path = f"/api/v1/namespaces/{ns}/configmaps/{CLUSTER_PAUSE_NAME}"
     if opts.command == "resume":
         if opts.policy:
-            await kube.request(
+            await mutating.send(
+                kube,
                 "PATCH",
                 f"{POLICIES_PATH}/{opts.policy}",
                 body={"spec": {"paused": None}},
@@ -398,7 +400,7 @@ async def _pause(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) 
             out.write(f"noderecoverypolicy/{opts.policy} resumed\n")
             return EXIT_OK
         try:
-            await kube.request("DELETE", cm_path)
+            await mutating.send(kube, "DELETE", cm_path)
         except NotFound:
             out.write("not paused (no cluster-wide pause)\n")
             return EXIT_OK
@@ -407,7 +409,8 @@ async def _pause(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) 
     until = format_time(opts.pause_until)
     reason = opts.reason[:256]
     if opts.policy:
-        await kube.request(
+        await mutating.send(
+            kube,
             "PATCH",
             f"{POLICIES_PATH}/{opts.policy}",
             body={"spec": {"paused": {"until": until, "reason": reason}}},
@@ -418,8 +421,9 @@ async def _pause(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) 
     # A new object each time: the controller caps a cluster pause at 7 days after the
     # ConfigMap's creation, so an old one would cut the new pause short.
     with contextlib.suppress(NotFound):
-        await kube.request("DELETE", cm_path)
-    await kube.request(
+        await mutating.send(kube, "DELETE", cm_path)
+    await mutating.send(
+        kube,
         "POST",
         f"/api/v1/namespaces/{ns}/configmaps",
         body={

@@ -36,12 +36,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 
 from noderecover.base.clock import Clock, call_within
 from noderecover.base.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
+from noderecover.kube import mutating
 from noderecover.kube.client import JSON, ApiError, Conflict, KubeClient, NotFound
 
 log = logging.getLogger("noderecover.kube.election")
@@ -481,8 +482,14 @@ class LeaderElector:
             raise ApiError(0, "Timeout", "election deadline reached", None, method, path)
         timeout = min(self._call_timeout, remaining)
         try:
+            if method == "GET":
+                return await self._bounded(
+                    timeout, lambda: self._kube.request("GET", path, timeout=timeout)
+                )
+            verb = cast(mutating.Mutating, method)
             return await self._bounded(
-                timeout, lambda: self._kube.request(method, path, body=body, timeout=timeout)
+                timeout,
+                lambda: mutating.send(self._kube, verb, path, body=body, timeout=timeout),
             )
         except TimeoutError as exc:
             raise ApiError(

@@ -24,13 +24,32 @@ import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Literal, Protocol
 
 import anyio
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock, wait_event
 from noderecover.base.metrics import EVENTS_DROPPED
-from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient, NotFound
+from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, NotFound, NotLeader
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+class EventWriter(Protocol):
+    """Where Event writes go: the controller's write path (leadership asked right before
+    each write; NotLeader when lost)."""
+
+    async def send(
+        self,
+        method: Method,
+        path: str,
+        *,
+        body: JSON | list[JSON] | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> JSON: ...
+
 
 log = logging.getLogger("noderecover.kube.events")
 
@@ -78,7 +97,7 @@ class _Aggregate:
 class EventRecorder:
     def __init__(
         self,
-        kube: KubeClient,
+        writer: EventWriter,
         clock: Clock,
         instance: str,
         namespace: str = "default",
@@ -95,7 +114,7 @@ class EventRecorder:
     ) -> None:
         if queue_size < 1 or max_keys < 1 or attempts < 1:
             raise ValueError("queue_size, max_keys and attempts must be at least 1")
-        self._kube = kube
+        self._writer = writer
         self._clock = clock
         self._instance = instance[:_INSTANCE_MAX]
         # Events about cluster-scoped objects (Nodes) live in "default" (API validation).
@@ -249,7 +268,7 @@ class EventRecorder:
 
     async def _send(
         self,
-        method: str,
+        method: Method,
         path: str,
         body: JSON,
         content_type: str,
@@ -264,10 +283,14 @@ class EventRecorder:
                 self._drop("not-leader")
                 return False
             try:
-                await self._kube.request(
+                await self._writer.send(
                     method, path, body=body, content_type=content_type, timeout=self._timeout
                 )
                 return True
+            except NotLeader:
+                log.debug("event dropped: not the leader")
+                self._drop("not-leader")
+                return False
             except ApiError as exc:
                 if isinstance(exc, NotFound) and not missing_ok:
                     raise _Gone from exc

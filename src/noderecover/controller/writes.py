@@ -1,0 +1,539 @@
+"""The write path: every mutating API call the controller makes goes through here.
+
+One rule, structural rather than case by case (issue 20):
+- **Leadership first.** Every write, destructive or not (annotations, restores, Events, policy
+  status), asks the act-gate (`may_act`, the Lease with its margin) right before it is sent;
+  without it: NotLeader, nothing sent. This is the only place the controller asks it.
+- **Evidence, then the write, nothing in between.** A destructive step (cordon, eviction,
+  force-delete, fence, out-of-service taint, Node DELETE) is allowed only by an `Evidence`: a
+  fresh read of the Node by uid and, when heartbeat Leases are followed, of its heartbeat
+  Lease, both sent at once. Right before the write, with no request in between, the write
+  path checks that the evidence was answered less than EVIDENCE_SLACK ago (`StaleEvidence`
+  otherwise: slow work crept between the read and the write), asks `Gates.hold(node, step)`
+  (pause, unknown pause, policies known, breaker global and per pool, watch freshness,
+  exclusion, concurrency and removal budgets) and, for a force (grace-1 eviction,
+  force-delete, fence, taint, DELETE), that the evidence shows the kubelet silent. A live
+  kubelet's evictions need no read (they are graceful), but ask the gates before each one.
+- **Preconditions.** Node writes carry the uid of the evidence and its resourceVersion (a
+  merge patch with `metadata.resourceVersion`, a JSON patch with a `test` op, a DELETE with
+  preconditions): a Node that changed since the read is not written (409 / 422: read again).
+  Pod writes carry the pod's uid.
+- **Ownership with the change.** The marker that says a cordon or a taint is noderecover's
+  (`noderecover.io/cordoned`, `noderecover.io/out-of-service`) is written in the same patch as
+  the change, so a lost reply or a failover never leaves a change we cannot recognise as
+  ours. A cordon or taint already on the Node in the fresh read, without our marker, is the
+  operator's: never claimed. Markers are removed only by `restore`, together with what they
+  mark, guarded by the resourceVersion; annotation writes never remove them.
+- **Dry-run** is decided here: the write is logged and counted, nothing is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import anyio
+
+from noderecover.base.clock import Clock
+from noderecover.base.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.core.machine import (
+    FLAPPING,
+    HEALTHY_AGAIN,
+    KUBELET_ALIVE,
+    Outcome,
+    evidence_hold,
+    kubelet_alive,
+    ready_since,
+)
+from noderecover.core.nodes import (
+    ANN_CORDONED,
+    ANN_TAINTED,
+    OUT_OF_SERVICE_KEY,
+    OUT_OF_SERVICE_TAINT,
+    NodeObs,
+    parse_node,
+)
+from noderecover.core.settings import Config
+from noderecover.kube import mutating
+from noderecover.kube.client import (
+    JSON,
+    JSON_PATCH,
+    MERGE_PATCH,
+    Conflict,
+    KubeClient,
+    NotFound,
+    NotLeader,
+)
+
+log = logging.getLogger("noderecover.controller.writes")
+
+# The most local time (no request) allowed between the answer of the read that decides a
+# destructive write and the write itself.
+EVIDENCE_SLACK = 1.0
+
+# Markers of what noderecover owns on a Node: removed only with what they mark.
+OWNERSHIP = frozenset({ANN_CORDONED, ANN_TAINTED})
+
+
+class Step(StrEnum):
+    """A write's kind: what the gates are asked about."""
+
+    CORDON = "cordon"
+    EVICT = "evict"  # graceful eviction (a live kubelet finishes it)
+    EVICT_DEAD = "evict-dead"  # gracePeriodSeconds=1: only on a silent kubelet
+    FORCE_DELETE = "force-delete"
+    FENCE = "fence"
+    TAINT = "taint"
+    DELETE_NODE = "delete"
+
+
+# Steps that act as if the kubelet were gone: the evidence must show it silent.
+FORCE = frozenset({Step.EVICT_DEAD, Step.FORCE_DELETE, Step.FENCE, Step.TAINT, Step.DELETE_NODE})
+
+EVIDENCE_STALE = "evidence-stale"
+
+
+class Gates(Protocol):
+    def hold(self, node: str, step: Step) -> str | None:
+        """Every controller gate for `step` on `node` now (None: open)."""
+        ...
+
+
+class Leases(Protocol):
+    async def renewing_now(self, node: str) -> bool:
+        """A fresh read of the node's heartbeat Lease: renewing (or unreadable)?"""
+        ...
+
+
+class OpenGates:
+    """No controller around (unit tests of the executor alone): every gate open."""
+
+    def hold(self, node: str, step: Step) -> str | None:
+        return None
+
+
+class NoLeases:
+    async def renewing_now(self, node: str) -> bool:
+        return False
+
+
+class Held(Exception):
+    """A gate closed (or the evidence did not allow the step) right before a write."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StaleEvidence(Held):
+    """A destructive write asked for on evidence answered too long ago: a bug of the caller
+    (slow work between the read and the write). Held, never written."""
+
+    def __init__(self, age: float) -> None:
+        super().__init__(EVIDENCE_STALE)
+        self.age = age
+
+
+class NodeReplaced(Exception):
+    """A write carrying the node's uid was refused (409): the name has another node now."""
+
+
+class MalformedNode(Exception):
+    """The fresh read of a node is malformed: the step is not taken (never acted on)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a fresh read of the node (and its heartbeat Lease) says, with every gate applied.
+
+    `stop` set: the step must not happen (GONE: deleted or replaced; HEALTHY: healthy again
+    or flapped, `transition` newer than the one decided on; BLOCKED: `reason`).
+    """
+
+    stop: Outcome | None = None
+    reason: str = ""
+    dead: bool = False  # Ready=Unknown (and the heartbeat Lease, when read, not renewing)
+    confirmed: bool = False  # dead, and the heartbeat Lease read stale for its whole window
+    transition: float | None = None
+    fresh: NodeObs | None = None  # the read itself (when it did not stop the step)
+    node: str = ""
+    uid: str = ""
+    answered: float = float("-inf")  # monotonic time the read's answers were in
+    annotations_present: bool = True  # the Node has a metadata.annotations object
+
+
+def node_path(node: str) -> str:
+    return f"/api/v1/nodes/{quote(node, safe='')}"
+
+
+def pod_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+
+
+def _ptr(key: str) -> str:
+    """A JSON pointer token (RFC 6901) for an annotation key."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+class Writer:
+    """Leadership, then the mutating call: the door for writes that take nothing away
+    (Events, policy status). Raises NotLeader, unsent, without leadership."""
+
+    def __init__(self, kube: KubeClient, may_act: Callable[[], bool] | None = None) -> None:
+        self._kube = kube
+        self._may_act = may_act or (lambda: True)
+
+    async def send(
+        self,
+        method: mutating.Mutating,
+        path: str,
+        *,
+        body: JSON | list[JSON] | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> JSON:
+        if not self._may_act():
+            raise NotLeader
+        return await mutating.send(
+            self._kube, method, path, body=body, content_type=content_type, timeout=timeout
+        )
+
+
+class WritePath:
+    def __init__(
+        self,
+        kube: KubeClient,
+        clock: Clock,
+        cfg: Config,
+        may_act: Callable[[], bool],
+        *,
+        gates: Gates | None = None,
+        leases: Leases | None = None,
+        config_for: Callable[[str], Config] | None = None,
+    ) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._cfg = cfg
+        self._may_act = may_act
+        self.gates: Gates = gates or OpenGates()
+        self._leases: Leases = leases or NoLeases()
+        self._config_for: Callable[[str], Config] = config_for or (lambda _node: cfg)
+        self.writer = Writer(kube, may_act)  # Events, policy status: leadership only
+
+    @property
+    def dry_run(self) -> bool:
+        return self._cfg.dry_run
+
+    # -- reads that decide ------------------------------------------------------------
+
+    async def _read_raw(self, node: str) -> JSON | None:
+        try:
+            return await self._kube.request("GET", node_path(node))
+        except NotFound:
+            return None
+
+    def _parse(self, node: str, uid: str, raw: JSON | None) -> NodeObs | None:
+        if raw is None:
+            return None
+        cfg = self._config_for(node)
+        obs = parse_node(raw, cfg.relevant_labels, cfg.kept_conditions)
+        if obs.uid and obs.uid != uid:
+            return None  # another node under this name: whatever it looks like, not ours
+        if obs.malformed is not None:
+            MALFORMED_OBJECTS.labels("nodes", obs.malformed).inc()
+            raise MalformedNode(obs.malformed)
+        return obs
+
+    async def read(self, node: str, uid: str) -> NodeObs | None:
+        """A fresh GET of the node; None when it is gone or was replaced (uid changed).
+
+        Raises MalformedNode when the object cannot be read safely."""
+        return self._parse(node, uid, await self._read_raw(node))
+
+    async def evidence(self, node: str, uid: str, transition: float | None, step: Step) -> Evidence:
+        """Read the node and (for a force, heartbeat Leases followed) its heartbeat Lease, at
+        once, and apply every gate for `step` to that read. Raises MalformedNode, ApiError,
+        NotLeader."""
+        self._leader()
+        raw: list[JSON | None] = [None]
+        renewing = [False]
+        lease = step in FORCE and self._cfg.watch_node_leases
+
+        async def read_node() -> None:
+            raw[0] = await self._read_raw(node)
+
+        async def read_lease() -> None:
+            renewing[0] = await self._leases.renewing_now(node)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_node)
+            if lease:
+                tg.start_soon(read_lease)
+        answered = self._clock.monotonic()
+        fresh = self._parse(node, uid, raw[0])
+        if fresh is None:
+            return Evidence(Outcome.GONE, node=node, uid=uid, answered=answered)
+        seen = ready_since(fresh)
+        newer = seen if seen is not None and transition is not None and seen > transition else None
+        why = evidence_hold(fresh, transition, self._config_for(node))
+        if why in (HEALTHY_AGAIN, FLAPPING):
+            return Evidence(Outcome.HEALTHY, why, transition=newer, node=node, uid=uid)
+        dead = not kubelet_alive(fresh, renewing[0])
+        meta = raw[0].get("metadata") if raw[0] is not None else None
+        present = isinstance(meta, dict) and isinstance(meta.get("annotations"), dict)
+        ev = Evidence(
+            dead=dead,
+            # Confirmed gone: its heartbeat Lease was read and has not changed for its window.
+            confirmed=dead and lease,
+            fresh=fresh,
+            node=node,
+            uid=uid,
+            answered=answered,
+            annotations_present=present,
+        )
+        if why is None:
+            why = self.gates.hold(node, step)
+        if why is not None:
+            return Evidence(Outcome.BLOCKED, why, node=node, uid=uid, answered=answered)
+        return ev
+
+    # -- the checks right before a write ------------------------------------------------
+
+    def _leader(self) -> None:
+        if not self._cfg.dry_run and not self._may_act():
+            raise NotLeader
+
+    def _allow(self, step: Step, node: str, ev: Evidence | None) -> None:
+        """Raise unless `step` on `node` may be written now (see the module's rules)."""
+        self._leader()
+        if ev is not None:
+            if ev.stop is not None or ev.fresh is None or ev.node != node:
+                raise Held(ev.reason or "no evidence")
+            age = self._clock.monotonic() - ev.answered
+            if age > EVIDENCE_SLACK:
+                log.error("bug: %s of %s asked for on evidence %.1fs old: held", step, node, age)
+                raise StaleEvidence(age)
+            if step in FORCE and not ev.dead:
+                raise Held(KUBELET_ALIVE)
+        elif step is not Step.EVICT:
+            raise Held("no evidence")
+        if (why := self.gates.hold(node, step)) is not None:
+            raise Held(why)
+
+    def _dry(self, what: str, target: str) -> bool:
+        if self._cfg.dry_run:
+            log.info("dry-run: would %s %s", what, target)
+            ACTIONS.labels(what, "dry-run").inc()
+            return True
+        return False
+
+    async def _send(
+        self,
+        method: mutating.Mutating,
+        path: str,
+        body: JSON | list[JSON] | None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        return await mutating.send(self._kube, method, path, body=body, content_type=content_type)
+
+    async def _merge_node(self, node: str, uid: str, body: JSON) -> None:
+        """A merge patch of the node with this uid (Conflict -> NodeReplaced when the uid
+        differs; the caller re-reads on a resourceVersion conflict)."""
+        meta = {**body.get("metadata", {}), "uid": uid}
+        try:
+            await self._send("PATCH", node_path(node), {**body, "metadata": meta}, MERGE_PATCH)
+        except Conflict as exc:
+            if "resourceVersion" in meta:
+                raise
+            raise NodeReplaced(node) from exc
+
+    # -- destructive writes --------------------------------------------------------------
+
+    async def cordon(self, ev: Evidence, annotations: Mapping[str, str | None]) -> bool:
+        """Cordon the node of `ev` with our annotations, in one patch guarded by its uid and
+        resourceVersion. Returns whether the cordon is ours: not already on the node, or
+        already on it with our marker (a cordon of ours whose reply was lost). Raises Conflict
+        when the node changed since the read."""
+        self._allow(Step.CORDON, ev.node, ev)
+        fresh = ev.fresh
+        assert fresh is not None
+        ours = not fresh.unschedulable or fresh.annotations.get(ANN_CORDONED) == "true"
+        ann = {k: v for k, v in annotations.items() if k not in OWNERSHIP}
+        ann[ANN_CORDONED] = "true" if ours else None
+        if fresh.annotations.get(ANN_TAINTED) == "true":
+            ann[ANN_TAINTED] = "true"
+        if ann[ANN_CORDONED] is None and ANN_CORDONED not in fresh.annotations:
+            del ann[ANN_CORDONED]
+        if self._dry("cordon", ev.node):
+            return ours
+        body: JSON = {
+            "metadata": {"resourceVersion": fresh.resource_version, "annotations": ann},
+            "spec": {"unschedulable": True},
+        }
+        await self._merge_node(ev.node, ev.uid, body)
+        ACTIONS.labels("cordon", "ok").inc()
+        return ours
+
+    async def evict(
+        self, node: str, namespace: str, name: str, uid: str, ev: Evidence | None
+    ) -> None:
+        """Evict one pod (uid precondition). With evidence of a silent kubelet: grace 1;
+        without evidence: graceful, the gates asked right before. Raises ApiError."""
+        step = Step.EVICT_DEAD if ev is not None else Step.EVICT
+        self._allow(step, node, ev)
+        if self._dry("evict", f"{namespace}/{name}"):
+            return
+        options: JSON = {"preconditions": {"uid": uid}}
+        if ev is not None:
+            options["gracePeriodSeconds"] = 1
+        body: JSON = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+            "deleteOptions": options,
+        }
+        await self._send("POST", f"{pod_path(namespace, name)}/eviction", body)
+
+    async def force_delete(self, ev: Evidence, namespace: str, name: str, uid: str) -> bool:
+        """Delete a pod with grace 0 (uid precondition); False in dry-run. Raises ApiError."""
+        self._allow(Step.FORCE_DELETE, ev.node, ev)
+        if self._dry("force-delete", f"{namespace}/{name}"):
+            return False
+        body: JSON = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+        await self._send("DELETE", pod_path(namespace, name), body)
+        return True
+
+    async def fence(
+        self, ev: Evidence, argv: Sequence[str], env: Mapping[str, str], timeout: float
+    ) -> int | None:
+        """Run the fence command for the node of `ev`; its exit code (None: did not finish
+        or could not run; 0 in dry-run)."""
+        self._allow(Step.FENCE, ev.node, ev)
+        if self._dry("fence", ev.node):
+            return 0
+        try:
+            with anyio.fail_after(timeout):
+                proc = await anyio.run_process(list(argv), env=dict(env), check=False)
+            return proc.returncode
+        except TimeoutError:
+            log.error("fence command for %s timed out after %.0fs", ev.node, timeout)
+        except OSError as exc:
+            log.error("fence command for %s could not run: %s", ev.node, exc)
+        return None
+
+    async def taint(self, ev: Evidence, annotations: Mapping[str, str | None]) -> bool:
+        """Add the out-of-service taint and our marker of it (with `annotations`) in one JSON
+        patch guarded by the resourceVersion; False in dry-run. Raises Invalid when the node
+        changed since the read (a test op failed)."""
+        self._allow(Step.TAINT, ev.node, ev)
+        fresh = ev.fresh
+        assert fresh is not None
+        if self._dry("taint", ev.node):
+            return False
+        ann = {k: v for k, v in annotations.items() if k not in OWNERSHIP}
+        ann[ANN_TAINTED] = "true"
+        if fresh.annotations.get(ANN_CORDONED) == "true":
+            ann[ANN_CORDONED] = "true"
+        ops: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": fresh.resource_version}
+        ]
+        if fresh.taints:
+            ops.append({"op": "add", "path": "/spec/taints/-", "value": OUT_OF_SERVICE_TAINT})
+        else:
+            ops.append({"op": "add", "path": "/spec/taints", "value": [OUT_OF_SERVICE_TAINT]})
+        ops += _annotation_ops(fresh, ann, ev.annotations_present)
+        await self._send("PATCH", node_path(ev.node), ops, JSON_PATCH)
+        ACTIONS.labels("taint", "ok").inc()
+        return True
+
+    async def delete_node(self, ev: Evidence) -> bool:
+        """DELETE the Node, on the uid and resourceVersion of the read; False in dry-run."""
+        self._allow(Step.DELETE_NODE, ev.node, ev)
+        fresh = ev.fresh
+        assert fresh is not None
+        if self._dry("delete", ev.node):
+            return False
+        precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
+        await self._send("DELETE", node_path(ev.node), {"preconditions": precondition})
+        ACTIONS.labels("delete", "ok").inc()
+        return True
+
+    # -- writes that take nothing away -----------------------------------------------------
+
+    async def annotate(self, node: str, uid: str, annotations: Mapping[str, str | None]) -> None:
+        """Write our phase annotations (uid-guarded). Never removes an ownership marker:
+        only `restore` does, with what it marks."""
+        self._leader()
+        if self._dry("annotate", node):
+            return
+        ann = {k: v for k, v in annotations.items() if not (k in OWNERSHIP and v is None)}
+        await self._merge_node(node, uid, {"metadata": {"annotations": ann}})
+        ACTIONS.labels("annotate", "ok").inc()
+
+    async def restore(
+        self,
+        fresh: NodeObs,
+        clear: Mapping[str, str | None],
+        *,
+        cordoned: bool = False,
+        tainted: bool = False,
+        present: bool = True,
+    ) -> tuple[bool, bool]:
+        """Undo what our markers on `fresh` (or the record: `cordoned`, `tainted`) say is
+        ours, and clear our annotations, in one JSON patch guarded by the resourceVersion.
+
+        Returns (uncordoned, untainted). Raises Invalid when the node changed since `fresh`."""
+        self._leader()
+        cordoned = (
+            cordoned or fresh.annotations.get(ANN_CORDONED) == "true"
+        ) and fresh.unschedulable
+        idx = next((i for i, t in enumerate(fresh.taints) if t.key == OUT_OF_SERVICE_KEY), None)
+        tainted = (tainted or fresh.annotations.get(ANN_TAINTED) == "true") and idx is not None
+        if self._dry("restore", fresh.name):
+            return cordoned, tainted
+        ops: list[JSON] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": fresh.resource_version}
+        ]
+        if tainted:
+            ops += [
+                {"op": "test", "path": f"/spec/taints/{idx}/key", "value": OUT_OF_SERVICE_KEY},
+                {"op": "remove", "path": f"/spec/taints/{idx}"},
+            ]
+        if cordoned:
+            ops.append({"op": "replace", "path": "/spec/unschedulable", "value": False})
+        ops += _annotation_ops(fresh, dict(clear), present)
+        if len(ops) > 1:
+            await self._send("PATCH", node_path(fresh.name), ops, JSON_PATCH)
+        return cordoned, tainted
+
+
+def _annotation_ops(fresh: NodeObs, ann: Mapping[str, str | None], present: bool) -> list[JSON]:
+    """JSON patch ops that set (value) or remove (None) our annotation keys on `fresh`."""
+    sets = {k: v for k, v in ann.items() if v is not None}
+    if not present:
+        return [{"op": "add", "path": "/metadata/annotations", "value": sets}] if sets else []
+    ops: list[JSON] = []
+    for key, value in ann.items():
+        path = f"/metadata/annotations/{_ptr(key)}"
+        if value is not None:
+            ops.append({"op": "add", "path": path, "value": value})
+        elif key in fresh.annotations:
+            ops.append({"op": "remove", "path": path})
+    return ops
+
+
+def ownership(fresh: NodeObs) -> Mapping[str, Any]:
+    """What our markers on a Node say is ours (for logs and tests)."""
+    return {
+        "cordoned": fresh.annotations.get(ANN_CORDONED) == "true" and fresh.unschedulable,
+        "tainted": fresh.annotations.get(ANN_TAINTED) == "true"
+        and fresh.has_taint(OUT_OF_SERVICE_KEY),
+    }
