@@ -85,6 +85,7 @@ from noderecover.core.policies import (
     needed_keys,
     pause_hold,
 )
+from noderecover.core.reasons import Blocked
 from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
 from noderecover.core.settings import Config
 from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
@@ -226,12 +227,12 @@ class Controller:
     def hold(self, node: str) -> str | None:
         """Controller-wide gates, asked again before every destructive step."""
         if not self.fresh():
-            return "watch-stale"
+            return Blocked.WATCH_STALE
         if (why := self.policy_hold(node)) is not None:
             return why
         pool = self.view.pool(node)
         if pool is not None and self.breakers.get(pool, BreakerState()).open:
-            return "circuit-breaker"
+            return Blocked.CIRCUIT_BREAKER
         if node not in self.view.population:
             return EXCLUDED_SELECTOR
         return None

@@ -71,6 +71,7 @@ from noderecover.core.nodes import (
     format_time,
     parse_time,
 )
+from noderecover.core.reasons import Blocked
 from noderecover.core.safety import exclusion
 from noderecover.core.settings import Config
 
@@ -87,25 +88,23 @@ class Phase(StrEnum):
 # Phases in which a remediation is in flight (counted against --max-concurrent).
 IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
 
-# Blocked reason: the node showed life (flapped) within the last grace; no destructive step.
-FLAPPING = "flapping"
-
-# Blocked reason: the freshest evidence (Ready=False: the kubelet posts status, or its
-# heartbeat Lease renewing) says the kubelet is alive. No force-delete, fence or removal
-# then; the node stays cordoned and drained by eviction, and gives back its slot.
-KUBELET_ALIVE = "kubelet-alive"
-
-# Blocked reason: a drained node waits for the hourly removal budget (its slot given back).
-MAX_REMOVALS = "max-removals-per-hour"
-
-# Blocked reason: the node stopped matching --node-selector; only a restore may happen.
-EXCLUDED_SELECTOR = "excluded-selector"
+# Blocked reasons (core.reasons has them all, with what each means and what ends it).
+# The node showed life (flapped) within the last grace; no destructive step.
+FLAPPING = Blocked.FLAPPING
+# The freshest evidence (Ready=False: the kubelet posts status, or its heartbeat Lease
+# renewing) says the kubelet is alive. No force-delete, fence or removal then; the node
+# stays cordoned and drained by eviction, and gives back its slot.
+KUBELET_ALIVE = Blocked.KUBELET_ALIVE
+# A drained node waits for the hourly removal budget (its slot given back).
+MAX_REMOVALS = Blocked.MAX_REMOVALS
+# The node stopped matching --node-selector; only a restore may happen.
+EXCLUDED_SELECTOR = Blocked.EXCLUDED_SELECTOR
 
 # Why the fresh read before a step ended it: the node is healthy again.
 HEALTHY_AGAIN = "healthy"
 
 # The safety-gate reason of a node whose object cannot be read safely.
-MALFORMED = "malformed-object"
+MALFORMED = Blocked.MALFORMED
 
 # Resolution of a condition's lastTransitionTime (metav1.Time: whole seconds, truncated).
 CONDITION_TIME_PRECISION = 1.0
@@ -617,14 +616,14 @@ def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
     if (why := exclusion(obs, cfg)) is not None:
         return why
     if not gates.fresh:
-        return "watch-stale"
+        return Blocked.WATCH_STALE
     if gates.breaker_open:
-        return "circuit-breaker"
+        return Blocked.CIRCUIT_BREAKER
     if rec.phase is Phase.SUSPECT:
         if obs.silent and gates.lease_renewing and gates.lease_renewal_seen:
-            return "heartbeat-lease-renewing"
+            return Blocked.HEARTBEAT_LEASE_RENEWING
         if gates.in_flight >= cfg.max_concurrent:
-            return "max-concurrent"
+            return Blocked.MAX_CONCURRENT
     if rec.phase is Phase.REMOVING and gates.removals_last_hour >= cfg.max_removals_per_hour:
         return MAX_REMOVALS
     return None
