@@ -61,7 +61,7 @@ from noderecover.core.machine import (
     unhealthy,
 )
 from noderecover.core.nodes import ANN_TAINTED, OUT_OF_SERVICE_KEY
-from noderecover.core.policies import HOLD_REASONS
+from noderecover.core.reasons import GATES
 from noderecover.core.settings import Config
 from noderecover.core.volumes import (
     MAX_WAIT_FOR_UNMOUNT,
@@ -547,4 +547,4 @@ class Executor:
 
 # Blocked reasons that are controller-wide gates (looked at again soon), as opposed to a
 # live kubelet's unfinished drain (looked at again after LIVE_DRAIN_RETRY).
-_GATE_REASONS = frozenset({"watch-stale", "circuit-breaker", "excluded-selector"}) | HOLD_REASONS
+_GATE_REASONS: frozenset[str] = GATES

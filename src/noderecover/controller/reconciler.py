@@ -87,6 +87,7 @@ from noderecover.core.policies import (
     needed_keys,
     pause_hold,
 )
+from noderecover.core.reasons import Blocked
 from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
 from noderecover.core.settings import Config
 from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
@@ -238,17 +239,17 @@ class Controller:
         and the node's pool), and for a cordon the concurrency slots, for a taint or a Node
         DELETE the removal budgets (cluster-wide and the pool's)."""
         if not self.fresh():
-            return "watch-stale"
+            return Blocked.WATCH_STALE
         if (why := self.policy_hold(node)) is not None:
             return why
         pool = self.view.pool(node)
         if pool is None or node not in self.view.population:
             return EXCLUDED_SELECTOR
         if self.global_breaker.open or self.breakers.get(pool, BreakerState()).open:
-            return "circuit-breaker"
+            return Blocked.CIRCUIT_BREAKER
         pcfg = self.config_for(node)
         if step is Step.CORDON and self._in_flight_others(node, pool) >= pcfg.max_concurrent:
-            return "max-concurrent"
+            return Blocked.MAX_CONCURRENT
         if step in (Step.TAINT, Step.DELETE_NODE):
             now = self.timeline.now()
             removing = sum(

@@ -26,6 +26,7 @@ from noderecover.base.metrics import (
     NODES,
     PHASE_DURATION,
 )
+from noderecover.core import reasons
 from noderecover.core.machine import Decision, Phase, Record
 from noderecover.core.settings import Config
 
@@ -118,16 +119,19 @@ class Reporter:
         if self.blocked.get(name) == reason:
             return
         self.blocked[name] = reason
-        BLOCKED.labels(reason).inc()
+        BLOCKED.labels(reasons.metric_label(reason)).inc()
         logs.decision(log, name, phase, "hold", reason)
-        self.event(
-            name,
-            uid,
-            "NodeRecoverBlocked",
-            f"{phase}: next step held by '{reason}'"
-            + (f" ({more})" if (more := self._explain(name, reason)) else "")
-            + "; will proceed when it clears",
-        )
+        self.event(name, uid, "NodeRecoverBlocked", self.hold_message(name, phase, reason))
+
+    def hold_message(self, name: str, phase: str, reason: str) -> str:
+        """The NodeRecoverBlocked Event's text: the reason, what holds (with the controller's
+        details: a pause's end and why, the policies in conflict) and what ends it."""
+        more = self._explain(name, reason)
+        detail = f" ({more})" if more else ""
+        b = reasons.blocked(reason)
+        if b is None:  # not in the registry: say what can be said
+            return f"{phase}: next step held by '{reason}'{detail}; will proceed when it clears"
+        return f"{phase}: next step held by '{reason}': {b.means}{detail}; {b.ends}"
 
     def _flap(self, name: str, uid: str) -> None:
         """The message is constant so the recorder aggregates repeats into one Event whose

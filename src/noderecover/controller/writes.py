@@ -57,6 +57,7 @@ from noderecover.core.nodes import (
     NodeObs,
     parse_node,
 )
+from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
 from noderecover.kube import mutating
 from noderecover.kube.client import (
@@ -94,7 +95,7 @@ class Step(StrEnum):
 # Steps that act as if the kubelet were gone: the evidence must show it silent.
 FORCE = frozenset({Step.EVICT_DEAD, Step.FORCE_DELETE, Step.FENCE, Step.TAINT, Step.DELETE_NODE})
 
-EVIDENCE_STALE = "evidence-stale"
+EVIDENCE_STALE = Blocked.EVIDENCE_STALE
 
 
 class Gates(Protocol):
@@ -316,7 +317,7 @@ class WritePath:
         self._leader()
         if ev is not None:
             if ev.stop is not None or ev.fresh is None or ev.node != node:
-                raise Held(ev.reason or "no evidence")
+                raise Held(ev.reason or EVIDENCE_STALE)
             age = self._clock.monotonic() - ev.answered
             if age > EVIDENCE_SLACK:
                 log.error("bug: %s of %s asked for on evidence %.1fs old: held", step, node, age)
@@ -324,7 +325,7 @@ class WritePath:
             if step in FORCE and not ev.dead:
                 raise Held(KUBELET_ALIVE)
         elif step is not Step.EVICT:
-            raise Held("no evidence")
+            raise Held(EVIDENCE_STALE)
         if (why := self.gates.hold(node, step)) is not None:
             raise Held(why)
 

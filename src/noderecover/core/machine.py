@@ -42,7 +42,9 @@ flap (persisted with a PERSIST, so a new leader keeps it). Per phase:
   `healthy_delay` it is restored (uncordoned) like any other.
 - Removed: the episode rule below (a flap ends the episode).
 
-Episodes. Removed is final for an episode while the node stays unhealthy: no remediation loop.
+Episodes. An episode starts in one place, `_new_episode` (why: `Start`); a flap restarts the
+grace within an episode (`_flap`), keeping its phase, cordon and slot. Removed is final for an
+episode while the node stays unhealthy: no remediation loop.
 The episode is over when the node was seen healthy since (a flap), or its Ready condition
 transitioned after the Removed `phase_since`, or the out-of-service taint we added is gone
 (seen in a view that already has our Removed annotations, so not a lagging watch). An
@@ -56,7 +58,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
+from typing import assert_never
 
 from noderecover.core.nodes import (
     ANN_CORDONED,
@@ -71,6 +74,7 @@ from noderecover.core.nodes import (
     format_time,
     parse_time,
 )
+from noderecover.core.reasons import Blocked
 from noderecover.core.safety import exclusion
 from noderecover.core.settings import Config
 
@@ -87,25 +91,23 @@ class Phase(StrEnum):
 # Phases in which a remediation is in flight (counted against --max-concurrent).
 IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
 
-# Blocked reason: the node showed life (flapped) within the last grace; no destructive step.
-FLAPPING = "flapping"
-
-# Blocked reason: the freshest evidence (Ready=False: the kubelet posts status, or its
-# heartbeat Lease renewing) says the kubelet is alive. No force-delete, fence or removal
-# then; the node stays cordoned and drained by eviction, and gives back its slot.
-KUBELET_ALIVE = "kubelet-alive"
-
-# Blocked reason: a drained node waits for the hourly removal budget (its slot given back).
-MAX_REMOVALS = "max-removals-per-hour"
-
-# Blocked reason: the node stopped matching --node-selector; only a restore may happen.
-EXCLUDED_SELECTOR = "excluded-selector"
+# Blocked reasons (core.reasons has them all, with what each means and what ends it).
+# The node showed life (flapped) within the last grace; no destructive step.
+FLAPPING = Blocked.FLAPPING
+# The freshest evidence (Ready=False: the kubelet posts status, or its heartbeat Lease
+# renewing) says the kubelet is alive. No force-delete, fence or removal then; the node
+# stays cordoned and drained by eviction, and gives back its slot.
+KUBELET_ALIVE = Blocked.KUBELET_ALIVE
+# A drained node waits for the hourly removal budget (its slot given back).
+MAX_REMOVALS = Blocked.MAX_REMOVALS
+# The node stopped matching --node-selector; only a restore may happen.
+EXCLUDED_SELECTOR = Blocked.EXCLUDED_SELECTOR
 
 # Why the fresh read before a step ended it: the node is healthy again.
 HEALTHY_AGAIN = "healthy"
 
 # The safety-gate reason of a node whose object cannot be read safely.
-MALFORMED = "malformed-object"
+MALFORMED = Blocked.MALFORMED
 
 # Resolution of a condition's lastTransitionTime (metav1.Time: whole seconds, truncated).
 CONDITION_TIME_PRECISION = 1.0
@@ -259,41 +261,35 @@ def resume(obs: NodeObs, now: float, cfg: Config) -> Record:
         phase = Phase.HEALTHY
     if phase is Phase.HEALTHY or obs.malformed is not None:
         return Record(uid=obs.uid)
-    transition = ready_since(obs)
-    cordoned = ann.get(ANN_CORDONED) == "true" and obs.unschedulable
-    tainted = ann.get(ANN_TAINTED) == "true"
+    # What the annotations say is ours to undo (a cordon only while the node is cordoned).
+    ours = Record(
+        uid=obs.uid,
+        cordoned=ann.get(ANN_CORDONED) == "true" and obs.unschedulable,
+        tainted=ann.get(ANN_TAINTED) == "true",
+    )
     since = _past(parse_time(ann.get(ANN_UNHEALTHY_SINCE)), now)
     phase_since = _past(parse_time(ann.get(ANN_PHASE_SINCE)), now)
     start = unhealthy_start(obs, cfg)
     if start is None:
-        return Record(
-            uid=obs.uid,
-            phase=Phase.SUSPECT,
-            phase_since=now,
-            cordoned=cordoned,
-            tainted=tainted,
-            transition=transition,
-        )
+        # Healthy now: no start yet (the next unhealthy observation starts the grace).
+        return _new_episode(ours, obs, now, None, Start.RESUMED)
     start = min(start, now)
     if phase is not Phase.SUSPECT and since is not None and start <= since:
-        return Record(
-            uid=obs.uid,
+        return dataclasses.replace(
+            ours,
             phase=phase,
             phase_since=phase_since if phase_since is not None and phase_since >= since else now,
             unhealthy_since=since,
-            cordoned=cordoned,
-            tainted=tainted,
             fenced=ann.get(ANN_FENCED) == "true",
-            transition=transition,
+            transition=ready_since(obs),
         )
-    return Record(
-        uid=obs.uid,
-        phase=Phase.SUSPECT,
+    return _new_episode(
+        ours,
+        obs,
+        now,
+        start if since is None else max(since, start),
+        Start.RESUMED,
         phase_since=phase_since if phase is Phase.SUSPECT and phase_since is not None else now,
-        unhealthy_since=start if since is None else max(since, start),
-        cordoned=cordoned,
-        tainted=tainted,
-        transition=transition,
     )
 
 
@@ -306,8 +302,68 @@ def _enter(rec: Record, phase: Phase, now: float, **changes: object) -> Record:
     return dataclasses.replace(rec, phase=phase, phase_since=now, **changes)  # type: ignore[arg-type]
 
 
+class Start(Enum):
+    """Why an episode starts (see "Episodes"); what the new one keeps of the last depends on it."""
+
+    UNHEALTHY = "a healthy node turned unhealthy"
+    RECOVERED = "unhealthy again after it recovered but was not restored"
+    REMOVED_FLAPPED = "removed, then healthy again, then unhealthy"
+    REMOVED_READY_CHANGED = "removed, then its Ready condition changed"
+    REMOVED_UNTAINTED = "removed, then its out-of-service taint was removed by someone else"
+    RESUMED = "a leader resumed a remediation that the Node does not back past Suspect"
+
+
+# Episodes that follow a removal (what `decide` says of each): the cordon and the taint stay
+# ours only if still on the node.
+_AFTER_REMOVAL = {
+    Start.REMOVED_FLAPPED: "flapped: healthy again, then unhealthy",
+    Start.REMOVED_READY_CHANGED: "Ready changed since the removal",
+    Start.REMOVED_UNTAINTED: "out-of-service taint removed by someone else",
+}
+
+
+def _new_episode(
+    rec: Record,
+    obs: NodeObs,
+    now: float,
+    start: float | None,
+    cause: Start,
+    *,
+    phase_since: float | None = None,
+) -> Record:
+    """The one place an episode starts: Suspect since `phase_since` (default `now`), the grace
+    timed from `start` (None: from the next unhealthy observation), judged from the Ready
+    transition the node shows now.
+
+    Of the record it follows, only what is ours to undo carries over (our cordon, our taint:
+    after a removal only if still on the node) and the flap count (a flap after the removal
+    is one more). Nothing else belongs to the new episode: not `fenced`, not a pending fence,
+    retry, failure count, parking or healthy stretch.
+    """
+    after_removal = cause in _AFTER_REMOVAL
+    return Record(
+        uid=obs.uid,
+        phase=Phase.SUSPECT,
+        phase_since=now if phase_since is None else phase_since,
+        unhealthy_since=start,
+        cordoned=rec.cordoned and (obs.unschedulable or not after_removal),
+        tainted=rec.tainted and (obs.has_taint(OUT_OF_SERVICE_KEY) or not after_removal),
+        flaps=rec.flaps + 1 if cause is Start.REMOVED_FLAPPED else rec.flaps,
+        transition=ready_since(obs),
+    )
+
+
+# Phases of an episode that has not reached Removed: flaps, retries and the grace apply.
+_UNDERWAY = frozenset({Phase.SUSPECT}) | IN_FLIGHT
+
+
 def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
-    """The next step for one node. `rec` belongs to `obs.uid` (the caller resumes on change)."""
+    """The next step for one node. `rec` belongs to `obs.uid` (the caller resumes on change).
+
+    What holds for every phase comes first: (1) an unreadable node, (2) health (damping,
+    restore), (3) the end of an unrestored episode, then, while an episode is underway,
+    (4) a flap and (5) a pending retry. Then (6) one handler per phase.
+    """
     if obs.malformed is not None:
         # Unreadable health is neither unhealthy (no remediation) nor healthy (no restore).
         return Decision(
@@ -315,105 +371,119 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             blocked=None if rec.phase is Phase.HEALTHY else MALFORMED,
             why=f"node object malformed ({obs.malformed}): not acted on",
         )
-    sick = unhealthy(obs, cfg)
-
-    if not sick:
-        if rec.phase is Phase.HEALTHY:
-            return Decision(rec)
-        # Damping: count as recovered only after `healthy_delay` of continuous health.
-        if rec.healthy_since is None:
-            rec = dataclasses.replace(rec, healthy_since=now)
-        ready_at = rec.healthy_since + cfg.healthy_delay  # type: ignore[operator]
-        if now < ready_at:
-            return Decision(rec, why="healthy again, waiting healthy-delay", wake_at=ready_at)
+    if not unhealthy(obs, cfg):
+        return _recovering(rec, obs, now, cfg)
+    if (over := _episode_over(rec, obs, now, cfg)) is not None:
+        return over
+    if rec.phase in _UNDERWAY:
+        # Healthy for less than healthy-delay, then unhealthy: a flap (Removed: `_removed`).
+        if (flap := _flap(rec, obs, now, cfg)) is not None:
+            return flap
+        if rec.transition is None:
+            rec = dataclasses.replace(rec, transition=ready_since(obs))
+        if rec.unhealthy_since is None:
+            # Resumed while the node was healthy: this observation starts the grace.
+            rec = dataclasses.replace(rec, unhealthy_since=now)
         if rec.retry_at > now:
-            return Decision(rec, why="restore failed, retrying", wake_at=rec.retry_at)
-        # A Suspect node has nothing of ours on it but the annotations, unless it carried a
-        # cordon or taint over from an earlier episode (see "Episodes").
-        ours = rec.cordoned or rec.tainted
-        kind = Kind.PERSIST if rec.phase is Phase.SUSPECT and not ours else Kind.RESTORE
-        return Decision(
-            rec,
-            _act(kind, obs, Record(uid=obs.uid, phase_since=now)),
-            why="node healthy again",
-        )
+            return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
+    match rec.phase:
+        case Phase.HEALTHY:
+            return _healthy(rec, obs, now, cfg)
+        case Phase.SUSPECT:
+            return _suspect(rec, obs, now, cfg, gates)
+        case Phase.CORDONED | Phase.DRAINING:
+            return _draining(rec, obs, now, cfg, gates)
+        case Phase.REMOVING:
+            return _removing(rec, obs, now, cfg, gates)
+        case Phase.REMOVED:
+            return _removed(rec, obs, now, cfg)
+        case _:  # pragma: no cover
+            assert_never(rec.phase)
 
+
+def _recovering(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
+    """A node that is not unhealthy: restored once healthy for `healthy_delay`."""
     if rec.phase is Phase.HEALTHY:
-        new = _enter(
-            rec,
-            Phase.SUSPECT,
-            now,
-            unhealthy_since=now,
-            healthy_since=None,
-            transition=ready_since(obs),
-        )
-        return Decision(
-            rec,
-            _act(Kind.PERSIST, obs, new),
-            why=f"unhealthy ({_describe(obs)}), grace timer started",
-            wake_at=now + cfg.grace,
-        )
+        return Decision(rec)
+    # Damping: count as recovered only after `healthy_delay` of continuous health.
+    healthy_since = rec.healthy_since if rec.healthy_since is not None else now
+    rec = dataclasses.replace(rec, healthy_since=healthy_since)
+    ready_at = healthy_since + cfg.healthy_delay
+    if now < ready_at:
+        return Decision(rec, why="healthy again, waiting healthy-delay", wake_at=ready_at)
+    if rec.retry_at > now:
+        return Decision(rec, why="restore failed, retrying", wake_at=rec.retry_at)
+    # A Suspect node has nothing of ours on it but the annotations, unless it carried a
+    # cordon or taint over from an earlier episode (see "Episodes").
+    ours = rec.cordoned or rec.tainted
+    kind = Kind.PERSIST if rec.phase is Phase.SUSPECT and not ours else Kind.RESTORE
+    return Decision(
+        rec,
+        _act(kind, obs, Record(uid=obs.uid, phase_since=now)),
+        why="node healthy again",
+    )
 
-    if rec.healthy_since is not None and now - rec.healthy_since >= cfg.healthy_delay:
-        # It recovered (healthy for healthy-delay) but the restore did not happen: that
-        # episode is over. A new one starts, with a new grace; what is ours stays ours.
-        new = _enter(
-            rec,
-            Phase.SUSPECT,
-            now,
-            unhealthy_since=now,
-            healthy_since=None,
-            fenced=False,
-            fence_first=False,
-            retry_at=0.0,
-            failures=0,
-            parked=False,
-            transition=ready_since(obs),
-        )
-        return Decision(
-            new,
-            _act(Kind.PERSIST, obs, new, persist=new),
-            why=f"unhealthy again after recovering ({_describe(obs)}), grace restarts",
-            wake_at=now + cfg.grace,
-        )
 
-    # Healthy for less than healthy-delay, then unhealthy: a flap (Removed: `_removed`).
-    if rec.phase is Phase.REMOVED:
-        return _removed(rec, obs, now, cfg)
+def _episode_over(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None:
+    """Unhealthy after it recovered (healthy for healthy-delay) without being restored (the
+    restore failed or is pending), or None: that episode is over. A new one starts, with a new
+    grace; what is ours stays ours."""
+    if (
+        rec.phase is Phase.HEALTHY
+        or rec.healthy_since is None
+        or now - rec.healthy_since < cfg.healthy_delay
+    ):
+        return None
+    new = _new_episode(rec, obs, now, now, Start.RECOVERED)
+    return Decision(
+        new,
+        _act(Kind.PERSIST, obs, new, persist=new),
+        why=f"unhealthy again after recovering ({_describe(obs)}), grace restarts",
+        wake_at=now + cfg.grace,
+    )
 
+
+def _flap(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None:
+    """A flap (see "Flap damping"), or None: healthy again (or a Ready transition newer than
+    the one this stretch started from: a watch burst may hide the healthy state), then
+    unhealthy before it was restored. The episode goes on (phase, cordon, slot), but its
+    grace timer restarts now (persisted, so a new leader keeps it)."""
     seen = ready_since(obs)
     newer = seen is not None and rec.transition is not None and seen > rec.transition
-    if rec.healthy_since is not None or newer:
-        # A flap: healthy again (or a Ready transition newer than the one this stretch
-        # started from: a watch burst may hide the healthy state), then unhealthy before it
-        # was restored. The grace timer restarts now (persisted, so a new leader keeps it).
-        newest = max((t for t in (seen, rec.transition) if t is not None), default=None)
-        new = dataclasses.replace(
-            rec, healthy_since=None, unhealthy_since=now, flaps=rec.flaps + 1, transition=newest
-        )
-        damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
-        return Decision(
-            new,
-            _act(Kind.PERSIST, obs, new),
-            why=f"flapped ({new.flaps} since healthy): unhealthy again; {damped}",
-            wake_at=now + cfg.grace,
-            flapped=True,
-        )
+    if rec.healthy_since is None and not newer:
+        return None
+    newest = max((t for t in (seen, rec.transition) if t is not None), default=None)
+    new = dataclasses.replace(
+        rec, healthy_since=None, unhealthy_since=now, flaps=rec.flaps + 1, transition=newest
+    )
+    damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
+    return Decision(
+        new,
+        _act(Kind.PERSIST, obs, new),
+        why=f"flapped ({new.flaps} since healthy): unhealthy again; {damped}",
+        wake_at=now + cfg.grace,
+        flapped=True,
+    )
 
-    if rec.transition is None:
-        rec = dataclasses.replace(rec, transition=seen)
-    if rec.unhealthy_since is None:
-        # Resumed while the node was healthy: this observation starts the episode.
-        rec = dataclasses.replace(rec, unhealthy_since=now)
 
-    if rec.retry_at > now:
-        return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
+def _healthy(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
+    """Healthy, and unhealthy now: an episode starts (the record changes once the
+    annotations saying so are written)."""
+    new = _new_episode(rec, obs, now, now, Start.UNHEALTHY)
+    return Decision(
+        rec,
+        _act(Kind.PERSIST, obs, new),
+        why=f"unhealthy ({_describe(obs)}), grace timer started",
+        wake_at=now + cfg.grace,
+    )
 
-    start = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
-    deadline = grace_deadline(start, obs, cfg)
-    if rec.phase is Phase.SUSPECT and now < deadline:
+
+def _suspect(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
+    """Suspect: the grace, the start-up allowance, the gates, then the cordon."""
+    deadline = _deadline(rec, obs, cfg)
+    if now < deadline:
         return Decision(rec, why="within grace", wake_at=deadline)
-    if rec.phase is Phase.SUSPECT and gates.startup_until is not None and now < gates.startup_until:
+    if gates.startup_until is not None and now < gates.startup_until:
         # Never seen Ready and younger than --node-startup-timeout: still joining (CNI, image
         # pulls), not dead. Cluster API's nodeStartupTimeout.
         return Decision(
@@ -421,25 +491,9 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             why="never Ready yet: within the node start-up allowance",
             wake_at=gates.startup_until,
         )
-    if rec.phase in IN_FLIGHT and now < deadline:
-        # Showed life (flapped) within the last grace: nothing destructive until it has been
-        # unhealthy for a whole grace again, or it is restored.
-        return Decision(
-            rec,
-            blocked=FLAPPING,
-            why=f"held: {FLAPPING} (unhealthy for less than the grace since the last flap)",
-            wake_at=deadline,
-        )
-
-    blocked = _gate(rec, obs, cfg, gates)
-    if blocked is not None:
-        # A drained node waiting on the hourly removal budget gives back its slot: nothing
-        # more happens to it before the budget frees, and other dead nodes need draining.
-        parked = blocked == MAX_REMOVALS or rec.parked
-        return Decision(
-            dataclasses.replace(rec, parked=parked), blocked=blocked, why=f"held: {blocked}"
-        )
-    if rec.phase is Phase.SUSPECT and obs.silent and gates.lease_renewing:
+    if (held := _held(rec, obs, cfg, gates)) is not None:
+        return held
+    if obs.silent and gates.lease_renewing:
         # The heartbeat Lease has not been seen renewing, but not seen stale for a whole
         # grace either (first read after the grace started): a timer, not a hold.
         return Decision(
@@ -447,27 +501,26 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             why="waiting for the heartbeat Lease to stay unchanged for the grace",
             wake_at=gates.lease_stale_at,
         )
+    # Our own cordon carried over from an earlier episode stays ours.
+    new = _enter(rec, Phase.CORDONED, now, cordoned=rec.cordoned or not obs.unschedulable)
+    return Decision(
+        rec,
+        _act(Kind.CORDON, obs, new, silent=obs.silent, transition=rec.transition),
+        why=f"unhealthy for {now - (rec.unhealthy_since or now):.0f}s >= grace",
+    )
 
-    silent = obs.silent
-    if rec.phase is Phase.SUSPECT:
-        # Our own cordon carried over from an earlier episode stays ours.
-        new = _enter(rec, Phase.CORDONED, now, cordoned=rec.cordoned or not obs.unschedulable)
-        return Decision(
-            rec,
-            _act(
-                Kind.CORDON,
-                obs,
-                new,
-                silent=silent,
-                transition=rec.transition,
-            ),
-            why=f"unhealthy for {now - (rec.unhealthy_since or now):.0f}s >= grace",
-        )
+
+def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
+    """Cordoned or Draining: the flap hold, the gates, then fence first (if the drain asked
+    for it) or drain."""
+    if (damped := _damped(rec, obs, now, cfg)) is not None:
+        return damped
+    if (held := _held(rec, obs, cfg, gates)) is not None:
+        return held
     # Fencing first is for forcing a dead kubelet's pods: never for a live kubelet (its drain
     # forces nothing; the executor's fresh read would hold the fence anyway).
     alive = kubelet_alive(obs, gates.lease_renewing)
-    fence_first = rec.fence_first and cfg.fencing and not rec.fenced and not alive
-    if rec.phase in {Phase.CORDONED, Phase.DRAINING} and fence_first:
+    if rec.fence_first and cfg.fencing and not rec.fenced and not alive:
         return Decision(
             rec,
             _act(
@@ -478,23 +531,30 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
             ),
             why="drain must force-delete pods: fencing first",
         )
-    if rec.phase in {Phase.CORDONED, Phase.DRAINING}:
-        draining = rec if rec.phase is Phase.DRAINING else _enter(rec, Phase.DRAINING, now)
-        return Decision(
-            rec,
-            _act(
-                Kind.DRAIN,
-                obs,
-                _enter(draining, Phase.REMOVING, now),
-                persist=draining if rec.phase is not Phase.DRAINING else None,
-                silent=silent,
-                may_force=rec.fenced or not cfg.fencing,
-                transition=rec.transition,
-            ),
-            why="cordoned; draining",
-        )
-    # Removing: only a node whose kubelet is gone. A live kubelet (Ready=False, or its
-    # heartbeat Lease renewing) is left cordoned and drained; it gives back its slot.
+    draining = rec if rec.phase is Phase.DRAINING else _enter(rec, Phase.DRAINING, now)
+    return Decision(
+        rec,
+        _act(
+            Kind.DRAIN,
+            obs,
+            _enter(draining, Phase.REMOVING, now),
+            persist=draining if rec.phase is not Phase.DRAINING else None,
+            silent=obs.silent,
+            may_force=rec.fenced or not cfg.fencing,
+            transition=rec.transition,
+        ),
+        why="cordoned; draining",
+    )
+
+
+def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
+    """Removing (drained): the flap hold, the gates, a silent kubelet, fencing, then removal."""
+    if (damped := _damped(rec, obs, now, cfg)) is not None:
+        return damped
+    if (held := _held(rec, obs, cfg, gates)) is not None:
+        return held
+    # Only a node whose kubelet is gone. A live kubelet (Ready=False, or its heartbeat Lease
+    # renewing) is left cordoned and drained; it gives back its slot.
     if not obs.silent or gates.lease_renewing:
         return Decision(
             dataclasses.replace(rec, parked=True),
@@ -504,12 +564,7 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     if cfg.fencing and not rec.fenced:
         return Decision(
             rec,
-            _act(
-                Kind.FENCE,
-                obs,
-                dataclasses.replace(rec, fenced=True),
-                transition=rec.transition,
-            ),
+            _act(Kind.FENCE, obs, dataclasses.replace(rec, fenced=True), transition=rec.transition),
             why="fencing before removal",
         )
     # The taint is ours only if we add it (or added it in an earlier episode).
@@ -517,8 +572,72 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
     done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or adds_taint)
     return Decision(
         rec,
-        _act(Kind.REMOVE, obs, done, silent=silent, transition=rec.transition),
+        _act(Kind.REMOVE, obs, done, silent=obs.silent, transition=rec.transition),
         why=f"drained; removing ({cfg.removal_mode})",
+    )
+
+
+def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
+    """An unhealthy node in Removed: wait, unless its episode is over (see "Episodes")."""
+    ready = obs.ready
+    transition = ready.since if ready is not None else None
+    if transition is not None and transition <= rec.phase_since:
+        transition = None  # no Ready transition since we removed it
+    taint_gone = (
+        rec.tainted
+        and not obs.has_taint(OUT_OF_SERVICE_KEY)
+        # Only a view that already shows our Removed write: the taint went on before it.
+        and obs.annotations.get(ANN_PHASE) == Phase.REMOVED.value
+        and obs.annotations.get(ANN_PHASE_SINCE) == format_time(rec.phase_since)
+    )
+    if rec.healthy_since is not None:
+        start, cause = now, Start.REMOVED_FLAPPED
+    elif transition is not None:
+        start, cause = transition, Start.REMOVED_READY_CHANGED
+    elif taint_gone:
+        start, cause = now, Start.REMOVED_UNTAINTED
+    else:
+        return Decision(rec, why="removed; waiting for the node to go away or come back")
+    new = _new_episode(rec, obs, now, start, cause)
+    return Decision(
+        dataclasses.replace(rec, healthy_since=None),
+        _act(Kind.PERSIST, obs, new, persist=new),
+        why=f"removed, but {_AFTER_REMOVAL[cause]}: new episode, grace timer started",
+        wake_at=start + cfg.grace,
+        flapped=cause is Start.REMOVED_FLAPPED,
+    )
+
+
+def _deadline(rec: Record, obs: NodeObs, cfg: Config) -> float:
+    """When this stretch of unhealthiness has lasted its grace (see `grace_deadline`)."""
+    start = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
+    return grace_deadline(start, obs, cfg)
+
+
+def _damped(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None:
+    """In flight, the node showed life (flapped) within the last grace: nothing destructive
+    until it has been unhealthy for a whole grace again, or it is restored."""
+    deadline = _deadline(rec, obs, cfg)
+    if now >= deadline:
+        return None
+    return Decision(
+        rec,
+        blocked=FLAPPING,
+        why=f"held: {FLAPPING} (unhealthy for less than the grace since the last flap)",
+        wake_at=deadline,
+    )
+
+
+def _held(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> Decision | None:
+    """The decision of a forward step a safety gate holds back, or None (see `_gate`)."""
+    blocked = _gate(rec, obs, cfg, gates)
+    if blocked is None:
+        return None
+    # A drained node waiting on the hourly removal budget gives back its slot: nothing
+    # more happens to it before the budget frees, and other dead nodes need draining.
+    parked = blocked == MAX_REMOVALS or rec.parked
+    return Decision(
+        dataclasses.replace(rec, parked=parked), blocked=blocked, why=f"held: {blocked}"
     )
 
 
@@ -542,47 +661,6 @@ def _act(
         silent=silent,
         may_force=may_force,
         transition=transition,
-    )
-
-
-def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
-    """An unhealthy node in Removed: wait, unless its episode is over (see "Episodes")."""
-    ready = obs.ready
-    transition = ready.since if ready is not None else None
-    if transition is not None and transition <= rec.phase_since:
-        transition = None  # no Ready transition since we removed it
-    flapped = rec.healthy_since is not None
-    taint_gone = (
-        rec.tainted
-        and not obs.has_taint(OUT_OF_SERVICE_KEY)
-        # Only a view that already shows our Removed write: the taint went on before it.
-        and obs.annotations.get(ANN_PHASE) == Phase.REMOVED.value
-        and obs.annotations.get(ANN_PHASE_SINCE) == format_time(rec.phase_since)
-    )
-    if not (flapped or transition is not None or taint_gone):
-        return Decision(rec, why="removed; waiting for the node to go away or come back")
-    if flapped:
-        start, cause = now, "flapped: healthy again, then unhealthy"
-    elif transition is not None:
-        start, cause = transition, "Ready changed since the removal"
-    else:
-        start, cause = now, "out-of-service taint removed by someone else"
-    new = Record(
-        uid=obs.uid,
-        phase=Phase.SUSPECT,
-        phase_since=now,
-        unhealthy_since=start,
-        cordoned=rec.cordoned and obs.unschedulable,
-        tainted=rec.tainted and obs.has_taint(OUT_OF_SERVICE_KEY),
-        flaps=rec.flaps + 1 if flapped else rec.flaps,
-        transition=ready_since(obs),
-    )
-    return Decision(
-        dataclasses.replace(rec, healthy_since=None),
-        _act(Kind.PERSIST, obs, new, persist=new),
-        why=f"removed, but {cause}: new episode, grace timer started",
-        wake_at=start + cfg.grace,
-        flapped=flapped,
     )
 
 
@@ -617,14 +695,14 @@ def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
     if (why := exclusion(obs, cfg)) is not None:
         return why
     if not gates.fresh:
-        return "watch-stale"
+        return Blocked.WATCH_STALE
     if gates.breaker_open:
-        return "circuit-breaker"
+        return Blocked.CIRCUIT_BREAKER
     if rec.phase is Phase.SUSPECT:
         if obs.silent and gates.lease_renewing and gates.lease_renewal_seen:
-            return "heartbeat-lease-renewing"
+            return Blocked.HEARTBEAT_LEASE_RENEWING
         if gates.in_flight >= cfg.max_concurrent:
-            return "max-concurrent"
+            return Blocked.MAX_CONCURRENT
     if rec.phase is Phase.REMOVING and gates.removals_last_hour >= cfg.max_removals_per_hour:
         return MAX_REMOVALS
     return None

@@ -32,6 +32,7 @@ from noderecover.core.nodes import (
     NOT_AN_OBJECT,
     parse_time,
 )
+from noderecover.core.reasons import Blocked
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
@@ -40,12 +41,12 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 BAD_LIST = "bad-list"  # the LIST answer itself: items, metadata or continue token unreadable
 POD_MALFORMED_REASONS = (NOT_AN_OBJECT, MISSING_NAME, MISSING_UID, BAD_METADATA, BAD_SPEC, BAD_LIST)
 
-# Blocked reasons (noderecover_blocked_total) of a drain.
-MALFORMED_POD = "malformed-pod"  # an unreadable pod is listed
-PDB_BLOCKED = "pod-disruption-budget"  # an eviction answered 429
-MULTIPLE_PDBS = "multiple-pdbs"
-PODS_TERMINATING = "pods-terminating"  # a live kubelet has not finished its pods in time
-POD_FINALIZERS = "pod-finalizers"  # force-deleted once, still listed: held by finalizers
+# Blocked reasons (core.reasons; noderecover_blocked_total) of a drain.
+MALFORMED_POD = Blocked.MALFORMED_POD  # an unreadable pod is listed
+PDB_BLOCKED = Blocked.PDB_BLOCKED  # an eviction answered 429
+MULTIPLE_PDBS = Blocked.MULTIPLE_PDBS  # a pod covered by two PDBs: the API refuses to evict
+PODS_TERMINATING = Blocked.PODS_TERMINATING  # a live kubelet has not finished its pods in time
+POD_FINALIZERS = Blocked.POD_FINALIZERS  # force-deleted once, still listed: held by finalizers
 
 
 @dataclass(frozen=True, slots=True)

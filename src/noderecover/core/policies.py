@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from noderecover.core.nodes import format_time, parse_time
+from noderecover.core.reasons import Blocked
 from noderecover.core.selectors import Requirement, Selector, key_error, value_error
 from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
 
@@ -45,15 +46,24 @@ CLUSTER_PAUSE_NAME = "noderecover-pause"
 DEFAULT_CLUSTER_PAUSE = 3600.0  # a cluster pause ConfigMap without a readable `until`
 MAX_CLUSTER_PAUSE = 7 * 86400.0  # however far its `until`, after its creation
 
-# Blocked reasons (noderecover_blocked_total{reason}, Events, plan).
-PAUSED = "paused"  # the node's policy is paused
-CLUSTER_PAUSED = "paused-cluster"  # the cluster-wide pause
-POLICY_CONFLICT = "policy-conflict"  # selected by two or more policies
-NO_POLICY = "no-policy"  # policies exist, none selects the node
-POLICY_INVALID = "policy-invalid"  # the one policy selecting it cannot be applied
-POLICIES_UNKNOWN = "policies-unknown"  # the policy list is not (or no longer) known
-HOLD_REASONS = frozenset(
-    {PAUSED, CLUSTER_PAUSED, POLICY_CONFLICT, NO_POLICY, POLICY_INVALID, POLICIES_UNKNOWN}
+# Blocked reasons (core.reasons; noderecover_blocked_total{reason}, Events, plan).
+PAUSED = Blocked.PAUSED  # the node's policy is paused
+CLUSTER_PAUSED = Blocked.CLUSTER_PAUSED  # the cluster-wide pause
+PAUSE_UNKNOWN = Blocked.PAUSE_UNKNOWN  # a pause object could not be read: held until it is
+POLICY_CONFLICT = Blocked.POLICY_CONFLICT  # selected by two or more policies
+NO_POLICY = Blocked.NO_POLICY  # policies exist, none selects the node
+POLICY_INVALID = Blocked.POLICY_INVALID  # the one policy selecting it cannot be applied
+POLICIES_UNKNOWN = Blocked.POLICIES_UNKNOWN  # the policy list is not (or no longer) known
+HOLD_REASONS: frozenset[str] = frozenset(
+    {
+        PAUSED,
+        CLUSTER_PAUSED,
+        PAUSE_UNKNOWN,
+        POLICY_CONFLICT,
+        NO_POLICY,
+        POLICY_INVALID,
+        POLICIES_UNKNOWN,
+    }
 )
 
 CONDITION_STATUSES = ("True", "False", "Unknown")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from noderecover.core.settings import Config
 from noderecover.core.nodes import ANN_EXCLUDE, NodeObs
+from noderecover.core.reasons import Blocked
 
 HOUR = 3600.0
 
@@ -62,17 +63,19 @@ AUTOSCALER_TAINTS = (
     "karpenter.sh/disrupted",
     "karpenter.sh/disruption",
 )
-EXCLUDED_AUTOSCALER = "excluded-autoscaler"
+EXCLUDED_AUTOSCALER = Blocked.EXCLUDED_AUTOSCALER
+EXCLUDED_ANNOTATION = Blocked.EXCLUDED_ANNOTATION
+EXCLUDED_CONTROL_PLANE = Blocked.EXCLUDED_CONTROL_PLANE
 
 
 def exclusion(obs: NodeObs, cfg: Config) -> str | None:
     """Why this node must never be remediated, or None. Checked before every forward step."""
     if obs.annotations.get(ANN_EXCLUDE, "").lower() == "true":
-        return "excluded-annotation"
+        return EXCLUDED_ANNOTATION
     if any(obs.has_taint(k) for k in AUTOSCALER_TAINTS):
         return EXCLUDED_AUTOSCALER
     if cfg.exclude_control_plane and any(k in obs.labels for k in CONTROL_PLANE_LABELS):
-        return "excluded-control-plane"
+        return EXCLUDED_CONTROL_PLANE
     return None
 
 

@@ -26,11 +26,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from noderecover.core.reasons import Blocked
+
 #: upstream attach/detach controller's maxWaitForUnmountDuration (seconds).
 MAX_WAIT_FOR_UNMOUNT = 360.0
 
 # Blocked reason (noderecover_blocked_total): the node's volumes did not detach in time.
-VOLUMES_ATTACHED = "volumes-attached"
+VOLUMES_ATTACHED = Blocked.VOLUMES_ATTACHED
 
 
 @dataclass(frozen=True, slots=True)
