@@ -75,6 +75,7 @@ from noderecover.core.nodes import ANN_PHASE, NodeObs, format_time, parse_time
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
     NO_POLICY,
+    PAUSE_UNKNOWN,
     PAUSED,
     POLICIES_UNKNOWN,
     POLICY_CONFLICT,
@@ -83,7 +84,6 @@ from noderecover.core.policies import (
     PoolState,
     govern,
     needed_keys,
-    pause_hold,
 )
 from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
 from noderecover.core.settings import Config
@@ -284,6 +284,8 @@ class Controller:
     def _explain(self, node: str, reason: str) -> str | None:
         """What a policy hold's Event says besides its reason."""
         cluster = self.policies.cluster_pause
+        if reason in (PAUSE_UNKNOWN, POLICIES_UNKNOWN):
+            return self.policies.unknown_why()
         if reason == CLUSTER_PAUSED and cluster is not None:
             return f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
         pool = self.view.pool(node)
@@ -315,16 +317,13 @@ class Controller:
         """The policy gate: unknown policies, no or two policies, a pause; or None."""
         if not self.policies.known or not self.view.keys_current:
             return POLICIES_UNKNOWN
-        now = self.timeline.now()
-        cluster = self.policies.cluster_pause
         if not self.policies.active:
-            return CLUSTER_PAUSED if cluster is not None and cluster.active(now) else None
+            return self.policies.pause_hold(None)  # the cluster pause, known or not
         pool = self.view.pool(node)
         if pool is None:
             gov = self.view.held.get(node)
             return gov.held if gov is not None and gov.held is not None else NO_POLICY
-        p = self.policies.policies.get(pool)
-        return pause_hold(p.pause if p is not None else None, cluster, now)
+        return self.policies.pause_hold(pool)
 
     def _pool_configs(self) -> dict[str, Config]:
         if not self.policies.active:
@@ -747,6 +746,8 @@ class Controller:
         if not self.policies.listed:
             # Nothing is decided until then (a pause may exist): say so, do not look idle.
             return False, "NodeRecoveryPolicies not read yet (see the log)"
+        if (unknown := self.policies.unknown_why()) is not None:
+            return False, unknown  # every forward step is held (pause-unknown...)
         return True, "synced"
 
     def liveness(self) -> tuple[bool, str]:

@@ -27,11 +27,9 @@ import anyio
 
 from noderecover import __version__
 from noderecover.core.nodes import format_time, parse_time
-from noderecover.core.policies import (
-    CLUSTER_PAUSE_NAME,
-    MAX_CLUSTER_PAUSE,
-    POLICIES_PATH,
-)
+from noderecover.core.pauses import CLUSTER_PAUSE_NAME
+from noderecover.core.pauses import MAX_PAUSE as MAX_CLUSTER_PAUSE
+from noderecover.core.policies import POLICIES_PATH
 from noderecover.entry.cli import one_line as _one_line
 from noderecover.entry.cli import parser as run_parser
 from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
