@@ -24,10 +24,12 @@ from noderecover.core.nodes import format_time
 from noderecover.core.pauses import PAUSE_PROPAGATION_BOUND
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
-    PAUSE_UNKNOWN as PAUSE_UNKNOWN_REASON,
     PAUSED,
     POLICIES_UNKNOWN,
     POLICY_INVALID,
+)
+from noderecover.core.policies import (
+    PAUSE_UNKNOWN as PAUSE_UNKNOWN_REASON,
 )
 from tests.conftest import Harness
 from tests.fakeapi import FakeKube
@@ -124,15 +126,11 @@ async def test_restores_go_on_while_the_pause_is_unknown(
     kube: FakeKube, harness_factory: Start
 ) -> None:
     nodes(kube, "w1", "w2", "w3")
-    h: Harness = await harness_factory(
-        grace=10, healthy_delay=10, drain_timeout=3600, namespace=NS
-    )
+    h: Harness = await harness_factory(grace=10, healthy_delay=10, drain_timeout=3600, namespace=NS)
     kube.set_node_ready("w1", "False")  # a live kubelet: the drain never forces
     await h.until(lambda: cordoned(kube, "w1"), advance=1.0)
     kube.fail_next("GET", CM, 503, count=10**6)
-    await h.until(
-        lambda: h.controller.policy_hold("w1") == PAUSE_UNKNOWN_REASON, advance=0.5
-    )
+    await h.until(lambda: h.controller.policy_hold("w1") == PAUSE_UNKNOWN_REASON, advance=0.5)
     kube.set_node_ready("w1", "True")
     await h.until(lambda: not cordoned(kube, "w1"), advance=1.0, what="restored while unknown")
 
@@ -216,3 +214,61 @@ async def test_a_pause_ends_at_its_wall_time_after_the_host_clock_is_corrected(
         what="remediated at the pause's end",
     )
     assert h.clock.monotonic() - start <= left + 10
+
+
+async def test_a_joining_nodes_allowance_ends_by_the_corrected_wall_clock(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """--node-startup-timeout counts from the node's creationTimestamp (the API server's wall
+    time): after the host clock is corrected 200 s forward the node is 200 s older."""
+    import datetime as dt
+
+    nodes(kube, "w1", "w2", "w3", "w4")
+    kube.node_age = dt.timedelta(0)
+    kube.add_node("new", "False", reason="KubeletNotReady")
+    kube.node_age = dt.timedelta(days=1)
+    h: Harness = await harness_factory(grace=10, node_startup_timeout=300.0)
+    h.clock.skew_wall(+200)
+    start = h.clock.monotonic()
+    await h.idle(80, step=1.0)
+    assert not cordoned(kube, "new"), "cordoned within the start-up allowance"
+    await h.until(lambda: cordoned(kube, "new"), advance=1.0, what="cordoned after start-up")
+    assert h.clock.monotonic() - start <= 115, "the allowance ignored the corrected clock"
+
+
+async def test_earlier_removals_age_by_the_corrected_wall_clock(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A NodeRecoverRemoved Event 50 minutes old by the wall clock leaves the hourly window
+    10 minutes later, even when the host clock was corrected 20 minutes forward since start."""
+    import time
+
+    from tests.conftest import client_for
+
+    nodes(kube, "w1", "w2", "w3")
+    h: Harness = await harness_factory(grace=10)
+    h.clock.skew_wall(+1200)
+    at = time.time() + 1200 - 3000
+    c = client_for(kube)
+    try:
+        await c.request(
+            "POST",
+            "/api/v1/namespaces/default/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": "w0.removed", "namespace": "default"},
+                "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": "w0"},
+                "reason": "NodeRecoverRemoved",
+                "reportingComponent": "noderecover",
+                "count": 1,
+                "firstTimestamp": format_time(at),
+                "lastTimestamp": format_time(at),
+            },
+        )
+    finally:
+        await c.close()
+    await h.controller._load_removals()
+    (when,) = h.controller.removals
+    age = h.controller.timeline.now() - when
+    assert 2990 <= age <= 3010, age

@@ -406,6 +406,7 @@ class Controller:
             log.warning("could not read earlier removals from Events: %s", exc)
             return
         now = self.timeline.now()
+        drift = self.timeline.drift()  # Event times are wall times: put them on the timeline
         keep = max(HOUR, self.cfg.breaker_window)
         # The most removals the hourly budget allows in the kept window: a larger `count` is
         # garbage, and counting past it changes no decision (the budget is spent either way).
@@ -418,7 +419,7 @@ class Controller:
             stamps = [parse_time(ev.get(k)) for k in ("firstTimestamp", "lastTimestamp")]
             # All at the latest timestamp: no removal of an aggregated Event happened after
             # it, so none leaves the window sooner than it really would (never undercounts).
-            when = max((t for t in stamps if t is not None), default=None)
+            when = max((t - drift for t in stamps if t is not None), default=None)
             if when is None or now - when >= keep:
                 continue
             count = ev.get("count")
