@@ -102,13 +102,19 @@ class PauseLocation:
         return f"configmap {self.namespace}/{self.name}"
 
 
-def cluster_pause_location(lease_namespace: str | None, runs_in: str | None) -> PauseLocation:
-    """Where the cluster-wide pause lives: next to the leader Lease (see the module doc).
+def own_namespace(lease_namespace: str | None, runs_in: str | None) -> str:
+    """noderecover's own namespace: where its leader Lease and the cluster pause live.
 
     `lease_namespace`: the `--lease-namespace` setting (None or "": not set); `runs_in`: the
     namespace noderecover runs in (the controller: its pod's; the plugin: its Deployment's),
-    None when unknown. ValueError when the namespace is not a valid one."""
-    ns = lease_namespace or runs_in or FALLBACK_NAMESPACE
+    None when unknown (a controller outside a pod)."""
+    return lease_namespace or runs_in or FALLBACK_NAMESPACE
+
+
+def cluster_pause_location(lease_namespace: str | None, runs_in: str | None) -> PauseLocation:
+    """Where the cluster-wide pause lives: next to the leader Lease (see the module doc and
+    `own_namespace`). ValueError when that namespace is not a valid one."""
+    ns = own_namespace(lease_namespace, runs_in)
     if (why := label_error(ns)) is not None:
         raise ValueError(f"namespace of the pause: {why}")
     return PauseLocation(ns)
