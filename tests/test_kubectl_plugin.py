@@ -380,3 +380,15 @@ async def test_without_its_deployment_the_plugin_says_where_it_pauses(kube: Fake
     code, out, err = await plugin(kube, cmd("pause", namespace="team-a"))
     assert code == 0 and "configmap team-a/noderecover-pause" in out
     assert err.startswith("note: deployment team-a/noderecover not found; the pause goes ")
+
+
+async def test_status_says_when_the_pause_cannot_be_read(kube: FakeKube) -> None:
+    """The preview decides as the controller would: an unreadable pause holds, and says so."""
+    kube.add_node("w1", "Unknown")
+    for n in ("w2", "w3", "w4"):
+        kube.add_node(n)
+    kube.fail_next("GET", f"^{CM}$", 403)
+    code, out, _ = await plugin(kube, cmd("status", output="json"))
+    assert code == 0
+    data = json.loads(out)
+    assert any("cluster pause unknown" in n for n in data["notes"]), data["notes"]
