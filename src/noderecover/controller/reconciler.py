@@ -17,6 +17,8 @@ Invariants:
 - A removed node still in view counts once (as a removal) for the breaker, not twice.
 - Time: records, timers and annotations use the Timeline (monotonic, on the wall scale): a
   wall-clock step cannot shorten a grace. Heartbeat Lease ages use the monotonic clock.
+  Times other parties wrote (a pause's end, Event times, creationTimestamp) are compared
+  with the current wall clock (put on the timeline with `Timeline.drift()`).
 - What noderecover did it undoes: a node that leaves --node-selector keeps being visited
   while it has a record or our annotations; it is held (`excluded-selector`) and restored
   once healthy.
