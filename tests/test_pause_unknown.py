@@ -145,7 +145,7 @@ async def test_a_moment_of_404_from_the_policy_endpoint_at_start_is_not_no_polic
     kube.add_policy("all", {"paused": {"until": "2999-01-01T00:00:00Z", "reason": "upgrade"}})
     kube.fail_next("GET", r"noderecoverypolicies$", 404, count=1)
     kill(kube, "w1")
-    h: Harness = await harness_factory(grace=1)
+    h: Harness = await harness_factory(grace=1, settle=False)
     assert h.controller.policy_hold("w1") == POLICIES_UNKNOWN
     assert not h.controller.readiness()[0]
     assert gauge("policies") == 1
@@ -161,7 +161,7 @@ async def test_a_crd_really_absent_is_believed_after_a_second_look(
 ) -> None:
     nodes(kube, "w1", "w2", "w3")
     kill(kube, "w1")
-    h: Harness = await harness_factory(grace=1)
+    h: Harness = await harness_factory(grace=1, settle=False)
     assert not h.controller.policies.absent
     await h.until(lambda: cordoned(kube, "w1"), advance=0.5, what="the flags govern")
     assert h.controller.policies.absent
