@@ -154,9 +154,16 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
     tasks: list[asyncio.Task[None]] = []
 
     async def start(
-        *, real_events: bool = False, namespace: str | None = None, **kw: object
+        *,
+        real_events: bool = False,
+        namespace: str | None = None,
+        settle: bool = True,
+        **kw: object,
     ) -> Harness:
-        """`real_events`: Events also go through a real EventRecorder to the fake API."""
+        """`real_events`: Events also go through a real EventRecorder to the fake API.
+        `settle`: return once the policies are known too (a 404 of the CRD is believed only
+        when seen again ABSENT_CONFIRM later on the fake clock: moved on for it); False to
+        look at the start itself."""
         clock = FakeClock(start_wall=time.time())
         gate = FlagGate()
         c = client_for(kube)
@@ -185,6 +192,8 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
         await h.until(
             lambda: h.controller.leading and h.controller.synced, what="controller synced"
         )
+        if settle:
+            await h.until(lambda: h.controller.policies_ready, advance=0.5, what="policies known")
         return h
 
     yield start

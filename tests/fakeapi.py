@@ -196,6 +196,8 @@ PODS = Kind(
 )
 LEASES = Kind("Lease", "leases", "coordination.k8s.io", True, _META_FIELDS)
 CONFIGMAPS = Kind("ConfigMap", "configmaps", "", True, _META_FIELDS)
+# noderecover's own Deployment, as `kubectl noderecover` reads its settings from it.
+DEPLOYMENTS = Kind("Deployment", "deployments", "apps", True, _META_FIELDS)
 # The NodeRecoveryPolicy CRD: served only once `install_policies()` was called (a cluster
 # without the CRD answers 404, as the real one does). No schema validation here.
 POLICIES = Kind(
@@ -521,6 +523,7 @@ class FakeKube:
                 VOLUMEATTACHMENTS,
                 PERSISTENTVOLUMES,
                 CONFIGMAPS,
+                DEPLOYMENTS,
                 POLICIES,
             )
         }
@@ -679,7 +682,11 @@ class FakeKube:
             w.offer(ev)
         return obj
 
-    def _create(self, store: Store, obj: JSON, namespace: str | None = None) -> JSON:
+    def _create(
+        self, store: Store, obj: JSON, namespace: str | None = None, *, dry_run: bool = False
+    ) -> JSON:
+        """`dry_run` (`?dryRun=All`): everything the server does on a create (a name from
+        generateName, uid, creationTimestamp) but store nothing, as the API server does."""
         kind = store.kind
         obj = _clone(obj)
         meta = obj.setdefault("metadata", {})
@@ -722,6 +729,8 @@ class FakeKube:
         if kind in (PODS, POLICIES):
             meta["generation"] = 1
         self._validate(kind, obj)
+        if dry_run:
+            return obj
         return self._write(store, "ADDED", obj, None)
 
     def _update(self, store: Store, cur: JSON, new: JSON, subresource: str = "") -> JSON:
@@ -1040,6 +1049,8 @@ class FakeKube:
             (f"{core}{nsd}/events/{{name}}", self._item(EVENTS)),
             (f"{core}{nsd}/configmaps", self._collection(CONFIGMAPS)),
             (f"{core}{nsd}/configmaps/{{name}}", self._item(CONFIGMAPS)),
+            (f"/apis/apps/v1{nsd}/deployments", self._collection(DEPLOYMENTS)),
+            (f"/apis/apps/v1{nsd}/deployments/{{name}}", self._item(DEPLOYMENTS)),
             (f"{nrp}/noderecoverypolicies", self._crd(self._collection(POLICIES))),
             (f"{nrp}/noderecoverypolicies/{{name}}", self._crd(self._item(POLICIES))),
             (
@@ -1087,6 +1098,10 @@ class FakeKube:
         else:
             self._update(store, cur, {**_clone(cur), "data": data})
 
+    def add_deployment(self, namespace: str, obj: JSON) -> JSON:
+        """Create a Deployment in `namespace` (stored as given: nothing runs it)."""
+        return self._create(self.stores["deployments"], obj, namespace)
+
     def _crd(self, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             if not self.policies_installed:
@@ -1113,7 +1128,8 @@ class FakeKube:
                     raise ApiError(400, "the body of the request must be an object")
                 if kind is PODS:  # status is server-owned on create
                     body = {**body, "status": {"phase": "Pending"}}
-                return _json_response(self._create(store, body, ns), 201)
+                dry_run = query.get("dryRun") == "All"
+                return _json_response(self._create(store, body, ns, dry_run=dry_run), 201)
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
 
         return handle

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from noderecover.core.nodes import parse_time
+from noderecover.core.pauses import parse_cluster_pause
 from noderecover.entry import kubectl
 from noderecover.entry.config import BadFlag
 from noderecover.entry.plan import preview
@@ -144,6 +148,7 @@ async def test_status_and_why_against_the_fake_api(kube: FakeKube) -> None:
         ({"duration": "169h", "until": None}, "at most 7 days"),
         ({"duration": None, "until": "2000-01-01T00:00:00Z"}, "not in the future"),
         ({"duration": None, "until": "tomorrow"}, "not an RFC 3339 time"),
+        ({"duration": None, "until": "2027-01-23T08:00:00Z"}, "at most 7 days"),
     ],
 )
 def test_a_pause_must_end_by_itself_and_soon(flags: dict[str, Any], error: str) -> None:
@@ -152,7 +157,7 @@ def test_a_pause_must_end_by_itself_and_soon(flags: dict[str, Any], error: str) 
 
 
 def test_a_pause_ends_when_asked() -> None:
-    now = 1_800_000_000.0
+    now = 1_800_000_000.0  # the API server's time
     assert kubectl.pause_until(argparse.Namespace(duration="90m", until=None), now) == now + 5400
     at = argparse.Namespace(duration=None, until="2027-01-15T08:10:00Z")
     assert kubectl.pause_until(at, now) == now + 600
@@ -160,51 +165,230 @@ def test_a_pause_ends_when_asked() -> None:
 
 
 PLUGIN_UA = "kubectl-noderecover/test"  # the operator's calls, not the controller's
+CM = "/api/v1/namespaces/noderecover/configmaps/noderecover-pause"
+
+
+def cmd(command: str, **kw: Any) -> argparse.Namespace:
+    base: dict[str, Any] = {
+        "command": command,
+        "namespace": "noderecover",
+        "deployment": "noderecover",
+        "policy": None,
+        "kubeconfig": None,
+        "context": None,
+        "request_timeout": 10.0,
+    }
+    if command == "pause":
+        base.update(duration="10m", until=None, reason="upgrade")
+    return argparse.Namespace(**{**base, **kw})
+
+
+async def plugin(kube: FakeKube, opts: argparse.Namespace) -> tuple[int, str, str]:
+    """`kubectl noderecover` against the fake API: (exit code, stdout, stderr)."""
+    client = client_for(kube, user_agent=PLUGIN_UA)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = await kubectl.command(client, opts, out, err)
+    finally:
+        await client.close()
+    return code, out.getvalue(), err.getvalue()
+
+
+def pause_of(kube: FakeKube, ns: str = "noderecover") -> dict[str, Any] | None:
+    obj: dict[str, Any] | None = kube.stores["configmaps"].objects.get((ns, "noderecover-pause"))
+    return obj
 
 
 async def test_pause_and_resume_write_what_the_controller_reads(kube: FakeKube) -> None:
-    client = client_for(kube, user_agent=PLUGIN_UA)
-    out = io.StringIO()
-    cm = "/api/v1/namespaces/noderecover/configmaps/noderecover-pause"
-    try:
-        base = {"namespace": "noderecover", "policy": None, "reason": "upgrade"}
-        pause = argparse.Namespace(command="pause", pause_until=1_800_000_600.0, **base)
-        assert await kubectl._pause(client, pause, out, io.StringIO()) == 0
-        obj = kube.stores["configmaps"].get("noderecover", "noderecover-pause")
-        assert obj["data"] == {"until": "2027-01-15T08:10:00Z", "reason": "upgrade"}
-        first_uid = obj["metadata"]["uid"]
-        assert await kubectl._pause(client, pause, out, io.StringIO()) == 0  # again: re-created
-        assert (
-            kube.stores["configmaps"].get("noderecover", "noderecover-pause")["metadata"]["uid"]
-            != first_uid
-        )
-        resume = argparse.Namespace(command="resume", namespace="noderecover", policy=None)
-        assert await kubectl._pause(client, resume, out, io.StringIO()) == 0
-        assert kube.count("DELETE", f"^{cm}$") == 3  # before each create, and the resume
-        out = io.StringIO()
-        assert await kubectl._pause(client, resume, out, io.StringIO()) == 0
-        assert out.getvalue() == "not paused (no cluster-wide pause)\n"
-    finally:
-        await client.close()
+    code, out, _ = await plugin(kube, cmd("pause"))
+    assert code == 0 and out.startswith("paused until "), out
+    obj = pause_of(kube)
+    assert obj is not None and obj["data"]["reason"] == "upgrade"
+    pause, warning = parse_cluster_pause(obj, time.time())
+    assert pause is not None and warning is None
+    assert 590 <= pause.until - time.time() <= 602
+    code, out, _ = await plugin(kube, cmd("resume"))
+    assert (code, pause_of(kube)) == (0, None)
+    code, out, _ = await plugin(kube, cmd("resume"))
+    assert code == 0 and out.startswith("not paused (no cluster-wide pause"), out
+
+
+async def test_replacing_a_pause_never_passes_through_no_pause(kube: FakeKube) -> None:
+    """Today's pause is updated in place (the same object, resourceVersion-guarded): there
+    is no moment without a pause, and its own start (`since`), not the object's creation,
+    caps it at 7 days."""
+    assert (await plugin(kube, cmd("pause", duration="1h")))[0] == 0
+    first = pause_of(kube)
+    assert first is not None
+    assert (await plugin(kube, cmd("pause", duration="2h", reason="longer")))[0] == 0
+    second = pause_of(kube)
+    assert second is not None and second["metadata"]["uid"] == first["metadata"]["uid"]
+    assert second["data"]["reason"] == "longer" and second["data"]["since"]
+    assert kube.count("DELETE", f"^{CM}$") == 0
+    history = [e.type for e in kube.stores["configmaps"].history]
+    assert history == ["ADDED", "MODIFIED"], history
+    # The update is guarded by what was read: a change in between is read again, not lost.
+    kube.on_request(
+        "PUT",
+        f"^{CM}$",
+        lambda: kube.set_configmap(
+            "noderecover", "noderecover-pause", {"until": "2999-01-01T00:00:00Z", "reason": "x"}
+        ),
+    )
+    code, _, _ = await plugin(kube, cmd("pause", duration="3h", reason="third"))
+    assert code == 0 and (pause_of(kube) or {})["data"]["reason"] == "third"
+    assert kube.count("PUT", f"^{CM}$") == 3  # the conflicting write was retried
+
+
+@pytest.mark.parametrize("skew", [-7200.0, +7200.0])
+async def test_for_counts_on_the_api_servers_clock_not_the_workstations(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """A laptop clock two hours off neither shortens nor stretches `--for 10m`."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    code, _, _ = await plugin(kube, cmd("pause", duration="10m"))
+    monkeypatch.undo()
+    assert code == 0
+    obj = pause_of(kube)
+    assert obj is not None
+    pause, _ = parse_cluster_pause(obj, time.time())
+    assert pause is not None and 598 <= pause.until - time.time() <= 602, pause
+
+
+async def test_a_failed_pause_exits_non_zero_and_keeps_the_pause_there_was(
+    kube: FakeKube,
+) -> None:
+    assert (await plugin(kube, cmd("pause", duration="1h", reason="first")))[0] == 0
+    kube.fail_next("PUT", f"^{CM}$", 500)
+    code, out, err = await plugin(kube, cmd("pause", duration="2h", reason="second"))
+    errors = [line for line in err.splitlines() if not line.startswith("note: ")]
+    assert code == 1 and out == "" and len(errors) == 1 and errors[0].startswith("error: "), err
+    assert (pause_of(kube) or {})["data"]["reason"] == "first", "the old pause was lost"
+    kube.fail_next("POST", "configmaps$", 403)  # cannot read the server's clock
+    code, out, err = await plugin(kube, cmd("pause", duration="2h"))
+    assert code == 1 and out == "" and "API server's clock" in err, err
+
+
+async def test_an_empty_policy_is_bad_usage_not_a_cluster_pause(kube: FakeKube) -> None:
+    code, out, err = await plugin(kube, cmd("pause", policy=""))
+    assert (code, out) == (2, "") and err.startswith("error: --policy: "), err
+    assert pause_of(kube) is None and kube.requests == []
+    assert kubectl.main(["pause", "--for", "1h", "--policy", ""]) == 2
+    assert kubectl.main(["resume", "--policy", ""]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["pause", "--for", "1h", "--policy", "../../api/v1/nodes/w1"], "--policy"),
+        (["resume", "--policy", "Gpu"], "--policy"),
+        (["pause", "--for", "1h", "-n", "kube-system/configmaps"], "--namespace"),
+        (["status", "-n", "a b"], "--namespace"),
+        (["plan", "--deployment", "x/../y"], "--deployment"),
+        (["resume", "--namespace", ""], "--namespace"),
+    ],
+)
+def test_names_are_checked_before_any_url_is_built(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert kubectl.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1, err
+
+
+async def test_a_policy_that_does_not_exist_is_a_clear_failure(kube: FakeKube) -> None:
+    kube.install_policies()
+    for opts in (cmd("resume", policy="nope"), cmd("pause", policy="nope")):
+        code, out, err = await plugin(kube, opts)
+        assert (code, out) == (1, "")
+        assert err == 'error: noderecoverypolicy "nope" not found\n'
 
 
 async def test_pause_and_resume_one_policy(kube: FakeKube) -> None:
     kube.install_policies()
     kube.add_policy("gpu", {"nodeSelector": {"matchLabels": {"pool": "gpu"}}})
-    client = client_for(kube, user_agent=PLUGIN_UA)
-    out = io.StringIO()
-    try:
-        base = {"namespace": "noderecover", "policy": "gpu"}
-        pause = argparse.Namespace(
-            command="pause", pause_until=1_800_000_600.0, reason="driver update", **base
-        )
-        assert await kubectl._pause(client, pause, out, io.StringIO()) == 0
-        spec = (kube.get_policy("gpu") or {})["spec"]
-        assert spec["paused"] == {"until": "2027-01-15T08:10:00Z", "reason": "driver update"}
-        assert spec["nodeSelector"] == {"matchLabels": {"pool": "gpu"}}  # the rest untouched
-        resume = argparse.Namespace(command="resume", **base)
-        assert await kubectl._pause(client, resume, out, io.StringIO()) == 0
-        assert "paused" not in (kube.get_policy("gpu") or {})["spec"]
-    finally:
-        await client.close()
+    code, out, _ = await plugin(kube, cmd("pause", policy="gpu", reason="driver update"))
+    assert code == 0 and out.startswith("noderecoverypolicy/gpu paused until"), out
+    spec = (kube.get_policy("gpu") or {})["spec"]
+    assert spec["paused"]["reason"] == "driver update"
+    assert 590 <= (parse_time(spec["paused"]["until"]) or 0) - time.time() <= 602
+    assert spec["nodeSelector"] == {"matchLabels": {"pool": "gpu"}}  # the rest untouched
+    assert [p["metadata"]["name"] for p in kube.stores["noderecoverypolicies"].objects.values()]
+    assert len(kube.stores["noderecoverypolicies"].objects) == 1  # the clock probe: dry run
+    code, _, _ = await plugin(kube, cmd("resume", policy="gpu"))
+    assert code == 0 and "paused" not in (kube.get_policy("gpu") or {})["spec"]
     assert not kube.stores["configmaps"].objects  # a policy pause is not the cluster's
+
+
+# -- one rule for where the pause lives: the plugin writes where the controller reads ---------
+MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "base" / "deployment.yaml"
+
+
+def deployment_as_deployed(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """manifests/base/deployment.yaml (the chart renders the same object: tests/test_chart.py),
+    with extra `run` flags or NODERECOVER_* variables (the chart's `flags:`/`extraEnv`)."""
+    dep: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [*container["args"], *args]
+    container["env"] = [*container["env"], *({"name": k, "value": v} for k, v in env.items())]
+    return dep
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "where"),
+    [
+        ([], {}, "noderecover"),  # as deployed by the manifests and the chart's defaults
+        (["--lease-namespace=ops"], {}, "ops"),  # the chart's flags.lease-namespace
+        ([], {"NODERECOVER_LEASE_NAMESPACE": "ops"}, "ops"),  # extraEnv
+    ],
+)
+async def test_the_plugins_pause_is_where_the_controller_reads_it(
+    kube: FakeKube,
+    harness_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    where: str,
+) -> None:
+    from noderecover.core.policies import CLUSTER_PAUSED
+    from noderecover.entry import app
+    from noderecover.entry.cli import parser as run_parser
+    from noderecover.entry.config import build_config
+
+    dep = deployment_as_deployed(args, env)
+    kube.add_deployment("noderecover", dep)
+    code, out, err = await plugin(kube, cmd("pause", duration="1h"))
+    assert code == 0 and err == "", err
+    assert f"configmap {where}/noderecover-pause" in out
+    # The controller, configured as that Deployment runs it: its args and env, in its pod.
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    monkeypatch.setenv("POD_NAMESPACE", "noderecover")  # the Deployment's fieldRef
+    cfg = build_config(
+        run_parser().parse_args(["run", *container["args"][1:]]),
+        environ={**env, "POD_NAMESPACE": "noderecover"},
+    )
+    loc = app.pause_location(cfg)
+    assert loc.namespace == where
+    for n in ("w1", "w2", "w3"):
+        kube.add_node(n)
+    h = await harness_factory(grace=5, namespace=loc.namespace)
+    await h.until(lambda: h.controller.policy_hold("w1") == CLUSTER_PAUSED, advance=0.5)
+
+
+async def test_without_its_deployment_the_plugin_says_where_it_pauses(kube: FakeKube) -> None:
+    code, out, err = await plugin(kube, cmd("pause", namespace="team-a"))
+    assert code == 0 and "configmap team-a/noderecover-pause" in out
+    assert err.startswith("note: deployment team-a/noderecover not found; the pause goes ")
+
+
+async def test_status_says_when_the_pause_cannot_be_read(kube: FakeKube) -> None:
+    """The preview decides as the controller would: an unreadable pause holds, and says so."""
+    kube.add_node("w1", "Unknown")
+    for n in ("w2", "w3", "w4"):
+        kube.add_node(n)
+    kube.fail_next("GET", f"^{CM}$", 403)
+    code, out, _ = await plugin(kube, cmd("status", output="json"))
+    assert code == 0
+    data = json.loads(out)
+    assert any("cluster pause unknown" in n for n in data["notes"]), data["notes"]

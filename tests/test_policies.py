@@ -8,19 +8,17 @@ import pytest
 
 from noderecover.core.machine import Gates, Kind, Phase, Record, decide, grace_deadline
 from noderecover.core.nodes import format_time, parse_node
+from noderecover.core.pauses import DEFAULT_CLUSTER_PAUSE, Pause, parse_cluster_pause
+from noderecover.core.pauses import MAX_PAUSE as MAX_CLUSTER_PAUSE
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
-    DEFAULT_CLUSTER_PAUSE,
-    MAX_CLUSTER_PAUSE,
     NO_POLICY,
     PAUSED,
     POLICY_CONFLICT,
     POLICY_INVALID,
-    Pause,
     PoolState,
     govern,
     needed_keys,
-    parse_cluster_pause,
     parse_policy,
     pause_hold,
     policy_status,
@@ -223,13 +221,14 @@ def _cm(data: dict[str, str], created: float = T0) -> dict[str, Any]:
 
 
 def test_cluster_pause_cannot_be_forgotten_on() -> None:
-    pause, warn = parse_cluster_pause(_cm({"until": format_time(T0 + 600), "reason": "x"}))
+    now = T0 + 1
+    pause, warn = parse_cluster_pause(_cm({"until": format_time(T0 + 600), "reason": "x"}), now)
     assert pause == Pause(T0 + 600, "x") and warn is None
-    pause, warn = parse_cluster_pause(_cm({"reason": "no until"}))
+    pause, warn = parse_cluster_pause(_cm({"reason": "no until"}), now)
     assert pause is not None and pause.until == T0 + DEFAULT_CLUSTER_PAUSE and warn
-    pause, warn = parse_cluster_pause(_cm({"until": "2999-01-01T00:00:00Z"}))
+    pause, warn = parse_cluster_pause(_cm({"until": "2999-01-01T00:00:00Z"}), now)
     assert pause is not None and pause.until == T0 + MAX_CLUSTER_PAUSE and warn
-    assert parse_cluster_pause(None) == (None, None)
+    assert parse_cluster_pause(None, now) == (None, None)
 
 
 def _node(conditions: list[dict[str, str]]) -> Any:

@@ -373,7 +373,7 @@ async def test_policies_that_cannot_be_read_hold_everything_visibly(
     for n in ("w1", "w2", "w3"):
         kube.add_node(n)
     kill(kube, "w1")
-    h: Harness = await harness_factory(grace=5)
+    h: Harness = await harness_factory(grace=5, settle=False)
     await h.until(lambda: h.controller.synced)
     await h.idle(8, step=1.0)
     assert not cordoned(kube, "w1")

@@ -114,7 +114,14 @@ def test_pause_holds_the_controller_until_resume(nr: Replicas) -> None:
     try:
         cm = c.get(cm_path)
         assert cm["data"]["reason"] == "kernel upgrade"
+        # --for counted from the API server's clock (read by a dry-run create: nothing stored)
         assert 590 <= parse_time(cm["data"]["until"]) - time.time() <= 610  # type: ignore[operator]
+        names = [i["metadata"]["name"] for i in c.get(cm_path.rsplit("/", 1)[0])["items"]]
+        assert not [n for n in names if n.startswith("noderecover-clock-")], names
+        # Paused again: the same object, updated in place (never through "no pause").
+        again = plugin(c, "pause", "--for", "10m", "--reason", "kernel upgrade")
+        assert again.returncode == 0, again.stderr
+        assert c.get(cm_path)["metadata"]["uid"] == cm["metadata"]["uid"]
         nr.start("replica-a", *FAST)
         node = "worker-0"
         c.kill_node(node)
@@ -134,6 +141,8 @@ def test_pause_holds_the_controller_until_resume(nr: Replicas) -> None:
     finally:
         c.api("DELETE", cm_path)
     again = plugin(c, "resume")
-    assert (again.returncode, again.stdout) == (0, "not paused (no cluster-wide pause)\n")
+    assert again.returncode == 0 and again.stdout.startswith("not paused (no cluster-wide pause")
+    empty = plugin(c, "pause", "--for", "1h", "--policy", "")
+    assert empty.returncode == 2 and empty.stderr.startswith("error: --policy: "), empty.stderr
     too_long = plugin(c, "pause", "--for", "200h")
     assert too_long.returncode == 2 and "at most 7 days" in too_long.stderr

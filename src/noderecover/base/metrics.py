@@ -23,6 +23,13 @@ BLOCKED = Counter(
     "Remediation steps held back by a safety gate, by reason.",
     ["reason"],
 )
+PAUSE_UNKNOWN = Gauge(
+    "noderecover_pause_unknown",
+    "1 while a pause may exist unseen, so every forward step is held: `cluster` (the pause "
+    "ConfigMap not read for longer than the pause propagation bound), `policies` (the "
+    "NodeRecoveryPolicies not known).",
+    ["what"],
+)
 BREAKER_OPEN = Gauge(
     "noderecover_circuit_breaker_open",
     "1 while the mass-failure circuit breaker blocks new remediations.",

@@ -1,14 +1,21 @@
 """The NodeRecoveryPolicy objects and the cluster-wide pause, kept current; policy status.
 
 - Policies: list + watch (kube.watching.Watcher, the node watch's machinery). Before the
-  first LIST the CRD's existence is probed: absent (404) means no policies (the flags
-  govern) and is probed again every PROBE_INTERVAL; a CRD installed later is picked up.
-  `known` is False until the first LIST completed (or the CRD was found absent) and while
-  the watch is stale: the controller then holds every forward step (`policies-unknown`),
-  since a pause or a policy it has not seen may exist.
-- The cluster-wide pause: the ConfigMap `noderecover-pause` in the controller's own
-  namespace, read every PAUSE_POLL (GET; 404 = no pause). A failed read keeps the last
-  answer (and says so in the log).
+  first LIST the CRD's existence is probed: absent means no policies (the flags govern), but
+  only once confirmed - two 404s ABSENT_CONFIRM apart with nothing else between (a moment of
+  404, an API server whose CRD handler is not up yet, is not "no policies"); it is probed
+  again every PROBE_INTERVAL, and a probe that fails makes the policies unknown again. A CRD
+  installed later is picked up. `known` is False until the first LIST completed (or the CRD
+  was confirmed absent) and while the watch is stale: the controller then holds every
+  forward step (`policies-unknown`), since a pause or a policy it has not seen may exist.
+- The cluster-wide pause (where, its format, how long an answer is believed: core.pauses):
+  read every PAUSE_POLL. An answer is a 200 or a 404 that is the ConfigMap's own (a Status
+  naming it; a 404 from anything else, a 403, a 5xx, a timeout are failures). `pause_known`
+  is False until a read answered and once the last answer is older than
+  PAUSE_PROPAGATION_BOUND: the controller then holds every forward step (`pause-unknown`),
+  visibly - a log line when it changes, `noderecover_pause_unknown`, `/readyz`.
+- Pauses are compared with the current wall clock (`Clock.wall`): their `until` is a time
+  another party wrote, and a corrected host clock must move their end with it.
 - Status: `write_status` PATCHes (merge) the status subresource of each policy whose status
   changed, at most once per STATUS_INTERVAL per policy, by the leader only (the act-gate is
   asked right before each write), outside the action path (its own task in the leader's task
@@ -27,18 +34,24 @@ from urllib.parse import quote
 import anyio
 
 from noderecover.base.clock import Clock, Timeline
-from noderecover.base.metrics import PAUSED, POLICY_INVALID, POLICY_NODES
+from noderecover.base.metrics import PAUSE_UNKNOWN, PAUSED, POLICY_INVALID, POLICY_NODES
 from noderecover.controller.writes import Writer
 from noderecover.core.nodes import format_time
+from noderecover.core.pauses import (
+    PAUSE_POLL,
+    PAUSE_PROPAGATION_BOUND,
+    PAUSE_READ_TIMEOUT,
+    Pause,
+    PauseLocation,
+    parse_cluster_pause,
+)
 from noderecover.core.policies import (
-    CLUSTER_PAUSE_NAME,
     PLURAL,
     POLICIES_PATH,
-    Pause,
     Policy,
     PoolState,
-    parse_cluster_pause,
     parse_policy,
+    pause_hold,
     policy_status,
     status_changed,
 )
@@ -48,9 +61,16 @@ from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.policies")
 
-PROBE_INTERVAL = 30.0  # the CRD is absent: look again this often
-PAUSE_POLL = 5.0  # the cluster-wide pause ConfigMap is read this often
+PROBE_INTERVAL = 5.0  # the CRD is absent: look again this often
+ABSENT_CONFIRM = 5.0  # a 404 of the CRD is believed once it is seen again this much later
 STATUS_INTERVAL = 10.0  # at most one status write per policy this often
+
+
+def _the_objects_404(exc: NotFound, name: str) -> bool:
+    """A 404 that says this very object does not exist (the API server's Status: reason
+    NotFound, `<resource> "<name>" not found`), not a 404 of something on the way (a proxy,
+    an aggregated API, a path the server does not serve)."""
+    return exc.reason == "NotFound" and f'"{name}" not found' in exc.message
 
 
 class PolicySource:
@@ -71,15 +91,19 @@ class PolicySource:
         self._timeline = timeline
         self._cfg = cfg
         self._changed = changed
-        self._namespace = namespace
+        self.location = PauseLocation(namespace) if namespace else None
         self.policies: dict[str, Policy] = {}
-        self.absent = False  # the CRD is not installed (last probe)
+        self.absent = False  # the CRD is not installed (confirmed by the last probes)
+        self._first_404: float | None = None  # monotonic: the first of a run of CRD 404s
         # Whether policies are looked for at all: set when the watch starts (or a preview
         # reads them). A controller that never looks (a unit test driving `decide_all`, a
         # benchmark) is the flags alone.
         self.started = False
         self.cluster_pause: Pause | None = None
         self._pause_warning: str | None = None
+        self._pause_read_at: float | None = None  # monotonic start of the last read answered
+        self.pause_error: str | None = None  # why the last read did not answer (None: it did)
+        self._was_unknown: tuple[bool, bool] = (False, False)  # (pause, policies), last logged
         self._written: dict[str, tuple[float, Mapping[str, Any]]] = {}  # name -> (when, status)
         self.watcher: Watcher[Policy] = Watcher(
             kube,
@@ -100,6 +124,42 @@ class PolicySource:
     def known(self) -> bool:
         """Whether the set of policies is known now (see the module doc)."""
         return not self.started or self.absent or not self.watcher.stale()
+
+    @property
+    def pause_known(self) -> bool:
+        """The cluster-wide pause is known now: no pause is looked for, or the last answer is
+        at most PAUSE_PROPAGATION_BOUND old (core.pauses)."""
+        if self.location is None or not self.started:
+            return True
+        read = self._pause_read_at
+        return read is not None and self._clock.monotonic() - read <= PAUSE_PROPAGATION_BOUND
+
+    def pause_hold(self, pool: str | None) -> str | None:
+        """The pause holding a node of `pool` (None: the flags), by the wall clock now."""
+        p = self.policies.get(pool) if pool else None
+        return pause_hold(
+            p.pause if p is not None else None,
+            self.cluster_pause,
+            self._clock.wall(),
+            cluster_known=self.pause_known,
+        )
+
+    def unknown_why(self) -> str | None:
+        """Why a pause or policy may exist unseen (what /readyz and `plan` say), or None."""
+        if not self.pause_known:
+            if self._pause_read_at is None:
+                age = "never read"
+            else:
+                age = f"not read for {self._clock.monotonic() - self._pause_read_at:.0f}s"
+            return (
+                f"cluster pause unknown ({self.location} {age}: "
+                f"{self.pause_error or 'no answer yet'})"
+            )
+        if not self.known:
+            if self._first_404 is not None:
+                return "NodeRecoveryPolicies unknown (404: confirming the CRD is absent)"
+            return "NodeRecoveryPolicies unknown (not read yet, or the policy watch is stale)"
+        return None
 
     @property
     def listed(self) -> bool:
@@ -143,56 +203,98 @@ class PolicySource:
         self._changed()
 
     def update_metrics(self) -> None:
-        """noderecover_paused and noderecover_policy_invalid, as of now (pauses expire)."""
-        now = self._timeline.now()
+        """noderecover_paused, noderecover_pause_unknown and noderecover_policy_invalid, as of
+        now (pauses expire, answers age); a log line when a pause turns unknown or known."""
+        now = self._clock.wall()
         for name, p in self.policies.items():
             POLICY_INVALID.labels(name).set(0 if p.valid else 1)
             PAUSED.labels(name).set(1 if p.pause is not None and p.pause.active(now) else 0)
         active = self.cluster_pause is not None and self.cluster_pause.active(now)
         PAUSED.labels("").set(1 if active else 0)
+        unknown = (not self.pause_known, not self.known)
+        PAUSE_UNKNOWN.labels("cluster").set(1 if unknown[0] else 0)
+        PAUSE_UNKNOWN.labels("policies").set(1 if unknown[1] else 0)
+        if unknown != self._was_unknown:
+            if any(unknown):
+                log.warning("every forward step held: %s", self.unknown_why())
+            else:
+                log.info("pauses and policies known again: forward steps may go on")
+            self._was_unknown = unknown
 
     async def run(self) -> None:
         """Probe for the CRD, then watch the policies; poll the cluster pause meanwhile."""
         self.started = True
+        self.update_metrics()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._poll_pause)
             while True:
                 try:
                     await self._kube.request("GET", POLICIES_PATH, query=[("limit", "1")])
                 except NotFound:
-                    if not self.absent:
-                        log.info("no NodeRecoveryPolicy CRD installed: the flags govern every node")
-                    self.absent = True
-                    if self.policies:
-                        self.policies = {}
-                        self._changed()
-                    await self._clock.sleep(PROBE_INTERVAL)
+                    await self._clock.sleep(self._absent_seen())
                     continue
                 except ApiError as exc:
+                    self._first_404 = None
+                    if self.absent:  # it may have been installed meanwhile: unknown again
+                        self.absent = False
+                        self._changed()
+                    self.update_metrics()
                     log.warning("cannot probe NodeRecoveryPolicies: %s; retrying", exc)
-                    await self._clock.sleep(PROBE_INTERVAL / 3)
+                    await self._clock.sleep(PROBE_INTERVAL)
                     continue
                 break
+            self._first_404 = None
             self.absent = False
             await self.watcher.run()
+
+    def _absent_seen(self) -> float:
+        """One 404 of the CRD probe: believed once confirmed (see the module doc); returns
+        how long to wait before the next probe."""
+        now = self._clock.monotonic()
+        if self._first_404 is None:
+            self._first_404 = now
+            self.update_metrics()
+        if now - self._first_404 < ABSENT_CONFIRM:
+            if not self.absent:
+                log.info(
+                    "NodeRecoveryPolicies: 404; looking again in %gs before believing the CRD "
+                    "is not installed (meanwhile: policies-unknown)",
+                    ABSENT_CONFIRM,
+                )
+            return ABSENT_CONFIRM
+        if not self.absent:
+            log.info("no NodeRecoveryPolicy CRD installed: the flags govern every node")
+            self.absent = True
+            self.policies = {}
+            self._changed()
+        return PROBE_INTERVAL
 
     # -- the cluster-wide pause ---------------------------------------------------------
 
     async def read_pause(self) -> None:
-        """One GET of the pause ConfigMap (no namespace: no cluster pause)."""
-        if self._namespace is None:
+        """One GET of the pause ConfigMap (no location: no cluster pause)."""
+        loc = self.location
+        if loc is None:
             return
-        path = (
-            f"/api/v1/namespaces/{quote(self._namespace, safe='')}/configmaps/{CLUSTER_PAUSE_NAME}"
-        )
+        started = self._clock.monotonic()
+        timeout = min(PAUSE_READ_TIMEOUT, self._kube.timeouts.request)
         try:
-            raw: Mapping[str, Any] | None = await self._kube.request("GET", path)
-        except NotFound:
+            raw: Mapping[str, Any] | None = await self._kube.request(
+                "GET", loc.path, timeout=timeout
+            )
+        except NotFound as exc:
+            if not _the_objects_404(exc, loc.name):
+                self._pause_failed(f"a 404 that is not the ConfigMap's own: {exc}")
+                return
             raw = None
         except ApiError as exc:
-            log.warning("cannot read the cluster pause %s: %s; keeping the last answer", path, exc)
+            self._pause_failed(str(exc))
             return
-        pause, warning = parse_cluster_pause(raw)
+        self._pause_read_at = started
+        if self.pause_error is not None:
+            log.info("cluster pause %s read again", loc)
+            self.pause_error = None
+        pause, warning = parse_cluster_pause(raw, self._clock.wall())
         if warning is not None and warning != self._pause_warning:
             log.warning("%s", warning)
         self._pause_warning = warning
@@ -209,20 +311,39 @@ class PolicySource:
             self._changed()
         self.update_metrics()
 
+    def _pause_failed(self, why: str) -> None:
+        if why != self.pause_error:
+            log.warning(
+                "cannot read the cluster pause %s: %s; held as unknown once the last answer is "
+                "%gs old",
+                self.location,
+                why,
+                PAUSE_PROPAGATION_BOUND,
+            )
+        self.pause_error = why
+        self.update_metrics()
+
     async def _poll_pause(self) -> None:
         while True:
+            started = self._clock.monotonic()
             await self.read_pause()
-            await self._clock.sleep(PAUSE_POLL)
+            await self._clock.sleep(max(0.0, started + PAUSE_POLL - self._clock.monotonic()))
 
     # -- status ------------------------------------------------------------------------
 
     async def write_status(self, states: Mapping[str, PoolState], writer: Writer) -> int:
         """One round of status writes; returns how many were written."""
-        now = self._timeline.now()
+        now = self._clock.wall()  # pauses' ends are wall times; so is lastTransitionTime
         mono = self._clock.monotonic()
         written = 0
         for name, p in sorted(self.policies.items()):
-            status = policy_status(p, states.get(name, PoolState()), self.cluster_pause, now)
+            status = policy_status(
+                p,
+                states.get(name, PoolState()),
+                self.cluster_pause,
+                now,
+                cluster_known=self.pause_known,
+            )
             last = self._written.get(name)
             previous = last[1] if last is not None else p.status
             if not status_changed(previous, status):

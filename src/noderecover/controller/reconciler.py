@@ -17,6 +17,8 @@ Invariants:
 - A removed node still in view counts once (as a removal) for the breaker, not twice.
 - Time: records, timers and annotations use the Timeline (monotonic, on the wall scale): a
   wall-clock step cannot shorten a grace. Heartbeat Lease ages use the monotonic clock.
+  Times other parties wrote (a pause's end, Event times, creationTimestamp) are compared
+  with the current wall clock (put on the timeline with `Timeline.drift()`).
 - What noderecover did it undoes: a node that leaves --node-selector keeps being visited
   while it has a record or our annotations; it is held (`excluded-selector`) and restored
   once healthy.
@@ -77,6 +79,7 @@ from noderecover.core.nodes import ANN_PHASE, NodeObs, format_time, parse_time
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
     NO_POLICY,
+    PAUSE_UNKNOWN,
     PAUSED,
     POLICIES_UNKNOWN,
     POLICY_CONFLICT,
@@ -85,7 +88,6 @@ from noderecover.core.policies import (
     PoolState,
     govern,
     needed_keys,
-    pause_hold,
 )
 from noderecover.core.reasons import Blocked
 from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
@@ -96,6 +98,7 @@ from noderecover.kube.watching import Watcher
 log = logging.getLogger("noderecover.controller.reconciler")
 
 MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
+NOT_LEADER_PAUSE = 0.1  # the act-gate is closed while leading: look again this much later
 
 
 class Gate(Protocol):
@@ -325,6 +328,8 @@ class Controller:
     def _explain(self, node: str, reason: str) -> str | None:
         """What a policy hold's Event says besides its reason."""
         cluster = self.policies.cluster_pause
+        if reason in (PAUSE_UNKNOWN, POLICIES_UNKNOWN):
+            return self.policies.unknown_why()
         if reason == CLUSTER_PAUSED and cluster is not None:
             return f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
         pool = self.view.pool(node)
@@ -356,16 +361,13 @@ class Controller:
         """The policy gate: unknown policies, no or two policies, a pause; or None."""
         if not self.policies.known or not self.view.keys_current:
             return POLICIES_UNKNOWN
-        now = self.timeline.now()
-        cluster = self.policies.cluster_pause
         if not self.policies.active:
-            return CLUSTER_PAUSED if cluster is not None and cluster.active(now) else None
+            return self.policies.pause_hold(None)  # the cluster pause, known or not
         pool = self.view.pool(node)
         if pool is None:
             gov = self.view.held.get(node)
             return gov.held if gov is not None and gov.held is not None else NO_POLICY
-        p = self.policies.policies.get(pool)
-        return pause_hold(p.pause if p is not None else None, cluster, now)
+        return self.policies.pause_hold(pool)
 
     def _pool_configs(self) -> dict[str, Config]:
         if not self.policies.active:
@@ -424,6 +426,13 @@ class Controller:
                 tg.start_soon(self.policies.status_loop, self._states, self.executor.writes.writer)
                 while True:
                     self._wake = anyio.Event()
+                    if not self._gate.may_act():
+                        # The act-gate closed (the Lease is about to pass, or its renewal is
+                        # late): every write would be refused. No pass starts actions that
+                        # fail at once and wake the loop again (a busy loop); the elector
+                        # either renews (the gate opens) or cancels this task.
+                        await self._clock.sleep(NOT_LEADER_PAUSE)
+                        continue
                     wake_at = self.reconcile(tg)
                     delay = min(MAX_IDLE, max(0.0, wake_at - self.timeline.now()))
                     await wait_event(self._wake, self._clock, delay)
@@ -448,6 +457,7 @@ class Controller:
             log.warning("could not read earlier removals from Events: %s", exc)
             return
         now = self.timeline.now()
+        drift = self.timeline.drift()  # Event times are wall times: put them on the timeline
         keep = max(HOUR, self.cfg.breaker_window)
         # The most removals the hourly budget allows in the kept window: a larger `count` is
         # garbage, and counting past it changes no decision (the budget is spent either way).
@@ -460,7 +470,7 @@ class Controller:
             stamps = [parse_time(ev.get(k)) for k in ("firstTimestamp", "lastTimestamp")]
             # All at the latest timestamp: no removal of an aggregated Event happened after
             # it, so none leaves the window sooner than it really would (never undercounts).
-            when = max((t for t in stamps if t is not None), default=None)
+            when = max((t - drift for t in stamps if t is not None), default=None)
             if when is None or now - when >= keep:
                 continue
             count = ev.get("count")
@@ -836,6 +846,8 @@ class Controller:
         if not self.policies.listed:
             # Nothing is decided until then (a pause may exist): say so, do not look idle.
             return False, "NodeRecoveryPolicies not read yet (see the log)"
+        if (unknown := self.policies.unknown_why()) is not None:
+            return False, unknown  # every forward step is held (pause-unknown...)
         return True, "synced"
 
     def liveness(self) -> tuple[bool, str]:

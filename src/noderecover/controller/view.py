@@ -171,14 +171,17 @@ class NodeView:
     def _young(self, obs: NodeObs) -> bool:
         created = obs.created
         return (
-            created is not None and self._timeline.now() - created < self._cfg.node_startup_timeout
+            created is not None
+            and self._timeline.now() + self._timeline.drift() - created  # the wall clock now
+            < self._cfg.node_startup_timeout
         )
 
     def startup_until(self, obs: NodeObs) -> float | None:
         """Until when a node never seen Ready is still joining (None: not joining)."""
         if obs.created is None or obs.name in self.young_ready or not self._young(obs):
             return None
-        return obs.created + self._cfg.node_startup_timeout
+        # A wall time (its creationTimestamp), put on the timeline decisions are made on.
+        return obs.created - self._timeline.drift() + self._cfg.node_startup_timeout
 
     def carries_ours(self, name: str) -> bool:
         obs = self.nodes.get(name)

@@ -17,10 +17,11 @@ Which policy governs a node (`govern`), when at least one policy exists:
 With no policy at all the flags are the one policy for the nodes --node-selector selects.
 
 Pauses expire by themselves: `spec.paused.until` is required (the schema refuses a pause
-without it), and a pause whose time has passed is no pause. The cluster-wide pause (the
-ConfigMap `noderecover-pause` in the controller's namespace, `parse_cluster_pause`) cannot
-be forgotten on either: it ends at its `until`, and at most MAX_CLUSTER_PAUSE after the
-ConfigMap was created (DEFAULT_CLUSTER_PAUSE when `until` is missing or unreadable).
+without it), and a pause whose time has passed is no pause; an `until` is another party's
+wall time and is compared with the current wall clock. A `spec.paused` that cannot be read
+makes the policy invalid: its nodes are held, never taken as not paused. The cluster-wide
+pause (where it lives, its format, how long a read of it is believed) is core.pauses' rule;
+while it is unknown every node is held (`pause-unknown`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from noderecover.core.nodes import format_time, parse_time
+from noderecover.core.pauses import Pause
 from noderecover.core.reasons import Blocked
 from noderecover.core.selectors import Requirement, Selector, key_error, value_error
 from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
@@ -42,9 +44,6 @@ PLURAL = "noderecoverypolicies"
 KIND = "NodeRecoveryPolicy"
 POLICIES_PATH = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 
-CLUSTER_PAUSE_NAME = "noderecover-pause"
-DEFAULT_CLUSTER_PAUSE = 3600.0  # a cluster pause ConfigMap without a readable `until`
-MAX_CLUSTER_PAUSE = 7 * 86400.0  # however far its `until`, after its creation
 
 # Blocked reasons (core.reasons; noderecover_blocked_total{reason}, Events, plan).
 PAUSED = Blocked.PAUSED  # the node's policy is paused
@@ -141,15 +140,6 @@ def _threshold(v: object) -> Threshold:
     if isinstance(v, str) and (m := _PERCENT.fullmatch(v)) and int(m.group(1)) <= 100:
         return Threshold(float(m.group(1)), True, round_up=True)
     raise ValueError(f"spec.maxUnhealthy: {v!r} is neither a count >= 0 nor a percent 0%-100%")
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    until: float
-    reason: str
-
-    def active(self, now: float) -> bool:
-        return now < self.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,42 +313,19 @@ def govern(policies: Mapping[str, Policy], labels: Mapping[str, str]) -> Governa
     return Governance(name, None, f"policy {name}", matched)
 
 
-def pause_hold(policy: Pause | None, cluster: Pause | None, now: float) -> str | None:
-    """The pause reason holding a node of a policy with pause `policy`, or None."""
+def pause_hold(
+    policy: Pause | None, cluster: Pause | None, now: float, *, cluster_known: bool = True
+) -> str | None:
+    """The pause reason holding a node of a policy with pause `policy`, or None. `now`: the
+    current wall time (a pause's `until` is another party's wall time). `cluster_known`:
+    False while the cluster-wide pause cannot be read: that holds like a pause."""
+    if not cluster_known:
+        return PAUSE_UNKNOWN
     if cluster is not None and cluster.active(now):
         return CLUSTER_PAUSED
     if policy is not None and policy.active(now):
         return PAUSED
     return None
-
-
-def parse_cluster_pause(raw: Mapping[str, Any] | None) -> tuple[Pause | None, str | None]:
-    """The ConfigMap `noderecover-pause` (None: absent) -> (pause, a warning or None)."""
-    if raw is None:
-        return None, None
-    meta = raw.get("metadata")
-    created = parse_time(meta.get("creationTimestamp")) if isinstance(meta, Mapping) else None
-    data = raw.get("data")
-    data = data if isinstance(data, Mapping) else {}
-    until = parse_time(data.get("until"))
-    reason = data.get("reason")
-    reason = reason[:256] if isinstance(reason, str) else ""
-    warning = None
-    if created is None:
-        if until is None:
-            return None, "cluster pause: no readable until nor creationTimestamp: ignored"
-        return Pause(until, reason), None
-    cap = created + MAX_CLUSTER_PAUSE
-    if until is None:
-        until = created + DEFAULT_CLUSTER_PAUSE
-        warning = (
-            f"cluster pause: data.until {data.get('until')!r} is not an RFC 3339 time: "
-            f"paused until {format_time(until)} ({DEFAULT_CLUSTER_PAUSE:.0f}s after creation)"
-        )
-    elif until > cap:
-        warning = f"cluster pause: until capped at {format_time(cap)} (7 days after creation)"
-        until = cap
-    return Pause(until, reason), warning
 
 
 # -- status -----------------------------------------------------------------------------
@@ -396,22 +363,37 @@ def _condition(
 
 
 def policy_status(
-    policy: Policy, state: PoolState, cluster: Pause | None, now: float
+    policy: Policy,
+    state: PoolState,
+    cluster: Pause | None,
+    now: float,
+    *,
+    cluster_known: bool = True,
 ) -> dict[str, Any]:
-    """The status subresource of a policy (a merge-patch body's `status`)."""
+    """The status subresource of a policy (a merge-patch body's `status`); `now`: the wall
+    clock's."""
     old_conditions = policy.status.get("conditions")
     old: dict[str, Mapping[str, Any]] = {
         str(c.get("type")): c
         for c in (old_conditions if isinstance(old_conditions, list) else [])
         if isinstance(c, Mapping)
     }
-    hold = pause_hold(policy.pause, cluster, now)
+    hold = pause_hold(policy.pause, cluster, now, cluster_known=cluster_known)
     blocked = sorted({b for _, _, b in state.remediating if b})
     if policy.error is not None:
         ready = _condition("Ready", False, "Invalid", policy.error, old, now)
     else:
         ready = _condition("Ready", True, "Applied", "the spec is applied", old, now)
-    if hold == CLUSTER_PAUSED and cluster is not None:
+    if hold == PAUSE_UNKNOWN:
+        paused = _condition(
+            "Paused",
+            True,
+            "PauseUnknown",
+            "the cluster-wide pause cannot be read: held as paused until it can",
+            old,
+            now,
+        )
+    elif hold == CLUSTER_PAUSED and cluster is not None:
         paused = _condition(
             "Paused",
             True,

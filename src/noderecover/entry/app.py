@@ -18,6 +18,7 @@ from noderecover.base.clock import Clock, SystemClock
 from noderecover.base.metrics import BUILD_INFO
 from noderecover.controller.reconciler import Controller
 from noderecover.controller.writes import Writer
+from noderecover.core.pauses import PauseLocation, cluster_pause_location, own_namespace
 from noderecover.entry.config import BadFlag, Config
 from noderecover.entry.httpserver import HttpServer
 from noderecover.kube.client import KubeClient, Timeouts
@@ -82,15 +83,29 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def lease_namespace(cfg: Config) -> str:
-    if cfg.lease_namespace:
-        return cfg.lease_namespace
+def pod_namespace() -> str | None:
+    """The namespace this process runs in: POD_NAMESPACE, else its service account's; None
+    outside a pod."""
     if ns := os.environ.get("POD_NAMESPACE"):
         return ns
     try:
-        return SA_NAMESPACE.read_text().strip() or "kube-system"
+        return SA_NAMESPACE.read_text().strip() or None
     except OSError:
-        return "kube-system"
+        return None
+
+
+def lease_namespace(cfg: Config) -> str:
+    """Where the leader Lease lives (core.pauses.own_namespace: the plugin's rule too)."""
+    return own_namespace(cfg.lease_namespace, pod_namespace())
+
+
+def pause_location(cfg: Config) -> PauseLocation:
+    """Where the cluster pause is read: next to the Lease, by the rule the plugin writes it
+    with (core.pauses.cluster_pause_location). BadFlag when that namespace is not valid."""
+    try:
+        return cluster_pause_location(cfg.lease_namespace, pod_namespace())
+    except ValueError as exc:
+        raise BadFlag(f"{cfg.source('lease_namespace')} or POD_NAMESPACE: {exc}") from None
 
 
 class _StopGate:
@@ -164,7 +179,7 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
     # Events go through the write path's writer: leadership asked right before each one.
     events = EventRecorder(Writer(kube, gate.may_act), clock, identity, may_write=gate.may_act)
     controller = Controller(
-        kube, clock, cfg, gate=gate, events=events, namespace=lease_namespace(cfg)
+        kube, clock, cfg, gate=gate, events=events, namespace=pause_location(cfg).namespace
     )
     http = HttpServer(cfg.http_bind, _Health(controller, elector, clock, cfg.retry_period), clock)
     try:

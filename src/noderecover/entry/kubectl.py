@@ -9,13 +9,19 @@ NODERECOVER_* variables of its Deployment (`-n/--namespace`, `--deployment`), pa
 same code as `noderecover run`. When that Deployment cannot be read, noderecover's defaults
 are used and a note on stderr says so. Nothing is written.
 
+    kubectl noderecover pause (--for D | --until T) [--policy P] [--reason R]
+    kubectl noderecover resume [--policy P]
+
+`pause` and `resume` write: the cluster-wide pause where the controller reads it (core.pauses:
+next to its leader Lease - the Deployment's --lease-namespace, else its namespace), or a
+policy's spec.paused. `--for D` counts from the API server's clock, not this machine's.
+
 Exit codes (kubectl's): 0 ok, 1 an API error or a node that does not exist, 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
@@ -27,18 +33,25 @@ import anyio
 
 from noderecover import __version__
 from noderecover.core.nodes import format_time, parse_time
-from noderecover.core.policies import (
+from noderecover.core.pauses import (
     CLUSTER_PAUSE_NAME,
-    MAX_CLUSTER_PAUSE,
-    POLICIES_PATH,
+    MAX_PAUSE_DAYS,
+    PauseLocation,
+    cluster_pause_location,
+    label_error,
+    own_namespace,
+    pause_data,
+    resolve_until,
+    subdomain_error,
 )
+from noderecover.core.policies import GROUP, KIND, POLICIES_PATH, VERSION
 from noderecover.entry.cli import one_line as _one_line
 from noderecover.entry.cli import parser as run_parser
 from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
 from noderecover.entry.plan import NodeReport, Preview, preview
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-MAX_PAUSE_DAYS = 7  # as the controller caps a cluster pause (core/policies.MAX_CLUSTER_PAUSE)
+WRITE_ATTEMPTS = 3  # the pause ConfigMap changed between our read and our write: read again
 PROG = "kubectl noderecover"
 CONTAINER = "noderecover"
 
@@ -295,7 +308,7 @@ def in_remediation(r: NodeReport) -> bool:
 async def _leader(kube: Any, cfg: Config, namespace: str) -> dict[str, Any]:
     from noderecover.kube.client import ApiError, NotFound
 
-    ns = cfg.lease_namespace or namespace
+    ns = own_namespace(cfg.lease_namespace, namespace)
     path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{cfg.lease_name}"
     try:
         lease = await kube.request("GET", path)
@@ -321,9 +334,56 @@ async def _leader(kube: Any, cfg: Config, namespace: str) -> dict[str, Any]:
     }
 
 
+class Failed(Exception):
+    """A command that did not do what it was asked: one line on stderr, exit 1."""
+
+
+def check_names(opts: argparse.Namespace) -> None:
+    """BadFlag naming the flag when a name that goes into a URL is not a Kubernetes name
+    (checked before any request: a '/' or '..' must never reach a path)."""
+    if (why := label_error(opts.namespace)) is not None:
+        raise BadFlag(f"--namespace: {why}")
+    if (why := subdomain_error(opts.deployment)) is not None:
+        raise BadFlag(f"--deployment: {why}")
+    policy = getattr(opts, "policy", None)
+    if policy is not None and (why := subdomain_error(policy)) is not None:
+        raise BadFlag(f"--policy: {why}")
+
+
+async def controller_settings(
+    kube: Any, opts: argparse.Namespace, err: TextIO, consequence: str
+) -> Config:
+    """The controller's Config from its Deployment; noderecover's defaults (and a note on
+    stderr ending with `consequence`) when that cannot be read."""
+    from noderecover.kube.client import ApiError, NotFound
+
+    path = f"/apis/apps/v1/namespaces/{opts.namespace}/deployments/{opts.deployment}"
+    note = ""
+    try:
+        args, env = deployment_settings(await kube.request("GET", path))
+        return settings_from(args, env, opts)
+    except NotFound:
+        note = f"deployment {opts.namespace}/{opts.deployment} not found"
+    except BadFlag as exc:
+        note = f"its settings do not parse ({_one_line(str(exc))})"
+    except ApiError as exc:  # 403 and friends: fall back, say so
+        note = f"could not read {opts.namespace}/{opts.deployment}: {exc}"
+    err.write(f"note: {_one_line(note)}; {consequence}\n")
+    return settings_from([], {}, opts)
+
+
+def pause_location(cfg: Config, opts: argparse.Namespace) -> PauseLocation:
+    """Where the controller of `cfg` (its Deployment in --namespace) reads the cluster pause:
+    the same rule it applies itself (core.pauses)."""
+    try:
+        return cluster_pause_location(cfg.lease_namespace, opts.namespace)
+    except ValueError as exc:  # the Deployment's --lease-namespace was validated: unreachable
+        raise BadFlag(str(exc)) from None
+
+
 async def _run(opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from noderecover.entry.app import load_client
-    from noderecover.kube.client import ApiError, KubeClient, NotFound, Timeouts
+    from noderecover.kube.client import KubeClient, Timeouts
 
     base = settings_from([], {}, opts)
     kube = KubeClient(
@@ -333,35 +393,52 @@ async def _run(opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         user_agent=f"kubectl-noderecover/{__version__}",
     )
     try:
-        if opts.command in ("pause", "resume"):
-            return await _pause(kube, opts, out, err)
-        path = f"/apis/apps/v1/namespaces/{opts.namespace}/deployments/{opts.deployment}"
-        note = ""
-        try:
-            args, env = deployment_settings(await kube.request("GET", path))
-            cfg = settings_from(args, env, opts)
-        except NotFound:
-            cfg, note = base, f"deployment {opts.namespace}/{opts.deployment} not found"
-        except BadFlag as exc:
-            cfg, note = base, f"its settings do not parse ({_one_line(str(exc))})"
-        except ApiError as exc:  # 403 and friends: fall back, say so
-            cfg, note = base, f"could not read {opts.namespace}/{opts.deployment}: {exc}"
-        if note:
-            err.write(f"note: {_one_line(note)}; decisions use noderecover's defaults\n")
-        p = await preview(kube, cfg, namespace=cfg.lease_namespace or opts.namespace)
-        if opts.command == "plan":
-            return _plan(p, opts.output, out)
-        if opts.command == "why":
-            return _why(p, cfg, opts.node, opts.output, out, err)
-        leader = await _leader(kube, cfg, opts.namespace)
-        return _status(p, cfg, leader, opts.output, out)
+        return await command(kube, opts, out, err)
     finally:
         await kube.close()
 
 
-def pause_until(opts: argparse.Namespace, now: float) -> float:
-    """The end of the pause asked for; BadFlag when it is not a future time within
-    MAX_PAUSE_DAYS (a pause must end by itself, and soon enough to be remembered)."""
+async def command(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """One command against the API behind `kube`; its exit code. Whatever fails says so in
+    one line on `err` and exits non-zero: 2 bad usage (names, times), 1 the API or a command
+    that did not do what it was asked (never "paused" and 0 after a failed write)."""
+    from noderecover.kube.client import ApiError
+
+    try:
+        check_names(opts)
+        if opts.command == "pause":
+            pause_request(opts)
+        return await _execute(kube, opts, out, err)
+    except BadFlag as exc:
+        err.write(f"error: {_one_line(str(exc))}\n")
+        return EXIT_USAGE
+    except (ApiError, Failed) as exc:
+        err.write(f"error: {_one_line(str(exc))}\n")
+        return EXIT_FAILURE
+
+
+async def _execute(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if opts.command in ("pause", "resume"):
+        if opts.policy is not None:
+            return await _pause_policy(kube, opts, out)
+        cfg = await controller_settings(
+            kube, opts, err, f"the pause goes next to its Lease in {opts.namespace}"
+        )
+        return await _pause_cluster(kube, opts, pause_location(cfg, opts), out)
+    cfg = await controller_settings(kube, opts, err, "decisions use noderecover's defaults")
+    p = await preview(kube, cfg, namespace=pause_location(cfg, opts).namespace)
+    if opts.command == "plan":
+        return _plan(p, opts.output, out)
+    if opts.command == "why":
+        return _why(p, cfg, opts.node, opts.output, out, err)
+    leader = await _leader(kube, cfg, opts.namespace)
+    return _status(p, cfg, leader, opts.output, out)
+
+
+def pause_request(opts: argparse.Namespace) -> tuple[float | None, float | None, str]:
+    """(seconds, until, flag) of `--for` / `--until`, parsed (BadFlag: not a duration > 0, not
+    an RFC 3339 time). Whether it is in the future and within MAX_PAUSE_DAYS needs the API
+    server's time: `pause_until`."""
     if opts.duration is not None:
         try:
             seconds = parse_duration(opts.duration)
@@ -369,75 +446,130 @@ def pause_until(opts: argparse.Namespace, now: float) -> float:
             raise BadFlag(f"--for: {exc}") from None
         if seconds <= 0:
             raise BadFlag(f"--for: must be longer than 0s, not {opts.duration!r}")
-        until, flag = now + seconds, "--for"
-    else:
-        parsed = parse_time(opts.until)
-        if parsed is None:
-            raise BadFlag(f"--until: not an RFC 3339 time: {opts.until!r}")
-        until, flag = parsed, "--until"
-        if until <= now:
-            raise BadFlag(f"--until: {opts.until} is not in the future")
-    if until - now > MAX_CLUSTER_PAUSE:
-        raise BadFlag(f"{flag}: at most {MAX_PAUSE_DAYS} days ahead")
-    return math.ceil(until)
+        if seconds > MAX_PAUSE_DAYS * 86400:
+            raise BadFlag(f"--for: at most {MAX_PAUSE_DAYS} days ahead")
+        return seconds, None, "--for"
+    parsed = parse_time(opts.until)
+    if parsed is None:
+        raise BadFlag(f"--until: not an RFC 3339 time: {opts.until!r}")
+    return None, parsed, "--until"
 
 
-async def _pause(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def pause_until(opts: argparse.Namespace, server_now: float) -> float:
+    """The end of the pause asked for, `--for` counted from `server_now` (the API server's
+    time); BadFlag when it is not a future time within MAX_PAUSE_DAYS (a pause must end by
+    itself, and soon enough to be remembered)."""
+    seconds, until, flag = pause_request(opts)
+    try:
+        return resolve_until(seconds, until, server_now, flag)
+    except ValueError as exc:
+        raise BadFlag(str(exc)) from None
+
+
+async def server_time(kube: Any, collection: str, probe: dict[str, Any], missing: str) -> float:
+    """The API server's clock now: a dry-run create (nothing is stored) answers with the
+    creationTimestamp the server set. Seconds resolution, truncated: the upper end of the
+    second is returned, so a pause `--for D` is never shorter than D. `missing`: what a 404
+    of `collection` means."""
+    from noderecover.kube import mutating
+    from noderecover.kube.client import ApiError, NotFound
+
+    body = {**probe, "metadata": {"generateName": "noderecover-clock-"}}
+    try:
+        made = await mutating.send(kube, "POST", collection, query=[("dryRun", "All")], body=body)
+    except NotFound:
+        raise Failed(missing) from None
+    except ApiError as exc:
+        raise Failed(
+            f"cannot read the API server's clock (a dry-run create in {collection}): {exc}"
+        ) from None
+    meta = made.get("metadata")
+    stamp = parse_time(meta.get("creationTimestamp")) if isinstance(meta, Mapping) else None
+    if stamp is None:
+        raise Failed(f"cannot read the API server's clock: no creationTimestamp from {collection}")
+    return stamp + 1.0
+
+
+async def _pause_policy(kube: Any, opts: argparse.Namespace, out: TextIO) -> int:
     from noderecover.kube import mutating
     from noderecover.kube.client import MERGE_PATCH, NotFound
 
-    ns = opts.namespace
-    cm_path = f"/api/v1/namespaces/{ns}/configmaps/{CLUSTER_PAUSE_NAME}"
-    if opts.command == "resume":
-        if opts.policy:
-            await mutating.send(
-                kube,
-                "PATCH",
-                f"{POLICIES_PATH}/{opts.policy}",
-                body={"spec": {"paused": None}},
-                content_type=MERGE_PATCH,
-            )
-            out.write(f"noderecoverypolicy/{opts.policy} resumed\n")
-            return EXIT_OK
-        try:
-            await mutating.send(kube, "DELETE", cm_path)
-        except NotFound:
-            out.write("not paused (no cluster-wide pause)\n")
-            return EXIT_OK
-        out.write(f"resumed (configmap {ns}/{CLUSTER_PAUSE_NAME} deleted)\n")
-        return EXIT_OK
-    until = format_time(opts.pause_until)
-    reason = opts.reason[:256]
-    if opts.policy:
+    path = f"{POLICIES_PATH}/{opts.policy}"
+    if opts.command == "pause":
+        probe = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "spec": {}}
+        missing = "the NodeRecoveryPolicy CRD is not installed"
+        until = pause_until(opts, await server_time(kube, POLICIES_PATH, probe, missing))
+        paused: dict[str, Any] | None = {
+            "until": format_time(until),
+            "reason": opts.reason[:256],
+        }
+    else:
+        paused = None
+    try:
         await mutating.send(
-            kube,
-            "PATCH",
-            f"{POLICIES_PATH}/{opts.policy}",
-            body={"spec": {"paused": {"until": until, "reason": reason}}},
-            content_type=MERGE_PATCH,
+            kube, "PATCH", path, body={"spec": {"paused": paused}}, content_type=MERGE_PATCH
         )
-        out.write(f"noderecoverypolicy/{opts.policy} paused until {until}\n")
-        return EXIT_OK
-    # A new object each time: the controller caps a cluster pause at 7 days after the
-    # ConfigMap's creation, so an old one would cut the new pause short.
-    with contextlib.suppress(NotFound):
-        await mutating.send(kube, "DELETE", cm_path)
-    await mutating.send(
-        kube,
-        "POST",
-        f"/api/v1/namespaces/{ns}/configmaps",
-        body={
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": CLUSTER_PAUSE_NAME,
-                "labels": {"app.kubernetes.io/name": "noderecover"},
-            },
-            "data": {"until": until, "reason": reason},
-        },
-    )
-    out.write(f"paused until {until} (configmap {ns}/{CLUSTER_PAUSE_NAME})\n")
+    except NotFound:
+        raise Failed(f'noderecoverypolicy "{opts.policy}" not found') from None
+    if paused is None:
+        out.write(f"noderecoverypolicy/{opts.policy} resumed\n")
+    else:
+        out.write(f"noderecoverypolicy/{opts.policy} paused until {paused['until']}\n")
     return EXIT_OK
+
+
+async def _pause_cluster(
+    kube: Any, opts: argparse.Namespace, loc: PauseLocation, out: TextIO
+) -> int:
+    """Write (or delete) the cluster pause where the controller reads it. A pause that exists
+    is updated in place (resourceVersion-guarded), never deleted and re-created: replacing a
+    pause never passes through "no pause". Its own start (`since`, the server's time) caps
+    it, not the object's creation."""
+    from noderecover.kube import mutating
+    from noderecover.kube.client import Conflict, NotFound
+
+    if opts.command == "resume":
+        try:
+            await mutating.send(kube, "DELETE", loc.path)
+        except NotFound:
+            out.write(f"not paused (no cluster-wide pause: {loc} does not exist)\n")
+            return EXIT_OK
+        out.write(f"resumed ({loc} deleted)\n")
+        return EXIT_OK
+    missing = (
+        f"namespace {loc.namespace} not found: noderecover reads its pause there "
+        "(-n/--namespace names the namespace noderecover runs in)"
+    )
+    now = await server_time(
+        kube, loc.collection, {"apiVersion": "v1", "kind": "ConfigMap"}, missing
+    )
+    until = pause_until(opts, now)
+    data = pause_data(until, opts.reason, since=now)
+    for _ in range(WRITE_ATTEMPTS):
+        try:
+            cur: dict[str, Any] | None = await kube.request("GET", loc.path)
+        except NotFound:
+            cur = None
+        try:
+            if cur is None:
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": loc.name,
+                        "namespace": loc.namespace,
+                        "labels": {"app.kubernetes.io/name": "noderecover"},
+                    },
+                    "data": data,
+                }
+                await mutating.send(kube, "POST", loc.collection, body=body)
+            else:  # the same object, its resourceVersion as the precondition
+                await mutating.send(kube, "PUT", loc.path, body={**cur, "data": data})
+        except Conflict:
+            continue  # created or changed since our read: read again
+        out.write(f"paused until {data['until']} ({loc})\n")
+        return EXIT_OK
+    raise Failed(f"{loc} kept changing under us: not paused (try again)")
 
 
 def _plan(p: Preview, fmt: str, out: TextIO) -> int:
@@ -566,13 +698,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.setup_logging("text", "error")
     try:
-        if opts.command == "pause":  # checked before any API call: a bad time is usage
-            opts.pause_until = pause_until(opts, time.time())
+        # Checked before any API call: a bad name or time is usage (the times against the
+        # API server's clock come later, also as usage).
+        check_names(opts)
+        if opts.command == "pause":
+            pause_request(opts)
         return anyio.run(_run, opts, sys.stdout, sys.stderr, backend="asyncio")
     except BadFlag as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except ApiError as exc:
+    except (ApiError, Failed) as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

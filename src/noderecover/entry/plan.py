@@ -87,6 +87,8 @@ def _governed_by(c: Controller, name: str) -> tuple[str, str | None]:
 
 def _notes(c: Controller, now: float) -> list[str]:
     notes = []
+    if (unknown := c.policies.unknown_why()) is not None:  # held as if paused
+        notes.append(f"{unknown}: every forward step is held")
     cluster = c.policies.cluster_pause
     if cluster is not None and cluster.active(now):
         notes.append(
