@@ -302,3 +302,30 @@ def test_a_held_remediation_keeps_its_slot() -> None:
     assert c.decisions["dead"].action is None
     assert c.decisions["dead"].blocked == Blocked.MAX_CONCURRENT
     assert c.hold("dead", Step.CORDON) == Blocked.MAX_CONCURRENT
+
+
+class FailNodeReads:
+    def __init__(self, inner: KubeClient) -> None:
+        self.inner = inner
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        if method == "GET" and path == f"/api/v1/nodes/{NODE}":
+            raise api_error(0, "Timeout", "no answer", verb=method, path=path)
+        return await self.inner.request(method, path, **kw)
+
+
+async def test_a_failed_evidence_read_is_a_plain_api_error_never_a_group(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    """The Node and Lease reads run at once; a failure of either is the ApiError the executor
+    handles (FAILED, retried), never an exception group that would end the leader."""
+    kube.add_node(NODE, "Unknown")
+    kube.add_node_lease(NODE)
+    uid = node_uid(kube)
+    flaky: Any = FailNodeReads(client)
+    cfg = make_config(watch_node_leases=True)
+    ex = Executor(flaky, FakeClock(start_wall=T0), cfg, lambda: True)
+    rec = Record(uid, Phase.REMOVING, T0, T0 - 600, cordoned=True)
+    done = Record(uid, Phase.REMOVED, T0, T0 - 600, cordoned=True)
+    result = await ex.perform(Action(Kind.REMOVE, NODE, uid, None, done, silent=True), rec)
+    assert result.outcome is Outcome.FAILED and "Timeout" in result.detail

@@ -266,18 +266,28 @@ class WritePath:
         self._leader()
         raw: list[JSON | None] = [None]
         renewing = [False]
+        failed: list[BaseException] = []
         lease = step in FORCE and self._cfg.watch_node_leases
 
         async def read_node() -> None:
-            raw[0] = await self._read_raw(node)
+            try:
+                raw[0] = await self._read_raw(node)
+            except Exception as exc:  # ApiError, mostly: re-raised below, unwrapped
+                failed.append(exc)
 
         async def read_lease() -> None:
-            renewing[0] = await self._leases.renewing_now(node)
+            try:
+                renewing[0] = await self._leases.renewing_now(node)
+            except Exception as exc:
+                failed.append(exc)
 
+        # Both reads at once: the decision is no older than the slower of the two.
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_node)
             if lease:
                 tg.start_soon(read_lease)
+        if failed:
+            raise failed[0]
         answered = self._clock.monotonic()
         fresh = self._parse(node, uid, raw[0])
         if fresh is None:
