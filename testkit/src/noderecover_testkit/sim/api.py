@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import orjson
@@ -34,13 +34,14 @@ from tests.fakeapi import ApiError as FakeApiError
 from tests.fakeapi import json_patch, labels_match, merge_patch, parse_label_selector
 
 JSON = dict[str, Any]
+_T = TypeVar("_T")
 
 HISTORY_KEEP = 400  # watch events kept per resource for a WATCH from an older version
 BOOKMARK_EVERY = 30.0
 
 
-def clone(obj: Any) -> Any:
-    return orjson.loads(orjson.dumps(obj))
+def clone(obj: _T) -> _T:
+    return cast(_T, orjson.loads(orjson.dumps(obj)))
 
 
 def rfc3339(wall: float, micro: bool = False) -> str:
@@ -319,7 +320,9 @@ class SimApi:
         )
         return out
 
-    def replace(self, resource: str, obj: JSON, actor: str = "world", method: str = "PUT") -> JSON:
+    def replace(
+        self, resource: str, obj: JSON, actor: str = "world", method: str = "PUT", note: Any = None
+    ) -> JSON:
         meta = obj["metadata"]
         key = (meta.get("namespace", ""), meta["name"])
         prev = self.store(resource).objects.get(key)
@@ -332,10 +335,12 @@ class SimApi:
             obj["metadata"]["generation"] = prev["metadata"].get("generation", 1) + 1
         out = self._commit(resource, "MODIFIED", key, obj, prev)
         target = Target(resource, key[0], key[1])
-        self.on_write(Applied(self.loop.time(), actor, method, target, prev, out))
+        self.on_write(Applied(self.loop.time(), actor, method, target, prev, out, note))
         return out
 
-    def remove(self, resource: str, name: str, namespace: str = "", actor: str = "world") -> JSON:
+    def remove(
+        self, resource: str, name: str, namespace: str = "", actor: str = "world", note: Any = None
+    ) -> JSON:
         key = (namespace, name)
         prev = self.store(resource).objects.get(key)
         if prev is None:
@@ -343,7 +348,7 @@ class SimApi:
         gone = clone(prev)
         self._commit(resource, "DELETED", key, gone, prev)
         target = Target(resource, namespace, name)
-        self.on_write(Applied(self.loop.time(), actor, "DELETE", target, prev, None))
+        self.on_write(Applied(self.loop.time(), actor, "DELETE", target, prev, None, note))
         return gone
 
     def compact(self) -> None:
@@ -469,7 +474,8 @@ class SimApi:
         spec_grace = int(pod.get("spec", {}).get("terminationGracePeriodSeconds", 30))
         g = spec_grace if grace is None else int(grace)
         if g <= 0 or not pod.get("spec", {}).get("nodeName"):
-            gone = self.remove("pods", meta["name"], meta["namespace"], actor)
+            how = "eviction" if (opts or {}).get("eviction") else None
+            gone = self.remove("pods", meta["name"], meta["namespace"], actor, how)
             return {
                 "kind": "Status",
                 "status": "Success",
@@ -481,7 +487,8 @@ class SimApi:
             return new  # a longer (or equal) grace never extends a deletion in progress
         new["metadata"]["deletionGracePeriodSeconds"] = g
         new["metadata"]["deletionTimestamp"] = rfc3339(self.wall() + g)
-        return clone(self.replace("pods", new, actor, "DELETE"))
+        how = "eviction" if (opts or {}).get("eviction") else None
+        return clone(self.replace("pods", new, actor, "DELETE", how))
 
     def _evict(self, actor: str, t: Target, body: Any) -> JSON:
         pod = self.get("pods", t.name, t.namespace)

@@ -14,7 +14,6 @@ import selectors
 import time
 from typing import Any
 
-
 CPU_TICK = 1e-6  # virtual seconds each loop iteration with ready work takes
 
 

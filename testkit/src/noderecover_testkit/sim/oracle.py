@@ -14,7 +14,6 @@ from typing import Any
 
 from noderecover.core.nodes import ANN_PHASE, OUT_OF_SERVICE_KEY
 from noderecover.core.policies import PAUSED, POLICIES_UNKNOWN
-
 from noderecover_testkit.sim.api import JSON, Applied, Target
 
 ANNOTATION_PREFIX = "noderecover.io/"
@@ -131,9 +130,9 @@ class Oracle:
         if t.resource == "events" or (t.resource == "leases" and t.namespace == "kube-node-lease"):
             return
         election = t.resource == "leases"
-        if not election and (t.resource in ("nodes", "pods") or is_ours(a.actor)):
-            if a.actor != "kubelet" or _diff(a):
-                self.note(line + _diff(a))
+        shown = not election and (t.resource in ("nodes", "pods") or is_ours(a.actor))
+        if shown and (a.actor != "kubelet" or _diff(a)):
+            self.note(line + _diff(a))
         if is_ours(a.actor) and not (t.resource == "leases" and t.namespace != "kube-node-lease"):
             self._leadership(a)
         if t.resource == "nodes":
@@ -224,10 +223,7 @@ class Oracle:
         node = (pod.get("spec") or {}).get("nodeName", "")
         if not node:
             return
-        if a.target.sub == "eviction" or a.method == "POST":
-            kind = "evict"
-        else:
-            kind = "delete-pod"
+        kind = "evict" if a.body == "eviction" else "delete-pod"
         g = (a.after or {}).get("metadata", {}).get("deletionGracePeriodSeconds")
         force = a.after is None and kind == "delete-pod"
         if a.after is None:

@@ -197,8 +197,8 @@ def regression_seeds() -> list[int]:
     if not REGRESSION_FILE.exists():
         return []
     out = []
-    for line in REGRESSION_FILE.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in REGRESSION_FILE.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             out.append(int(line))
     return out

@@ -33,7 +33,6 @@ from noderecover.entry.config import add_run_flags, build_config
 from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.election import ElectionConfig, LeaderElector
 from noderecover.kube.events import EventRecorder
-
 from noderecover_testkit.sim.api import (
     JSON,
     Applied,
@@ -198,12 +197,13 @@ class WorldFaults(Faults):
         if not is_ours(actor):
             return None
         now = w.loop.time()
-        if t := w.unreadable.get("pause"):
-            if now < t and target.resource == "configmaps" and method == "GET":
-                return Reject(w.rng.choice([403, 500, 503]), "pause unreadable")
-        if t := w.unreadable.get("policies"):
-            if now < t and target.resource == "noderecoverypolicies" and method in ("GET", "WATCH"):
-                return Reject(w.rng.choice([403, 500, 404]), "policies unreadable")
+        pause_until = w.unreadable.get("pause", -1.0)
+        if now < pause_until and target.resource == "configmaps" and method == "GET":
+            return Reject(w.rng.choice([403, 500, 503]), "pause unreadable")
+        policies_until = w.unreadable.get("policies", -1.0)
+        reading = method in ("GET", "WATCH")
+        if now < policies_until and target.resource == "noderecoverypolicies" and reading:
+            return Reject(w.rng.choice([403, 500, 404]), "policies unreadable")
         if now < w.burst_until and w.rng.random() < 0.5:
             if target.resource == "noderecoverypolicies" and method == "GET":
                 return Reject(404, "the server could not find the requested resource")
@@ -284,9 +284,8 @@ class World:
 
     def _on_request(self, actor: str, method: str, t: Target, q: dict[str, str]) -> None:
         node = ""
-        if t.resource == "nodes" and t.name:
-            node = t.name
-        elif t.resource == "leases" and t.namespace == LEASE_NS:
+        node_lease = t.resource == "leases" and t.namespace == LEASE_NS
+        if (t.resource == "nodes" and t.name) or node_lease:
             node = t.name
         elif t.resource == "pods" and q.get("fieldSelector", "").startswith("spec.nodeName="):
             node = q["fieldSelector"].split("=", 1)[1]
@@ -467,11 +466,12 @@ class World:
             return
         wall = rfc3339(self.true_wall())
         conds = []
-        for c in (node.get("status") or {}).get("conditions") or []:
+        for old in (node.get("status") or {}).get("conditions") or []:
+            c = old
             if c.get("type") == "Ready":
                 changed = c.get("status") != k.ready
                 c = {
-                    **c,
+                    **old,
                     "status": k.ready,
                     "reason": "KubeletReady" if k.ready == "True" else "KubeletNotReady",
                     "lastHeartbeatTime": wall,
