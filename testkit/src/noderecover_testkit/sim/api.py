@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class Target:
     sub: str = ""  # "status", "eviction"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(path: str) -> Target:
     parts = [unquote(p) for p in path.strip("/").split("/")]
     if parts[:2] == ["api", "v1"]:
@@ -371,7 +373,8 @@ class SimApi:
         body: Any,
         content_type: str,
     ) -> JSON:
-        """Apply one request now; returns the answer's body or raises Reject."""
+        """Apply one request now; returns the answer's body or raises Reject. The body may be
+        a stored object: the caller serializes it at once and must not keep or change it."""
         t = parse_path(path)
         q = dict(query)
         self.on_request(actor, method, t, q)
@@ -385,7 +388,7 @@ class SimApi:
             obj = self.get(t.resource, t.name, t.namespace)
             if obj is None:
                 raise Reject(404, f'{t.resource} "{t.name}" not found')
-            return clone(obj)
+            return obj  # serialized at once by the caller: no copy needed
         if method == "POST":
             if t.sub == "eviction":
                 return self._evict(actor, t, body)
@@ -398,7 +401,7 @@ class SimApi:
             if not obj["metadata"].get("name"):
                 gen = obj["metadata"].get("generateName", "obj-")
                 obj["metadata"]["name"] = f"{gen}{self.rv + 1:x}"
-            return clone(self.create(t.resource, obj, actor))
+            return self.create(t.resource, obj, actor)
         cur = self.get(t.resource, t.name, t.namespace)
         if cur is None:
             raise Reject(404, f'{t.resource} "{t.name}" not found')
@@ -406,9 +409,9 @@ class SimApi:
             rv = (body.get("metadata") or {}).get("resourceVersion")
             if rv and rv != cur["metadata"]["resourceVersion"]:
                 raise Reject(409, "the object has been modified; please apply your changes")
-            return clone(self.replace(t.resource, body, actor))
+            return self.replace(t.resource, body, actor)
         if method == "PATCH":
-            return clone(self._patch(actor, t, cur, body, content_type))
+            return self._patch(actor, t, cur, body, content_type)
         if method == "DELETE":
             return self._delete(actor, t, cur, body or {})
         raise Reject(405, f"method {method}")
@@ -425,7 +428,7 @@ class SimApi:
             if not labels_match(sel, obj["metadata"].get("labels") or {}):
                 continue
             if all(_field(obj, k) == v for k, v in fields):
-                items.append(clone(obj))
+                items.append(obj)
         return {"kind": "List", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
 
     def _patch(self, actor: str, t: Target, cur: JSON, body: Any, content_type: str) -> JSON:
@@ -576,9 +579,10 @@ class SimApiClient:
         watch = any(k == "watch" and v == "true" for k, v in query_params)
         content_type = header_params.get("Content-Type", "application/json")
         verb = "WATCH" if watch else method
-        up, down = api.faults.latency(self.actor, verb, parse_path(path))
+        target = parse_path(path)
+        up, down = api.faults.latency(self.actor, verb, target)
         fut: asyncio.Future[SimResponse] = loop.create_future()
-        lost = method != "GET" and api.faults.lose_reply(self.actor, method, parse_path(path))
+        lost = method != "GET" and api.faults.lose_reply(self.actor, method, target)
         if api.faults.stalled(self.actor):
             return await fut  # never reaches the server: the client's bound ends it
         sent = clone(body) if body is not None else None

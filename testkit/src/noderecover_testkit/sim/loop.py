@@ -22,7 +22,14 @@ class Deadlock(RuntimeError):
 
 
 class Livelock(RuntimeError):
-    """The run used more real time than its budget (a busy loop that never lets time move)."""
+    """The run took more loop iterations than its cap (a busy loop: deterministic), or more
+    real time than its budget (a backstop only: not reproducible)."""
+
+
+# Loop iterations in a row with work ready, virtual time moving only by CPU_TICK: past this, a
+# livelock (a busy loop that never waits for a timer). Counted, not timed, so a livelock fails
+# the same way on every machine and replays exactly.
+MAX_BUSY = 1000
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -42,16 +49,19 @@ class _VirtualSelector(selectors.BaseSelector):
         return self._real.modify(fileobj, events, data)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = self._real.select(0)
         loop = self._loop
         loop.iterations += 1
-        if loop.iterations % 4096 == 0 and time.perf_counter() > loop.real_deadline:
-            raise Livelock(
-                f"real-time budget spent at virtual time {loop.time():.3f}s "
-                f"({loop.iterations} loop iterations)"
-            )
-        if ready:
-            return ready
+        if loop.iterations & 1023 == 0 or timeout is None:
+            # Only the loop's self-pipe is registered (signals): polled now and then, and
+            # before a deadlock is declared, not on every iteration (a syscall each).
+            ready = self._real.select(0)
+            if ready:
+                return ready
+            if time.perf_counter() > loop.real_deadline:
+                raise Livelock(
+                    f"real-time budget spent at virtual time {loop.time():.3f}s "
+                    f"({loop.iterations} loop iterations)"
+                )
         if timeout == 0 and loop.spinning():
             timeout = loop.next_timer()
         if timeout == 0:
@@ -59,10 +69,18 @@ class _VirtualSelector(selectors.BaseSelector):
             # Without it a deadline a rounding error ahead (a Timeline at the wall scale has
             # a 0.24 us resolution) is never reached by a loop that waits for it.
             loop.advance(CPU_TICK)
-            return ready
+            loop.busy += 1
+            if loop.busy > loop.max_busy:
+                raise Livelock(
+                    f"{loop.busy} loop iterations in a row with work ready, no timer awaited, "
+                    f"at virtual time {loop.time():.3f}s"
+                )
+            loop.max_seen_busy = max(loop.max_seen_busy, loop.busy)
+            return []
         if timeout is None:
             raise Deadlock(f"nothing ready and no timer at virtual time {self._loop.time():.3f}s")
-        self._loop.advance(timeout)
+        loop.advance(timeout)
+        loop.busy = 0
         return []
 
     def close(self) -> None:
@@ -75,9 +93,12 @@ class _VirtualSelector(selectors.BaseSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop on virtual time, starting at `start` seconds."""
 
-    def __init__(self, start: float = 0.0, budget: float = 60.0) -> None:
+    def __init__(self, start: float = 0.0, budget: float = 60.0, max_busy: int = MAX_BUSY) -> None:
         self._vtime = start
         self.iterations = 0
+        self.busy = 0
+        self.max_busy = max_busy
+        self.max_seen_busy = 0
         self.real_deadline = time.perf_counter() + budget
         super().__init__(_VirtualSelector(self))
         # Timers due within this much of now fire together; virtual time is exact.
@@ -88,9 +109,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         until the cancelled task leaves its scope (e.g. a shielded, bounded cleanup waiting on
         a timer). In real time that spin lets the clock run; here it must too."""
         ready: Any = self._ready  # type: ignore[attr-defined]
-        return bool(ready) and all(
-            getattr(h._callback, "__name__", "") == "_deliver_cancellation" for h in ready
-        )
+        if not ready:
+            return False
+        return all(getattr(h._callback, "__name__", "") == "_deliver_cancellation" for h in ready)
 
     def next_timer(self) -> float | None:
         scheduled: Any = self._scheduled  # type: ignore[attr-defined]

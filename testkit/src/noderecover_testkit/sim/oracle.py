@@ -39,7 +39,7 @@ class Bounds:
     election_margin: float = 0.0  # extra time a replica's Lease is trusted (clock margin)
     rate_window: float = 10.0
     rate_per_node: float = 20.0  # API calls per node per second, averaged over the window
-    liveness: float = 180.0  # after grace + NLC's 40 s, a dead node is acted on or blocked
+    liveness: float = 120.0  # after grace + NLC's 40 s, a dead node is acted on or blocked
 
 
 @dataclass

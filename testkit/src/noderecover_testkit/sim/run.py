@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,21 +176,32 @@ def run_many(
             cmd.append("--stop-first")
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
     failures: list[tuple[int, str]] = []
-    max_rate = 0.0
-    for proc in procs:
+    rates: list[float] = [0.0]
+
+    def drain(proc: subprocess.Popen[str]) -> None:
+        # One reader per worker, all at once: a worker whose pipe is not read blocks when it
+        # fills (a failing seed prints its trace), and the jobs would run one after another.
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("#"):
                 if echo:
-                    print(line[2:], end="")
+                    print(line[2:], end="", flush=True)
                 continue
             parts = line.split()
             if len(parts) != 5 or parts[0] != "R":
                 continue
             if parts[2] == "FAIL":
                 failures.append((int(parts[1]), parts[3]))
-            max_rate = max(max_rate, float(parts[4]))
+            rates.append(float(parts[4]))
         proc.wait()
+
+    readers = [threading.Thread(target=drain, args=(proc,)) for proc in procs]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    failures.sort()
+    max_rate = max(rates)
     return Summary(len(seeds), failures, time.perf_counter() - t0, max_rate)
 
 
