@@ -1,7 +1,9 @@
 """The deterministic simulation of the whole controller (issue 20): CI seeds and replay.
 
-The seed count is bounded by the time budget: a seed costs ~1.5 s of CPU here (two real
-replicas, ~10 virtual minutes). `NODERECOVER_SIM_SEEDS` raises it (a soak).
+The seed count is bounded by the time budget (~150 s on 2 cores): a seed costs ~0.3 s of CPU
+(one replica on 70% of seeds, 3-6 nodes, 6-8 virtual minutes), so ~800 seeds fit, not the
+thousands issue 20 asks for. `NODERECOVER_SIM_SEEDS` raises it; the soak is
+`python -m noderecover_testkit.sim --seeds 10000 --jobs 2`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import pytest
 from noderecover_testkit.sim.run import regression_seeds, run_many, run_seed
 
-CI_SEEDS = int(os.environ.get("NODERECOVER_SIM_SEEDS", "90"))
+CI_SEEDS = int(os.environ.get("NODERECOVER_SIM_SEEDS", "800"))
 # The controller at the branch point violates the oracle (see the report of issue 20 and
 # REGRESSION_SEEDS); until the write path lands, the CI run reports instead of failing.
 XFAIL = os.environ.get("NODERECOVER_SIM_STRICT", "") != "1"
@@ -25,9 +27,17 @@ def test_same_seed_same_trace() -> None:
 
 def test_ci_seeds() -> None:
     s = run_many(range(CI_SEEDS), jobs=2, echo=False)
+    by: dict[str, list[int]] = {}
+    for seed, inv in s.failures:
+        by.setdefault(inv, []).append(seed)
+    summary = "; ".join(f"{inv}: {len(v)} (e.g. {v[:5]})" for inv, v in sorted(by.items()))
+    print(
+        f"{CI_SEEDS} seeds in {s.seconds:.0f}s ({CI_SEEDS / s.seconds:.1f}/s); "
+        f"{len(s.failures)} failed: {summary or '-'}"
+    )
     if s.failures and XFAIL:
-        pytest.xfail(f"{len(s.failures)} of {CI_SEEDS} seeds violate the oracle: {s.failures[:10]}")
-    assert not s.failures
+        pytest.xfail(f"{len(s.failures)} of {CI_SEEDS} seeds violate the oracle: {summary}")
+    assert not s.failures, summary
 
 
 @pytest.mark.parametrize("seed", regression_seeds() or [0])

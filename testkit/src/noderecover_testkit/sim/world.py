@@ -640,7 +640,10 @@ class World:
             self.host_error = r.choice([0.0, r.uniform(-300, 300)])
             self.oracle.note(f"world host clock error {self.host_error:.0f}s")
         elif kind == "operator":
-            self._operator(k.name)
+            # Half the time on a node whose kubelet is down: operators cordon broken nodes,
+            # a moment before (or after) the controller does (class 5).
+            down = [n for n in names if not self.kubelets[n].status_on]
+            self._operator(r.choice(down) if down and r.random() < 0.5 else k.name)
         elif kind in ("watch-lag", "lost-reply", "slow"):
             pass  # rates, asked per request
 
@@ -726,7 +729,7 @@ class World:
         node = api.get("nodes", name)
         if node is None:
             return
-        what = r.choice(["cordon", "taint", "annotate", "exclude", "uncordon-own"])
+        what = r.choice(["cordon", "cordon", "taint", "annotate", "exclude", "uncordon-own"])
         new = {**node, "metadata": dict(node["metadata"]), "spec": dict(node["spec"])}
         if what == "cordon":
             if node["spec"].get("unschedulable"):
