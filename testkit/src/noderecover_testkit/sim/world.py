@@ -26,6 +26,7 @@ import anyio.abc
 
 from noderecover.controller.policies import PAUSE_POLL
 from noderecover.controller.reconciler import Controller
+from noderecover.controller.writes import Writer
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY
 from noderecover.core.settings import Config
 from noderecover.entry.app import _StopGate
@@ -788,7 +789,11 @@ class World:
         )
         gate = _StopGate(elector)
         events = EventRecorder(
-            kube, clock, identity, may_write=gate.may_act, rng=random.Random(rng.random())
+            Writer(kube, gate.may_act),
+            clock,
+            identity,
+            may_write=gate.may_act,
+            rng=random.Random(rng.random()),
         )
         controller = Controller(
             kube,
