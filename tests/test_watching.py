@@ -271,6 +271,22 @@ async def test_relist_on_demand(kube: FakeKube, watched: Any) -> None:
     assert w.lists == n + 1 and view.resyncs == n + 1
 
 
+async def test_a_relist_whose_list_fails_is_answered_by_the_next_list(
+    kube: FakeKube, watched: Any
+) -> None:
+    """A new leader waits for relist(): a LIST that fails (503) must be retried as a LIST,
+    and the waiter answered by it, never forgotten (found by the simulation: the leader
+    waited forever and remediated nothing)."""
+    w, view, _ = watched
+    kube.add_node("a")
+    await until(lambda: "a" in view.items)
+    n = w.lists
+    kube.fail_next("GET", r"^/api/v1/nodes$", 503)
+    with anyio.fail_after(10):
+        await w.relist()
+    assert w.lists == n + 1
+
+
 # ------------------------------------------------------------------ hostile streams and lists
 def count(metric: Any, *labels: str) -> float:
     return float(metric.labels(*labels)._value.get())

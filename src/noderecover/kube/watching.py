@@ -152,11 +152,15 @@ class Watcher(Generic[T]):
         while True:
             try:
                 if need_list or self._relist.is_set():
-                    relisting = self._relist.is_set()
+                    # Whoever asked for this LIST (relist()) is answered by the first LIST
+                    # that succeeds after the ask: a failed LIST keeps them waiting for the
+                    # next one, never forgets them (found by the simulation: a new leader
+                    # waited forever after a LIST that failed).
+                    asked = self._relisted
                     self._relist = anyio.Event()
+                    need_list = True  # until this LIST succeeds
                     await self._list()
-                    if relisting:
-                        self._relisted.set()
+                    asked.set()
                     need_list = False
                 if self._clock.monotonic() - self.last_progress >= self._silence:
                     # Nothing has proven the view current for `silence`: LIST again.

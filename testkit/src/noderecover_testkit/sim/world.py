@@ -661,7 +661,8 @@ class World:
                 api.remove("configmaps", "noderecover-pause", NAMESPACE, "operator")
                 return
             corrupt = r.random() < 0.2
-            until = wall + r.uniform(20, 400)
+            # What is written has second precision: the pause ends at that second.
+            until = float(math.floor(wall + r.uniform(20, 400)))
             data = {"until": "tomorrow" if corrupt else rfc3339(until), "reason": "sim"}
             if corrupt:
                 until = wall + 3600.0
@@ -679,7 +680,7 @@ class World:
         if spec.get("paused"):
             spec.pop("paused")
         else:
-            until = wall + r.uniform(20, 400)
+            until = float(math.floor(wall + r.uniform(20, 400)))
             spec["paused"] = {"until": rfc3339(until), "reason": "sim"}
             pool = spec["nodeSelector"]["matchLabels"]["pool"]
             nodes = frozenset(n for n, q in self.sc.node_pool.items() if q == pool)
