@@ -329,3 +329,27 @@ async def test_a_failed_evidence_read_is_a_plain_api_error_never_a_group(
     done = Record(uid, Phase.REMOVED, T0, T0 - 600, cordoned=True)
     result = await ex.perform(Action(Kind.REMOVE, NODE, uid, None, done, silent=True), rec)
     assert result.outcome is Outcome.FAILED and "Timeout" in result.detail
+
+
+@pytest.mark.parametrize(("reason", "joining"), [("NodeStatusUnknown", False), ("", True)])
+def test_a_restarted_controller_does_not_take_a_dead_young_node_for_a_joining_one(
+    reason: str, joining: bool
+) -> None:
+    """A young node this process never saw Ready: `NodeStatusUnknown` says its kubelet posted
+    status before and stopped (joined, now dead: no start-up allowance); without it, it may
+    still be joining (found by the simulation: a replica restarted after the node died gave
+    it the whole --node-startup-timeout, silently)."""
+    from noderecover.controller.reconciler import Controller
+    from noderecover.entry.config import Config
+    from tests.builders import node_json
+
+    cfg = Config(watch_node_leases=False)
+    no_client: Any = None
+    c = Controller(no_client, FakeClock(start_wall=T0), cfg)
+    raw = node_json("young", ready="Unknown", reason=reason, since=T0 - 30)
+    from noderecover.core.nodes import format_time
+
+    raw["metadata"]["creationTimestamp"] = format_time(T0 - 60)
+    young = parse_node(raw, cfg.relevant_labels, frozenset({"Ready"}))
+    assert young.created is not None
+    assert (c.view.startup_until(young) is not None) is joining

@@ -177,8 +177,17 @@ class NodeView:
         )
 
     def startup_until(self, obs: NodeObs) -> float | None:
-        """Until when a node never seen Ready is still joining (None: not joining)."""
+        """Until when a node never seen Ready is still joining (None: not joining).
+
+        A node whose Ready=Unknown says `NodeStatusUnknown` has joined: the node lifecycle
+        controller says so only of a kubelet that posted status before and stopped
+        (`NodeStatusNeverUpdated` otherwise). What this process saw is not needed for that: a
+        restarted controller, which never saw it Ready, must not take a dead node for a
+        joining one."""
         if obs.created is None or obs.name in self.young_ready or not self._young(obs):
+            return None
+        ready = obs.ready
+        if ready is not None and ready.status == "Unknown" and ready.reason == "NodeStatusUnknown":
             return None
         # A wall time (its creationTimestamp), put on the timeline decisions are made on.
         return obs.created - self._timeline.drift() + self._cfg.node_startup_timeout
