@@ -97,12 +97,14 @@ class Heartbeats:
         return self._timeline.now() + (seen.changed_at + window - self._clock.monotonic())
 
     async def renewing_now(self, name: str) -> bool:
-        """A fresh GET of the node's Lease, then `renewing`."""
-        if not self._cfg.watch_node_leases:
-            return False
+        """A fresh GET of the node's Lease, then: changed within its window, as seen by us.
+
+        Asked right before every force, whatever --watch-node-leases says: a Lease first read
+        here starts its window (held until it stays unchanged that long)."""
         if not await self.fetch(name):
             return True
-        return self.renewing(name)
+        seen = self.leases[name]
+        return self._clock.monotonic() - seen.changed_at < self._window(name, seen)
 
     async def fetch(self, name: str) -> bool:
         """GET a node's Lease and note its renewTime; False if it could not be read."""

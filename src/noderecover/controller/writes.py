@@ -267,7 +267,10 @@ class WritePath:
         raw: list[JSON | None] = [None]
         renewing = [False]
         failed: list[BaseException] = []
-        lease = step in FORCE and self._cfg.watch_node_leases
+        # The heartbeat Lease is part of the evidence for every force, whatever
+        # --watch-node-leases says (that flag is about following silent nodes' Leases between
+        # steps): a partitioned kubelet that renews it is alive.
+        lease = step in FORCE
 
         async def read_node() -> None:
             try:
@@ -303,7 +306,7 @@ class WritePath:
         ev = Evidence(
             dead=dead,
             # Confirmed gone: its heartbeat Lease was read and has not changed for its window.
-            confirmed=dead and lease,
+            confirmed=dead and lease and self._cfg.watch_node_leases,
             fresh=fresh,
             node=node,
             uid=uid,
