@@ -98,6 +98,7 @@ from noderecover.kube.watching import Watcher
 log = logging.getLogger("noderecover.controller.reconciler")
 
 MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
+GONE_RECHECK = 10.0  # a node a step found gone, still in view: looked at again this much later
 NOT_LEADER_PAUSE = 0.1  # the act-gate is closed while leading: look again this much later
 
 
@@ -183,7 +184,9 @@ class Controller:
         self.global_breaker = BreakerState()
         # name -> uid of a node a step found gone or replaced while the view still shows it:
         # not acted on again until the view shows another uid or drops it.
-        self._gone: dict[str, str] = {}
+        # Only for GONE_RECHECK: a 404 is an answer, not proof (a proxy, a burst), and a node
+        # that is still there must not be left with what we put on it.
+        self._gone: dict[str, tuple[str, float]] = {}
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
         self.leading = False
@@ -553,10 +556,12 @@ class Controller:
         # no single valid policy governs) is visited only while something of ours is on it:
         # a refused node (two policies, an invalid one) is not even annotated; the policies'
         # status, metrics and `plan` report it.
-        for n, uid in list(self._gone.items()):
+        for n, (uid, until) in list(self._gone.items()):
             seen = self.nodes.get(n)
-            if seen is None or seen.uid != uid:
-                del self._gone[n]  # the view caught up: gone, or another node by that name
+            if seen is None or seen.uid != uid or now >= until:
+                # The view caught up (gone, or another node by that name), or it is time to
+                # look again.
+                del self._gone[n]
         names = {
             n
             for n in view.watchlist | self.records.keys() | self._busy.keys()
@@ -816,7 +821,7 @@ class Controller:
         self.reporter.executor_result(name, action.uid, current.phase.value, held)
         if result.outcome is Outcome.GONE:
             self.records.pop(name, None)
-            self._gone[name] = action.uid
+            self._gone[name] = (action.uid, now + GONE_RECHECK)
         else:
             self.records[name] = new
             if new.phase is not current.phase:
