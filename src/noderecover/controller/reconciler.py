@@ -797,6 +797,9 @@ class Controller:
 
     async def _perform(self, action: Action, rec: Record) -> None:
         name = action.node
+        # The pool the node is in now: a removed node may have left the view (and its pool)
+        # by the time the removal is counted against its pool's budget.
+        pool_at_start = self.view.pool(name)
         try:
             result = await self.executor.perform(action, rec)
         except NotLeader:
@@ -828,7 +831,7 @@ class Controller:
                 self.reporter.phase_changed(name, action.uid, current, new)
         if action.kind is Kind.REMOVE and result.outcome is Outcome.OK:
             self.removals = (*self.removals, now)
-            pool = self.view.pool(name)
+            pool = self.view.pool(name) or pool_at_start
             if pool:
                 self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
             if current.unhealthy_since is not None:
