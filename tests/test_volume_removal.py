@@ -183,7 +183,7 @@ async def test_a_detach_that_does_not_come_is_a_visible_hold_and_the_taint_stays
     )
     assert ("w1", "NodeRecoverBlocked", "Warning") in h.events
     assert sample("noderecover_blocked_total", {"reason": VOLUMES_ATTACHED}) == before + 1
-    assert h.controller.records["w1"].parked  # its --max-concurrent slot is given back
+    assert h.controller.records["w1"].parked  # held for long (it keeps its slot)
     await h.idle(120, step=2.0)
     assert tainted(kube, "w1") and kube.count("DELETE", "^/api/v1/nodes/w1$") == 0
     kube.remove_volume_attachment("va-w1")

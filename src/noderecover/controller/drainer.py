@@ -291,7 +291,7 @@ class Drainer:
                 evicted.add(pod.key)
             if not dead and elapsed >= drain_timeout:
                 # A live kubelet's pods leave by its hand or not at all: say why and let the
-                # caller give back the slot and look again later.
+                # caller look again later (the node keeps its slot).
                 pdb = any(retries.get(p.key, _PodRetry()).pdb for p, _ in todo)
                 reason = PDB_BLOCKED if pdb else PODS_TERMINATING
                 log.warning(

@@ -96,7 +96,7 @@ IN_FLIGHT = frozenset({Phase.CORDONED, Phase.DRAINING, Phase.REMOVING})
 FLAPPING = Blocked.FLAPPING
 # The freshest evidence (Ready=False: the kubelet posts status, or its heartbeat Lease
 # renewing) says the kubelet is alive. No force-delete, fence or removal then; the node
-# stays cordoned and drained by eviction, and gives back its slot.
+# stays cordoned and drained by eviction (it keeps its slot).
 KUBELET_ALIVE = Blocked.KUBELET_ALIVE
 # A drained node waits for the hourly removal budget (its slot given back).
 MAX_REMOVALS = Blocked.MAX_REMOVALS
@@ -155,7 +155,10 @@ class Record:
     # The Ready lastTransitionTime this stretch of unhealthiness is judged from: a newer one
     # (seen in the view or in any fresh read) is a flap, even if no healthy state was seen.
     transition: float | None = None
-    parked: bool = False  # held for long (kubelet alive, drain blocked): no --max-concurrent slot
+    # Held for long (kubelet alive, drain blocked, removal budget). It KEEPS its
+    # --max-concurrent slot (a slot is held from the cordon until removal or restore); shown
+    # in status and logs only.
+    parked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,7 +557,7 @@ def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
     if (held := _held(rec, obs, cfg, gates)) is not None:
         return held
     # Only a node whose kubelet is gone. A live kubelet (Ready=False, or its heartbeat Lease
-    # renewing) is left cordoned and drained; it gives back its slot.
+    # renewing) is left cordoned and drained (it keeps its slot).
     if not obs.silent or gates.lease_renewing:
         return Decision(
             dataclasses.replace(rec, parked=True),
@@ -633,8 +636,8 @@ def _held(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> Decision | No
     blocked = _gate(rec, obs, cfg, gates)
     if blocked is None:
         return None
-    # A drained node waiting on the hourly removal budget gives back its slot: nothing
-    # more happens to it before the budget frees, and other dead nodes need draining.
+    # A drained node waiting on the hourly removal budget is parked (it keeps its slot:
+    # nothing more happens to it before the budget frees).
     parked = blocked == MAX_REMOVALS or rec.parked
     return Decision(
         dataclasses.replace(rec, parked=parked), blocked=blocked, why=f"held: {blocked}"

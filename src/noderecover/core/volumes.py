@@ -12,7 +12,7 @@ Rules (the executor follows them; tests/test_volume_removal.py attacks them):
   by `--detach-timeout`; the Node is deleted (both) only after that. The taint stays on the
   node while anything of it is attached, whatever happens: a held gate, a timeout, a failover.
 - A wait that runs out is a hold (`volumes-attached`, Event, metric), not a failure: the Node
-  stays, tainted and cordoned, and is looked at again later; it gives back its slot.
+  stays, tainted and cordoned, and is looked at again later; it keeps its slot.
 - delete: the node's attachments are read before the DELETE; if any, the operator is told
   where they look (log, Event on the Node and on each pod waiting for such a volume, a reason
   in `plan`): Kubernetes holds them up to 6 minutes; fencing plus out-of-service avoids it.
