@@ -429,7 +429,7 @@ class Controller:
                 tg.start_soon(self.policies.status_loop, self._states, self.executor.writes.writer)
                 while True:
                     self._wake = anyio.Event()
-                    if not self._gate.may_act():
+                    if not self.executor.writes.may_write():
                         # The act-gate closed (the Lease is about to pass, or its renewal is
                         # late): every write would be refused. No pass starts actions that
                         # fail at once and wake the loop again (a busy loop); the elector

@@ -321,8 +321,12 @@ class WritePath:
 
     # -- the checks right before a write ------------------------------------------------
 
+    def may_write(self) -> bool:
+        """The act-gate is open now (leadership, with its margin; always in dry-run)."""
+        return self._cfg.dry_run or self._may_act()
+
     def _leader(self) -> None:
-        if not self._cfg.dry_run and not self._may_act():
+        if not self.may_write():
             raise NotLeader
 
     def _allow(self, step: Step, node: str, ev: Evidence | None) -> None:
