@@ -403,8 +403,8 @@ class Drainer:
             raise
         ACTIONS.labels("force-delete", "ok").inc()
         why = (
-            "its node is silent (Ready=Unknown) and its heartbeat Lease unchanged for its "
-            "whole window, read right before"
+            "the grace of its eviction passed on a node silent in a read made right before "
+            "(Ready=Unknown, heartbeat Lease unchanged for its whole window)"
             if fast
             else f"the drain timeout ({timeout:.0f}s) passed on a silent node "
             "(Ready=Unknown, read right before)"

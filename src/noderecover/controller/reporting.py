@@ -193,16 +193,30 @@ def message(rec: Record, cfg: Config) -> str:
     """What an Event about a phase change tells the operator comes next."""
     match rec.phase:
         case Phase.SUSPECT:
+            lease = (
+                " (Ready=Unknown: also once its heartbeat Lease stayed unchanged for the longer"
+                " of the grace and its leaseDurationSeconds)"
+                if cfg.watch_node_leases
+                else ""
+            )
             return (
-                f"Node unhealthy; remediation starts after the {cfg.grace:.0f}s grace"
+                f"Node unhealthy; remediation starts after the {cfg.grace:.0f}s grace{lease}"
                 " unless it recovers."
             )
         case Phase.CORDONED:
             return "Node cordoned by noderecover; draining next."
         case Phase.DRAINING:
+            fast = (
+                "a pod of a kubelet proven silent (Ready=Unknown and its heartbeat Lease "
+                "unchanged for its window, read right before) is force-deleted once the grace "
+                "of its eviction (1s) has passed; otherwise "
+                if cfg.watch_node_leases
+                else ""
+            )
             return (
-                "Draining: evicting pods; if its kubelet is gone, force-deleting leftovers "
-                f"after {cfg.drain_timeout:.0f}s (never on a live kubelet)."
+                f"Draining: evicting pods; {fast}the leftovers of a silent kubelet "
+                f"(Ready=Unknown, read right before each) are force-deleted after "
+                f"{cfg.drain_timeout:.0f}s. Nothing is forced on a live kubelet."
             )
         case Phase.REMOVING:
             return f"Drained; removing the node ({cfg.removal_mode}) once its kubelet is gone."
