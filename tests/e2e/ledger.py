@@ -41,6 +41,25 @@ INVARIANTS = (
 
 
 @dataclass
+def unschedulable_set(body: Any) -> bool | None:
+    """What a Node PATCH body does to spec.unschedulable: True/False, None when it does not
+    touch it. A merge patch (an object) or a JSON patch (a list of ops: the restore's)."""
+    if isinstance(body, dict):
+        spec = body.get("spec")
+        if isinstance(spec, dict) and "unschedulable" in spec:
+            return bool(spec["unschedulable"])
+        return None
+    if isinstance(body, list):
+        for op in body:
+            if (
+                isinstance(op, dict)
+                and op.get("path") == "/spec/unschedulable"
+                and op.get("op") in ("add", "replace")
+            ):
+                return bool(op.get("value"))
+    return None
+
+
 class Row:
     test: str
     faults: list[str] = field(default_factory=list)
@@ -166,7 +185,7 @@ class Ledger:
         return sum(
             1
             for e in self.writes("nodes", "patch", name=node)
-            if ((e.get("requestObject") or {}).get("spec") or {}).get("unschedulable") is True
+            if unschedulable_set(e.get("requestObject")) is True
         )
 
     # ------------------------------------------------------------------ polling
@@ -264,10 +283,10 @@ class Ledger:
                     row.healthy_nodes_removed += 1
                     row.details.append(f"healthy node {name} deleted by {who}")
             elif res == "nodes" and not sub and verb == "patch":
-                spec = (e.get("requestObject") or {}).get("spec") or {}
-                if "unschedulable" in spec:
+                change = unschedulable_set(e.get("requestObject"))
+                if change is not None:
                     obj = self._node_object(name, when)
-                    if spec["unschedulable"]:
+                    if change:
                         if cordoned.get(obj):
                             row.double_actions += 1
                             row.details.append(f"node {obj} cordoned again by {who}")

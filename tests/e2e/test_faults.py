@@ -24,7 +24,7 @@ from noderecover_testkit.replicas import NAMESPACE, Replica, Replicas, sa_kubeco
 
 from .common import FAST, no_403, phase, running_web, seed, web
 from .conftest import forget_noderecover, running
-from .ledger import Ledger, _ts
+from .ledger import Ledger, _ts, unschedulable_set
 
 pytestmark = pytest.mark.e2e
 
@@ -358,7 +358,7 @@ def test_second_failure_waits_for_max_concurrent(env: Env) -> None:
     second_cordoned = min(
         _ts(e["requestReceivedTimestamp"])
         for e in led.writes("nodes", "patch", name=second)
-        if (e.get("requestObject") or {}).get("spec", {}).get("unschedulable") is True
+        if unschedulable_set(e.get("requestObject")) is True
     )
     assert second_cordoned > first_deleted
     no_403(r)

@@ -23,7 +23,7 @@ import pytest
 from noderecover_testkit.replicas import Replicas, wait
 
 from .common import FAST, FakeKubelet, no_403, pdb, phase, pin_pool, running_web, statefulset, web
-from .ledger import Ledger, _ts
+from .ledger import Ledger, _ts, unschedulable_set
 
 pytestmark = pytest.mark.e2e
 
@@ -215,7 +215,7 @@ def test_node_recreated_mid_remediation_gets_its_own_grace(nr: Replicas, led: Le
     cordons = [
         e
         for e in led.writes("nodes", "patch", name=target, after=t0)
-        if "unschedulable" in ((e.get("requestObject") or {}).get("spec") or {})
+        if unschedulable_set(e.get("requestObject")) is not None
     ]
     deletes = led.writes("nodes", "delete", name=target, after=t0)
     pods = [
