@@ -40,7 +40,6 @@ INVARIANTS = (
 )
 
 
-@dataclass
 def unschedulable_set(body: Any) -> bool | None:
     """What a Node PATCH body does to spec.unschedulable: True/False, None when it does not
     touch it. A merge patch (an object) or a JSON patch (a list of ops: the restore's)."""
@@ -60,6 +59,7 @@ def unschedulable_set(body: Any) -> bool | None:
     return None
 
 
+@dataclass
 class Row:
     test: str
     faults: list[str] = field(default_factory=list)

@@ -24,10 +24,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from noderecover.controller.policies import PAUSE_POLL
 from noderecover.controller.reconciler import Controller
 from noderecover.controller.writes import Writer
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY
+from noderecover.core.pauses import PAUSE_POLL
 from noderecover.core.settings import Config
 from noderecover.entry.app import _StopGate
 from noderecover.entry.config import add_run_flags, build_config
