@@ -3,6 +3,7 @@
     python -m noderecover_testkit.sim --seeds 2000 --jobs 2
     python -m noderecover_testkit.sim --seed 1234 --verbose
     python -m noderecover_testkit.sim --mutations          # the teeth check (mutations.py)
+    python -m noderecover_testkit.sim --mutations --seeds 300 --unseen    # its soak
 
 Workers run with PYTHONHASHSEED=0 (set iteration order is part of a run's determinism).
 """
@@ -111,16 +112,22 @@ def _describe(r: SeedResult) -> str:
 
 
 def _worker(argv: Sequence[str]) -> int:
-    """A worker process: `--worker START STEP COUNT [--faults ...] [--mutation M]`."""
+    """A worker process: `--worker START STEP COUNT [--faults ...] [--mutation M]`, or
+    `--worker-seeds S1,S2,...` (any seeds)."""
     p = argparse.ArgumentParser()
     p.add_argument("--worker", nargs=3, type=int)
+    p.add_argument("--worker-seeds", default="")
     p.add_argument("--faults", default="")
     p.add_argument("--mutation", default="")
     p.add_argument("--stop-first", action="store_true")
     a = p.parse_args(argv)
-    start, step, count = a.worker
     kinds = frozenset(a.faults.split(",")) if a.faults else None
-    for seed in range(start, start + count * step, step):
+    if a.worker_seeds:
+        todo: Sequence[int] = [int(s) for s in a.worker_seeds.split(",")]
+    else:
+        start, step, count = a.worker
+        todo = range(start, start + count * step, step)
+    for seed in todo:
         r = run_seed(seed, kinds, a.mutation or None)
         status = "ok" if r.ok else "FAIL"
         print(f"R {seed} {status} {r.invariant or '-'} {r.max_rate:.1f}", flush=True)
@@ -147,7 +154,7 @@ def run_many(
     stop_first: bool = False,
     echo: bool = True,
 ) -> Summary:
-    """Seeds across `jobs` worker processes (PYTHONHASHSEED=0). Seeds must be a range."""
+    """Seeds across `jobs` worker processes (PYTHONHASHSEED=0)."""
     seeds = list(seeds)
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -159,15 +166,11 @@ def run_many(
         if not chunk:
             continue
         step = chunk[1] - chunk[0] if len(chunk) > 1 else 1
-        cmd = [
-            sys.executable,
-            "-m",
-            "noderecover_testkit.sim",
-            "--worker",
-            str(chunk[0]),
-            str(step),
-            str(len(chunk)),
-        ]
+        if chunk == list(range(chunk[0], chunk[0] + len(chunk) * step, step)):
+            which = ["--worker", str(chunk[0]), str(step), str(len(chunk))]
+        else:
+            which = ["--worker-seeds", ",".join(map(str, chunk))]
+        cmd = [sys.executable, "-m", "noderecover_testkit.sim", *which]
         if faults:
             cmd += ["--faults", faults]
         if mutation:
@@ -218,10 +221,15 @@ def regression_seeds() -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "--worker":
+    if argv and argv[0] in ("--worker", "--worker-seeds"):
         return _worker(argv)
     p = argparse.ArgumentParser(prog="python -m noderecover_testkit.sim", description=__doc__)
-    p.add_argument("--seeds", type=int, default=200, help="how many seeds (default 200)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="how many seeds (default 200; with --mutations: each mutation's own seeds)",
+    )
     p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--faults", default="", help=f"fault kinds, comma-separated: {FAULT_KINDS}")
@@ -229,12 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="with --seed: logs and the trace")
     p.add_argument("--mutation", default="", help="run with one guard reverted")
     p.add_argument("--mutations", action="store_true", help="the teeth check, every mutation")
+    p.add_argument("--unseen", action="store_true", help="with --mutations: the unseen ones too")
     a = p.parse_args(argv)
     kinds = frozenset(a.faults.split(",")) if a.faults else None
     if a.mutations:
         from noderecover_testkit.sim.mutations import check_all
 
-        return check_all(seeds=a.seeds, start=a.start, jobs=a.jobs)
+        return check_all(seeds=a.seeds, start=a.start, jobs=a.jobs, unseen=a.unseen)
+    if a.seeds is None:
+        a.seeds = 200
     if a.seed is not None:
         if a.verbose:
             logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
