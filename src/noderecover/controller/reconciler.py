@@ -258,17 +258,32 @@ class Controller:
             return Blocked.MAX_CONCURRENT
         if step in (Step.TAINT, Step.DELETE_NODE):
             now = self.timeline.now()
-            removing = sum(
-                1
-                for n, k in self._busy.items()
-                if k is Kind.REMOVE and n != node and self.view.pool(n) == pool
-            )
+            removing = self._removals_started(pool, node)
             if (
                 recent(self._removal_times(pool), now, HOUR) + removing
                 >= pcfg.max_removals_per_hour
             ):
                 return MAX_REMOVALS
         return None
+
+    def _removals_started(self, pool: str, node: str | None = None) -> int:
+        """Removals in `pool` begun but not counted yet (on nodes other than `node`): a removal
+        in progress, or one that tainted its node out-of-service and was held or failed after
+        (the taint took the node's capacity away: it counts against the budget already)."""
+        return sum(
+            1
+            for n in self.records.keys() | self._busy.keys()
+            if n != node
+            and self.view.pool(n) == pool
+            and (
+                self._busy.get(n) is Kind.REMOVE
+                or (
+                    (r := self.records.get(n)) is not None
+                    and r.phase is Phase.REMOVING
+                    and r.tainted
+                )
+            )
+        )
 
     def _in_flight_others(self, node: str, pool: str) -> int:
         """Remediations holding a slot of `pool` on nodes other than `node`.
@@ -637,7 +652,11 @@ class Controller:
             managed = pool is not None or policy_mode
             own = 1 if pool is not None and rec.phase in IN_FLIGHT else 0
             pool_in_flight = in_flight.get(pool, 0) - own if pool is not None else 0
-            pool_removals = removals_last_hour.get(pool, 0) if pool is not None else 0
+            pool_removals = (
+                removals_last_hour.get(pool, 0) + self._removals_started(pool, name)
+                if pool is not None
+                else 0
+            )
             gates = Gates(
                 fresh=fresh,
                 breaker_open=pool is not None
@@ -663,8 +682,6 @@ class Controller:
             if d.action is not None and start is not None:
                 if d.action.kind is Kind.CORDON and pool is not None:
                     in_flight[pool] = in_flight.get(pool, 0) + 1
-                if d.action.kind is Kind.REMOVE and pool is not None:
-                    removals_last_hour[pool] = removals_last_hour.get(pool, 0) + 1
                 start(d)
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
             self.reporter.forgotten(name, self.records.pop(name))
