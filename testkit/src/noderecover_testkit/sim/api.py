@@ -154,7 +154,9 @@ class SimWatch:
     def send(self, etype: str, obj: JSON, *, final: bool = False) -> None:
         line = orjson.dumps({"type": etype, "object": obj}) + b"\n"
         loop = self.api.loop
-        at = max(loop.time() + self.api.faults.watch_lag(), self.last_delivery)
+        # Strictly after the previous line: asyncio does not order timers due at the same
+        # instant, and a watch never reorders (the API's guarantee).
+        at = max(loop.time() + self.api.faults.watch_lag(), self.last_delivery + 1e-6)
         self.last_delivery = at
 
         def deliver() -> None:
@@ -171,7 +173,7 @@ class SimWatch:
     def end(self) -> None:
         """The server ends the stream (after what was already sent)."""
         loop = self.api.loop
-        at = max(loop.time(), self.last_delivery)
+        at = max(loop.time(), self.last_delivery + 1e-6)
 
         def close() -> None:
             if not self.closed:
