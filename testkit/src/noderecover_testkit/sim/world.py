@@ -253,6 +253,7 @@ class World:
         self.start_error = "wall-step" in sc.kinds and self.rng2.random() < 0.5
         if self.start_error:
             self.host_error = self.rng2.uniform(-300.0, 300.0)
+        self.max_host_error = abs(self.host_error)
         self.faulting = True
         self.burst_until = -1.0
         self.unreadable: dict[str, float] = {}
@@ -655,6 +656,7 @@ class World:
                 api.remove("nodes", k.name, "", "cloud")  # the kubelet re-registers it
         elif kind == "wall-step":
             self.host_error = r.choice([0.0, r.uniform(-300, 300)])
+            self.max_host_error = max(self.max_host_error, abs(self.host_error))
             if self.start_error:
                 self.host_error, self.start_error = 0.0, False  # corrects the start's error
             self.oracle.note(f"world host clock error {self.host_error:.0f}s")
@@ -840,7 +842,16 @@ class World:
 
     def check_liveness(self) -> None:
         now = self.loop.time()
-        horizon = NLC_GRACE + max(self.max_grace(), NODE_LEASE_SECONDS) + self.bounds.liveness
+        # A controller host clock wrong against the API server's (until a wall-step corrects
+        # it) delays what is timed from the server's timestamps (a policy's per-condition
+        # durations start at lastTransitionTime) by up to that error: a known limit (README,
+        # "Clocks"), never a shortening. Liveness allows it; safety invariants do not.
+        horizon = (
+            NLC_GRACE
+            + max(self.max_grace(), NODE_LEASE_SECONDS)
+            + self.bounds.liveness
+            + self.max_host_error
+        )
         for name, k in sorted(self.kubelets.items()):
             if k.dead_since is None or now - k.dead_since < horizon:
                 continue
