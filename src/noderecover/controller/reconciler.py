@@ -296,7 +296,9 @@ class Controller:
             if n != node and rec.phase in IN_FLIGHT and n in self.nodes
         }
         names |= {n for n, k in self._busy.items() if n != node and k is Kind.CORDON}
-        return sum(1 for n in names if self.view.pool(n) == pool)
+        # A remediation on a node no single policy governs now (policies changed under it)
+        # holds a slot in every pool: whichever it joins, its limit already counts it.
+        return sum(1 for n in names if self.view.pool(n) in (pool, None))
 
     # -- policies and pauses -------------------------------------------------------------
 
@@ -769,6 +771,14 @@ class Controller:
                     bad[each] += 1
                 continue
             found = view.pool(obs.name)
+            if found is None and policy_mode:
+                rec = self.records.get(obs.name)
+                if (rec is not None and rec.phase in IN_FLIGHT) or obs.name in self._busy:
+                    # In remediation, but no single policy governs it now: it holds a slot
+                    # in every pool (whichever it joins counts it already).
+                    for each in pools:
+                        in_flight[each] += 1
+                continue
             if found is None or found not in pools:
                 continue
             pool = found
