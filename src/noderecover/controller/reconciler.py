@@ -75,7 +75,7 @@ from noderecover.core.machine import (
     resume,
     unhealthy,
 )
-from noderecover.core.nodes import ANN_PHASE, NodeObs, format_time, parse_time
+from noderecover.core.nodes import ANN_CORDONED, ANN_PHASE, NodeObs, format_time, parse_time
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
     NO_POLICY,
@@ -285,6 +285,10 @@ class Controller:
             )
         )
 
+    def _marked_cordoned(self, name: str) -> bool:
+        obs = self.nodes.get(name)
+        return obs is not None and obs.unschedulable and obs.annotations.get(ANN_CORDONED) == "true"
+
     def _in_flight_others(self, node: str, pool: str) -> int:
         """Remediations holding a slot of `pool` on nodes other than `node`.
 
@@ -296,6 +300,9 @@ class Controller:
             if n != node and rec.phase in IN_FLIGHT and n in self.nodes
         }
         names |= {n for n, k in self._busy.items() if n != node and k is Kind.CORDON}
+        # Our cordon marker on the Node is a slot too: a cordon whose reply was lost left its
+        # record behind (Suspect), not the node.
+        names |= {n for n in self.view.watchlist if n != node and self._marked_cordoned(n)}
         # A remediation on a node no single policy governs now (policies changed under it)
         # holds a slot in every pool: whichever it joins, its limit already counts it.
         return sum(1 for n in names if self.view.pool(n) in (pool, None))
@@ -652,7 +659,12 @@ class Controller:
             # Policies: a node none governs is "managed" but held by the policy gate (its
             # reason says why); the flags: a node outside --node-selector is not managed.
             managed = pool is not None or policy_mode
-            own = 1 if pool is not None and rec.phase in IN_FLIGHT else 0
+            # Its own slot (counted in the census): not "another" remediation.
+            own = (
+                1
+                if pool is not None and (rec.phase in IN_FLIGHT or self._marked_cordoned(name))
+                else 0
+            )
             pool_in_flight = in_flight.get(pool, 0) - own if pool is not None else 0
             pool_removals = (
                 removals_last_hour.get(pool, 0) + self._removals_started(pool, name)
@@ -773,7 +785,11 @@ class Controller:
             found = view.pool(obs.name)
             if found is None and policy_mode:
                 rec = self.records.get(obs.name)
-                if (rec is not None and rec.phase in IN_FLIGHT) or obs.name in self._busy:
+                if (
+                    (rec is not None and rec.phase in IN_FLIGHT)
+                    or obs.name in self._busy
+                    or self._marked_cordoned(obs.name)
+                ):
                     # In remediation, but no single policy governs it now: it holds a slot
                     # in every pool (whichever it joins counts it already).
                     for each in pools:
@@ -796,7 +812,11 @@ class Controller:
                 continue
             # A slot is held from the cordon until the node is removed or restored (parked
             # nodes included: held by a live kubelet, a budget or a gate).
-            if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:
+            if (
+                phase in IN_FLIGHT
+                or self._busy.get(obs.name) is Kind.CORDON
+                or self._marked_cordoned(obs.name)
+            ):
                 in_flight[pool] += 1
             # A malformed node counts as unhealthy: the breaker errs on the safe side.
             if unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None:
