@@ -41,6 +41,7 @@ EVENT_REASONS = {
     Phase.HEALTHY: ("NodeRecoverRecovered", "Normal"),
 }
 
+HOLD_EVENT_AGAIN = 60.0  # seconds: a hold that lasts has its Event sent again this often
 DRIFT_LOG_STEP = 1.0  # seconds: a wall-clock step this large is logged
 
 
@@ -75,6 +76,7 @@ class Reporter:
         self._timeline = timeline
         self._events = events
         self.blocked: dict[str, str] = {}  # node -> the reason its next step is held
+        self._held_since: dict[str, float] = {}  # node -> when its hold's Event was last sent
         self._executor_held: set[str] = set()  # `blocked` entries the executor reported
         self._drift_logged = 0.0
 
@@ -116,8 +118,16 @@ class Reporter:
             self.blocked.pop(name, None)
 
     def hold(self, name: str, uid: str, phase: str, reason: str) -> None:
+        now = self._timeline.now()
         if self.blocked.get(name) == reason:
+            # Said already: the Event again (aggregated by the recorder into its count) once
+            # per HOLD_EVENT_AGAIN, so an Event the recorder had to drop (API errors) does not
+            # leave a long hold silent. The log line and the metric count the hold once.
+            if now - self._held_since.get(name, now) >= HOLD_EVENT_AGAIN:
+                self._held_since[name] = now
+                self.event(name, uid, "NodeRecoverBlocked", self.hold_message(name, phase, reason))
             return
+        self._held_since[name] = now
         self.blocked[name] = reason
         BLOCKED.labels(reasons.metric_label(reason)).inc()
         logs.decision(log, name, phase, "hold", reason)
