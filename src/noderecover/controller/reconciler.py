@@ -274,7 +274,8 @@ class Controller:
             1
             for n in self.records.keys() | self._busy.keys()
             if n != node
-            and self.view.pool(n) == pool
+            # Gone from view mid-removal: its pool is unknown now, it counts in every pool.
+            and (self.view.pool(n) == pool or n not in self.nodes)
             and (
                 self._busy.get(n) is Kind.REMOVE
                 or (
@@ -698,7 +699,14 @@ class Controller:
                     in_flight[pool] = in_flight.get(pool, 0) + 1
                 start(d)
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
-            self.reporter.forgotten(name, self.records.pop(name))
+            rec = self.records.pop(name)
+            if rec.phase is Phase.REMOVING:
+                # Gone while we were removing it (a DELETE whose answer was lost, or someone
+                # else's): a removal all the same. Its pool may be unknown now: it counts
+                # against every pool's budget, like the removals read from Events.
+                self.removals = (*self.removals, now)
+                self._loaded_removals = (*self._loaded_removals, now)
+            self.reporter.forgotten(name, rec)
         self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
         self.policies.update_metrics()
         if policy_mode:
