@@ -236,7 +236,12 @@ def limits() -> Undo:
     an action running count)."""
     from noderecover.controller.reconciler import Controller
 
+    def unmarked(self: Any, name: str) -> bool:
+        return False
+
     return _chain(
+        # Our cordon marker on the Node no longer holds a slot either.
+        _patch(Controller, "_marked_cordoned", unmarked),
         _edit(
             Controller,
             "_in_flight_others",
@@ -253,8 +258,8 @@ def limits() -> Undo:
             Controller,
             "_census",
             (
-                "if phase in IN_FLIGHT or self._busy.get(obs.name) is Kind.CORDON:",
-                "if obs.name in self._busy:",
+                "phase in IN_FLIGHT\n            or self._busy.get(obs.name) is Kind.CORDON\n",
+                "obs.name in self._busy\n",
             ),
         ),
     )
