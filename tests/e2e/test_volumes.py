@@ -234,13 +234,16 @@ def test_noderecover_fenced_both_gets_the_volume_back_in_seconds(vnr: Replicas) 
         old_node=node,
         pv=pv["metadata"]["name"],
         start=t,
-        timeout=60,
+        timeout=90,
         on_poll=poll,
     )
     _report("noderecover --fence-command true (auto: both)", tl)
     assert tl.back is not None and tl.node not in (None, node), tl.summary()
-    # grace 5 s + cordon + drain (1 s eviction, then forced) + taint + detach/attach.
-    assert tl.back < 5 + 10, tl.summary()
+    # The fence, the forces and the taint wait until the node's heartbeat Lease has stayed
+    # unchanged for its own leaseDurationSeconds (40 s, from when it was first seen silent:
+    # a Lease renewed on its own schedule is alive whatever the grace), then cordon + drain
+    # (1 s eviction, then forced) + taint + detach/attach.
+    assert tl.back < 40 + 15, tl.summary()
     c.wait_for(lambda: c.node(node) is None, 30, f"{node} deleted")
     poll(tl)
     assert tl.old_va_gone is not None and deleted and tl.old_va_gone <= deleted[0], (

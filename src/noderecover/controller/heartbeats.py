@@ -68,32 +68,37 @@ class Heartbeats:
         self.leases: dict[str, Seen] = {}
         self.wake = anyio.Event()  # set to read a newly silent node's Lease at once
 
-    def renewing(self, name: str) -> bool:
-        """The node's heartbeat Lease changed within the grace, as observed by us."""
+    def renewing(self, name: str, *, force: bool = True) -> bool:
+        """The node's heartbeat Lease changed within its window, as observed by us.
+
+        `force`: judged for a force (the longer of the grace and its leaseDurationSeconds);
+        False: for a cordon only, on the grace alone (a cordon takes nothing away: it waits
+        no longer than the grace for a Lease that stopped)."""
         if not self._cfg.watch_node_leases:
             return False
         seen = self.leases.get(name)
         if seen is None:
             return True
-        return self._clock.monotonic() - seen.changed_at < self._window(name, seen)
+        return self._clock.monotonic() - seen.changed_at < self._window(name, seen, force)
 
-    def _window(self, name: str, seen: Seen) -> float:
-        """How long a Lease must stay unchanged to count as stale: the longer of the node's
-        grace and its own leaseDurationSeconds (no Lease at all: the grace)."""
+    def _window(self, name: str, seen: Seen, force: bool = True) -> float:
+        """How long a Lease must stay unchanged to count as stale: for a force, the longer of
+        the node's grace and its own leaseDurationSeconds; for a cordon, or a node without a
+        Lease, the grace."""
         grace = self._grace_for(name)
-        return grace if not seen.renew else max(grace, seen.duration)
+        return grace if not seen.renew or not force else max(grace, seen.duration)
 
-    def renewal_seen(self, name: str) -> bool:
+    def renewal_seen(self, name: str, *, force: bool = True) -> bool:
         """Renewing because we saw its renewTime change: real evidence of life."""
         seen = self.leases.get(name)
-        return seen is not None and seen.renewal_seen and self.renewing(name)
+        return seen is not None and seen.renewal_seen and self.renewing(name, force=force)
 
-    def stale_at(self, name: str) -> float | None:
+    def stale_at(self, name: str, *, force: bool = True) -> float | None:
         """When (timeline) the Lease counts as stale if it does not change; None: not read."""
         seen = self.leases.get(name)
         if seen is None:
             return None
-        window = self._window(name, seen)
+        window = self._window(name, seen, force)
         return self._timeline.now() + (seen.changed_at + window - self._clock.monotonic())
 
     async def renewing_now(self, name: str) -> bool:

@@ -656,6 +656,7 @@ class Controller:
                 continue
             rec = self.records[name]
             pool = view.pool(name)
+            force = rec.phase is not Phase.SUSPECT
             ncfg = pools[pool] if pool is not None and pool in pools else self._union
             # Policies: a node none governs is "managed" but held by the policy gate (its
             # reason says why); the flags: a node outside --node-selector is not managed.
@@ -678,9 +679,11 @@ class Controller:
                 and (self.global_breaker.open or self.breakers.get(pool, BreakerState()).open),
                 in_flight=pool_in_flight,
                 removals_last_hour=pool_removals,
-                lease_renewing=heartbeats.renewing(name),
-                lease_renewal_seen=heartbeats.renewal_seen(name),
-                lease_stale_at=heartbeats.stale_at(name),
+                # A Suspect node's next step is the cordon (grace scale); any later one may
+                # force (the longer of the grace and the Lease's own duration).
+                lease_renewing=heartbeats.renewing(name, force=force),
+                lease_renewal_seen=heartbeats.renewal_seen(name, force=force),
+                lease_stale_at=heartbeats.stale_at(name, force=force),
                 managed=managed,
                 startup_until=view.startup_until(obs),
                 held=self.policy_hold(name),
