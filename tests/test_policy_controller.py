@@ -381,3 +381,24 @@ async def test_policies_that_cannot_be_read_hold_everything_visibly(
     assert not ready and "NodeRecoveryPolicies" in why
     await h.until(lambda: cordoned(kube, "w1"), advance=2.0, what="cordoned once readable")
     assert h.controller.readiness()[0]
+
+
+async def test_many_small_pools_cannot_hide_a_cluster_wide_storm(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Four pools of two nodes, each allowing one unhealthy node: one dead node in each is
+    "1 of 2" for every pool, but half the cluster. The cluster-wide breaker (the flags'
+    --max-unhealthy over every node, whatever the policies) holds every cordon."""
+    kube.install_policies()
+    for pool in ("a", "b", "c", "d"):
+        kube.add_policy(pool, {"nodeSelector": {"matchLabels": {"pool": pool}}, "maxUnhealthy": 1})
+        for i in (1, 2):
+            kube.add_node(f"{pool}{i}", labels={"pool": pool})
+    h: Harness = await harness_factory(grace=10)  # --max-unhealthy 40% (the default)
+    await h.until(lambda: len(h.controller.policies.policies) == 4)
+    for pool in ("a", "b", "c", "d"):
+        kill(kube, f"{pool}1")
+    await h.idle(60, step=2.0)
+    assert not any(cordoned(kube, f"{pool}1") for pool in ("a", "b", "c", "d"))
+    assert h.controller.global_breaker.open
+    assert {h.controller.blocked.get(f"{p}1") for p in "abcd"} == {"circuit-breaker"}
