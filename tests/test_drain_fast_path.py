@@ -70,7 +70,9 @@ async def test_silent_node_with_a_stale_lease_is_drained_in_seconds_not_the_time
     kube.add_pod("web-0", "default", "w1", "ReplicaSet", owner_name="web")
     kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql")
     kube.set_kubelet_alive("w1", False)
-    h: Harness = await harness_factory(grace=10, drain_timeout=300, watch_node_leases=True)
+    # A grace longer than the Lease's own duration (40 s): by the drain, the Lease has been
+    # seen unchanged for its whole window (a shorter grace waits for the window instead).
+    h: Harness = await harness_factory(grace=45, drain_timeout=300, watch_node_leases=True)
     kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
     await h.until(lambda: h.controller.records.get("w1") is not None, advance=0.5)
     await h.until(
@@ -121,8 +123,9 @@ async def test_evicted_pods_finishing_by_themselves_are_a_sign_of_life(
         kube.add_node(n, labels=WORKER)
     kube.add_node_lease("w1")
     kube.add_pod("web-0", "default", "w1", "ReplicaSet", owner_name="web")
-    # The fake kubelet of w1 stays alive: it finishes graceful deletions (after 10 ms).
-    h: Harness = await harness_factory(grace=10, drain_timeout=300, watch_node_leases=True)
+    # The fake kubelet of w1 stays alive: it finishes graceful deletions (after 10 ms). The
+    # grace outlasts the Lease's own duration (40 s): the drain sees a confirmed-silent node.
+    h: Harness = await harness_factory(grace=45, drain_timeout=300, watch_node_leases=True)
     kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
     await h.until(lambda: bool(kube.requests_matching("POST", r"/eviction$")), advance=0.5)
     await h.until(lambda: kube.get_pod("default", "web-0") is None, advance=0.1)
