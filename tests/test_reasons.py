@@ -62,6 +62,7 @@ def test_the_gates_are_the_controller_wide_holds() -> None:
         Blocked.WATCH_STALE,
         Blocked.CIRCUIT_BREAKER,
         Blocked.EXCLUDED_SELECTOR,
+        Blocked.REMOVALS_UNKNOWN,
         *policies.HOLD_REASONS,
     } == GATES
     assert executor._GATE_REASONS == GATES

@@ -108,3 +108,28 @@ async def test_the_latest_readable_timestamp_is_used() -> None:
     assert (await load(api)).removals == (T0 - 100, T0 - 100)
     api = StubApi({"items": [{**ev, "lastTimestamp": 5, "firstTimestamp": None}]})
     assert (await load(api)).removals == ()
+
+
+async def test_an_unreadable_removal_history_holds_removals_until_it_is_read(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    """Unknown holds: a new leader that cannot read the removals earlier leaders made does
+    not take the hourly budget for unspent (found by the simulation: a restarted replica
+    removed a second node under a budget of 1)."""
+    from noderecover.controller.writes import Step
+    from noderecover.core.reasons import Blocked
+
+    c = Controller(client, FakeClock(start_wall=T0), make_config())
+    kube.fail_next("GET", r"/events$", 500)
+    c.removals_known = False
+    await c._load_removals()
+    assert not c.removals_known
+    kube.add_node("w1", "Unknown")
+    c.view.resync([("w1", c.view.parse(kube.get_node("w1") or {}))])
+    c.node_watcher.synced = True
+    c.policies.absent = True
+    c._policies_changed()
+    assert c.hold("w1", Step.DELETE_NODE) == Blocked.REMOVALS_UNKNOWN
+    assert c.hold("w1", Step.CORDON) != Blocked.REMOVALS_UNKNOWN
+    await c._load_removals()
+    assert c.removals_known and c.hold("w1", Step.DELETE_NODE) is None

@@ -99,6 +99,7 @@ log = logging.getLogger("noderecover.controller.reconciler")
 
 MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
 GONE_RECHECK = 10.0  # a node a step found gone, still in view: looked at again this much later
+REMOVALS_RETRY = 10.0  # the removal history could not be read: read it again this often
 NOT_LEADER_PAUSE = 0.1  # the act-gate is closed while leading: look again this much later
 
 
@@ -189,6 +190,9 @@ class Controller:
         self._gone: dict[str, tuple[str, float]] = {}
         self.breaker = BreakerState()
         self.removals: tuple[float, ...] = ()
+        # The removals of earlier leaders were read (Events) in this term: until then the
+        # hourly budget is unknown and holds every removal.
+        self.removals_known = True
         self.leading = False
         self.decisions: dict[str, Decision] = {}  # the last decision per node
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
@@ -257,6 +261,9 @@ class Controller:
         if step is Step.CORDON and self._in_flight_others(node, pool) >= pcfg.max_concurrent:
             return Blocked.MAX_CONCURRENT
         if step in (Step.TAINT, Step.DELETE_NODE):
+            if not self.removals_known:
+                # Earlier leaders' removals could not be read: the budget is unknown.
+                return Blocked.REMOVALS_UNKNOWN
             now = self.timeline.now()
             removing = self._removals_started(pool, node)
             if (
@@ -446,10 +453,13 @@ class Controller:
             await self.view.watcher.relist()
             self.records = {}
             self.reporter.reset()
+            self.removals_known = False
             await self._load_removals()
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.executor.volumes.run)
+                if not self.removals_known:
+                    tg.start_soon(self._reload_removals)
                 # Policy status: its own task, never in an action's path.
                 tg.start_soon(self.policies.status_loop, self._states, self.executor.writes.writer)
                 while True:
@@ -468,6 +478,14 @@ class Controller:
             self.leading = False
             self._busy.clear()
 
+    async def _reload_removals(self) -> None:
+        """The removal history could not be read on taking the lead: read it again until it
+        is (unknown holds: no taint or Node DELETE meanwhile, `removals-unknown`)."""
+        while not self.removals_known:
+            await self._clock.sleep(REMOVALS_RETRY * (0.8 + 0.4 * self._rng.random()))
+            await self._load_removals()
+        self._wake.set()
+
     async def _load_removals(self) -> None:
         """Seed the removal history from the NodeRecoverRemoved Events of earlier leaders.
 
@@ -482,7 +500,12 @@ class Controller:
                 query=[("fieldSelector", "reason=NodeRecoverRemoved"), ("limit", "500")],
             )
         except ApiError as exc:
-            log.warning("could not read earlier removals from Events: %s", exc)
+            log.warning(
+                "could not read earlier removals from Events: %s; no taint or Node DELETE "
+                "until they are read (%s)",
+                exc,
+                Blocked.REMOVALS_UNKNOWN,
+            )
             return
         now = self.timeline.now()
         drift = self.timeline.drift()  # Event times are wall times: put them on the timeline
@@ -508,6 +531,7 @@ class Controller:
         # A multiset union: Events this replica loaded in an earlier term are not counted twice.
         merged = Counter(self.removals) | loaded
         self.removals = tuple(sorted(merged.elements()))
+        self.removals_known = True
         self._loaded_removals = tuple(sorted(loaded.elements()))
         if self.removals:
             log.info(

@@ -47,6 +47,7 @@ class Blocked(StrEnum):
     MALFORMED_POD = "malformed-pod"
     VOLUMES_ATTACHED = "volumes-attached"
     EVIDENCE_STALE = "evidence-stale"
+    REMOVALS_UNKNOWN = "removals-unknown"
 
     @property
     def label(self) -> str:
@@ -228,6 +229,13 @@ _INFO: dict[Blocked, _Info] = {
         "--removal out-of-service/both: the node's VolumeAttachments did not detach within "
         "--detach-timeout after the out-of-service taint; the Node is kept, tainted",
         "ends when they detach (is the CSI driver's external-attacher running?)",
+    ),
+    Blocked.REMOVALS_UNKNOWN: _Info(
+        _GATE,
+        "the removals earlier leaders made (their NodeRecoverRemoved Events) could not be "
+        "read on taking the lead: the hourly removal budget is unknown, so no out-of-service "
+        "taint or Node DELETE",
+        "ends when a read of those Events succeeds (retried every 10 s)",
     ),
     Blocked.EVIDENCE_STALE: _Info(
         _NODE,
