@@ -632,7 +632,17 @@ class Controller:
         for obs in candidates:
             rec = self.records.get(obs.name)
             if obs.name not in self._busy and (
-                rec is None or (rec.uid != obs.uid and obs.malformed is None)
+                rec is None
+                or (rec.uid != obs.uid and obs.malformed is None)
+                # Healthy in memory, yet our phase annotations are on the Node (a write whose
+                # reply was lost applied them): the Node is the truth, resume from it, so
+                # what it says is undone (found by the simulation: a Suspect annotation was
+                # left on a healthy node for good).
+                or (
+                    rec.phase is Phase.HEALTHY
+                    and obs.malformed is None
+                    and obs.annotations.get(ANN_PHASE, Phase.HEALTHY.value) != Phase.HEALTHY.value
+                )
             ):
                 self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
         pools = self._pool_configs()

@@ -146,7 +146,10 @@ def liveness_scale() -> Undo:
     return _edit(
         Heartbeats,
         "_window",
-        ("return grace if not seen.renew else max(grace, seen.duration)", "return grace"),
+        (
+            "return grace if not seen.renew or not force else max(grace, seen.duration)",
+            "return grace",
+        ),
     )
 
 
