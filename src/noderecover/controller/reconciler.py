@@ -246,8 +246,9 @@ class Controller:
         """Every controller gate for a destructive `step` on `node`, asked by the write path
         right before the write (leadership is the write path's own check): watch freshness,
         policies known, pauses (unknown ones included), exclusion, the breakers (cluster-wide
-        and the node's pool), and for a cordon the concurrency slots, for a taint or a Node
-        DELETE the removal budgets (cluster-wide and the pool's)."""
+        and the node's pool), and for a cordon the pool's concurrency slots, for a taint or a
+        Node DELETE the pool's removal budget (counting removals begun, and those whose pool is
+        unknown: earlier leaders', nodes gone mid-removal) and whether it is known at all."""
         if not self.fresh():
             return Blocked.WATCH_STALE
         if (why := self.policy_hold(node)) is not None:
