@@ -275,23 +275,16 @@ class Controller:
         return None
 
     def _removals_started(self, pool: str, node: str | None = None) -> int:
-        """Removals in `pool` begun but not counted yet (on nodes other than `node`): a removal
-        in progress, or one that tainted its node out-of-service and was held or failed after
-        (the taint took the node's capacity away: it counts against the budget already)."""
+        """Removals in `pool` in progress on nodes other than `node` (not counted yet: a
+        removal counts once its action ends, from its taint or its Node DELETE)."""
         return sum(
             1
             for n in self.records.keys() | self._busy.keys()
             if n != node
             # Gone from view mid-removal: its pool is unknown now, it counts in every pool.
             and (self.view.pool(n) == pool or n not in self.nodes)
-            and (
-                self._busy.get(n) is Kind.REMOVE
-                or (
-                    (r := self.records.get(n)) is not None
-                    and r.phase is Phase.REMOVING
-                    and r.tainted
-                )
-            )
+            # In progress: its taint may be on already (counted once the action ends).
+            and self._busy.get(n) is Kind.REMOVE
         )
 
     def _marked_cordoned(self, name: str) -> bool:
@@ -738,7 +731,7 @@ class Controller:
                 start(d)
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
             rec = self.records.pop(name)
-            if rec.phase is Phase.REMOVING:
+            if rec.phase is Phase.REMOVING and not rec.tainted:
                 # Gone while we were removing it (a DELETE whose answer was lost, or someone
                 # else's): a removal all the same. Its pool may be unknown now: it counts
                 # against every pool's budget, like the removals read from Events.
@@ -922,13 +915,27 @@ class Controller:
             self.records[name] = new
             if new.phase is not current.phase:
                 self.reporter.phase_changed(name, action.uid, current, new)
-        if action.kind is Kind.REMOVE and result.outcome is Outcome.OK:
+        # A removal counts against the budget once per episode: when its out-of-service taint
+        # went on (whatever happened after: held, failed, restored later), or when the Node
+        # was removed without one of ours.
+        newly_tainted = (
+            action.kind is Kind.REMOVE and result.tainted is True and not current.tainted
+        )
+        if (
+            action.kind is Kind.REMOVE
+            and (result.outcome is Outcome.OK or newly_tainted)
+            and not current.tainted
+        ):
             self.removals = (*self.removals, now)
             pool = self.view.pool(name) or pool_at_start
             if pool:
                 self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
-            if current.unhealthy_since is not None:
-                RECOVERY_DURATION.observe(max(0.0, now - current.unhealthy_since))
+        if (
+            action.kind is Kind.REMOVE
+            and result.outcome is Outcome.OK
+            and current.unhealthy_since is not None
+        ):
+            RECOVERY_DURATION.observe(max(0.0, now - current.unhealthy_since))
         logs.decision(
             log,
             name,
