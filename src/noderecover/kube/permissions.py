@@ -59,7 +59,8 @@ API_CALLS: Mapping[Permission, str] = {
     ),
     Permission("", "events", "patch"): "events: a repeated Event's count",
     Permission("", "events", "list", "default"): (
-        "controller: a new leader reads earlier NodeRecoverRemoved Events (removal budget)"
+        "controller: a new leader reads earlier NodeRecoverRemoving and NodeRecoverRemoved Events "
+        "(removal budget)"
     ),
 }
 
