@@ -111,8 +111,17 @@ def test_usage_errors_exit_2_with_one_line(
 
 
 def test_non_positive_request_timeout(capsys: pytest.CaptureFixture[str]) -> None:
-    assert kubectl.main(["--request-timeout", "0", "status"]) == 2
-    assert capsys.readouterr().err.startswith("error: --request-timeout")
+    with pytest.raises(SystemExit) as e:
+        kubectl.main(["--request-timeout", "0", "status"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --request-timeout: must be")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10.0), ("10", 10.0), ("1m30s", 90.0)])
+def test_request_timeout_takes_kubectls_forms(text: str, seconds: float) -> None:
+    assert kubectl.parser().parse_args(["--request-timeout", text, "status"]).request_timeout == (
+        seconds
+    )
 
 
 async def test_status_and_why_against_the_fake_api(kube: FakeKube) -> None:

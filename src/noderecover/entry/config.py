@@ -13,7 +13,6 @@ variable when the flag was not given. Two kinds:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import shlex
@@ -22,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from noderecover.core import durations
 from noderecover.core.safety import CONTROL_PLANE_LABELS
 from noderecover.core.selectors import Requirement, Selector, parse_selector
 from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
@@ -37,50 +37,20 @@ __all__ = [
 
 ENV_PREFIX = "NODERECOVER_"
 
-# ASCII digits only, like Go's time.ParseDuration (`\d` and float() take any Unicode digit).
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _INTEGER = re.compile(r"[0-9]+")
 _ASCII_SPACE = " \t\r\n\f\v"  # str.strip() would also drop Unicode spaces
-MAX_DURATION = 365 * 24 * 3600.0  # longer is a typo (and overflows a Lease's int32 seconds)
+MAX_DURATION = durations.MAX_SECONDS
 _CONDITION_TYPE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '1m30s', '500ms', '2h' -> seconds.
-
-    ValueError for anything else: negative, not a number (nan, inf), or over a year.
-    """
-    s = text.strip(_ASCII_SPACE)
-    if not s:
-        raise ValueError("empty duration")
-    if not s.isascii():
-        raise ValueError(f"duration {text!r} has non-ASCII characters (use e.g. 90s, 5m, 1m30s)")
-    if s.startswith("-"):
-        raise ValueError(f"negative duration {text!r}")
-    if s.lower().lstrip("+") in {"nan", "inf", "infinity"}:
-        raise ValueError(f"{text!r} is not a duration")
-    total = float(s) if _DECIMAL.fullmatch(s) else _duration_with_units(s, text)
-    if not math.isfinite(total):
-        raise ValueError(f"{text!r} is not a duration")
-    if total > MAX_DURATION:
-        raise ValueError(f"duration {text!r} is longer than a year")
-    return total
-
-
-def _duration_with_units(s: str, text: str) -> float:
-    pos, total = 0, 0.0
-    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * unit[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or pos == 0:
-        raise ValueError(f"unparsable duration {text!r} (use e.g. 90s, 5m, 1m30s)")
-    return total
+    """'90', '90s', '1m30s', '500ms', '2h' -> seconds: the one grammar of core/durations.py
+    (the CRD's and the chart's too), after trimming surrounding ASCII whitespace (a value
+    from a YAML block ends with a newline). ValueError for anything else."""
+    return durations.parse_duration(text.strip(_ASCII_SPACE))
 
 
 def duration_at_least(minimum: float, *, strictly: bool = False) -> Callable[[str], float]:
