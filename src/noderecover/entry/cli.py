@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
         help="show what noderecover would do now (read-only)",
         description="Read-only: list nodes and the phase/action noderecover would take now.",
     )
-    add_run_flags(plan)
+    add_run_flags(plan, run=False)
     demo = sub.add_parser(
         "demo",
         help="the StatefulSet takeover, live, on a local real control plane",

@@ -19,9 +19,11 @@ import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from noderecover.core import durations
+from noderecover.core.durations import format_duration
 from noderecover.core.safety import CONTROL_PLANE_LABELS
 from noderecover.core.selectors import Requirement, Selector, parse_selector
 from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
@@ -185,6 +187,18 @@ class BadFlag(ValueError):
     """A flag or environment variable has a bad value; the message names it."""
 
 
+class Kind(Enum):
+    """What a flag's value is: its metavar in --help, how its default is written, and its
+    type in the chart's values.schema.json (noderecover_testkit.chartschema)."""
+
+    DURATION = "DURATION"
+    COUNT = "N"
+    THRESHOLD = "N|N%"
+    BOOLEAN = "BOOL"
+    CHOICE = "CHOICE"
+    TEXT = "TEXT"
+
+
 @dataclass(frozen=True)
 class _Opt:
     flag: str
@@ -193,6 +207,24 @@ class _Opt:
     help: str
     default: Any
     boolean: bool = False
+    kind: Kind = Kind.TEXT
+    metavar: str = ""  # TEXT's (default: the kind's)
+    choices: tuple[str, ...] = ()  # CHOICE's
+    run_only: bool = False  # `noderecover run`'s only: not a flag of `plan` (HTTP, election)
+
+    @property
+    def shown_default(self) -> str:
+        """The default as --help writes it: a duration as a duration, not as seconds."""
+        if self.kind is Kind.DURATION and isinstance(self.default, int | float):
+            return format_duration(float(self.default))
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return str(self.default) or "none"
+
+
+def opts() -> list[_Opt]:
+    """Every flag of `noderecover run` (and, but the run-only ones, of `plan`)."""
+    return _opts()
 
 
 def _opts() -> list[_Opt]:
@@ -206,6 +238,7 @@ def _opts() -> list[_Opt]:
             dur,
             "how long a node must stay unhealthy before remediation",
             d.grace,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--healthy-delay",
@@ -213,6 +246,7 @@ def _opts() -> list[_Opt]:
             dur,
             "how long a node must stay healthy again before it counts as recovered",
             d.healthy_delay,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--unhealthy-conditions",
@@ -220,6 +254,7 @@ def _opts() -> list[_Opt]:
             parse_conditions,
             "comma-separated Type=Status pairs that make a node unhealthy",
             "Ready=False,Ready=Unknown",
+            metavar="TYPE=STATUS,...",
         ),
         _Opt(
             "--drain-timeout",
@@ -227,6 +262,7 @@ def _opts() -> list[_Opt]:
             dur,
             "after this long draining, force-delete pods still on the node",
             d.drain_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--node-startup-timeout",
@@ -234,6 +270,7 @@ def _opts() -> list[_Opt]:
             dur,
             "a node never seen Ready is left alone until it is this old (still joining)",
             d.node_startup_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--removal",
@@ -242,6 +279,8 @@ def _opts() -> list[_Opt]:
             "how to remove a drained node: auto (both when --fence-command is set, else "
             "delete) | delete | out-of-service | both",
             d.removal,
+            kind=Kind.CHOICE,
+            choices=REMOVAL_MODES,
         ),
         _Opt(
             "--detach-timeout",
@@ -250,6 +289,7 @@ def _opts() -> list[_Opt]:
             "out-of-service/both: how long to wait for the node's volumes to detach after the "
             "taint before holding (the Node is deleted only once they are detached)",
             d.detach_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--fence-command",
@@ -258,6 +298,7 @@ def _opts() -> list[_Opt]:
             "command that powers off the node (NODE_NAME in env); must succeed before "
             "force-deleting pods or removing the node",
             "",
+            metavar="COMMAND",
         ),
         _Opt(
             "--fence-timeout",
@@ -265,6 +306,7 @@ def _opts() -> list[_Opt]:
             positive,
             "bound on one fence command run",
             d.fence_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--max-unhealthy",
@@ -273,6 +315,7 @@ def _opts() -> list[_Opt]:
             "circuit breaker: no new remediation while more nodes than this (count or %) "
             "are unhealthy",
             str(d.max_unhealthy),
+            kind=Kind.THRESHOLD,
         ),
         _Opt(
             "--breaker-window",
@@ -280,6 +323,7 @@ def _opts() -> list[_Opt]:
             dur,
             "removed nodes still count as unhealthy for this long",
             d.breaker_window,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--storm-cooldown",
@@ -287,6 +331,7 @@ def _opts() -> list[_Opt]:
             dur,
             "the breaker stays open this long after the count drops",
             d.storm_cooldown,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--max-concurrent",
@@ -294,6 +339,7 @@ def _opts() -> list[_Opt]:
             parse_positive_int,
             "remediations in progress at once",
             d.max_concurrent,
+            kind=Kind.COUNT,
         ),
         _Opt(
             "--max-removals-per-hour",
@@ -301,6 +347,7 @@ def _opts() -> list[_Opt]:
             parse_positive_int,
             "node removals per rolling hour",
             d.max_removals_per_hour,
+            kind=Kind.COUNT,
         ),
         _Opt(
             "--node-selector",
@@ -308,6 +355,7 @@ def _opts() -> list[_Opt]:
             parse_selector,
             "label selector of the nodes to manage (default: all)",
             "",
+            metavar="SELECTOR",
         ),
         _Opt(
             "--exclude-control-plane",
@@ -316,6 +364,7 @@ def _opts() -> list[_Opt]:
             "never remediate control-plane nodes",
             d.exclude_control_plane,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--dry-run",
@@ -324,6 +373,7 @@ def _opts() -> list[_Opt]:
             "decide and log everything, change nothing",
             d.dry_run,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--watch-node-leases",
@@ -333,6 +383,7 @@ def _opts() -> list[_Opt]:
             "changed for the grace (read per silent node)",
             d.watch_node_leases,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--kubeconfig",
@@ -340,9 +391,17 @@ def _opts() -> list[_Opt]:
             non_empty,
             "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
             None,
+            metavar="PATH",
         ),
-        _Opt("--context", "context", non_empty, "kubeconfig context", None),
-        _Opt("--api-timeout", "api_timeout", positive, "bound on each API request", d.api_timeout),
+        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
+        _Opt(
+            "--api-timeout",
+            "api_timeout",
+            positive,
+            "bound on each API request",
+            d.api_timeout,
+            kind=Kind.DURATION,
+        ),
         _Opt(
             "--watch-silence",
             "watch_silence",
@@ -350,6 +409,7 @@ def _opts() -> list[_Opt]:
             "reconnect a watch silent this long (at once, no backoff); no destructive action "
             "while no reconnect succeeded for this long",
             d.watch_silence,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--watch-timeout",
@@ -357,6 +417,7 @@ def _opts() -> list[_Opt]:
             duration_at_least(1.0),
             "server-side timeout of one watch request",
             d.watch_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--http-bind",
@@ -364,6 +425,8 @@ def _opts() -> list[_Opt]:
             parse_bind_text,
             "address of /healthz, /readyz, /metrics",
             d.http_bind,
+            metavar="HOST:PORT",
+            run_only=True,
         ),
         _Opt(
             "--leader-elect",
@@ -372,6 +435,8 @@ def _opts() -> list[_Opt]:
             "Lease leader election (default: on in a cluster, off locally)",
             None,
             boolean=True,
+            kind=Kind.BOOLEAN,
+            run_only=True,
         ),
         _Opt(
             "--lease-name",
@@ -379,6 +444,8 @@ def _opts() -> list[_Opt]:
             dns_name(_DNS_SUBDOMAIN, 253, "Lease name (DNS subdomain)"),
             "leader Lease name",
             d.lease_name,
+            metavar="NAME",
+            run_only=True,
         ),
         _Opt(
             "--lease-namespace",
@@ -386,6 +453,7 @@ def _opts() -> list[_Opt]:
             dns_name(_DNS_LABEL, 63, "namespace (DNS label)"),
             "leader Lease namespace (default: the pod's, else kube-system)",
             None,
+            metavar="NAMESPACE",
         ),
         _Opt(
             "--lease-duration",
@@ -393,6 +461,8 @@ def _opts() -> list[_Opt]:
             positive,
             "leader Lease duration",
             d.lease_duration,
+            kind=Kind.DURATION,
+            run_only=True,
         ),
         _Opt(
             "--renew-deadline",
@@ -400,6 +470,8 @@ def _opts() -> list[_Opt]:
             dur,
             "leader gives up after this long without a renewal",
             d.renew_deadline,
+            kind=Kind.DURATION,
+            run_only=True,
         ),
         _Opt(
             "--retry-period",
@@ -407,6 +479,8 @@ def _opts() -> list[_Opt]:
             positive,
             "leader election retry period",
             d.retry_period,
+            kind=Kind.DURATION,
+            run_only=True,
         ),
         _Opt(
             "--log-format",
@@ -414,6 +488,8 @@ def _opts() -> list[_Opt]:
             lambda s: _choice(s, ("text", "json")),
             "text | json",
             d.log_format,
+            kind=Kind.CHOICE,
+            choices=("text", "json"),
         ),
         _Opt(
             "--log-level",
@@ -421,6 +497,8 @@ def _opts() -> list[_Opt]:
             lambda s: _choice(s.lower(), ("debug", "info", "warning", "error")),
             "debug | info | warning | error",
             d.log_level,
+            kind=Kind.CHOICE,
+            choices=("debug", "info", "warning", "error"),
         ),
     ]
 
@@ -435,12 +513,16 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `run` and `plan`. Values stay strings here; `build_config` parses."""
+def add_run_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
+    """Flags of `run` (run=True) or `plan` (the run-only ones left out: HTTP, election).
+    Values stay strings here; `build_config` parses. Each default is written once, in the
+    flag's own grammar (a duration as `30s`), after a metavar naming the value's kind."""
     for opt in _opts():
+        if opt.run_only and not run:
+            continue
+        default = "" if opt.default is None else f" (default: {opt.shown_default})"
         # argparse %-formats help strings: a literal % (e.g. the 40% default) must be %%.
-        text = f"{opt.help} (default: {opt.default}) [env {env_name(opt.flag)}]"
-        text = text.replace("%", "%%")
+        text = f"{opt.help}{default} [env {env_name(opt.flag)}]".replace("%", "%%")
         if opt.boolean:
             parser.add_argument(
                 opt.flag,
@@ -450,7 +532,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                 help=text,
             )
         else:
-            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar="VALUE", help=text)
+            if opt.kind is Kind.CHOICE:
+                metavar = "{" + ",".join(opt.choices) + "}"
+            else:
+                metavar = opt.metavar or opt.kind.value
+            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar=metavar, help=text)
 
 
 def build_config(
