@@ -25,6 +25,7 @@ CRDS = [
     ROOT / "charts/noderecover/files/crds/crd-noderecoverypolicy.yaml",
 ]
 
+
 def policy(text: str) -> float:
     return policy_duration(text, "spec.grace")
 
