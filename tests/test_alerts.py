@@ -46,6 +46,8 @@ REQUIRED_ALERTS = {
     "NodeRecoverOutOfServiceTaintLeft",  # an out-of-service taint left on a node
     "NodeRecoverNodeWatchStale",  # a stale node watch
     "NodeRecoverApiErrors",  # API errors climbing
+    "NodeRecoverPolicyInvalid",  # a policy that cannot be applied (its nodes held)
+    "NodeRecoverPolicyConflict",  # nodes selected by two policies (held)
 }
 
 
