@@ -173,6 +173,22 @@ def test_a_pause_ends_when_asked() -> None:
     assert kubectl.pause_until(argparse.Namespace(duration="1.5s", until=None), now) == now + 2
 
 
+def test_a_fence_program_that_exists_only_in_the_image_is_shown_as_deployed() -> None:
+    """The Deployment's --fence-command names a program in the image: the plugin shows the
+    deployed settings (fenced: removal both, its grace), not local defaults because the
+    program is missing on this laptop."""
+    args = ["--fence-command=/opt/fence/only-in-the-image --node {node}", "--grace=2m"]
+    cfg = kubectl.settings_from(args, {}, opts())
+    assert cfg.fence_command[0] == "/opt/fence/only-in-the-image"
+    assert cfg.grace == 120 and cfg.removal_mode == "both"
+    # `noderecover run` on this machine still refuses it, naming the flag.
+    with pytest.raises(BadFlag, match=r"--fence-command: .* does not exist"):
+        from noderecover.entry.cli import parser
+        from noderecover.entry.config import build_config
+
+        build_config(parser().parse_args(["run", *args]), environ={})
+
+
 PLUGIN_UA = "kubectl-noderecover/test"  # the operator's calls, not the controller's
 CM = "/api/v1/namespaces/noderecover/configmaps/noderecover-pause"
 

@@ -540,9 +540,17 @@ def add_run_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
 
 
 def build_config(
-    args: argparse.Namespace, environ: Mapping[str, str] | None = None, **overrides: Any
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    *,
+    runs_here: bool = True,
+    **overrides: Any,
 ) -> Config:
-    """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable)."""
+    """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable).
+
+    `runs_here`: the settings are for a process on this machine, so what only this machine can
+    answer is checked too (the fence program exists and is executable). False for settings
+    read from a Deployment (the kubectl plugin): the program lives in the image."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {opt.dest: opt.flag for opt in _opts()}
@@ -564,11 +572,13 @@ def build_config(
             raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
     values.update(overrides)
     cfg = Config(**values, sources=dict(sources))
-    _cross_check(cfg, sources, given=frozenset(values))
+    _cross_check(cfg, sources, given=frozenset(values), runs_here=runs_here)
     return cfg
 
 
-def _cross_check(cfg: Config, source: Mapping[str, str], given: frozenset[str]) -> None:
+def _cross_check(
+    cfg: Config, source: Mapping[str, str], given: frozenset[str], *, runs_here: bool = True
+) -> None:
     """Conflicts between settings, and settings that cannot work as given.
 
     A conflict is reported on the setting that was given (flag or variable) when the other
@@ -612,7 +622,7 @@ def _cross_check(cfg: Config, source: Mapping[str, str], given: frozenset[str]) 
             f"excludes every node {source['node_selector']} selects ({key}): nothing would "
             "ever be remediated",
         )
-    if cfg.fence_command and (why := _not_runnable(cfg.fence_command[0])) is not None:
+    if runs_here and cfg.fence_command and (why := _not_runnable(cfg.fence_command[0])):
         raise BadFlag(f"{source['fence_command']}: {why}")
 
 

@@ -173,6 +173,7 @@ def settings_from(args: Sequence[str], env: Mapping[str, str], opts: argparse.Na
     cfg = build_config(
         ns,
         environ=env,
+        runs_here=False,  # its --fence-command is a program in the image, not on this laptop
         kubeconfig=opts.kubeconfig,
         context=opts.context,
         api_timeout=opts.request_timeout,
