@@ -91,9 +91,19 @@ def test_nothing_is_built_before_the_cache_has_it(cache: Path, checkout: Path) -
 def test_the_hosts_pip_settings_are_lent_to_the_build_by_bind_mounts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for k in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PIP_INDEX_URL"):
+    for k in ("PIP_CERT", "PIP_INDEX_URL"):
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(image, "_pip_config", lambda: {})
     assert image._host_network_settings(tmp_path) == []
+    monkeypatch.undo()
+    for k in ("PIP_CERT", "PIP_INDEX_URL"):
+        monkeypatch.delenv(k, raising=False)
+    # From pip's config file, as the host's pip reads it.
+    conf_file = tmp_path / "host-pip.conf"
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf_file))
+    conf_file.write_text("[global]\ncert = /etc/host-ca.pem\ntimeout = 60\n")
+    assert image._pip_config()["cert"] == "/etc/host-ca.pem"
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     monkeypatch.setenv("PIP_CERT", str(ca))

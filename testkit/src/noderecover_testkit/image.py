@@ -330,19 +330,41 @@ def ensure_base(log: Log = _print) -> str:
 # ------------------------------------------------------------------------------------ the image
 
 
+def _pip_config() -> dict[str, str]:
+    """The host pip's global settings that reach the network (``cert``, ``index-url``), from
+    its config files (as pip reads them: the later file wins), then its environment."""
+    import configparser
+
+    files = [
+        Path("/etc/xdg/pip/pip.conf"),
+        Path("/etc/pip.conf"),
+        Path.home() / ".pip" / "pip.conf",
+        Path.home() / ".config" / "pip" / "pip.conf",
+    ]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    out: dict[str, str] = {}
+    for f in files:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(f)
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        for key in ("cert", "index-url"):
+            if parser.has_option("global", key):
+                out[key] = parser.get("global", key)
+    for key, env in (("cert", "PIP_CERT"), ("index-url", "PIP_INDEX_URL")):
+        if os.environ.get(env):
+            out[key] = os.environ[env]
+    return out
+
+
 def _host_network_settings(tmp: Path) -> list[str]:
     """Volumes lending the RUN steps the host's pip settings (a CA bundle, an index), when the
     host has any: its network may need them (these machines reach PyPI through a proxy whose
     CA only the host's bundle holds). Bind mounts: nothing of them is stored in the image."""
-    cert = next(
-        (
-            os.environ[k]
-            for k in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
-            if os.environ.get(k)
-        ),
-        None,
-    )
-    index = os.environ.get("PIP_INDEX_URL")
+    settings = _pip_config()
+    cert, index = settings.get("cert"), settings.get("index-url")
     if cert is None and index is None:
         return []
     conf = ["[global]"]
@@ -438,7 +460,9 @@ def _prune(keep: str) -> None:
             buildah_argv("rmi", str(i["id"])), capture_output=True, env=buildah_env(), check=False
         )
         for n in names:
-            stamp_path(n.rsplit(":", 1)[1]).unlink(missing_ok=True)
+            stamp = stamp_path(n.rsplit(":", 1)[1])
+            stamp.unlink(missing_ok=True)
+            stamp.with_suffix(".log").unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ running it
