@@ -143,6 +143,7 @@ def test_image_takes_over_a_dead_nodes_statefulset_pod(
         moved = c.wait_pod_running("mysql-0", timeout=150, not_on=node)
         tl.mark(f"pod Running on another node ({moved['spec']['nodeName']})")
         wait(lambda: c.node(node) is None, 60, f"node {node} deleted")
+        time.sleep(0.5)  # the timeline's next poll (every 0.2 s) sees it too
     finally:
         tl.stop()
         print(f"\ntimeline (seconds since the node died):\n{tl.render()}")
