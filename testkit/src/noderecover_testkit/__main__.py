@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser(
         "build",
-        help="build the pinned control plane, helm and promtool into the cache (idempotent)",
+        help="build the pinned control plane, helm, promtool and actionlint into the cache"
+        " (idempotent)",
     )
     b.add_argument("--force", action="store_true", help="rebuild everything")
     up = sub.add_parser("up", help="start a cluster, print its kubeconfig, wait for Ctrl-C")
