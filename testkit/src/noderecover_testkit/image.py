@@ -115,7 +115,7 @@ class Built:
 
     name: str
     id: str
-    size: int  # bytes, uncompressed (the layers as the runtime unpacks them)
+    size: int  # bytes of its files unpacked (apparent sizes, hard links once)
     compressed: int  # bytes, the gzip layers a registry push would send (a pull fetches)
     base_size: int  # bytes, uncompressed, of the base alone
     build_seconds: float
@@ -181,8 +181,13 @@ def _images() -> list[dict[str, object]]:
     return data if isinstance(data, list) else []
 
 
+def _names(image: dict[str, object]) -> list[str]:
+    names = image.get("names")
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
 def has_image(name: str) -> bool:
-    return any(name in (i.get("names") or []) for i in _images())  # type: ignore[operator]
+    return any(name in _names(i) for i in _images())
 
 
 def _measure_rootfs(name: str) -> int:
@@ -446,14 +451,10 @@ def ensure_image(checkout: Path = CHECKOUT, log: Log = _print) -> Built:
 
 def _prune(keep: str) -> None:
     """Remove all but the newest KEEP_IMAGES test images (never ``keep``); unused ones only."""
-    ours = [
-        i
-        for i in _images()
-        if any(str(n).startswith(f"{IMAGE_REPO}:") for n in i.get("names") or [])  # type: ignore[attr-defined]
-    ]
+    ours = [i for i in _images() if any(n.startswith(f"{IMAGE_REPO}:") for n in _names(i))]
     ours.sort(key=lambda i: str(i.get("createdatraw", "")), reverse=True)
     for i in ours[KEEP_IMAGES:]:
-        names = [str(n) for n in i.get("names") or []]  # type: ignore[attr-defined]
+        names = _names(i)
         if keep in names:
             continue
         subprocess.run(
