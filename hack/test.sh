@@ -29,7 +29,7 @@ stop_build() {
 }
 trap stop_build EXIT
 
-echo "== control plane, helm, promtool: building what is missing in the background"
+echo "== control plane, helm, promtool, actionlint: building what is missing in the background"
 build_start=$(date +%s)
 # Standard library only (plus the source trees): it does not need the venv.
 # setsid: its own process group, so stop_build takes the go processes too (without setsid,
