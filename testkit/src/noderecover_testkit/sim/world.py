@@ -89,7 +89,7 @@ class SimClock:
         return START_WALL + (self._loop.time() - START_MONO) + self._offset()
 
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
+        await asyncio.sleep(max(0.0, seconds))  # what anyio.sleep does, without its dispatch
 
 
 @dataclass
