@@ -78,6 +78,10 @@ FAULT_KINDS = (
 class SimClock:
     """noderecover.base.clock.Clock on the loop's virtual time, with a steppable wall."""
 
+    # Its sleep is a loop timer, as the system clock's: bounds on it are the production
+    # code path (anyio deadlines), not a unit test's fake-clock helper tasks.
+    loop_timers = True
+
     def __init__(self, loop: asyncio.AbstractEventLoop, offset: Callable[[], float]) -> None:
         self._loop = loop
         self._offset = offset  # the host clock's error (seconds; stepped by faults)
