@@ -283,12 +283,20 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             ready.append(handle)
 
         # Every callback ready now runs; those they schedule run next iteration (asyncio's).
+        # Handle._run, inline: one Python call less per callback.
         popleft = ready.popleft
         for _ in range(len(ready)):
             handle = popleft()
             if handle._cancelled:
                 continue
-            handle._run()
+            try:
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(
+                    {"message": "Exception in callback", "exception": exc, "handle": handle}
+                )
         handle = None  # breaks cycles when an exception occurs
 
 

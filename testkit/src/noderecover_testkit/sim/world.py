@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -188,10 +189,15 @@ def draw(seed: int, kinds: frozenset[str] | None = None) -> tuple[Scenario, rand
     return sc, rng
 
 
-def config_of(argv: list[str]) -> Config:
+@functools.cache
+def _run_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     add_run_flags(p)
-    return build_config(p.parse_args(argv), environ={})
+    return p
+
+
+def config_of(argv: list[str]) -> Config:
+    return build_config(_run_flags().parse_args(argv), environ={})
 
 
 class WorldFaults(Faults):
