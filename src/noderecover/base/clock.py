@@ -27,6 +27,9 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock: time.monotonic, time.time and anyio.sleep."""
 
+    # Its sleep is a timer of the running event loop: see `loop_timers`.
+    loop_timers = True
+
     def monotonic(self) -> float:
         return time.monotonic()
 
@@ -100,12 +103,27 @@ class FakeClock:
         return len(self._waiters)
 
 
+def loop_timers(clock: Clock) -> bool:
+    """Whether `clock.sleep(s)` is a timer of the running event loop, `s` seconds from now
+    (anyio.sleep: the system clock, the simulation's): a bound on that clock is then an anyio
+    deadline, a cancel scope, and needs no helper task to sleep and cancel (what a bound on a
+    clock that only moves when told to, a unit test's, needs). Same deadline either way."""
+    return getattr(clock, "loop_timers", False) is True
+
+
 async def wait_event(event: anyio.Event, clock: Clock, seconds: float | None) -> None:
     """Until `event` is set or `seconds` passed on `clock` (None: no timeout).
 
     The timeout runs on the injected clock, so a fake clock drives it in tests.
     """
     if event.is_set():
+        return
+    if loop_timers(clock):
+        if seconds is None:
+            await event.wait()
+            return
+        with anyio.move_on_after(max(0.0, seconds)):
+            await event.wait()
         return
     async with anyio.create_task_group() as tg:
         if seconds is not None:
@@ -128,6 +146,10 @@ async def call_within(clock: Clock, seconds: float, call: Callable[[], Awaitable
     Socket bounds run in real time; this one follows the clock deadlines are computed on, so
     both agree in tests with a fake clock. An error of `call` is re-raised as itself.
     """
+    if loop_timers(clock):
+        with anyio.move_on_after(max(0.0, seconds)):
+            return await call()
+        raise TimeoutError(f"no answer in {seconds:.3g}s")  # only the deadline ends it here
     results: list[_T] = []
     errors: list[Exception] = []
     async with anyio.create_task_group() as tg:

@@ -585,7 +585,7 @@ class SimApiClient:
     ) -> SimResponse:
         api = self.api
         loop = api.loop
-        watch = any(k == "watch" and v == "true" for k, v in query_params)
+        watch = ("watch", "true") in query_params
         content_type = header_params.get("Content-Type", "application/json")
         verb = "WATCH" if watch else method
         target = parse_path(path)

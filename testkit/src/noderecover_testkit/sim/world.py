@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -78,6 +79,10 @@ FAULT_KINDS = (
 class SimClock:
     """noderecover.base.clock.Clock on the loop's virtual time, with a steppable wall."""
 
+    # Its sleep is a loop timer, as the system clock's: bounds on it are the production
+    # code path (anyio deadlines), not a unit test's fake-clock helper tasks.
+    loop_timers = True
+
     def __init__(self, loop: asyncio.AbstractEventLoop, offset: Callable[[], float]) -> None:
         self._loop = loop
         self._offset = offset  # the host clock's error (seconds; stepped by faults)
@@ -89,7 +94,7 @@ class SimClock:
         return START_WALL + (self._loop.time() - START_MONO) + self._offset()
 
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
+        await asyncio.sleep(max(0.0, seconds))  # what anyio.sleep does, without its dispatch
 
 
 @dataclass
@@ -184,10 +189,15 @@ def draw(seed: int, kinds: frozenset[str] | None = None) -> tuple[Scenario, rand
     return sc, rng
 
 
-def config_of(argv: list[str]) -> Config:
+@functools.cache
+def _run_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     add_run_flags(p)
-    return build_config(p.parse_args(argv), environ={})
+    return p
+
+
+def config_of(argv: list[str]) -> Config:
+    return build_config(_run_flags().parse_args(argv), environ={})
 
 
 class WorldFaults(Faults):
@@ -509,14 +519,14 @@ class World:
         k.last_status = now
 
     async def kubelet(self, k: Kubelet) -> None:
-        await anyio.sleep(self.rng.uniform(0, KUBELET_PERIOD))
+        await asyncio.sleep(self.rng.uniform(0, KUBELET_PERIOD))
         while True:
             if k.lease_on:
                 self._renew_lease(k)
             if k.status_on:
                 self._post_status(k)
                 self._finish_deletions(k)
-            await anyio.sleep(KUBELET_PERIOD * self.rng.uniform(0.9, 1.1))
+            await asyncio.sleep(KUBELET_PERIOD * self.rng.uniform(0.9, 1.1))
 
     def _finish_deletions(self, k: Kubelet) -> None:
         for pod in self.api.items("pods"):
@@ -526,7 +536,7 @@ class World:
     async def controllers(self) -> None:
         """Node lifecycle (status-based), pod GC, the StatefulSet, attach-detach; every 2 s."""
         while True:
-            await anyio.sleep(2.0)
+            await asyncio.sleep(2.0)
             now = self.loop.time()
             api = self.api
             for k in self.kubelets.values():
@@ -603,7 +613,7 @@ class World:
     async def chaos(self) -> None:
         r = self.rng
         while self.loop.time() < self.sc.faults_end:
-            await anyio.sleep(r.expovariate(1 / 12.0))
+            await asyncio.sleep(r.expovariate(1 / 12.0))
             if self.loop.time() >= self.sc.faults_end:
                 break
             kinds = ["kubelet", "kubelet", *sorted(self.sc.kinds)]
@@ -789,7 +799,7 @@ class World:
                 self.replica_scopes[identity] = scope
                 await self._run_replica(identity, random.Random(seed * 1000 + restarts))
             restarts += 1
-            await anyio.sleep(self.rng.uniform(2.0, 20.0))
+            await asyncio.sleep(self.rng.uniform(2.0, 20.0))
 
     async def _run_replica(self, identity: str, rng: random.Random) -> None:
         cfg = self.cfg
@@ -883,10 +893,10 @@ class World:
             tg.start_soon(self.chaos)
             for i, identity in enumerate(self.sc.replicas):
                 tg.start_soon(self.replica, identity, self.sc.seed * 10 + i)
-            await anyio.sleep(self.sc.heal_at - self.loop.time())
+            await asyncio.sleep(self.sc.heal_at - self.loop.time())
             self.check_liveness()
             self.heal()
-            await anyio.sleep(self.sc.end_at - self.loop.time())
+            await asyncio.sleep(self.sc.end_at - self.loop.time())
             self.check_quiescent()
             tg.cancel_scope.cancel()
         if self.oracle.violations:
