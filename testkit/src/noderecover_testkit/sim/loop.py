@@ -44,7 +44,8 @@ class Deadlock(RuntimeError):
 
 class Livelock(RuntimeError):
     """The run took more loop iterations than its cap (a busy loop: deterministic), or more
-    real time than its budget (a backstop only: not reproducible)."""
+    CPU time of its process than its budget (a backstop only: not reproducible; CPU time, not
+    wall time, so a machine loaded by other work does not make a seed fail)."""
 
 
 # Loop iterations in a row with work ready, virtual time moving only by CPU_TICK: past this, a
@@ -147,7 +148,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self.busy = 0
         self.max_busy = max_busy
         self.max_seen_busy = 0
-        self.real_deadline = time.perf_counter() + budget
+        self.real_deadline = time.process_time() + budget
         self._virtual_selector = _VirtualSelector()
         self._timer_seq = itertools.count()
         super().__init__(self._virtual_selector)
@@ -205,16 +206,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._vtime += seconds
 
     def _poll_real(self) -> bool:
-        """Polls the real selector (the self-pipe: signals) and checks the real-time budget;
+        """Polls the real selector (the self-pipe: signals) and checks the CPU-time budget;
         True when it had events (processed: this iteration then moves no virtual time)."""
         ready = self._virtual_selector.select(0)
         if ready:
             me: Any = self
             me._process_events(ready)
             return True
-        if time.perf_counter() > self.real_deadline:
+        if time.process_time() > self.real_deadline:
             raise Livelock(
-                f"real-time budget spent at virtual time {self._vtime:.3f}s "
+                f"CPU-time budget spent at virtual time {self._vtime:.3f}s "
                 f"({self.iterations} loop iterations)"
             )
         return False
@@ -302,6 +303,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 def run_virtual(main: Any, start: float = 0.0, budget: float = 60.0) -> Any:
     """Run the coroutine `main` to completion on a fresh VirtualTimeLoop (Livelock once
-    `budget` seconds of real time are spent)."""
+    `budget` seconds of this process's CPU time are spent)."""
     with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(start, budget)) as runner:
         return runner.run(main)

@@ -61,7 +61,7 @@ def run_seed(
             undo()
 
 
-SEED_BUDGET = 20.0  # real seconds one seed may take before it counts as a livelock
+SEED_BUDGET = 20.0  # CPU seconds one seed may take before it counts as a livelock (~0.2 s)
 
 
 def _run(
