@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from noderecover.core.nodes import parse_time
@@ -23,28 +23,64 @@ from noderecover.entry.plan import preview
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
+# Text from every Unicode category but surrogates (not encodable), with the characters YAML
+# treats specially drawn often: its line breaks (U+0085, U+2028, U+2029), the BOM, controls.
+TEXT = st.text(
+    st.characters(exclude_categories=["Cs"])
+    | st.sampled_from("\u2028\u2029\ufeff\x85\r\n\t :#'\"-"),
+    max_size=20,
+)
 JSONISH = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(2**53), 2**53)
+    | st.integers(-(2**63), 2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
+    | TEXT,
     lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(min_size=1, max_size=10), inner, max_size=4)
+        st.lists(inner, max_size=4) | st.dictionaries(TEXT.filter(bool), inner, max_size=4)
     ),
     max_leaves=20,
 )
 
 
+@settings(max_examples=500)
 @given(JSONISH)
 def test_yaml_output_reads_back_as_the_same_data(data: Any) -> None:
-    assert yaml.safe_load(kubectl.to_yaml(data)) == data
+    out = io.StringIO()
+    kubectl._emit({"data": data}, "yaml", out)
+    assert yaml.safe_load(out.getvalue()) == {"data": data}
 
 
-@pytest.mark.parametrize("text", ["true", "no", "1e3", "-x", "0x10", "a: b", "null", "", " x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "true",
+        "no",
+        "1e3",
+        "-x",
+        "0x10",
+        "a: b",
+        "null",
+        "",
+        " x",
+        "a\u2028b",
+        "\u2029",
+        "\ufeffx",
+        "nel\x85",
+    ],
+)
 def test_yaml_quotes_what_yaml_would_misread(text: str) -> None:
-    assert yaml.safe_load(kubectl.to_yaml({"k": text})) == {"k": text}
+    assert yaml.safe_load(kubectl.to_yaml({"k": text, text or "e": [text]})) == {
+        "k": text,
+        text or "e": [text],
+    }
+
+
+def test_yaml_is_kubectls_block_style_in_insertion_order() -> None:
+    data = {"nodes": [{"node": "w1", "ready": "Unknown", "volumes": []}], "b": {}, "a": "ü"}
+    assert kubectl.to_yaml(data) == (
+        "nodes:\n- node: w1\n  ready: Unknown\n  volumes: []\nb: {}\na: ü\n"
+    )
 
 
 def _dep(args: list[str], env: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
+import yaml
 
 from noderecover import __version__
 from noderecover.core.nodes import format_time, parse_time
@@ -201,89 +202,33 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -
         out.write("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """A small YAML emitter for JSON-like data (dicts, lists, scalars): kubectl-style output
-    without a YAML dependency. Strings are JSON-quoted when YAML could misread them."""
-    pad = "  " * indent
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        lines = []
-        for k, v in value.items():
-            if isinstance(v, (Mapping, list)) and v:
-                lines.append(f"{pad}{_scalar(str(k))}:\n{to_yaml(v, indent + 1)}")
-            else:
-                lines.append(f"{pad}{_scalar(str(k))}: {to_yaml(v, 0)}")
-        return "\n".join(lines)
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        lines = []
-        for v in value:
-            if isinstance(v, Mapping) and v:
-                body = to_yaml(v, indent + 1)
-                lines.append(f"{pad}- {body.lstrip()}")
-            elif isinstance(v, list) and v:
-                lines.append(f"{pad}-\n{to_yaml(v, indent + 1)}")
-            else:
-                lines.append(f"{pad}- {to_yaml(v, 0)}")
-        return "\n".join(lines)
-    return _scalar(value)
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, but a string with U+0085 (NEL) is always double-quoted (where it
+    is escaped as \\N): PyYAML writes it raw in a single-quoted scalar, and reading that back
+    folds it into a space."""
+
+    def choose_scalar_style(self) -> str:
+        event = self.event
+        if isinstance(event, yaml.ScalarEvent) and "\x85" in event.value:
+            return '"'
+        style: str = super().choose_scalar_style()
+        return style
 
 
-_PLAIN_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
-_YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"})
-
-
-def _scalar(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        text = repr(v)  # YAML 1.1 floats need a dot (and a signed exponent): 5e-324 -> 5.0e-324
-        if "." not in text and "e" in text:
-            mantissa, exp = text.split("e")
-            text = f"{mantissa}.0e{exp if exp[0] in '+-' else '+' + exp}"
-        return text if "." in text or "e" in text else f"{text}.0"
-    text = str(v)
-    # Plain only when YAML reads it back as this very string: a letter first (no number,
-    # date or indicator), safe characters, not a YAML 1.1 boolean or null word.
-    plain = (
-        bool(text)
-        and text[0].isascii()
-        and text[0].isalpha()
-        and set(text) <= _PLAIN_OK
-        and text.lower() not in _YAML_WORDS
+def to_yaml(value: Any) -> str:
+    """JSON-like data as kubectl prints YAML: block style, keys in their order, any text
+    read back as it was (yaml.safe_load)."""
+    text: str = yaml.dump(
+        value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
     )
-    return text if plain else _quoted(text)
-
-
-def _quoted(text: str) -> str:
-    """A YAML double-quoted scalar: printable characters as they are, the rest escaped
-    (YAML's \\uXXXX / \\UXXXXXXXX, so characters beyond the BMP survive too)."""
-    out = ['"']
-    for ch in text:
-        o = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 0x20 <= o <= 0x7E or (0xA0 <= o <= 0xD7FF) or (0xE000 <= o <= 0xFFFD and o != 0xFEFF):
-            out.append(ch)
-        elif o >= 0x10000:
-            out.append(f"\\U{o:08x}")
-        else:
-            out.append(f"\\u{o:04x}")
-    out.append('"')
-    return "".join(out)
+    return text
 
 
 def _emit(data: Any, fmt: str, out: TextIO) -> None:
     if fmt == "json":
         out.write(json.dumps(data, indent=2) + "\n")
     else:
-        out.write(to_yaml(data) + "\n")
+        out.write(to_yaml(data))
 
 
 def _iso(wall: float | None) -> str | None:
