@@ -21,13 +21,13 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import REGISTRY
 
 from noderecover.base.clock import Clock, FakeClock
+from noderecover.core.nodes import format_micro_time
 from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 from noderecover.kube.election import (
     WRITE_MARGIN,
     ElectionConfig,
     LeaderElector,
     default_identity,
-    format_microtime,
 )
 from tests.fakeapi import FakeKube
 
@@ -329,7 +329,7 @@ def leader_of(h: Harness) -> str | None:
 
 async def put_lease(holder: str, h: Harness, duration: int = 15) -> JSON:
     """Create the Lease as another process (a 'ghost' holder) would."""
-    stamp = format_microtime(h.clock.wall())
+    stamp = format_micro_time(h.clock.wall())
     body: JSON = {
         "metadata": {"name": NAME, "namespace": NS},
         "spec": {
@@ -359,9 +359,9 @@ def test_config_validation_names_the_flag() -> None:
 
 
 def test_microtime_always_has_six_fraction_digits() -> None:
-    assert format_microtime(1_800_000_000.0) == "2027-01-15T08:00:00.000000Z"
-    assert format_microtime(1_800_000_000.5) == "2027-01-15T08:00:00.500000Z"
-    assert MICRO.match(format_microtime(1_800_000_000.123456))
+    assert format_micro_time(1_800_000_000.0) == "2027-01-15T08:00:00.000000Z"
+    assert format_micro_time(1_800_000_000.5) == "2027-01-15T08:00:00.500000Z"
+    assert MICRO.match(format_micro_time(1_800_000_000.123456))
 
 
 def test_default_identity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ usage errors, and its answers against the fake API server."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import json
 import time
@@ -19,6 +20,7 @@ from noderecover.core.nodes import parse_time
 from noderecover.core.pauses import parse_cluster_pause
 from noderecover.entry import kubectl
 from noderecover.entry.config import BadFlag
+from noderecover.entry.output import Output, emit, to_yaml
 from noderecover.entry.plan import preview
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
@@ -47,7 +49,7 @@ JSONISH = st.recursive(
 @given(JSONISH)
 def test_yaml_output_reads_back_as_the_same_data(data: Any) -> None:
     out = io.StringIO()
-    kubectl._emit({"data": data}, "yaml", out)
+    emit({"data": data}, [], Output("yaml"), out)
     assert yaml.safe_load(out.getvalue()) == {"data": data}
 
 
@@ -70,7 +72,7 @@ def test_yaml_output_reads_back_as_the_same_data(data: Any) -> None:
     ],
 )
 def test_yaml_quotes_what_yaml_would_misread(text: str) -> None:
-    assert yaml.safe_load(kubectl.to_yaml({"k": text, text or "e": [text]})) == {
+    assert yaml.safe_load(to_yaml({"k": text, text or "e": [text]})) == {
         "k": text,
         text or "e": [text],
     }
@@ -78,9 +80,7 @@ def test_yaml_quotes_what_yaml_would_misread(text: str) -> None:
 
 def test_yaml_is_kubectls_block_style_in_insertion_order() -> None:
     data = {"nodes": [{"node": "w1", "ready": "Unknown", "volumes": []}], "b": {}, "a": "ü"}
-    assert kubectl.to_yaml(data) == (
-        "nodes:\n- node: w1\n  ready: Unknown\n  volumes: []\nb: {}\na: ü\n"
-    )
+    assert to_yaml(data) == ("nodes:\n- node: w1\n  ready: Unknown\n  volumes: []\nb: {}\na: ü\n")
 
 
 def _dep(args: list[str], env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -172,16 +172,16 @@ async def test_status_and_why_against_the_fake_api(kube: FakeKube) -> None:
         await client.close()
     out = io.StringIO()
     leader = {"lease": "noderecover/noderecover", "holder": "a", "renewedSecondsAgo": 1.0}
-    assert kubectl._status(p, cfg, leader, "json", out) == 0
+    assert kubectl._status(p, cfg, leader, Output("json"), out) == 0
     data = json.loads(out.getvalue())
     assert [n["node"] for n in data["nodes"]] == ["w1"]
     assert data["nodes"][0]["phase"] == "Suspect" and data["removal"] == "delete"
     out = io.StringIO()
-    assert kubectl._why(p, cfg, "w1", "", out, io.StringIO()) == 0
+    assert kubectl._why(p, cfg, "w1", Output(), out, io.StringIO()) == 0
     text = out.getvalue()
-    assert "Ready=Unknown" in text and "grace 600s" in text and "exclusion: none" in text
+    assert "Ready=Unknown" in text and "grace 10m" in text and "exclusion: none" in text
     err = io.StringIO()
-    assert kubectl._why(p, cfg, "nope", "", io.StringIO(), err) == 1
+    assert kubectl._why(p, cfg, "nope", Output(), io.StringIO(), err) == 1
     assert err.getvalue() == 'error: node "nope" not found\n'
 
 
@@ -238,6 +238,7 @@ def cmd(command: str, **kw: Any) -> argparse.Namespace:
         "kubeconfig": None,
         "context": None,
         "request_timeout": 10.0,
+        "output": Output(),
     }
     if command == "pause":
         base.update(duration="10m", until=None, reason="upgrade")
@@ -449,7 +450,61 @@ async def test_status_says_when_the_pause_cannot_be_read(kube: FakeKube) -> None
     for n in ("w2", "w3", "w4"):
         kube.add_node(n)
     kube.fail_next("GET", f"^{CM}$", 403)
-    code, out, _ = await plugin(kube, cmd("status", output="json"))
+    code, out, _ = await plugin(kube, cmd("status", output=Output("json")))
     assert code == 0
     data = json.loads(out)
     assert any("cluster pause unknown" in n for n in data["notes"]), data["notes"]
+
+
+async def test_output_name_and_jsonpath(kube: FakeKube) -> None:
+    """-o name: kubectl's `node/NAME` a line; -o jsonpath=...: kubectl's template, over the
+    data of -o json."""
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    kube.add_node("w1", "Unknown", last_transition_time=old)
+    for n in range(2, 6):
+        kube.add_node(f"w{n}")
+
+    def output(text: str) -> Output:
+        opts = kubectl.parser().parse_args(["plan", "-o", text])
+        assert isinstance(opts.output, Output)
+        return opts.output
+
+    code, out, _ = await plugin(kube, cmd("plan", output=output("name")))
+    assert (code, out) == (0, "node/w1\nnode/w2\nnode/w3\nnode/w4\nnode/w5\n")
+    code, out, _ = await plugin(kube, cmd("status", output=output("name")))
+    assert (code, out) == (0, "node/w1\n")
+    code, out, _ = await plugin(kube, cmd("why", node="w3", output=output("name")))
+    assert (code, out) == (0, "node/w3\n")
+    template = 'jsonpath={range .nodes[*]}{.node}{"\\t"}{.phase}{"\\n"}{end}'
+    code, out, _ = await plugin(kube, cmd("status", output=output(template)))
+    assert (code, out) == (0, "w1\tSuspect\n")
+    code, out, _ = await plugin(kube, cmd("plan", output=output("jsonpath={.nodes[*].node}")))
+    assert (code, out) == (0, "w1 w2 w3 w4 w5")
+    why = output("jsonpath={.node} {.gates.managed} {.settings.grace} {.conditions[0].type}")
+    code, out, _ = await plugin(kube, cmd("why", node="w1", output=why))
+    assert (code, out) == (0, "w1 true 30s Ready")
+    # A template that does not apply to the data: kubectl's "error executing", one line, 1.
+    code, out, err = await plugin(kube, cmd("plan", output=output("jsonpath={.nodes[0].node[0]}")))
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
+        "error: jsonpath '{.nodes[0].node[0]}': string is not array or slice"
+    )
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{.nodes", "{.nodes[?(@.ready)]}", "{range .nodes[*]}", "{end}", '{"\\q"}', "{..node}"],
+)
+def test_a_bad_template_is_one_line_exit_2(
+    template: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["plan"], ["status"], ["why", "w1"]):
+        with pytest.raises(SystemExit) as exc:
+            kubectl.parser().parse_args([*command, "-o", f"jsonpath={template}"])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: argument -o/--output: jsonpath template: "), err
+        assert err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as exc:
+        kubectl.parser().parse_args(["why", "w1", "-o", "wide"])
+    assert exc.value.code == 2 and "unknown output format 'wide'" in capsys.readouterr().err

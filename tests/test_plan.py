@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import json
+from pathlib import Path
 
-from noderecover.entry.plan import plan_rows, render
+import yaml
+
+from noderecover.entry.config import Config
+from noderecover.entry.output import Output
+from noderecover.entry.plan import Preview, plan_rows, preview, write_plan
+from noderecover.kube.client import KubeClient
 from tests.conftest import client_for, make_config
 from tests.fakeapi import FakeKube
+
+
+async def plan_of(
+    client: KubeClient, cfg: Config, namespace: str | None = None
+) -> tuple[list[tuple[str, ...]], bool, Preview]:
+    """The plan's rows, whether a circuit breaker would be open, the whole preview."""
+    p = await preview(client, cfg, namespace=namespace)
+    return plan_rows(p), p.breaker_open, p
 
 
 async def test_plan_is_read_only_and_explains(kube: FakeKube) -> None:
@@ -30,7 +46,7 @@ async def test_plan_is_read_only_and_explains(kube: FakeKube) -> None:
     )
     client = client_for(kube)
     try:
-        rows, breaker = await plan_rows(client, make_config(grace=60))
+        rows, breaker, p = await plan_of(client, make_config(grace=60))
     finally:
         await client.close()
     by_node = {r[0]: r for r in rows}
@@ -43,7 +59,7 @@ async def test_plan_is_read_only_and_explains(kube: FakeKube) -> None:
     assert breaker is False
     assert [r.method for r in kube.requests if r.method != "GET"] == []
     out = io.StringIO()
-    render(rows, breaker, out)
+    write_plan(p, make_config(grace=60), Output(), out)
     text = out.getvalue()
     assert text.splitlines()[0].split()[:3] == ["NODE", "READY", "UNHEALTHY"]
     assert "circuit breaker: closed" in text
@@ -55,7 +71,7 @@ async def test_plan_shows_the_breaker(kube: FakeKube) -> None:
         kube.add_node(f"w{n}", "Unknown", last_transition_time=old)
     client = client_for(kube)
     try:
-        rows, breaker = await plan_rows(client, make_config())
+        rows, breaker, _ = await plan_of(client, make_config())
     finally:
         await client.close()
     assert breaker is True
@@ -71,15 +87,15 @@ async def test_plan_names_the_volumes_a_removal_would_hold(kube: FakeKube) -> No
     kube.add_volume_attachment("va-2", "w2", "pv-other")  # a healthy node's: not mentioned
     client = client_for(kube)
     try:
-        rows, _ = await plan_rows(client, make_config(grace=60))  # auto, no fence: delete
+        rows, _, _ = await plan_of(client, make_config(grace=60))  # auto, no fence: delete
         by_node = {r[0]: r for r in rows}
         assert "1 volume(s) attached (pv-data)" in by_node["w1"][5]
         assert "held up to 6m" in by_node["w1"][5]
         assert "volume" not in by_node["w2"][5]
-        rows, _ = await plan_rows(client, make_config(grace=60, fence_command=("true",)))
+        rows, _, _ = await plan_of(client, make_config(grace=60, fence_command=("true",)))
         assert "kept until they detach" in {r[0]: r for r in rows}["w1"][5]
         kube.fail_next("GET", "^/apis/storage.k8s.io/v1/volumeattachments$", 403)
-        rows, _ = await plan_rows(client, make_config(grace=60))  # plan still answers
+        rows, _, _ = await plan_of(client, make_config(grace=60))  # plan still answers
         assert {r[0]: r for r in rows}["w1"][4] == "cordon"
     finally:
         await client.close()
@@ -88,7 +104,6 @@ async def test_plan_names_the_volumes_a_removal_would_hold(kube: FakeKube) -> No
 
 async def test_plan_says_which_policy_governs_each_node_and_why(kube: FakeKube) -> None:
     from noderecover.core.nodes import format_time
-    from noderecover.entry.plan import plan_report
 
     old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
     kube.install_policies()
@@ -113,9 +128,8 @@ async def test_plan_says_which_policy_governs_each_node_and_why(kube: FakeKube) 
     kube.set_configmap("noderecover", "noderecover-pause", {"until": "2000-01-01T00:00:00Z"})
     client = client_for(kube)
     try:
-        rows, breaker, notes = await plan_report(
-            client, make_config(grace=60), namespace="noderecover"
-        )
+        rows, _, p = await plan_of(client, make_config(grace=60), namespace="noderecover")
+        notes = p.notes
     finally:
         await client.close()
     by_node = {r[0]: r for r in rows}
@@ -131,5 +145,67 @@ async def test_plan_says_which_policy_governs_each_node_and_why(kube: FakeKube) 
     assert not any("cluster-wide" in n for n in notes)  # that pause expired in 2000
     assert [r.method for r in kube.requests if r.method != "GET"] == []
     out = io.StringIO()
-    render(rows, breaker, out, notes)
+    write_plan(p, make_config(grace=60), Output(), out)
     assert out.getvalue().splitlines()[0].split()[-1] == "POLICY"
+
+
+async def test_noderecover_plan_prints_the_plugins_plan_data(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    """`noderecover plan -o json|yaml|jsonpath=...|name` (the command line, its own event loop)
+    prints the data `kubectl noderecover plan -o ...` prints: one function builds both."""
+    import anyio
+
+    from noderecover.entry import cli, kubectl
+
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    kube.add_node("w1", "Unknown", last_transition_time=old)
+    for n in range(2, 6):
+        kube.add_node(f"w{n}")
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: '{kube.base_url}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
+    )
+
+    def main(*output: str) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main(["plan", "--grace=1m", "--kubeconfig", str(path), *output]) == 0
+        return out.getvalue()
+
+    data = json.loads(await anyio.to_thread.run_sync(main, "-o", "json"))
+    as_yaml = yaml.safe_load(await anyio.to_thread.run_sync(main, "-o", "yaml"))
+    assert as_yaml["nodes"][1:] == data["nodes"][1:]  # (w1's unhealthy-for grew meanwhile)
+    assert [n["node"] for n in data["nodes"]] == ["w1", "w2", "w3", "w4", "w5"]
+    w1 = data["nodes"][0]
+    assert (w1["phase"], w1["next"], w1["policy"]) == ("Suspect", "cordon", "(flags)")
+    assert data["circuitBreaker"] == {
+        "open": False,
+        "unhealthy": 1,
+        "managed": 5,
+        "maxUnhealthy": "40%",
+    }
+    template = '-o=jsonpath={range .nodes[*]}{.node}={.next}{"\\n"}{end}'
+    assert (await anyio.to_thread.run_sync(main, template)).splitlines()[:2] == [
+        "w1=cordon",
+        "w2=nothing",
+    ]
+    assert (await anyio.to_thread.run_sync(main, "-o", "name")).splitlines()[0] == "node/w1"
+    # The plugin's plan: the same keys, node by node.
+    client = client_for(kube)
+    try:
+        cfg = kubectl.settings_from(["--grace=1m"], {}, kubectl.parser().parse_args(["plan"]))
+        p = await preview(client, cfg)
+    finally:
+        await client.close()
+    out = io.StringIO()
+    assert kubectl._plan(p, cfg, Output("json"), out) == 0
+    plugin = json.loads(out.getvalue())
+    assert plugin.keys() == data.keys() and plugin["circuitBreaker"] == data["circuitBreaker"]
+    assert [n.keys() for n in plugin["nodes"]] == [n.keys() for n in data["nodes"]]
+    assert [(n["node"], n["next"]) for n in plugin["nodes"]] == [
+        (n["node"], n["next"]) for n in data["nodes"]
+    ]

@@ -16,7 +16,9 @@ import yaml
 from noderecover_testkit.cluster import TestCluster
 from noderecover_testkit.replicas import NAMESPACE, Replicas, wait
 
+from noderecover.core import jsonpath
 from noderecover.core.nodes import parse_time
+from tests.test_output import CASES, DATA
 
 from .common import FAST, ROOT, phase
 
@@ -33,6 +35,33 @@ def plugin(c: TestCluster, *args: str, kubeconfig: bool = True) -> subprocess.Co
     cfg = ["--kubeconfig", str(c.kubeconfig)] if kubeconfig else []
     cmd = [str(c.binary("kubectl")), "noderecover", *args, *cfg]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def kubectl_jsonpath(c: TestCluster | Path, data: dict[str, Any], template: str) -> str:
+    """What the pinned kubectl prints for `data` and `-o jsonpath=template`: offline
+    (`label --local` of an object carrying the data; the added label is not in it)."""
+    kubectl = c.binary("kubectl") if isinstance(c, TestCluster) else c / "kubectl"
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "data"}, **data}
+    proc = subprocess.run(
+        [str(kubectl), "label", "--local", "-f", "-", "x=y", "-o", f"jsonpath={template}"],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize(("template", "expected"), CASES)
+def test_the_jsonpath_subset_prints_what_kubectl_prints(
+    testcluster_bin_dir: Path, template: str, expected: str
+) -> None:
+    """tests/test_output.py's cases (recorded from kubectl), asked of the pinned kubectl."""
+    assert kubectl_jsonpath(testcluster_bin_dir, DATA, template) == expected
+    assert jsonpath.parse(template).render(DATA) == expected
 
 
 def deployment(args: tuple[str, ...]) -> dict[str, Any]:
@@ -85,10 +114,22 @@ def _check(c: TestCluster, nr: Replicas) -> None:
     why = plugin(c, "why", node)
     assert why.returncode == 0, why.stderr
     assert f"Node {node}: Suspect" in why.stdout and "Ready=Unknown" in why.stdout
-    assert "grace 300s" in why.stdout  # the Deployment's --grace, not the default 30s
+    assert "grace 5m" in why.stdout  # the Deployment's --grace, not the default 30s
     assert why.stderr == ""
     wj = json.loads(plugin(c, "why", node, "-o", "json").stdout)
-    assert wj["settings"]["grace"] == "300s" and wj["gates"]["managed"] is True
+    assert wj["settings"]["grace"] == "5m" and wj["gates"]["managed"] is True
+    # -o name and -o jsonpath, as kubectl prints them: the real kubectl, given the plugin's
+    # -o json, prints what the plugin's -o jsonpath prints.
+    assert plugin(c, "status", "-o", "name").stdout == f"node/{node}\n"
+    assert plugin(c, "why", node, "-o", "name").stdout == f"node/{node}\n"
+    template = '{range .nodes[*]}{.node}{"\\t"}{.phase}{"\\t"}{.next}{"\\n"}{end}'
+    printed = plugin(c, "plan", f"-o=jsonpath={template}")
+    assert printed.returncode == 0, printed.stderr
+    assert f"{node}\tSuspect\twait" in printed.stdout.splitlines()
+    plan_json = json.loads(plugin(c, "plan", "-o", "json").stdout)
+    assert kubectl_jsonpath(c, plan_json, template) == printed.stdout
+    bad = plugin(c, "plan", "-o", "jsonpath={.nodes[?(@.ready)]}")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
 
     plan = plugin(c, "plan", "-o", "wide")
     assert plan.returncode == 0 and plan.stdout.split("\n")[0].split()[-1] == "VOLUMES"

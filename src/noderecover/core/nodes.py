@@ -107,6 +107,8 @@ def parse_time(value: object) -> float | None:
         return None
 
 
+# The one writer of API times: metav1.Time (format_time: Node annotations, Events, pauses,
+# policy conditions, the plugin's output) and metav1.MicroTime (format_micro_time: Leases).
 def _utc(epoch: float) -> str:
     d = datetime.fromtimestamp(epoch, UTC)
     # Not strftime('%Y'): glibc writes year 1 as '1', which is not RFC 3339.

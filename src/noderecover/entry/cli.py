@@ -12,6 +12,8 @@ import anyio
 
 from noderecover import __version__
 from noderecover.entry.config import BadFlag, add_run_flags, build_config
+from noderecover.entry.output import Output, output_type
+from noderecover.entry.output import help_text as output_help
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -59,6 +61,14 @@ def parser() -> argparse.ArgumentParser:
         help="show what noderecover would do now (read-only)",
         description="Read-only: list nodes and the phase/action noderecover would take now.",
     )
+    plan.add_argument(
+        "-o",
+        "--output",
+        type=output_type(["wide"]),
+        default=Output(),
+        metavar="FORMAT",
+        help=f"{output_help(['wide'])}; the same data as `kubectl noderecover plan -o ...`",
+    )
     add_run_flags(plan, run=False)
     demo = sub.add_parser(
         "demo",
@@ -102,13 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "plan":
+            from noderecover.core.jsonpath import JsonPathError
             from noderecover.entry.plan import run_plan
             from noderecover.kube.client import ApiError
 
             logs.setup_logging(cfg.log_format, "warning")
             try:
-                return anyio.run(run_plan, cfg, backend="asyncio")
-            except ApiError as exc:  # one read, no retries: an API error ends the preview
+                return anyio.run(run_plan, cfg, args.output, backend="asyncio")
+            # One read, no retries: an API error ends the preview.
+            except (ApiError, JsonPathError) as exc:
                 print(f"noderecover: error: plan: {one_line(str(exc))}", file=sys.stderr)
                 return EXIT_FAILURE
         logs.setup_logging(cfg.log_format, cfg.log_level)

@@ -22,17 +22,17 @@ Exit codes (kubectl's): 0 ok, 1 an API error or a node that does not exist, 2 ba
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
-import yaml
 
 from noderecover import __version__
+from noderecover.core.display import format_age, table
+from noderecover.core.durations import format_duration
+from noderecover.core.jsonpath import JsonPathError
 from noderecover.core.nodes import format_time, parse_time
 from noderecover.core.pauses import (
     CLUSTER_PAUSE_NAME,
@@ -50,7 +50,18 @@ from noderecover.entry.cli import Parser
 from noderecover.entry.cli import one_line as _one_line
 from noderecover.entry.cli import parser as run_parser
 from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
-from noderecover.entry.plan import NodeReport, Preview, preview
+from noderecover.entry.output import Output, emit, output_type
+from noderecover.entry.output import help_text as output_help
+from noderecover.entry.plan import (
+    Preview,
+    breaker_dict,
+    breaker_line,
+    in_remediation,
+    node_names,
+    preview,
+    report_dict,
+    write_plan,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 WRITE_ATTEMPTS = 3  # the pause ConfigMap changed between our read and our write: read again
@@ -108,7 +119,14 @@ def parser() -> argparse.ArgumentParser:
         ("plan", "every node and the step noderecover would take now"),
     ):
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("-o", "--output", choices=("wide", "json", "yaml"), default="")
+        sp.add_argument(
+            "-o",
+            "--output",
+            type=output_type(["wide"]),
+            default=Output(),
+            metavar="FORMAT",
+            help=output_help(["wide"]),
+        )
         _common(sp, top=False)
     why = sub.add_parser(
         "why",
@@ -116,7 +134,14 @@ def parser() -> argparse.ArgumentParser:
         description="The decision for one node: conditions, timers, the gates that hold it.",
     )
     why.add_argument("node")
-    why.add_argument("-o", "--output", choices=("json", "yaml"), default="")
+    why.add_argument(
+        "-o",
+        "--output",
+        type=output_type([]),
+        default=Output(),
+        metavar="FORMAT",
+        help=output_help([]),
+    )
     _common(why, top=False)
     pause = sub.add_parser(
         "pause",
@@ -182,85 +207,6 @@ def settings_from(args: Sequence[str], env: Mapping[str, str], opts: argparse.Na
         leader_elect=False,
     )
     return cfg
-
-
-# ------------------------------------------------------------------------------ rendering
-def _age(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = int(max(0.0, seconds))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    for r in [headers, *rows]:
-        out.write("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
-
-
-class _Dumper(yaml.SafeDumper):
-    """PyYAML's safe dumper, but a string with U+0085 (NEL) is always double-quoted (where it
-    is escaped as \\N): PyYAML writes it raw in a single-quoted scalar, and reading that back
-    folds it into a space."""
-
-    def choose_scalar_style(self) -> str:
-        event = self.event
-        if isinstance(event, yaml.ScalarEvent) and "\x85" in event.value:
-            return '"'
-        style: str = super().choose_scalar_style()
-        return style
-
-
-def to_yaml(value: Any) -> str:
-    """JSON-like data as kubectl prints YAML: block style, keys in their order, any text
-    read back as it was (yaml.safe_load)."""
-    text: str = yaml.dump(
-        value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
-    )
-    return text
-
-
-def _emit(data: Any, fmt: str, out: TextIO) -> None:
-    if fmt == "json":
-        out.write(json.dumps(data, indent=2) + "\n")
-    else:
-        out.write(to_yaml(data))
-
-
-def _iso(wall: float | None) -> str | None:
-    if wall is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
-
-
-def report_dict(r: NodeReport, now: float) -> dict[str, Any]:
-    return {
-        "node": r.node,
-        "ready": r.ready,
-        "phase": r.phase,
-        "phaseSince": _iso(r.phase_since),
-        "unhealthyForSeconds": None if r.unhealthy_for is None else round(r.unhealthy_for, 1),
-        "next": r.now,
-        "nextInSeconds": None if r.next_in is None else round(r.next_in, 1),
-        "blockedReason": r.blocked,
-        "why": r.why,
-        "excluded": r.excluded,
-        "managed": r.managed,
-        "policy": r.policy,
-        "volumes": list(r.volumes),
-        "conditions": [
-            {"type": c.type, "status": c.status, "reason": c.reason, "since": _iso(c.since)}
-            for c in r.conditions
-        ],
-    }
-
-
-def in_remediation(r: NodeReport) -> bool:
-    return r.phase not in ("-", "Healthy") or r.now not in ("nothing", "ignore")
 
 
 # ------------------------------------------------------------------------------ commands
@@ -371,7 +317,7 @@ async def command(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO)
     except BadFlag as exc:
         err.write(f"error: {_one_line(str(exc))}\n")
         return EXIT_USAGE
-    except (ApiError, Failed) as exc:
+    except (ApiError, Failed, JsonPathError) as exc:
         err.write(f"error: {_one_line(str(exc))}\n")
         return EXIT_FAILURE
 
@@ -387,7 +333,7 @@ async def _execute(kube: Any, opts: argparse.Namespace, out: TextIO, err: TextIO
     cfg = await controller_settings(kube, opts, err, "decisions use noderecover's defaults")
     p = await preview(kube, cfg, namespace=pause_location(cfg, opts).namespace)
     if opts.command == "plan":
-        return _plan(p, opts.output, out)
+        return _plan(p, cfg, opts.output, out)
     if opts.command == "why":
         return _why(p, cfg, opts.node, opts.output, out, err)
     leader = await _leader(kube, cfg, opts.namespace)
@@ -531,49 +477,32 @@ async def _pause_cluster(
     raise Failed(f"{loc} kept changing under us: not paused (try again)")
 
 
-def _plan(p: Preview, fmt: str, out: TextIO) -> int:
-    now = time.time()
-    if fmt in ("json", "yaml"):
-        _emit({"nodes": [report_dict(r, now) for r in p.reports]}, fmt, out)
-        return EXIT_OK
-    headers = ["NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY"]
-    rows = [[*r.row(), r.policy] for r in p.reports]
-    if fmt == "wide":
-        headers += ["VOLUMES"]
-        rows = [[*row, ",".join(r.volumes) or "-"] for row, r in zip(rows, p.reports, strict=True)]
-    _table(headers, rows, out)
+def _plan(p: Preview, cfg: Config, output: Output, out: TextIO) -> int:
+    write_plan(p, cfg, output, out)
     return EXIT_OK
 
 
-def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], fmt: str, out: TextIO) -> int:
+def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], output: Output, out: TextIO) -> int:
     now = time.time()
     busy = [r for r in p.reports if in_remediation(r)]
-    breaker = {
-        "open": p.breaker_open,
-        "unhealthy": p.unhealthy,
-        "managed": p.total,
-        "maxUnhealthy": str(cfg.max_unhealthy),
-    }
-    if fmt in ("json", "yaml"):
+    if output.data:
         data = {
             "leader": dict(leader),
-            "circuitBreaker": breaker,
+            "circuitBreaker": breaker_dict(p, cfg),
             "removal": cfg.removal_mode,
             "notes": list(p.notes),
-            "nodes": [report_dict(r, now) for r in busy],
+            "nodes": [report_dict(r) for r in busy],
         }
-        _emit(data, fmt, out)
+        emit(data, node_names(busy), output, out)
         return EXIT_OK
     holder = leader.get("holder") or "none"
     ago = leader.get("renewedSecondsAgo")
     state = " (EXPIRED)" if leader.get("expired") else ""
     err = f" ({leader['error']})" if leader.get("error") else ""
-    out.write(f"leader: {holder}, renewed {_age(ago)} ago{state}{err}   lease {leader['lease']}\n")
     out.write(
-        f"circuit breaker: {'OPEN (no new remediation)' if p.breaker_open else 'closed'} "
-        f"({p.unhealthy}/{p.total} unhealthy, limit {cfg.max_unhealthy})   "
-        f"removal: {cfg.removal_mode}\n"
+        f"leader: {holder}, renewed {format_age(ago)} ago{state}{err}   lease {leader['lease']}\n"
     )
+    out.write(f"{breaker_line(p, cfg)}   removal: {cfg.removal_mode}\n")
     for note in p.notes:  # pauses (with their end), invalid policies
         out.write(f"{note}\n")
     if not busy:
@@ -582,20 +511,20 @@ def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], fmt: str, out: T
     headers = ["NODE", "PHASE", "SINCE", "NEXT", "BLOCKED", "WHY"]
     rows = []
     for r in busy:
-        since = _age(now - r.phase_since) if r.phase_since is not None else "-"
-        nxt = r.now + (f" in {_age(r.next_in)}" if r.next_in is not None else "")
+        since = format_age(now - r.phase_since) if r.phase_since is not None else "-"
+        nxt = r.now + (f" in {format_age(r.next_in)}" if r.next_in is not None else "")
         rows.append([r.node, r.phase, since, nxt, r.blocked or "-", r.why])
-    if fmt == "wide":
+    if output.kind == "wide":
         headers += ["READY", "UNHEALTHY FOR", "VOLUMES"]
         rows = [
-            [*row, r.ready, _age(r.unhealthy_for), ",".join(r.volumes) or "-"]
+            [*row, r.ready, format_age(r.unhealthy_for), ",".join(r.volumes) or "-"]
             for row, r in zip(rows, busy, strict=True)
         ]
-    _table(headers, rows, out)
+    out.write(table(headers, rows))
     return EXIT_OK
 
 
-def _why(p: Preview, cfg: Config, node: str, fmt: str, out: TextIO, err: TextIO) -> int:
+def _why(p: Preview, cfg: Config, node: str, output: Output, out: TextIO, err: TextIO) -> int:
     r = next((x for x in p.reports if x.node == node), None)
     if r is None:
         err.write(f'error: node "{_one_line(node)}" not found\n')
@@ -610,30 +539,34 @@ def _why(p: Preview, cfg: Config, node: str, fmt: str, out: TextIO, err: TextIO)
         "maxRemovalsPerHour": cfg.max_removals_per_hour,
     }
     timers = {
-        "grace": f"{cfg.grace:g}s",
-        "healthyDelay": f"{cfg.healthy_delay:g}s",
-        "drainTimeout": f"{cfg.drain_timeout:g}s",
-        "detachTimeout": f"{cfg.detach_timeout:g}s",
+        "grace": format_duration(cfg.grace),
+        "healthyDelay": format_duration(cfg.healthy_delay),
+        "drainTimeout": format_duration(cfg.drain_timeout),
+        "detachTimeout": format_duration(cfg.detach_timeout),
         "removal": cfg.removal_mode,
     }
-    if fmt in ("json", "yaml"):
-        _emit({**report_dict(r, now), "gates": gates, "settings": timers}, fmt, out)
+    if output.data:
+        data = {**report_dict(r), "gates": gates, "settings": timers}
+        emit(data, node_names([r]), output, out)
         return EXIT_OK
     out.write(f"Node {r.node}: {r.phase}")
     if r.phase_since is not None:
-        out.write(f" since {_iso(r.phase_since)} ({_age(now - r.phase_since)} ago)")
+        out.write(f" since {format_time(r.phase_since)} ({format_age(now - r.phase_since)} ago)")
     out.write("\n")
     out.write(f"Now: {r.now} - {r.why}\n")
     if r.blocked:
         out.write(f"Held by: {r.blocked}\n")
     out.write("Conditions:\n")
     for c in r.conditions:
-        since = f" since {_iso(c.since)} ({_age(now - c.since)} ago)" if c.since else ""
+        since = (
+            f" since {format_time(c.since)} ({format_age(now - c.since)} ago)" if c.since else ""
+        )
         out.write(f"  {c.type}={c.status}{f' ({c.reason})' if c.reason else ''}{since}\n")
     if r.unhealthy_for is not None:
         left = cfg.grace - r.unhealthy_for
-        grace = f"{_age(left)} left" if left > 0 else "over"
-        out.write(f"Unhealthy for {_age(r.unhealthy_for)}; grace {cfg.grace:g}s: {grace}\n")
+        grace = f"{format_age(left)} left" if left > 0 else "over"
+        unhealthy_for = format_age(r.unhealthy_for)
+        out.write(f"Unhealthy for {unhealthy_for}; grace {format_duration(cfg.grace)}: {grace}\n")
     out.write(
         "Gates: "
         + ("managed" if r.managed else "NOT matched by --node-selector")
@@ -663,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadFlag as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except (ApiError, Failed) as exc:
+    except (ApiError, Failed, JsonPathError) as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -18,33 +18,24 @@ import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
+from noderecover.core.display import format_age, table
 from noderecover.core.machine import Phase, unhealthy
 from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
 from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT
 from noderecover.core.safety import exclusion, in_population
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
+from noderecover.entry.output import Output, emit
 from noderecover.kube.client import ApiError, KubeClient
 from noderecover.kube.storage import attachments
 
 log = logging.getLogger("noderecover.entry.plan")
 
 HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY")
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 @dataclass(frozen=True)
@@ -67,7 +58,14 @@ class NodeReport:
     policy: str = "(flags)"  # the NodeRecoveryPolicy governing it; "-": none
 
     def row(self) -> tuple[str, ...]:
-        return (self.node, self.ready, _age(self.unhealthy_for), self.phase, self.now, self.why)
+        return (
+            self.node,
+            self.ready,
+            format_age(self.unhealthy_for),
+            self.phase,
+            self.now,
+            self.why,
+        )
 
 
 def _governed_by(c: Controller, name: str) -> tuple[str, str | None]:
@@ -191,7 +189,7 @@ async def preview(
         next_in = None
         if d.wake_at is not None and d.action is None and d.blocked is None:
             next_in = max(0.0, d.wake_at - now)
-            why += f" (next step in {_age(next_in)})"
+            why += f" (next step in {format_age(next_in)})"
         if note := plan_note(ncfg.removal_mode, held.get(name, [])):
             why += f"; {note}"
         reports.append(
@@ -208,45 +206,96 @@ async def preview(
     return Preview(reports, breaker, sick_count, managed_count, c, _notes(c, now))
 
 
-async def plan_rows(
-    kube: KubeClient, cfg: Config, clock: Clock | None = None
-) -> tuple[list[tuple[str, ...]], bool]:
-    """One row per node (with its POLICY), and whether a circuit breaker would be open."""
-    rows, breaker, _ = await plan_report(kube, cfg, clock)
-    return rows, breaker
+def in_remediation(r: NodeReport) -> bool:
+    return r.phase not in ("-", "Healthy") or r.now not in ("nothing", "ignore")
 
 
-async def plan_report(
-    kube: KubeClient, cfg: Config, clock: Clock | None = None, namespace: str | None = None
-) -> tuple[list[tuple[str, ...]], bool, list[str]]:
-    """Rows, whether a circuit breaker would be open, and notes (pauses, invalid policies)."""
-    p = await preview(kube, cfg, clock, namespace)
-    return [(*r.row(), r.policy) for r in p.reports], p.breaker_open, p.notes
+def _time(wall: float | None) -> str | None:
+    return None if wall is None else format_time(wall)
 
 
-def render(
-    rows: list[tuple[str, ...]],
-    breaker_open: bool | None = None,
-    out: TextIO = sys.stdout,
-    notes: list[str] | None = None,
-) -> None:
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    for r in [HEADER, *rows]:
-        out.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
-    if breaker_open is not None:
-        out.write(f"circuit breaker: {'OPEN (no new remediation)' if breaker_open else 'closed'}\n")
-    for note in notes or ():
+def report_dict(r: NodeReport) -> dict[str, Any]:
+    """One node in -o json/yaml/jsonpath (plan, status, why)."""
+    return {
+        "node": r.node,
+        "ready": r.ready,
+        "phase": r.phase,
+        "phaseSince": _time(r.phase_since),
+        "unhealthyForSeconds": None if r.unhealthy_for is None else round(r.unhealthy_for, 1),
+        "next": r.now,
+        "nextInSeconds": None if r.next_in is None else round(r.next_in, 1),
+        "blockedReason": r.blocked,
+        "why": r.why,
+        "excluded": r.excluded,
+        "managed": r.managed,
+        "policy": r.policy,
+        "volumes": list(r.volumes),
+        "conditions": [
+            {"type": c.type, "status": c.status, "reason": c.reason, "since": _time(c.since)}
+            for c in r.conditions
+        ],
+    }
+
+
+def breaker_dict(p: Preview, cfg: Config) -> dict[str, Any]:
+    return {
+        "open": p.breaker_open,
+        "unhealthy": p.unhealthy,
+        "managed": p.total,
+        "maxUnhealthy": str(cfg.max_unhealthy),
+    }
+
+
+def breaker_line(p: Preview, cfg: Config) -> str:
+    return (
+        f"circuit breaker: {'OPEN (no new remediation)' if p.breaker_open else 'closed'} "
+        f"({p.unhealthy}/{p.total} unhealthy, limit {cfg.max_unhealthy})"
+    )
+
+
+def plan_data(p: Preview, cfg: Config) -> dict[str, Any]:
+    """`plan -o json|yaml|jsonpath` of both `noderecover plan` and `kubectl noderecover plan`."""
+    return {
+        "circuitBreaker": breaker_dict(p, cfg),
+        "notes": list(p.notes),
+        "nodes": [report_dict(r) for r in p.reports],
+    }
+
+
+def node_names(reports: list[NodeReport]) -> list[str]:
+    """-o name: kubectl's `node/NAME`."""
+    return [f"node/{r.node}" for r in reports]
+
+
+def plan_rows(p: Preview, wide: bool = False) -> list[tuple[str, ...]]:
+    """The plan table's rows (HEADER, and VOLUMES when wide)."""
+    rows = [(*r.row(), r.policy) for r in p.reports]
+    if wide:
+        rows = [(*row, ",".join(r.volumes) or "-") for row, r in zip(rows, p.reports, strict=True)]
+    return rows
+
+
+def write_plan(p: Preview, cfg: Config, output: Output, out: TextIO) -> None:
+    """The plan as `output` says: the table (then the circuit breaker and the notes), or the
+    data (plan_data)."""
+    if output.data:
+        emit(plan_data(p, cfg), node_names(p.reports), output, out)
+        return
+    wide = output.kind == "wide"
+    out.write(table([*HEADER, *(["VOLUMES"] if wide else [])], plan_rows(p, wide)))
+    out.write(breaker_line(p, cfg) + "\n")
+    for note in p.notes:
         out.write(note + "\n")
 
 
-async def run_plan(cfg: Config, out: TextIO = sys.stdout) -> int:
+async def run_plan(cfg: Config, output: Output | None = None, out: TextIO | None = None) -> int:
     from noderecover.entry.app import lease_namespace, load_client
     from noderecover.kube.client import Timeouts
 
     kube = KubeClient(await load_client(cfg), Timeouts(request=cfg.api_timeout))
     try:
-        rows, breaker, notes = await plan_report(kube, cfg, namespace=lease_namespace(cfg))
+        p = await preview(kube, cfg, namespace=lease_namespace(cfg))
     finally:
         await kube.close()
-    render(rows, breaker, out, notes)
+    write_plan(p, cfg, output or Output(), out or sys.stdout)
     return 0

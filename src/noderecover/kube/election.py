@@ -38,7 +38,6 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar, cast
 
@@ -46,6 +45,7 @@ import anyio
 
 from noderecover.base.clock import Clock, call_within
 from noderecover.base.metrics import LEADER, LEADER_RENEWED, LEADER_TRANSITIONS
+from noderecover.core.nodes import format_micro_time
 from noderecover.kube import mutating
 from noderecover.kube.client import JSON, ApiError, Conflict, KubeClient, NotFound
 
@@ -56,11 +56,6 @@ RELEASE_BOUND = 5.0  # upper bound of the release write, seconds
 WRITE_MARGIN = 1.0  # every write ends this long before our Lease could pass, seconds
 
 _T = TypeVar("_T")
-
-
-def format_microtime(wall: float) -> str:
-    """A Lease MicroTime: always exactly 6 fractional digits (the API rejects other forms)."""
-    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def default_identity() -> str:
@@ -367,7 +362,7 @@ class LeaderElector:
         return _Try.OK
 
     async def _create(self, deadline: float) -> _Try:
-        now = format_microtime(self._clock.wall())
+        now = format_micro_time(self._clock.wall())
         body: JSON = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -393,7 +388,7 @@ class LeaderElector:
         """The whole Lease with our record. Renewals keep acquireTime and leaseTransitions;
         a change of holder sets acquireTime and counts one transition."""
         old = _Record.of(lease)
-        now = format_microtime(self._clock.wall())
+        now = format_micro_time(self._clock.wall())
         spec: dict[str, Any] = dict(lease.get("spec") or {})
         spec["holderIdentity"] = self.identity
         spec["leaseDurationSeconds"] = self._cfg.lease_seconds
@@ -483,7 +478,7 @@ class LeaderElector:
             return
 
     def _released(self, lease: JSON) -> JSON:
-        now = format_microtime(self._clock.wall())
+        now = format_micro_time(self._clock.wall())
         spec: dict[str, Any] = dict(lease.get("spec") or {})
         spec.update(holderIdentity="", leaseDurationSeconds=1, acquireTime=now, renewTime=now)
         return {**lease, "spec": spec}

@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import math
 import random
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Literal, Protocol
@@ -31,6 +30,7 @@ import anyio
 from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock, wait_event
 from noderecover.base.metrics import EVENTS_DROPPED
+from noderecover.core.nodes import format_time
 from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, NotFound, NotLeader
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
@@ -64,11 +64,6 @@ EVENTS_NAMESPACE = "default"
 # The reason of the Event that records a removal's intent before its first taint or Node
 # DELETE (see core.machine.removal_intent); a new leader counts them (removal budget).
 REMOVAL_INTENT = "NodeRecoverRemoving"
-
-
-def rfc3339(wall: float) -> str:
-    """metav1.Time: second precision, UTC, 'Z'."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,7 +112,7 @@ def event_body(
 ) -> JSON:
     """A core/v1 Event about a Node (default) or a Pod in `namespace`, fields cut to their
     validation limits."""
-    stamp = rfc3339(wall)
+    stamp = format_time(wall)
     involved: JSON = {"apiVersion": "v1", "kind": kind, "name": node, "uid": uid}
     if kind != "Node":
         involved["namespace"] = namespace
@@ -292,7 +287,7 @@ class EventRecorder:
 
     async def _patch(self, key: _Key, agg: _Aggregate) -> None:
         count = agg.count + agg.pending
-        body: JSON = {"count": count, "lastTimestamp": rfc3339(agg.last_wall)}
+        body: JSON = {"count": count, "lastTimestamp": format_time(agg.last_wall)}
         path = f"/api/v1/namespaces/{agg.origin.namespace}/events/{agg.name}"
         # Whatever happens, this key is not patched again for an interval.
         agg.last_patch = self._clock.monotonic()

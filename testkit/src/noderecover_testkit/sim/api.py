@@ -25,12 +25,12 @@ import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import orjson
 
+from noderecover.core.nodes import format_micro_time, format_time
 from tests.fakeapi import ApiError as FakeApiError
 from tests.fakeapi import json_patch, labels_match, merge_patch, parse_label_selector
 
@@ -46,8 +46,7 @@ def clone(obj: _T) -> _T:
 
 
 def rfc3339(wall: float, micro: bool = False) -> str:
-    t = datetime.fromtimestamp(wall, tz=UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+    return format_micro_time(wall) if micro else format_time(wall)
 
 
 class Reject(Exception):
