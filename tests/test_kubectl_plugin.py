@@ -508,3 +508,15 @@ def test_a_bad_template_is_one_line_exit_2(
     with pytest.raises(SystemExit) as exc:
         kubectl.parser().parse_args(["why", "w1", "-o", "wide"])
     assert exc.value.code == 2 and "unknown output format 'wide'" in capsys.readouterr().err
+
+
+def test_help_says_which_commands_read_and_which_write() -> None:
+    """Not "read-only" for a plugin whose pause and resume write."""
+    text = " ".join(kubectl.parser().format_help().split())
+    assert "read-only" not in text
+    assert "(status, why, plan: they only read), and pausing it (pause, resume: they write)" in text
+    sub = next(a for a in kubectl.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    said = {c.dest: c.help or "" for c in sub._choices_actions}
+    assert said.keys() == {"status", "plan", "why", "pause", "resume"}
+    assert all(said[c].endswith("(reads only)") for c in ("status", "plan", "why")), said
+    assert said["pause"].startswith("write a pause") and said["resume"].endswith("(writes)")

@@ -1,13 +1,17 @@
-"""`kubectl noderecover`: what noderecover is doing, from the operator's seat (read-only).
+"""`kubectl noderecover`: what noderecover is doing and would do (status, why, plan: they
+only read), and pausing it (pause, resume: they write).
 
-    kubectl noderecover status [-o wide|json|yaml]   nodes in remediation, the leader, breaker
-    kubectl noderecover why NODE [-o json|yaml]      one node's decision: conditions, timers, gates
-    kubectl noderecover plan [-o wide|json|yaml]     every node's next step
+    kubectl noderecover status [-o FORMAT]    nodes in remediation, the leader, the breaker
+    kubectl noderecover why NODE [-o FORMAT]  one node's decision: conditions, timers, gates
+    kubectl noderecover plan [-o FORMAT]      every node's next step
+
+FORMAT: kubectl's wide (status, plan), json, yaml, name (`node/NAME` a line) or
+jsonpath=TEMPLATE (core.jsonpath: the subset of kubectl's templates it reads).
 
 The settings the decisions are computed with are the controller's own: the args and
 NODERECOVER_* variables of its Deployment (`-n/--namespace`, `--deployment`), parsed by the
 same code as `noderecover run`. When that Deployment cannot be read, noderecover's defaults
-are used and a note on stderr says so. Nothing is written.
+are used and a note on stderr says so. status, why and plan write nothing.
 
     kubectl noderecover pause (--for D | --until T) [--policy P] [--reason R]
     kubectl noderecover resume [--policy P]
@@ -110,13 +114,13 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = _Parser(prog=PROG, description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--version", action="version", version=f"kubectl-noderecover {__version__}")
     _common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text in (
-        ("status", "nodes in remediation, the leader and the circuit breaker"),
-        ("plan", "every node and the step noderecover would take now"),
+        ("status", "nodes in remediation, the leader and the circuit breaker (reads only)"),
+        ("plan", "every node and the step noderecover would take now (reads only)"),
     ):
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.add_argument(
@@ -130,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
         _common(sp, top=False)
     why = sub.add_parser(
         "why",
-        help="the decision for one node: conditions, timers, the gates that hold it",
+        help="the decision for one node: conditions, timers, the gates that hold it (reads only)",
         description="The decision for one node: conditions, timers, the gates that hold it.",
     )
     why.add_argument("node")
@@ -145,7 +149,8 @@ def parser() -> argparse.ArgumentParser:
     _common(why, top=False)
     pause = sub.add_parser(
         "pause",
-        help="stop new cordons, drains and removals until a time (cluster-wide or one policy)",
+        help="write a pause: no new cordons, drains or removals until a time (cluster-wide or "
+        "one policy)",
         description="Pause remediation until a time: the whole controller (the ConfigMap "
         f"{CLUSTER_PAUSE_NAME}), or one NodeRecoveryPolicy (--policy). Recovered nodes are "
         "still restored. A pause always ends by itself: --for or --until is required, at "
@@ -159,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
     _common(pause, top=False)
     resume = sub.add_parser(
         "resume",
-        help="end a pause now (cluster-wide or one policy)",
+        help="end a pause now: delete it, or clear a policy's (writes)",
         description="End a pause now: the cluster-wide one, or one policy's (--policy).",
     )
     resume.add_argument("--policy", help="resume this NodeRecoveryPolicy only")
