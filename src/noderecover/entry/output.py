@@ -13,7 +13,7 @@ import yaml
 
 from noderecover.core import jsonpath
 
-__all__ = ["Output", "emit", "output_type", "to_yaml"]
+__all__ = ["Output", "emit", "help_text", "output_type", "to_yaml"]
 
 DATA_FORMATS = ("json", "yaml", "name", "jsonpath")
 
