@@ -12,8 +12,7 @@ import anyio
 
 from noderecover import __version__
 from noderecover.entry.config import BadFlag, add_run_flags, build_config
-from noderecover.entry.output import Output, output_type
-from noderecover.entry.output import help_text as output_help
+from noderecover.entry.output import add_output_flag
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -61,14 +60,7 @@ def parser() -> argparse.ArgumentParser:
         help="show what noderecover would do now (read-only)",
         description="Read-only: list nodes and the phase/action noderecover would take now.",
     )
-    plan.add_argument(
-        "-o",
-        "--output",
-        type=output_type(["wide"]),
-        default=Output(),
-        metavar="FORMAT",
-        help=f"{output_help(['wide'])}; the same data as `kubectl noderecover plan -o ...`",
-    )
+    add_output_flag(plan, ["wide"], "; the data of `kubectl noderecover plan -o ...`")
     add_run_flags(plan, run=False)
     demo = sub.add_parser(
         "demo",

@@ -54,8 +54,7 @@ from noderecover.entry.cli import Parser
 from noderecover.entry.cli import one_line as _one_line
 from noderecover.entry.cli import parser as run_parser
 from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
-from noderecover.entry.output import Output, emit, output_type
-from noderecover.entry.output import help_text as output_help
+from noderecover.entry.output import Output, add_output_flag, emit
 from noderecover.entry.plan import (
     Preview,
     breaker_dict,
@@ -123,14 +122,7 @@ def parser() -> argparse.ArgumentParser:
         ("plan", "every node and the step noderecover would take now (reads only)"),
     ):
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument(
-            "-o",
-            "--output",
-            type=output_type(["wide"]),
-            default=Output(),
-            metavar="FORMAT",
-            help=output_help(["wide"]),
-        )
+        add_output_flag(sp, ["wide"])
         _common(sp, top=False)
     why = sub.add_parser(
         "why",
@@ -138,14 +130,7 @@ def parser() -> argparse.ArgumentParser:
         description="The decision for one node: conditions, timers, the gates that hold it.",
     )
     why.add_argument("node")
-    why.add_argument(
-        "-o",
-        "--output",
-        type=output_type([]),
-        default=Output(),
-        metavar="FORMAT",
-        help=output_help([]),
-    )
+    add_output_flag(why, [])
     _common(why, top=False)
     pause = sub.add_parser(
         "pause",

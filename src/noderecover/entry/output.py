@@ -13,7 +13,7 @@ import yaml
 
 from noderecover.core import jsonpath
 
-__all__ = ["Output", "emit", "help_text", "output_type", "to_yaml"]
+__all__ = ["Output", "add_output_flag", "emit", "output_type", "to_yaml"]
 
 DATA_FORMATS = ("json", "yaml", "name", "jsonpath")
 
@@ -51,8 +51,17 @@ def output_type(tables: Sequence[str]) -> Callable[[str], Output]:
     return parse
 
 
-def help_text(tables: Sequence[str]) -> str:
-    return ", ".join([*tables, "json", "yaml", "name"]) + " or jsonpath=TEMPLATE (kubectl's)"
+def add_output_flag(parser: argparse.ArgumentParser, tables: Sequence[str], note: str = "") -> None:
+    """-o/--output FORMAT: `tables` (e.g. "wide"), json, yaml, name or jsonpath=TEMPLATE."""
+    kinds = ", ".join([*tables, "json", "yaml", "name"])
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=output_type(tables),
+        default=Output(),
+        metavar="FORMAT",
+        help=f"{kinds} or jsonpath=TEMPLATE (kubectl's){note}",
+    )
 
 
 class _Dumper(yaml.SafeDumper):
