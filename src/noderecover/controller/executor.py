@@ -62,6 +62,7 @@ from noderecover.core.machine import (
     unhealthy,
 )
 from noderecover.core.nodes import ANN_TAINTED, OUT_OF_SERVICE_KEY
+from noderecover.core.proof import removal_mode
 from noderecover.core.reasons import GATES, Blocked
 from noderecover.core.settings import Config
 from noderecover.core.volumes import (
@@ -189,8 +190,11 @@ class Executor:
     # -- helpers -----------------------------------------------------------------------
 
     async def evidence(self, action: Action, step: Step) -> Evidence:
-        """The write path's fresh read for `step` (see controller/writes.py)."""
-        return await self.writes.evidence(action.node, action.uid, action.transition, step)
+        """The write path's fresh read for `step` (see controller/writes.py); it must back the
+        proof the action was decided on (core.proof)."""
+        return await self.writes.evidence(
+            action.node, action.uid, action.transition, step, action.proof
+        )
 
     @staticmethod
     def _stopped(ev: Evidence) -> Result:
@@ -346,8 +350,8 @@ class Executor:
         both): each step decided from a fresh read made right before it (see core/volumes.py
         for the rules). Slow reads (VolumeAttachments, pods) and Events come before that read."""
         cfg = self._config_for(action.node)
-        mode = cfg.removal_mode
-        taints = cfg.taints
+        mode = removal_mode(cfg, action.proof)  # `auto`: taints only a node proven off
+        taints = mode in {"out-of-service", "both"}
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
         step = Step.TAINT if taints else Step.DELETE_NODE

@@ -58,6 +58,7 @@ from noderecover.core.nodes import (
     NodeObs,
     parse_node,
 )
+from noderecover.core.proof import NO_PROOF, Proof, backed
 from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
 from noderecover.kube import mutating
@@ -98,6 +99,9 @@ class Step(StrEnum):
 FORCE = frozenset({Step.EVICT_DEAD, Step.FORCE_DELETE, Step.FENCE, Step.TAINT, Step.DELETE_NODE})
 
 EVIDENCE_STALE = Blocked.EVIDENCE_STALE
+NOT_PROVEN_OFF = Blocked.NOT_PROVEN_OFF
+# Why a fresh read stopped a step decided on the cloud's shutdown taint (a flap, not a hold).
+SHUTDOWN_GONE = "shutdown taint gone"
 
 
 class Gates(Protocol):
@@ -171,6 +175,9 @@ class Evidence:
     uid: str = ""
     answered: float = float("-inf")  # monotonic time the read's answers were in
     annotations_present: bool = True  # the Node has a metadata.annotations object
+    # The proof that the node is off the step was decided on, backed by this read (a shutdown
+    # taint must be in it; core.proof).
+    proof: Proof = NO_PROOF
 
 
 def node_path(node: str) -> str:
@@ -261,10 +268,19 @@ class WritePath:
         Raises MalformedNode when the object cannot be read safely."""
         return self._parse(node, uid, await self._read_raw(node))
 
-    async def evidence(self, node: str, uid: str, transition: float | None, step: Step) -> Evidence:
+    async def evidence(
+        self,
+        node: str,
+        uid: str,
+        transition: float | None,
+        step: Step,
+        proof: Proof = NO_PROOF,
+    ) -> Evidence:
         """Read the node and (for a force, heartbeat Leases followed) its heartbeat Lease, at
-        once, and apply every gate for `step` to that read. Raises MalformedNode, ApiError,
-        NotLeader."""
+        once, and apply every gate for `step` to that read. `proof`: why the step believes the
+        node off (core.proof); a read that no longer backs it (the cloud's shutdown taint
+        gone) is evidence of life: HEALTHY, the step stops and the grace restarts. Raises
+        MalformedNode, ApiError, NotLeader."""
         self._leader()
         raw: list[JSON | None] = [None]
         renewing = [False]
@@ -302,6 +318,14 @@ class WritePath:
         why = evidence_hold(fresh, transition, self._config_for(node))
         if why in (HEALTHY_AGAIN, FLAPPING):
             return Evidence(Outcome.HEALTHY, why, transition=newer, node=node, uid=uid)
+        if why is None and not backed(proof, fresh):
+            log.warning(
+                "node %s: the step was decided on %s, and the fresh read no longer shows it: "
+                "a sign of life, no force",
+                node,
+                proof,
+            )
+            return Evidence(Outcome.HEALTHY, SHUTDOWN_GONE, node=node, uid=uid)
         dead = not kubelet_alive(fresh, renewing[0])
         meta = raw[0].get("metadata") if raw[0] is not None else None
         present = isinstance(meta, dict) and isinstance(meta.get("annotations"), dict)
@@ -314,6 +338,7 @@ class WritePath:
             uid=uid,
             answered=answered,
             annotations_present=present,
+            proof=proof,
         )
         if why is None:
             why = self.gates.hold(node, step)
@@ -343,6 +368,10 @@ class WritePath:
                 raise StaleEvidence(age)
             if step in FORCE and not ev.dead:
                 raise Held(KUBELET_ALIVE)
+            # `auto` taints only a node proven off, and the proof is in this read.
+            auto = self._config_for(node).removal == "auto"
+            if step is Step.TAINT and auto and not (ev.proof.proven and backed(ev.proof, ev.fresh)):
+                raise Held(NOT_PROVEN_OFF)
         elif step is not Step.EVICT:
             raise Held(EVIDENCE_STALE)
         if (why := self.gates.hold(node, step)) is not None:

@@ -71,9 +71,20 @@ from noderecover.core.nodes import (
     ANN_UNHEALTHY_SINCE,
     OUR_ANNOTATIONS,
     OUT_OF_SERVICE_KEY,
+    Condition,
     NodeObs,
     format_time,
     parse_time,
+)
+from noderecover.core.proof import (
+    COMMAND_PROVIDER,
+    NO_PROOF,
+    Proof,
+    needs_fence,
+    proof_of,
+    removal_mode,
+    shut_down,
+    taints,
 )
 from noderecover.core.reasons import Blocked
 from noderecover.core.safety import exclusion
@@ -160,6 +171,9 @@ class Record:
     # --max-concurrent slot (a slot is held from the cordon until removal or restore); shown
     # in status and logs only.
     parked: bool = False
+    # The cloud's shutdown taint was seen on the node in this stretch of unhealthiness: its
+    # disappearance (in the view or a fresh read) is a sign of life, a flap (core.proof).
+    shutdown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +187,11 @@ class Gates:
     lease_renewing: bool = False  # this node's heartbeat Lease was renewed within the grace
     lease_renewal_seen: bool = False  # ...because we saw its renewTime change (not a first read)
     lease_stale_at: float | None = None  # when it counts as stale if it does not change
+    # The last sign of life of the node seen by us (timeline): the last change of its
+    # heartbeat Lease we observed, or later the last time the view showed it not silent. None:
+    # unknown (no change of its Lease observed yet, Lease history off): the grace of a new
+    # episode then counts from when the node is seen unhealthy.
+    heartbeat_at: float | None = None
     managed: bool = True  # the node matches --node-selector
     startup_until: float | None = None  # a never-Ready node is still joining until then
     # A controller-wide hold on this node (pause, policy conflict, no or invalid policy:
@@ -190,6 +209,9 @@ class Action:
     silent: bool = False  # Ready=Unknown: the kubelet is gone (drain short-cuts)
     may_force: bool = True  # force-deleting pods allowed (fenced, or no fencing configured)
     transition: float | None = None  # Ready transition the step was decided on (see Record)
+    # Why the node is believed off (core.proof); the fresh read before each write must back
+    # it (a shutdown taint gone: the step stops, a flap).
+    proof: Proof = NO_PROOF
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,11 +426,13 @@ def decide(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> 
         if rec.unhealthy_since is None:
             # Resumed while the node was healthy: this observation starts the grace.
             rec = dataclasses.replace(rec, unhealthy_since=now)
+        if shut_down(obs) and not rec.shutdown:
+            rec = dataclasses.replace(rec, shutdown=True)
         if rec.retry_at > now:
             return Decision(rec, why="retrying after a failure", wake_at=rec.retry_at)
     match rec.phase:
         case Phase.HEALTHY:
-            return _healthy(rec, obs, now, cfg)
+            return _healthy(rec, obs, now, cfg, gates)
         case Phase.SUSPECT:
             return _suspect(rec, obs, now, cfg, gates)
         case Phase.CORDONED | Phase.DRAINING:
@@ -470,11 +494,18 @@ def _flap(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None
     grace timer restarts now (persisted, so a new leader keeps it)."""
     seen = ready_since(obs)
     newer = seen is not None and rec.transition is not None and seen > rec.transition
-    if rec.healthy_since is None and not newer:
+    # The cloud's shutdown taint seen, then gone: the instance is not stopped any more.
+    untainted = rec.shutdown and not shut_down(obs)
+    if rec.healthy_since is None and not newer and not untainted:
         return None
     newest = max((t for t in (seen, rec.transition) if t is not None), default=None)
     new = dataclasses.replace(
-        rec, healthy_since=None, unhealthy_since=now, flaps=rec.flaps + 1, transition=newest
+        rec,
+        healthy_since=None,
+        unhealthy_since=now,
+        flaps=rec.flaps + 1,
+        transition=newest,
+        shutdown=False,
     )
     damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
     return Decision(
@@ -486,21 +517,32 @@ def _flap(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None
     )
 
 
-def _healthy(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
+def _healthy(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
     """Healthy, and unhealthy now: an episode starts (the record changes once the
-    annotations saying so are written)."""
-    new = _new_episode(rec, obs, now, now, Start.UNHEALTHY)
+    annotations saying so are written).
+
+    Its grace counts from now, or, for a silent node (Ready=Unknown) whose last sign of life
+    we saw (`Gates.heartbeat_at`: the last change of its heartbeat Lease, or later the view
+    showing it not silent), from that moment: kube-controller-manager marks a node
+    Ready=Unknown only node-monitor-grace (40-50 s) after its last heartbeat, and that wait
+    is not added on top of the grace. Never later than now, never from a guess: unknown, it
+    is now (today's rule)."""
+    start = now
+    if obs.silent and gates.heartbeat_at is not None:
+        start = min(now, gates.heartbeat_at)
+    new = _new_episode(rec, obs, now, start, Start.UNHEALTHY)
+    since = f" from the last heartbeat seen, {now - start:.0f}s ago" if start < now else ""
     return Decision(
         rec,
         _act(Kind.PERSIST, obs, new),
-        why=f"unhealthy ({_describe(obs)}), grace timer started",
-        wake_at=now + cfg.grace,
+        why=f"unhealthy ({_describe(obs)}), grace timer started{since}",
+        wake_at=grace_deadline(start, obs, cfg, gates.heartbeat_at),
     )
 
 
 def _suspect(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
     """Suspect: the grace, the start-up allowance, the gates, then the cordon."""
-    deadline = _deadline(rec, obs, cfg)
+    deadline = _deadline(rec, obs, cfg, gates)
     if now < deadline:
         return Decision(rec, why="within grace", wake_at=deadline)
     if gates.startup_until is not None and now < gates.startup_until:
@@ -533,14 +575,16 @@ def _suspect(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -
 def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
     """Cordoned or Draining: the flap hold, the gates, then fence first (if the drain asked
     for it) or drain."""
-    if (damped := _damped(rec, obs, now, cfg)) is not None:
+    if (damped := _damped(rec, obs, now, cfg, gates)) is not None:
         return damped
     if (held := _held(rec, obs, cfg, gates)) is not None:
         return held
     # Fencing first is for forcing a dead kubelet's pods: never for a live kubelet (its drain
-    # forces nothing; the executor's fresh read would hold the fence anyway).
+    # forces nothing; the executor's fresh read would hold the fence anyway), nor for a node
+    # already proven off (the cloud's shutdown taint).
     alive = kubelet_alive(obs, gates.lease_renewing)
-    if rec.fence_first and cfg.fencing and not rec.fenced and not alive:
+    proof = node_proof(rec, obs)
+    if rec.fence_first and needs_fence(cfg, proof) and not alive:
         return Decision(
             rec,
             _act(
@@ -560,16 +604,18 @@ def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
             _enter(draining, Phase.REMOVING, now),
             persist=draining if rec.phase is not Phase.DRAINING else None,
             silent=obs.silent,
-            may_force=rec.fenced or not cfg.fencing,
+            may_force=not needs_fence(cfg, proof),
             transition=rec.transition,
+            proof=proof,
         ),
-        why="cordoned; draining",
+        why="cordoned; draining" + (f" (proven off: {proof})" if proof.proven else ""),
     )
 
 
 def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision:
-    """Removing (drained): the flap hold, the gates, a silent kubelet, fencing, then removal."""
-    if (damped := _damped(rec, obs, now, cfg)) is not None:
+    """Removing (drained): the flap hold, the gates, a silent kubelet, fencing (unless the node
+    is proven off already), then removal (core.proof: `auto` taints only a node proven off)."""
+    if (damped := _damped(rec, obs, now, cfg, gates)) is not None:
         return damped
     if (held := _held(rec, obs, cfg, gates)) is not None:
         return held
@@ -581,19 +627,20 @@ def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
             blocked=KUBELET_ALIVE,
             why=f"held: {KUBELET_ALIVE} (drained; removed only once its kubelet is silent)",
         )
-    if cfg.fencing and not rec.fenced:
+    proof = node_proof(rec, obs)
+    if needs_fence(cfg, proof):
         return Decision(
             rec,
             _act(Kind.FENCE, obs, dataclasses.replace(rec, fenced=True), transition=rec.transition),
             why="fencing before removal",
         )
     # The taint is ours only if we add it (or added it in an earlier episode).
-    adds_taint = cfg.taints and not obs.has_taint(OUT_OF_SERVICE_KEY)
+    adds_taint = taints(cfg, proof) and not obs.has_taint(OUT_OF_SERVICE_KEY)
     done = _enter(rec, Phase.REMOVED, now, tainted=rec.tainted or adds_taint)
     return Decision(
         rec,
-        _act(Kind.REMOVE, obs, done, silent=obs.silent, transition=rec.transition),
-        why=f"drained; removing ({cfg.removal_mode})",
+        _act(Kind.REMOVE, obs, done, silent=obs.silent, transition=rec.transition, proof=proof),
+        why=f"drained; removing ({removal_mode(cfg, proof)}; proof: {proof})",
     )
 
 
@@ -628,16 +675,21 @@ def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
     )
 
 
-def _deadline(rec: Record, obs: NodeObs, cfg: Config) -> float:
+def _deadline(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> float:
     """When this stretch of unhealthiness has lasted its grace (see `grace_deadline`)."""
     start = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
-    return grace_deadline(start, obs, cfg)
+    return grace_deadline(start, obs, cfg, gates.heartbeat_at)
 
 
-def _damped(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None:
+def node_proof(rec: Record, obs: NodeObs) -> Proof:
+    """The proof that the node is off, as `obs` and the record show it (core.proof)."""
+    return proof_of(obs, COMMAND_PROVIDER if rec.fenced else None)
+
+
+def _damped(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision | None:
     """In flight, the node showed life (flapped) within the last grace: nothing destructive
     until it has been unhealthy for a whole grace again, or it is restored."""
-    deadline = _deadline(rec, obs, cfg)
+    deadline = _deadline(rec, obs, cfg, gates)
     if now >= deadline:
         return None
     return Decision(
@@ -670,6 +722,7 @@ def _act(
     silent: bool = False,
     may_force: bool = True,
     transition: float | None = None,
+    proof: Proof = NO_PROOF,
 ) -> Action:
     """An action on the node `obs` (its name and uid), with the record it leads to."""
     return Action(
@@ -681,10 +734,13 @@ def _act(
         silent=silent,
         may_force=may_force,
         transition=transition,
+        proof=proof,
     )
 
 
-def grace_deadline(start: float, obs: NodeObs, cfg: Config) -> float:
+def grace_deadline(
+    start: float, obs: NodeObs, cfg: Config, heartbeat_at: float | None = None
+) -> float:
     """When a node unhealthy without a break since `start` may be remediated.
 
     Flags: `start + grace`. A policy gives each unhealthy condition its own duration
@@ -692,12 +748,20 @@ def grace_deadline(start: float, obs: NodeObs, cfg: Config) -> float:
     (its lastTransitionTime, to the end of that second) but never from before `start` (the
     episode's start or last flap); the earliest of those deadlines counts. A condition
     showing for less than its own duration never triggers a remediation, however long
-    another condition (with a longer duration) has been showing.
+    another condition (with a longer duration) has been showing. Ready=Unknown began at the
+    node's last sign of life when we saw it (`heartbeat_at`, see `Gates`), if that is earlier.
     """
     if not cfg.condition_graces:
         return start + cfg.grace
+
+    def began(c: Condition) -> float:
+        since = (c.since or 0.0) + CONDITION_TIME_PRECISION
+        if heartbeat_at is not None and (c.type, c.status) == ("Ready", "Unknown"):
+            return min(since, heartbeat_at)
+        return since
+
     ends = [
-        max(start, c.since + CONDITION_TIME_PRECISION) + seconds
+        max(start, began(c)) + seconds
         for c in obs.conditions
         if c.since is not None
         for ctype, status, seconds in cfg.condition_graces

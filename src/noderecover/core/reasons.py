@@ -49,6 +49,7 @@ class Blocked(StrEnum):
     EVIDENCE_STALE = "evidence-stale"
     REMOVALS_UNKNOWN = "removals-unknown"
     REMOVAL_UNRECORDED = "removal-unrecorded"
+    NOT_PROVEN_OFF = "not-proven-off"
 
     @property
     def label(self) -> str:
@@ -245,6 +246,13 @@ _INFO: dict[Blocked, _Info] = {
         "against the hourly removal budget) could not be written: no out-of-service taint "
         "or Node DELETE without it",
         "ends when the Event is written (retried with backoff)",
+    ),
+    Blocked.NOT_PROVEN_OFF: _Info(
+        _NODE,
+        "--removal auto was about to put the out-of-service taint on a node whose fresh read "
+        "does not prove it off (no fence confirmed, no cloud shutdown taint): not written (a "
+        "safety net behind the decision, which never asks for it)",
+        "ends at the next decision, made on a new read (a proof, or a removal by Node DELETE only)",
     ),
     Blocked.EVIDENCE_STALE: _Info(
         _NODE,

@@ -1,0 +1,125 @@
+"""Proof that a node is off: what lets a removal detach its volumes at once.
+
+The out-of-service taint makes the attach/detach controller detach a node's volumes at once
+(KEP-2268). It is safe only on a node that is really off: a partitioned node that still runs
+may be writing to them. A `Proof` says why noderecover believes a node is off:
+
+- `NONE`: nothing proves it. `--removal auto` deletes the Node only (the volume waits
+  Kubernetes' 6 minutes); a force still needs the kubelet silent.
+- `SHUTDOWN_TAINT`: the cloud-controller-manager put `node.cloudprovider.kubernetes.io/shutdown`
+  on the Node: the cloud says the instance is stopped. No fence is needed. The proof must be
+  in the fresh read made right before each destructive write (not only in the watch view): a
+  read without the taint is evidence of life (the step stops; flap damping restarts the grace).
+- `FENCED(provider)`: a fence provider confirmed the machine off in this episode (today the
+  `command` provider, `--fence-command`; the fence providers plug in here by name).
+
+A proof never replaces the kubelet-silent evidence: every force (grace-1 eviction,
+force-delete, fence, taint, Node DELETE) still needs Ready=Unknown and a stale heartbeat
+Lease in its fresh read. It replaces the fence, and it makes `auto` taint: `auto` is `both`
+(taint, wait for the detach, delete the Node) when a node is proven off, `delete` otherwise.
+Explicit modes (`delete`, `out-of-service`, `both`) are the operator's choice and stay as set.
+
+Every site that acts on a proof matches `ProofKind` exhaustively (`assert_never`), so a new
+kind of proof is listed by mypy wherever it needs a decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import assert_never
+
+from noderecover.core.nodes import NodeObs
+from noderecover.core.settings import Config
+
+# Set by the cloud-controller-manager's node lifecycle controller on a NotReady node whose
+# instance the cloud reports shut down (k8s.io/cloud-provider, ShutdownTaint); removed when
+# the node is Ready again.
+SHUTDOWN_TAINT_KEY = "node.cloudprovider.kubernetes.io/shutdown"
+
+# The provider name of today's `--fence-command` (the `command` fence provider).
+COMMAND_PROVIDER = "command"
+
+
+class ProofKind(StrEnum):
+    NONE = "none"
+    SHUTDOWN_TAINT = "shutdown-taint"
+    FENCED = "fenced"
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """Why a node is believed off (see the module doc). `provider`: FENCED only."""
+
+    kind: ProofKind = ProofKind.NONE
+    provider: str = ""
+
+    @property
+    def proven(self) -> bool:
+        """The node is proven off."""
+        match self.kind:
+            case ProofKind.NONE:
+                return False
+            case ProofKind.SHUTDOWN_TAINT | ProofKind.FENCED:
+                return True
+            case _:  # pragma: no cover
+                assert_never(self.kind)
+
+    def __str__(self) -> str:
+        if self.kind is ProofKind.FENCED:
+            return f"fenced ({self.provider})" if self.provider else "fenced"
+        return self.kind.value
+
+
+NO_PROOF = Proof()
+SHUTDOWN = Proof(ProofKind.SHUTDOWN_TAINT)
+
+
+def fenced(provider: str) -> Proof:
+    return Proof(ProofKind.FENCED, provider)
+
+
+def shut_down(obs: NodeObs) -> bool:
+    """The Node carries the cloud's shutdown taint."""
+    return obs.has_taint(SHUTDOWN_TAINT_KEY)
+
+
+def proof_of(obs: NodeObs, fenced_by: str | None) -> Proof:
+    """The proof a read of the node gives, with a fence confirmed in this episode
+    (`fenced_by`: its provider, None: not fenced). The cloud's word comes first: it needs no
+    fence."""
+    if shut_down(obs):
+        return SHUTDOWN
+    if fenced_by is not None:
+        return fenced(fenced_by)
+    return NO_PROOF
+
+
+def backed(proof: Proof, fresh: NodeObs) -> bool:
+    """The fresh read still backs `proof`: a shutdown taint must be on the node in it; a
+    fence is the provider's confirmed power state (not visible on the Node)."""
+    match proof.kind:
+        case ProofKind.NONE | ProofKind.FENCED:
+            return True
+        case ProofKind.SHUTDOWN_TAINT:
+            return shut_down(fresh)
+        case _:  # pragma: no cover
+            assert_never(proof.kind)
+
+
+def needs_fence(cfg: Config, proof: Proof) -> bool:
+    """A fence is configured and nothing proves the node off yet."""
+    return cfg.fencing and not proof.proven
+
+
+def removal_mode(cfg: Config, proof: Proof) -> str:
+    """The removal done for a node with `proof`: `auto` is `both` when the node is proven off
+    (or will be: a fence is configured and runs first), else `delete`; explicit modes stay."""
+    if cfg.removal == "auto":
+        return "both" if proof.proven or cfg.fencing else "delete"
+    return cfg.removal_mode
+
+
+def taints(cfg: Config, proof: Proof) -> bool:
+    """The removal of a node with `proof` puts the out-of-service taint on it."""
+    return removal_mode(cfg, proof) in {"out-of-service", "both"}
