@@ -180,7 +180,13 @@ INVALID: list[tuple[str, str, str]] = [
     ("--log-format", "xml", "not one of text, json"),
     ("--log-level", "verbose", "not one of"),
 ]
-BOOLEAN_FLAGS = ["--exclude-control-plane", "--dry-run", "--watch-node-leases", "--leader-elect"]
+BOOLEAN_FLAGS = [
+    "--exclude-control-plane",
+    "--dry-run",
+    "--watch-node-leases",
+    "--grace-from-heartbeat",
+    "--leader-elect",
+]
 INVALID_BOOLEANS = ["maybe", "2", "", "yes please"]
 
 

@@ -445,12 +445,15 @@ async def test_node_healthy_on_reread_is_not_deleted(
     assert not kube.get_node("w1")["spec"].get("unschedulable")  # type: ignore[index]
 
 
+@pytest.mark.parametrize("history", [False, True])
 async def test_lease_still_renewing_holds_a_silent_node(
-    kube: FakeKube, harness_factory: Start
+    kube: FakeKube, harness_factory: Start, history: bool
 ) -> None:
     cluster(kube)
     kube.add_node_lease("w1")
-    h: Harness = await harness_factory(grace=10, watch_node_leases=True)
+    h: Harness = await harness_factory(
+        grace=10, watch_node_leases=True, grace_from_heartbeat=history
+    )
     kube.set_node_ready("w1", "Unknown")
     for _ in range(6):
         await h.idle(5)
@@ -460,10 +463,15 @@ async def test_lease_still_renewing_holds_a_silent_node(
     await h.until(
         lambda: phase(h, "w1") is not Phase.SUSPECT, advance=1.0, what="lease stale -> remediation"
     )
-    # Leases are read one by one for silent nodes only; nothing watches kube-node-lease.
-    lease_reads = kube.requests_matching("GET", "/namespaces/kube-node-lease/leases")
+    lease_reads = kube.requests_matching("GET", "/namespaces/kube-node-lease/leases/")
     assert lease_reads and {r.path.rsplit("/", 1)[1] for r in lease_reads} == {"w1"}
-    assert not [r for r in lease_reads if r.query.get("watch")]
+    collection = kube.requests_matching("GET", "/namespaces/kube-node-lease/leases$")
+    if history:
+        # The heartbeat history: one LIST, then a watch of kube-node-lease.
+        assert [r for r in collection if r.query.get("watch")]
+    else:
+        # Leases are read one by one for silent nodes only; nothing watches kube-node-lease.
+        assert not collection
 
 
 async def test_no_writes_without_the_act_gate(kube: FakeKube, harness_factory: Start) -> None:

@@ -1,4 +1,4 @@
-"""Heartbeat Leases of silent nodes: the evidence that a Ready=Unknown node's kubelet lives.
+"""Heartbeat Leases: the evidence that a Ready=Unknown node's kubelet lives, and when it last did.
 
 Invariants:
 - A Lease is judged on OUR monotonic clock: it renews when its renewTime changed within its
@@ -11,16 +11,28 @@ Invariants:
   (404) does not; an answer we cannot read is no evidence either way (renewing).
 - A first read is not a renewal: `renewal_seen` is only set by a change we observed, so a
   Lease first read a little after the grace began is a timer, not a Warning.
-- Leases are read per silent node with a GET, never watched: a cluster-wide watch of
-  kube-node-lease is one event per node every 10 s for a signal that matters only for
-  Ready=Unknown nodes (docs/benchmarks.md).
+- A change is a new resourceVersion (opaque, compared for equality only), from the watch or
+  a GET alike: every renewal is one, and so is any other write (more life seen, never less).
+  Without a resourceVersion, a new renewTime.
+- Silent nodes' Leases are read with a GET (at once, then every min(grace / 3, 5 s)), and
+  before every force (`renewing_now`).
+- History (`--grace-from-heartbeat`, on by default with `--watch-node-leases`): kube-node-lease
+  is also watched, cluster-wide, and each event only records the node's resourceVersion,
+  renewTime and duration, and when we saw it change (one small dict lookup per event; ~one
+  event per node every 10 s: docs/benchmarks.md, "Heartbeat history"). It gives the last
+  change of a Lease BEFORE its node goes NotReady, so the grace can count from the last
+  heartbeat (`last_change`), not from kube-controller-manager's NotReady, which comes
+  node-monitor-grace (40-50 s) later. The history is believed only while that watch is
+  synced and fresh; a Lease only first seen (listed, no change observed) gives no time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -29,6 +41,7 @@ from noderecover.base.clock import Clock, Timeline, wait_event
 from noderecover.core.nodes import parse_time
 from noderecover.core.settings import Config
 from noderecover.kube.client import ApiError, KubeClient, NotFound
+from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.heartbeats")
 
@@ -45,6 +58,32 @@ class Seen:
     changed_at: float  # our monotonic clock when we saw it take this value
     renewal_seen: bool  # it changed while we watched (not just a first read)
     duration: float = DEFAULT_LEASE_DURATION  # its leaseDurationSeconds
+    version: str = ""  # its resourceVersion as read ("" when absent)
+
+
+# What the Lease watch keeps of one event: (resourceVersion, renewTime, duration).
+LeaseObs = tuple[str, str, float]
+
+
+def _duration(spec: object) -> float:
+    raw = spec.get("leaseDurationSeconds") if isinstance(spec, dict) else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        # A longer duration than the kubelet's makes us wait longer, never shorter.
+        return min(max(float(raw), DEFAULT_LEASE_DURATION), MAX_LEASE_DURATION)
+    return DEFAULT_LEASE_DURATION
+
+
+def parse_lease(lease: dict[str, Any]) -> LeaseObs:
+    """The few fields of a Lease we keep. Never raises: anything unreadable reads as absent
+    (a renewTime that is not a string never changes: no evidence of renewal)."""
+    meta, spec = lease.get("metadata"), lease.get("spec")
+    rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    renew = spec.get("renewTime") if isinstance(spec, dict) else None
+    return (
+        rv if isinstance(rv, str) else "",
+        renew if isinstance(renew, str) else "",
+        _duration(spec),
+    )
 
 
 class Heartbeats:
@@ -56,6 +95,7 @@ class Heartbeats:
         cfg: Config,
         grace_for: Callable[[str], float] | None = None,
         min_grace: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """`grace_for(node)`: the grace a silent node is judged by (its policy's; default
         the flags'); `min_grace()`: the shortest of them (how often Leases are read)."""
@@ -67,6 +107,50 @@ class Heartbeats:
         self._cfg = cfg
         self.leases: dict[str, Seen] = {}
         self.wake = anyio.Event()  # set to read a newly silent node's Lease at once
+        # The heartbeat history: a watch of every node's Lease (see the module doc).
+        self.history = cfg.watch_node_leases and cfg.grace_from_heartbeat
+        self.watcher: Watcher[LeaseObs] = Watcher(
+            kube,
+            clock,
+            NODE_LEASES_PATH,
+            "leases",
+            parse_lease,
+            self._event,
+            self._resync,
+            silence=cfg.watch_silence,
+            server_timeout=cfg.watch_timeout,
+            rng=rng or random.Random(),
+        )
+
+    # -- the history (a watch of kube-node-lease) ------------------------------------------
+
+    def _event(self, etype: str, name: str, lease: LeaseObs | None) -> None:
+        if lease is None:
+            self.leases.pop(name, None)  # its Lease is gone: the next GET says 404
+        else:
+            self._note(name, lease[1], lease[2], lease[0])
+
+    def _resync(self, items: Iterable[tuple[str, LeaseObs]]) -> None:
+        listed = dict(items)
+        for name, (version, renew, duration) in listed.items():
+            self._note(name, renew, duration, version)
+        # Leases that are gone (their DELETED events may have been lost).
+        self.leases = {k: v for k, v in self.leases.items() if k in listed}
+
+    def history_fresh(self) -> bool:
+        """The Lease watch is on, listed, and made progress within --watch-silence."""
+        return self.history and not self.watcher.stale()
+
+    def last_change(self, name: str) -> float | None:
+        """When (timeline) we last saw the node's Lease change; None when we do not know it:
+        no history (off, or its watch not fresh), no Lease, or no change observed yet (a
+        Lease only first seen gives no time)."""
+        if not self.history_fresh():
+            return None
+        seen = self.leases.get(name)
+        if seen is None or not seen.renewal_seen:
+            return None
+        return self._timeline.now() - (self._clock.monotonic() - seen.changed_at)
 
     def renewing(self, name: str, *, force: bool = True) -> bool:
         """The node's heartbeat Lease changed within its window, as observed by us.
@@ -121,39 +205,49 @@ class Heartbeats:
         except ApiError as exc:
             log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
             return False
-        spec = lease.get("spec")
-        renew = spec.get("renewTime") if isinstance(spec, dict) else None
-        raw = spec.get("leaseDurationSeconds") if isinstance(spec, dict) else None
-        duration = DEFAULT_LEASE_DURATION
-        if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
-            # A longer duration than the kubelet's makes us wait longer, never shorter.
-            duration = min(max(float(raw), DEFAULT_LEASE_DURATION), MAX_LEASE_DURATION)
-        # Anything but a string is no evidence of renewal (it never changes: not renewing).
-        self._note(name, renew if isinstance(renew, str) else "", duration)
+        version, renew, duration = parse_lease(lease)
+        self._note(name, renew, duration, version)
         return True
 
-    def _note(self, name: str, renew: str, duration: float = DEFAULT_LEASE_DURATION) -> None:
+    def _note(
+        self, name: str, renew: str, duration: float = DEFAULT_LEASE_DURATION, version: str = ""
+    ) -> None:
+        """One read of a Lease (watch event, LIST item or GET): a change when its
+        resourceVersion differs from the last one we saw (without one on either side: its
+        renewTime)."""
         old = self.leases.get(name)
-        if old is None or old.renew != renew:
-            self.leases[name] = Seen(renew, self._clock.monotonic(), old is not None, duration)
-        elif old.duration != duration:
-            self.leases[name] = Seen(old.renew, old.changed_at, old.renewal_seen, duration)
+        if old is None:
+            self.leases[name] = Seen(renew, self._clock.monotonic(), False, duration, version)
+            return
+        changed = version != old.version if version and old.version else renew != old.renew
+        if changed:
+            self.leases[name] = Seen(renew, self._clock.monotonic(), True, duration, version)
+        elif old.duration != duration or (version and version != old.version):
+            self.leases[name] = Seen(
+                old.renew, old.changed_at, old.renewal_seen, duration, version or old.version
+            )
 
     async def refresh(self, silent: list[str]) -> None:
-        """One round: read the Lease of every silent node; forget the others."""
+        """One round: read the Lease of every silent node; without history, forget the
+        others (with it, the watch keeps them)."""
         for name in silent:
             await self.fetch(name)
-        keep = set(silent)
-        self.leases = {k: v for k, v in self.leases.items() if k in keep}
+        if not self.history:
+            keep = set(silent)
+            self.leases = {k: v for k, v in self.leases.items() if k in keep}
 
     async def poll(self, silent: Callable[[], list[str]], changed: Callable[[], None]) -> None:
-        """While nodes are silent, re-read their Leases every min(grace / 3, 5 s)."""
-        while True:
-            interval = max(0.5, min(self._min_grace() / 3.0, 5.0))
-            self.wake = anyio.Event()
-            await self.refresh(silent())
-            changed()
-            await wait_event(self.wake, self._clock, interval)
+        """While nodes are silent, re-read their Leases every min(grace / 3, 5 s); with
+        history, watch every Lease meanwhile."""
+        async with anyio.create_task_group() as tg:
+            if self.history:
+                tg.start_soon(self.watcher.run)
+            while True:
+                interval = max(0.5, min(self._min_grace() / 3.0, 5.0))
+                self.wake = anyio.Event()
+                await self.refresh(silent())
+                changed()
+                await wait_event(self.wake, self._clock, interval)
 
     def judge_by_renew_time(self) -> None:
         """Preview only (`plan`, one read, no history): take each Lease's renewTime as the

@@ -152,6 +152,7 @@ class Controller:
             cfg,
             grace_for=lambda node: self.config_for(node).silent_grace,
             min_grace=self._min_grace,
+            rng=self._rng,
         )
         self.reporter = Reporter(
             cfg, self.timeline, events, config_for=self.config_for, explain=self._explain
@@ -789,6 +790,7 @@ class Controller:
                 lease_renewing=heartbeats.renewing(name, force=force),
                 lease_renewal_seen=heartbeats.renewal_seen(name, force=force),
                 lease_stale_at=heartbeats.stale_at(name, force=force),
+                heartbeat_at=view.heartbeat_at(name, heartbeats.last_change(name)),
                 managed=managed,
                 startup_until=view.startup_until(obs),
                 held=self.policy_hold(name),

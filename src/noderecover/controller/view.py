@@ -16,6 +16,10 @@ Invariants:
   breaker's counts, so a reconcile pass costs O(nodes needing attention), not O(cluster).
 - `young_ready`: young nodes (created within --node-startup-timeout) seen Ready. The start-up
   allowance is only for nodes never seen Ready; old nodes are never kept in it.
+- `alive_at`: per node, the last time (timeline) the view showed it not silent (Ready not
+  Unknown: its kubelet posted status, as far as anyone knew) - a sign of life beside its
+  heartbeat Lease. A LIST sets it to now for every node: events may have been lost before
+  it, so nothing earlier is believed.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class NodeView:
         self.population: set[str] = set()
         self.watchlist: set[str] = set()
         self.young_ready: set[str] = set()
+        self.alive_at: dict[str, float] = {}
         self.watcher: Watcher[NodeObs] = Watcher(
             kube,
             clock,
@@ -104,6 +109,8 @@ class NodeView:
 
     def resync(self, items: Iterable[tuple[str, NodeObs]]) -> None:
         self.nodes = dict(items)  # nodes missing from a re-list are forgotten
+        now = self._timeline.now()
+        self.alive_at = dict.fromkeys(self.nodes, now)
         self.parsed_keys = (self.keep_labels, self.keep_conditions)
         self.reindex()
 
@@ -156,6 +163,10 @@ class NodeView:
             self.held[name] = gov
         ready = obs.ready if obs is not None else None
         if obs is None:
+            self.alive_at.pop(name, None)
+        elif not obs.silent:
+            self.alive_at[name] = self._timeline.now()
+        if obs is None:
             self.young_ready.discard(name)
         elif ready is not None and ready.status == "True" and self._young(obs):
             self.young_ready.add(name)
@@ -195,6 +206,14 @@ class NodeView:
     def carries_ours(self, name: str) -> bool:
         obs = self.nodes.get(name)
         return obs is not None and any(k in obs.annotations for k in OUR_ANNOTATIONS)
+
+    def heartbeat_at(self, name: str, lease_changed: float | None) -> float | None:
+        """The node's last sign of life we saw (timeline): the last change of its heartbeat
+        Lease (`lease_changed`, None: unknown), or later the last time the view showed it not
+        silent. None when the Lease's is unknown: the Lease is what tells a dead kubelet."""
+        if lease_changed is None:
+            return None
+        return max(lease_changed, self.alive_at.get(name, lease_changed))
 
     def silent(self) -> list[str]:
         """Nodes whose kubelet stopped posting status (Ready=Unknown)."""

@@ -70,6 +70,9 @@ class Config:
     exclude_control_plane: bool = True
     dry_run: bool = False
     watch_node_leases: bool = True
+    # Watch every heartbeat Lease (kube-node-lease) and count a silent node's grace from the
+    # last change seen (controller/heartbeats.py); off: from when the node is seen NotReady.
+    grace_from_heartbeat: bool = True
     # Label keys and condition types other policies read: kept when parsing a Node.
     extra_labels: frozenset[str] = frozenset()
     extra_conditions: frozenset[str] = frozenset()

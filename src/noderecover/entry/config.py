@@ -386,6 +386,15 @@ def _opts() -> list[_Opt]:
             kind=Kind.BOOLEAN,
         ),
         _Opt(
+            "--grace-from-heartbeat",
+            "grace_from_heartbeat",
+            parse_bool,
+            "watch every heartbeat Lease (kube-node-lease, ~1 event per node per 10 s) and "
+            "count a silent node's grace from its last heartbeat seen, not from NotReady",
+            d.grace_from_heartbeat,
+            boolean=True,
+        ),
+        _Opt(
             "--kubeconfig",
             "kubeconfig",
             non_empty,

@@ -38,6 +38,12 @@ API_CALLS: Mapping[Permission, str] = {
     Permission("coordination.k8s.io", "leases", "get", "kube-node-lease"): (
         "controller: the heartbeat Lease of a silent node (--watch-node-leases)"
     ),
+    Permission("coordination.k8s.io", "leases", "list", "kube-node-lease"): (
+        "controller: the heartbeat history, LIST then every re-list (--grace-from-heartbeat)"
+    ),
+    Permission("coordination.k8s.io", "leases", "watch", "kube-node-lease"): (
+        "controller: the heartbeat history, a watch of every node's Lease (--grace-from-heartbeat)"
+    ),
     Permission("noderecover.io", "noderecoverypolicies", "list"): (
         "policies: the CRD probe, the initial LIST and every re-list; plan"
     ),

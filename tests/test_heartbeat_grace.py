@@ -1,0 +1,262 @@
+"""The grace of a silent node counts from its last heartbeat we saw (issue 21, item 4).
+
+kube-controller-manager marks a node Ready=Unknown node-monitor-grace (40-50 s) after its last
+heartbeat. With the heartbeat history (a watch of kube-node-lease, `--grace-from-heartbeat`),
+the grace counts from the last change of the node's Lease that noderecover saw, not from the
+NotReady. These tests attack the rule first: a Lease that keeps renewing, a Ready=True in the
+fresh read, a Lease only first seen; then the gain: a heartbeat older than the grace at the
+NotReady removes at once (after the evidence read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from noderecover.base.clock import FakeClock
+from noderecover.controller.heartbeats import Heartbeats
+from noderecover.core.machine import Gates, Kind, Phase, Record, decide
+from noderecover.core.nodes import ANN_UNHEALTHY_SINCE, parse_time
+from tests.builders import T0, obs
+from tests.conftest import Harness, make_config
+from tests.fakeapi import FakeKube
+
+Start = Callable[..., Any]
+WORKER = {"node-role.kubernetes.io/worker": ""}
+
+
+def cluster(kube: FakeKube) -> None:
+    kube.add_node("cp", labels={"node-role.kubernetes.io/control-plane": ""})
+    for i in (1, 2, 3):
+        kube.add_node(f"w{i}", labels=WORKER)
+        kube.add_node_lease(f"w{i}")
+
+
+def forces(kube: FakeKube, node: str = "w1") -> list[Any]:
+    """Every write that acts as if the kubelet were gone."""
+    evict_dead = [
+        r
+        for r in kube.requests_matching("POST", r"/eviction$")
+        if r.body["deleteOptions"].get("gracePeriodSeconds") == 1
+    ]
+    force_deletes = kube.requests_matching("DELETE", r"/pods/")
+    node_deletes = kube.requests_matching("DELETE", rf"^/api/v1/nodes/{node}$")
+    taints = [
+        r
+        for r in kube.requests_matching("PATCH", rf"^/api/v1/nodes/{node}$")
+        if "out-of-service" in str(r.body)
+    ]
+    return evict_dead + force_deletes + node_deletes + taints
+
+
+def cordoned(kube: FakeKube, node: str = "w1") -> bool:
+    n = kube.get_node(node)
+    return n is not None and bool(n["spec"].get("unschedulable"))
+
+
+async def heartbeats(h: Harness, node: str, seconds: float, every: float = 10.0) -> None:
+    """The node's kubelet renews its Lease every `every` seconds for `seconds`."""
+    t = 0.0
+    while t < seconds:
+        await h.idle(every)
+        h.kube.renew_node_lease(node)
+        t += every
+
+
+async def start(harness_factory: Start, **kw: object) -> Harness:
+    cfg: dict[str, object] = dict(grace=30, watch_node_leases=True, drain_timeout=60)
+    cfg.update(kw)
+    h: Harness = await harness_factory(**cfg)
+    history = h.controller.heartbeats.history
+    await h.until(lambda: h.controller.heartbeats.history_fresh() or not history)
+    return h
+
+
+# -- attacks: never force on a live kubelet -------------------------------------------------
+
+
+async def test_a_lease_renewing_while_ready_unknown_never_forces(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A partitioned kubelet: Ready=Unknown for 5 minutes, its Lease renewed every 10 s."""
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql")
+    h = await start(harness_factory)
+    await heartbeats(h, "w1", 60)
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await heartbeats(h, "w1", 300)
+    assert not forces(kube)
+    assert not cordoned(kube), "a renewing Lease holds even the cordon"
+    assert h.controller.blocked.get("w1") == "heartbeat-lease-renewing"
+
+
+async def test_a_stopped_lease_with_ready_true_in_the_fresh_read_never_forces(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The view says Ready=Unknown and the Lease stopped long ago, but the fresh read before
+    each step says Ready=True: nothing is written."""
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql")
+    h = await start(harness_factory)
+    await heartbeats(h, "w1", 30)
+    await h.idle(60)  # the Lease stops: 60 s without a heartbeat
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(lambda: "w1" in h.controller.records, advance=0.2)
+    kube.silence_watches()  # the view keeps Ready=Unknown...
+    kube.set_node_ready("w1", "True")  # ...the API says Ready=True
+    await h.idle(180)
+    assert not forces(kube)
+    assert not cordoned(kube)
+    # It tried, on the view, and the fresh read stopped it.
+    assert kube.requests_matching("GET", r"^/api/v1/nodes/w1$")
+
+
+async def test_a_lease_only_first_seen_gives_no_heartbeat_time(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A Lease listed but never seen changing says nothing about when the kubelet last beat:
+    the grace counts from the NotReady, as without history."""
+    cluster(kube)
+    h = await start(harness_factory)
+    await h.idle(120)  # nothing renews w1's Lease: only its first read
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(lambda: "w1" in h.controller.records, advance=0.2)
+    notready = h.controller.timeline.now()
+    await h.until(lambda: cordoned(kube), advance=0.5, what="cordoned after the grace")
+    assert h.controller.timeline.now() - notready >= 30.0
+
+
+async def test_a_stale_history_watch_gives_no_heartbeat_time() -> None:
+    clock = FakeClock(start_wall=T0)
+    cfg = make_config(watch_node_leases=True, watch_silence=90.0)
+    from noderecover.base.clock import Timeline
+
+    hb = Heartbeats(object(), clock, Timeline(clock), cfg)  # type: ignore[arg-type]
+    hb._resync([("w1", ("1", "a", 40.0))])
+    hb.watcher.synced = True
+    hb.watcher.last_progress = clock.monotonic()
+    assert hb.last_change("w1") is None  # first seen: no change observed
+    clock.advance(10)
+    hb._event("MODIFIED", "w1", ("2", "b", 40.0))
+    hb.watcher.last_progress = clock.monotonic()
+    assert hb.last_change("w1") == pytest.approx(T0 + 10)
+    hb._event("MODIFIED", "w1", ("2", "b", 40.0))  # same resourceVersion: no change
+    clock.advance(5)
+    assert hb.last_change("w1") == pytest.approx(T0 + 10)
+    clock.advance(90)  # the watch made no progress for --watch-silence
+    assert hb.last_change("w1") is None
+    off = Heartbeats(
+        object(),  # type: ignore[arg-type]
+        clock,
+        Timeline(clock),
+        make_config(watch_node_leases=True, grace_from_heartbeat=False),
+    )
+    assert not off.history and off.last_change("w1") is None
+
+
+# -- the gain: the grace counts from the last heartbeat ---------------------------------------
+
+
+@pytest.mark.parametrize("history", [True, False])
+async def test_a_heartbeat_older_than_the_grace_at_notready_removes_at_once(
+    kube: FakeKube, harness_factory: Start, history: bool
+) -> None:
+    """The kubelet dies; 45 s later (node-monitor-grace) the node turns Ready=Unknown. Its last
+    heartbeat is older than the 30 s grace and the Lease's own 40 s: it is cordoned, drained
+    and removed at once. Without history (`--no-grace-from-heartbeat`) the grace starts at the
+    NotReady, and the Lease is first read then."""
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql", grace=30)
+    h = await start(harness_factory, grace_from_heartbeat=history)
+    await heartbeats(h, "w1", 60)
+    kube.set_kubelet_alive("w1", False)
+    await h.idle(45)  # no heartbeat since: node-monitor-grace
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(lambda: "w1" in h.controller.records, advance=0.1)
+    notready = h.controller.timeline.now()
+    await h.until(lambda: kube.get_node("w1") is None, advance=0.25, what="removed")
+    took = h.controller.timeline.now() - notready
+    if history:
+        assert took < 5.0, f"removed {took:.1f}s after NotReady"
+        # Its grace started at the last heartbeat, written on the Node like any start.
+        since = [
+            r.body["metadata"]["annotations"].get(ANN_UNHEALTHY_SINCE)
+            for r in kube.requests_matching("PATCH", r"^/api/v1/nodes/w1$")
+            if isinstance(r.body, dict)
+        ]
+        first = parse_time(next(s for s in since if s))
+        assert first is not None and first <= notready - 40
+    else:
+        assert took >= 30.0, f"removed {took:.1f}s after NotReady"
+    # Every force was decided on a fresh read of the Node and its Lease made right before.
+    order = [
+        (r.method, r.path)
+        for r in kube.requests
+        if "/nodes/w1" in r.path or "/leases/w1" in r.path or "/pods/" in r.path
+    ]
+    delete = order.index(("DELETE", "/api/v1/nodes/w1"))
+    before = order[:delete]
+    assert ("GET", "/api/v1/nodes/w1") in before[-3:]
+    assert ("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/w1") in (
+        before[-3:]
+    )
+    assert kube.requests_matching("DELETE", r"/pods/mysql-0$")
+
+
+async def test_a_renewal_after_notready_holds_the_force_again(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Old heartbeat at the NotReady, then the Lease renews once (the kubelet is back on the
+    API): no force until it stays unchanged for its own leaseDurationSeconds again."""
+    cluster(kube)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql")
+    h = await start(harness_factory, grace=0)
+    await heartbeats(h, "w1", 30)
+    await h.idle(45)
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    kube.renew_node_lease("w1")
+    renewed = h.controller.timeline.now()
+    await h.until(lambda: bool(forces(kube)), advance=0.5, what="forced once stale again")
+    assert h.controller.timeline.now() - renewed >= 40.0
+
+
+# -- the rule, in the pure state machine ----------------------------------------------------
+
+
+def test_a_new_episode_of_a_silent_node_starts_at_its_last_heartbeat() -> None:
+    cfg = make_config(grace=30)
+    now = T0 + 100
+    silent = obs(cfg, ready="Unknown")
+    d = decide(Record(uid=silent.uid), silent, now, cfg, Gates(heartbeat_at=now - 45))
+    assert d.action is not None and d.action.kind is Kind.PERSIST
+    assert d.action.success.unhealthy_since == now - 45
+    assert d.wake_at == now - 15
+    # Never later than now, never from a heartbeat when Ready is not Unknown.
+    d = decide(Record(uid=silent.uid), silent, now, cfg, Gates(heartbeat_at=now + 5))
+    assert d.action is not None and d.action.success.unhealthy_since == now
+    notready = obs(cfg, ready="False")
+    d = decide(Record(uid=notready.uid), notready, now, cfg, Gates(heartbeat_at=now - 45))
+    assert d.action is not None and d.action.success.unhealthy_since == now
+    # Unknown: today's rule.
+    d = decide(Record(uid=silent.uid), silent, now, cfg, Gates())
+    assert d.action is not None and d.action.success.unhealthy_since == now
+    # Started at the heartbeat, the cordon comes at once (the grace is over).
+    first = decide(Record(uid=silent.uid), silent, now, cfg, Gates(heartbeat_at=now - 45))
+    assert first.action is not None
+    rec = first.action.success
+    assert rec.phase is Phase.SUSPECT
+    d = decide(rec, silent, now, cfg, Gates(heartbeat_at=now - 45))
+    assert d.action is not None and d.action.kind is Kind.CORDON
+
+
+def test_a_policys_ready_unknown_duration_counts_from_the_last_heartbeat() -> None:
+    from noderecover.core.machine import grace_deadline
+
+    cfg = make_config(grace=300, condition_graces=(("Ready", "Unknown", 30.0),))
+    node = obs(cfg, ready="Unknown", since=T0)
+    assert grace_deadline(T0 - 45, node, cfg) == T0 + 1 + 30
+    assert grace_deadline(T0 - 45, node, cfg, heartbeat_at=T0 - 45) == T0 - 15
+    # Never before the episode's start (a flap).
+    assert grace_deadline(T0 + 20, node, cfg, heartbeat_at=T0 - 45) == T0 + 50
