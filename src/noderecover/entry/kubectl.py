@@ -557,6 +557,11 @@ def _why(p: Preview, cfg: Config, node: str, output: Output, out: TextIO, err: T
         grace = f"{format_age(left)} left" if left > 0 else "over"
         unhealthy_for = format_age(r.unhealthy_for)
         out.write(f"Unhealthy for {unhealthy_for}; grace {format_duration(cfg.grace)}: {grace}\n")
+        if cfg.watch_node_leases and cfg.grace_from_heartbeat and r.ready == "Unknown":
+            out.write(
+                "  (the controller counts a silent node's grace from its last heartbeat it saw, "
+                "up to node-monitor-grace earlier; this preview counts from the Ready transition)\n"
+            )
     out.write(
         "Gates: "
         + ("managed" if r.managed else "NOT matched by --node-selector")
@@ -566,7 +571,11 @@ def _why(p: Preview, cfg: Config, node: str, output: Output, out: TextIO, err: T
         + f"; max concurrent {cfg.max_concurrent}; removals/hour {cfg.max_removals_per_hour}\n"
     )
     vols = ", ".join(r.volumes) if r.volumes else "none seen"
-    out.write(f"Removal: {cfg.removal_mode} (--removal {cfg.removal}); volumes attached: {vols}\n")
+    removal = r.removal or cfg.removal_mode
+    out.write(
+        f"Removal: {removal} (--removal {cfg.removal}); proof the node is off: {r.proof}; "
+        f"volumes attached: {vols}\n"
+    )
     return EXIT_OK
 
 

@@ -23,9 +23,10 @@ from typing import Any, TextIO
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.display import format_age, table
-from noderecover.core.machine import Phase, unhealthy
+from noderecover.core.machine import Phase, node_proof, unhealthy
 from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
 from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT
+from noderecover.core.proof import proof_of, removal_mode
 from noderecover.core.safety import exclusion, in_population
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
@@ -56,6 +57,8 @@ class NodeReport:
     excluded: str | None = None
     managed: bool = True
     policy: str = "(flags)"  # the NodeRecoveryPolicy governing it; "-": none
+    proof: str = "none"  # why the node is believed off (core.proof), as this read shows it
+    removal: str = ""  # the removal it would get with that proof ("" = the settings')
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -143,6 +146,8 @@ async def preview(
         d = decisions.get(name)
         since = parse_time(obs.annotations.get(ANN_PHASE_SINCE))
         policy, ungoverned = _governed_by(c, name)
+        proof = node_proof(d.record, obs) if d is not None else proof_of(obs, None)
+        removal = removal_mode(ncfg, proof)
         base = NodeReport(
             node=name,
             ready=status,
@@ -156,6 +161,8 @@ async def preview(
             excluded=exclusion(obs, ncfg),
             policy=policy,
             managed=ungoverned is None,
+            proof=str(proof),
+            removal=removal,
         )
         if not c.policies.active and not in_population(obs, cfg):
             reports.append(
@@ -190,7 +197,7 @@ async def preview(
         if d.wake_at is not None and d.action is None and d.blocked is None:
             next_in = max(0.0, d.wake_at - now)
             why += f" (next step in {format_age(next_in)})"
-        if note := plan_note(ncfg.removal_mode, held.get(name, [])):
+        if note := plan_note(removal, held.get(name, [])):
             why += f"; {note}"
         reports.append(
             dataclasses.replace(
@@ -230,6 +237,8 @@ def report_dict(r: NodeReport) -> dict[str, Any]:
         "managed": r.managed,
         "policy": r.policy,
         "volumes": list(r.volumes),
+        "proof": r.proof,
+        "removal": r.removal,
         "conditions": [
             {"type": c.type, "status": c.status, "reason": c.reason, "since": _time(c.since)}
             for c in r.conditions
