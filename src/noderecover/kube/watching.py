@@ -124,6 +124,9 @@ class Watcher(Generic[T]):
         self._relist = anyio.Event()
         self._relisted = anyio.Event()
         self._stream_scope: anyio.CancelScope | None = None
+        # The events counter's child per event type: `labels()` costs as much as parsing a
+        # small event (a kube-node-lease watch is one event per node every 10 s).
+        self._event_counters = {t: WATCH_EVENTS.labels(resource, t) for t in EVENT_TYPES}
 
     def stale(self) -> bool:
         """True until the first LIST, or when no progress was made for `silence`."""
@@ -269,7 +272,7 @@ class Watcher(Generic[T]):
             self._count_bad("unknown-type")
             log.warning("%s watch: skipped an event of type %.40r", self.resource, etype)
             return
-        WATCH_EVENTS.labels(self.resource, etype).inc()
+        self._event_counters[etype].inc()
         if etype == "ERROR":
             self._error_event(obj)
         if etype == "BOOKMARK":
