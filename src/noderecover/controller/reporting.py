@@ -209,9 +209,14 @@ def message(rec: Record, cfg: Config) -> str:
                 if cfg.watch_node_leases
                 else ""
             )
+            since = (
+                " (Ready=Unknown: counted from its last heartbeat seen)"
+                if cfg.watch_node_leases and cfg.grace_from_heartbeat
+                else ""
+            )
             return (
-                f"Node unhealthy; remediation starts after the {cfg.grace:.0f}s grace{lease}"
-                " unless it recovers."
+                f"Node unhealthy; remediation starts after the {cfg.grace:.0f}s grace{since}"
+                f"{lease} unless it recovers."
             )
         case Phase.CORDONED:
             return "Node cordoned by noderecover; draining next."
@@ -229,9 +234,17 @@ def message(rec: Record, cfg: Config) -> str:
                 f"{cfg.drain_timeout:.0f}s. Nothing is forced on a live kubelet."
             )
         case Phase.REMOVING:
-            return f"Drained; removing the node ({cfg.removal_mode}) once its kubelet is gone."
+            auto = (
+                " (auto: out-of-service, then delete, for a node proven off: a fence, or the "
+                "cloud's shutdown taint)"
+                if cfg.removal == "auto" and not cfg.fencing
+                else ""
+            )
+            return (
+                f"Drained; removing the node ({cfg.removal_mode}{auto}) once its kubelet is gone."
+            )
         case Phase.REMOVED:
-            return f"Node removed ({cfg.removal_mode}); its pods can start elsewhere."
+            return f"Node removed; its pods can start elsewhere (--removal {cfg.removal})."
         case Phase.HEALTHY:
             return "Node healthy again; noderecover undid its cordon/taint and stopped."
     return rec.phase.value  # pragma: no cover
