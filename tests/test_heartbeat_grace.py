@@ -180,14 +180,15 @@ async def test_a_heartbeat_older_than_the_grace_at_notready_removes_at_once(
     took = h.controller.timeline.now() - notready
     if history:
         assert took < 5.0, f"removed {took:.1f}s after NotReady"
-        # Its grace started at the last heartbeat, written on the Node like any start.
+        # The Node says when it was seen unhealthy (what a new leader resumes from: it counts
+        # from there, never earlier); the grace counted from the heartbeat in memory.
         since = [
             r.body["metadata"]["annotations"].get(ANN_UNHEALTHY_SINCE)
             for r in kube.requests_matching("PATCH", r"^/api/v1/nodes/w1$")
             if isinstance(r.body, dict)
         ]
         first = parse_time(next(s for s in since if s))
-        assert first is not None and first <= notready - 40
+        assert first is not None and first >= notready - 1
     else:
         assert took >= 30.0, f"removed {took:.1f}s after NotReady"
     # Every force was decided on a fresh read of the Node and its Lease made right before.
@@ -231,17 +232,21 @@ def test_a_new_episode_of_a_silent_node_starts_at_its_last_heartbeat() -> None:
     silent = obs(cfg, ready="Unknown")
     d = decide(Record(uid=silent.uid), silent, now, cfg, Gates(heartbeat_at=now - 45))
     assert d.action is not None and d.action.kind is Kind.PERSIST
-    assert d.action.success.unhealthy_since == now - 45
+    # Seen unhealthy now (persisted: a new leader resumes from it); the grace counts from
+    # the heartbeat (in memory).
+    assert d.action.success.unhealthy_since == now
+    assert d.action.success.heartbeat_start == now - 45
     assert d.wake_at == now - 15
     # Never later than now, never from a heartbeat when Ready is not Unknown.
     d = decide(Record(uid=silent.uid), silent, now, cfg, Gates(heartbeat_at=now + 5))
-    assert d.action is not None and d.action.success.unhealthy_since == now
+    assert d.action is not None and d.action.success.heartbeat_start is None
     notready = obs(cfg, ready="False")
     d = decide(Record(uid=notready.uid), notready, now, cfg, Gates(heartbeat_at=now - 45))
-    assert d.action is not None and d.action.success.unhealthy_since == now
+    assert d.action is not None and d.action.success.heartbeat_start is None
     # Unknown: today's rule.
     d = decide(Record(uid=silent.uid), silent, now, cfg, Gates())
-    assert d.action is not None and d.action.success.unhealthy_since == now
+    assert d.action is not None and d.action.success.heartbeat_start is None
+    assert d.wake_at == now + 30
     # Started at the heartbeat, the cordon comes at once (the grace is over).
     first = decide(Record(uid=silent.uid), silent, now, cfg, Gates(heartbeat_at=now - 45))
     assert first.action is not None
@@ -249,6 +254,12 @@ def test_a_new_episode_of_a_silent_node_starts_at_its_last_heartbeat() -> None:
     assert rec.phase is Phase.SUSPECT
     d = decide(rec, silent, now, cfg, Gates(heartbeat_at=now - 45))
     assert d.action is not None and d.action.kind is Kind.CORDON
+    # A flap (healthy again, then silent) forgets the heartbeat: a whole grace from the flap.
+    healthy = obs(cfg, ready="True")
+    rec = decide(d.action.success, healthy, now + 1, cfg, Gates()).record
+    d = decide(rec, silent, now + 2, cfg, Gates(heartbeat_at=now - 45))
+    assert d.flapped and d.record.heartbeat_start is None
+    assert d.wake_at == now + 2 + 30
 
 
 def test_a_policys_ready_unknown_duration_counts_from_the_last_heartbeat() -> None:
@@ -256,7 +267,8 @@ def test_a_policys_ready_unknown_duration_counts_from_the_last_heartbeat() -> No
 
     cfg = make_config(grace=300, condition_graces=(("Ready", "Unknown", 30.0),))
     node = obs(cfg, ready="Unknown", since=T0)
-    assert grace_deadline(T0 - 45, node, cfg) == T0 + 1 + 30
-    assert grace_deadline(T0 - 45, node, cfg, heartbeat_at=T0 - 45) == T0 - 15
-    # Never before the episode's start (a flap).
-    assert grace_deadline(T0 + 20, node, cfg, heartbeat_at=T0 - 45) == T0 + 50
+    assert grace_deadline(T0 + 2, node, cfg) == T0 + 2 + 30
+    assert grace_deadline(T0 + 2, node, cfg, heartbeat_at=T0 - 45) == T0 - 15
+    # Not for a node that is not silent.
+    ready_false = obs(cfg, ready="False", since=T0)
+    assert grace_deadline(T0 + 2, ready_false, cfg, heartbeat_at=T0 - 45) == T0 + 2 + 300

@@ -14,7 +14,13 @@ Invariants (tests/test_machine_properties.py checks them on arbitrary sequences)
   removal also needs the hourly budget.
 - Grace: remediation needs `grace` of *continuous* unhealthiness: no forward step, in any
   phase, before `unhealthy_since + grace`, and `unhealthy_since` is never earlier than the
-  node has provably been unhealthy.
+  node has provably been unhealthy. One exception, for a silent node (Ready=Unknown) whose
+  episode started from Healthy while we knew its last sign of life (`Gates.heartbeat_at`:
+  the last change of its heartbeat Lease we saw, or later the view showing it not silent):
+  the grace counts from that moment (`Record.heartbeat_start`, in memory, cleared by a
+  flap), because kube-controller-manager writes Ready=Unknown only node-monitor-grace after
+  it. Every force still needs the Lease stale for its own leaseDurationSeconds in a fresh
+  read.
 - A malformed Node (`NodeObs.malformed`) is never acted on: no forward step, no restore, no
   annotation write.
 - Recovery: healthy continuously for `healthy_delay` -> restore. Only a cordon or taint that
@@ -174,6 +180,11 @@ class Record:
     # The cloud's shutdown taint was seen on the node in this stretch of unhealthiness: its
     # disappearance (in the view or a fresh read) is a sign of life, a flap (core.proof).
     shutdown: bool = False
+    # The last sign of life seen of a silent node whose episode started from Healthy (timeline;
+    # `Gates.heartbeat_at` then): the grace counts from it when earlier than
+    # `unhealthy_since`. Not persisted (a new leader counts from `unhealthy_since`), cleared by
+    # a flap.
+    heartbeat_start: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +517,7 @@ def _flap(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision | None
         flaps=rec.flaps + 1,
         transition=newest,
         shutdown=False,
+        heartbeat_start=None,
     )
     damped = "grace timer restarted" if rec.phase is Phase.SUSPECT else "remediation held"
     return Decision(
@@ -527,16 +539,16 @@ def _healthy(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -
     Ready=Unknown only node-monitor-grace (40-50 s) after its last heartbeat, and that wait
     is not added on top of the grace. Never later than now, never from a guess: unknown, it
     is now (today's rule)."""
-    start = now
-    if obs.silent and gates.heartbeat_at is not None:
-        start = min(now, gates.heartbeat_at)
-    new = _new_episode(rec, obs, now, start, Start.UNHEALTHY)
-    since = f" from the last heartbeat seen, {now - start:.0f}s ago" if start < now else ""
+    new = _new_episode(rec, obs, now, now, Start.UNHEALTHY)
+    since = ""
+    if obs.silent and gates.heartbeat_at is not None and gates.heartbeat_at < now:
+        new = dataclasses.replace(new, heartbeat_start=gates.heartbeat_at)
+        since = f" from the last heartbeat seen, {now - gates.heartbeat_at:.0f}s ago"
     return Decision(
         rec,
         _act(Kind.PERSIST, obs, new),
         why=f"unhealthy ({_describe(obs)}), grace timer started{since}",
-        wake_at=grace_deadline(start, obs, cfg, gates.heartbeat_at),
+        wake_at=grace_deadline(now, obs, cfg, new.heartbeat_start),
     )
 
 
@@ -678,7 +690,7 @@ def _removed(rec: Record, obs: NodeObs, now: float, cfg: Config) -> Decision:
 def _deadline(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> float:
     """When this stretch of unhealthiness has lasted its grace (see `grace_deadline`)."""
     start = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
-    return grace_deadline(start, obs, cfg, gates.heartbeat_at)
+    return grace_deadline(start, obs, cfg, rec.heartbeat_start)
 
 
 def node_proof(rec: Record, obs: NodeObs) -> Proof:
@@ -748,26 +760,31 @@ def grace_deadline(
     (its lastTransitionTime, to the end of that second) but never from before `start` (the
     episode's start or last flap); the earliest of those deadlines counts. A condition
     showing for less than its own duration never triggers a remediation, however long
-    another condition (with a longer duration) has been showing. Ready=Unknown began at the
-    node's last sign of life when we saw it (`heartbeat_at`, see `Gates`), if that is earlier.
+    another condition (with a longer duration) has been showing.
+
+    `heartbeat_at`: the last sign of life seen of a silent node whose episode started then
+    (`Record.heartbeat_start`): its silence (the flags' grace, a policy's Ready=Unknown
+    duration) counts from it when earlier than `start`.
     """
+    silent_from = start
+    if heartbeat_at is not None and obs.silent:
+        silent_from = min(start, heartbeat_at)
     if not cfg.condition_graces:
-        return start + cfg.grace
+        return silent_from + cfg.grace
 
     def began(c: Condition) -> float:
-        since = (c.since or 0.0) + CONDITION_TIME_PRECISION
-        if heartbeat_at is not None and (c.type, c.status) == ("Ready", "Unknown"):
-            return min(since, heartbeat_at)
-        return since
+        if silent_from < start and (c.type, c.status) == ("Ready", "Unknown"):
+            return silent_from
+        return max(start, (c.since or 0.0) + CONDITION_TIME_PRECISION)
 
     ends = [
-        max(start, began(c)) + seconds
+        began(c) + seconds
         for c in obs.conditions
         if c.since is not None
         for ctype, status, seconds in cfg.condition_graces
         if (c.type, c.status) == (ctype, status)
     ]
-    return min(ends) if ends else start + cfg.grace
+    return min(ends) if ends else silent_from + cfg.grace
 
 
 def _gate(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> str | None:
