@@ -393,6 +393,7 @@ def _opts() -> list[_Opt]:
             "count a silent node's grace from its last heartbeat seen, not from NotReady",
             d.grace_from_heartbeat,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--kubeconfig",
