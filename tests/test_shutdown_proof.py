@@ -64,7 +64,7 @@ async def dead(kube: FakeKube, h: Harness, node: str = "w1") -> None:
     kube.set_kubelet_alive(node, False)
     kube.set_node_ready(node, "Unknown", "NodeStatusUnknown")
     shut_down(kube, node)
-    await h.until(lambda: node in h.controller.records, advance=0.1)
+    await h.until(lambda: node in h.controller.records, advance=0.1, real_timeout=30)
 
 
 async def test_auto_takes_the_out_of_service_path_for_a_node_the_cloud_shut_down(
@@ -75,7 +75,9 @@ async def test_auto_takes_the_out_of_service_path_for_a_node_the_cloud_shut_down
     kube.add_volume_attachment("va-1", "w1", "pv-1")
     h: Harness = await harness_factory(grace=10, removal="auto")
     await dead(kube, h)
-    await h.until(lambda: bool(oos_patches(kube)), advance=0.5, what="out-of-service taint")
+    await h.until(
+        lambda: bool(oos_patches(kube)), advance=0.5, what="out-of-service taint", real_timeout=30
+    )
     node = kube.get_node("w1")
     assert node is not None and node["spec"].get("taints")
     assert any(t["key"] == OUT_OF_SERVICE_KEY for t in node["spec"]["taints"])
@@ -83,7 +85,7 @@ async def test_auto_takes_the_out_of_service_path_for_a_node_the_cloud_shut_down
     await h.idle(3)
     assert kube.get_node("w1") is not None
     kube.remove_volume_attachment("va-1")
-    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="deleted")
+    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="deleted", real_timeout=30)
 
 
 async def test_the_shutdown_taint_replaces_the_fence(
@@ -95,7 +97,7 @@ async def test_the_shutdown_taint_replaces_the_fence(
     fence = ("/bin/sh", "-c", f"touch {ran}; exit 1")
     h: Harness = await harness_factory(grace=10, removal="auto", fence_command=fence)
     await dead(kube, h)
-    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed")
+    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed", real_timeout=30)
     assert oos_patches(kube), "auto = both: tainted first"
     assert not ran.exists()
 
@@ -107,7 +109,7 @@ async def test_without_the_shutdown_taint_auto_deletes_only(
     h: Harness = await harness_factory(grace=10, removal="auto")
     kube.set_kubelet_alive("w1", False)
     kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
-    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed")
+    await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed", real_timeout=30)
     assert not oos_patches(kube)
 
 
@@ -120,7 +122,10 @@ async def test_the_shutdown_taint_gone_in_the_fresh_read_is_a_sign_of_life(
     h: Harness = await harness_factory(grace=10, removal="auto")
     await dead(kube, h)
     await h.until(
-        lambda: h.controller.records["w1"].phase is Phase.REMOVING, advance=0.1, what="drained"
+        lambda: h.controller.records["w1"].phase is Phase.REMOVING,
+        advance=0.1,
+        what="drained",
+        real_timeout=30,
     )
     kube.silence_watches()  # the view keeps the taint...
     untaint(kube)  # ...the API has none
@@ -136,9 +141,11 @@ async def test_the_shutdown_taint_gone_from_the_view_is_a_flap(
     cluster(kube)
     h: Harness = await harness_factory(grace=30, removal="auto")
     await dead(kube, h)
-    await h.until(lambda: h.controller.records["w1"].shutdown, advance=0.1)
+    await h.until(lambda: h.controller.records["w1"].shutdown, advance=0.1, real_timeout=30)
     untaint(kube)
-    await h.until(lambda: h.controller.records["w1"].flaps == 1, advance=0.1, what="flap")
+    await h.until(
+        lambda: h.controller.records["w1"].flaps == 1, advance=0.1, what="flap", real_timeout=30
+    )
     await h.idle(20)
     assert not oos_patches(kube)
     assert not kube.requests_matching("DELETE", r"^/api/v1/nodes/w1$")
