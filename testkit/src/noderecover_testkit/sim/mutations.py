@@ -111,8 +111,10 @@ def decision_older_than_write() -> Undo:
     undo1 = _edit(WritePath, "_allow", ("if age > EVIDENCE_SLACK:", "if False:"))
     orig = WritePath.evidence
 
-    async def evidence(self: Any, node: str, uid: str, transition: Any, step: Any) -> Any:
-        ev = await orig(self, node, uid, transition, step)
+    async def evidence(
+        self: Any, node: str, uid: str, transition: Any, step: Any, *rest: Any
+    ) -> Any:
+        ev = await orig(self, node, uid, transition, step, *rest)
         if step in FORCE and ev.stop is None:
             await self._clock.sleep(SLOW_WORK)
         return ev
@@ -338,7 +340,7 @@ MUTATIONS: dict[str, Mutation] = {
         "kubelet-alive",
     ),
     "3": _m("liveness-scale", liveness_scale, "partition", range(40), "kubelet-alive"),
-    "4": _m("ownership-lost", ownership_lost, "lost-reply", range(40), "left-behind"),
+    "4": _m("ownership-lost", ownership_lost, "lost-reply", range(40, 80), "left-behind"),
     "5": _m("stale-claims", stale_claims, "operator", range(40), "operator-change-undone"),
     "6": _m("limits", limits, "partition,notready", range(40), "max-concurrent"),
     "8": _m("silent", silent, "policy-churn", range(40), "liveness"),
