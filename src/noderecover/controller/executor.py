@@ -62,7 +62,7 @@ from noderecover.core.machine import (
 )
 from noderecover.core.nodes import ANN_TAINTED, OUT_OF_SERVICE_KEY
 from noderecover.core.reasons import GATES
-from noderecover.core.settings import Config
+from noderecover.core.settings import Config, RemovalMode
 from noderecover.core.volumes import (
     MAX_WAIT_FOR_UNMOUNT,
     VOLUMES_ATTACHED,
@@ -337,7 +337,7 @@ class Executor:
         for the rules). Slow reads (VolumeAttachments, pods) and Events come before that read."""
         cfg = self._config_for(action.node)
         mode = cfg.removal_mode
-        taints = cfg.taints
+        taints = mode.taints
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
         step = Step.TAINT if taints else Step.DELETE_NODE
@@ -346,7 +346,7 @@ class Executor:
                 # Before the taint: with it, the volumes may be gone before the wait first
                 # looks (detached in ~100 ms), and they are followed from here.
                 await self._follow_volumes(action, rec)
-            elif mode == "delete":
+            elif not mode.taints:
                 await self._warn_attached(action, rec)
             # One pass per fresh read: the taint's own (then re-read), and conflicts.
             for _ in range(DELETE_CONFLICT_RETRIES + 1):
@@ -389,20 +389,20 @@ class Executor:
                         if held is not None:
                             result = held
                             break
-                        if mode == "both":
+                        if mode.deletes:
                             # Time passed while waiting: the DELETE is decided on a new read.
                             ev = await self.evidence(action, Step.DELETE_NODE)
                             if (stop := self._removal_stop(ev, mode)) is not None:
                                 result = stop
                                 break
-                    if mode in {"delete", "both"}:
+                    if mode.deletes:
                         if await self.writes.delete_node(ev):
                             log.warning(
                                 "deleted node %s (Ready=Unknown, kubelet silent in a read "
                                 "made right before)",
                                 action.node,
                             )
-                    elif mode == "out-of-service":
+                    else:
                         success = dataclasses.replace(action.success, tainted=ours)
                         await self._annotate(action, success)
                     result = Result(Outcome.OK)
@@ -425,11 +425,11 @@ class Executor:
         # claim it.
         return dataclasses.replace(result, tainted=ours) if taints else result
 
-    def _removal_stop(self, ev: Evidence, mode: str) -> Result | None:
+    def _removal_stop(self, ev: Evidence, mode: RemovalMode) -> Result | None:
         """What a fresh read says before a removal step: gone (done, unless the Node was to
         be kept), a gate or a flap (stopped), a live kubelet (held); None: go on."""
         if ev.stop is Outcome.GONE:
-            return Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
+            return Result(Outcome.OK if mode.deletes else Outcome.GONE)
         if ev.stop is not None:
             return self._stopped(ev)
         if not ev.dead:

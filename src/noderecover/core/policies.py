@@ -36,7 +36,7 @@ from noderecover.core.nodes import format_time, parse_time
 from noderecover.core.pauses import Pause
 from noderecover.core.reasons import Blocked
 from noderecover.core.selectors import Requirement, Selector, key_error, value_error
-from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
+from noderecover.core.settings import REMOVAL_MODES, Config, Removal, Threshold
 
 GROUP = "noderecover.io"
 VERSION = "v1alpha1"
@@ -206,7 +206,7 @@ def _overrides(spec: Mapping[str, Any], base: Config, selector: Selector) -> dic
     if (removal := spec.get("removal")) is not None:
         if removal not in REMOVAL_MODES:
             raise ValueError(f"spec.removal: {removal!r} is not one of {', '.join(REMOVAL_MODES)}")
-        out["removal"] = removal
+        out["removal"] = Removal(removal)
     if (fencing := spec.get("fencing")) is not None:
         if not isinstance(fencing, bool):
             raise ValueError(f"spec.fencing: {fencing!r} is not true or false")

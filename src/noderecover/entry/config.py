@@ -24,7 +24,7 @@ from typing import Any
 
 from noderecover.core.safety import CONTROL_PLANE_LABELS
 from noderecover.core.selectors import Requirement, Selector, parse_selector
-from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
+from noderecover.core.settings import REMOVAL_MODES, Config, Removal, Threshold
 
 __all__ = [
     "CONTROL_PLANE_LABELS",
@@ -135,10 +135,10 @@ def parse_conditions(text: str) -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
-def parse_removal(text: str) -> str:
+def parse_removal(text: str) -> Removal:
     if text not in REMOVAL_MODES:
         raise ValueError(f"unknown removal mode {text!r} (want one of {', '.join(REMOVAL_MODES)})")
-    return text
+    return Removal(text)
 
 
 def parse_positive_int(text: str) -> int:
