@@ -53,7 +53,11 @@ class FenceAgent:
             raise FenceError(Blocked.FENCE_SECRET, creds.scrub(str(exc))) from None
         opts["--action"] = action
         where = f"{self._spec.agent} --action {action} for {target}"
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "LANG": "C",
+            "PYTHONWARNINGS": "ignore",  # the agents' own deprecation noise out of messages
+        }
         try:
             return await run([self._path], stdin=agent_stdin(opts), env=env, timeout=self._timeout)
         except TimeoutError as exc:
@@ -67,6 +71,8 @@ class FenceAgent:
             f"{ran.output[-300:]}"
         )
         low = ran.output.lower()
+        if "waiting to power off" in low:  # the agent's own read-back never saw Off
+            return FenceError(Blocked.FENCE_NOT_OFF, text)
         if any(h in low for h in _UNREACHABLE_HINTS):
             return FenceError(Blocked.FENCE_UNREACHABLE, text, retryable=True)
         return FenceError(Blocked.FENCE_REFUSED, text)
