@@ -51,10 +51,14 @@ UUID_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 UUID_B = "bbbbbbbb-0000-4000-8000-00000000000b"
 CLOCK = SystemClock()
 
-needs_agents = pytest.mark.skipif(
-    not fence_agents_installed(),
-    reason="Debian's fence-agents and ipmitool: hack/test.sh installs them (apt)",
-)
+
+@pytest.fixture
+def agents() -> None:
+    """Debian's fence agents and ipmitool (hack/test.sh installs them with apt): never a skip."""
+    assert fence_agents_installed(), (
+        "Debian's fence-agents and ipmitool are missing: hack/test.sh installs them "
+        "(apt-get install fence-agents ipmitool)"
+    )
 
 
 def _fence(provider: Any, target: Target, creds: Credentials, timeout: float = 40.0) -> Fenced:
@@ -336,7 +340,7 @@ class _Cmdlines:
         self._thread.join()
 
 
-@needs_agents
+@pytest.mark.usefixtures("agents")
 def test_fence_ipmilan_powers_the_bmc_off_with_nothing_on_its_command_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -353,7 +357,7 @@ def test_fence_ipmilan_powers_the_bmc_off_with_nothing_on_its_command_line(
     _no_secret_anywhere(None, caplog, PASSWORD)
 
 
-@needs_agents
+@pytest.mark.usefixtures("agents")
 def test_fence_ipmilan_wrong_password_is_refused_and_leaks_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -367,7 +371,7 @@ def test_fence_ipmilan_wrong_password_is_refused_and_leaks_nothing(
     _no_secret_anywhere(err, caplog, wrong, PASSWORD)
 
 
-@needs_agents
+@pytest.mark.usefixtures("agents")
 def test_fence_ipmilan_on_a_bmc_that_never_powers_off_is_not_off(tmp_path: Path) -> None:
     """The BMC accepts the power-off and the machine stays on (a provider that lies): the
     agent's own read-back catches it, and the node is not called off."""
@@ -386,7 +390,7 @@ def test_fence_ipmilan_on_a_bmc_that_never_powers_off_is_not_off(tmp_path: Path)
         assert bmc.power == "on"
 
 
-@needs_agents
+@pytest.mark.usefixtures("agents")
 def test_fence_redfish_through_the_emulator(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -53,7 +53,10 @@ class Redfish:
             url,
             auth=sushy.auth.BasicAuth(username=user, password=password),
             verify=self._spec.verify_tls,
-            server_side_retries=0,
+            # One attempt per call (sushy reads 0 as its default of 3 connection attempts):
+            # the runner retries, within the fence's deadline.
+            server_side_retries=1,
+            server_side_retries_delay=0.5,
             read_timeout=self._timeout,
             connect_timeout=self._timeout,
         )
