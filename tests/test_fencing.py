@@ -18,7 +18,8 @@ import anyio
 import pytest
 from noderecover_testkit.fixtures import make_node
 
-from noderecover.base.clock import SystemClock
+from noderecover.base.clock import FakeClock, SystemClock
+from noderecover.controller.writes import Held, Step, WritePath
 from noderecover.core.fencing import (
     ANN_FENCE_ADDRESS,
     FenceAction,
@@ -44,7 +45,8 @@ from noderecover.fencing.command import Command
 from noderecover.fencing.provider import Credentials, FenceError, PowerState
 from noderecover.fencing.registry import provider_for
 from noderecover.fencing.runner import fence_node
-from tests.conftest import Harness
+from noderecover.kube.client import KubeClient
+from tests.conftest import Harness, make_config
 from tests.emulators import free_port
 from tests.fakeapi import FakeKube
 from tests.test_controller import Start, cluster, phase
@@ -481,3 +483,70 @@ async def test_an_unreachable_bmc_is_a_visible_block_with_no_credential_anywhere
         "noderecover_fences_total", {"provider": "redfish", "outcome": "fence-unreachable"}
     )
     assert value is not None and value >= 1
+
+
+# -- the write path: the rule applied again right before the power request ------------------
+
+
+@dataclasses.dataclass
+class SlowCheck(Scripted):
+    """A provider whose check takes (fake) time, during which `meanwhile` happens."""
+
+    clock: FakeClock | None = None
+    meanwhile: Any = None
+
+    async def check(self, target: Target, creds: Credentials) -> None:
+        assert self.clock is not None
+        self.clock.advance(3.0)  # longer than EVIDENCE_SLACK
+        if self.meanwhile is not None:
+            self.meanwhile()
+
+
+async def _fence_through_the_write_path(
+    kube: FakeKube, client: KubeClient, meanwhile: Any
+) -> tuple[SlowCheck, BaseException | None]:
+    kube.add_node("w1", "Unknown")
+    kube.patch_node("w1", {"spec": {"providerID": "aws:///eu-west-1a/i-0aaa"}})
+    node = kube.get_node("w1")
+    assert node is not None
+    clock = FakeClock()
+    writes = WritePath(client, clock, make_config(watch_node_leases=False), lambda: True)
+    ev = await writes.evidence("w1", node["metadata"]["uid"], None, Step.FENCE)
+    provider = SlowCheck(
+        kind=Provider.AWS, states=[PowerState.OFF], clock=clock, meanwhile=meanwhile
+    )
+    try:
+        await writes.fence(ev, provider, FenceSpec(Provider.AWS), Credentials(), 30.0)
+    except (Held, FenceError) as exc:
+        return provider, exc
+    return provider, None
+
+
+async def test_the_fence_is_sent_after_a_slow_check_only_on_a_new_read(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    provider, err = await _fence_through_the_write_path(kube, client, None)
+    assert err is None and provider.fences == 1
+    reads = kube.requests_matching("GET", r"^/api/v1/nodes/w1$")
+    assert len(reads) == 2  # the evidence, and again after the 3 s check
+
+
+async def test_a_node_back_during_the_check_is_not_fenced(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    provider, err = await _fence_through_the_write_path(
+        kube, client, lambda: kube.set_node_ready("w1", "True")
+    )
+    assert isinstance(err, Held) and provider.fences == 0
+
+
+async def test_another_machine_under_the_node_during_the_check_is_not_fenced(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    provider, err = await _fence_through_the_write_path(
+        kube,
+        client,
+        lambda: kube.patch_node("w1", {"spec": {"providerID": "aws:///eu-west-1a/i-0bbb"}}),
+    )
+    assert isinstance(err, FenceError) and err.reason is Blocked.FENCE_NO_TARGET
+    assert provider.fences == 0

@@ -342,7 +342,9 @@ class Executor:
         if not ev.dead:
             return Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
         try:
-            await self.writes.fence(ev, provider, cfg.fence, creds, cfg.fence_timeout)
+            await self.writes.fence(
+                ev, provider, cfg.fence, creds, cfg.fence_timeout, action.transition
+            )
         except FenceError as exc:
             return self._fence_blocked(action, provider.kind, exc)
         self._fence_failures.pop(action.uid, None)

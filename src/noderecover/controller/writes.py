@@ -442,12 +442,18 @@ class WritePath:
         spec: FenceSpec,
         creds: Credentials,
         timeout: float,
+        transition: float | None = None,
     ) -> Fenced | None:
         """Fence the machine of `ev` through `provider` and read it back off, bounded by
         `timeout`; None in dry-run. What is fenced is what the fresh read shows: the Node's
         uid with its providerID or BMC address (core.fencing.target_for), never the name
-        alone, so a machine re-created under the name is not the target. Raises Held (a gate
-        or the evidence), FenceError (not proven off: its Blocked reason)."""
+        alone, so a machine re-created under the name is not the target.
+
+        The provider's check (a read of the BMC or the cloud API) comes first; right before
+        each power request the rule is applied again: leadership, the gates, and evidence no
+        older than EVIDENCE_SLACK - read again (Node and heartbeat Lease) when the check took
+        longer, and the machine it names must still be the target. Raises Held (a gate or the
+        evidence), FenceError (not proven off: its Blocked reason)."""
         fresh = ev.fresh
         if fresh is None or ev.stop is not None:
             raise Held(ev.reason or EVIDENCE_STALE)
@@ -458,8 +464,33 @@ class WritePath:
         self._allow(Step.FENCE, ev.node, ev)
         if self._dry("fence", str(target)):
             return None
+        latest = ev
+
+        async def right_before() -> None:
+            nonlocal latest
+            if self._clock.monotonic() - latest.answered > EVIDENCE_SLACK:
+                latest = await self.evidence(ev.node, ev.uid, transition, Step.FENCE)
+                if latest.fresh is not None and latest.stop is None:
+                    try:
+                        again = target_for(spec, latest.fresh)
+                    except NoTarget as exc:
+                        raise FenceError(Blocked.FENCE_NO_TARGET, str(exc)) from None
+                    if again != target:
+                        raise FenceError(
+                            Blocked.FENCE_NO_TARGET,
+                            f"node {ev.node}: what it names changed during the fence "
+                            f"({target} -> {again}): not fenced",
+                        )
+            self._allow(Step.FENCE, ev.node, latest)
+
         return await fence_node(
-            provider, target, creds, spec.action, timeout=timeout, clock=self._clock
+            provider,
+            target,
+            creds,
+            spec.action,
+            timeout=timeout,
+            clock=self._clock,
+            before_fence=right_before,
         )
 
     async def taint(self, ev: Evidence, annotations: Mapping[str, str | None]) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -51,8 +52,12 @@ async def fence_node(
     rng: random.Random | None = None,
     tries: int = TRIES,
     poll: float = POLL,
+    before_fence: Callable[[], Awaitable[None]] | None = None,
 ) -> Fenced:
-    """Fence `target` and read it back Off; FenceError otherwise (see the module doc)."""
+    """Fence `target` and read it back Off; FenceError otherwise (see the module doc).
+
+    `before_fence()` is awaited right before each power request, after the check: the
+    caller's last word (leadership, gates, evidence still fresh); it raises to stop."""
     start = clock.monotonic()
     deadline = start + timeout
     backoff = Backoff(base=1.0, cap=10.0, rng=rng or random.Random())
@@ -62,6 +67,8 @@ async def fence_node(
             with anyio.fail_after(max(0.0, deadline - clock.monotonic())):
                 stage = "check"
                 await provider.check(target, creds)
+                if before_fence is not None:
+                    await before_fence()
                 stage = "fence"
                 await provider.fence(target, creds, action)
                 log.warning("fence %s of %s requested through %s", action, target, provider.kind)
