@@ -1,27 +1,44 @@
 # syntax=docker/dockerfile:1
-# noderecover image: wheels built in a throwaway stage, installed into a slim runtime with no
-# compilers and no pip cache, run as a non-root numeric user.
-ARG PYTHON_VERSION=3.12
+# noderecover image: the package and its runtime extras installed into a venv under /opt in a
+# throwaway stage, copied into a runtime stage with no compilers, no pip and no wheels, run as
+# a non-root numeric user.
+#
+#   docker build -t noderecover .                     # on python:3.12-slim
+#   buildah build --build-arg BASE=<image> -t noderecover .
+#
+# BASE: any image with python3 >= 3.11 on PATH and its venv module (`python3 -m venv` with
+# pip), at the same path in both stages. The test command builds it on a Debian bookworm
+# rootfs made by mmdebstrap (python3, python3-venv): see testkit's image.py.
+ARG BASE=python:3.12-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
+# The runtime extras: every optional-dependencies group of pyproject.toml but the test and
+# bench ones (the fence providers' libraries, when pyproject defines them).
 # step: wheels
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN extras=$(python3 -c 'import tomllib; x = set(tomllib.load(open("pyproject.toml", "rb"))["project"].get("optional-dependencies", {})) - {"test", "bench"}; print("[%s]" % ",".join(sorted(x)) if x else "")') \
+    && python3 -m venv /opt/noderecover \
+    && /opt/noderecover/bin/python -m pip wheel --no-cache-dir --wheel-dir /wheels ".${extras}" \
+    && echo "noderecover${extras}" > /wheels/requirement
+# step: install
+RUN /opt/noderecover/bin/python -m pip install --no-cache-dir --no-index --find-links /wheels "$(cat /wheels/requirement)" \
+    && /opt/noderecover/bin/python -m pip uninstall --yes pip setuptools \
+    && rm -rf /wheels
 
-FROM python:${PYTHON_VERSION}-slim
+FROM ${BASE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="noderecover" \
       org.opencontainers.image.description="Cordon, drain and remove dead nodes so StatefulSet pods move" \
       org.opencontainers.image.source="https://github.com/noderecover/noderecover" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /wheels /wheels
-# step: install
-RUN python -m pip install --no-cache-dir --no-index --find-links /wheels noderecover \
-    && rm -rf /wheels
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# fence-agents: the Debian package of the fence_* programs that --fence-command runs (fence
+# providers). Added by the fence providers' change; the line it goes on:
+# RUN apt-get update && apt-get install -y --no-install-recommends fence-agents && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/noderecover /opt/noderecover
+ENV PATH=/opt/noderecover/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["noderecover", "run"]

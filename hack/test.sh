@@ -3,27 +3,33 @@
 #   ./hack/test.sh                 # everything
 #   ./hack/test.sh -m "not e2e"    # extra args go to pytest (one pytest run, after the build)
 #
-# On a fresh machine the pinned binaries (control plane, helm, promtool) are built from the Go
-# module proxy into the cache (~10-15 min on 2 cores). That build starts first, in the
-# background, and the install, the linters and the unit suite run meanwhile; the tests that
-# need the binaries (e2e, marked `tools`) run once it is done. With the cache warm the build
-# step takes a fraction of a second.
+# On a fresh machine the pinned binaries (control plane, helm, promtool, actionlint) are built
+# from the Go module proxy into the cache (~10-15 min on 2 cores). That build starts first, in
+# the background, and the install, the linters and the unit suite run meanwhile; the tests that
+# need the binaries (e2e, marked `tools`) run once it is done. The image (the Dockerfile built
+# by buildah on a Debian base made by mmdebstrap, both installed with apt-get when missing)
+# builds beside it, in the background too (~2.5 min, mostly downloads). With the cache warm
+# each build step takes a fraction of a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 PY=${PYTHON:-python3}
 build_log=$(mktemp -t noderecover-build.XXXXXX)
+image_log=$(mktemp -t noderecover-image.XXXXXX)
 build_pid=""
+image_pid=""
 stop_build() {
-  # The build runs in its own session (setsid): its go processes go with it.
-  if [ -n "$build_pid" ] && kill -0 "$build_pid" 2>/dev/null; then
-    kill -TERM -- "-$build_pid" 2>/dev/null || kill -TERM "$build_pid" 2>/dev/null || true
-  fi
+  # Each build runs in its own session (setsid): its go / buildah processes go with it.
+  for pid in "$build_pid" "$image_pid"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
 }
 trap stop_build EXIT
 
-echo "== control plane, helm, promtool: building what is missing in the background"
+echo "== control plane, helm, promtool, actionlint: building what is missing in the background"
 build_start=$(date +%s)
 # Standard library only (plus the source trees): it does not need the venv.
 # setsid: its own process group, so stop_build takes the go processes too (without setsid,
@@ -34,8 +40,14 @@ PYTHONPATH="$PWD/src:$PWD/testkit/src" $session bash -c '
   echo $(( $(date +%s) - s )) > "$1.secs"; exit $rc' "$PY" "$build_log" >"$build_log" 2>&1 &
 build_pid=$!
 
+echo "== the image (Dockerfile, buildah, a Debian base by mmdebstrap): building if missing, in the background"
+PYTHONPATH="$PWD/src:$PWD/testkit/src" $session bash -c '
+  s=$(date +%s); "$0" -m noderecover_testkit image; rc=$?
+  echo $(( $(date +%s) - s )) > "$1.secs"; exit $rc' "$PY" "$image_log" >"$image_log" 2>&1 &
+image_pid=$!
+
 wait_build() {
-  local rc=0
+  local rc=0 irc=0
   wait "$build_pid" || rc=$?
   build_pid=""
   build_secs=$(cat "$build_log.secs" 2>/dev/null || echo "?")
@@ -46,6 +58,15 @@ wait_build() {
     exit "$rc"
   fi
   echo "== build done: ${build_secs}s building, ready ${build_wait}s after the start"
+  wait "$image_pid" || irc=$?
+  image_pid=""
+  image_secs=$(cat "$image_log.secs" 2>/dev/null || echo "?")
+  cat "$image_log"
+  if [ "$irc" -ne 0 ]; then
+    echo "== the image build failed (exit $irc): see above"
+    exit "$irc"
+  fi
+  echo "== image done: ${image_secs}s, ready $(( $(date +%s) - build_start ))s after the start"
 }
 
 if [ ! -x .venv/bin/python ]; then
@@ -107,5 +128,5 @@ else
 fi
 set -e
 test_secs=$(( $(date +%s) - test_start ))
-echo "== durations: build ${build_secs}s (overlapped with the install, linters and unit suite), tests ${test_secs}s, total $(( $(date +%s) - start ))s"
+echo "== durations: build ${build_secs}s, image ${image_secs}s (both overlapped with the install, linters and unit suite), tests ${test_secs}s, total $(( $(date +%s) - start ))s"
 exit $rc

@@ -161,9 +161,8 @@ async def harness_factory(kube: FakeKube) -> AsyncIterator[Callable[..., Any]]:
         **kw: object,
     ) -> Harness:
         """`real_events`: Events also go through a real EventRecorder to the fake API.
-        `settle`: return once the policies are known too (a 404 of the CRD is believed only
-        when seen again ABSENT_CONFIRM later on the fake clock: moved on for it); False to
-        look at the start itself."""
+        `settle`: return once the policies are known too (moved on for on the fake clock);
+        False to look at the start itself."""
         clock = FakeClock(start_wall=time.time())
         gate = FlagGate()
         c = client_for(kube)

@@ -1054,6 +1054,10 @@ class FakeKube:
             (f"{core}{nsd}/secrets/{{name}}", self._item(SECRETS)),
             (f"/apis/apps/v1{nsd}/deployments", self._collection(DEPLOYMENTS)),
             (f"/apis/apps/v1{nsd}/deployments/{{name}}", self._item(DEPLOYMENTS)),
+            (
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                self._crd_object,
+            ),
             (f"{nrp}/noderecoverypolicies", self._crd(self._collection(POLICIES))),
             (f"{nrp}/noderecoverypolicies/{{name}}", self._crd(self._item(POLICIES))),
             (
@@ -1120,6 +1124,25 @@ class FakeKube:
     def add_deployment(self, namespace: str, obj: JSON) -> JSON:
         """Create a Deployment in `namespace` (stored as given: nothing runs it)."""
         return self._create(self.stores["deployments"], obj, namespace)
+
+    async def _crd_object(self, request: web.Request) -> web.StreamResponse:
+        """GET of a CustomResourceDefinition by name: the NodeRecoveryPolicy one once
+        installed (a minimal object), any other a 404 naming it, as the API server says."""
+        name = request.match_info["name"]
+        if request.method != "GET":
+            raise ApiError(405, "method not allowed")
+        if name != "noderecoverypolicies.noderecover.io" or not self.policies_installed:
+            raise ApiError(
+                404, f'customresourcedefinitions.apiextensions.k8s.io "{name}" not found'
+            )
+        return web.json_response(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {"group": "noderecover.io", "names": {"plural": "noderecoverypolicies"}},
+            }
+        )
 
     def _crd(self, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:

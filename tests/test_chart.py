@@ -230,7 +230,7 @@ NON_DEFAULT: dict[str, Any] = {
     "prometheusRule": {
         "enabled": True,
         "labels": {"release": "prom"},
-        "runbookBaseURL": "https://git.example/noderecover/blob/main/",
+        "runbookBaseURL": "https://git.example/ops/runbooks/noderecover.md",
     },
 }
 
@@ -322,8 +322,9 @@ def test_prometheus_rule_spec_equals_the_component(non_default: list[dict[str, A
     expected = copy.deepcopy(component["spec"])
     for group in expected["groups"]:
         for r in group["rules"]:
-            url = r["annotations"]["runbook_url"]
-            r["annotations"]["runbook_url"] = NON_DEFAULT["prometheusRule"]["runbookBaseURL"] + url
+            _, _, anchor = r["annotations"]["runbook_url"].partition("#")
+            base = NON_DEFAULT["prometheusRule"]["runbookBaseURL"]
+            r["annotations"]["runbook_url"] = f"{base}#{anchor}"
     assert based["spec"] == expected
 
 

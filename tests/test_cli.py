@@ -215,8 +215,8 @@ def test_kubeconfig_server_that_is_not_a_url_is_one_line(
     server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = kubeconfig(tmp_path, server=server)
-    for command in ("run", "plan"):
-        code, err = run_main([command, "--kubeconfig", path, "--http-bind", "127.0.0.1:0"], capsys)
+    for argv in (["run", "--http-bind", "127.0.0.1:0"], ["plan"]):
+        code, err = run_main([*argv, "--kubeconfig", path], capsys)
         assert_one_line(code, err, f"--kubeconfig: {path}: cluster server", "not an http(s) URL")
 
 
@@ -409,3 +409,26 @@ def test_missing_certificate_authority_file_is_not_called_an_exec_plugin(
     code, err = run_main(["run", "--kubeconfig", path, "--http-bind", "127.0.0.1:0"], capsys)
     assert_one_line(code, err, f"--kubeconfig: {path}: ", "/nonexistent/ca.crt")
     assert "exec" not in err[0]
+
+
+def test_plan_has_no_run_only_flags_and_help_writes_durations_as_durations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`plan --help` lists no flag it ignores (HTTP, election); every duration default is
+    written as a duration, once, after a metavar naming its kind."""
+    from noderecover.entry.cli import parser
+
+    with pytest.raises(SystemExit):
+        parser().parse_args(["plan", "--help"])
+    plan_help = capsys.readouterr().out
+    for run_only in ("--http-bind", "--leader-elect", "--lease-name ", "--lease-duration"):
+        assert run_only not in plan_help
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--help"])
+    run_help = " ".join(capsys.readouterr().out.split())
+    assert "--http-bind HOST:PORT" in run_help and "VALUE" not in run_help
+    assert "--grace DURATION" in run_help and "(default: 30s)" in run_help
+    assert "(default: 1m)" in run_help  # --drain-timeout: 60 s
+    assert "30.0" not in run_help and "600.0" not in run_help and "(default: )" not in run_help
+    assert run_help.count("(default: on in a cluster, off locally)") == 1
+    assert "(default: None)" not in run_help

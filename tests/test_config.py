@@ -87,8 +87,8 @@ INVALID: list[tuple[str, str, str]] = [
     ("--grace", "-5s", "negative"),
     ("--grace", "soon", "unparsable"),
     ("--grace", "", "empty"),
-    ("--grace", "nan", "not a duration"),
-    ("--grace", "inf", "not a duration"),
+    ("--grace", "nan", "unparsable"),
+    ("--grace", "inf", "unparsable"),
     ("--grace", "1e400", "unparsable"),  # no exponents, like Go's time.ParseDuration
     ("--grace", "\uff15s", "non-ASCII"),  # fullwidth 5
     ("--grace", "\u0663s", "non-ASCII"),  # Arabic-Indic 3
@@ -97,7 +97,7 @@ INVALID: list[tuple[str, str, str]] = [
     ("--grace", "1_000", "unparsable"),
     ("--grace", "+5", "unparsable"),
     ("--grace", "--", "negative duration '--'"),  # argparse hands `--grace=--` as []
-    ("--grace", "9000h", "longer than a year"),
+    ("--grace", "9000h", "longer than 365 days"),
     ("--grace", "5x", "unparsable"),
     ("--healthy-delay", "-1", "negative"),
     ("--healthy-delay", "1m-3s", "unparsable"),
@@ -173,7 +173,8 @@ INVALID: list[tuple[str, str, str]] = [
     ("--context", " ", "must not be empty"),
     ("--api-timeout", "0", "greater than 0s"),
     ("--watch-silence", "0.5s", "at least 1s"),
-    ("--watch-timeout", "0.5", "at least 1s"),
+    ("--watch-timeout", "0.5s", "at least 1s"),
+    ("--watch-timeout", "0.5", "unparsable"),  # a bare number is whole seconds (kubectl's)
     ("--http-bind", "nowhere", "not host:port"),
     ("--http-bind", "host:99999", "0-65535"),
     ("--http-bind", "::1:80", "[addr]:port"),
@@ -313,7 +314,7 @@ def test_conflicting_settings_are_refused(
     [
         ["--grace=0", "--healthy-delay=0", "--drain-timeout=0", "--max-unhealthy=0"],
         ["--watch-silence=1s", "--watch-timeout=1"],
-        ["--fence-command=true --really", "--fence-timeout=0.5"],
+        ["--fence-command=true --really", "--fence-timeout=0.5s"],
         ["--fence-command="],  # explicitly none
         ["--node-selector=a=b,a!=c"],
         ["--node-selector=example.com/pool=db,Pool_1.x-y=V_1.a-b,k8s.io/empty="],

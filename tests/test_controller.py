@@ -535,6 +535,54 @@ async def test_removal_budget_survives_failover_through_events(
     assert kube.get_node("w1") is not None
 
 
+async def test_a_removal_is_recorded_before_its_delete_and_counts_after_a_failover(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The leader dies right after its Node DELETE, before the NodeRecoverRemoved Event (it
+    is queued): the next leader still counts the removal, from the intent Event written and
+    answered before the DELETE (budget 1: a second node is held, not removed)."""
+    cluster(kube, workers=5)
+    a: Harness = await harness_factory(grace=5, drain_timeout=5, max_removals_per_hour=1)
+    kube.set_node_ready("w1", "Unknown")
+    await a.until(lambda: kube.get_node("w1") is None, advance=1.0, what="w1 removed")
+    stored = kube.stores["events"].objects
+    intents = [e for e in stored.values() if e.get("reason") == "NodeRecoverRemoving"]
+    assert [e["involvedObject"]["name"] for e in intents] == ["w1"]
+    posted = [
+        i for i, r in enumerate(kube.requests) if r.method == "POST" and r.path.endswith("/events")
+    ]
+    deleted = [
+        i for i, r in enumerate(kube.requests) if r.method == "DELETE" and r.path.endswith("/w1")
+    ]
+    assert posted and deleted and posted[0] < deleted[0], "the intent comes first"
+    # The old leader is gone before its NodeRecoverRemoved Event was written.
+    a.gate.allowed = False
+    for key, e in list(stored.items()):
+        if e.get("reason") == "NodeRecoverRemoved":
+            del stored[key]
+    b: Harness = await harness_factory(grace=5, drain_timeout=5, max_removals_per_hour=1)
+    await b.until(lambda: len(b.controller.removals) == 1, what="the intent read as a removal")
+    kube.set_node_ready("w2", "Unknown")
+    await b.until(lambda: b.controller.blocked.get("w2") == "max-removals-per-hour", advance=1.0)
+    assert kube.get_node("w2") is not None
+
+
+async def test_an_intent_that_cannot_be_written_holds_the_removal(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """No intent, no removal: a refused intent Event holds the Node DELETE, visibly
+    (`removal-unrecorded`), until the Event is written; then the node is removed, once."""
+    cluster(kube, workers=5)
+    h: Harness = await harness_factory(grace=5, drain_timeout=5)
+    kube.fail_next("POST", r"/namespaces/default/events$", 500, count=1000)
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(lambda: h.controller.blocked.get("w1") == "removal-unrecorded", advance=1.0)
+    assert kube.get_node("w1") is not None
+    kube._faults.clear()
+    await h.until(lambda: kube.get_node("w1") is None, advance=2.0, what="w1 removed")
+    assert len(h.controller.removals) == 1
+
+
 def test_reconcile_visits_only_nodes_needing_attention() -> None:
     """5,000 healthy nodes cost nothing per pass; breaker totals still count them all."""
     from noderecover.base.clock import FakeClock
@@ -897,12 +945,28 @@ async def test_garbled_removal_history_is_skipped_not_fatal() -> None:
     from noderecover.core.nodes import format_time
     from tests.builders import T0
 
-    good = {"reportingComponent": "noderecover", "lastTimestamp": format_time(T0 - 60)}
+    good = {
+        "reason": "NodeRecoverRemoved",
+        "reportingComponent": "noderecover",
+        "lastTimestamp": format_time(T0 - 60),
+    }
+    intent = {
+        "reason": "NodeRecoverRemoving",
+        "reportingComponent": "noderecover",
+        "metadata": {"name": "w1.removal-0123456789abcdef"},
+        "involvedObject": {"kind": "Node", "name": "w1", "uid": "u-w1"},
+        "firstTimestamp": format_time(T0 - 30),
+    }
     cases: list[tuple[Any, tuple[float, ...]]] = [
         ({"items": "events"}, ()),
         ({"items": {"a": 1}}, ()),
         ({"items": [None, "x", 5, {"reportingComponent": "noderecover", "lastTimestamp": 7}]}, ()),
         ({"items": [good, ["not", "an", "event"]]}, (T0 - 60,)),
+        # Intents with a garbled name, time or object: skipped, never fatal.
+        ({"items": [{**intent, "metadata": "x"}, {**intent, "firstTimestamp": 7}]}, ()),
+        ({"items": [{**intent, "involvedObject": None}]}, (T0 - 30,)),
+        # A removal with its intent counts once (the intent), whatever its Removed Event says.
+        ({"items": [intent, {**good, "involvedObject": intent["involvedObject"]}]}, (T0 - 30,)),
     ]
     for body, expected in cases:
         c = stub_controller(body)

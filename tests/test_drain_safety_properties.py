@@ -463,6 +463,9 @@ class ScriptedGuard:
     ) -> None:
         self.reports.append(reason)
 
+    async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
+        self.reports.append(intent)
+
 
 @dataclass(frozen=True)
 class Case:

@@ -21,8 +21,9 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from prometheus_client import REGISTRY
 
 from noderecover.base.clock import Clock, FakeClock
-from noderecover.kube.client import JSON, KubeClient
+from noderecover.kube.client import JSON, MERGE_PATCH, ApiError, KubeClient
 from noderecover.kube.election import (
+    WRITE_MARGIN,
     ElectionConfig,
     LeaderElector,
     default_identity,
@@ -525,6 +526,86 @@ async def test_release_on_cancel_hands_over_within_a_retry_period() -> None:
         assert took is not None and took <= stopped_at + 2 * 1.2 + STEP
         spec = h.lease()["spec"]
         assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
+
+
+async def test_release_waits_until_an_abandoned_write_is_a_margin_behind() -> None:
+    """The leader's work is cancelled with a write in the air (abandoned: the server may still
+    apply it). Releasing at once would let another candidate lead while it lands (found by
+    the simulation: a policy status PATCH applied after the release). The release waits
+    until the write is the write margin behind; a write still in flight: no release at all,
+    the Lease expires."""
+    async with running() as h:
+        a, b = h.elector("a"), h.elector("b")
+        h.start(a)
+        await h.advance(0)
+        h.start(b)
+        await h.advance(7)
+        cancelled_at = h.now
+        a.writes_abandoned_at = lambda: cancelled_at  # the work's write, cancelled with it
+        puts_before = h.kube.count("PUT", ITEM_RE)
+        h.scopes["a"].cancel()
+        await h.advance(0)
+        assert h.kube.count("PUT", ITEM_RE) == puts_before, "released with a write in the air"
+        await h.advance(1.5)
+        release = h.kube.requests_matching("PUT", ITEM_RE)[puts_before:]
+        assert [r.body["spec"]["holderIdentity"] for r in release] == [""]
+        await h.advance(10, until=lambda: b.is_leader)
+        took = h.when("b", "leader")
+        assert took is not None and took >= cancelled_at + WRITE_MARGIN
+
+
+async def test_no_release_while_a_write_is_in_flight() -> None:
+    async with running() as h:
+        a, b = h.elector("a"), h.elector("b")
+        h.start(a)
+        await h.advance(0)
+        h.start(b)
+        await h.advance(7)
+        a.writes_abandoned_at = lambda: float("inf")
+        puts_before = h.kube.count("PUT", ITEM_RE)
+        h.scopes["a"].cancel()
+        stopped_at = h.now
+        await h.advance(30, until=lambda: b.is_leader)
+        release = h.kube.requests_matching("PUT", ITEM_RE)[puts_before:]
+        assert all(r.body["spec"]["holderIdentity"] != "" for r in release)
+        took = h.when("b", "leader")
+        assert took is not None and took >= stopped_at + 15 - 8  # the Lease expired
+
+
+async def test_the_client_says_when_its_last_write_was_abandoned(kube: FakeKube) -> None:
+    """Answered writes (2xx or an error status) leave nothing pending; a write with no answer
+    (timed out, cancelled) is abandoned at that moment; one in flight is +inf."""
+    clock = FakeClock()
+    api = ApiClient(Configuration(host=kube.base_url))
+    client = KubeClient(api, clock=clock, write_deadline=lambda: clock.monotonic() + 30)
+    events = "/api/v1/namespaces/default/events"
+    body: JSON = {"metadata": {"name": "x"}, "involvedObject": {"kind": "Node", "name": "n"}}
+    try:
+        assert client.writes_abandoned_at() == float("-inf")
+        await client.request("POST", events, body=body)
+        with contextlib.suppress(ApiError):
+            await client.request("POST", events, body=body)  # 409: answered
+        assert client.writes_abandoned_at() == float("-inf")
+        kube.hang("PATCH", "events/x")
+
+        async def patch() -> None:
+            await client.request(
+                "PATCH", f"{events}/x", body={"count": 2}, content_type=MERGE_PATCH
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(patch)
+            for _ in range(200):
+                if client.writes_abandoned_at() == float("inf"):
+                    break
+                await anyio.sleep(0.005)
+            assert client.writes_abandoned_at() == float("inf")
+            clock.advance(5)
+            tg.cancel_scope.cancel()
+        assert client.writes_abandoned_at() == clock.monotonic()
+    finally:
+        kube.release_hangs()
+        await client.close()
 
 
 async def test_create_race_one_wins_the_other_gets_409() -> None:

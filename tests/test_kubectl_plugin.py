@@ -111,8 +111,17 @@ def test_usage_errors_exit_2_with_one_line(
 
 
 def test_non_positive_request_timeout(capsys: pytest.CaptureFixture[str]) -> None:
-    assert kubectl.main(["--request-timeout", "0", "status"]) == 2
-    assert capsys.readouterr().err.startswith("error: --request-timeout")
+    with pytest.raises(SystemExit) as e:
+        kubectl.main(["--request-timeout", "0", "status"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --request-timeout: must be")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10.0), ("10", 10.0), ("1m30s", 90.0)])
+def test_request_timeout_takes_kubectls_forms(text: str, seconds: float) -> None:
+    assert kubectl.parser().parse_args(["--request-timeout", text, "status"]).request_timeout == (
+        seconds
+    )
 
 
 async def test_status_and_why_against_the_fake_api(kube: FakeKube) -> None:
@@ -162,6 +171,22 @@ def test_a_pause_ends_when_asked() -> None:
     at = argparse.Namespace(duration=None, until="2027-01-15T08:10:00Z")
     assert kubectl.pause_until(at, now) == now + 600
     assert kubectl.pause_until(argparse.Namespace(duration="1.5s", until=None), now) == now + 2
+
+
+def test_a_fence_program_that_exists_only_in_the_image_is_shown_as_deployed() -> None:
+    """The Deployment's --fence-command names a program in the image: the plugin shows the
+    deployed settings (fenced: removal both, its grace), not local defaults because the
+    program is missing on this laptop."""
+    args = ["--fence-command=/opt/fence/only-in-the-image --node {node}", "--grace=2m"]
+    cfg = kubectl.settings_from(args, {}, opts())
+    assert cfg.fence_command[0] == "/opt/fence/only-in-the-image"
+    assert cfg.grace == 120 and cfg.removal_mode == "both"
+    # `noderecover run` on this machine still refuses it, naming the flag.
+    with pytest.raises(BadFlag, match=r"--fence-command: .* does not exist"):
+        from noderecover.entry.cli import parser
+        from noderecover.entry.config import build_config
+
+        build_config(parser().parse_args(["run", *args]), environ={})
 
 
 PLUGIN_UA = "kubectl-noderecover/test"  # the operator's calls, not the controller's

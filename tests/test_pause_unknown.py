@@ -156,16 +156,54 @@ async def test_a_moment_of_404_from_the_policy_endpoint_at_start_is_not_no_polic
     assert gauge("policies") == 0
 
 
-async def test_a_crd_really_absent_is_believed_after_a_second_look(
+async def test_a_crd_really_absent_is_believed_when_its_own_get_says_not_found(
     kube: FakeKube, harness_factory: Start
 ) -> None:
     nodes(kube, "w1", "w2", "w3")
     kill(kube, "w1")
     h: Harness = await harness_factory(grace=1, settle=False)
-    assert not h.controller.policies.absent
     await h.until(lambda: cordoned(kube, "w1"), advance=0.5, what="the flags govern")
     assert h.controller.policies.absent
-    assert kube.count("GET", r"noderecoverypolicies$") >= 2
+    assert kube.count("GET", r"customresourcedefinitions/noderecoverypolicies.noderecover.io$")
+
+
+async def test_a_lasting_404_of_the_policies_while_the_crd_exists_is_not_no_policies(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The policies' path answers 404 for a minute (a proxy, a CRD handler not up) while the
+    CRD exists and a paused policy governs: however long the 404 lasts, the flags never
+    govern (found by the simulation: two 404s 5 s apart were believed, and a pool of limit 1
+    had 2 cordons under the flags' limit)."""
+    kube.install_policies()
+    nodes(kube, "w1", "w2", "w3")
+    kube.add_policy("all", {"paused": {"until": "2999-01-01T00:00:00Z", "reason": "upgrade"}})
+    kube.fail_next("GET", r"noderecoverypolicies$", 404, count=10**6)
+    kill(kube, "w1")
+    h: Harness = await harness_factory(grace=1, settle=False)
+    await h.idle(60, step=1.0)
+    assert not h.controller.policies.absent
+    assert h.controller.policy_hold("w1") == POLICIES_UNKNOWN
+    assert not cordoned(kube, "w1"), "the flags governed on a 404 the CRD's own GET denies"
+    assert "the CRD noderecoverypolicies.noderecover.io exists" in (
+        h.controller.policies.unknown_why() or ""
+    )
+    kube._faults.clear()
+    await h.until(lambda: h.controller.policy_hold("w1") == PAUSED, advance=1.0)
+    assert not cordoned(kube, "w1")
+
+
+async def test_a_crd_that_cannot_be_read_keeps_the_policies_unknown(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The policies' path 404s and the CRD's GET is refused (403): unknown holds, visibly."""
+    nodes(kube, "w1", "w2", "w3")
+    kube.fail_next("GET", r"customresourcedefinitions/", 403, count=10**6)
+    kill(kube, "w1")
+    h: Harness = await harness_factory(grace=1, settle=False)
+    await h.idle(30, step=1.0)
+    assert not h.controller.policies.absent and not cordoned(kube, "w1")
+    assert h.controller.policy_hold("w1") == POLICIES_UNKNOWN
+    assert not h.controller.readiness()[0]
 
 
 async def test_a_policy_whose_pause_cannot_be_read_holds_its_pool(

@@ -162,3 +162,26 @@ def test_versions_command_prints_the_tool_pins() -> None:
     )
     assert f"helm={versions.HELM_VERSION}" in proc.stdout
     assert f"tools_bin_dir={build.tools_bin_dir()}" in proc.stdout
+
+
+def test_actionlint_has_its_own_folder_and_is_a_no_op_when_built(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own pin key (a new actionlint never rebuilds helm or the control plane); built: no
+    Go, no lock, no log line."""
+    d = build.actionlint_bin_dir()
+    assert d == cache / "bin" / f"actionlint-{versions.ACTIONLINT_VERSION}"
+    assert d not in (build.tools_bin_dir(), build.bin_dir())
+    d.mkdir(parents=True)
+    (d / "actionlint").write_text("#!/bin/sh\nexit 0\n")
+    (d / "actionlint").chmod(0o755)
+    stamp = {"pins": {"actionlint": versions.ACTIONLINT_VERSION}, "go": "go", "complete": True}
+    (d / build.STAMP_NAME).write_text(json.dumps(stamp))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    logged: list[str] = []
+    assert build.ensure_actionlint(log=logged.append) == d / "actionlint"
+    assert logged == [] and not (cache / "work").exists()
+    # Another pin: the stamp no longer matches, so it would build (and needs Go for that).
+    monkeypatch.setattr(versions, "ACTIONLINT_VERSION", "v1.7.11")
+    with pytest.raises(build.BuildError, match="Go toolchain"):
+        build.ensure_actionlint()

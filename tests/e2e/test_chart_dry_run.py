@@ -163,3 +163,25 @@ def test_kustomize_monitoring_components_apply_server_side(
         "deployment.apps/noderecover",
     ):
         assert ref in proc.stdout, proc.stdout
+
+
+def test_helm_install_refuses_a_misspelt_value_and_takes_good_ones(
+    cluster: TestCluster, tmp_path: Path
+) -> None:
+    """`helm install` against the real API server: the schema refuses `flags.grase` before
+    anything reaches the cluster; the default values pass a server-side dry-run install."""
+    from tests.charts import CHART, helm
+
+    common = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", "nr-install"]
+    bad = helm(
+        "install", "nr", CHART, *common, "--create-namespace", "--dry-run=server",
+        "--set", "flags.grase=1m",
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert "additional properties 'grase' not allowed" in bad.stderr, bad.stderr
+    good = helm(
+        "install", "nr", CHART, *common, "--create-namespace", "--dry-run=server",
+        "--set", "crds.install=false",
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert "STATUS: pending-install" in good.stdout

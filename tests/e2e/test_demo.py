@@ -28,6 +28,12 @@ def test_demo_runs_the_takeover_and_cleans_up(testcluster_bin_dir: object) -> No
     assert "mysql-0 is Running on" in out and "time to recovery" in out
     assert "cordon=1" in out and "delete=1" in out
     assert "node deleted" in out
+    # stdout is a pipe, not a terminal: each timeline line once and one frame at the end,
+    # not a full screen every half second (37 screens for one run, before).
+    assert out.count("noderecover demo - ") == 1, out
+    assert "\x1b[" not in out
+    timeline = [ln for ln in out.splitlines() if ln.strip().endswith("heartbeats stop")]
+    assert len(timeline) == 2, timeline  # as it happened, and in the final frame
     after = subprocess.run(
         ["pgrep", "-c", "-f", "kwok --kubeconfig"], capture_output=True, text=True, check=False
     ).stdout.strip()

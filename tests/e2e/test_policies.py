@@ -148,6 +148,40 @@ def test_the_api_server_rejects_an_invalid_policy(
     assert crd.get(f"{POLICIES}/bad") is None
 
 
+def test_the_api_server_takes_the_duration_grammar_noderecover_reads(crd: TestCluster) -> None:
+    """The CRD's duration pattern, run by the API server's own regexp engine (RE2), accepts
+    what core/durations.py reads and refuses what it refuses (server-side dry-run)."""
+    from noderecover.core.durations import parse_duration
+
+    for text in [
+        "0",
+        "90",
+        "90s",
+        "1m30s",
+        "1.5h",
+        "500ms",
+        ".5s",
+        "1h1h",
+        "soon",
+        "-5s",
+        "1.5",
+        "5S",
+        "1e3s",
+        " 5s",
+        "+5",
+    ]:
+        try:
+            parse_duration(text)
+            readable = True
+        except ValueError:
+            readable = False
+        body = policy("grammar", {"drainTimeout": text})
+        proc = crd.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False
+        )
+        assert (proc.returncode == 0) == readable, (text, proc.stderr)
+
+
 def test_a_valid_policy_is_accepted_and_kubectl_get_shows_it(crd: TestCluster) -> None:
     spec = {
         "nodeSelector": {"matchLabels": {POOL: "gpu"}},

@@ -1,6 +1,15 @@
-{{/* Name of every object: "noderecover" unless fullnameOverride. */}}
+{{/* Name of every object: fullnameOverride, else nameOverride, else "noderecover". */}}
 {{- define "noderecover.fullname" -}}
-{{- default "noderecover" .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- default (default "noderecover" .Values.nameOverride) .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The pod's ServiceAccount: the chart's (serviceAccount.create) or the one named. */}}
+{{- define "noderecover.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "noderecover.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name: the ServiceAccount to use when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The selector labels: the same as manifests/ (the alerts' job label comes from it). */}}

@@ -58,6 +58,7 @@ from noderecover.core.machine import (
     Phase,
     Record,
     annotations_for,
+    removal_intent,
     unhealthy,
 )
 from noderecover.core.nodes import ANN_TAINTED, OUT_OF_SERVICE_KEY
@@ -106,6 +107,11 @@ class Guard(Gates, Protocol):
         """A Warning Event on any object (a Node: namespace "")."""
         ...
 
+    async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
+        """Write the removal's intent (its Event, named `intent`) and wait for the answer:
+        what a later leader counts against the hourly budget. Raises ApiError or NotLeader."""
+        ...
+
 
 class NoGuard:
     """No controller around (unit tests of the executor alone): no gate, no Lease."""
@@ -122,6 +128,9 @@ class NoGuard:
     def event(
         self, kind: str, namespace: str, name: str, uid: str, reason: str, message: str
     ) -> None:
+        return None
+
+    async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
         return None
 
 
@@ -178,6 +187,7 @@ class Executor:
             writes=self.writes,
         )
         self._forced: dict[str, set[str]] = {}  # node uid -> pod uids force-deleted once
+        self._intents: set[str] = set()  # removal intents written (their Event names)
         # node uid -> when this process saw its out-of-service taint on (the detach bound)
         self._tainted_at: dict[str, float] = {}
         self.volumes = VolumeWatch(kube, clock, now=self._now)
@@ -395,6 +405,8 @@ class Executor:
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
         step = Step.TAINT if taints else Step.DELETE_NODE
         try:
+            if not ours and (unrecorded := await self._record_intent(action, rec, step)):
+                return unrecorded
             if taints and not ours:
                 # Before the taint: with it, the volumes may be gone before the wait first
                 # looks (detached in ~100 ms), and they are followed from here.
@@ -477,6 +489,43 @@ class Executor:
         # Whatever the outcome, say whose the taint is: the record must neither lose nor
         # claim it.
         return dataclasses.replace(result, tainted=ours) if taints else result
+
+    async def _record_intent(self, action: Action, rec: Record, step: Step) -> Result | None:
+        """Before the episode's first taint or Node DELETE: its intent, written and answered
+        (so a leader that dies right after the write leaves the removal counted for the
+        next). None: recorded (or nothing will be removed: dry-run); a BLOCKED result: held,
+        by a gate (no intent written for a removal that cannot happen now) or because the
+        Event could not be written (`removal-unrecorded`)."""
+        if self._cfg.dry_run:
+            return None
+        intent = removal_intent(action.node, rec)
+        if intent in self._intents:
+            return None
+        if (why := self._guard.hold(action.node, step)) is not None:
+            return Result(Outcome.BLOCKED, BLOCKED_RETRY, why)
+        message = (
+            f"removal of node {action.node} begins: recorded before its out-of-service taint "
+            "or Node DELETE, it counts against --max-removals-per-hour (for a new leader too); "
+            "each write still waits for a fresh read that shows the kubelet silent"
+        )
+        try:
+            await self._guard.record_removal(action.node, action.uid, intent, message)
+        except ApiError as exc:
+            BLOCKED.labels(Blocked.REMOVAL_UNRECORDED).inc()
+            delay = Backoff(base=2.0, cap=60.0, rng=self._rng, failures=rec.failures).next_delay()
+            log.warning(
+                "removal of node %s held: its intent Event could not be written (%s); "
+                "retry in %.0fs (%s)",
+                action.node,
+                exc,
+                delay,
+                Blocked.REMOVAL_UNRECORDED,
+            )
+            return Result(Outcome.BLOCKED, delay, Blocked.REMOVAL_UNRECORDED)
+        if len(self._intents) >= 4096:
+            self._intents.clear()  # bounded: a repeat costs one POST answered 409
+        self._intents.add(intent)
+        return None
 
     def _removal_stop(self, ev: Evidence, mode: RemovalMode) -> Result | None:
         """What a fresh read says before a removal step: gone (done, unless the Node was to

@@ -2,12 +2,15 @@
 
 - Policies: list + watch (kube.watching.Watcher, the node watch's machinery). Before the
   first LIST the CRD's existence is probed: absent means no policies (the flags govern), but
-  only once confirmed - two 404s ABSENT_CONFIRM apart with nothing else between (a moment of
-  404, an API server whose CRD handler is not up yet, is not "no policies"); it is probed
-  again every PROBE_INTERVAL, and a probe that fails makes the policies unknown again. A CRD
-  installed later is picked up. `known` is False until the first LIST completed (or the CRD
-  was confirmed absent) and while the watch is stale: the controller then holds every
-  forward step (`policies-unknown`), since a pause or a policy it has not seen may exist.
+  a 404 of the policies' own path is not believed by itself (an API server whose CRD handler
+  is not up yet, a proxy, a path that 404s while the CRD exists): the CRD object is asked for
+  by name (CRD_PATH), and only its own 404 ("... not found", naming it) is "not installed".
+  A CRD object that exists, or no answer, keeps the policies unknown (held, visibly) and
+  probes again. It is probed again every PROBE_INTERVAL, and a probe that fails makes the
+  policies unknown again. A CRD installed later is picked up. `known` is False until the
+  first LIST completed (or the CRD was confirmed absent) and while the watch is stale: the
+  controller then holds every forward step (`policies-unknown`), since a pause or a policy it
+  has not seen may exist.
 - The cluster-wide pause (where, its format, how long an answer is believed: core.pauses):
   read every PAUSE_POLL. An answer is a 200 or a 404 that is the ConfigMap's own (a Status
   naming it; a 404 from anything else, a 403, a 5xx, a timeout are failures). `pause_known`
@@ -46,6 +49,7 @@ from noderecover.core.pauses import (
     parse_cluster_pause,
 )
 from noderecover.core.policies import (
+    GROUP,
     PLURAL,
     POLICIES_PATH,
     Policy,
@@ -55,6 +59,7 @@ from noderecover.core.policies import (
     policy_status,
     status_changed,
 )
+from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
 from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, NotFound, NotLeader
 from noderecover.kube.watching import Watcher
@@ -62,7 +67,8 @@ from noderecover.kube.watching import Watcher
 log = logging.getLogger("noderecover.controller.policies")
 
 PROBE_INTERVAL = 5.0  # the CRD is absent: look again this often
-ABSENT_CONFIRM = 5.0  # a 404 of the CRD is believed once it is seen again this much later
+CRD_NAME = f"{PLURAL}.{GROUP}"
+CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
 STATUS_INTERVAL = 10.0  # at most one status write per policy this often
 
 
@@ -94,7 +100,8 @@ class PolicySource:
         self.location = PauseLocation(namespace) if namespace else None
         self.policies: dict[str, Policy] = {}
         self.absent = False  # the CRD is not installed (confirmed by the last probes)
-        self._first_404: float | None = None  # monotonic: the first of a run of CRD 404s
+        # Why the policies' 404 is not believed (the CRD object exists, or could not be read).
+        self._unconfirmed_404: str | None = None
         # Whether policies are looked for at all: set when the watch starts (or a preview
         # reads them). A controller that never looks (a unit test driving `decide_all`, a
         # benchmark) is the flags alone.
@@ -156,8 +163,8 @@ class PolicySource:
                 f"{self.pause_error or 'no answer yet'})"
             )
         if not self.known:
-            if self._first_404 is not None:
-                return "NodeRecoveryPolicies unknown (404: confirming the CRD is absent)"
+            if self._unconfirmed_404 is not None:
+                return f"NodeRecoveryPolicies unknown (404: {self._unconfirmed_404})"
             return "NodeRecoveryPolicies unknown (not read yet, or the policy watch is stale)"
         return None
 
@@ -231,10 +238,10 @@ class PolicySource:
                 try:
                     await self._kube.request("GET", POLICIES_PATH, query=[("limit", "1")])
                 except NotFound:
-                    await self._clock.sleep(self._absent_seen())
+                    await self._clock.sleep(await self._absent_seen())
                     continue
                 except ApiError as exc:
-                    self._first_404 = None
+                    self._unconfirmed_404 = None
                     if self.absent:  # it may have been installed meanwhile: unknown again
                         self.absent = False
                         self._changed()
@@ -243,25 +250,37 @@ class PolicySource:
                     await self._clock.sleep(PROBE_INTERVAL)
                     continue
                 break
-            self._first_404 = None
+            self._unconfirmed_404 = None
             self.absent = False
             await self.watcher.run()
 
-    def _absent_seen(self) -> float:
-        """One 404 of the CRD probe: believed once confirmed (see the module doc); returns
-        how long to wait before the next probe."""
-        now = self._clock.monotonic()
-        if self._first_404 is None:
-            self._first_404 = now
-            self.update_metrics()
-        if now - self._first_404 < ABSENT_CONFIRM:
-            if not self.absent:
-                log.info(
-                    "NodeRecoveryPolicies: 404; looking again in %gs before believing the CRD "
-                    "is not installed (meanwhile: policies-unknown)",
-                    ABSENT_CONFIRM,
+    async def _absent_seen(self) -> float:
+        """The policies' path answered 404: believed only when the CRD object's own GET says
+        it does not exist (see the module doc); returns how long to wait before the next
+        probe."""
+        why: str | None = None
+        try:
+            await self._kube.request("GET", CRD_PATH)
+            why = f"the CRD {CRD_NAME} exists (not established yet, or a path that 404s)"
+        except NotFound as exc:
+            if not _the_objects_404(exc, CRD_NAME):
+                why = f"a 404 that is not the CRD's own: {exc}"
+        except ApiError as exc:
+            why = f"the CRD {CRD_NAME} could not be read to confirm it is absent: {exc}"
+        if why is not None:
+            if why != self._unconfirmed_404:
+                log.warning(
+                    "NodeRecoveryPolicies: 404, not believed: %s (meanwhile: %s)",
+                    why,
+                    Blocked.POLICIES_UNKNOWN,
                 )
-            return ABSENT_CONFIRM
+            self._unconfirmed_404 = why
+            if self.absent:  # it may be being installed: unknown again
+                self.absent = False
+                self._changed()
+            self.update_metrics()
+            return PROBE_INTERVAL
+        self._unconfirmed_404 = None
         if not self.absent:
             log.info("no NodeRecoveryPolicy CRD installed: the flags govern every node")
             self.absent = True

@@ -72,6 +72,7 @@ from noderecover.core.machine import (
     Record,
     complete,
     decide,
+    removal_intent,
     resume,
     unhealthy,
 )
@@ -92,7 +93,8 @@ from noderecover.core.policies import (
 from noderecover.core.reasons import Blocked
 from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
 from noderecover.core.settings import Config
-from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
+from noderecover.kube.client import JSON, ApiError, KubeClient, NotFound, NotLeader
+from noderecover.kube.events import EVENTS_NAMESPACE, REMOVAL_INTENT
 from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.reconciler")
@@ -179,6 +181,13 @@ class Controller:
         self.breakers: dict[str, BreakerState] = {}
         self.pool_removals: dict[str, tuple[float, ...]] = {}  # policy -> its removals
         self._loaded_removals: tuple[float, ...] = ()  # earlier leaders' (Events)
+        # Removal intents (NodeRecoverRemoving Event names, see core.machine.removal_intent):
+        # earlier leaders' (read from Events; counted in `_loaded_removals`) and this
+        # replica's (counted in `removals`), with when each was counted. A removal counts
+        # once: an intent this replica counted is not loaded again, and one an earlier leader
+        # recorded is not counted again when this replica finishes that removal.
+        self._loaded_intents: dict[str, float] = {}
+        self._own_intents: dict[str, float] = {}
         self.pool_states: dict[str, PoolState] = {}  # the last pass's, for policy status
         self.records: dict[str, Record] = {}
         # The cluster-wide breaker (the flags' --max-unhealthy over every managed node): kept
@@ -268,8 +277,12 @@ class Controller:
                 return Blocked.REMOVALS_UNKNOWN
             now = self.timeline.now()
             removing = self._removals_started(pool, node)
+            # This node's own removal, if an earlier leader recorded its intent, is not a
+            # removal standing in its way.
+            own = self._loaded_intent(node)
+            mine = 1 if own is not None and now - own < HOUR else 0
             if (
-                recent(self._removal_times(pool), now, HOUR) + removing
+                recent(self._removal_times(pool), now, HOUR) - mine + removing
                 >= pcfg.max_removals_per_hour
             ):
                 return MAX_REMOVALS
@@ -409,8 +422,35 @@ class Controller:
             return self.removals
         return self.pool_removals.get(pool, ()) + self._loaded_removals
 
+    def _intent(self, node: str, rec: Record | None = None) -> str | None:
+        rec = rec or self.records.get(node)
+        return removal_intent(node, rec) if rec is not None else None
+
+    def _loaded_intent(self, node: str) -> float | None:
+        """When the intent an earlier leader recorded for this node's removal in this
+        episode was counted (None: none was read)."""
+        intent = self._intent(node)
+        return self._loaded_intents.get(intent) if intent is not None else None
+
+    def _count_removal(self, node: str, rec: Record, now: float, pools: tuple[str, ...]) -> None:
+        """Count one removal (its taint went on, or its Node is gone) against the budgets:
+        the cluster's and `pools` (empty: its pool is unknown, it counts in every pool). Not
+        when an earlier leader's intent for it was read: that already counts it."""
+        intent = removal_intent(node, rec)
+        if intent in self._loaded_intents or intent in self._own_intents:
+            return
+        self._own_intents[intent] = now
+        self.removals = (*self.removals, now)
+        if not pools:
+            self._loaded_removals = (*self._loaded_removals, now)
+        for pool in pools:
+            self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
+
     async def renewing_now(self, node: str) -> bool:
         return await self.heartbeats.renewing_now(node)
+
+    async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
+        await self.executor.writes.record(intent, node, uid, REMOVAL_INTENT, message)
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         self.reporter.event(node, uid, "NodeRecoverBlocked", message)
@@ -482,18 +522,25 @@ class Controller:
         self._wake.set()
 
     async def _load_removals(self) -> None:
-        """Seed the removal history from the NodeRecoverRemoved Events of earlier leaders.
+        """Seed the removal history from the Events of earlier leaders.
 
-        So a failover does not reset --max-removals-per-hour or the breaker window. Events are
-        best-effort (and expire after the API server's event TTL, 1 h by default): a miss here
-        is logged and the history starts from what this replica saw.
+        So a failover does not reset --max-removals-per-hour or the breaker window. A removal
+        is recorded by its intent (NodeRecoverRemoving, written and answered before the first
+        taint or Node DELETE: a leader that dies right after the DELETE still leaves it
+        counted); NodeRecoverRemoved Events count the removals of versions that wrote no
+        intent (one whose node has an intent Event is counted by that). Events expire after
+        the API server's event TTL (1 h by default). A failed read holds every removal
+        (`removals-unknown`) until a read succeeds.
         """
         try:
-            body = await self._kube.request(
-                "GET",
-                "/api/v1/namespaces/default/events",
-                query=[("fieldSelector", "reason=NodeRecoverRemoved"), ("limit", "500")],
-            )
+            bodies = [
+                await self._kube.request(
+                    "GET",
+                    f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events",
+                    query=[("fieldSelector", f"reason={reason}"), ("limit", "500")],
+                )
+                for reason in (REMOVAL_INTENT, "NodeRecoverRemoved")
+            ]
         except ApiError as exc:
             log.warning(
                 "could not read earlier removals from Events: %s; no taint or Node DELETE "
@@ -508,26 +555,54 @@ class Controller:
         # The most removals the hourly budget allows in the kept window: a larger `count` is
         # garbage, and counting past it changes no decision (the budget is spent either way).
         most = self.cfg.max_removals_per_hour * math.ceil(keep / HOUR)
-        loaded: Counter[float] = Counter()
-        items = body.get("items")
-        for ev in items if isinstance(items, list) else ():
-            if not isinstance(ev, dict) or ev.get("reportingComponent") != "noderecover":
+
+        def ours(body: JSON, reason: str) -> list[JSON]:
+            items = body.get("items")
+            return [
+                ev
+                for ev in (items if isinstance(items, list) else ())
+                if isinstance(ev, dict)
+                and ev.get("reportingComponent") == "noderecover"
+                and ev.get("reason") == reason  # whatever the field selector did
+            ]
+
+        def when(ev: JSON, key: str) -> float | None:
+            stamp = parse_time(ev.get(key))
+            return stamp - drift if stamp is not None else None
+
+        intents: dict[str, float] = {}
+        intent_uids: set[str] = set()
+        for ev in ours(bodies[0], REMOVAL_INTENT):
+            meta, obj = ev.get("metadata"), ev.get("involvedObject")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            at = when(ev, "firstTimestamp")
+            if isinstance(obj, dict) and isinstance(obj.get("uid"), str):
+                intent_uids.add(obj["uid"])
+            if not isinstance(name, str) or at is None or now - at >= keep:
                 continue
-            stamps = [parse_time(ev.get(k)) for k in ("firstTimestamp", "lastTimestamp")]
+            if name not in self._own_intents:  # this replica counted it in an earlier term
+                intents[name] = at
+        loaded: Counter[float] = Counter(intents.values())
+        for ev in ours(bodies[1], "NodeRecoverRemoved"):
+            obj = ev.get("involvedObject")
+            if isinstance(obj, dict) and obj.get("uid") in intent_uids:
+                continue  # its intent counts it
+            stamps = [when(ev, k) for k in ("firstTimestamp", "lastTimestamp")]
             # All at the latest timestamp: no removal of an aggregated Event happened after
             # it, so none leaves the window sooner than it really would (never undercounts).
-            when = max((t - drift for t in stamps if t is not None), default=None)
-            if when is None or now - when >= keep:
+            at = max((t for t in stamps if t is not None), default=None)
+            if at is None or now - at >= keep:
                 continue
             count = ev.get("count")
             # The Event itself is one removal; `count` (an int, not a bool) says how many.
             n = count if isinstance(count, int) and not isinstance(count, bool) else 1
-            loaded[when] += min(max(n, 1), most)
+            loaded[at] += min(max(n, 1), most)
         # A multiset union: Events this replica loaded in an earlier term are not counted twice.
         merged = Counter(self.removals) | loaded
         self.removals = tuple(sorted(merged.elements()))
         self.removals_known = True
         self._loaded_removals = tuple(sorted(loaded.elements()))
+        self._loaded_intents = intents
         if self.removals:
             log.info(
                 "%d node removals in the last hour/breaker window (from Events)", len(self.removals)
@@ -590,6 +665,8 @@ class Controller:
         self.removals = prune(self.removals, now, keep)
         self._loaded_removals = prune(self._loaded_removals, now, keep)
         self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
+        self._own_intents = {i: t for i, t in self._own_intents.items() if now - t < keep}
+        self._loaded_intents = {i: t for i, t in self._loaded_intents.items() if now - t < keep}
         view = self.view
         if not self.policies_ready:
             # Which policy governs each node, or what it reads, is not known yet: no decision
@@ -736,8 +813,7 @@ class Controller:
                 # Gone while we were removing it (a DELETE whose answer was lost, or someone
                 # else's): a removal all the same. Its pool may be unknown now: it counts
                 # against every pool's budget, like the removals read from Events.
-                self.removals = (*self.removals, now)
-                self._loaded_removals = (*self._loaded_removals, now)
+                self._count_removal(name, rec, now, ())
             self.reporter.forgotten(name, rec)
         self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
         self.policies.update_metrics()
@@ -927,10 +1003,8 @@ class Controller:
             and (result.outcome is Outcome.OK or newly_tainted)
             and not current.tainted
         ):
-            self.removals = (*self.removals, now)
             pool = self.view.pool(name) or pool_at_start
-            if pool:
-                self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
+            self._count_removal(name, current, now, (pool,) if pool else ("",))
         if (
             action.kind is Kind.REMOVE
             and result.outcome is Outcome.OK

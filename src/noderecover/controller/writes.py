@@ -32,6 +32,7 @@ One rule, structural rather than case by case (issue 20):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ from noderecover.kube.client import (
     NotFound,
     NotLeader,
 )
+from noderecover.kube.events import EVENTS_NAMESPACE, event_body
 
 log = logging.getLogger("noderecover.controller.writes")
 
@@ -378,6 +380,19 @@ class WritePath:
             if "resourceVersion" in meta:
                 raise
             raise NodeReplaced(node) from exc
+
+    # -- records other replicas count on -------------------------------------------------
+
+    async def record(self, name: str, node: str, uid: str, reason: str, message: str) -> None:
+        """Write an Event about `node` under the name `name` now and wait for the answer: a
+        record a later leader counts on (the removal intent), not a notice (those go through
+        the queued EventRecorder). Leadership is asked; one call, bounded by the client's
+        timeout, no retry here (the caller holds and retries with backoff). A 409 means an
+        Event of that name exists: a lost reply or an earlier leader wrote it."""
+        self._leader()
+        body = event_body(name, node, uid, reason, message, "Warning", self._clock.wall())
+        with contextlib.suppress(Conflict):
+            await self._send("POST", f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events", body)
 
     # -- destructive writes --------------------------------------------------------------
 

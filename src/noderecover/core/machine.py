@@ -56,6 +56,7 @@ and the taint stay ours only if still on the node; `fenced` is cleared.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -218,6 +219,22 @@ def annotations_for(rec: Record) -> dict[str, str | None]:
         ANN_TAINTED: "true" if rec.tainted else None,
         ANN_FENCED: "true" if rec.fenced else None,
     }
+
+
+def removal_intent(node: str, rec: Record) -> str:
+    """The name of the Event that records the intent to remove `node` in this episode.
+
+    Written (and acknowledged) before the episode's first out-of-service taint or Node
+    DELETE; a new leader counts these Events against the hourly removal budget, so a removal
+    whose own Event was never written (the leader died right after the DELETE) still counts.
+    The name is a function of the Node's uid and the episode's start as its annotation
+    carries it, so a retry, a lost reply or a new leader resuming the same removal names the
+    same Event (409: already recorded) and it counts once.
+    """
+    since = rec.unhealthy_since if rec.unhealthy_since is not None else rec.phase_since
+    key = f"{rec.uid}/{format_time(math.ceil(since))}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{node[:200]}.removal-{digest}"
 
 
 def unhealthy(obs: NodeObs, cfg: Config) -> bool:

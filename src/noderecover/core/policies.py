@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from noderecover.core import durations
 from noderecover.core.fencing import (
     FenceAction,
     FenceSpec,
@@ -73,25 +74,21 @@ HOLD_REASONS: frozenset[str] = frozenset(
 )
 
 CONDITION_STATUSES = ("True", "False", "Unknown")
-MAX_DURATION = 366 * 86400.0
+MAX_DURATION = durations.MAX_SECONDS
 MAX_CONDITIONS = 16
 MAX_REMEDIATING_LISTED = 20  # status.remediating lists at most this many nodes
 
-_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s))+")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
 _PERCENT = re.compile(r"([0-9]{1,3})%")
-_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
 
 
 def parse_duration(text: object, field: str) -> float:
-    """'90s', '5m', '1h30m' -> seconds; ValueError naming the field otherwise."""
-    if not isinstance(text, str) or not _DURATION.fullmatch(text):
-        raise ValueError(f"{field}: {text!r} is not a duration (e.g. 90s, 5m, 1h30m)")
-    seconds = sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(text))
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{field}: {text!r} is longer than a year")
-    return seconds
+    """'90s', '5m', '1h30m' -> seconds (the grammar of core/durations.py, the flags' too);
+    ValueError naming the field otherwise."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
 
 
 def label_selector(obj: object) -> Selector:

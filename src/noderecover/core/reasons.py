@@ -48,6 +48,7 @@ class Blocked(StrEnum):
     VOLUMES_ATTACHED = "volumes-attached"
     EVIDENCE_STALE = "evidence-stale"
     REMOVALS_UNKNOWN = "removals-unknown"
+    REMOVAL_UNRECORDED = "removal-unrecorded"
     FENCE_NO_TARGET = "fence-no-target"
     FENCE_SECRET = "fence-secret"
     FENCE_UNREACHABLE = "fence-unreachable"
@@ -237,10 +238,18 @@ _INFO: dict[Blocked, _Info] = {
     ),
     Blocked.REMOVALS_UNKNOWN: _Info(
         _GATE,
-        "the removals earlier leaders made (their NodeRecoverRemoved Events) could not be "
+        "the removals earlier leaders made (their NodeRecoverRemoving and NodeRecoverRemoved "
+        "Events) could not be "
         "read on taking the lead: the hourly removal budget is unknown, so no out-of-service "
         "taint or Node DELETE",
         "ends when a read of those Events succeeds (retried every 10 s)",
+    ),
+    Blocked.REMOVAL_UNRECORDED: _Info(
+        _NODE,
+        "the removal's intent (a NodeRecoverRemoving Event, which a later leader counts "
+        "against the hourly removal budget) could not be written: no out-of-service taint "
+        "or Node DELETE without it",
+        "ends when the Event is written (retried with backoff)",
     ),
     Blocked.EVIDENCE_STALE: _Info(
         _NODE,

@@ -175,6 +175,8 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
         kube = KubeClient(
             api, timeouts, identity, clock=clock, write_deadline=elector.write_deadline
         )
+        # The Lease is released only once no write of ours can still be applied.
+        elector.writes_abandoned_at = kube.writes_abandoned_at
     gate = _StopGate(elector)
     # Events go through the write path's writer: leadership asked right before each one.
     events = EventRecorder(Writer(kube, gate.may_act), clock, identity, may_write=gate.may_act)

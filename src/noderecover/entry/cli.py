@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 
@@ -26,17 +27,27 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse with noderecover's answer to bad input: one line naming what is wrong, exit 2
+    (argparse's default adds a usage block), the same prefix from a subcommand's parser; and
+    a value that starts with "-" and a digit (`--grace -5s`) is a value, answered by its own
+    check ("negative duration"), not by "expected one argument"."""
+
+    error_prefix = "noderecover: error: "
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # No option of ours starts with "-" and a digit.
+        self._negative_number_matcher = re.compile(r"^-\.?[0-9]")
+
     def error(self, message: str) -> NoReturn:
-        # One line naming what is wrong (argparse's default adds a usage block).
-        # Always `noderecover: error:`, also from a subcommand's parser ("noderecover run").
-        self.exit(EXIT_USAGE, f"noderecover: error: {one_line(message)}\n")
+        self.exit(EXIT_USAGE, f"{self.error_prefix}{one_line(message)}\n")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="noderecover", description=__doc__)
+    p = Parser(prog="noderecover", description=__doc__)
     p.add_argument("--version", action="version", version=f"noderecover {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = sub.add_parser(
         "run",
         help="watch nodes and remediate dead ones",
@@ -48,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
         help="show what noderecover would do now (read-only)",
         description="Read-only: list nodes and the phase/action noderecover would take now.",
     )
-    add_run_flags(plan)
+    add_run_flags(plan, run=False)
     demo = sub.add_parser(
         "demo",
         help="the StatefulSet takeover, live, on a local real control plane",

@@ -13,15 +13,17 @@ variable when the flag was not given. Two kinds:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from noderecover.core import durations
+from noderecover.core.durations import format_duration
 from noderecover.core.fencing import (
     AGENT_DIR,
     FenceAction,
@@ -46,50 +48,20 @@ __all__ = [
 
 ENV_PREFIX = "NODERECOVER_"
 
-# ASCII digits only, like Go's time.ParseDuration (`\d` and float() take any Unicode digit).
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _INTEGER = re.compile(r"[0-9]+")
 _ASCII_SPACE = " \t\r\n\f\v"  # str.strip() would also drop Unicode spaces
-MAX_DURATION = 365 * 24 * 3600.0  # longer is a typo (and overflows a Lease's int32 seconds)
+MAX_DURATION = durations.MAX_SECONDS
 _CONDITION_TYPE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '1m30s', '500ms', '2h' -> seconds.
-
-    ValueError for anything else: negative, not a number (nan, inf), or over a year.
-    """
-    s = text.strip(_ASCII_SPACE)
-    if not s:
-        raise ValueError("empty duration")
-    if not s.isascii():
-        raise ValueError(f"duration {text!r} has non-ASCII characters (use e.g. 90s, 5m, 1m30s)")
-    if s.startswith("-"):
-        raise ValueError(f"negative duration {text!r}")
-    if s.lower().lstrip("+") in {"nan", "inf", "infinity"}:
-        raise ValueError(f"{text!r} is not a duration")
-    total = float(s) if _DECIMAL.fullmatch(s) else _duration_with_units(s, text)
-    if not math.isfinite(total):
-        raise ValueError(f"{text!r} is not a duration")
-    if total > MAX_DURATION:
-        raise ValueError(f"duration {text!r} is longer than a year")
-    return total
-
-
-def _duration_with_units(s: str, text: str) -> float:
-    pos, total = 0, 0.0
-    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * unit[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or pos == 0:
-        raise ValueError(f"unparsable duration {text!r} (use e.g. 90s, 5m, 1m30s)")
-    return total
+    """'90', '90s', '1m30s', '500ms', '2h' -> seconds: the one grammar of core/durations.py
+    (the CRD's and the chart's too), after trimming surrounding ASCII whitespace (a value
+    from a YAML block ends with a newline). ValueError for anything else."""
+    return durations.parse_duration(text.strip(_ASCII_SPACE))
 
 
 def duration_at_least(minimum: float, *, strictly: bool = False) -> Callable[[str], float]:
@@ -196,7 +168,7 @@ def parse_address_template(text: str) -> str:
     return text
 
 
-def parse_fence_config(path: str) -> dict[str, Any]:
+def read_fence_config(path: str) -> dict[str, Any]:
     """A JSON file with the shape of a policy's spec.fence (validated here, once)."""
     import json
 
@@ -265,6 +237,18 @@ class BadFlag(ValueError):
     """A flag or environment variable has a bad value; the message names it."""
 
 
+class Kind(Enum):
+    """What a flag's value is: its metavar in --help, how its default is written, and its
+    type in the chart's values.schema.json (noderecover_testkit.chartschema)."""
+
+    DURATION = "DURATION"
+    COUNT = "N"
+    THRESHOLD = "N|N%"
+    BOOLEAN = "BOOL"
+    CHOICE = "CHOICE"
+    TEXT = "TEXT"
+
+
 @dataclass(frozen=True)
 class _Opt:
     flag: str
@@ -273,6 +257,24 @@ class _Opt:
     help: str
     default: Any
     boolean: bool = False
+    kind: Kind = Kind.TEXT
+    metavar: str = ""  # TEXT's (default: the kind's)
+    choices: tuple[str, ...] = ()  # CHOICE's
+    run_only: bool = False  # `noderecover run`'s only: not a flag of `plan` (HTTP, election)
+
+    @property
+    def shown_default(self) -> str:
+        """The default as --help writes it: a duration as a duration, not as seconds."""
+        if self.kind is Kind.DURATION and isinstance(self.default, int | float):
+            return format_duration(float(self.default))
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return str(self.default) or "none"
+
+
+def opts() -> list[_Opt]:
+    """Every flag of `noderecover run` (and, but the run-only ones, of `plan`)."""
+    return _opts()
 
 
 def _opts() -> list[_Opt]:
@@ -286,6 +288,7 @@ def _opts() -> list[_Opt]:
             dur,
             "how long a node must stay unhealthy before remediation",
             d.grace,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--healthy-delay",
@@ -293,6 +296,7 @@ def _opts() -> list[_Opt]:
             dur,
             "how long a node must stay healthy again before it counts as recovered",
             d.healthy_delay,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--unhealthy-conditions",
@@ -300,6 +304,7 @@ def _opts() -> list[_Opt]:
             parse_conditions,
             "comma-separated Type=Status pairs that make a node unhealthy",
             "Ready=False,Ready=Unknown",
+            metavar="TYPE=STATUS,...",
         ),
         _Opt(
             "--drain-timeout",
@@ -307,6 +312,7 @@ def _opts() -> list[_Opt]:
             dur,
             "after this long draining, force-delete pods still on the node",
             d.drain_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--node-startup-timeout",
@@ -314,6 +320,7 @@ def _opts() -> list[_Opt]:
             dur,
             "a node never seen Ready is left alone until it is this old (still joining)",
             d.node_startup_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--removal",
@@ -322,6 +329,8 @@ def _opts() -> list[_Opt]:
             "how to remove a drained node: auto (both when --fence-command is set, else "
             "delete) | delete | out-of-service | both",
             d.removal,
+            kind=Kind.CHOICE,
+            choices=REMOVAL_MODES,
         ),
         _Opt(
             "--detach-timeout",
@@ -330,6 +339,7 @@ def _opts() -> list[_Opt]:
             "out-of-service/both: how long to wait for the node's volumes to detach after the "
             "taint before holding (the Node is deleted only once they are detached)",
             d.detach_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--fence-command",
@@ -338,6 +348,7 @@ def _opts() -> list[_Opt]:
             "command that powers off the node (NODE_NAME in env); must succeed before "
             "force-deleting pods or removing the node",
             "",
+            metavar="COMMAND",
         ),
         _Opt(
             "--fence-timeout",
@@ -345,6 +356,7 @@ def _opts() -> list[_Opt]:
             positive,
             "bound on one fence (request, then the power state read back Off)",
             d.fence_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--fence-provider",
@@ -379,7 +391,7 @@ def _opts() -> list[_Opt]:
         _Opt(
             "--fence-config",
             "fence_config",
-            parse_fence_config,
+            non_empty,
             "a JSON file with the provider's settings, in the shape of a policy's spec.fence "
             "(redfish, aws, agent, sharedParameters, nodeParameters...)",
             None,
@@ -391,6 +403,7 @@ def _opts() -> list[_Opt]:
             "circuit breaker: no new remediation while more nodes than this (count or %) "
             "are unhealthy",
             str(d.max_unhealthy),
+            kind=Kind.THRESHOLD,
         ),
         _Opt(
             "--breaker-window",
@@ -398,6 +411,7 @@ def _opts() -> list[_Opt]:
             dur,
             "removed nodes still count as unhealthy for this long",
             d.breaker_window,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--storm-cooldown",
@@ -405,6 +419,7 @@ def _opts() -> list[_Opt]:
             dur,
             "the breaker stays open this long after the count drops",
             d.storm_cooldown,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--max-concurrent",
@@ -412,6 +427,7 @@ def _opts() -> list[_Opt]:
             parse_positive_int,
             "remediations in progress at once",
             d.max_concurrent,
+            kind=Kind.COUNT,
         ),
         _Opt(
             "--max-removals-per-hour",
@@ -419,6 +435,7 @@ def _opts() -> list[_Opt]:
             parse_positive_int,
             "node removals per rolling hour",
             d.max_removals_per_hour,
+            kind=Kind.COUNT,
         ),
         _Opt(
             "--node-selector",
@@ -426,6 +443,7 @@ def _opts() -> list[_Opt]:
             parse_selector,
             "label selector of the nodes to manage (default: all)",
             "",
+            metavar="SELECTOR",
         ),
         _Opt(
             "--exclude-control-plane",
@@ -434,6 +452,7 @@ def _opts() -> list[_Opt]:
             "never remediate control-plane nodes",
             d.exclude_control_plane,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--dry-run",
@@ -442,6 +461,7 @@ def _opts() -> list[_Opt]:
             "decide and log everything, change nothing",
             d.dry_run,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--watch-node-leases",
@@ -451,6 +471,7 @@ def _opts() -> list[_Opt]:
             "changed for the grace (read per silent node)",
             d.watch_node_leases,
             boolean=True,
+            kind=Kind.BOOLEAN,
         ),
         _Opt(
             "--kubeconfig",
@@ -458,9 +479,17 @@ def _opts() -> list[_Opt]:
             non_empty,
             "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
             None,
+            metavar="PATH",
         ),
-        _Opt("--context", "context", non_empty, "kubeconfig context", None),
-        _Opt("--api-timeout", "api_timeout", positive, "bound on each API request", d.api_timeout),
+        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
+        _Opt(
+            "--api-timeout",
+            "api_timeout",
+            positive,
+            "bound on each API request",
+            d.api_timeout,
+            kind=Kind.DURATION,
+        ),
         _Opt(
             "--watch-silence",
             "watch_silence",
@@ -468,6 +497,7 @@ def _opts() -> list[_Opt]:
             "reconnect a watch silent this long (at once, no backoff); no destructive action "
             "while no reconnect succeeded for this long",
             d.watch_silence,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--watch-timeout",
@@ -475,6 +505,7 @@ def _opts() -> list[_Opt]:
             duration_at_least(1.0),
             "server-side timeout of one watch request",
             d.watch_timeout,
+            kind=Kind.DURATION,
         ),
         _Opt(
             "--http-bind",
@@ -482,6 +513,8 @@ def _opts() -> list[_Opt]:
             parse_bind_text,
             "address of /healthz, /readyz, /metrics",
             d.http_bind,
+            metavar="HOST:PORT",
+            run_only=True,
         ),
         _Opt(
             "--leader-elect",
@@ -490,6 +523,8 @@ def _opts() -> list[_Opt]:
             "Lease leader election (default: on in a cluster, off locally)",
             None,
             boolean=True,
+            kind=Kind.BOOLEAN,
+            run_only=True,
         ),
         _Opt(
             "--lease-name",
@@ -497,6 +532,8 @@ def _opts() -> list[_Opt]:
             dns_name(_DNS_SUBDOMAIN, 253, "Lease name (DNS subdomain)"),
             "leader Lease name",
             d.lease_name,
+            metavar="NAME",
+            run_only=True,
         ),
         _Opt(
             "--lease-namespace",
@@ -504,6 +541,7 @@ def _opts() -> list[_Opt]:
             dns_name(_DNS_LABEL, 63, "namespace (DNS label)"),
             "leader Lease namespace (default: the pod's, else kube-system)",
             None,
+            metavar="NAMESPACE",
         ),
         _Opt(
             "--lease-duration",
@@ -511,6 +549,8 @@ def _opts() -> list[_Opt]:
             positive,
             "leader Lease duration",
             d.lease_duration,
+            kind=Kind.DURATION,
+            run_only=True,
         ),
         _Opt(
             "--renew-deadline",
@@ -518,6 +558,8 @@ def _opts() -> list[_Opt]:
             dur,
             "leader gives up after this long without a renewal",
             d.renew_deadline,
+            kind=Kind.DURATION,
+            run_only=True,
         ),
         _Opt(
             "--retry-period",
@@ -525,6 +567,8 @@ def _opts() -> list[_Opt]:
             positive,
             "leader election retry period",
             d.retry_period,
+            kind=Kind.DURATION,
+            run_only=True,
         ),
         _Opt(
             "--log-format",
@@ -532,6 +576,8 @@ def _opts() -> list[_Opt]:
             lambda s: _choice(s, ("text", "json")),
             "text | json",
             d.log_format,
+            kind=Kind.CHOICE,
+            choices=("text", "json"),
         ),
         _Opt(
             "--log-level",
@@ -539,6 +585,8 @@ def _opts() -> list[_Opt]:
             lambda s: _choice(s.lower(), ("debug", "info", "warning", "error")),
             "debug | info | warning | error",
             d.log_level,
+            kind=Kind.CHOICE,
+            choices=("debug", "info", "warning", "error"),
         ),
     ]
 
@@ -553,12 +601,16 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `run` and `plan`. Values stay strings here; `build_config` parses."""
+def add_run_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
+    """Flags of `run` (run=True) or `plan` (the run-only ones left out: HTTP, election).
+    Values stay strings here; `build_config` parses. Each default is written once, in the
+    flag's own grammar (a duration as `30s`), after a metavar naming the value's kind."""
     for opt in _opts():
+        if opt.run_only and not run:
+            continue
+        default = "" if opt.default is None else f" (default: {opt.shown_default})"
         # argparse %-formats help strings: a literal % (e.g. the 40% default) must be %%.
-        text = f"{opt.help} (default: {opt.default}) [env {env_name(opt.flag)}]"
-        text = text.replace("%", "%%")
+        text = f"{opt.help}{default} [env {env_name(opt.flag)}]".replace("%", "%%")
         if opt.boolean:
             parser.add_argument(
                 opt.flag,
@@ -568,13 +620,25 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                 help=text,
             )
         else:
-            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar="VALUE", help=text)
+            if opt.kind is Kind.CHOICE:
+                metavar = "{" + ",".join(opt.choices) + "}"
+            else:
+                metavar = opt.metavar or opt.kind.value
+            parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar=metavar, help=text)
 
 
 def build_config(
-    args: argparse.Namespace, environ: Mapping[str, str] | None = None, **overrides: Any
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    *,
+    runs_here: bool = True,
+    **overrides: Any,
 ) -> Config:
-    """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable)."""
+    """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable).
+
+    `runs_here`: the settings are for a process on this machine, so what only this machine can
+    answer is checked too (the fence program exists and is executable). False for settings
+    read from a Deployment (the kubectl plugin): the program lives in the image."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {opt.dest: opt.flag for opt in _opts()}
@@ -594,10 +658,10 @@ def build_config(
             values[opt.dest] = opt.parse(raw)
         except ValueError as exc:
             raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
-    values["fence"] = _fence_spec(values, sources)
+    values["fence"] = _fence_spec(values, sources, runs_here)
     values.update(overrides)
     cfg = Config(**values, sources=dict(sources))
-    _cross_check(cfg, sources, given=frozenset(values))
+    _cross_check(cfg, sources, given=frozenset(values), runs_here=runs_here)
     return cfg
 
 
@@ -609,9 +673,17 @@ _FENCE_FLAGS = {
 }
 
 
-def _fence_spec(values: dict[str, Any], sources: Mapping[str, str]) -> FenceSpec:
-    """--fence-config, then the --fence-* flags over it (each validated by its parser)."""
-    raw: dict[str, Any] = dict(values.pop("fence_config", None) or {})
+def _fence_spec(values: dict[str, Any], sources: Mapping[str, str], runs_here: bool) -> FenceSpec:
+    """--fence-config, then the --fence-* flags over it (each validated by its parser). The
+    file is read only by a process of this machine (for a Deployment's settings it is in the
+    pod: the flags alone are known)."""
+    raw: dict[str, Any] = {}
+    path = values.pop("fence_config", None)
+    if path and runs_here:
+        try:
+            raw = read_fence_config(path)
+        except ValueError as exc:
+            raise BadFlag(f"{sources['fence_config']}: {exc}") from None
     for dest, key in _FENCE_FLAGS.items():
         if dest in values:
             value = values.pop(dest)
@@ -622,10 +694,13 @@ def _fence_spec(values: dict[str, Any], sources: Mapping[str, str]) -> FenceSpec
         raise BadFlag(f"{sources['fence_config']}: {exc}") from None
 
 
-def _fence_problem(cfg: Config) -> tuple[str, str] | None:
-    """(setting, why) when the fence configuration cannot work as given."""
+def _fence_problem(cfg: Config, runs_here: bool) -> tuple[str, str] | None:
+    """(setting, why) when the fence configuration cannot work as given (what only this
+    machine can answer - a library, an agent installed - only for a process that runs here)."""
     provider = cfg.fence_provider
     if provider is None:
+        return None
+    if not runs_here:
         return None
     if cfg.fence.provider is Provider.COMMAND and not cfg.fence_command:
         return "fence_provider", "command needs --fence-command"
@@ -647,7 +722,9 @@ def _fence_problem(cfg: Config) -> tuple[str, str] | None:
     return None
 
 
-def _cross_check(cfg: Config, source: Mapping[str, str], given: frozenset[str]) -> None:
+def _cross_check(
+    cfg: Config, source: Mapping[str, str], given: frozenset[str], *, runs_here: bool = True
+) -> None:
     """Conflicts between settings, and settings that cannot work as given.
 
     A conflict is reported on the setting that was given (flag or variable) when the other
@@ -691,9 +768,9 @@ def _cross_check(cfg: Config, source: Mapping[str, str], given: frozenset[str]) 
             f"excludes every node {source['node_selector']} selects ({key}): nothing would "
             "ever be remediated",
         )
-    if cfg.fence_command and (why := _not_runnable(cfg.fence_command[0])) is not None:
+    if runs_here and cfg.fence_command and (why := _not_runnable(cfg.fence_command[0])):
         raise BadFlag(f"{source['fence_command']}: {why}")
-    if (problem := _fence_problem(cfg)) is not None:
+    if (problem := _fence_problem(cfg, runs_here)) is not None:
         setting, why = problem
         raise BadFlag(f"{source.get(setting, '--' + setting.replace('_', '-'))}: {why}")
 

@@ -27,7 +27,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -45,6 +45,7 @@ from noderecover.core.pauses import (
     subdomain_error,
 )
 from noderecover.core.policies import GROUP, KIND, POLICIES_PATH, VERSION
+from noderecover.entry.cli import Parser
 from noderecover.entry.cli import one_line as _one_line
 from noderecover.entry.cli import parser as run_parser
 from noderecover.entry.config import BadFlag, Config, build_config, parse_duration
@@ -56,9 +57,20 @@ PROG = "kubectl noderecover"
 CONTAINER = "noderecover"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {_one_line(message)}\n")
+class _Parser(Parser):
+    error_prefix = "error: "  # kubectl's
+
+
+def _timeout(text: str) -> float:
+    """--request-timeout: kubectl's forms (10s, 1m, a bare 10 for seconds), more than 0 (every
+    request noderecover makes has a timeout: kubectl's "0 = none" is refused)."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0s, not {text!r}")
+    return seconds
 
 
 def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -78,9 +90,10 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     p.add_argument("--deployment", default=d("noderecover"), help="noderecover's Deployment there")
     p.add_argument(
         "--request-timeout",
-        type=float,
+        type=_timeout,
         default=d(10.0),
-        help="seconds per API request (default 10)",
+        metavar="DURATION",
+        help="the longest one API request may take, as kubectl takes it (10s, 1m, 10; default 10s)",
     )
 
 
@@ -160,6 +173,7 @@ def settings_from(args: Sequence[str], env: Mapping[str, str], opts: argparse.Na
     cfg = build_config(
         ns,
         environ=env,
+        runs_here=False,  # its --fence-command is a program in the image, not on this laptop
         kubeconfig=opts.kubeconfig,
         context=opts.context,
         api_timeout=opts.request_timeout,
@@ -690,9 +704,6 @@ def _why(p: Preview, cfg: Config, node: str, fmt: str, out: TextIO, err: TextIO)
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parser().parse_args(argv)
-    if not math.isfinite(opts.request_timeout) or opts.request_timeout <= 0:
-        print("error: --request-timeout: must be a positive number of seconds", file=sys.stderr)
-        return EXIT_USAGE
     from noderecover.base import logs
     from noderecover.kube.client import ApiError
 

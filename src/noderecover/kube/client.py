@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -186,6 +187,10 @@ class KubeClient:
         self._clock: Clock = clock or SystemClock()
         # Monotonic time (on `clock`) by which every write must have ended; None: no bound.
         self._write_deadline = write_deadline
+        # Bounded writes (those with a deadline) in flight, and when the last one was
+        # abandoned (cancelled, timed out, no answer): the server may still apply it.
+        self._writes_in_flight = 0
+        self._last_abandoned = float("-inf")
         # The identity in the User-Agent attributes each replica's requests in the API
         # server's audit log (both replicas share one ServiceAccount).
         agent = user_agent or USER_AGENT
@@ -254,16 +259,33 @@ class KubeClient:
         if deadline - now <= 0:
             raise WriteRefused(method, path)
         total = min(total, deadline - now)
+        self._writes_in_flight += 1
+        answered = False
         try:
-            return await self._on_clock(
+            result = await self._on_clock(
                 now + total,
                 # No slack on the whole-coroutine bound: the write must end by the deadline.
                 lambda: self._request(method, path, query, body, content_type, total, 0.0),
             )
+            answered = True
+            return result
         except TimeoutError as exc:
             API_ERRORS.labels(method.lower(), "0").inc()
             why = f"no answer in {total:.3g}s (write deadline)"
             raise ApiError(0, "Timeout", why, None, method, path) from exc
+        except ApiError as exc:
+            answered = exc.code != 0  # the server answered: nothing of it is still pending
+            raise
+        finally:
+            self._writes_in_flight -= 1
+            if not answered:
+                self._last_abandoned = self._clock.monotonic()
+
+    def writes_abandoned_at(self) -> float:
+        """When the last bounded write was abandoned (cancelled, timed out, no answer: the
+        server may still apply it for a while); +inf while one is in flight, -inf if none
+        ever was. The elector releases its Lease only once that is far enough behind."""
+        return math.inf if self._writes_in_flight else self._last_abandoned
 
     async def _on_clock(self, end: float, call: Callable[[], Awaitable[_T]]) -> _T:
         """`await call()`, cancelled at monotonic time `end` of the injected clock

@@ -21,7 +21,11 @@ Invariants (client-go tools/leaderelection, plus a hard step-down):
   candidate could take the Lease. The margin covers a write the server still applies after
   we stopped waiting for it.
 - The Lease is released (holder "", leaseDurationSeconds 1) only after the work has stopped,
-  and only with a write guarded by a resourceVersion whose record names us as holder.
+  and only with a write guarded by a resourceVersion whose record names us as holder; and
+  only once every write the work abandoned (cancelled with it, timed out) is at least the
+  write margin behind (`writes_abandoned_at`): the server may still apply such a write, and a
+  release lets another candidate lead at once. When that cannot be waited for within the
+  release bound, the Lease is not released: it expires, the margin included.
 """
 
 from __future__ import annotations
@@ -191,6 +195,9 @@ class LeaderElector:
         self._observed: _Record | None = None
         self._observed_at = 0.0  # our monotonic time when `_observed` was first received
         self._last_activity = clock.monotonic()
+        # When the last write of the leader's work was abandoned (the KubeClient that ends
+        # them by `write_deadline` tells): +inf while one is in flight. See `release`.
+        self.writes_abandoned_at: Callable[[], float] = lambda: -math.inf
 
     # ----- state for the rest of the program -------------------------------------------------
 
@@ -439,6 +446,16 @@ class LeaderElector:
             return
         bound = min(self._cfg.renew_deadline, RELEASE_BOUND)
         deadline = self._clock.monotonic() + bound
+        settled = self.writes_abandoned_at() + self._write_margin
+        if settled > deadline:
+            log.warning(
+                "not releasing the lease: a write of ours may still be applied (abandoned "
+                "less than %gs ago); it expires instead",
+                self._write_margin,
+            )
+            return
+        if settled > self._clock.monotonic():
+            await self._clock.sleep(settled - self._clock.monotonic())
         try:
             # Two bounds: the injected clock's, and a real-time one in case that never moves.
             with anyio.fail_after(bound + 1.0):

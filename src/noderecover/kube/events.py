@@ -59,6 +59,11 @@ _MESSAGE_MAX = 1024
 _INSTANCE_MAX = 128
 _NAME_MAX = 253
 _SUFFIX_LEN = 17  # "." + 16 hex digits
+# Events about cluster-scoped objects (Nodes) live in "default" (API validation).
+EVENTS_NAMESPACE = "default"
+# The reason of the Event that records a removal's intent before its first taint or Node
+# DELETE (see core.machine.removal_intent); a new leader counts them (removal budget).
+REMOVAL_INTENT = "NodeRecoverRemoving"
 
 
 def rfc3339(wall: float) -> str:
@@ -92,6 +97,46 @@ class _Aggregate:
     last_wall: float  # wall time of the latest occurrence (lastTimestamp)
     last_seen: float  # monotonic time of the latest occurrence
     last_patch: float  # monotonic time of the latest PATCH (-inf: none yet)
+
+
+def event_body(
+    name: str,
+    node: str,
+    uid: str,
+    reason: str,
+    message: str,
+    type: str,
+    wall: float,
+    *,
+    kind: str = "Node",
+    namespace: str = EVENTS_NAMESPACE,
+    action: str = "",
+    component: str = "noderecover",
+    instance: str = "",
+    count: int = 1,
+) -> JSON:
+    """A core/v1 Event about a Node (default) or a Pod in `namespace`, fields cut to their
+    validation limits."""
+    stamp = rfc3339(wall)
+    involved: JSON = {"apiVersion": "v1", "kind": kind, "name": node, "uid": uid}
+    if kind != "Node":
+        involved["namespace"] = namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name[:_NAME_MAX], "namespace": namespace},
+        "involvedObject": involved,
+        "reason": reason[:_REASON_MAX],
+        "message": message[:_MESSAGE_MAX],
+        "type": type,
+        "action": (action or reason)[:_REASON_MAX],
+        "source": {"component": component},
+        "reportingComponent": "noderecover",
+        "reportingInstance": instance[:_INSTANCE_MAX],
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": count,
+    }
 
 
 class EventRecorder:
@@ -211,28 +256,26 @@ class EventRecorder:
         self._keys.pop(key, None)  # too old to aggregate: a new Event
         await self._create(key, occ, 1)
 
+    def _body(self, name: str, occ: _Occurrence, count: int) -> JSON:
+        return event_body(
+            name,
+            occ.node,
+            occ.uid,
+            occ.reason,
+            occ.message,
+            occ.type,
+            occ.wall,
+            kind=occ.kind,
+            namespace=occ.namespace,
+            action=occ.action,
+            component=self._component,
+            instance=self._instance,
+            count=count,
+        )
+
     async def _create(self, key: _Key, occ: _Occurrence, count: int) -> None:
         name = f"{occ.node[: _NAME_MAX - _SUFFIX_LEN]}.{self._rng.getrandbits(64):016x}"
-        stamp = rfc3339(occ.wall)
-        involved: JSON = {"apiVersion": "v1", "kind": occ.kind, "name": occ.node, "uid": occ.uid}
-        if occ.kind != "Node":
-            involved["namespace"] = occ.namespace
-        body: JSON = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": occ.namespace},
-            "involvedObject": involved,
-            "reason": occ.reason,
-            "message": occ.message,
-            "type": occ.type,
-            "action": occ.action,
-            "source": {"component": self._component},
-            "reportingComponent": "noderecover",
-            "reportingInstance": self._instance,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": count,
-        }
+        body = self._body(name, occ, count)
         path = f"/api/v1/namespaces/{occ.namespace}/events"
         if await self._send("POST", path, body, "application/json"):
             self._keys[key] = _Aggregate(

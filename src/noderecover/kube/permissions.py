@@ -42,6 +42,10 @@ API_CALLS: Mapping[Permission, str] = {
         "policies: the CRD probe, the initial LIST and every re-list; plan"
     ),
     Permission("noderecover.io", "noderecoverypolicies", "watch"): "policies: the policy watch",
+    Permission("apiextensions.k8s.io", "customresourcedefinitions", "get"): (
+        "policies: is the CRD installed (a 404 of the policies is believed only when the "
+        "CRD's own GET says it is not found)"
+    ),
     Permission("noderecover.io", "noderecoverypolicies/status", "patch"): (
         "policies: the leader writes each policy's status"
     ),
@@ -63,7 +67,8 @@ API_CALLS: Mapping[Permission, str] = {
     ),
     Permission("", "events", "patch"): "events: a repeated Event's count",
     Permission("", "events", "list", "default"): (
-        "controller: a new leader reads earlier NodeRecoverRemoved Events (removal budget)"
+        "controller: a new leader reads earlier NodeRecoverRemoving and NodeRecoverRemoved Events "
+        "(removal budget)"
     ),
 }
 

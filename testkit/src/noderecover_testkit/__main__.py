@@ -44,16 +44,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser(
         "build",
-        help="build the pinned control plane, helm and promtool into the cache (idempotent)",
+        help="build the pinned control plane, helm, promtool and actionlint into the cache"
+        " (idempotent)",
     )
     b.add_argument("--force", action="store_true", help="rebuild everything")
     up = sub.add_parser("up", help="start a cluster, print its kubeconfig, wait for Ctrl-C")
     up.add_argument("--workers", type=int, default=3, help="killable worker nodes")
     up.add_argument("--keep-tmp", action="store_true", help="keep the temp folder")
     sub.add_parser("versions", help="print the pins and the cache folder")
+    sub.add_parser(
+        "image",
+        help="build the image (Dockerfile, buildah, a Debian base by mmdebstrap) if missing",
+    )
     args = parser.parse_args(argv)
     if args.cmd == "build":
         return build.main(["--force"] if args.force else [])
+    if args.cmd == "image":
+        from . import image
+
+        return image.main([])
     if args.cmd == "versions":
         for k, v in versions.pins().items():
             print(f"{k}={v}")
@@ -61,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, v in versions.tool_pins().items():
             print(f"{k}={v}")
         print(f"tools_bin_dir={build.tools_bin_dir()}")
+        print(f"actionlint={versions.ACTIONLINT_VERSION}")
+        print(f"actionlint_bin_dir={build.actionlint_bin_dir()}")
+        for k, v in versions.base_pins().items():
+            print(f"base_{k}={v}")
         return 0
     return _up(args)
 

@@ -551,17 +551,76 @@ def monitoring_crds() -> Path:
     return ensure_tools_built() / MONITORING_CRDS_NAME
 
 
+# -------------------------------------------------------------------------------- actionlint
+# Its own folder ROOT/bin/actionlint-<version>/ (actionlint stamp.json): a small module of its
+# own, so its dependencies never shift the versions the other tools resolve.
+
+ACTIONLINT_PKG = "github.com/rhysd/actionlint/cmd/actionlint"
+
+
+def actionlint_bin_dir() -> Path:
+    """Folder that holds actionlint for the current pin."""
+    return cache_root() / "bin" / versions.actionlint_pin_key()
+
+
+def _actionlint_pins() -> dict[str, str]:
+    return {"actionlint": versions.ACTIONLINT_VERSION}
+
+
+def actionlint_version_output(directory: Path | None = None) -> str:
+    exe = str((directory or actionlint_bin_dir()) / "actionlint")
+    proc = subprocess.run(
+        [exe, "-version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return (proc.stdout + proc.stderr).strip()
+
+
+def ensure_actionlint(*, force: bool = False, log: Log = _print) -> Path:
+    """Build actionlint if missing for the current pin; return its path."""
+    out_dir = actionlint_bin_dir()
+    exe = out_dir / "actionlint"
+    pins = _actionlint_pins()
+    if not force and _stamp_ok(out_dir, pins) and os.access(exe, os.X_OK):
+        return exe
+    if shutil.which("go") is None:
+        raise BuildError("the Go toolchain (go) is not on PATH")
+    with _lock(cache_root() / "work" / f"{versions.actionlint_pin_key()}.lock"):
+        if not force and _stamp_ok(out_dir, pins) and os.access(exe, os.X_OK):
+            return exe
+        out_dir.mkdir(parents=True, exist_ok=True)
+        go_version = subprocess.run(
+            ["go", "version"], capture_output=True, text=True, check=True, env=_go_env()
+        ).stdout.strip()
+        _write_stamp(out_dir, go_version, complete=False, pins=pins)
+        wd = cache_root() / "work" / versions.actionlint_pin_key()
+        logfile = wd / "build.log"
+        v = versions.ACTIONLINT_VERSION
+        log(f"resolving github.com/rhysd/actionlint {v} ...")
+        _fresh_module(wd, "noderecover.local/actionlint")
+        _run(["go", "get", "-tool", f"{ACTIONLINT_PKG}@{v}"], wd, logfile)
+        ldflags = f"-s -w -X github.com/rhysd/actionlint.version={v}"
+        _build(ACTIONLINT_PKG, exe, ldflags, wd, logfile, log)
+        out = actionlint_version_output(out_dir)
+        if v not in out.splitlines()[0:1]:
+            raise BuildError(f"actionlint reports {out!r}, expected {v}")
+        _write_stamp(out_dir, go_version, complete=True, pins=pins)
+        return exe
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m noderecover_testkit.build [--force]``: the control plane, then the tools."""
+    """``python -m noderecover_testkit.build [--force]``: the control plane, the tools, then
+    actionlint."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         d = ensure_built(force="--force" in args)
         t = ensure_tools_built(force="--force" in args)
+        a = ensure_actionlint(force="--force" in args)
     except BuildError as exc:
         _print(f"FAILED: {exc}")
         return 1
     print(d)
     print(t)
+    print(a)
     return 0
 
 

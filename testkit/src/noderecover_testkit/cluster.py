@@ -1236,14 +1236,30 @@ class TestCluster:
                 self.api("DELETE", f"/api/v1/nodes/{node['metadata']['name']}")
         revived: list[tuple[str, dt.datetime]] = []
         for name, spec in self._nodes.items():
-            if self.get(f"/api/v1/nodes/{name}") is None:
+            current = self.get(f"/api/v1/nodes/{name}")
+            if current is None:
                 self._create_node_object(spec)
             else:
+                # A merge patch only adds: the labels a test added (a pool another test's
+                # workload then lands on) and the annotations noderecover left are removed
+                # by name.
+                meta = current.get("metadata") or {}
+                labels: dict[str, str | None] = {
+                    k: None for k in meta.get("labels") or {} if k not in spec.labels
+                }
+                annotations: dict[str, str | None] = {
+                    k: None
+                    for k in meta.get("annotations") or {}
+                    if k.startswith("noderecover.io/")
+                }
+                patch_meta: dict[str, Any] = {"labels": {**labels, **spec.labels}}
+                if annotations:  # (a null `annotations` would drop every annotation)
+                    patch_meta["annotations"] = annotations
                 self.request(
                     "PATCH",
                     f"/api/v1/nodes/{name}",
                     {
-                        "metadata": {"labels": spec.labels},
+                        "metadata": patch_meta,
                         "spec": {"unschedulable": None, "taints": spec.taints or None},
                     },
                 )

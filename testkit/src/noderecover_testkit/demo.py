@@ -50,7 +50,7 @@ def _pod_line(c: TestCluster) -> str:
     return f"mysql-0: {state} on {pod['spec'].get('nodeName') or '(unscheduled)'}"
 
 
-def _screen(c: TestCluster, tl: Timeline, node: str, leader: str, out: TextIO) -> None:
+def _frame(c: TestCluster, tl: Timeline, node: str, leader: str) -> list[str]:
     lines = [
         f"noderecover demo - {time.monotonic() - tl.t0:5.1f}s since {node} died"
         f"        leader: {leader}",
@@ -60,8 +60,34 @@ def _screen(c: TestCluster, tl: Timeline, node: str, leader: str, out: TextIO) -
     for name, ready, sched, phase in _status(c):
         lines.append(f"  {name:<12}{ready:<10}{sched:<13}{phase}")
     lines += ["", "  " + _pod_line(c), "", "  timeline (seconds since the node died):", tl.render()]
-    out.write((CLEAR if out.isatty() else "\n") + "\n".join(lines) + "\n")
-    out.flush()
+    return lines
+
+
+class Screen:
+    """On a terminal: the whole frame, redrawn in place. Otherwise (CI logs, `| tee`): each
+    timeline line once, as it appears, and the frame once at the end."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.printed: set[str] = set()
+
+    def update(self, c: TestCluster, tl: Timeline, node: str, leader: str) -> None:
+        if self.tty:
+            self.out.write(CLEAR + "\n".join(_frame(c, tl, node, leader)) + "\n")
+        else:
+            for what, t in sorted(tl.marks.items(), key=lambda kv: kv[1]):
+                if what not in self.printed:
+                    self.printed.add(what)
+                    self.out.write(f"  {t:7.2f}s  {what}\n")
+        self.out.flush()
+
+    def final(self, c: TestCluster, tl: Timeline, node: str, leader: str) -> None:
+        if self.tty:
+            self.update(c, tl, node, leader)
+        else:
+            self.out.write("\n" + "\n".join(_frame(c, tl, node, leader)) + "\n")
+            self.out.flush()
 
 
 def run_demo(
@@ -130,14 +156,15 @@ def run_demo(
         tl.mark(f"{node} heartbeats stop")
         deadline = time.monotonic() + timeout
         done = False
+        screen = Screen(out)
         while time.monotonic() < deadline:
-            _screen(cluster, tl, node, leader.name, out)
+            screen.update(cluster, tl, node, leader.name)
             if tl.at("pod Running on another") is not None and tl.at("node deleted") is not None:
                 done = True
                 break
             time.sleep(0.5)
         tl.stop()
-        _screen(cluster, tl, node, leader.name, out)
+        screen.final(cluster, tl, node, leader.name)
         print("", file=out)
         if not done:
             say(f"the takeover did not complete within {timeout:.0f}s")

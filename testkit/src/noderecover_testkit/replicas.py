@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -98,13 +99,23 @@ class Replica:
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        # Its whole process group (it runs in a session of its own): a replica run by
+        # `buildah run` is a child of the buildah process, which a SIGKILL would orphan.
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self._signal(sig)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._signal(signal.SIGKILL)
             return self.proc.wait(10)
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self.proc.send_signal(sig)
 
     def log_lines(self) -> list[dict[str, Any]]:
         out = []
@@ -127,10 +138,15 @@ class Replicas:
 
     def start(self, name: str, *flags: str) -> Replica:
         port = free_port()
-        log = self.workdir / f"{name}.log"
         argv = replica_argv(
             self.kubeconfig, port, "--leader-elect", "--lease-namespace", NAMESPACE, *flags
         )
+        return self.start_argv(name, argv, port)
+
+    def start_argv(self, name: str, argv: list[str], port: int) -> Replica:
+        """Start ``argv``, a replica serving HTTP on 127.0.0.1:``port`` (e.g. one run from the
+        image by ``buildah run``); wait until it is ready."""
+        log = self.workdir / f"{name}.log"
         proc = start(argv, log, env={"POD_NAME": name})
         r = Replica(name, proc, port, log)
         self.started.append(r)

@@ -105,3 +105,47 @@ def tool_pin_key() -> str:
         f"tools_helm-{HELM_VERSION}_prometheus-{PROMETHEUS_VERSION}"
         f"_promop-{PROMETHEUS_OPERATOR_VERSION}"
     )
+
+
+#: ``github.com/rhysd/actionlint`` module version: ``actionlint`` for the release workflow
+#: (``.github/workflows/release.yml``). Its own cache folder (:func:`actionlint_pin_key`).
+ACTIONLINT_VERSION = "v1.7.12"
+
+
+def actionlint_pin_key() -> str:
+    """Folder name for the actionlint binary of this pin."""
+    return f"actionlint-{ACTIONLINT_VERSION}"
+
+
+# ---------------------------------------------------------------------------- the image's base
+# The test command builds the project's Dockerfile with buildah on a base made from Debian
+# packages (registry base images cannot be pulled here): see image.py. The Debian snapshot
+# service is not reachable from these machines, so the base is pinned by suite, sources and
+# package list (the cache key); the package versions it got are recorded in its stamp.
+
+#: Debian release of the base rootfs (its python3 is 3.11: the project needs >= 3.11).
+DEBIAN_SUITE = "bookworm"
+#: The apt sources of the base (the suite, its updates and its security updates).
+DEBIAN_SOURCES: tuple[str, ...] = (
+    f"deb http://deb.debian.org/debian {DEBIAN_SUITE} main",
+    f"deb http://deb.debian.org/debian {DEBIAN_SUITE}-updates main",
+    f"deb http://deb.debian.org/debian-security {DEBIAN_SUITE}-security main",
+)
+#: mmdebstrap variant: the Essential packages and apt (so a Dockerfile line can apt-get).
+DEBIAN_VARIANT = "apt"
+#: Packages on top of the variant: the interpreter and its venv module (pip for the build).
+BASE_PACKAGES: tuple[str, ...] = ("python3", "python3-venv")
+#: Debian packages of the host that build the image (installed with apt-get when missing).
+IMAGE_HOST_PACKAGES: tuple[str, ...] = ("mmdebstrap", "buildah")
+
+
+def base_pins() -> dict[str, str]:
+    """The inputs of the base rootfs (its cache key)."""
+    return {
+        "suite": DEBIAN_SUITE,
+        "sources": "|".join(DEBIAN_SOURCES),
+        "variant": DEBIAN_VARIANT,
+        "packages": ",".join(BASE_PACKAGES),
+        "merged_usr": "hook",
+        "excluded": "doc,man,locale,info",
+    }

@@ -384,6 +384,13 @@ class SimApi:
             raise err
         if t.resource == "noderecoverypolicies" and not self.policies_installed:
             raise Reject(404, "the server could not find the requested resource")
+        if t.resource == "customresourcedefinitions" and method == "GET" and t.name:
+            # Only the NodeRecoveryPolicy CRD exists, once installed.
+            if t.name != "noderecoverypolicies.noderecover.io" or not self.policies_installed:
+                raise Reject(
+                    404, f'customresourcedefinitions.apiextensions.k8s.io "{t.name}" not found'
+                )
+            return {"kind": "CustomResourceDefinition", "metadata": {"name": t.name}}
         if method == "GET":
             if not t.name:
                 return self._list(t, q)

@@ -808,6 +808,7 @@ class World:
         kube = KubeClient(
             client, timeouts, identity, clock=clock, write_deadline=elector.write_deadline
         )
+        elector.writes_abandoned_at = kube.writes_abandoned_at  # as noderecover run wires it
         gate = _StopGate(elector)
         events = EventRecorder(
             Writer(kube, gate.may_act),
