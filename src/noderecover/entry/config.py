@@ -365,6 +365,8 @@ def _opts() -> list[_Opt]:
             "who proves a node off: command | redfish | aws | fence-agent (a policy's "
             "spec.fence.provider overrides it; default: command with --fence-command, else none)",
             None,
+            kind=Kind.CHOICE,
+            choices=tuple(p.value for p in Provider),
         ),
         _Opt(
             "--fence-secret",
@@ -372,6 +374,7 @@ def _opts() -> list[_Opt]:
             parse_secret_name,
             "the Secret, in noderecover's namespace, with the fence credentials",
             None,
+            metavar="NAME",
         ),
         _Opt(
             "--fence-action",
@@ -379,6 +382,8 @@ def _opts() -> list[_Opt]:
             parse_fence_action,
             "off | reboot",
             d.fence.action.value,
+            kind=Kind.CHOICE,
+            choices=tuple(a.value for a in FenceAction),
         ),
         _Opt(
             "--fence-address-template",
@@ -387,6 +392,7 @@ def _opts() -> list[_Opt]:
             "the BMC address of a node without the noderecover.io/fence-address annotation, "
             "from {name} and {label:KEY} (e.g. https://{name}-bmc.example.com)",
             None,
+            metavar="TEMPLATE",
         ),
         _Opt(
             "--fence-config",
@@ -395,6 +401,7 @@ def _opts() -> list[_Opt]:
             "a JSON file with the provider's settings, in the shape of a policy's spec.fence "
             "(redfish, aws, agent, sharedParameters, nodeParameters...)",
             None,
+            metavar="FILE",
         ),
         _Opt(
             "--max-unhealthy",
