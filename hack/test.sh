@@ -82,6 +82,24 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
+# Debian packages the fence-agent tests drive (tests/test_fencing_emulators.py): the real
+# fence_ipmilan and fence_redfish (fence-agents), and the ipmitool fence_ipmilan runs.
+# Installed only when missing; the tests fail (never skip) without them.
+debs=()
+{ [ -x /usr/sbin/fence_ipmilan ] && [ -x /usr/sbin/fence_redfish ]; } || debs+=(fence-agents)
+command -v ipmitool >/dev/null 2>&1 || debs+=(ipmitool)
+if [ "${#debs[@]}" -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== installing Debian packages: ${debs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+  else
+    echo "== cannot install ${debs[*]} (needs apt-get as root): the fence-agent tests" \
+      "(tests/test_fencing_emulators.py) will fail; install them, or deselect -m 'not emulators'"
+  fi
+fi
+
 echo "== ruff"
 ruff check src testkit tests bench
 ruff format --check src testkit tests bench

@@ -196,6 +196,7 @@ PODS = Kind(
 )
 LEASES = Kind("Lease", "leases", "coordination.k8s.io", True, _META_FIELDS)
 CONFIGMAPS = Kind("ConfigMap", "configmaps", "", True, _META_FIELDS)
+SECRETS = Kind("Secret", "secrets", "", True, _META_FIELDS)
 # noderecover's own Deployment, as `kubectl noderecover` reads its settings from it.
 DEPLOYMENTS = Kind("Deployment", "deployments", "apps", True, _META_FIELDS)
 # The NodeRecoveryPolicy CRD: served only once `install_policies()` was called (a cluster
@@ -523,6 +524,7 @@ class FakeKube:
                 VOLUMEATTACHMENTS,
                 PERSISTENTVOLUMES,
                 CONFIGMAPS,
+                SECRETS,
                 DEPLOYMENTS,
                 POLICIES,
             )
@@ -1049,6 +1051,7 @@ class FakeKube:
             (f"{core}{nsd}/events/{{name}}", self._item(EVENTS)),
             (f"{core}{nsd}/configmaps", self._collection(CONFIGMAPS)),
             (f"{core}{nsd}/configmaps/{{name}}", self._item(CONFIGMAPS)),
+            (f"{core}{nsd}/secrets/{{name}}", self._item(SECRETS)),
             (f"/apis/apps/v1{nsd}/deployments", self._collection(DEPLOYMENTS)),
             (f"/apis/apps/v1{nsd}/deployments/{{name}}", self._item(DEPLOYMENTS)),
             (
@@ -1088,6 +1091,22 @@ class FakeKube:
         store = self.stores["noderecoverypolicies"]
         cur = store.get("", name)
         self._write(store, "DELETED", cur, cur)
+
+    def set_secret(self, namespace: str, name: str, data: dict[str, str] | None) -> None:
+        """Create, replace or delete (None) a Secret; `data` in clear (stored base64)."""
+        import base64
+
+        store = self.stores["secrets"]
+        cur = store.objects.get((namespace, name))
+        if data is None:
+            if cur is not None:
+                self._write(store, "DELETED", cur, cur)
+            return
+        enc = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        if cur is None:
+            self._create(store, {"metadata": {"name": name}, "data": enc}, namespace)
+        else:
+            self._update(store, cur, {**_clone(cur), "data": enc})
 
     def set_configmap(self, namespace: str, name: str, data: dict[str, str] | None) -> None:
         """Create, replace (data) or delete (None) a ConfigMap."""

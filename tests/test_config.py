@@ -79,6 +79,7 @@ def test_flags_beat_env_beat_defaults() -> None:
 
 # ------------------------------------------------------------------------ the config matrix
 NOT_EXECUTABLE = str(Path(__file__).with_name("__init__.py"))
+ROOT = Path(__file__).resolve().parents[1]
 CP_LABEL = "node-role.kubernetes.io/control-plane"
 
 # Every flag that takes a value, with values it must refuse (and a word of the reason).
@@ -120,6 +121,17 @@ INVALID: list[tuple[str, str, str]] = [
     ("--detach-timeout", "0", "greater than 0s"),
     ("--detach-timeout", "soon", "duration"),
     ("--fence-timeout", "-1s", "negative"),
+    ("--fence-provider", "ipmi", "is not one of command, redfish, aws, fence-agent"),
+    ("--fence-provider", "command", "command needs --fence-command"),
+    ("--fence-provider", "redfish", "needs secretName"),
+    ("--fence-provider", "fence-agent", "needs agent"),
+    ("--fence-secret", "Bad_Name", "not a Secret name"),
+    ("--fence-action", "halt", "not off or reboot"),
+    ("--fence-address-template", "{node}.bmc", "only {name} and {label:KEY}"),
+    ("--fence-config", "/nonexistent/fence.json", "cannot read"),
+    # JSON, but not a fence spec (the Grafana dashboard):
+    ("--fence-config", str(ROOT / "docs" / "dashboard.json"), "fence config: unknown field"),
+    ("--fence-config", __file__, "is not JSON"),
     ("--max-unhealthy", "150%", "not within 0-100%"),
     ("--max-unhealthy", "nan%", "neither a count nor a percent"),
     ("--max-unhealthy", "\u0664", "neither a count nor a percent"),

@@ -31,6 +31,7 @@ from noderecover.core.nodes import (
     NodeObs,
     format_time,
 )
+from noderecover.core.settings import Removal
 from noderecover.entry.config import Config, Threshold
 from tests.builders import T0, obs
 
@@ -107,7 +108,7 @@ def test_drain_then_remove_sequence() -> None:
 
 
 def test_out_of_service_marks_taint_ownership() -> None:
-    cfg = dataclasses.replace(CFG, removal="out-of-service")
+    cfg = dataclasses.replace(CFG, removal=Removal.OUT_OF_SERVICE)
     rec, _ = to_phase(Phase.REMOVED, cfg)
     assert rec.tainted
 
@@ -542,7 +543,7 @@ def test_removed_phase_waits() -> None:
     assert d.action is None and d.blocked is None
 
 
-OOS = dataclasses.replace(CFG, removal="out-of-service")
+OOS = dataclasses.replace(CFG, removal=Removal.OUT_OF_SERVICE)
 TAINT = {"key": OUT_OF_SERVICE_KEY, "value": "nodeshutdown", "effect": "NoExecute"}
 
 
@@ -636,7 +637,7 @@ THEIR_TAINT = {"key": OUT_OF_SERVICE_KEY, "value": "operator", "effect": "NoExec
 
 @pytest.mark.parametrize("removal", ["out-of-service", "both"])
 def test_a_taint_already_on_the_node_is_not_ours(removal: str) -> None:
-    cfg = dataclasses.replace(CFG, removal=removal)
+    cfg = dataclasses.replace(CFG, removal=Removal(removal))
     rec, now = to_phase(Phase.REMOVING, cfg, taints=[THEIR_TAINT])
     o = obs(cfg, ready="Unknown", unschedulable=True, taints=[THEIR_TAINT])
     d = step(rec, o, now, cfg)

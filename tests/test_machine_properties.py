@@ -44,7 +44,8 @@ from noderecover.core.nodes import (
     parse_time,
 )
 from noderecover.core.safety import exclusion
-from noderecover.entry.config import REMOVAL_MODES, Config
+from noderecover.core.settings import Removal
+from noderecover.entry.config import Config
 from tests.builders import T0, node_json
 
 UID = "uid-w1"
@@ -96,7 +97,7 @@ def configs(draw: st.DrawFn) -> Config:
         grace=draw(st.sampled_from([0.0, 5.0, 60.0, 300.0])),
         healthy_delay=draw(st.sampled_from([0.0, 10.0, 30.0])),
         unhealthy_conditions=draw(st.sampled_from(UNHEALTHY_SETS)),
-        removal=draw(st.sampled_from(REMOVAL_MODES)),
+        removal=draw(st.sampled_from(list(Removal))),
         fence_command=draw(st.sampled_from([(), ("fence-it",)])),
         max_concurrent=draw(st.integers(1, 2)),
         max_removals_per_hour=draw(st.integers(1, 2)),

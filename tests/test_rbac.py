@@ -52,7 +52,10 @@ def granted(docs: list[dict[str, Any]]) -> set[Permission]:
         assert (d["kind"], ns, d["metadata"]["name"]) in bound, f"unbound {d['metadata']}"
         scope = OWN_NAMESPACE if ns == own else ns
         for rule in d["rules"]:
-            assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+            assert "nonResourceURLs" not in rule, rule
+            # Names only where they narrow a read of one object: the fence Secret.
+            if "resourceNames" in rule:
+                assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
@@ -136,7 +139,23 @@ def test_declared_matches_namespaces_like_the_roles_do() -> None:
     assert declared(Permission("", "events", "create", "default")) is not None
     assert declared(Permission("", "pods", "delete", "any")) == Permission("", "pods", "delete")
     assert declared(Permission("", "pods", "get", "any")) is None
-    assert declared(Permission("", "secrets", "get", "default")) is None
+    assert declared(Permission("", "configmaps", "list", "default")) is None
+
+
+def test_the_fence_secret_is_granted_by_name_only() -> None:
+    """GET of exactly the Secret the fence configuration names (README "RBAC"), never of
+    every Secret of the namespace."""
+    docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    rules = [r for d in docs if d["kind"] in {"Role", "ClusterRole"} for r in d["rules"]]
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["noderecover-fence"],
+            "verbs": ["get"],
+        }
+    ]
 
 
 def test_every_declared_call_is_made_by_the_unit_suite(request: pytest.FixtureRequest) -> None:

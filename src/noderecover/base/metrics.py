@@ -60,6 +60,11 @@ ACTIONS = Counter(
     "Remediation actions performed (or simulated in dry-run), by action and result.",
     ["action", "result"],
 )
+FENCES = Counter(
+    "noderecover_fences_total",
+    "Fences by provider and outcome: ok (read back off), or the blocked reason that ended it.",
+    ["provider", "outcome"],
+)
 BLOCKED = Counter(
     "noderecover_blocked_total",
     "Remediation steps held back by a safety gate, by reason.",

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Protocol
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock
-from noderecover.base.metrics import ACTIONS, BLOCKED
+from noderecover.base.metrics import ACTIONS, BLOCKED, FENCES
 from noderecover.controller.drainer import DrainContext, Drained, Drainer
 from noderecover.controller.volumes import VolumeWatch
 from noderecover.controller.writes import (
@@ -50,6 +49,7 @@ from noderecover.controller.writes import (
     Step,
     WritePath,
 )
+from noderecover.core.fencing import Provider
 from noderecover.core.machine import (
     KUBELET_ALIVE,
     Action,
@@ -64,7 +64,7 @@ from noderecover.core.machine import (
 from noderecover.core.nodes import ANN_TAINTED, OUT_OF_SERVICE_KEY
 from noderecover.core.proof import removal_mode
 from noderecover.core.reasons import GATES, Blocked
-from noderecover.core.settings import Config
+from noderecover.core.settings import Config, RemovalMode
 from noderecover.core.volumes import (
     MAX_WAIT_FOR_UNMOUNT,
     VOLUMES_ATTACHED,
@@ -72,7 +72,10 @@ from noderecover.core.volumes import (
     describe,
     on_node,
 )
+from noderecover.fencing.provider import Credentials, FenceError
+from noderecover.fencing.registry import provider_for
 from noderecover.kube.client import ApiError, Conflict, Invalid, KubeClient, NotFound
+from noderecover.kube.secrets import SecretMalformed, SecretMissing, read_secret
 from noderecover.kube.storage import attachments, waiting_pods
 
 __all__ = ["Executor", "MalformedNode", "NodeReplaced", "Result"]
@@ -85,6 +88,7 @@ LIVE_DRAIN_RETRY = 30.0  # a live kubelet's drain that did not finish in time
 MALFORMED_RETRY = 30.0  # a node object that cannot be read safely: look again this much later
 DETACH_POLL = 1.0  # out-of-service: how often the node's VolumeAttachments are read while waiting
 VOLUMES_EVENT = "NodeRecoverVolumesAttached"  # Event reason: volumes held by a removed node
+FENCE_EVENT = "NodeRecoverFenceFailed"  # Event reason: a fence that did not prove the node off
 
 
 class Guard(Gates, Protocol):
@@ -153,9 +157,11 @@ class Executor:
         guard: Guard | None = None,
         now: Callable[[], float] | None = None,
         config_for: Callable[[str], Config] | None = None,
+        namespace: str | None = None,
     ) -> None:
         """`config_for(node)`: the settings of the policy governing the node now (default:
-        `cfg`, the flags); asked again at every step, so a changed policy applies at once."""
+        `cfg`, the flags); asked again at every step, so a changed policy applies at once.
+        `namespace`: noderecover's own, where the fence Secret is read (None: unknown)."""
         self._kube = kube
         self._clock = clock
         self._cfg = cfg
@@ -186,6 +192,8 @@ class Executor:
         # node uid -> when this process saw its out-of-service taint on (the detach bound)
         self._tainted_at: dict[str, float] = {}
         self.volumes = VolumeWatch(kube, clock, now=self._now)
+        self._namespace = namespace
+        self._fence_failures: dict[str, int] = {}  # node uid -> fences not proven off in a row
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -330,20 +338,65 @@ class Executor:
         return Result(done.outcome, transition=done.transition, detail=done.reason)
 
     async def _fence(self, action: Action) -> Result:
+        """Prove the node off through its policy's provider (see controller/writes.py): the
+        Secret is read first (slow work comes before the evidence), then the node and its
+        Lease, then the fence. Not proven off: a visible block (its reason, a Warning Event,
+        noderecover_fences_total), the Node kept, no taint, retried with backoff."""
+        cfg = self._config_for(action.node)
+        provider = provider_for(cfg)
+        if provider is None:  # the policy stopped fencing since the decision: decide again
+            return Result(Outcome.FAILED, 1.0, "fencing no longer configured")
+        try:
+            creds = await self._credentials(cfg)
+        except FenceError as exc:
+            return self._fence_blocked(action, provider.kind, exc)
         ev = await self.evidence(action, Step.FENCE)
         if ev.stop is not None:
             return self._stopped(ev)
         if not ev.dead:
             return Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
-        env = {**os.environ, "NODE_NAME": action.node, "NODERECOVER_NODE": action.node}
-        code = await self.writes.fence(ev, self._cfg.fence_command, env, self._cfg.fence_timeout)
-        if code != 0:
-            ACTIONS.labels("fence", "error").inc()
-            delay = Backoff(base=10.0, cap=300.0, rng=self._rng).next_delay()
-            return Result(Outcome.FAILED, delay, f"fence command exit {code}")
+        try:
+            await self.writes.fence(
+                ev, provider, cfg.fence, creds, cfg.fence_timeout, action.transition
+            )
+        except FenceError as exc:
+            return self._fence_blocked(action, provider.kind, exc)
+        self._fence_failures.pop(action.uid, None)
         ACTIONS.labels("fence", "ok").inc()
+        FENCES.labels(provider.kind.value, "ok").inc()
         await self._annotate(action, action.success)
         return Result(Outcome.OK)
+
+    async def _credentials(self, cfg: Config) -> Credentials:
+        """The fence Secret's keys (none when the configuration names no Secret)."""
+        name = cfg.fence.secret_name
+        if not name:
+            return Credentials()
+        if self._namespace is None:
+            raise FenceError(Blocked.FENCE_SECRET, "noderecover's namespace is not known")
+        try:
+            return Credentials(await read_secret(self._kube, self._namespace, name))
+        except (SecretMissing, SecretMalformed) as exc:
+            raise FenceError(Blocked.FENCE_SECRET, str(exc)) from None
+        except ApiError as exc:
+            raise FenceError(
+                Blocked.FENCE_SECRET,
+                f"Secret {self._namespace}/{name} could not be read: HTTP {exc.code}",
+            ) from None
+
+    def _fence_blocked(self, action: Action, provider: Provider, exc: FenceError) -> Result:
+        failures = self._fence_failures.get(action.uid, 0)
+        self._fence_failures[action.uid] = failures + 1
+        delay = Backoff(base=10.0, cap=300.0, rng=self._rng, failures=failures).next_delay()
+        ACTIONS.labels("fence", "error").inc()
+        FENCES.labels(provider.value, exc.reason.value).inc()
+        message = (
+            f"{provider} fence of {action.node} did not prove it off ({exc.reason}): "
+            f"{exc.message}; the Node is kept, no out-of-service taint; again in {delay:.0f}s"
+        )
+        log.warning("%s", message)
+        self._guard.event("Node", "", action.node, action.uid, FENCE_EVENT, message[:1024])
+        return Result(Outcome.BLOCKED, delay, exc.reason)
 
     async def _remove(self, action: Action, rec: Record) -> Result:
         """Taint (out-of-service, both), wait for the node's volumes to detach, delete (delete,
@@ -351,7 +404,7 @@ class Executor:
         for the rules). Slow reads (VolumeAttachments, pods) and Events come before that read."""
         cfg = self._config_for(action.node)
         mode = removal_mode(cfg, action.proof)  # `auto`: taints only a node proven off
-        taints = mode in {"out-of-service", "both"}
+        taints = mode.taints
         ours = rec.tainted  # the out-of-service taint is ours (put on in an earlier episode)
         result = Result(Outcome.FAILED, 1.0, "node kept changing during removal")
         step = Step.TAINT if taints else Step.DELETE_NODE
@@ -362,7 +415,7 @@ class Executor:
                 # Before the taint: with it, the volumes may be gone before the wait first
                 # looks (detached in ~100 ms), and they are followed from here.
                 await self._follow_volumes(action, rec)
-            elif mode == "delete":
+            elif not mode.taints:
                 await self._warn_attached(action, rec)
             # One pass per fresh read: the taint's own (then re-read), and conflicts.
             for _ in range(DELETE_CONFLICT_RETRIES + 1):
@@ -405,20 +458,20 @@ class Executor:
                         if held is not None:
                             result = held
                             break
-                        if mode == "both":
+                        if mode.deletes:
                             # Time passed while waiting: the DELETE is decided on a new read.
                             ev = await self.evidence(action, Step.DELETE_NODE)
                             if (stop := self._removal_stop(ev, mode)) is not None:
                                 result = stop
                                 break
-                    if mode in {"delete", "both"}:
+                    if mode.deletes:
                         if await self.writes.delete_node(ev):
                             log.warning(
                                 "deleted node %s (Ready=Unknown, kubelet silent in a read "
                                 "made right before)",
                                 action.node,
                             )
-                    elif mode == "out-of-service":
+                    else:
                         success = dataclasses.replace(action.success, tainted=ours)
                         await self._annotate(action, success)
                     result = Result(Outcome.OK)
@@ -478,11 +531,11 @@ class Executor:
         self._intents.add(intent)
         return None
 
-    def _removal_stop(self, ev: Evidence, mode: str) -> Result | None:
+    def _removal_stop(self, ev: Evidence, mode: RemovalMode) -> Result | None:
         """What a fresh read says before a removal step: gone (done, unless the Node was to
         be kept), a gate or a flap (stopped), a live kubelet (held); None: go on."""
         if ev.stop is Outcome.GONE:
-            return Result(Outcome.OK if mode != "out-of-service" else Outcome.GONE)
+            return Result(Outcome.OK if mode.deletes else Outcome.GONE)
         if ev.stop is not None:
             return self._stopped(ev)
         if not ev.dead:

@@ -166,6 +166,7 @@ class Controller:
             guard=self,
             now=self.timeline.now,
             config_for=self.config_for,
+            namespace=namespace,
         )
         self.policies = PolicySource(
             kube,

@@ -24,6 +24,9 @@ One rule, structural rather than case by case (issue 20):
   ours. A cordon or taint already on the Node in the fresh read, without our marker, is the
   operator's: never claimed. Markers are removed only by `restore`, together with what they
   mark, guarded by the resourceVersion; annotation writes never remove them.
+- **Fencing** is a force like the others: asked right before, on the evidence. What is
+  fenced is bound to the fresh read (the Node's uid, its providerID or BMC address), and the
+  fence runs to the power state read back Off, bounded (`noderecover.fencing.runner`).
 - **Dry-run** is decided here: the write is logged and counted, nothing is sent.
 """
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -41,6 +44,7 @@ import anyio
 
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.core.fencing import FenceSpec, NoTarget, target_for
 from noderecover.core.machine import (
     FLAPPING,
     HEALTHY_AGAIN,
@@ -61,6 +65,8 @@ from noderecover.core.nodes import (
 from noderecover.core.proof import NO_PROOF, Proof, backed
 from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
+from noderecover.fencing.provider import Credentials, FenceError, FenceProvider
+from noderecover.fencing.runner import Fenced, fence_node
 from noderecover.kube import mutating
 from noderecover.kube.client import (
     JSON,
@@ -474,22 +480,62 @@ class WritePath:
         return True
 
     async def fence(
-        self, ev: Evidence, argv: Sequence[str], env: Mapping[str, str], timeout: float
-    ) -> int | None:
-        """Run the fence command for the node of `ev`; its exit code (None: did not finish
-        or could not run; 0 in dry-run)."""
-        self._allow(Step.FENCE, ev.node, ev)
-        if self._dry("fence", ev.node):
-            return 0
+        self,
+        ev: Evidence,
+        provider: FenceProvider,
+        spec: FenceSpec,
+        creds: Credentials,
+        timeout: float,
+        transition: float | None = None,
+    ) -> Fenced | None:
+        """Fence the machine of `ev` through `provider` and read it back off, bounded by
+        `timeout`; None in dry-run. What is fenced is what the fresh read shows: the Node's
+        uid with its providerID or BMC address (core.fencing.target_for), never the name
+        alone, so a machine re-created under the name is not the target.
+
+        The provider's check (a read of the BMC or the cloud API) comes first; right before
+        each power request the rule is applied again: leadership, the gates, and evidence no
+        older than EVIDENCE_SLACK - read again (Node and heartbeat Lease) when the check took
+        longer, and the machine it names must still be the target. Raises Held (a gate or the
+        evidence), FenceError (not proven off: its Blocked reason)."""
+        fresh = ev.fresh
+        if fresh is None or ev.stop is not None:
+            raise Held(ev.reason or EVIDENCE_STALE)
         try:
-            with anyio.fail_after(timeout):
-                proc = await anyio.run_process(list(argv), env=dict(env), check=False)
-            return proc.returncode
-        except TimeoutError:
-            log.error("fence command for %s timed out after %.0fs", ev.node, timeout)
-        except OSError as exc:
-            log.error("fence command for %s could not run: %s", ev.node, exc)
-        return None
+            target = target_for(spec, fresh)  # pure: nothing between the checks and the call
+        except NoTarget as exc:
+            raise FenceError(Blocked.FENCE_NO_TARGET, f"node {ev.node}: {exc}") from None
+        self._allow(Step.FENCE, ev.node, ev)
+        if self._dry("fence", str(target)):
+            return None
+        latest = ev
+
+        async def right_before() -> None:
+            nonlocal latest
+            if self._clock.monotonic() - latest.answered > EVIDENCE_SLACK:
+                latest = await self.evidence(ev.node, ev.uid, transition, Step.FENCE)
+                if latest.fresh is not None and latest.stop is None:
+                    try:
+                        again = target_for(spec, latest.fresh)
+                    except NoTarget as exc:
+                        raise FenceError(Blocked.FENCE_NO_TARGET, str(exc)) from None
+                    if again != target:
+                        raise FenceError(
+                            Blocked.FENCE_NO_TARGET,
+                            f"node {ev.node}: what it names changed during the fence "
+                            f"({target} -> {again}): not fenced",
+                        )
+            self._allow(Step.FENCE, ev.node, latest)
+
+        return await fence_node(
+            provider,
+            target,
+            creds,
+            spec.action,
+            timeout=timeout,
+            clock=self._clock,
+            before_fence=right_before,
+        )
 
     async def taint(self, ev: Evidence, annotations: Mapping[str, str | None]) -> bool:
         """Add the out-of-service taint and our marker of it (with `annotations`) in one JSON

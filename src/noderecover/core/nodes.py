@@ -156,6 +156,7 @@ class NodeObs:
     deleting: bool
     malformed: str | None = None  # one of MALFORMED_REASONS: never act on this node
     created: float | None = None  # creationTimestamp (None: unreadable, treated as old)
+    provider_id: str = ""  # spec.providerID ("" when absent or not a string): what fencing aims at
 
     def condition(self, ctype: str) -> Condition | None:
         for c in self.conditions:
@@ -242,6 +243,7 @@ def _parse_node(obj: object, keep_labels: frozenset[str], keep: frozenset[str]) 
         taints=_taints(spec.get("taints")),
         deleting=bool(deletion),
         created=parse_time(meta.get("creationTimestamp")),
+        provider_id=pid if isinstance(pid := spec.get("providerID"), str) else "",
     )
 
 

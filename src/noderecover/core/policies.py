@@ -33,11 +33,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from noderecover.core import durations
+from noderecover.core.fencing import (
+    FenceAction,
+    FenceSpec,
+    Provider,
+    parse_fence_spec,
+    spec_error,
+)
 from noderecover.core.nodes import format_time, parse_time
 from noderecover.core.pauses import Pause
 from noderecover.core.reasons import Blocked
 from noderecover.core.selectors import Requirement, Selector, key_error, value_error
-from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
+from noderecover.core.settings import REMOVAL_MODES, Config, Removal, Threshold
 
 GROUP = "noderecover.io"
 VERSION = "v1alpha1"
@@ -203,7 +210,7 @@ def _overrides(spec: Mapping[str, Any], base: Config, selector: Selector) -> dic
     if (removal := spec.get("removal")) is not None:
         if removal not in REMOVAL_MODES:
             raise ValueError(f"spec.removal: {removal!r} is not one of {', '.join(REMOVAL_MODES)}")
-        out["removal"] = removal
+        out["removal"] = Removal(removal)
     if (fencing := spec.get("fencing")) is not None:
         if not isinstance(fencing, bool):
             raise ValueError(f"spec.fencing: {fencing!r} is not true or false")
@@ -212,6 +219,22 @@ def _overrides(spec: Mapping[str, Any], base: Config, selector: Selector) -> dic
             # run programs in the controller. It can only use (or not) the flag's command.
             raise ValueError("spec.fencing: true needs noderecover's --fence-command")
         out["fence_command"] = base.fence_command if fencing else ()
+        if not fencing:
+            out["fence"] = FenceSpec()
+    if (fence := spec.get("fence")) is not None:
+        if spec.get("fencing") is False:
+            raise ValueError("spec.fence: set while spec.fencing is false")
+        parsed = parse_fence_spec(fence, "spec.fence", base.fence)
+        if parsed.provider is Provider.COMMAND and not base.fence_command:
+            # A policy never names a command: it can only use (or not) the flag's command.
+            raise ValueError("spec.fence.provider: command needs noderecover's --fence-command")
+        if parsed.provider is None and not base.fence_command:
+            raise ValueError("spec.fence.provider: no provider here, and none by flag")
+        if (why := spec_error(parsed)) is not None:
+            raise ValueError(f"spec.fence: {why}")
+        if parsed.provider is Provider.AWS and parsed.action is FenceAction.REBOOT:
+            raise ValueError("spec.fence.action: aws stops the instance: use off")
+        out["fence"] = parsed
     mu = spec.get("maxUnhealthy")
     out["max_unhealthy"] = (
         _threshold(mu) if mu is not None else dataclasses.replace(base.max_unhealthy, round_up=True)
@@ -273,6 +296,7 @@ def needed_keys(policies: Iterable[Policy]) -> tuple[frozenset[str], frozenset[s
             labels |= p.selector.keys
         if p.cfg is not None:
             conditions |= {t for t, _ in p.cfg.unhealthy_conditions}
+            labels |= p.cfg.fence.labels  # the fence address template's
     return frozenset(labels), frozenset(conditions)
 
 

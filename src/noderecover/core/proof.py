@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import assert_never
 
 from noderecover.core.nodes import NodeObs
-from noderecover.core.settings import Config
+from noderecover.core.settings import Config, Removal, RemovalMode
 
 # Set by the cloud-controller-manager's node lifecycle controller on a NotReady node whose
 # instance the cloud reports shut down (k8s.io/cloud-provider, ShutdownTaint); removed when
@@ -112,14 +112,14 @@ def needs_fence(cfg: Config, proof: Proof) -> bool:
     return cfg.fencing and not proof.proven
 
 
-def removal_mode(cfg: Config, proof: Proof) -> str:
+def removal_mode(cfg: Config, proof: Proof) -> RemovalMode:
     """The removal done for a node with `proof`: `auto` is `both` when the node is proven off
     (or will be: a fence is configured and runs first), else `delete`; explicit modes stay."""
-    if cfg.removal == "auto":
-        return "both" if proof.proven or cfg.fencing else "delete"
-    return cfg.removal_mode
+    if cfg.removal is Removal.AUTO and proof.proven:
+        return RemovalMode.BOTH
+    return cfg.removal_mode  # auto: both with a fence (it runs first), else delete
 
 
 def taints(cfg: Config, proof: Proof) -> bool:
     """The removal of a node with `proof` puts the out-of-service taint on it."""
-    return removal_mode(cfg, proof) in {"out-of-service", "both"}
+    return removal_mode(cfg, proof).taints

@@ -50,6 +50,11 @@ class Blocked(StrEnum):
     REMOVALS_UNKNOWN = "removals-unknown"
     REMOVAL_UNRECORDED = "removal-unrecorded"
     NOT_PROVEN_OFF = "not-proven-off"
+    FENCE_NO_TARGET = "fence-no-target"
+    FENCE_SECRET = "fence-secret"
+    FENCE_UNREACHABLE = "fence-unreachable"
+    FENCE_REFUSED = "fence-refused"
+    FENCE_NOT_OFF = "fence-not-off"
 
     @property
     def label(self) -> str:
@@ -259,6 +264,40 @@ _INFO: dict[Blocked, _Info] = {
         "a destructive write was asked for on a read older than the write path allows (a "
         "bug: slow work between the read that decides and the write): not written",
         "ends at the next attempt, decided on a new read (report it: it is a bug)",
+    ),
+    Blocked.FENCE_NO_TARGET: _Info(
+        _NODE,
+        "the fresh read of the node does not say what to fence (no spec.providerID for aws; no "
+        "noderecover.io/fence-address annotation and no address template, or a label the "
+        "template reads is missing): not fenced, the Node is kept, no out-of-service taint",
+        "ends when the node carries what its provider needs (retried with backoff)",
+    ),
+    Blocked.FENCE_SECRET: _Info(
+        _NODE,
+        "the fence credentials cannot be had: the Secret the policy (or --fence-config) names "
+        "is missing, unreadable or lacks a key, or a key clashes with the spec: not fenced, "
+        "the Node is kept, no out-of-service taint",
+        "ends when the Secret is readable and complete (retried with backoff)",
+    ),
+    Blocked.FENCE_UNREACHABLE: _Info(
+        _NODE,
+        "the fence device (BMC, cloud API, fence agent, --fence-command) did not answer within "
+        "its timeout or could not be reached: the node is not proven off, the Node is kept, "
+        "no out-of-service taint",
+        "ends when a fence succeeds (retried with backoff)",
+    ),
+    Blocked.FENCE_REFUSED: _Info(
+        _NODE,
+        "the fence device refused (wrong credentials, no such machine, a non-zero exit of the "
+        "agent or the command): the node is not proven off, the Node is kept, no "
+        "out-of-service taint",
+        "ends when a fence succeeds (fix the credentials or the address; retried with backoff)",
+    ),
+    Blocked.FENCE_NOT_OFF: _Info(
+        _NODE,
+        "the power-off was accepted but the power state never read back Off within the "
+        "fence timeout: the node is not proven off, the Node is kept, no out-of-service taint",
+        "ends when a fence is confirmed Off (retried with backoff)",
     ),
 }
 

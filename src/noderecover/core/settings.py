@@ -9,14 +9,58 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import assert_never
 
+from noderecover.core.fencing import FenceSpec, Provider
 from noderecover.core.safety import CONTROL_PLANE_LABELS
 from noderecover.core.selectors import Selector
 
-# "auto" (the default): "both" when a --fence-command proves a node off, else "delete". The
-# out-of-service taint detaches volumes at once and is only safe on a node that is really off
-# (KEP-2268): it is never put on a guess.
-REMOVAL_MODES = ("auto", "delete", "out-of-service", "both")
+
+class Removal(StrEnum):
+    """The --removal setting. "auto" (the default): "both" when a fence proves a node off, else
+    "delete". The out-of-service taint detaches volumes at once and is only safe on a node
+    that is really off (KEP-2268): it is never put on a guess."""
+
+    AUTO = "auto"
+    DELETE = "delete"
+    OUT_OF_SERVICE = "out-of-service"
+    BOTH = "both"
+
+
+class RemovalMode(StrEnum):
+    """The removal actually done ("auto" resolved). Every site that acts on it matches it
+    exhaustively (`assert_never`): a new mode is listed by mypy wherever it needs a decision,
+    and can never fall through to "done" with no write."""
+
+    DELETE = "delete"
+    OUT_OF_SERVICE = "out-of-service"
+    BOTH = "both"
+
+    @property
+    def taints(self) -> bool:
+        """Puts the out-of-service taint on the node (and waits for its volumes to detach)."""
+        match self:
+            case RemovalMode.DELETE:
+                return False
+            case RemovalMode.OUT_OF_SERVICE | RemovalMode.BOTH:
+                return True
+            case _:  # pragma: no cover
+                assert_never(self)
+
+    @property
+    def deletes(self) -> bool:
+        """Deletes the Node object."""
+        match self:
+            case RemovalMode.DELETE | RemovalMode.BOTH:
+                return True
+            case RemovalMode.OUT_OF_SERVICE:
+                return False
+            case _:  # pragma: no cover
+                assert_never(self)
+
+
+REMOVAL_MODES = tuple(m.value for m in Removal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +100,13 @@ class Config:
     condition_graces: tuple[tuple[str, str, float], ...] = ()
     drain_timeout: float = 60.0
     node_startup_timeout: float = 600.0
-    removal: str = "auto"
+    removal: Removal = Removal.AUTO
     detach_timeout: float = 120.0
     fence_command: tuple[str, ...] = ()
     fence_timeout: float = 60.0
+    # The fence provider and its settings (--fence-provider, --fence-config; a policy's
+    # spec.fence). Its provider None with a --fence-command: the `command` provider.
+    fence: FenceSpec = field(default_factory=FenceSpec)
     # Safety gates
     max_unhealthy: Threshold = field(default_factory=lambda: Threshold(40.0, True))
     breaker_window: float = 1800.0
@@ -95,6 +142,11 @@ class Config:
     # after parsing (e.g. --http-bind that cannot be bound); the flag when absent.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # A mode given as a string (a test, **kwargs) becomes the enum here; an unknown one
+        # raises, so it can never reach a removal as "nothing to do".
+        object.__setattr__(self, "removal", Removal(self.removal))
+
     def source(self, dest: str) -> str:
         """The flag or variable `dest` came from (its flag when it was a default)."""
         if dest in self.sources:
@@ -111,25 +163,46 @@ class Config:
         return self.grace
 
     @property
-    def fencing(self) -> bool:
-        return bool(self.fence_command)
+    def fence_provider(self) -> Provider | None:
+        """Who fences: the spec's provider, else `command` when a --fence-command is set."""
+        if self.fence.provider is not None:
+            return self.fence.provider
+        return Provider.COMMAND if self.fence_command else None
 
     @property
-    def removal_mode(self) -> str:
+    def fencing(self) -> bool:
+        return self.fence_provider is not None
+
+    @property
+    def removal_mode(self) -> RemovalMode:
         """The removal actually done: "auto" resolved (fenced -> "both", else "delete")."""
-        if self.removal == "auto":
-            return "both" if self.fencing else "delete"
-        return self.removal
+        removal = Removal(self.removal)
+        match removal:
+            case Removal.AUTO:
+                return RemovalMode.BOTH if self.fencing else RemovalMode.DELETE
+            case Removal.DELETE:
+                return RemovalMode.DELETE
+            case Removal.OUT_OF_SERVICE:
+                return RemovalMode.OUT_OF_SERVICE
+            case Removal.BOTH:
+                return RemovalMode.BOTH
+            case _:  # pragma: no cover
+                assert_never(removal)
 
     @property
     def taints(self) -> bool:
         """The removal puts the out-of-service taint on the node."""
-        return self.removal_mode in {"out-of-service", "both"}
+        return self.removal_mode.taints
 
     @property
     def relevant_labels(self) -> frozenset[str]:
         """Node labels the decisions read; all others are dropped when parsing a Node."""
-        return self.node_selector.keys | frozenset(CONTROL_PLANE_LABELS) | self.extra_labels
+        return (
+            self.node_selector.keys
+            | frozenset(CONTROL_PLANE_LABELS)
+            | self.extra_labels
+            | self.fence.labels
+        )
 
     @property
     def kept_conditions(self) -> frozenset[str]:

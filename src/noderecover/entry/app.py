@@ -198,7 +198,9 @@ async def run(cfg: Config, clock: Clock | None = None) -> int:
         elect,
         cfg.dry_run,
         cfg.grace,
-        cfg.removal if cfg.removal == cfg.removal_mode else f"{cfg.removal} ({cfg.removal_mode})",
+        cfg.removal
+        if cfg.removal.value == cfg.removal_mode.value
+        else f"{cfg.removal} ({cfg.removal_mode})",
     )
     try:
         async with anyio.create_task_group() as tg:

@@ -24,9 +24,18 @@ from typing import Any
 
 from noderecover.core import durations
 from noderecover.core.durations import format_duration
+from noderecover.core.fencing import (
+    AGENT_DIR,
+    FenceAction,
+    FenceSpec,
+    Provider,
+    check_template,
+    parse_fence_spec,
+    spec_error,
+)
 from noderecover.core.safety import CONTROL_PLANE_LABELS
 from noderecover.core.selectors import Requirement, Selector, parse_selector
-from noderecover.core.settings import REMOVAL_MODES, Config, Threshold
+from noderecover.core.settings import REMOVAL_MODES, Config, Removal, Threshold
 
 __all__ = [
     "CONTROL_PLANE_LABELS",
@@ -107,10 +116,10 @@ def parse_conditions(text: str) -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
-def parse_removal(text: str) -> str:
+def parse_removal(text: str) -> Removal:
     if text not in REMOVAL_MODES:
         raise ValueError(f"unknown removal mode {text!r} (want one of {', '.join(REMOVAL_MODES)})")
-    return text
+    return Removal(text)
 
 
 def parse_positive_int(text: str) -> int:
@@ -131,6 +140,47 @@ def parse_command(text: str) -> tuple[str, ...]:
     except ValueError as exc:
         raise ValueError(f"unparsable command {text!r}: {exc}") from None
     return argv
+
+
+def parse_provider(text: str) -> Provider:
+    try:
+        return Provider(text.strip(_ASCII_SPACE))
+    except ValueError:
+        names = ", ".join(p.value for p in Provider)
+        raise ValueError(f"{text!r} is not one of {names}") from None
+
+
+def parse_fence_action(text: str) -> FenceAction:
+    try:
+        return FenceAction(text.strip(_ASCII_SPACE))
+    except ValueError:
+        raise ValueError(f"{text!r} is not off or reboot") from None
+
+
+def parse_secret_name(text: str) -> str:
+    if len(text) > 253 or not _DNS_SUBDOMAIN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a Secret name (DNS subdomain)")
+    return text
+
+
+def parse_address_template(text: str) -> str:
+    check_template(text, "template")
+    return text
+
+
+def read_fence_config(path: str) -> dict[str, Any]:
+    """A JSON file with the shape of a policy's spec.fence (validated here, once)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path!r} is not JSON: {exc}") from None
+    parse_fence_spec(raw, "fence config", FenceSpec())
+    return dict(raw)
 
 
 def parse_bool(text: str) -> bool:
@@ -304,9 +354,54 @@ def _opts() -> list[_Opt]:
             "--fence-timeout",
             "fence_timeout",
             positive,
-            "bound on one fence command run",
+            "bound on one fence (request, then the power state read back Off)",
             d.fence_timeout,
             kind=Kind.DURATION,
+        ),
+        _Opt(
+            "--fence-provider",
+            "fence_provider",
+            parse_provider,
+            "who proves a node off: command | redfish | aws | fence-agent (a policy's "
+            "spec.fence.provider overrides it; default: command with --fence-command, else none)",
+            None,
+            kind=Kind.CHOICE,
+            choices=tuple(p.value for p in Provider),
+        ),
+        _Opt(
+            "--fence-secret",
+            "fence_secret",
+            parse_secret_name,
+            "the Secret, in noderecover's namespace, with the fence credentials",
+            None,
+            metavar="NAME",
+        ),
+        _Opt(
+            "--fence-action",
+            "fence_action",
+            parse_fence_action,
+            "off | reboot",
+            d.fence.action.value,
+            kind=Kind.CHOICE,
+            choices=tuple(a.value for a in FenceAction),
+        ),
+        _Opt(
+            "--fence-address-template",
+            "fence_address_template",
+            parse_address_template,
+            "the BMC address of a node without the noderecover.io/fence-address annotation, "
+            "from {name} and {label:KEY} (e.g. https://{name}-bmc.example.com)",
+            None,
+            metavar="TEMPLATE",
+        ),
+        _Opt(
+            "--fence-config",
+            "fence_config",
+            non_empty,
+            "a JSON file with the provider's settings, in the shape of a policy's spec.fence "
+            "(redfish, aws, agent, sharedParameters, nodeParameters...)",
+            None,
+            metavar="FILE",
         ),
         _Opt(
             "--max-unhealthy",
@@ -580,10 +675,68 @@ def build_config(
             values[opt.dest] = opt.parse(raw)
         except ValueError as exc:
             raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
+    values["fence"] = _fence_spec(values, sources, runs_here)
     values.update(overrides)
     cfg = Config(**values, sources=dict(sources))
     _cross_check(cfg, sources, given=frozenset(values), runs_here=runs_here)
     return cfg
+
+
+_FENCE_FLAGS = {
+    "fence_provider": "provider",
+    "fence_secret": "secretName",
+    "fence_action": "action",
+    "fence_address_template": "addressTemplate",
+}
+
+
+def _fence_spec(values: dict[str, Any], sources: Mapping[str, str], runs_here: bool) -> FenceSpec:
+    """--fence-config, then the --fence-* flags over it (each validated by its parser). The
+    file is read only by a process of this machine (for a Deployment's settings it is in the
+    pod: the flags alone are known)."""
+    raw: dict[str, Any] = {}
+    path = values.pop("fence_config", None)
+    if path and runs_here:
+        try:
+            raw = read_fence_config(path)
+        except ValueError as exc:
+            raise BadFlag(f"{sources['fence_config']}: {exc}") from None
+    for dest, key in _FENCE_FLAGS.items():
+        if dest in values:
+            value = values.pop(dest)
+            raw[key] = value.value if isinstance(value, Provider | FenceAction) else value
+    try:
+        return parse_fence_spec(raw, "fence", FenceSpec())
+    except ValueError as exc:  # pragma: no cover - each part was validated by its parser
+        raise BadFlag(f"{sources['fence_config']}: {exc}") from None
+
+
+def _fence_problem(cfg: Config, runs_here: bool) -> tuple[str, str] | None:
+    """(setting, why) when the fence configuration cannot work as given (what only this
+    machine can answer - a library, an agent installed - only for a process that runs here)."""
+    provider = cfg.fence_provider
+    if provider is None:
+        return None
+    if not runs_here:
+        return None
+    if cfg.fence.provider is Provider.COMMAND and not cfg.fence_command:
+        return "fence_provider", "command needs --fence-command"
+    if (why := spec_error(cfg.fence)) is not None:
+        return "fence_provider", why
+    import importlib.util
+
+    needs = {Provider.REDFISH: "sushy", Provider.AWS: "boto3"}.get(provider)
+    if needs is not None and importlib.util.find_spec(needs) is None:
+        return "fence_provider", (
+            f"{provider} needs the {needs} library: pip install 'noderecover[fencing]'"
+        )
+    if provider is Provider.AWS and cfg.fence.action is FenceAction.REBOOT:
+        return "fence_action", "aws stops the instance: reboot is not a fence there (use off)"
+    if provider is Provider.FENCE_AGENT:
+        path = os.path.join(AGENT_DIR, cfg.fence.agent)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return "fence_config", f"fence agent {path} is not installed"
+    return None
 
 
 def _cross_check(
@@ -634,6 +787,9 @@ def _cross_check(
         )
     if runs_here and cfg.fence_command and (why := _not_runnable(cfg.fence_command[0])):
         raise BadFlag(f"{source['fence_command']}: {why}")
+    if (problem := _fence_problem(cfg, runs_here)) is not None:
+        setting, why = problem
+        raise BadFlag(f"{source.get(setting, '--' + setting.replace('_', '-'))}: {why}")
 
 
 def selector_matches_nothing(selector: Selector) -> str | None:

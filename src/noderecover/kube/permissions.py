@@ -58,6 +58,10 @@ API_CALLS: Mapping[Permission, str] = {
     Permission("", "configmaps", "get", OWN_NAMESPACE): (
         "policies: the cluster-wide pause (ConfigMap noderecover-pause)"
     ),
+    Permission("", "secrets", "get", OWN_NAMESPACE): (
+        "fencing: the fence credentials, the one Secret the configuration names (granted by "
+        "resourceNames)"
+    ),
     Permission("storage.k8s.io", "volumeattachments", "list"): (
         "removal: the node's volumes (wait for detach, warnings); plan"
     ),

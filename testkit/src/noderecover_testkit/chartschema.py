@@ -105,6 +105,19 @@ def schema() -> JSONSchema:
                     }
                 ),
                 "rbac": _obj({"create": {"type": "boolean"}}),
+                # The Secrets the fence credentials may be read from (GET by name).
+                "fencing": _obj(
+                    {
+                        "secretNames": {
+                            "type": "array",
+                            "items": {
+                                "type": "string",
+                                "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                                "maxLength": 253,
+                            },
+                        }
+                    }
+                ),
                 "priorityClassName": {"type": "string"},
                 "terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
                 "podAnnotations": _STRING_MAP,
