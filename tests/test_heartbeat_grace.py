@@ -102,10 +102,16 @@ async def test_a_stopped_lease_with_ready_true_in_the_fresh_read_never_forces(
     h = await start(harness_factory)
     await heartbeats(h, "w1", 30)
     await h.idle(60)  # the Lease stops: 60 s without a heartbeat
+
+    def alive_again() -> None:
+        kube.silence_watches()  # the view keeps Ready=Unknown...
+        kube.set_node_ready("w1", "True")  # ...the API says Ready=True
+
+    # Right before the first fresh read of the node (the grace, counted from the last
+    # heartbeat 60 s ago, is over at once: the cordon comes as soon as NotReady is seen).
+    kube.on_request("GET", r"^/api/v1/nodes/w1$", alive_again)
     kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
     await h.until(lambda: "w1" in h.controller.records, advance=0.2, real_timeout=30)
-    kube.silence_watches()  # the view keeps Ready=Unknown...
-    kube.set_node_ready("w1", "True")  # ...the API says Ready=True
     await h.idle(180)
     assert not forces(kube)
     assert not cordoned(kube)
