@@ -194,3 +194,18 @@ def test_one_rfc3339_writer_one_age_one_table() -> None:
         if rel != "core/display.py" and re.search(r"def _?\w*_?age\(seconds|\.ljust\(", text):
             found.append(f"{rel}: formats an age or a table")
     assert found == []
+
+
+def test_a_string_enum_is_written_as_its_text() -> None:
+    """Typed values (a removal mode) reach the data as enums: -o yaml writes their text, as
+    -o json does (found: `plan -o yaml` crashed on RemovalMode.DELETE)."""
+    import json
+
+    import yaml
+
+    from noderecover.core.settings import RemovalMode
+    from noderecover.entry.output import to_yaml
+
+    data = {"removal": RemovalMode.DELETE, "modes": [RemovalMode.BOTH]}
+    assert yaml.safe_load(to_yaml(data)) == {"removal": "delete", "modes": ["both"]}
+    assert json.loads(json.dumps(data)) == {"removal": "delete", "modes": ["both"]}

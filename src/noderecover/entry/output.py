@@ -7,6 +7,7 @@ import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TextIO
 
 import yaml
@@ -75,6 +76,14 @@ class _Dumper(yaml.SafeDumper):
             return '"'
         style: str = super().choose_scalar_style()
         return style
+
+
+def _enum_value(dumper: yaml.SafeDumper, value: StrEnum) -> yaml.Node:
+    """A string enum (a removal mode, a reason) is its text, as json.dumps writes it."""
+    return dumper.represent_str(str(value.value))
+
+
+_Dumper.add_multi_representer(StrEnum, _enum_value)
 
 
 def to_yaml(value: Any) -> str:
