@@ -209,7 +209,7 @@ async def preview(
                 next_in=next_in,
             )
         )
-    breaker = any(b.open for b in c.breakers.values())
+    breaker = any(b.open for b in c.pools.breakers.values())
     return Preview(reports, breaker, sick_count, managed_count, c, _notes(c, now))
 
 
