@@ -57,6 +57,7 @@ from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
 from noderecover.controller.pools import Pools
 from noderecover.controller.reporting import EventSink, Reporter
+from noderecover.controller.snapshot import Snapshot, take
 from noderecover.controller.view import NodeView
 from noderecover.controller.writes import Step
 from noderecover.core.machine import (
@@ -407,7 +408,7 @@ class Controller:
         """One pass that decides (and records) but starts nothing: previews and benchmarks."""
         return self._pass(None)
 
-    async def preview(self) -> dict[str, Decision]:
+    async def preview(self) -> Snapshot:
         """What this controller would decide now, from one LIST (read-only; `plan`).
 
         No history is available to a preview: heartbeat Leases are judged by their
@@ -434,7 +435,19 @@ class Controller:
                     transition=ready.since if ready is not None else None,
                 )
         self.decide_all()
-        return dict(self.decisions)
+        return self.snapshot()
+
+    def snapshot(self) -> Snapshot:
+        """What this controller knows and decided now, frozen: all `plan` and the plugin read."""
+        return take(
+            self.timeline.now(),
+            self.cfg,
+            self.view,
+            self.policies,
+            self.pools,
+            self.decisions,
+            self.config_for,
+        )
 
     async def load_policies(self) -> None:
         """Read the policies and the cluster pause once (a read-only preview: `plan`)."""
