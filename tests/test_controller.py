@@ -143,7 +143,7 @@ async def test_circuit_breaker_blocks_mass_failure(kube: FakeKube, harness_facto
     for n in ("w1", "w2", "w3"):
         kube.set_node_ready(n, "Unknown")
     await h.idle(120)
-    assert h.controller.breaker.open
+    assert h.controller.pools.breaker.open
     assert not [
         r for r in kube.requests_matching("PATCH", "^/api/v1/nodes/") if (r.body or {}).get("spec")
     ]
@@ -159,8 +159,8 @@ async def test_circuit_breaker_blocks_mass_failure(kube: FakeKube, harness_facto
     kube.set_node_ready("w2", "True")
     kube.set_node_ready("w3", "True")
     await h.idle(100)
-    assert h.controller.breaker.open
-    await h.until(lambda: not h.controller.breaker.open, advance=5.0)
+    assert h.controller.pools.breaker.open
+    await h.until(lambda: not h.controller.pools.breaker.open, advance=5.0)
     await h.until(
         lambda: phase(h, "w1") in {Phase.DRAINING, Phase.REMOVING, Phase.REMOVED},
         advance=1.0,
@@ -537,7 +537,7 @@ async def test_removal_budget_survives_failover_through_events(
     finally:
         await c.close()
     h: Harness = await harness_factory(grace=5, drain_timeout=5, max_removals_per_hour=1)
-    await h.until(lambda: len(h.controller.removals) == 1, what="history loaded from Events")
+    await h.until(lambda: len(h.controller.pools.removals) == 1, what="history loaded from Events")
     kube.set_node_ready("w1", "Unknown")
     await h.until(lambda: h.controller.blocked.get("w1") == "max-removals-per-hour", advance=1.0)
     assert kube.get_node("w1") is not None
@@ -569,7 +569,9 @@ async def test_a_removal_is_recorded_before_its_delete_and_counts_after_a_failov
         if e.get("reason") == "NodeRecoverRemoved":
             del stored[key]
     b: Harness = await harness_factory(grace=5, drain_timeout=5, max_removals_per_hour=1)
-    await b.until(lambda: len(b.controller.removals) == 1, what="the intent read as a removal")
+    await b.until(
+        lambda: len(b.controller.pools.removals) == 1, what="the intent read as a removal"
+    )
     kube.set_node_ready("w2", "Unknown")
     await b.until(lambda: b.controller.blocked.get("w2") == "max-removals-per-hour", advance=1.0)
     assert kube.get_node("w2") is not None
@@ -588,7 +590,7 @@ async def test_an_intent_that_cannot_be_written_holds_the_removal(
     assert kube.get_node("w1") is not None
     kube._faults.clear()
     await h.until(lambda: kube.get_node("w1") is None, advance=2.0, what="w1 removed")
-    assert len(h.controller.removals) == 1
+    assert len(h.controller.pools.removals) == 1
 
 
 def test_reconcile_visits_only_nodes_needing_attention() -> None:
@@ -610,13 +612,13 @@ def test_reconcile_visits_only_nodes_needing_attention() -> None:
     assert set(c.decisions) == {"bad"}
     assert c.records["bad"].phase is Phase.HEALTHY  # the PERSIST to Suspect is not started
     # Breaker: 1 of 5,001 is far below 40%; 2,001 unhealthy of 5,001 would open it.
-    assert not c.breaker.open
+    assert not c.pools.breaker.open
     for i in range(2001):
         c.view.event(
             "MODIFIED", f"n{i}", obs(cfg, name=f"n{i}", ready="False", labels={"pool": "a"})
         )
     c.decide_all()
-    assert c.breaker.open and len(c.decisions) == 2002
+    assert c.pools.breaker.open and len(c.decisions) == 2002
     # Leaving the population (relabelled) removes a node from the totals and the visits.
     c.view.event("MODIFIED", "bad", obs(cfg, name="bad", ready="Unknown", labels={}))
     assert "bad" not in c.view.population
@@ -641,14 +643,14 @@ def test_breaker_counts_a_removed_node_still_in_view_once() -> None:
     c.view.resync([*nodes, ("gone", gone), ("dead", dead)])
     c.node_watcher.synced = True
     c.records["gone"] = Record(uid=gone.uid, phase=Phase.REMOVED, phase_since=T0 - 1)
-    c.removals = (T0 - 1,)
+    c.pools.removals = (T0 - 1,)
     c.decide_all()
     # 2 bad ("gone" once, "dead") of 5 nodes = 40 %: not over the limit.
-    assert not c.breaker.open
+    assert not c.pools.breaker.open
     # A second dead node makes it 3 of 5: open.
     c.view.event("MODIFIED", "n0", obs(cfg, name="n0", ready="Unknown"))
     c.decide_all()
-    assert c.breaker.open
+    assert c.pools.breaker.open
 
 
 def cordons(kube: FakeKube, node: str) -> int:
@@ -925,7 +927,7 @@ def test_malformed_nodes_count_as_unhealthy_for_the_breaker() -> None:
         del raw["metadata"]["uid"]
         c.view.event("MODIFIED", f"n{i}", c.view.parse(raw))
     c.decide_all()
-    assert c.breaker.open
+    assert c.pools.breaker.open
     assert all(c.decisions[f"n{i}"].action is None for i in range(5))
 
 
@@ -978,8 +980,8 @@ async def test_garbled_removal_history_is_skipped_not_fatal() -> None:
     ]
     for body, expected in cases:
         c = stub_controller(body)
-        await c._load_removals()  # a leader must not crash on what the API returns
-        assert c.removals == expected
+        await c.pools.load_removals()  # a leader must not crash on what the API returns
+        assert c.pools.removals == expected
 
 
 async def test_garbled_heartbeat_lease_counts_as_not_renewing() -> None:

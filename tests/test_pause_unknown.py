@@ -306,7 +306,7 @@ async def test_earlier_removals_age_by_the_corrected_wall_clock(
         )
     finally:
         await c.close()
-    await h.controller._load_removals()
-    (when,) = h.controller.removals
+    await h.controller.pools.load_removals()
+    (when,) = h.controller.pools.removals
     age = h.controller.timeline.now() - when
     assert 2990 <= age <= 3010, age

@@ -400,5 +400,5 @@ async def test_many_small_pools_cannot_hide_a_cluster_wide_storm(
         kill(kube, f"{pool}1")
     await h.idle(60, step=2.0)
     assert not any(cordoned(kube, f"{pool}1") for pool in ("a", "b", "c", "d"))
-    assert h.controller.global_breaker.open
+    assert h.controller.pools.global_breaker.open
     assert {h.controller.blocked.get(f"{p}1") for p in "abcd"} == {"circuit-breaker"}

@@ -34,7 +34,7 @@ def removed_event(name: str, first: float, last: float, count: Any) -> dict[str,
 
 async def load(client: KubeClient, **cfg: object) -> Controller:
     c = Controller(client, FakeClock(start_wall=T0), make_config(**cfg))
-    await c._load_removals()
+    await c.pools.load_removals()
     return c
 
 
@@ -47,9 +47,9 @@ async def test_an_aggregated_event_counts_each_removal(kube: FakeKube) -> None:
         c = await load(client)
         # Three removals of w1, all at its lastTimestamp (none spread back towards the
         # firstTimestamp, where they would leave the hour window too early), and w2's one.
-        assert c.removals == (T0 - 60, T0 - 60, T0 - 60, T0 - 30)
-        await c._load_removals()  # a later term reads the same Events: not counted twice
-        assert len(c.removals) == 4
+        assert c.pools.removals == (T0 - 60, T0 - 60, T0 - 60, T0 - 30)
+        await c.pools.load_removals()  # a later term reads the same Events: not counted twice
+        assert len(c.pools.removals) == 4
     finally:
         await client.close()
 
@@ -64,7 +64,7 @@ async def test_the_hourly_budget_sees_every_aggregated_removal(kube: FakeKube) -
             body=removed_event("w1", T0 - 1200, T0 - 600, 3),
         )
         c = await load(client, max_removals_per_hour=3)
-        assert len(c.removals) == 3
+        assert len(c.pools.removals) == 3
     finally:
         await client.close()
 
@@ -95,19 +95,19 @@ async def test_a_garbled_count_is_read_safely() -> None:
         ev = {**base, "count": count}
         api: Any = StubApi({"items": [ev]})
         c = await load(api)
-        assert c.removals == (T0 - 60,) * expected, count
+        assert c.pools.removals == (T0 - 60,) * expected, count
     no_count = {k: v for k, v in base.items() if k != "count"}
     api = StubApi({"items": [no_count]})
-    assert (await load(api)).removals == (T0 - 60,)
+    assert (await load(api)).pools.removals == (T0 - 60,)
 
 
 async def test_the_latest_readable_timestamp_is_used() -> None:
     """A garbled lastTimestamp falls back to firstTimestamp; neither readable: skipped."""
     ev = removed_event("w1", T0 - 100, T0 - 60, 2)
     api: Any = StubApi({"items": [{**ev, "lastTimestamp": "yesterday"}]})
-    assert (await load(api)).removals == (T0 - 100, T0 - 100)
+    assert (await load(api)).pools.removals == (T0 - 100, T0 - 100)
     api = StubApi({"items": [{**ev, "lastTimestamp": 5, "firstTimestamp": None}]})
-    assert (await load(api)).removals == ()
+    assert (await load(api)).pools.removals == ()
 
 
 async def test_an_unreadable_removal_history_holds_removals_until_it_is_read(
@@ -121,9 +121,9 @@ async def test_an_unreadable_removal_history_holds_removals_until_it_is_read(
 
     c = Controller(client, FakeClock(start_wall=T0), make_config())
     kube.fail_next("GET", r"/events$", 500)
-    c.removals_known = False
-    await c._load_removals()
-    assert not c.removals_known
+    c.pools.removals_known = False
+    await c.pools.load_removals()
+    assert not c.pools.removals_known
     kube.add_node("w1", "Unknown")
     c.view.resync([("w1", c.view.parse(kube.get_node("w1") or {}))])
     c.node_watcher.synced = True
@@ -131,5 +131,5 @@ async def test_an_unreadable_removal_history_holds_removals_until_it_is_read(
     c._policies_changed()
     assert c.hold("w1", Step.DELETE_NODE) == Blocked.REMOVALS_UNKNOWN
     assert c.hold("w1", Step.CORDON) != Blocked.REMOVALS_UNKNOWN
-    await c._load_removals()
-    assert c.removals_known and c.hold("w1", Step.DELETE_NODE) is None
+    await c.pools.load_removals()
+    assert c.pools.removals_known and c.hold("w1", Step.DELETE_NODE) is None

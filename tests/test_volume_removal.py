@@ -196,7 +196,7 @@ async def test_a_gate_closing_during_the_wait_holds_the_delete_and_keeps_the_tai
     h = await _removing(kube, harness_factory, removal="both", detach_timeout=600)
     for n in ("w2", "w3"):  # 3 of 5 unhealthy: the circuit breaker opens
         kube.set_node_ready(n, "Unknown")
-    await h.until(lambda: h.controller.breaker.open, advance=0.5, what="breaker open")
+    await h.until(lambda: h.controller.pools.breaker.open, advance=0.5, what="breaker open")
     kube.remove_volume_attachment("va-w1")  # detached, but the breaker holds the delete
     await h.idle(30, step=1.0)
     assert kube.get_node("w1") is not None and tainted(kube, "w1")

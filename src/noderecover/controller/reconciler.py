@@ -26,6 +26,8 @@ Invariants:
   and everything above is unchanged. With some, each policy is a pool with its own settings
   and its own gates (circuit breaker, --max-concurrent, removals per hour, counted over its
   nodes only; removals earlier leaders made, read from Events, count against every pool).
+  The pools and their limits live in controller.pools (`Pools`); the controller passes its
+  records and actions in progress to them, and asks them in each pass and in `hold`.
   A node no valid policy alone governs is held (`no-policy`, `policy-conflict`,
   `policy-invalid`) and judged unhealthy by any policy's conditions, so what we did is only
   undone once it is healthy by all of them. No decision at all is made until the policies
@@ -40,11 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -52,16 +51,17 @@ import anyio.abc
 
 from noderecover.base import logs
 from noderecover.base.clock import Clock, Timeline, wait_event
-from noderecover.base.metrics import BREAKER_OPEN, POLICY_NODES, RECOVERY_DURATION, UNHEALTHY
+from noderecover.base.metrics import RECOVERY_DURATION
 from noderecover.controller.executor import Executor
 from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
+from noderecover.controller.pools import Pools
 from noderecover.controller.reporting import EventSink, Reporter
+from noderecover.controller.snapshot import Snapshot, take
 from noderecover.controller.view import NodeView
 from noderecover.controller.writes import Step
 from noderecover.core.machine import (
     EXCLUDED_SELECTOR,
-    IN_FLIGHT,
     MAX_REMOVALS,
     Action,
     Decision,
@@ -72,11 +72,10 @@ from noderecover.core.machine import (
     Record,
     complete,
     decide,
-    removal_intent,
     resume,
     unhealthy,
 )
-from noderecover.core.nodes import ANN_CORDONED, ANN_PHASE, NodeObs, format_time, parse_time
+from noderecover.core.nodes import ANN_PHASE, NodeObs, format_time
 from noderecover.core.policies import (
     CLUSTER_PAUSED,
     NO_POLICY,
@@ -86,15 +85,12 @@ from noderecover.core.policies import (
     POLICY_CONFLICT,
     POLICY_INVALID,
     Governance,
-    PoolState,
     govern,
-    needed_keys,
 )
 from noderecover.core.reasons import Blocked
-from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
 from noderecover.core.settings import Config
-from noderecover.kube.client import JSON, ApiError, KubeClient, NotFound, NotLeader
-from noderecover.kube.events import EVENTS_NAMESPACE, REMOVAL_INTENT
+from noderecover.kube.client import KubeClient, NotFound, NotLeader
+from noderecover.kube.events import REMOVAL_INTENT
 from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.reconciler")
@@ -114,15 +110,6 @@ class AlwaysLeader:
 
     def may_act(self) -> bool:
         return True
-
-
-@dataclass(frozen=True, slots=True)
-class Census:
-    """What one pass counts for the circuit breaker and --max-concurrent."""
-
-    unhealthy: int
-    total: int
-    in_flight: int
 
 
 class Controller:
@@ -177,33 +164,15 @@ class Controller:
             namespace=namespace,
             rng=self._rng,
         )
-        self._union = cfg  # the flags + what every policy reads (see `_policies_changed`)
-        self._policy_cfgs: dict[str, Config] = {}
-        self.breakers: dict[str, BreakerState] = {}
-        self.pool_removals: dict[str, tuple[float, ...]] = {}  # policy -> its removals
-        self._loaded_removals: tuple[float, ...] = ()  # earlier leaders' (Events)
-        # Removal intents (NodeRecoverRemoving Event names, see core.machine.removal_intent):
-        # earlier leaders' (read from Events; counted in `_loaded_removals`) and this
-        # replica's (counted in `removals`), with when each was counted. A removal counts
-        # once: an intent this replica counted is not loaded again, and one an earlier leader
-        # recorded is not counted again when this replica finishes that removal.
-        self._loaded_intents: dict[str, float] = {}
-        self._own_intents: dict[str, float] = {}
-        self.pool_states: dict[str, PoolState] = {}  # the last pass's, for policy status
+        # The node pools and their limits: per-pool settings, the breakers (per pool and
+        # cluster-wide), the removal history and its intents, the census, policy status.
+        self.pools = Pools(cfg, self.view, self.policies, kube, self.timeline)
         self.records: dict[str, Record] = {}
-        # The cluster-wide breaker (the flags' --max-unhealthy over every managed node): kept
-        # whatever the policies do (created, deleted, renamed), beside each pool's own.
-        self.global_breaker = BreakerState()
         # name -> uid of a node a step found gone or replaced while the view still shows it:
         # not acted on again until the view shows another uid or drops it.
         # Only for GONE_RECHECK: a 404 is an answer, not proof (a proxy, a burst), and a node
         # that is still there must not be left with what we put on it.
         self._gone: dict[str, tuple[str, float]] = {}
-        self.breaker = BreakerState()
-        self.removals: tuple[float, ...] = ()
-        # The removals of earlier leaders were read (Events) in this term: until then the
-        # hourly budget is unknown and holds every removal.
-        self.removals_known = True
         self.leading = False
         self.decisions: dict[str, Decision] = {}  # the last decision per node
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
@@ -267,90 +236,29 @@ class Controller:
         pool = self.view.pool(node)
         if pool is None or node not in self.view.population:
             return EXCLUDED_SELECTOR
-        if self.global_breaker.open or self.breakers.get(pool, BreakerState()).open:
+        pools = self.pools
+        if pools.breaker_open(pool):
             return Blocked.CIRCUIT_BREAKER
-        pcfg = self.config_for(node)
-        if step is Step.CORDON and self._in_flight_others(node, pool) >= pcfg.max_concurrent:
+        if step is Step.CORDON and pools.slots_full(node, pool, self.records, self._busy):
             return Blocked.MAX_CONCURRENT
         if step in (Step.TAINT, Step.DELETE_NODE):
-            if not self.removals_known:
+            if not pools.removals_known:
                 # Earlier leaders' removals could not be read: the budget is unknown.
                 return Blocked.REMOVALS_UNKNOWN
             now = self.timeline.now()
-            removing = self._removals_started(pool, node)
-            # This node's own removal, if an earlier leader recorded its intent, is not a
-            # removal standing in its way.
-            own = self._loaded_intent(node)
-            mine = 1 if own is not None and now - own < HOUR else 0
-            if (
-                recent(self._removal_times(pool), now, HOUR) - mine + removing
-                >= pcfg.max_removals_per_hour
-            ):
+            if pools.removal_budget_spent(node, pool, self.records, self._busy, now):
                 return MAX_REMOVALS
         return None
-
-    def _removals_started(self, pool: str, node: str | None = None) -> int:
-        """Removals in `pool` in progress on nodes other than `node` (not counted yet: a
-        removal counts once its action ends, from its taint or its Node DELETE)."""
-        return sum(
-            1
-            for n in self.records.keys() | self._busy.keys()
-            if n != node
-            # Gone from view mid-removal: its pool is unknown now, it counts in every pool.
-            and (self.view.pool(n) == pool or n not in self.nodes)
-            # In progress: its taint may be on already (counted once the action ends).
-            and self._busy.get(n) is Kind.REMOVE
-        )
-
-    def _marked_cordoned(self, name: str) -> bool:
-        obs = self.nodes.get(name)
-        return obs is not None and obs.unschedulable and obs.annotations.get(ANN_CORDONED) == "true"
-
-    def _in_flight_others(self, node: str, pool: str) -> int:
-        """Remediations holding a slot of `pool` on nodes other than `node`.
-
-        A slot is held from the cordon until the node is removed or restored: a node held
-        (parked) by a live kubelet, a budget or a gate keeps it."""
-        names = {
-            n
-            for n, rec in self.records.items()
-            if n != node and rec.phase in IN_FLIGHT and n in self.nodes
-        }
-        names |= {n for n, k in self._busy.items() if n != node and k is Kind.CORDON}
-        # Our cordon marker on the Node is a slot too: a cordon whose reply was lost left its
-        # record behind (Suspect), not the node.
-        names |= {n for n in self.view.watchlist if n != node and self._marked_cordoned(n)}
-        # A remediation on a node no single policy governs now (policies changed under it)
-        # holds a slot in every pool: whichever it joins, its limit already counts it.
-        return sum(1 for n in names if self.view.pool(n) in (pool, None))
 
     # -- policies and pauses -------------------------------------------------------------
 
     def _policies_changed(self) -> None:
         """The policies or the cluster pause changed: what each node is judged by, again."""
-        cfg = self.cfg
         policies = self.policies.policies
-        labels, conditions = needed_keys(policies.values())
-        union = set(cfg.unhealthy_conditions)
-        for p in policies.values():
-            if p.cfg is not None:
-                union |= p.cfg.unhealthy_conditions
-        if policies:
-            self._union = dataclasses.replace(
-                cfg,
-                extra_labels=labels,
-                extra_conditions=conditions,
-                unhealthy_conditions=frozenset(union),
-            )
-        else:
-            self._union = cfg
-        self._policy_cfgs = {
-            n: dataclasses.replace(p.cfg, extra_labels=labels, extra_conditions=conditions)
-            for n, p in policies.items()
-            if p.cfg is not None and p.valid
-        }
+        self.pools.configure()
+        union = self.pools.union
         view = self.view
-        keys = (self._union.relevant_labels, self._union.kept_conditions)
+        keys = (union.relevant_labels, union.kept_conditions)
         if keys != (view.keep_labels, view.keep_conditions):
             view.keep_labels, view.keep_conditions = keys
             if view.watcher.synced:
@@ -358,7 +266,7 @@ class Controller:
                 view.watcher.request_relist()
             else:
                 view.parsed_keys = keys  # the first LIST has not happened: it parses so
-        view.unhealthy_cfg = self._union
+        view.unhealthy_cfg = union
         view.policy_mode = bool(policies)
         view.classify = self._classify if policies else view.flag_classify
         view.reindex()
@@ -387,14 +295,11 @@ class Controller:
         return None
 
     def _min_grace(self) -> float:
-        return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])
+        return self.pools.min_grace()  # Heartbeats is made before Pools: asked later
 
     def config_for(self, node: str) -> Config:
-        """The settings a node is judged and acted on with now."""
-        if not self.policies.active:
-            return self.cfg
-        pool = self.view.pool(node)
-        return self._policy_cfgs.get(pool, self._union) if pool is not None else self._union
+        """The settings a node is judged and acted on with now (`Pools.config_for`)."""
+        return self.pools.config_for(node)
 
     @property
     def policies_ready(self) -> bool:
@@ -412,40 +317,6 @@ class Controller:
             gov = self.view.held.get(node)
             return gov.held if gov is not None and gov.held is not None else NO_POLICY
         return self.policies.pause_hold(pool)
-
-    def _pool_configs(self) -> dict[str, Config]:
-        if not self.policies.active:
-            return {"": self.cfg}
-        return dict(self._policy_cfgs)
-
-    def _removal_times(self, pool: str) -> tuple[float, ...]:
-        if pool == "":
-            return self.removals
-        return self.pool_removals.get(pool, ()) + self._loaded_removals
-
-    def _intent(self, node: str, rec: Record | None = None) -> str | None:
-        rec = rec or self.records.get(node)
-        return removal_intent(node, rec) if rec is not None else None
-
-    def _loaded_intent(self, node: str) -> float | None:
-        """When the intent an earlier leader recorded for this node's removal in this
-        episode was counted (None: none was read)."""
-        intent = self._intent(node)
-        return self._loaded_intents.get(intent) if intent is not None else None
-
-    def _count_removal(self, node: str, rec: Record, now: float, pools: tuple[str, ...]) -> None:
-        """Count one removal (its taint went on, or its Node is gone) against the budgets:
-        the cluster's and `pools` (empty: its pool is unknown, it counts in every pool). Not
-        when an earlier leader's intent for it was read: that already counts it."""
-        intent = removal_intent(node, rec)
-        if intent in self._loaded_intents or intent in self._own_intents:
-            return
-        self._own_intents[intent] = now
-        self.removals = (*self.removals, now)
-        if not pools:
-            self._loaded_removals = (*self._loaded_removals, now)
-        for pool in pools:
-            self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
 
     async def renewing_now(self, node: str) -> bool:
         return await self.heartbeats.renewing_now(node)
@@ -489,15 +360,19 @@ class Controller:
             await self.view.watcher.relist()
             self.records = {}
             self.reporter.reset()
-            self.removals_known = False
-            await self._load_removals()
+            self.pools.removals_known = False
+            await self.pools.load_removals()
             log.info("leading: %d nodes in view", len(self.nodes))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.executor.volumes.run)
-                if not self.removals_known:
+                if not self.pools.removals_known:
                     tg.start_soon(self._reload_removals)
                 # Policy status: its own task, never in an action's path.
-                tg.start_soon(self.policies.status_loop, self._states, self.executor.writes.writer)
+                tg.start_soon(
+                    self.policies.status_loop,
+                    lambda: self.pools.states,
+                    self.executor.writes.writer,
+                )
                 while True:
                     self._wake = anyio.Event()
                     if not self.executor.writes.may_write():
@@ -517,97 +392,10 @@ class Controller:
     async def _reload_removals(self) -> None:
         """The removal history could not be read on taking the lead: read it again until it
         is (unknown holds: no taint or Node DELETE meanwhile, `removals-unknown`)."""
-        while not self.removals_known:
+        while not self.pools.removals_known:
             await self._clock.sleep(REMOVALS_RETRY * (0.8 + 0.4 * self._rng.random()))
-            await self._load_removals()
+            await self.pools.load_removals()
         self._wake.set()
-
-    async def _load_removals(self) -> None:
-        """Seed the removal history from the Events of earlier leaders.
-
-        So a failover does not reset --max-removals-per-hour or the breaker window. A removal
-        is recorded by its intent (NodeRecoverRemoving, written and answered before the first
-        taint or Node DELETE: a leader that dies right after the DELETE still leaves it
-        counted); NodeRecoverRemoved Events count the removals of versions that wrote no
-        intent (one whose node has an intent Event is counted by that). Events expire after
-        the API server's event TTL (1 h by default). A failed read holds every removal
-        (`removals-unknown`) until a read succeeds.
-        """
-        try:
-            bodies = [
-                await self._kube.request(
-                    "GET",
-                    f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events",
-                    query=[("fieldSelector", f"reason={reason}"), ("limit", "500")],
-                )
-                for reason in (REMOVAL_INTENT, "NodeRecoverRemoved")
-            ]
-        except ApiError as exc:
-            log.warning(
-                "could not read earlier removals from Events: %s; no taint or Node DELETE "
-                "until they are read (%s)",
-                exc,
-                Blocked.REMOVALS_UNKNOWN,
-            )
-            return
-        now = self.timeline.now()
-        drift = self.timeline.drift()  # Event times are wall times: put them on the timeline
-        keep = max(HOUR, self.cfg.breaker_window)
-        # The most removals the hourly budget allows in the kept window: a larger `count` is
-        # garbage, and counting past it changes no decision (the budget is spent either way).
-        most = self.cfg.max_removals_per_hour * math.ceil(keep / HOUR)
-
-        def ours(body: JSON, reason: str) -> list[JSON]:
-            items = body.get("items")
-            return [
-                ev
-                for ev in (items if isinstance(items, list) else ())
-                if isinstance(ev, dict)
-                and ev.get("reportingComponent") == "noderecover"
-                and ev.get("reason") == reason  # whatever the field selector did
-            ]
-
-        def when(ev: JSON, key: str) -> float | None:
-            stamp = parse_time(ev.get(key))
-            return stamp - drift if stamp is not None else None
-
-        intents: dict[str, float] = {}
-        intent_uids: set[str] = set()
-        for ev in ours(bodies[0], REMOVAL_INTENT):
-            meta, obj = ev.get("metadata"), ev.get("involvedObject")
-            name = meta.get("name") if isinstance(meta, dict) else None
-            at = when(ev, "firstTimestamp")
-            if isinstance(obj, dict) and isinstance(obj.get("uid"), str):
-                intent_uids.add(obj["uid"])
-            if not isinstance(name, str) or at is None or now - at >= keep:
-                continue
-            if name not in self._own_intents:  # this replica counted it in an earlier term
-                intents[name] = at
-        loaded: Counter[float] = Counter(intents.values())
-        for ev in ours(bodies[1], "NodeRecoverRemoved"):
-            obj = ev.get("involvedObject")
-            if isinstance(obj, dict) and obj.get("uid") in intent_uids:
-                continue  # its intent counts it
-            stamps = [when(ev, k) for k in ("firstTimestamp", "lastTimestamp")]
-            # All at the latest timestamp: no removal of an aggregated Event happened after
-            # it, so none leaves the window sooner than it really would (never undercounts).
-            at = max((t for t in stamps if t is not None), default=None)
-            if at is None or now - at >= keep:
-                continue
-            count = ev.get("count")
-            # The Event itself is one removal; `count` (an int, not a bool) says how many.
-            n = count if isinstance(count, int) and not isinstance(count, bool) else 1
-            loaded[at] += min(max(n, 1), most)
-        # A multiset union: Events this replica loaded in an earlier term are not counted twice.
-        merged = Counter(self.removals) | loaded
-        self.removals = tuple(sorted(merged.elements()))
-        self.removals_known = True
-        self._loaded_removals = tuple(sorted(loaded.elements()))
-        self._loaded_intents = intents
-        if self.removals:
-            log.info(
-                "%d node removals in the last hour/breaker window (from Events)", len(self.removals)
-            )
 
     def reconcile(self, tg: anyio.abc.TaskGroup) -> float:
         """Decide for every node needing attention; start the actions in `tg`.
@@ -620,7 +408,7 @@ class Controller:
         """One pass that decides (and records) but starts nothing: previews and benchmarks."""
         return self._pass(None)
 
-    async def preview(self) -> dict[str, Decision]:
+    async def preview(self) -> Snapshot:
         """What this controller would decide now, from one LIST (read-only; `plan`).
 
         No history is available to a preview: heartbeat Leases are judged by their
@@ -647,7 +435,19 @@ class Controller:
                     transition=ready.since if ready is not None else None,
                 )
         self.decide_all()
-        return dict(self.decisions)
+        return self.snapshot()
+
+    def snapshot(self) -> Snapshot:
+        """What this controller knows and decided now, frozen: all `plan` and the plugin read."""
+        return take(
+            self.timeline.now(),
+            self.cfg,
+            self.view,
+            self.policies,
+            self.pools,
+            self.decisions,
+            self.config_for,
+        )
 
     async def load_policies(self) -> None:
         """Read the policies and the cluster pause once (a read-only preview: `plan`)."""
@@ -661,13 +461,7 @@ class Controller:
 
     def _pass(self, start: Callable[[Decision], None] | None) -> float:
         now = self.timeline.now()
-        cfg = self.cfg
-        keep = max(HOUR, cfg.breaker_window)
-        self.removals = prune(self.removals, now, keep)
-        self._loaded_removals = prune(self._loaded_removals, now, keep)
-        self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
-        self._own_intents = {i: t for i, t in self._own_intents.items() if now - t < keep}
-        self._loaded_intents = {i: t for i, t in self._loaded_intents.items() if now - t < keep}
+        self.pools.prune(now)
         view = self.view
         if not self.policies_ready:
             # Which policy governs each node, or what it reads, is not known yet: no decision
@@ -694,7 +488,7 @@ class Controller:
             # An unhealthy node no policy governs (none, two, an invalid one) is not acted on,
             # not even annotated, but it is never silent: its hold is reported.
             for n in sorted(view.watchlist - names - self._gone.keys()):
-                if (o := self.nodes.get(n)) is not None and unhealthy(o, self._union):
+                if (o := self.nodes.get(n)) is not None and unhealthy(o, self.pools.union):
                     held = self.policy_hold(n) or NO_POLICY
                     d = Decision(Record(uid=o.uid), blocked=held, why=f"held: {held}")
                     self.decisions[n] = d
@@ -718,37 +512,11 @@ class Controller:
                 )
             ):
                 self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
-        pools = self._pool_configs()
-        census = self._census(candidates, now, pools)
-        for key, pcfg in pools.items():
-            c = census[key]
-            self.breakers[key] = breaker_step(
-                self.breakers.get(key, BreakerState()), c.unhealthy, c.total, now, pcfg
-            )
-        for key in [p for p in self.breakers if p not in pools]:
-            del self.breakers[key]
-        everyone = self._cluster_census(now)
-        self.global_breaker = breaker_step(
-            self.global_breaker, everyone.unhealthy, everyone.total, now, cfg
-        )
-        opened = [b for b in (self.global_breaker, *self.breakers.values()) if b.open]
-        self.breaker = (
-            self.global_breaker
-            if self.global_breaker.open
-            else (self.breakers.get("") or (opened[0] if opened else BreakerState()))
-        )
-        BREAKER_OPEN.set(1 if opened else 0)
-        UNHEALTHY.set(sum(c.unhealthy for c in census.values()))
+        limits = self.pools.step(candidates, self.records, self._busy, now)
+        configs = limits.configs
         self.reporter.drift()
-        wake_at = now + MAX_IDLE
-        for key, pcfg in pools.items():
-            if (b := breaker_wake(self.breakers[key], pcfg)) is not None:
-                wake_at = min(wake_at, b)
-        if (b := breaker_wake(self.global_breaker, cfg)) is not None:
-            wake_at = min(wake_at, b)
+        wake_at = min(now + MAX_IDLE, limits.wake_at)
         fresh = self.fresh()
-        in_flight = {p: c.in_flight for p, c in census.items()}
-        removals_last_hour = {p: recent(self._removal_times(p), now, HOUR) for p in pools}
         heartbeats = self.heartbeats
         policy_mode = self.policies.active
 
@@ -764,26 +532,17 @@ class Controller:
             rec = self.records[name]
             pool = view.pool(name)
             force = rec.phase is not Phase.SUSPECT
-            ncfg = pools[pool] if pool is not None and pool in pools else self._union
+            ncfg = configs[pool] if pool is not None and pool in configs else self.pools.union
             # Policies: a node none governs is "managed" but held by the policy gate (its
             # reason says why); the flags: a node outside --node-selector is not managed.
             managed = pool is not None or policy_mode
-            # Its own slot (counted in the census): not "another" remediation.
-            own = (
-                1
-                if pool is not None and (rec.phase in IN_FLIGHT or self._marked_cordoned(name))
-                else 0
-            )
-            pool_in_flight = in_flight.get(pool, 0) - own if pool is not None else 0
-            pool_removals = (
-                removals_last_hour.get(pool, 0) + self._removals_started(pool, name)
-                if pool is not None
-                else 0
+            # The other remediations holding a slot of its pool, its pool's removals.
+            pool_in_flight, pool_removals = self.pools.gate_counts(
+                limits, name, pool, self.records, self._busy
             )
             gates = Gates(
                 fresh=fresh,
-                breaker_open=pool is not None
-                and (self.global_breaker.open or self.breakers.get(pool, BreakerState()).open),
+                breaker_open=pool is not None and self.pools.breaker_open(pool),
                 in_flight=pool_in_flight,
                 removals_last_hour=pool_removals,
                 # A Suspect node's next step is the cordon (grace scale); any later one may
@@ -806,8 +565,7 @@ class Controller:
             if d.wake_at is not None:
                 wake_at = min(wake_at, d.wake_at)
             if d.action is not None and start is not None:
-                if d.action.kind is Kind.CORDON and pool is not None:
-                    in_flight[pool] = in_flight.get(pool, 0) + 1
+                limits.started(pool, d.action.kind)
                 start(d)
         for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
             rec = self.records.pop(name)
@@ -815,138 +573,12 @@ class Controller:
                 # Gone while we were removing it (a DELETE whose answer was lost, or someone
                 # else's): a removal all the same. Its pool may be unknown now: it counts
                 # against every pool's budget, like the removals read from Events.
-                self._count_removal(name, rec, now, ())
+                self.pools.count_removal(name, rec, now, ())
             self.reporter.forgotten(name, rec)
         self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
         self.policies.update_metrics()
-        if policy_mode:
-            self._pool_states(census)
-        elif self.pool_states:
-            self.pool_states = {}
+        self.pools.report(limits.census, self.records, self.reporter.blocked)
         return wake_at
-
-    def _states(self) -> dict[str, PoolState]:
-        return self.pool_states
-
-    def _pool_states(self, census: dict[str, Census]) -> None:
-        """What each policy's status and metrics report (policy mode)."""
-        view = self.view
-        remediating: dict[str, list[tuple[str, str, str]]] = {}
-        for name, rec in self.records.items():
-            pool = view.pool(name)
-            if pool is not None and rec.phase is not Phase.HEALTHY:
-                blocked = self.reporter.blocked.get(name, "")
-                remediating.setdefault(pool, []).append((name, rec.phase.value, blocked))
-        conflicts: dict[str, list[str]] = {}
-        others: dict[str, set[str]] = {}
-        for node, gov in view.held.items():
-            if gov.held != POLICY_CONFLICT:
-                continue
-            for p in gov.matched:
-                conflicts.setdefault(p, []).append(node)
-                others.setdefault(p, set()).update(q for q in gov.matched if q != p)
-        states: dict[str, PoolState] = {}
-        for p in self.policies.policies:
-            c = census.get(p)
-            s = PoolState(
-                matched=len(view.members(p)) + len(conflicts.get(p, ())),
-                unhealthy=c.unhealthy if c is not None else 0,
-                breaker_open=p in self.breakers and self.breakers[p].open,
-                remediating=tuple(sorted(remediating.get(p, ()))),
-                conflicts=tuple(sorted(conflicts.get(p, ()))),
-                conflicting_policies=tuple(sorted(others.get(p, ()))),
-            )
-            states[p] = s
-            POLICY_NODES.labels(p, "matched").set(s.matched)
-            POLICY_NODES.labels(p, "unhealthy").set(s.unhealthy)
-            POLICY_NODES.labels(p, "remediating").set(len(s.remediating))
-            POLICY_NODES.labels(p, "conflict").set(len(s.conflicts))
-        self.pool_states = states
-
-    def _cluster_census(self, now: float) -> Census:
-        """The whole cluster, whatever the policies: every node in view, unhealthy by any
-        policy's conditions (or malformed), plus the removals in the breaker window. What the
-        cluster-wide breaker counts: a storm across many small pools opens it."""
-        window = self.cfg.breaker_window
-        bad = twice = 0
-        for n in self.view.watchlist:
-            o = self.nodes.get(n)
-            rec = self.records.get(n)
-            if rec is not None and rec.phase is Phase.REMOVED and now - rec.phase_since < window:
-                twice += 1  # removed, still in view: counted once, as a removal
-            elif o is not None and (o.malformed is not None or unhealthy(o, self._union)):
-                bad += 1
-        removed = recent(self.removals, now, window)
-        return Census(bad + removed, len(self.nodes) - twice + removed, 0)
-
-    def _census(
-        self, candidates: list[NodeObs], now: float, pools: dict[str, Config]
-    ) -> dict[str, Census]:
-        """Per pool: unhealthy and in-flight counts over its nodes, with recent removals."""
-        view = self.view
-        bad: dict[str, int] = {}
-        removed: dict[str, int] = {}
-        for pool, pcfg in pools.items():
-            removed[pool] = recent(self._removal_times(pool), now, pcfg.breaker_window)
-            bad[pool] = removed[pool]
-        in_flight = dict.fromkeys(pools, 0)
-        # removed recently, still in view: already in `removed`
-        counted_removed = dict.fromkeys(pools, 0)
-        policy_mode = self.policies.active
-        for obs in candidates:
-            if policy_mode and obs.malformed is not None:
-                # Its labels are unreadable: it may be in any pool. The breaker errs on the
-                # safe side: unhealthy in every one.
-                for each in pools:
-                    bad[each] += 1
-                continue
-            found = view.pool(obs.name)
-            if found is None and policy_mode:
-                rec = self.records.get(obs.name)
-                if (
-                    (rec is not None and rec.phase in IN_FLIGHT)
-                    or obs.name in self._busy
-                    or self._marked_cordoned(obs.name)
-                ):
-                    # In remediation, but no single policy governs it now: it holds a slot
-                    # in every pool (whichever it joins counts it already).
-                    for each in pools:
-                        in_flight[each] += 1
-                continue
-            if found is None or found not in pools:
-                continue
-            pool = found
-            pcfg = pools[pool]
-            rec = self.records.get(obs.name)
-            phase = rec.phase if rec is not None else Phase.HEALTHY
-            if (
-                rec is not None
-                and phase is Phase.REMOVED
-                and now - rec.phase_since < pcfg.breaker_window
-            ):
-                # A deleted node until its DELETED event arrives, or an out-of-service node:
-                # counted once, as a removal.
-                counted_removed[pool] += 1
-                continue
-            # A slot is held from the cordon until the node is removed or restored (parked
-            # nodes included: held by a live kubelet, a budget or a gate).
-            if (
-                phase in IN_FLIGHT
-                or self._busy.get(obs.name) is Kind.CORDON
-                or self._marked_cordoned(obs.name)
-            ):
-                in_flight[pool] += 1
-            # A malformed node counts as unhealthy: the breaker errs on the safe side.
-            if unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None:
-                bad[pool] += 1
-        return {
-            pool: Census(
-                bad[pool],
-                len(view.members(pool)) - counted_removed[pool] + removed[pool],
-                in_flight[pool],
-            )
-            for pool in pools
-        }
 
     def _start(self, tg: anyio.abc.TaskGroup, d: Decision) -> None:
         action = d.action
@@ -1006,7 +638,7 @@ class Controller:
             and not current.tainted
         ):
             pool = self.view.pool(name) or pool_at_start
-            self._count_removal(name, current, now, (pool,) if pool else ("",))
+            self.pools.count_removal(name, current, now, (pool,) if pool else ("",))
         if (
             action.kind is Kind.REMOVE
             and result.outcome is Outcome.OK

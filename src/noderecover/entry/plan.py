@@ -4,7 +4,8 @@ One LIST of Nodes (and heartbeat Leases), then the same decision code the contro
 with two look-ahead assumptions: a node that is unhealthy but has no noderecover state is
 treated as Suspect since its Ready condition's lastTransitionTime, and a heartbeat Lease's
 age is read from its renewTime against the local clock (the controller never does this; it is
-good enough for a preview).
+good enough for a preview). What it shows comes from the controller's `Snapshot`
+(controller/snapshot.py), never from its internals; the kubectl plugin reads the `Preview`.
 
 The POLICY column says which NodeRecoveryPolicy governs each node and why: its name, or
 "(flags)" when no policy exists, or "-" when none does (no policy selects it, two do, or
@@ -22,12 +23,10 @@ from typing import Any, TextIO
 
 from noderecover.base.clock import Clock, SystemClock
 from noderecover.controller.reconciler import Controller
+from noderecover.controller.snapshot import Snapshot
 from noderecover.core.display import format_age, table
-from noderecover.core.machine import Phase, node_proof, unhealthy
-from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
-from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT
-from noderecover.core.proof import proof_of, removal_mode
-from noderecover.core.safety import exclusion, in_population
+from noderecover.core.machine import Phase
+from noderecover.core.nodes import Condition, format_time
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
 from noderecover.entry.output import Output, emit
@@ -71,46 +70,13 @@ class NodeReport:
         )
 
 
-def _governed_by(c: Controller, name: str) -> tuple[str, str | None]:
-    """(POLICY column, why no policy governs it or None)."""
-    if not c.policies.active:
-        return ("(flags)", None) if name in c.view.population else ("-", None)
-    pool = c.view.pool(name)
-    if pool is not None:
-        return pool, None
-    gov = c.view.held.get(name)
-    if gov is not None and gov.held == POLICY_CONFLICT:
-        return "-", f"{POLICY_CONFLICT}: selected by {', '.join(gov.matched)}"
-    if gov is not None and gov.held is not None:
-        return "-", gov.why
-    return "-", f"{NO_POLICY}: no NodeRecoveryPolicy selects it (left alone)"
-
-
-def _notes(c: Controller, now: float) -> list[str]:
-    notes = []
-    if (unknown := c.policies.unknown_why()) is not None:  # held as if paused
-        notes.append(f"{unknown}: every forward step is held")
-    cluster = c.policies.cluster_pause
-    if cluster is not None and cluster.active(now):
-        notes.append(
-            f"cluster-wide pause until {format_time(cluster.until)}: {cluster.reason or '-'}"
-        )
-    for name, p in sorted(c.policies.policies.items()):
-        if p.error is not None:
-            notes.append(f"policy {name}: INVALID, not applied (its nodes are held): {p.error}")
-        elif p.pause is not None and p.pause.active(now):
-            until = format_time(p.pause.until)
-            notes.append(f"policy {name}: paused until {until}: {p.pause.reason or '-'}")
-    return notes
-
-
 @dataclass
 class Preview:
     reports: list[NodeReport]
     breaker_open: bool
     unhealthy: int
     total: int
-    controller: Controller
+    snapshot: Snapshot  # what the controller saw and decided
     notes: list[str] = dataclasses.field(default_factory=list)  # pauses, invalid policies
 
 
@@ -121,33 +87,27 @@ async def preview(
 
     `namespace`: where the cluster-wide pause ConfigMap is read (None: not read)."""
     clock = clock or SystemClock()
-    c = Controller(kube, clock, cfg, namespace=namespace)
-    decisions = await c.preview()
-    now = c.timeline.now()
+    snap = await Controller(kube, clock, cfg, namespace=namespace).preview()
+    now = snap.now
     held: dict[str, list[Attachment]] = {}
-    if any(unhealthy(obs, c.config_for(obs.name)) for obs in c.nodes.values()):
+    if any(n.unhealthy for n in snap.nodes):
         try:
             found = await attachments(kube)
         except ApiError as exc:  # plan still answers; the volumes column says it could not
             log.warning("could not read VolumeAttachments: %s", exc)
             found = None
-        for name in c.nodes:
-            held[name] = on_node(found or [], name)
+        for n in snap.nodes:
+            held[n.name] = on_node(found or [], n.name)
     reports: list[NodeReport] = []
     sick_count = 0
     managed_count = 0
-    for name in sorted(c.nodes):
-        obs = c.nodes[name]
-        ready = obs.ready
+    for n in snap.nodes:
+        name = n.name
+        ready = n.ready
         status = ready.status if ready is not None else "-"
-        ncfg = c.config_for(name)
-        sick = unhealthy(obs, ncfg)
+        sick = n.unhealthy
         age = now - ready.since if sick and ready is not None and ready.since else None
-        d = decisions.get(name)
-        since = parse_time(obs.annotations.get(ANN_PHASE_SINCE))
-        policy, ungoverned = _governed_by(c, name)
-        proof = node_proof(d.record, obs) if d is not None else proof_of(obs, None)
-        removal = removal_mode(ncfg, proof)
+        ungoverned = n.ungoverned
         base = NodeReport(
             node=name,
             ready=status,
@@ -155,16 +115,16 @@ async def preview(
             phase="-",
             now="",
             why="",
-            phase_since=since,
-            conditions=obs.conditions,
+            phase_since=n.phase_since,
+            conditions=n.conditions,
             volumes=tuple(a.pv or a.name for a in held.get(name, [])),
-            excluded=exclusion(obs, ncfg),
-            policy=policy,
+            excluded=n.excluded,
+            policy=n.policy,
             managed=ungoverned is None,
-            proof=str(proof),
-            removal=removal,
+            proof=n.proof,
+            removal=n.removal,
         )
-        if not c.policies.active and not in_population(obs, cfg):
+        if not n.selected:
             reports.append(
                 dataclasses.replace(
                     base,
@@ -178,39 +138,40 @@ async def preview(
         if ungoverned is None:
             managed_count += 1
             sick_count += sick
-        if d is None:
-            why = ungoverned or exclusion(obs, ncfg) or "healthy"
+        if not n.decided or n.phase is None:
+            why = ungoverned or n.excluded or "healthy"
             reports.append(
                 dataclasses.replace(base, phase=Phase.HEALTHY.value, now="nothing", why=why)
             )
             continue
-        if d.action is not None:
-            now_do = d.action.kind.value
-        elif d.blocked is not None or obs.malformed is not None:
+        if n.action is not None:
+            now_do = n.action.value
+        elif n.blocked is not None or n.malformed:
             now_do = "blocked"
         else:
             now_do = "wait"
-        why = d.blocked or d.why
-        if d.blocked is not None and ungoverned is not None:
+        why = n.blocked or n.why
+        if n.blocked is not None and ungoverned is not None:
             why = ungoverned
         next_in = None
-        if d.wake_at is not None and d.action is None and d.blocked is None:
-            next_in = max(0.0, d.wake_at - now)
+        if n.next_at is not None and n.action is None and n.blocked is None:
+            next_in = max(0.0, n.next_at - now)
             why += f" (next step in {format_age(next_in)})"
-        if note := plan_note(removal, held.get(name, [])):
+        if note := plan_note(n.removal, held.get(name, [])):
             why += f"; {note}"
         reports.append(
             dataclasses.replace(
                 base,
-                phase=d.record.phase.value,
+                phase=n.phase.value,
                 now=now_do,
                 why=why,
-                blocked=d.blocked,
+                blocked=n.blocked,
                 next_in=next_in,
             )
         )
-    breaker = any(b.open for b in c.breakers.values())
-    return Preview(reports, breaker, sick_count, managed_count, c, _notes(c, now))
+    return Preview(
+        reports, snap.pool_breaker_open, sick_count, managed_count, snap, list(snap.notes)
+    )
 
 
 def in_remediation(r: NodeReport) -> bool:

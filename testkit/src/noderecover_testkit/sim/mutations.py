@@ -235,24 +235,24 @@ def stale_claims() -> Undo:
 
 
 def limits() -> Undo:
-    """6: controller/reconciler.py Controller._in_flight_others and Controller._census: a
-    slot is held only while the cordon runs and by records the view still has (a node held
-    or parked - by a live kubelet, a budget, a gate - gives its slot back: only nodes with
-    an action running count)."""
-    from noderecover.controller.reconciler import Controller
+    """6: controller/pools.py Pools.in_flight_others and Pools._census: a slot is held only
+    while the cordon runs and by records the view still has (a node held or parked - by a
+    live kubelet, a budget, a gate - gives its slot back: only nodes with an action running
+    count)."""
+    from noderecover.controller.pools import Pools
 
     def unmarked(self: Any, name: str) -> bool:
         return False
 
     return _chain(
         # Our cordon marker on the Node no longer holds a slot either.
-        _patch(Controller, "_marked_cordoned", unmarked),
+        _patch(Pools, "marked_cordoned", unmarked),
         _edit(
-            Controller,
-            "_in_flight_others",
+            Pools,
+            "in_flight_others",
             (
-                "if n != node and rec.phase in IN_FLIGHT and n in self.nodes",
-                "if n != node and n in self._busy and n in self.nodes",
+                "if n != node and rec.phase in IN_FLIGHT and n in nodes",
+                "if n != node and n in busy and n in nodes",
             ),
             (
                 "if n != node and k is Kind.CORDON}",
@@ -260,11 +260,11 @@ def limits() -> Undo:
             ),
         ),
         _edit(
-            Controller,
+            Pools,
             "_census",
             (
-                "phase in IN_FLIGHT\n            or self._busy.get(obs.name) is Kind.CORDON\n",
-                "obs.name in self._busy\n",
+                "phase in IN_FLIGHT\n            or busy.get(obs.name) is Kind.CORDON\n",
+                "obs.name in busy\n",
             ),
         ),
     )

@@ -1,0 +1,569 @@
+"""Node pools and their limits.
+
+A pool is the group of nodes one set of settings governs: with no NodeRecoveryPolicy, the
+flags' one pool (""), the nodes matching --node-selector; with policies, one pool per valid
+policy, its nodes as the view indexes them (`NodeView.pool`). Each pool has its own gates,
+counted over its nodes only: a circuit breaker, --max-concurrent slots, removals per hour.
+Beside them, the cluster-wide breaker (the flags' --max-unhealthy over every node in view)
+is kept whatever the policies do (created, deleted, renamed).
+
+`Pools` owns those limits: the per-pool settings, the breakers, the removal history (this
+replica's, per pool; the earlier leaders' read from Events, which count against every pool;
+the removal intents, so a removal counts once; whether the history is known at all), the
+census of each pass, and the pool states that policy status reports. The controller asks it
+once per pass (`step`) and the write path asks it right before each destructive write
+(through `Controller.hold`: `breaker_open`, `slots_full`, `removals_known`,
+`removal_budget_spent`). Records and the actions in progress are the controller's: they are
+passed in, never kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from noderecover.base.clock import Timeline
+from noderecover.base.metrics import BREAKER_OPEN, POLICY_NODES, UNHEALTHY
+from noderecover.controller.policies import PolicySource
+from noderecover.controller.view import NodeView
+from noderecover.core.machine import IN_FLIGHT, Kind, Phase, Record, removal_intent, unhealthy
+from noderecover.core.nodes import ANN_CORDONED, NodeObs, parse_time
+from noderecover.core.policies import POLICY_CONFLICT, PoolState, needed_keys
+from noderecover.core.reasons import Blocked
+from noderecover.core.safety import HOUR, BreakerState, breaker_step, breaker_wake, prune, recent
+from noderecover.core.settings import Config
+from noderecover.kube.client import JSON, ApiError, KubeClient
+from noderecover.kube.events import EVENTS_NAMESPACE, REMOVAL_INTENT
+
+# The lines it logs are the reconciler's, as they always were (log filters keep working).
+log = logging.getLogger("noderecover.controller.reconciler")
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """What one pass counts for the circuit breaker and --max-concurrent."""
+
+    unhealthy: int
+    total: int
+    in_flight: int
+
+
+@dataclass(slots=True)
+class PassLimits:
+    """The pools' limits as one pass sees them: counted at its start (`Pools.step`), then
+    each cordon the pass starts is added (`started`), so one pass cannot overrun them."""
+
+    configs: dict[str, Config]  # pool -> its settings
+    census: dict[str, Census]
+    in_flight: dict[str, int]  # pool -> remediations holding a slot
+    removals_last_hour: dict[str, int]  # pool -> removals counted in the last hour
+    wake_at: float  # the earliest a breaker changes by itself (inf: none)
+
+    def started(self, pool: str | None, kind: Kind) -> None:
+        """The pass started an action of `kind` on a node of `pool` (a removal started is
+        counted by `Pools.removals_started`, from the actions in progress)."""
+        if kind is Kind.CORDON and pool is not None:
+            self.in_flight[pool] = self.in_flight.get(pool, 0) + 1
+
+
+class Pools:
+    def __init__(
+        self,
+        cfg: Config,
+        view: NodeView,
+        policies: PolicySource,
+        kube: KubeClient,
+        timeline: Timeline,
+    ) -> None:
+        self.cfg = cfg
+        self._view = view
+        self._policies = policies
+        self._kube = kube
+        self._timeline = timeline
+        self.union = cfg  # the flags + what every policy reads (see `configure`)
+        self._policy_cfgs: dict[str, Config] = {}
+        self.breakers: dict[str, BreakerState] = {}
+        # The cluster-wide breaker (the flags' --max-unhealthy over every managed node): kept
+        # whatever the policies do (created, deleted, renamed), beside each pool's own.
+        self.global_breaker = BreakerState()
+        # The breaker to report: the cluster-wide one if open, else the flags' pool's, else
+        # an open pool's.
+        self.breaker = BreakerState()
+        self.removals: tuple[float, ...] = ()
+        self.pool_removals: dict[str, tuple[float, ...]] = {}  # policy -> its removals
+        self._loaded_removals: tuple[float, ...] = ()  # earlier leaders' (Events)
+        # Removal intents (NodeRecoverRemoving Event names, see core.machine.removal_intent):
+        # earlier leaders' (read from Events; counted in `_loaded_removals`) and this
+        # replica's (counted in `removals`), with when each was counted. A removal counts
+        # once: an intent this replica counted is not loaded again, and one an earlier leader
+        # recorded is not counted again when this replica finishes that removal.
+        self._loaded_intents: dict[str, float] = {}
+        self._own_intents: dict[str, float] = {}
+        # The removals of earlier leaders were read (Events) in this term: until then the
+        # hourly budget is unknown and holds every removal.
+        self.removals_known = True
+        self.states: dict[str, PoolState] = {}  # the last pass's, for policy status
+
+    # -- settings ------------------------------------------------------------------------
+
+    def configure(self) -> None:
+        """The policies changed: each pool's settings, and the union of what they read."""
+        cfg = self.cfg
+        policies = self._policies.policies
+        labels, conditions = needed_keys(policies.values())
+        union = set(cfg.unhealthy_conditions)
+        for p in policies.values():
+            if p.cfg is not None:
+                union |= p.cfg.unhealthy_conditions
+        if policies:
+            self.union = dataclasses.replace(
+                cfg,
+                extra_labels=labels,
+                extra_conditions=conditions,
+                unhealthy_conditions=frozenset(union),
+            )
+        else:
+            self.union = cfg
+        self._policy_cfgs = {
+            n: dataclasses.replace(p.cfg, extra_labels=labels, extra_conditions=conditions)
+            for n, p in policies.items()
+            if p.cfg is not None and p.valid
+        }
+
+    def min_grace(self) -> float:
+        return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])
+
+    def config_for(self, node: str) -> Config:
+        """The settings a node is judged and acted on with now."""
+        if not self._policies.active:
+            return self.cfg
+        pool = self._view.pool(node)
+        return self._policy_cfgs.get(pool, self.union) if pool is not None else self.union
+
+    def configs(self) -> dict[str, Config]:
+        """Pool -> its settings."""
+        if not self._policies.active:
+            return {"": self.cfg}
+        return dict(self._policy_cfgs)
+
+    # -- the gates the write path asks (Controller.hold) ---------------------------------
+
+    def breaker_open(self, pool: str) -> bool:
+        """The cluster-wide breaker or `pool`'s is open."""
+        return self.global_breaker.open or self.breakers.get(pool, BreakerState()).open
+
+    def slots_full(
+        self, node: str, pool: str, records: Mapping[str, Record], busy: Mapping[str, Kind]
+    ) -> bool:
+        """A cordon of `node` would exceed its pool's --max-concurrent."""
+        pcfg = self.config_for(node)
+        return self.in_flight_others(node, pool, records, busy) >= pcfg.max_concurrent
+
+    def removal_budget_spent(
+        self,
+        node: str,
+        pool: str,
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+        now: float,
+    ) -> bool:
+        """Removing `node` would exceed its pool's --max-removals-per-hour: the removals
+        counted in the last hour, plus those in progress on its other nodes (and those whose
+        pool is unknown: earlier leaders', nodes gone mid-removal), less this node's own
+        removal if an earlier leader recorded its intent. Only once `removals_known`."""
+        pcfg = self.config_for(node)
+        removing = self.removals_started(pool, records, busy, node)
+        # This node's own removal, if an earlier leader recorded its intent, is not a
+        # removal standing in its way.
+        own = self._loaded_intent(node, records)
+        mine = 1 if own is not None and now - own < HOUR else 0
+        return (
+            recent(self.removal_times(pool), now, HOUR) - mine + removing
+            >= pcfg.max_removals_per_hour
+        )
+
+    def removals_started(
+        self,
+        pool: str,
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+        node: str | None = None,
+    ) -> int:
+        """Removals in `pool` in progress on nodes other than `node` (not counted yet: a
+        removal counts once its action ends, from its taint or its Node DELETE)."""
+        return sum(
+            1
+            for n in records.keys() | busy.keys()
+            if n != node
+            # Gone from view mid-removal: its pool is unknown now, it counts in every pool.
+            and (self._view.pool(n) == pool or n not in self._view.nodes)
+            # In progress: its taint may be on already (counted once the action ends).
+            and busy.get(n) is Kind.REMOVE
+        )
+
+    def marked_cordoned(self, name: str) -> bool:
+        obs = self._view.nodes.get(name)
+        return obs is not None and obs.unschedulable and obs.annotations.get(ANN_CORDONED) == "true"
+
+    def in_flight_others(
+        self, node: str, pool: str, records: Mapping[str, Record], busy: Mapping[str, Kind]
+    ) -> int:
+        """Remediations holding a slot of `pool` on nodes other than `node`.
+
+        A slot is held from the cordon until the node is removed or restored: a node held
+        (parked) by a live kubelet, a budget or a gate keeps it."""
+        nodes = self._view.nodes
+        names = {
+            n for n, rec in records.items() if n != node and rec.phase in IN_FLIGHT and n in nodes
+        }
+        names |= {n for n, k in busy.items() if n != node and k is Kind.CORDON}
+        # Our cordon marker on the Node is a slot too: a cordon whose reply was lost left its
+        # record behind (Suspect), not the node.
+        names |= {n for n in self._view.watchlist if n != node and self.marked_cordoned(n)}
+        # A remediation on a node no single policy governs now (policies changed under it)
+        # holds a slot in every pool: whichever it joins, its limit already counts it.
+        return sum(1 for n in names if self._view.pool(n) in (pool, None))
+
+    def gate_counts(
+        self,
+        limits: PassLimits,
+        name: str,
+        pool: str | None,
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+    ) -> tuple[int, int]:
+        """(`Gates.in_flight`, `Gates.removals_last_hour`) of node `name` in this pass: the
+        other remediations holding a slot of its pool, and its pool's removals in the last
+        hour with those in progress on its other nodes. (0, 0) for a node in no pool."""
+        if pool is None:
+            return 0, 0
+        rec = records[name]
+        # Its own slot (counted in the census): not "another" remediation.
+        own = 1 if rec.phase in IN_FLIGHT or self.marked_cordoned(name) else 0
+        in_flight = limits.in_flight.get(pool, 0) - own
+        removals = limits.removals_last_hour.get(pool, 0) + self.removals_started(
+            pool, records, busy, name
+        )
+        return in_flight, removals
+
+    # -- removal history -----------------------------------------------------------------
+
+    def removal_times(self, pool: str) -> tuple[float, ...]:
+        """The removals counted against `pool`'s budget and breaker."""
+        if pool == "":
+            return self.removals
+        return self.pool_removals.get(pool, ()) + self._loaded_removals
+
+    def _loaded_intent(self, node: str, records: Mapping[str, Record]) -> float | None:
+        """When the intent an earlier leader recorded for this node's removal in this
+        episode was counted (None: none was read)."""
+        rec = records.get(node)
+        intent = removal_intent(node, rec) if rec is not None else None
+        return self._loaded_intents.get(intent) if intent is not None else None
+
+    def count_removal(self, node: str, rec: Record, now: float, pools: tuple[str, ...]) -> None:
+        """Count one removal (its taint went on, or its Node is gone) against the budgets:
+        the cluster's and `pools` (empty: its pool is unknown, it counts in every pool). Not
+        when an earlier leader's intent for it was read: that already counts it."""
+        intent = removal_intent(node, rec)
+        if intent in self._loaded_intents or intent in self._own_intents:
+            return
+        self._own_intents[intent] = now
+        self.removals = (*self.removals, now)
+        if not pools:
+            self._loaded_removals = (*self._loaded_removals, now)
+        for pool in pools:
+            self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
+
+    def prune(self, now: float) -> None:
+        """Forget removals (and intents) older than every window that counts them."""
+        keep = max(HOUR, self.cfg.breaker_window)
+        self.removals = prune(self.removals, now, keep)
+        self._loaded_removals = prune(self._loaded_removals, now, keep)
+        self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
+        self._own_intents = {i: t for i, t in self._own_intents.items() if now - t < keep}
+        self._loaded_intents = {i: t for i, t in self._loaded_intents.items() if now - t < keep}
+
+    async def load_removals(self) -> None:
+        """Seed the removal history from the Events of earlier leaders.
+
+        So a failover does not reset --max-removals-per-hour or the breaker window. A removal
+        is recorded by its intent (NodeRecoverRemoving, written and answered before the first
+        taint or Node DELETE: a leader that dies right after the DELETE still leaves it
+        counted); NodeRecoverRemoved Events count the removals of versions that wrote no
+        intent (one whose node has an intent Event is counted by that). Events expire after
+        the API server's event TTL (1 h by default). A failed read holds every removal
+        (`removals-unknown`) until a read succeeds.
+        """
+        try:
+            bodies = [
+                await self._kube.request(
+                    "GET",
+                    f"/api/v1/namespaces/{EVENTS_NAMESPACE}/events",
+                    query=[("fieldSelector", f"reason={reason}"), ("limit", "500")],
+                )
+                for reason in (REMOVAL_INTENT, "NodeRecoverRemoved")
+            ]
+        except ApiError as exc:
+            log.warning(
+                "could not read earlier removals from Events: %s; no taint or Node DELETE "
+                "until they are read (%s)",
+                exc,
+                Blocked.REMOVALS_UNKNOWN,
+            )
+            return
+        now = self._timeline.now()
+        drift = self._timeline.drift()  # Event times are wall times: put them on the timeline
+        keep = max(HOUR, self.cfg.breaker_window)
+        # The most removals the hourly budget allows in the kept window: a larger `count` is
+        # garbage, and counting past it changes no decision (the budget is spent either way).
+        most = self.cfg.max_removals_per_hour * math.ceil(keep / HOUR)
+
+        def ours(body: JSON, reason: str) -> list[JSON]:
+            items = body.get("items")
+            return [
+                ev
+                for ev in (items if isinstance(items, list) else ())
+                if isinstance(ev, dict)
+                and ev.get("reportingComponent") == "noderecover"
+                and ev.get("reason") == reason  # whatever the field selector did
+            ]
+
+        def when(ev: JSON, key: str) -> float | None:
+            stamp = parse_time(ev.get(key))
+            return stamp - drift if stamp is not None else None
+
+        intents: dict[str, float] = {}
+        intent_uids: set[str] = set()
+        for ev in ours(bodies[0], REMOVAL_INTENT):
+            meta, obj = ev.get("metadata"), ev.get("involvedObject")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            at = when(ev, "firstTimestamp")
+            if isinstance(obj, dict) and isinstance(obj.get("uid"), str):
+                intent_uids.add(obj["uid"])
+            if not isinstance(name, str) or at is None or now - at >= keep:
+                continue
+            if name not in self._own_intents:  # this replica counted it in an earlier term
+                intents[name] = at
+        loaded: Counter[float] = Counter(intents.values())
+        for ev in ours(bodies[1], "NodeRecoverRemoved"):
+            obj = ev.get("involvedObject")
+            if isinstance(obj, dict) and obj.get("uid") in intent_uids:
+                continue  # its intent counts it
+            stamps = [when(ev, k) for k in ("firstTimestamp", "lastTimestamp")]
+            # All at the latest timestamp: no removal of an aggregated Event happened after
+            # it, so none leaves the window sooner than it really would (never undercounts).
+            at = max((t for t in stamps if t is not None), default=None)
+            if at is None or now - at >= keep:
+                continue
+            count = ev.get("count")
+            # The Event itself is one removal; `count` (an int, not a bool) says how many.
+            n = count if isinstance(count, int) and not isinstance(count, bool) else 1
+            loaded[at] += min(max(n, 1), most)
+        # A multiset union: Events this replica loaded in an earlier term are not counted twice.
+        merged = Counter(self.removals) | loaded
+        self.removals = tuple(sorted(merged.elements()))
+        self.removals_known = True
+        self._loaded_removals = tuple(sorted(loaded.elements()))
+        self._loaded_intents = intents
+        if self.removals:
+            log.info(
+                "%d node removals in the last hour/breaker window (from Events)", len(self.removals)
+            )
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def step(
+        self,
+        candidates: list[NodeObs],
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+        now: float,
+    ) -> PassLimits:
+        """Count the pools for a pass, move their breakers (and the cluster-wide one), and
+        return the limits the pass decides with."""
+        cfg = self.cfg
+        pools = self.configs()
+        census = self._census(candidates, records, busy, now, pools)
+        for key, pcfg in pools.items():
+            c = census[key]
+            self.breakers[key] = breaker_step(
+                self.breakers.get(key, BreakerState()), c.unhealthy, c.total, now, pcfg
+            )
+        for key in [p for p in self.breakers if p not in pools]:
+            del self.breakers[key]
+        everyone = self._cluster_census(records, now)
+        self.global_breaker = breaker_step(
+            self.global_breaker, everyone.unhealthy, everyone.total, now, cfg
+        )
+        opened = [b for b in (self.global_breaker, *self.breakers.values()) if b.open]
+        self.breaker = (
+            self.global_breaker
+            if self.global_breaker.open
+            else (self.breakers.get("") or (opened[0] if opened else BreakerState()))
+        )
+        BREAKER_OPEN.set(1 if opened else 0)
+        UNHEALTHY.set(sum(c.unhealthy for c in census.values()))
+        wake_at = math.inf
+        for key, pcfg in pools.items():
+            if (b := breaker_wake(self.breakers[key], pcfg)) is not None:
+                wake_at = min(wake_at, b)
+        if (b := breaker_wake(self.global_breaker, cfg)) is not None:
+            wake_at = min(wake_at, b)
+        return PassLimits(
+            configs=pools,
+            census=census,
+            in_flight={p: c.in_flight for p, c in census.items()},
+            removals_last_hour={p: recent(self.removal_times(p), now, HOUR) for p in pools},
+            wake_at=wake_at,
+        )
+
+    def _cluster_census(self, records: Mapping[str, Record], now: float) -> Census:
+        """The whole cluster, whatever the policies: every node in view, unhealthy by any
+        policy's conditions (or malformed), plus the removals in the breaker window. What the
+        cluster-wide breaker counts: a storm across many small pools opens it."""
+        window = self.cfg.breaker_window
+        nodes = self._view.nodes
+        bad = twice = 0
+        for n in self._view.watchlist:
+            o = nodes.get(n)
+            rec = records.get(n)
+            if rec is not None and rec.phase is Phase.REMOVED and now - rec.phase_since < window:
+                twice += 1  # removed, still in view: counted once, as a removal
+            elif o is not None and (o.malformed is not None or unhealthy(o, self.union)):
+                bad += 1
+        removed = recent(self.removals, now, window)
+        return Census(bad + removed, len(nodes) - twice + removed, 0)
+
+    def _census(
+        self,
+        candidates: list[NodeObs],
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+        now: float,
+        pools: dict[str, Config],
+    ) -> dict[str, Census]:
+        """Per pool: unhealthy and in-flight counts over its nodes, with recent removals."""
+        view = self._view
+        bad: dict[str, int] = {}
+        removed: dict[str, int] = {}
+        for pool, pcfg in pools.items():
+            removed[pool] = recent(self.removal_times(pool), now, pcfg.breaker_window)
+            bad[pool] = removed[pool]
+        in_flight = dict.fromkeys(pools, 0)
+        # removed recently, still in view: already in `removed`
+        counted_removed = dict.fromkeys(pools, 0)
+        policy_mode = self._policies.active
+        for obs in candidates:
+            if policy_mode and obs.malformed is not None:
+                # Its labels are unreadable: it may be in any pool. The breaker errs on the
+                # safe side: unhealthy in every one.
+                for each in pools:
+                    bad[each] += 1
+                continue
+            found = view.pool(obs.name)
+            if found is None and policy_mode:
+                rec = records.get(obs.name)
+                if (
+                    (rec is not None and rec.phase in IN_FLIGHT)
+                    or obs.name in busy
+                    or self.marked_cordoned(obs.name)
+                ):
+                    # In remediation, but no single policy governs it now: it holds a slot
+                    # in every pool (whichever it joins counts it already).
+                    for each in pools:
+                        in_flight[each] += 1
+                continue
+            if found is None or found not in pools:
+                continue
+            pool = found
+            pcfg = pools[pool]
+            rec = records.get(obs.name)
+            phase = rec.phase if rec is not None else Phase.HEALTHY
+            if (
+                rec is not None
+                and phase is Phase.REMOVED
+                and now - rec.phase_since < pcfg.breaker_window
+            ):
+                # A deleted node until its DELETED event arrives, or an out-of-service node:
+                # counted once, as a removal.
+                counted_removed[pool] += 1
+                continue
+            # A slot is held from the cordon until the node is removed or restored (parked
+            # nodes included: held by a live kubelet, a budget or a gate).
+            if (
+                phase in IN_FLIGHT
+                or busy.get(obs.name) is Kind.CORDON
+                or self.marked_cordoned(obs.name)
+            ):
+                in_flight[pool] += 1
+            # A malformed node counts as unhealthy: the breaker errs on the safe side.
+            if unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None:
+                bad[pool] += 1
+        return {
+            pool: Census(
+                bad[pool],
+                len(view.members(pool)) - counted_removed[pool] + removed[pool],
+                in_flight[pool],
+            )
+            for pool in pools
+        }
+
+    # -- policy status -------------------------------------------------------------------
+
+    def report(
+        self,
+        census: Mapping[str, Census],
+        records: Mapping[str, Record],
+        blocked: Mapping[str, str],
+    ) -> None:
+        """The pass is over: what each policy's status and metrics report (policy mode);
+        nothing without policies."""
+        if self._policies.active:
+            self._pool_states(census, records, blocked)
+        elif self.states:
+            self.states = {}
+
+    def _pool_states(
+        self,
+        census: Mapping[str, Census],
+        records: Mapping[str, Record],
+        blocked: Mapping[str, str],
+    ) -> None:
+        """What each policy's status and metrics report (policy mode)."""
+        view = self._view
+        remediating: dict[str, list[tuple[str, str, str]]] = {}
+        for name, rec in records.items():
+            pool = view.pool(name)
+            if pool is not None and rec.phase is not Phase.HEALTHY:
+                why = blocked.get(name, "")
+                remediating.setdefault(pool, []).append((name, rec.phase.value, why))
+        conflicts: dict[str, list[str]] = {}
+        others: dict[str, set[str]] = {}
+        for node, gov in view.held.items():
+            if gov.held != POLICY_CONFLICT:
+                continue
+            for p in gov.matched:
+                conflicts.setdefault(p, []).append(node)
+                others.setdefault(p, set()).update(q for q in gov.matched if q != p)
+        states: dict[str, PoolState] = {}
+        for p in self._policies.policies:
+            c = census.get(p)
+            s = PoolState(
+                matched=len(view.members(p)) + len(conflicts.get(p, ())),
+                unhealthy=c.unhealthy if c is not None else 0,
+                breaker_open=p in self.breakers and self.breakers[p].open,
+                remediating=tuple(sorted(remediating.get(p, ()))),
+                conflicts=tuple(sorted(conflicts.get(p, ()))),
+                conflicting_policies=tuple(sorted(others.get(p, ()))),
+            )
+            states[p] = s
+            POLICY_NODES.labels(p, "matched").set(s.matched)
+            POLICY_NODES.labels(p, "unhealthy").set(s.unhealthy)
+            POLICY_NODES.labels(p, "remediating").set(len(s.remediating))
+            POLICY_NODES.labels(p, "conflict").set(len(s.conflicts))
+        self.states = states

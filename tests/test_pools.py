@@ -1,0 +1,229 @@
+"""Pools (controller/pools.py): node pools and the limits the write path asks through
+`Controller.hold`: the breakers (per pool and cluster-wide), the concurrency slots, the
+removal history with its intents and the hourly budget."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from noderecover.base.clock import FakeClock
+from noderecover.controller.reconciler import Controller
+from noderecover.controller.writes import Step
+from noderecover.core.machine import MAX_REMOVALS, Kind, Phase, Record, removal_intent
+from noderecover.core.nodes import ANN_CORDONED, format_time
+from noderecover.core.reasons import Blocked
+from noderecover.core.safety import HOUR, BreakerState
+from tests.builders import T0, obs
+from tests.conftest import make_config
+
+
+class EventsApi:
+    """Answers the Event LISTs of `Pools.load_removals`, by the reason asked for."""
+
+    def __init__(self, events: list[dict[str, Any]] | None = None) -> None:
+        self.events = events or []
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        selector = dict(kw.get("query") or ()).get("fieldSelector", "")
+        return {"items": [e for e in self.events if selector == f"reason={e['reason']}"]}
+
+
+def controller(api: Any = None, **cfg: object) -> Controller:
+    """A controller with nodes n0..n3 in view (healthy, the flags' pool), policies absent."""
+    kube: Any = api or EventsApi()
+    c = Controller(kube, FakeClock(start_wall=T0), make_config(**cfg))
+    c.view.resync([(f"n{i}", obs(c.cfg, name=f"n{i}")) for i in range(4)])
+    c.node_watcher.synced = True
+    c.policies.absent = True
+    c._policies_changed()
+    return c
+
+
+def sick(c: Controller, name: str, **kw: Any) -> None:
+    c.view.event("MODIFIED", name, obs(c.cfg, name=name, ready="Unknown", **kw))
+
+
+def removing(name: str, since: float = T0 - 600) -> Record:
+    return Record(uid=f"uid-{name}", phase=Phase.REMOVING, phase_since=since, unhealthy_since=since)
+
+
+# -- concurrency slots ------------------------------------------------------------------
+
+
+def test_a_slot_is_held_from_the_cordon_until_removal_or_restore() -> None:
+    c = controller(max_concurrent=1)
+    pools = c.pools
+    assert not pools.slots_full("n1", "", c.records, {})
+    c.records["n0"] = Record(uid="uid-n0", phase=Phase.DRAINING, phase_since=T0)
+    assert pools.slots_full("n1", "", c.records, {})
+    assert not pools.slots_full("n0", "", c.records, {})  # its own slot
+    # Held (parked) by a live kubelet, a budget or a gate: it keeps its slot.
+    c.records["n0"] = Record(uid="uid-n0", phase=Phase.CORDONED, phase_since=T0, parked=True)
+    assert pools.in_flight_others("n1", "", c.records, {}) == 1
+    # A cordon in progress holds one; a removal in progress is counted by its record.
+    assert pools.slots_full("n1", "", {}, {"n2": Kind.CORDON})
+    assert not pools.slots_full("n1", "", {}, {"n2": Kind.REMOVE})
+    # A record of a node no longer in view holds none.
+    assert not pools.slots_full("n1", "", {"gone": c.records["n0"]}, {})
+
+
+def test_our_cordon_marker_on_the_node_holds_a_slot_an_operators_cordon_does_not() -> None:
+    c = controller(max_concurrent=1)
+    pools = c.pools
+    # A cordon whose reply was lost: ours on the Node, its record still Suspect.
+    sick(c, "n2", unschedulable=True, annotations={ANN_CORDONED: "true"})
+    assert pools.marked_cordoned("n2")
+    assert pools.slots_full("n1", "", {}, {}) and not pools.slots_full("n2", "", {}, {})
+    sick(c, "n2", unschedulable=True)  # cordoned by an operator
+    assert not pools.marked_cordoned("n2") and not pools.slots_full("n1", "", {}, {})
+
+
+def test_hold_asks_the_slots_before_a_cordon_only() -> None:
+    c = controller(max_concurrent=1)
+    sick(c, "n1")
+    c.records["n0"] = Record(uid="uid-n0", phase=Phase.DRAINING, phase_since=T0)
+    assert c.hold("n1", Step.CORDON) == Blocked.MAX_CONCURRENT
+    assert c.hold("n1", Step.EVICT) is None
+    c.records.pop("n0")
+    assert c.hold("n1", Step.CORDON) is None
+
+
+# -- breakers ---------------------------------------------------------------------------
+
+
+def test_either_breaker_open_holds_the_pool() -> None:
+    c = controller()
+    pools = c.pools
+    assert not pools.breaker_open("")
+    pools.global_breaker = BreakerState(open=True, opened_at=T0)
+    assert pools.breaker_open("") and pools.breaker_open("a")
+    assert c.hold("n1", Step.CORDON) == Blocked.CIRCUIT_BREAKER
+    pools.global_breaker = BreakerState()
+    pools.breakers["a"] = BreakerState(open=True, opened_at=T0)
+    assert pools.breaker_open("a") and not pools.breaker_open("")
+
+
+def test_a_pass_moves_the_breakers_and_the_reported_one() -> None:
+    c = controller()  # --max-unhealthy 40 %: three of four opens both
+    for name in ("n0", "n1", "n2"):
+        sick(c, name)
+    c.decide_all()
+    pools = c.pools
+    assert pools.breakers[""].open and pools.global_breaker.open
+    assert pools.breaker is pools.global_breaker
+    assert c.hold("n0", Step.CORDON) == Blocked.CIRCUIT_BREAKER
+
+
+def test_a_step_counts_each_pool_and_a_cordon_the_pass_starts() -> None:
+    c = controller()
+    sick(c, "n1")
+    c.records["n0"] = Record(uid="uid-n0", phase=Phase.DRAINING, phase_since=T0)
+    now = c.timeline.now()
+    c.pools.count_removal("gone", removing("gone"), now, ("",))
+    candidates = [c.nodes["n0"], c.nodes["n1"]]
+    limits = c.pools.step(candidates, c.records, {}, now)
+    census = limits.census[""]
+    assert (census.unhealthy, census.total, census.in_flight) == (3, 5, 1)
+    assert limits.removals_last_hour == {"": 1} and math.isinf(limits.wake_at)
+    c.records["n1"] = Record(uid="uid-n1", phase=Phase.SUSPECT, phase_since=T0)
+    assert c.pools.gate_counts(limits, "n0", "", c.records, {}) == (0, 1)  # not its own slot
+    assert c.pools.gate_counts(limits, "n1", "", c.records, {"n3": Kind.REMOVE}) == (1, 2)
+    assert c.pools.gate_counts(limits, "n1", None, c.records, {}) == (0, 0)
+    limits.started("", Kind.CORDON)
+    limits.started("", Kind.DRAIN)
+    limits.started(None, Kind.CORDON)
+    assert limits.in_flight == {"": 2}
+
+
+# -- removal history and the hourly budget -------------------------------------------------
+
+
+def test_a_removal_counts_once_per_episode() -> None:
+    c = controller()
+    pools, now = c.pools, c.timeline.now()
+    pools.count_removal("n0", removing("n0"), now, ("",))
+    pools.count_removal("n0", removing("n0"), now + 5, ("",))  # its taint, then its DELETE
+    assert pools.removals == (now,) and pools.removal_times("") == (now,)
+    pools.count_removal("n0", removing("n0", since=T0 - 60), now + 5, ("",))  # a new episode
+    assert list(pools.removals) == [now, now + 5]
+
+
+def test_a_removal_counts_against_its_pool_or_every_pool_when_it_is_unknown() -> None:
+    c = controller()
+    pools, now = c.pools, c.timeline.now()
+    pools.count_removal("n0", removing("n0"), now, ("a",))
+    assert pools.pool_removals == {"a": (now,)} and pools.removal_times("b") == ()
+    pools.count_removal("gone", removing("gone"), now + 1, ())  # gone mid-removal
+    assert pools.removal_times("a") == (now, now + 1) and pools.removal_times("b") == (now + 1,)
+    assert pools.removals == (now, now + 1)  # the cluster's, the flags' pool's
+    pools.prune(now + HOUR + 1)
+    assert not pools.removals and not pools.removal_times("a")
+
+
+def test_the_budget_counts_history_and_removals_in_progress() -> None:
+    c = controller(max_removals_per_hour=2)
+    pools, now = c.pools, c.timeline.now()
+    pools.count_removal("n0", removing("n0"), now, ("",))
+    assert not pools.removal_budget_spent("n1", "", {}, {}, now)
+    assert pools.removal_budget_spent("n1", "", {}, {"n2": Kind.REMOVE}, now)
+    assert not pools.removal_budget_spent("n2", "", {}, {"n2": Kind.REMOVE}, now)  # its own
+    # Gone from view mid-removal: its pool is unknown, it counts in every pool.
+    assert pools.removals_started("a", {}, {"gone": Kind.REMOVE}) == 1
+    assert pools.removals_started("a", {}, {"n2": Kind.REMOVE}) == 0  # the flags' pool's
+    pools.count_removal("n2", removing("n2"), now, ("",))
+    assert pools.removal_budget_spent("n1", "", {}, {}, now)
+    assert not pools.removal_budget_spent("n1", "", {}, {}, now + HOUR)  # out of the hour
+
+
+async def test_an_intent_an_earlier_leader_recorded_counts_once() -> None:
+    """Read from its NodeRecoverRemoving Event: it counts against the budget, and not again
+    when this replica finishes that removal; it does not stand in its own node's way."""
+    rec = removing("n1")
+    intent = {
+        "reason": "NodeRecoverRemoving",
+        "reportingComponent": "noderecover",
+        "metadata": {"name": removal_intent("n1", rec)},
+        "involvedObject": {"kind": "Node", "name": "n1", "uid": "uid-n1"},
+        "firstTimestamp": format_time(T0 - 30),
+    }
+    removed = {  # the same removal's NodeRecoverRemoved: counted by its intent
+        "reason": "NodeRecoverRemoved",
+        "reportingComponent": "noderecover",
+        "involvedObject": {"kind": "Node", "name": "n1", "uid": "uid-n1"},
+        "lastTimestamp": format_time(T0 - 20),
+    }
+    c = controller(EventsApi([intent, removed]), max_removals_per_hour=1)
+    pools = c.pools
+    pools.removals_known = False
+    await pools.load_removals()
+    assert pools.removals_known and len(pools.removals) == 1
+    sick(c, "n1")
+    sick(c, "n2")
+    c.records["n1"] = rec
+    c.records["n2"] = removing("n2")
+    now = c.timeline.now()
+    assert not pools.removal_budget_spent("n1", "", c.records, {}, now)  # its own removal
+    assert pools.removal_budget_spent("n2", "", c.records, {}, now)
+    assert c.hold("n2", Step.DELETE_NODE) == MAX_REMOVALS
+    assert c.hold("n1", Step.DELETE_NODE) is None
+    pools.count_removal("n1", rec, now, ("",))  # this replica finishes it: counted already
+    assert len(pools.removals) == 1
+    await pools.load_removals()  # a later term reads the same Events: not counted twice
+    assert len(pools.removals) == 1
+
+
+async def test_an_unknown_history_holds_taints_and_node_deletes() -> None:
+    class Failing:
+        async def request(self, method: str, path: str, **kw: Any) -> Any:
+            from noderecover.kube.client import ApiError
+
+            raise ApiError(500, "boom")
+
+    c = controller(Failing())
+    sick(c, "n1")
+    c.pools.removals_known = False
+    await c.pools.load_removals()
+    assert not c.pools.removals_known
+    assert c.hold("n1", Step.TAINT) == c.hold("n1", Step.DELETE_NODE) == Blocked.REMOVALS_UNKNOWN
+    assert c.hold("n1", Step.CORDON) is None
