@@ -577,6 +577,43 @@ async def test_a_removal_is_recorded_before_its_delete_and_counts_after_a_failov
     assert kube.get_node("w2") is not None
 
 
+async def test_a_removal_counts_from_its_intent_even_if_its_taint_is_never_seen(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The taint's answer is lost (here: refused, which looks the same to the controller as
+    applied-but-lost), then the node recovers and is restored: the removal still counts, from
+    its intent (budget 1: the next dead node is held). Found by the simulation (seed 979): a
+    taint applied with its reply lost, the node restored, and a second removal in the hour."""
+    cluster(kube, workers=5)
+    h: Harness = await harness_factory(
+        grace=5, drain_timeout=5, healthy_delay=5, max_removals_per_hour=1,
+        removal="out-of-service",
+    )  # fmt: skip
+    # From the intent on, every write to w1 fails: its taint is never seen to go on.
+    kube.on_request(
+        "POST",
+        r"/namespaces/default/events$",
+        lambda: kube.fail_next("PATCH", r"/api/v1/nodes/w1$", 500, count=10**6),
+    )
+    kube.set_node_ready("w1", "Unknown")
+    await h.until(
+        lambda: any(
+            e.get("reason") == "NodeRecoverRemoving" for e in kube.stores["events"].objects.values()
+        ),
+        advance=1.0,
+        what="w1's removal intent",
+    )
+    kube._faults.clear()
+    kube.set_node_ready("w1", "True")
+    await h.until(lambda: "w1" not in h.controller.records, advance=1.0, what="w1 restored")
+    kube.set_node_ready("w2", "Unknown")
+    await h.until(lambda: h.controller.blocked.get("w2") == "max-removals-per-hour", advance=1.0)
+    from noderecover.core.nodes import OUT_OF_SERVICE_KEY
+
+    node = kube.get_node("w2") or {}
+    assert not any(t["key"] == OUT_OF_SERVICE_KEY for t in node["spec"].get("taints") or [])
+
+
 async def test_an_intent_that_cannot_be_written_holds_the_removal(
     kube: FakeKube, harness_factory: Start
 ) -> None:

@@ -127,9 +127,9 @@ def test_a_step_counts_each_pool_and_a_cordon_the_pass_starts() -> None:
     assert (census.unhealthy, census.total, census.in_flight) == (3, 5, 1)
     assert limits.removals_last_hour == {"": 1} and math.isinf(limits.wake_at)
     c.records["n1"] = Record(uid="uid-n1", phase=Phase.SUSPECT, phase_since=T0)
-    assert c.pools.gate_counts(limits, "n0", "", c.records, {}) == (0, 1)  # not its own slot
-    assert c.pools.gate_counts(limits, "n1", "", c.records, {"n3": Kind.REMOVE}) == (1, 2)
-    assert c.pools.gate_counts(limits, "n1", None, c.records, {}) == (0, 0)
+    assert c.pools.gate_counts(limits, "n0", "", c.records, {}, T0) == (0, 1)  # not its own slot
+    assert c.pools.gate_counts(limits, "n1", "", c.records, {"n3": Kind.REMOVE}, T0) == (1, 2)
+    assert c.pools.gate_counts(limits, "n1", None, c.records, {}, T0) == (0, 0)
     limits.started("", Kind.CORDON)
     limits.started("", Kind.DRAIN)
     limits.started(None, Kind.CORDON)

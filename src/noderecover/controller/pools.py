@@ -102,7 +102,8 @@ class Pools:
         # once: an intent this replica counted is not loaded again, and one an earlier leader
         # recorded is not counted again when this replica finishes that removal.
         self._loaded_intents: dict[str, float] = {}
-        self._own_intents: dict[str, float] = {}
+        # This replica's: intent -> (when counted, the pools counted in; () = every pool).
+        self._own_intents: dict[str, tuple[float, tuple[str, ...]]] = {}
         # The removals of earlier leaders were read (Events) in this term: until then the
         # hourly budget is unknown and holds every removal.
         self.removals_known = True
@@ -177,14 +178,34 @@ class Pools:
         removal if an earlier leader recorded its intent. Only once `removals_known`."""
         pcfg = self.config_for(node)
         removing = self.removals_started(pool, records, busy, node)
-        # This node's own removal, if an earlier leader recorded its intent, is not a
-        # removal standing in its way.
-        own = self._loaded_intent(node, records)
-        mine = 1 if own is not None and now - own < HOUR else 0
         return (
-            recent(self.removal_times(pool), now, HOUR) - mine + removing
+            recent(self.removal_times(pool), now, HOUR)
+            - self._mine(node, pool, records, now)
+            + removing
             >= pcfg.max_removals_per_hour
         )
+
+    def _counted(self, node: str, records: Mapping[str, Record]) -> str | None:
+        """The intent of `node`'s removal in this episode, if it is counted already (its
+        Event written by this replica, or read from an earlier leader's)."""
+        rec = records.get(node)
+        if rec is None:
+            return None
+        intent = removal_intent(node, rec)
+        return intent if intent in self._own_intents or intent in self._loaded_intents else None
+
+    def _mine(self, node: str, pool: str, records: Mapping[str, Record], now: float) -> int:
+        """1 when `node`'s own removal is among the removals counted against `pool` in the
+        last hour: it is not a removal standing in its own way (its intent is counted when
+        written, before its first taint or Node DELETE)."""
+        intent = self._counted(node, records)
+        if intent is None:
+            return 0
+        if (loaded := self._loaded_intents.get(intent)) is not None:
+            return 1 if now - loaded < HOUR else 0  # read from Events: counts in every pool
+        at, pools = self._own_intents[intent]
+        here = pool == "" or not pools or pool in pools
+        return 1 if here and now - at < HOUR else 0
 
     def removals_started(
         self,
@@ -193,16 +214,17 @@ class Pools:
         busy: Mapping[str, Kind],
         node: str | None = None,
     ) -> int:
-        """Removals in `pool` in progress on nodes other than `node` (not counted yet: a
-        removal counts once its action ends, from its taint or its Node DELETE)."""
+        """Removals in `pool` in progress on nodes other than `node` and not counted yet (a
+        removal counts from its intent, written before its first taint or Node DELETE; one
+        in progress may be about to write it)."""
         return sum(
             1
             for n in records.keys() | busy.keys()
             if n != node
             # Gone from view mid-removal: its pool is unknown now, it counts in every pool.
             and (self._view.pool(n) == pool or n not in self._view.nodes)
-            # In progress: its taint may be on already (counted once the action ends).
             and busy.get(n) is Kind.REMOVE
+            and self._counted(n, records) is None
         )
 
     def marked_cordoned(self, name: str) -> bool:
@@ -235,6 +257,7 @@ class Pools:
         pool: str | None,
         records: Mapping[str, Record],
         busy: Mapping[str, Kind],
+        now: float,
     ) -> tuple[int, int]:
         """(`Gates.in_flight`, `Gates.removals_last_hour`) of node `name` in this pass: the
         other remediations holding a slot of its pool, and its pool's removals in the last
@@ -245,8 +268,10 @@ class Pools:
         # Its own slot (counted in the census): not "another" remediation.
         own = 1 if rec.phase in IN_FLIGHT or self.marked_cordoned(name) else 0
         in_flight = limits.in_flight.get(pool, 0) - own
-        removals = limits.removals_last_hour.get(pool, 0) + self.removals_started(
-            pool, records, busy, name
+        removals = (
+            limits.removals_last_hour.get(pool, 0)
+            - self._mine(name, pool, records, now)  # its own, counted from its intent
+            + self.removals_started(pool, records, busy, name)
         )
         return in_flight, removals
 
@@ -258,21 +283,18 @@ class Pools:
             return self.removals
         return self.pool_removals.get(pool, ()) + self._loaded_removals
 
-    def _loaded_intent(self, node: str, records: Mapping[str, Record]) -> float | None:
-        """When the intent an earlier leader recorded for this node's removal in this
-        episode was counted (None: none was read)."""
-        rec = records.get(node)
-        intent = removal_intent(node, rec) if rec is not None else None
-        return self._loaded_intents.get(intent) if intent is not None else None
-
     def count_removal(self, node: str, rec: Record, now: float, pools: tuple[str, ...]) -> None:
-        """Count one removal (its taint went on, or its Node is gone) against the budgets:
-        the cluster's and `pools` (empty: its pool is unknown, it counts in every pool). Not
-        when an earlier leader's intent for it was read: that already counts it."""
-        intent = removal_intent(node, rec)
+        """Count one removal against the budgets: the cluster's and `pools` (empty: its pool
+        is unknown, it counts in every pool). Once per episode: when its intent is written
+        (`count_intent`), or, without one (dry-run), when its taint went on or its Node is
+        gone. Not when an earlier leader's intent for it was read: that already counts it."""
+        self.count_intent(removal_intent(node, rec), now, pools)
+
+    def count_intent(self, intent: str, now: float, pools: tuple[str, ...]) -> None:
+        """Count the removal whose intent Event is `intent` (see `count_removal`)."""
         if intent in self._loaded_intents or intent in self._own_intents:
             return
-        self._own_intents[intent] = now
+        self._own_intents[intent] = (now, pools)
         self.removals = (*self.removals, now)
         if not pools:
             self._loaded_removals = (*self._loaded_removals, now)
@@ -285,7 +307,7 @@ class Pools:
         self.removals = prune(self.removals, now, keep)
         self._loaded_removals = prune(self._loaded_removals, now, keep)
         self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
-        self._own_intents = {i: t for i, t in self._own_intents.items() if now - t < keep}
+        self._own_intents = {i: v for i, v in self._own_intents.items() if now - v[0] < keep}
         self._loaded_intents = {i: t for i, t in self._loaded_intents.items() if now - t < keep}
 
     async def load_removals(self) -> None:

@@ -322,7 +322,12 @@ class Controller:
         return await self.heartbeats.renewing_now(node)
 
     async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
+        """Write the removal's intent, then count it: from here the removal counts against
+        the budgets, whatever happens to its taint or DELETE (a reply lost, then the node
+        restored: it still counts)."""
         await self.executor.writes.record(intent, node, uid, REMOVAL_INTENT, message)
+        pool = self.view.pool(node)
+        self.pools.count_intent(intent, self.timeline.now(), (pool,) if pool is not None else ())
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         self.reporter.event(node, uid, "NodeRecoverBlocked", message)
@@ -538,7 +543,7 @@ class Controller:
             managed = pool is not None or policy_mode
             # The other remediations holding a slot of its pool, its pool's removals.
             pool_in_flight, pool_removals = self.pools.gate_counts(
-                limits, name, pool, self.records, self._busy
+                limits, name, pool, self.records, self._busy, now
             )
             gates = Gates(
                 fresh=fresh,
