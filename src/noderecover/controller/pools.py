@@ -444,6 +444,27 @@ class Pools:
             wake_at=wake_at,
         )
 
+    def _is_removal(
+        self,
+        name: str,
+        rec: Record | None,
+        records: Mapping[str, Record],
+        now: float,
+        window: float,
+    ) -> bool:
+        """The node (in view) is among the removals the breaker counts in `window`: removed,
+        or its removal counted from its intent (before its taint or DELETE)."""
+        if rec is None:
+            return False
+        if rec.phase is Phase.REMOVED and now - rec.phase_since < window:
+            return True
+        intent = self._counted(name, records)
+        if intent is None:
+            return False
+        loaded = self._loaded_intents.get(intent)
+        at = loaded if loaded is not None else self._own_intents[intent][0]
+        return now - at < window
+
     def _cluster_census(self, records: Mapping[str, Record], now: float) -> Census:
         """The whole cluster, whatever the policies: every node in view, unhealthy by any
         policy's conditions (or malformed), plus the removals in the breaker window. What the
@@ -454,8 +475,8 @@ class Pools:
         for n in self._view.watchlist:
             o = nodes.get(n)
             rec = records.get(n)
-            if rec is not None and rec.phase is Phase.REMOVED and now - rec.phase_since < window:
-                twice += 1  # removed, still in view: counted once, as a removal
+            if self._is_removal(n, rec, records, now, window):
+                twice += 1  # removed (or its removal counted), still in view: counted once
             elif o is not None and (o.malformed is not None or unhealthy(o, self.union)):
                 bad += 1
         removed = recent(self.removals, now, window)
@@ -506,13 +527,9 @@ class Pools:
             pcfg = pools[pool]
             rec = records.get(obs.name)
             phase = rec.phase if rec is not None else Phase.HEALTHY
-            if (
-                rec is not None
-                and phase is Phase.REMOVED
-                and now - rec.phase_since < pcfg.breaker_window
-            ):
-                # A deleted node until its DELETED event arrives, or an out-of-service node:
-                # counted once, as a removal.
+            if self._is_removal(obs.name, rec, records, now, pcfg.breaker_window):
+                # A deleted node until its DELETED event arrives, an out-of-service node, or
+                # one whose removal is counted from its intent: counted once, as a removal.
                 counted_removed[pool] += 1
                 continue
             # A slot is held from the cordon until the node is removed or restored (parked
