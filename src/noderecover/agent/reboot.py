@@ -1,0 +1,236 @@
+"""How the agent stops its node: one class per strategy behind one interface.
+
+- `Watchdog`: opens the kernel watchdog device (which arms it), feeds it with a write every
+  interval, and fences by *no longer feeding*: the hardware dog (or the `softdog` module)
+  reboots the node within its timeout. The magic close character 'V' is written only by
+  `disarm`, on a clean shutdown of a healthy agent; after a fence nothing is ever written
+  again and the device is never closed by us (a driver without magic close would stop the
+  dog on close).
+- `Sysrq`: writes 'b' to /proc/sysrq-trigger: an immediate reboot, no sync, no unmount
+  (the kernel's emergency path; a sync could hang on a dead network filesystem). Used where
+  no watchdog device exists. Nothing to feed, so an agent that crashes does not fence.
+- `FileAction`: the test harness's "reboot": appends one JSON line to a file; the harness
+  then stops that kwok node and marks its workloads dead. Never used in a cluster.
+
+Paths are parameters (the agent's flags), so unit tests use plain files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from noderecover.core.agent import Mode
+
+log = logging.getLogger("noderecover.agent.reboot")
+
+# <linux/watchdog.h>: _IOWR('W', 6, int).
+WDIOC_SETTIMEOUT = 0xC0045706
+MAGIC_CLOSE = b"V"
+FEED = b"\0"
+
+
+class RebootError(Exception):
+    """The strategy cannot work here (no device, not writable): the agent exits 1 at start."""
+
+
+class RebootAction(Protocol):
+    mode: Mode
+
+    @property
+    def timeout(self) -> float:
+        """Seconds from `fence()` until the node is certainly off."""
+        ...
+
+    def arm(self) -> None:
+        """Prepare at start (open the device: a watchdog is armed from here on)."""
+        ...
+
+    def feed(self) -> None:
+        """Called every feed interval while the agent is healthy or still counting."""
+        ...
+
+    def fence(self, why: str) -> None:
+        """Stop the node (or let it be stopped). Final: no feed follows."""
+        ...
+
+    def disarm(self) -> None:
+        """Clean shutdown of a healthy agent (never after `fence`)."""
+        ...
+
+
+class Watchdog:
+    mode = Mode.WATCHDOG
+
+    def __init__(self, device: Path, timeout: float) -> None:
+        self.device = device
+        self._timeout = timeout
+        self._fd: int | None = None
+        self._fenced = False
+        self.feeds = 0
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def arm(self) -> None:
+        try:
+            self._fd = os.open(self.device, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RebootError(f"cannot open watchdog {self.device}: {exc.strerror}") from None
+        self._timeout = self._set_timeout(self._fd, self._timeout)
+        log.info("watchdog %s armed, timeout %gs", self.device, self._timeout)
+        self.feed()
+
+    @staticmethod
+    def _set_timeout(fd: int, wanted: float) -> float:
+        """Ask the driver for `wanted` (whole seconds) and return what it took; a file that is
+        not a watchdog (ENOTTY, the unit tests' fake) keeps `wanted`."""
+        try:
+            # WDIOC_SETTIMEOUT is read-write: the driver answers the timeout it set.
+            answer = fcntl.ioctl(fd, WDIOC_SETTIMEOUT, struct.pack("i", max(1, round(wanted))))
+            got = float(struct.unpack("i", answer)[0])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                log.warning("watchdog timeout ioctl failed: %s", exc.strerror)
+            return wanted
+        # The driver may round: the larger of the two bounds the reboot.
+        return max(got, wanted) if got > 0 else wanted
+
+    def feed(self) -> None:
+        if self._fenced or self._fd is None:
+            return
+        try:
+            os.write(self._fd, FEED)
+            self.feeds += 1
+        except OSError as exc:
+            log.error("watchdog feed failed: %s", exc.strerror)
+
+    def fence(self, why: str) -> None:
+        # Nothing to do but never feed again; the fd stays open (see the module docstring).
+        self._fenced = True
+        log.critical("watchdog no longer fed: the node reboots within %gs", self._timeout)
+
+    def disarm(self) -> None:
+        if self._fenced or self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.write(fd, MAGIC_CLOSE)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        log.info("watchdog %s disarmed (clean shutdown)", self.device)
+
+
+class Sysrq:
+    mode = Mode.SYSRQ
+
+    def __init__(self, trigger: Path) -> None:
+        self.trigger = trigger
+        self.fired = False
+
+    @property
+    def timeout(self) -> float:
+        return 0.0
+
+    def arm(self) -> None:
+        if not self.trigger.exists():
+            raise RebootError(f"no sysrq trigger at {self.trigger}")
+        if not os.access(self.trigger, os.W_OK):
+            raise RebootError(f"sysrq trigger {self.trigger} is not writable")
+
+    def feed(self) -> None:
+        return None
+
+    def fence(self, why: str) -> None:
+        log.critical("rebooting through %s now", self.trigger)
+        self.fired = True
+        fire_sysrq(self.trigger)
+
+    def disarm(self) -> None:
+        return None
+
+
+def fire_sysrq(trigger: Path) -> bool:
+    """Write 'b' (reboot now) to the sysrq trigger; False when that failed."""
+    try:
+        fd = os.open(trigger, os.O_WRONLY)
+        try:
+            os.write(fd, b"b")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.error("sysrq reboot failed: %s", exc.strerror)
+        return False
+    return True
+
+
+class FileAction:
+    """Tests only: "rebooting" = one JSON line appended to `path` (the harness acts on it)."""
+
+    mode = Mode.TEST
+
+    def __init__(self, path: Path, node: str, timeout: float) -> None:
+        self.path = path
+        self.node = node
+        self._timeout = timeout
+        self.why = ""
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def arm(self) -> None:
+        parent = self.path.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise RebootError(f"test fence file {self.path}: folder not writable")
+
+    def feed(self) -> None:
+        return None
+
+    def fence(self, why: str) -> None:
+        self.why = why
+        line = orjson.dumps({"node": self.node, "why": why, "wall": time.time()})
+        with self.path.open("ab") as f:
+            f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def disarm(self) -> None:
+        return None
+
+
+def choose(
+    wanted: str,
+    watchdog: Path,
+    sysrq: Path,
+    watchdog_timeout: float,
+    *,
+    test_file: Path | None = None,
+    node: str = "",
+) -> RebootAction:
+    """The strategy for `--agent-reboot` (auto: the watchdog device if it exists, else sysrq).
+    RebootError when it cannot work on this machine (checked again by `arm`)."""
+    if wanted == "test":
+        if test_file is None:
+            raise RebootError("--agent-reboot test needs --agent-test-fence-file")
+        return FileAction(test_file, node, watchdog_timeout)
+    if wanted == "watchdog" or (wanted == "auto" and watchdog.exists()):
+        return Watchdog(watchdog, watchdog_timeout)
+    if wanted in ("sysrq", "auto"):
+        if wanted == "auto" and not sysrq.exists():
+            raise RebootError(
+                f"no watchdog device {watchdog} and no sysrq trigger {sysrq}: cannot fence "
+                "this node (load the softdog module, or mount /proc/sysrq-trigger)"
+            )
+        return Sysrq(sysrq)
+    raise RebootError(f"unknown reboot strategy {wanted!r}")

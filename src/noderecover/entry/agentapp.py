@@ -1,0 +1,154 @@
+"""Wiring of `noderecover agent`: client, reboot action, HTTP, signals. No decisions here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import anyio
+
+from noderecover import __version__
+from noderecover.agent import reboot
+from noderecover.agent.runner import Agent, AgentSettings, http_ask
+from noderecover.base.clock import Clock, SystemClock
+from noderecover.core.agent import AgentParams, Mode
+from noderecover.core.pauses import own_namespace
+from noderecover.entry.agentconfig import AgentConfig
+from noderecover.entry.app import _os_reason, pod_namespace
+from noderecover.entry.config import BadFlag, parse_bind
+from noderecover.entry.httpserver import HttpServer
+from noderecover.kube.client import KubeClient, Timeouts
+from noderecover.kube.kubeconfig import KubeconfigError, load_api_client
+
+log = logging.getLogger("noderecover.agent")
+
+EXIT_CANNOT_FENCE = 1
+
+
+def action_for(cfg: AgentConfig) -> reboot.RebootAction:
+    test_file = Path(cfg.test_fence_file) if cfg.test_fence_file else None
+    return reboot.choose(
+        cfg.reboot,
+        Path(cfg.watchdog_device),
+        Path(cfg.sysrq_trigger),
+        cfg.watchdog_timeout,
+        test_file=test_file,
+        node=cfg.node_name,
+    )
+
+
+def advertise(cfg: AgentConfig, port: int) -> str:
+    if cfg.advertise_address:
+        return cfg.advertise_address
+    ip = os.environ.get("POD_IP", "").strip()
+    if not ip:
+        return ""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+async def run_agent(cfg: AgentConfig, clock: Clock | None = None) -> int:
+    """`noderecover agent`: returns the exit code (1: this node cannot be fenced)."""
+    clock = clock or SystemClock()
+    try:
+        action = action_for(cfg)
+        action.arm()
+    except reboot.RebootError as exc:
+        print(f"noderecover: error: agent: cannot fence this node: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_FENCE
+    where = cfg.source("kubeconfig") if cfg.kubeconfig else "--kubeconfig"
+    try:
+        api = await load_api_client(cfg.kubeconfig, cfg.context, where)
+    except KubeconfigError as exc:
+        action.disarm()
+        raise BadFlag(str(exc)) from None
+    kube = KubeClient(api, Timeouts(request=cfg.api_timeout), f"agent {cfg.node_name}")
+    params = AgentParams(
+        isolation_timeout=cfg.isolation_timeout,
+        watchdog_timeout=action.timeout,
+        check_interval=cfg.check_interval,
+        slack=cfg.slack,
+        mode=action.mode,
+    )
+    _, port = parse_bind(cfg.http_bind)
+    fallback = Path(cfg.sysrq_trigger)
+    has_fallback = fallback.exists()  # noqa: ASYNC240 - once, at start
+    settings = AgentSettings(
+        node=cfg.node_name,
+        namespace=own_namespace(cfg.lease_namespace, pod_namespace()),
+        params=params,
+        api_timeout=cfg.api_timeout,
+        peer_timeout=cfg.peer_timeout,
+        max_peers=cfg.max_peers,
+        static_peers=cfg.peers,
+        advertise=advertise(cfg, port),
+        sysrq_fallback=fallback if action.mode is Mode.WATCHDOG and has_fallback else None,
+    )
+    async with aiohttp.ClientSession() as session:
+
+        async def ask(address: str, node: str, timeout: float) -> object:
+            return await http_ask(session, address, node, timeout)
+
+        agent = Agent(kube, clock, settings, action, ask_peer=ask, rng=random.Random())
+        http = HttpServer(cfg.http_bind, agent, clock, routes=agent.routes())
+        try:
+            await http.start()
+        except OSError as exc:
+            action.disarm()
+            await kube.close()
+            raise BadFlag(
+                f"{cfg.source('http_bind')}: cannot bind {cfg.http_bind}: {_os_reason(exc)}"
+            ) from None
+        log.info(
+            "noderecover agent %s on node %s: mode %s (%s), check every %gs, isolation "
+            "timeout %gs, watchdog timeout %gs, Lease %s/noderecover-agent-%s, peers %s",
+            __version__,
+            cfg.node_name,
+            action.mode.value,
+            _device(cfg, action),
+            cfg.check_interval,
+            cfg.isolation_timeout,
+            action.timeout,
+            settings.namespace,
+            cfg.node_name,
+            ",".join(cfg.peers) or "from the agents' Leases",
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_signals, tg.cancel_scope, agent)
+                tg.start_soon(agent.run)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await http.stop()
+                await kube.close()
+    return 0
+
+
+def _device(cfg: AgentConfig, action: reboot.RebootAction) -> str:
+    if isinstance(action, reboot.Watchdog):
+        return str(action.device)
+    if isinstance(action, reboot.Sysrq):
+        return f"{action.trigger}: no watchdog device at {cfg.watchdog_device}"
+    return f"test fence file {cfg.test_fence_file}"
+
+
+async def _signals(scope: anyio.CancelScope, agent: Agent) -> None:
+    """SIGTERM/SIGINT: a healthy agent disarms its watchdog (magic close) and exits; one that
+    decided to fence, or cannot reach the API server, exits without disarming (the dog then
+    reboots the node if the new agent does not feed it in time)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            healthy = agent.state.fenced is None and agent.state.api_ok
+            log.info(
+                "received %s: stopping (%s)",
+                signal.Signals(signum).name,
+                "watchdog disarmed" if healthy else "watchdog left armed",
+            )
+            if healthy:
+                agent.action.disarm()
+            scope.cancel()
+            return
