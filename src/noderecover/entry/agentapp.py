@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from noderecover import __version__
+from noderecover import AGENT_USER_AGENT, __version__
 from noderecover.agent import reboot
 from noderecover.agent.runner import Agent, AgentSettings, http_ask
 from noderecover.base.clock import Clock, SystemClock
@@ -66,7 +66,9 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None) -> int:
     except KubeconfigError as exc:
         action.disarm()
         raise BadFlag(str(exc)) from None
-    kube = KubeClient(api, Timeouts(request=cfg.api_timeout), f"agent {cfg.node_name}")
+    kube = KubeClient(
+        api, Timeouts(request=cfg.api_timeout), cfg.node_name, user_agent=AGENT_USER_AGENT
+    )
     params = AgentParams(
         isolation_timeout=cfg.isolation_timeout,
         watchdog_timeout=action.timeout,
