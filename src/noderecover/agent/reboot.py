@@ -224,7 +224,8 @@ def choose(
         if test_file is None:
             raise RebootError("--agent-reboot test needs --agent-test-fence-file")
         return FileAction(test_file, node, watchdog_timeout)
-    if wanted == "watchdog" or (wanted == "auto" and watchdog.exists()):
+    # A hostPath volume of a missing device may show up as an empty directory: not a dog.
+    if wanted == "watchdog" or (wanted == "auto" and watchdog.exists() and not watchdog.is_dir()):
         return Watchdog(watchdog, watchdog_timeout)
     if wanted in ("sysrq", "auto"):
         if wanted == "auto" and not sysrq.exists():
