@@ -38,7 +38,7 @@ def test_the_agent_writes_nothing_but_leases() -> None:
 
 def test_daemonset_runs_the_agent_with_its_account() -> None:
     (ds,) = [d for d in docs("daemonset.yaml") if d["kind"] == "DaemonSet"]
-    spec = ds["spec"]["template"]["spec"]  # type: ignore[index]
+    spec = ds["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "noderecover-agent"
     (c,) = spec["containers"]
     assert c["command"] == ["noderecover", "agent"]
@@ -50,7 +50,7 @@ def test_daemonset_args_are_the_agent_defaults() -> None:
     from noderecover.entry.cli import parser
 
     (ds,) = [d for d in docs("daemonset.yaml") if d["kind"] == "DaemonSet"]
-    (c,) = ds["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
     cfg = build_agent_config(
         parser().parse_args(["agent", *c["args"]]), environ={"NODERECOVER_NODE_NAME": "n1"}
     )
