@@ -276,3 +276,31 @@ async def test_a_hung_check_loop_stops_the_feeding(
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feeder
+
+
+async def test_peers_are_read_from_the_agents_leases(
+    kube: FakeKube, agent_env: Callable[..., Awaitable[tuple[Agent, FakeClock, Peers]]]
+) -> None:
+    kube.add_node("w1")
+    for node, address in (("w2", "10.0.0.2:8081"), ("w3", "10.0.0.3:8081")):
+        kube.stores["leases"].objects[(NS, f"noderecover-agent-{node}")] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": f"noderecover-agent-{node}",
+                "namespace": NS,
+                "uid": f"u-{node}",
+                "resourceVersion": "1",
+                "labels": {core.AGENT_LABEL: core.AGENT_LABEL_VALUE},
+                "annotations": {core.ANN_ADDRESS: address},
+            },
+            "spec": {"holderIdentity": node},
+        }
+    agent, clock, peers = await agent_env()
+    await agent.check_once()
+    assert agent.peers == ["10.0.0.2:8081", "10.0.0.3:8081", "127.0.0.1:1", "127.0.0.1:2"]
+    # while the API server is unreachable the addresses are kept and asked
+    cut_api(kube)
+    clock.advance(5)
+    await agent.check_once()
+    assert {a for a, _ in peers.asked} == set(agent.peers)
