@@ -125,6 +125,21 @@ class AgentProc:
                     out.append(data)
         return out
 
+    def diagnose(self) -> str:
+        """Why an agent does not answer: its process state, and every thread's stack (the
+        agent prints them on SIGUSR1), from its log."""
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return f"agent on {self.node} exited: {None if p is None else p.returncode}"
+        try:
+            state = Path(f"/proc/{p.pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError as exc:
+            state = repr(exc)
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
+        return f"agent on {self.node}: process state {state}\n{tail}"
+
     def stop(self, sig: int = signal.SIGKILL) -> None:
         p = self.proc
         if p is None or p.poll() is not None:
