@@ -97,6 +97,16 @@ def test_non_default_chart_with_monitoring_applies_server_side(
     assert applied(out) == {(d["kind"].lower(), d["metadata"]["name"]) for d in docs}
 
 
+def test_chart_with_the_node_agent_applies_server_side(
+    cluster: TestCluster, monitoring_crds: list[str]
+) -> None:
+    """agent.enabled: the DaemonSet (privileged, hostPath devices) and its RBAC are accepted."""
+    docs = render("--set", "agent.enabled=true")
+    assert {"DaemonSet"} <= {d["kind"] for d in docs}
+    out = dry_run(cluster, docs)
+    assert applied(out) == {(d["kind"].lower(), d["metadata"]["name"]) for d in docs}
+
+
 def test_the_dry_run_refuses_a_broken_object(
     cluster: TestCluster, monitoring_crds: list[str]
 ) -> None:

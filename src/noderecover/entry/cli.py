@@ -141,14 +141,17 @@ def _agent(args: argparse.Namespace) -> int:
     except BadFlag as exc:
         print(f"noderecover: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    import contextlib
     import faulthandler
+    import io
     import signal
 
     from noderecover.base import logs
     from noderecover.entry.agentapp import run_agent
 
     # `kill -USR1` prints every thread's stack: a hung agent is a rebooting node, say why.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):  # stderr without a fd
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     logs.setup_logging(acfg.log_format, acfg.log_level)
     try:
