@@ -37,9 +37,9 @@ from noderecover.agent.reboot import RebootAction, fire_sysrq
 from noderecover.base.clock import Clock, call_within
 from noderecover.core import agent as core
 from noderecover.core.agent import AgentParams, AgentState, Answer, Check, Decision, Why
+from noderecover.core.nodes import format_micro_time
 from noderecover.kube import mutating
 from noderecover.kube.client import JSON, ApiError, Conflict, KubeClient, NotFound
-from noderecover.kube.election import format_microtime
 
 log = logging.getLogger("noderecover.agent")
 
@@ -264,7 +264,7 @@ class Agent:
         )
 
     def _written(self, lease: JSON | None) -> JSON:
-        now = format_microtime(self._clock.wall())
+        now = format_micro_time(self._clock.wall())
         meta: dict[str, Any] = dict((lease or {}).get("metadata") or {})
         meta["name"] = core.lease_name(self.settings.node)
         meta["namespace"] = self.settings.namespace
