@@ -154,6 +154,22 @@ async def test_an_operators_cordon_in_the_fresh_read_is_never_claimed(
     assert unschedulable(kube)  # the operator's cordon stays
 
 
+async def test_a_record_that_still_says_ours_never_undoes_an_unmarked_cordon(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    """Our restore went through but its reply was lost; the operator cordoned the node next;
+    the retry's record still says the cordon is ours. Only the marker in the fresh read
+    decides: none, so the operator's cordon stays (simulation seed 30287)."""
+    kube.add_node(NODE, "True", unschedulable=True)  # the operator's: no marker
+    uid = node_uid(kube)
+    ex = Executor(
+        client, FakeClock(start_wall=T0), make_config(watch_node_leases=False), lambda: True
+    )
+    rec = Record(uid, Phase.CORDONED, T0, T0 - 60, cordoned=True)
+    assert (await ex.perform(restore_action(uid), rec)).outcome is Outcome.OK
+    assert unschedulable(kube), "an operator's cordon was undone on the record's word"
+
+
 async def test_an_operators_cordon_between_the_read_and_the_write_is_not_claimed(
     kube: FakeKube, client: KubeClient
 ) -> None:

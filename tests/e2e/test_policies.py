@@ -182,6 +182,29 @@ def test_the_api_server_takes_the_duration_grammar_noderecover_reads(crd: TestCl
         assert (proc.returncode == 0) == readable, (text, proc.stderr)
 
 
+def test_the_api_server_takes_a_policys_fence_and_refuses_an_unknown_field_in_it(
+    crd: TestCluster,
+) -> None:
+    """spec.fence is a structural schema the API server accepts (a CRD with
+    `additionalProperties: false` beside `properties` is refused outright); kubectl's strict
+    field validation refuses a misspelt field in it."""
+    fence = {
+        "provider": "redfish",
+        "action": "off",
+        "secretName": "bmc",
+        "addressTemplate": "https://bmc-{name}.example:443",
+        "redfish": {"system": "/redfish/v1/Systems/1", "verifyTLS": False},
+    }
+    body = policy("fenced", {"fence": fence})
+    ok = crd.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
+    assert ok.returncode == 0, ok.stderr
+    bad = policy("fenced", {"fence": {**fence, "secretNmae": "bmc"}})
+    refused = crd.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(bad), check=False
+    )
+    assert refused.returncode != 0 and "secretNmae" in refused.stderr, refused.stderr
+
+
 def test_a_valid_policy_is_accepted_and_kubectl_get_shows_it(crd: TestCluster) -> None:
     spec = {
         "nodeSelector": {"matchLabels": {POOL: "gpu"}},

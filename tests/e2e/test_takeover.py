@@ -254,6 +254,11 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("delete", "pods", ""),
         ("update", "leases", NAMESPACE),
         ("get", "leases", "kube-node-lease"),
+        # The heartbeat Leases are watched (--grace-from-heartbeat), never written.
+        ("list", "leases", "kube-node-lease"),
+        ("watch", "leases", "kube-node-lease"),
+        # Is the policy CRD installed (a 404 of the policies is not believed by itself).
+        ("get", "customresourcedefinitions.apiextensions.k8s.io", ""),
         ("create", "events", "default"),
         ("create", "events", "kube-system"),
         ("list", "events", "default"),
@@ -270,7 +275,9 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("update", "nodes", ""),
         ("delete", "volumeattachments", ""),
         ("update", "leases", "kube-node-lease"),
-        ("watch", "leases", "kube-node-lease"),
+        ("delete", "leases", "kube-node-lease"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io", ""),
         # Events are created in any namespace since issue 14 (pods waiting for a volume get
         # one in theirs): never deleted or updated.
         ("delete", "events", "default"),

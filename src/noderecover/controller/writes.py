@@ -595,16 +595,29 @@ class WritePath:
         tainted: bool = False,
         present: bool = True,
     ) -> tuple[bool, bool]:
-        """Undo what our markers on `fresh` (or the record: `cordoned`, `tainted`) say is
-        ours, and clear our annotations, in one JSON patch guarded by the resourceVersion.
+        """Undo what our markers on `fresh` say is ours, and clear our annotations, in one
+        JSON patch guarded by the resourceVersion.
+
+        Only the markers in the fresh read decide, never the record (`cordoned`, `tainted`:
+        logged when they disagree): a cordon or taint of ours always carries its marker (one
+        patch), so one without it is someone else's - an operator's cordon set after our own
+        restore, whose reply was lost, is not undone by the retry (found by the simulation,
+        seed 30287 with every fault kind).
 
         Returns (uncordoned, untainted). Raises Invalid when the node changed since `fresh`."""
         self._leader()
-        cordoned = (
-            cordoned or fresh.annotations.get(ANN_CORDONED) == "true"
-        ) and fresh.unschedulable
+        owned = ownership(fresh)
+        if (cordoned and fresh.unschedulable and not owned["cordoned"]) or (
+            tainted and fresh.has_taint(OUT_OF_SERVICE_KEY) and not owned["tainted"]
+        ):
+            log.info(
+                "node %s: the record says the cordon/taint is ours, the node carries no "
+                "marker of it: someone else's, left in place",
+                fresh.name,
+            )
+        cordoned = bool(owned["cordoned"])
         idx = next((i for i, t in enumerate(fresh.taints) if t.key == OUT_OF_SERVICE_KEY), None)
-        tainted = (tainted or fresh.annotations.get(ANN_TAINTED) == "true") and idx is not None
+        tainted = bool(owned["tainted"]) and idx is not None
         if self._dry("restore", fresh.name):
             return cordoned, tainted
         ops: list[JSON] = [
