@@ -34,8 +34,9 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from noderecover.core import durations
+from noderecover.core.nodes import ANN_FENCE_REQUESTED
 
-FENCE_REQUESTED = "noderecover.io/fence-requested"  # on the Node: value = the Node's uid
+FENCE_REQUESTED = ANN_FENCE_REQUESTED  # on the Node: value = the Node's uid
 
 # The agent's Lease: coordination.k8s.io/v1 in the controller's namespace.
 LEASE_PREFIX = "noderecover-agent-"
@@ -188,6 +189,93 @@ def self_fenced(
         return False
     since = max(agent_lease_seen, heartbeat_lease_seen, marked_seen)
     return now - since >= wait
+
+
+# ------------------------------------------------------------------- the controller's view
+
+# An agent is relied on only once it has renewed its Lease for this long without a gap longer
+# than its leaseDurationSeconds (+ GAP_TOLERANCE): a crash-looping agent, restarted with the
+# kubelet's back-off (10 s, 20 s, 40 s, ...), never is, and neither is one that just started.
+AGENT_SETTLE = 60.0
+# Watch delivery lag allowed on top of an agent Lease's duration before a gap counts.
+GAP_TOLERANCE = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSeen:
+    """One agent's Lease as the controller saw it. Times: the controller's timeline (when it
+    RECEIVED each record, never the Lease's renewTime, another host's clock)."""
+
+    params: AgentParams | None  # as published; None: missing or unreadable
+    changed_at: float  # when its current record was first received
+    # The first change of the current run of renewals, each within `window` +
+    # GAP_TOLERANCE of the last; None: no change seen yet (a first read is not a renewal).
+    steady_since: float | None
+    window: float  # its leaseDurationSeconds
+
+
+def not_relied_on(seen: AgentSeen | None, heartbeat_at: float | None) -> str | None:
+    """Why the controller must not count on this node's agent to fence it (None: it may).
+
+    It may only when the agent was present and healthy when its node went silent: parameters
+    it can read, renewals seen without a gap for AGENT_SETTLE, and its last renewal no earlier
+    than the node's last heartbeat minus its Lease window (+ the margin): an agent that
+    stopped (crashed, removed, stopped cleanly: a clean stop disarms the watchdog) before its
+    kubelet went silent fences nothing."""
+    if seen is None:
+        return "no agent"
+    if seen.params is None:
+        return "its agent's Lease has no readable parameters"
+    if seen.steady_since is None:
+        return "its agent's Lease was not seen renewing"
+    steady = seen.changed_at - seen.steady_since
+    if steady < AGENT_SETTLE:
+        return f"its agent renewed steadily for only {steady:.0f}s (< {AGENT_SETTLE:.0f}s)"
+    if heartbeat_at is None:
+        return "its heartbeat Lease was not seen"
+    if seen.changed_at + seen.window + SAFE_TIME_MARGIN < heartbeat_at:
+        return "its agent stopped renewing before its kubelet went silent"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentGate:
+    """What `machine.decide` needs of a node's agent (times: the controller's timeline)."""
+
+    params: AgentParams  # the agent's, merged with the controller's (`merged`)
+    why_not: str | None  # `not_relied_on`: None when the agent is counted on to fence
+    lease_at: float  # its Lease's current record first received
+    heartbeat_at: float | None  # the heartbeat Lease's current record first received
+    marked_at: float | None  # our fence mark (this Node's uid) first seen; None: not marked
+    floor: float = DEFAULT_SAFE_TIME_FLOOR
+
+    @property
+    def relied_on(self) -> bool:
+        return self.why_not is None
+
+    @property
+    def safe_time(self) -> float:
+        return safe_time(self.params, self.floor)
+
+    def proven(self, now: float) -> bool:
+        """The node has fenced itself (`self_fenced`), and its agent is relied on."""
+        return self.relied_on and self_fenced(
+            self.lease_at,
+            self.heartbeat_at,
+            now,
+            self.params,
+            marked_seen=self.marked_at,
+            floor=self.floor,
+        )
+
+    def fenced_at(self) -> float | None:
+        """When `proven` turns true if nothing changes (None: not before something does)."""
+        if not self.relied_on or self.heartbeat_at is None or self.marked_at is None:
+            return None
+        wait = self.safe_time
+        if math.isinf(wait):
+            return None
+        return max(self.lease_at, self.heartbeat_at, self.marked_at) + wait
 
 
 # --------------------------------------------------------------------------------- the agent

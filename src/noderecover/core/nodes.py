@@ -48,6 +48,8 @@ ANN_CORDONED = ANNOTATION_PREFIX + "cordoned"
 ANN_TAINTED = ANNOTATION_PREFIX + "out-of-service"
 ANN_FENCED = ANNOTATION_PREFIX + "fenced"
 ANN_EXCLUDE = ANNOTATION_PREFIX + "exclude"
+# The controller's request to the node's agent to fence it (value: the Node's uid; core.agent).
+ANN_FENCE_REQUESTED = ANNOTATION_PREFIX + "fence-requested"
 OUR_ANNOTATIONS = (
     ANN_PHASE,
     ANN_PHASE_SINCE,
@@ -55,6 +57,7 @@ OUR_ANNOTATIONS = (
     ANN_CORDONED,
     ANN_TAINTED,
     ANN_FENCED,
+    ANN_FENCE_REQUESTED,
 )
 
 CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})

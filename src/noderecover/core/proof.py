@@ -12,6 +12,11 @@ may be writing to them. A `Proof` says why noderecover believes a node is off:
   read without the taint is evidence of life (the step stops; flap damping restarts the grace).
 - `FENCED(provider)`: a fence provider confirmed the machine off in this episode (today the
   `command` provider, `--fence-command`; the fence providers plug in here by name).
+- `SELF_FENCED`: the node's agent (`noderecover agent`), present and healthy when its node
+  went silent, was asked to fence it (`noderecover.io/fence-requested=<uid>` on the Node)
+  and its Lease, the heartbeat Lease and the mark have stood still for the safe time
+  (core.agent: `AgentGate.proven`). The mark must be in the fresh read before each write,
+  and the agent's Lease is read again there (still unchanged).
 
 A proof never replaces the kubelet-silent evidence: every force (grace-1 eviction,
 force-delete, fence, taint, Node DELETE) still needs Ready=Unknown and a stale heartbeat
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import assert_never
 
-from noderecover.core.nodes import NodeObs
+from noderecover.core.nodes import ANN_FENCE_REQUESTED, NodeObs
 from noderecover.core.settings import Config, Removal, RemovalMode
 
 # Set by the cloud-controller-manager's node lifecycle controller on a NotReady node whose
@@ -45,6 +50,7 @@ class ProofKind(StrEnum):
     NONE = "none"
     SHUTDOWN_TAINT = "shutdown-taint"
     FENCED = "fenced"
+    SELF_FENCED = "self-fenced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,7 @@ class Proof:
         match self.kind:
             case ProofKind.NONE:
                 return False
-            case ProofKind.SHUTDOWN_TAINT | ProofKind.FENCED:
+            case ProofKind.SHUTDOWN_TAINT | ProofKind.FENCED | ProofKind.SELF_FENCED:
                 return True
             case _:  # pragma: no cover
                 assert_never(self.kind)
@@ -73,6 +79,7 @@ class Proof:
 
 NO_PROOF = Proof()
 SHUTDOWN = Proof(ProofKind.SHUTDOWN_TAINT)
+SELF_FENCED = Proof(ProofKind.SELF_FENCED)
 
 
 def fenced(provider: str) -> Proof:
@@ -84,32 +91,44 @@ def shut_down(obs: NodeObs) -> bool:
     return obs.has_taint(SHUTDOWN_TAINT_KEY)
 
 
-def proof_of(obs: NodeObs, fenced_by: str | None) -> Proof:
+def fence_requested(obs: NodeObs) -> bool:
+    """The Node carries our fence mark for its agent, naming this very Node (its uid)."""
+    return bool(obs.uid) and obs.annotations.get(ANN_FENCE_REQUESTED) == obs.uid
+
+
+def proof_of(obs: NodeObs, fenced_by: str | None, self_fenced: bool = False) -> Proof:
     """The proof a read of the node gives, with a fence confirmed in this episode
-    (`fenced_by`: its provider, None: not fenced). The cloud's word comes first: it needs no
-    fence."""
+    (`fenced_by`: its provider, None: not fenced) and its agent's (`self_fenced`: the
+    controller's `AgentGate.proven`; it counts only with the mark in this read). The cloud's
+    word comes first: it needs no fence."""
     if shut_down(obs):
         return SHUTDOWN
     if fenced_by is not None:
         return fenced(fenced_by)
+    if self_fenced and fence_requested(obs):
+        return SELF_FENCED
     return NO_PROOF
 
 
 def backed(proof: Proof, fresh: NodeObs) -> bool:
     """The fresh read still backs `proof`: a shutdown taint must be on the node in it; a
-    fence is the provider's confirmed power state (not visible on the Node)."""
+    fence is the provider's confirmed power state (not visible on the Node); a self-fence
+    needs our mark, for this Node's uid, in it (the agent's Lease is the write path's read)."""
     match proof.kind:
         case ProofKind.NONE | ProofKind.FENCED:
             return True
         case ProofKind.SHUTDOWN_TAINT:
             return shut_down(fresh)
+        case ProofKind.SELF_FENCED:
+            return fence_requested(fresh)
         case _:  # pragma: no cover
             assert_never(proof.kind)
 
 
-def needs_fence(cfg: Config, proof: Proof) -> bool:
-    """A fence is configured and nothing proves the node off yet."""
-    return cfg.fencing and not proof.proven
+def needs_fence(cfg: Config, proof: Proof, agent: bool = False) -> bool:
+    """A fence is configured, or the node has an agent relied on to fence itself (`agent`),
+    and nothing proves the node off yet: nothing is forced before it is."""
+    return (cfg.fencing or agent) and not proof.proven
 
 
 def removal_mode(cfg: Config, proof: Proof) -> RemovalMode:

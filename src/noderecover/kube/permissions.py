@@ -35,6 +35,12 @@ API_CALLS: Mapping[Permission, str] = {
     Permission("coordination.k8s.io", "leases", "get", OWN_NAMESPACE): "election",
     Permission("coordination.k8s.io", "leases", "create", OWN_NAMESPACE): "election",
     Permission("coordination.k8s.io", "leases", "update", OWN_NAMESPACE): "election",
+    Permission("coordination.k8s.io", "leases", "list", OWN_NAMESPACE): (
+        "controller: the node agents' Leases, LIST then every re-list (controller/agents.py)"
+    ),
+    Permission("coordination.k8s.io", "leases", "watch", OWN_NAMESPACE): (
+        "controller: the node agents' Leases, a watch (their presence and timing)"
+    ),
     Permission("coordination.k8s.io", "leases", "get", "kube-node-lease"): (
         "controller: the heartbeat Lease of a silent node (--watch-node-leases)"
     ),
