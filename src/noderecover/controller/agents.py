@@ -46,6 +46,7 @@ class LeaseRecord:
     window: float
     changed_at: float
     steady_since: float | None  # None: no change seen yet
+    settled_until: float | None = None  # core.agent.AgentSeen
 
 
 # What the watch keeps of one agent Lease: (node, resourceVersion, renewTime, duration, params).
@@ -152,7 +153,8 @@ class AgentLeases:
         steady = old.steady_since
         if steady is None or gap > old.window + core.GAP_TOLERANCE:
             steady = now  # the first renewal seen, or the first after a gap: a new run
-        self.leases[node] = LeaseRecord(params, version, renew, window, now, steady)
+        until = core.settled(AgentSeen(params, now, steady, window, old.settled_until), now)
+        self.leases[node] = LeaseRecord(params, version, renew, window, now, steady, until)
 
     def synced(self) -> bool:
         return self.watcher.synced and not self.watcher.stale()
@@ -180,7 +182,8 @@ class AgentLeases:
         if rec is None:
             return None
         steady = None if rec.steady_since is None else self._timeline_of(rec.steady_since)
-        return AgentSeen(rec.params, self._timeline_of(rec.changed_at), steady, rec.window)
+        until = None if rec.settled_until is None else self._timeline_of(rec.settled_until)
+        return AgentSeen(rec.params, self._timeline_of(rec.changed_at), steady, rec.window, until)
 
     def gate(self, node: str, uid: str, heartbeat_mono: float | None) -> AgentGate | None:
         """The agent gate of `node` (uid `uid`) for `machine.decide`; None: no agent Lease.

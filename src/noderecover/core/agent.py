@@ -212,28 +212,39 @@ class AgentSeen:
     # GAP_TOLERANCE of the last; None: no change seen yet (a first read is not a renewal).
     steady_since: float | None
     window: float  # its leaseDurationSeconds
+    # The last renewal of the latest run that lasted AGENT_SETTLE or more (None: none did).
+    # A later run (renewals after a gap: a flapping link, a restart) never undoes it: what
+    # counts is whether the agent was healthy when its node went silent.
+    settled_until: float | None = None
+
+
+def settled(seen: AgentSeen, now_changed: float) -> float | None:
+    """`settled_until` after a change received at `now_changed` (the shell's bookkeeping)."""
+    if seen.steady_since is not None and now_changed - seen.steady_since >= AGENT_SETTLE:
+        return now_changed
+    return seen.settled_until
 
 
 def not_relied_on(seen: AgentSeen | None, heartbeat_at: float | None) -> str | None:
     """Why the controller must not count on this node's agent to fence it (None: it may).
 
     It may only when the agent was present and healthy when its node went silent: parameters
-    it can read, renewals seen without a gap for AGENT_SETTLE, and its last renewal no earlier
-    than the node's last heartbeat minus its Lease window (+ the margin): an agent that
-    stopped (crashed, removed, stopped cleanly: a clean stop disarms the watchdog) before its
-    kubelet went silent fences nothing."""
+    it can read, and a run of renewals seen without a gap for AGENT_SETTLE that lasted until
+    no earlier than the node's last heartbeat minus its Lease window (+ the margin): an agent
+    that stopped (crashed, removed, stopped cleanly: a clean stop disarms the watchdog) before
+    its kubelet went silent fences nothing, and a crash-looping one never settles."""
     if seen is None:
         return "no agent"
     if seen.params is None:
         return "its agent's Lease has no readable parameters"
-    if seen.steady_since is None:
-        return "its agent's Lease was not seen renewing"
-    steady = seen.changed_at - seen.steady_since
-    if steady < AGENT_SETTLE:
+    if seen.settled_until is None:
+        if seen.steady_since is None:
+            return "its agent's Lease was not seen renewing"
+        steady = seen.changed_at - seen.steady_since
         return f"its agent renewed steadily for only {steady:.0f}s (< {AGENT_SETTLE:.0f}s)"
     if heartbeat_at is None:
         return "its heartbeat Lease was not seen"
-    if seen.changed_at + seen.window + SAFE_TIME_MARGIN < heartbeat_at:
+    if seen.settled_until + seen.window + SAFE_TIME_MARGIN < heartbeat_at:
         return "its agent stopped renewing before its kubelet went silent"
     return None
 
