@@ -264,7 +264,8 @@ def test_a_crash_looping_agent_never_settles() -> None:
     def renew() -> None:
         nonlocal rv
         rv += 1
-        assert (o := parse_agent_lease(agent_lease("w1", str(rv)))) is not None
+        o = parse_agent_lease(agent_lease("w1", str(rv)))
+        assert o is not None
         leases.note(o)
 
     renew()
@@ -346,7 +347,7 @@ async def start(harness_factory: Start, **kw: object) -> Harness:
     h: Harness = await harness_factory(namespace=NS, **cfg)
     agents = h.controller.agents
     assert agents is not None
-    await h.until(lambda: agents.synced(), advance=0.2, real_timeout=30, what="agents synced")
+    await h.until(agents.synced, advance=0.2, real_timeout=30, what="agents synced")
     return h
 
 
