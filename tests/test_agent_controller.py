@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from noderecover_testkit.fixtures import micro_rfc3339
 
 from noderecover.controller.agents import AgentLeases, parse_agent_lease
 from noderecover.core import agent as core
@@ -41,7 +42,7 @@ from noderecover.core.proof import SELF_FENCED, ProofKind, backed, needs_fence, 
 from noderecover.core.settings import RemovalMode
 from tests.builders import T0, obs
 from tests.conftest import Harness, make_config
-from tests.fakeapi import FakeKube, merge_patch, micro_rfc3339
+from tests.fakeapi import FakeKube, merge_patch
 
 Start = Callable[..., Any]
 PARAMS = AgentParams(30.0, 30.0, 5.0, 8.0, Mode.WATCHDOG)  # safe time 83 s
