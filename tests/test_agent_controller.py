@@ -29,7 +29,6 @@ from noderecover_testkit.fixtures import micro_rfc3339
 from noderecover.controller.agents import AgentLeases, parse_agent_lease
 from noderecover.core import agent as core
 from noderecover.core.agent import (
-    AGENT_SETTLE,
     AgentGate,
     AgentParams,
     AgentSeen,
@@ -48,6 +47,7 @@ Start = Callable[..., Any]
 PARAMS = AgentParams(30.0, 30.0, 5.0, 8.0, Mode.WATCHDOG)  # safe time 83 s
 SAFE = core.safe_time(PARAMS)
 NS = "noderecover"
+AGENT_SETTLE = core.settle_time(15.0)  # the Lease window of a 5 s check interval: 60 s
 WORKER = {"node-role.kubernetes.io/worker": ""}
 
 

@@ -7,7 +7,7 @@ Invariants:
   clock: when we received it, never its renewTime (another host's clock).
 - A change is a new resourceVersion (opaque; without one, a new renewTime). A first read is
   not a renewal. A run of renewals is broken by a gap longer than the Lease's own duration +
-  core.agent.GAP_TOLERANCE: the agent is relied on only after AGENT_SETTLE of steady renewals
+  core.agent.GAP_TOLERANCE: the agent is relied on only after `settle_time` of steady renewals
   (a crash-looping agent never is: core.agent.not_relied_on).
 - The time our fence mark was first seen on a Node (the view, or the answer to our own
   write) is kept per (node, uid); a mark that disappears is forgotten.

@@ -193,10 +193,11 @@ def self_fenced(
 
 # ------------------------------------------------------------------- the controller's view
 
-# An agent is relied on only once it has renewed its Lease for this long without a gap longer
-# than its leaseDurationSeconds (+ GAP_TOLERANCE): a crash-looping agent, restarted with the
-# kubelet's back-off (10 s, 20 s, 40 s, ...), never is, and neither is one that just started.
-AGENT_SETTLE = 60.0
+# An agent is relied on only once it has renewed its Lease for this many of its Lease windows
+# (leaseDurationSeconds: 3 check intervals, 15 s by default: 60 s) without a gap longer than
+# one window (+ GAP_TOLERANCE): a crash-looping agent, restarted with the kubelet's back-off
+# (10 s, 20 s, 40 s, ...), never is, and neither is one that just started.
+AGENT_SETTLE_WINDOWS = 4
 # Watch delivery lag allowed on top of an agent Lease's duration before a gap counts.
 GAP_TOLERANCE = 5.0
 
@@ -212,15 +213,21 @@ class AgentSeen:
     # GAP_TOLERANCE of the last; None: no change seen yet (a first read is not a renewal).
     steady_since: float | None
     window: float  # its leaseDurationSeconds
-    # The last renewal of the latest run that lasted AGENT_SETTLE or more (None: none did).
+    # The last renewal of the latest run that lasted `settle_time` or more (None: none did).
     # A later run (renewals after a gap: a flapping link, a restart) never undoes it: what
     # counts is whether the agent was healthy when its node went silent.
     settled_until: float | None = None
 
 
+def settle_time(window: float) -> float:
+    """How long an agent must renew without a gap to be relied on."""
+    return AGENT_SETTLE_WINDOWS * window
+
+
 def settled(seen: AgentSeen, now_changed: float) -> float | None:
     """`settled_until` after a change received at `now_changed` (the shell's bookkeeping)."""
-    if seen.steady_since is not None and now_changed - seen.steady_since >= AGENT_SETTLE:
+    run = None if seen.steady_since is None else now_changed - seen.steady_since
+    if run is not None and run >= settle_time(seen.window):
         return now_changed
     return seen.settled_until
 
@@ -229,7 +236,7 @@ def not_relied_on(seen: AgentSeen | None, heartbeat_at: float | None) -> str | N
     """Why the controller must not count on this node's agent to fence it (None: it may).
 
     It may only when the agent was present and healthy when its node went silent: parameters
-    it can read, and a run of renewals seen without a gap for AGENT_SETTLE that lasted until
+    it can read, and a run of renewals seen without a gap for `settle_time` that lasted until
     no earlier than the node's last heartbeat minus its Lease window (+ the margin): an agent
     that stopped (crashed, removed, stopped cleanly: a clean stop disarms the watchdog) before
     its kubelet went silent fences nothing, and a crash-looping one never settles."""
@@ -241,7 +248,8 @@ def not_relied_on(seen: AgentSeen | None, heartbeat_at: float | None) -> str | N
         if seen.steady_since is None:
             return "its agent's Lease was not seen renewing"
         steady = seen.changed_at - seen.steady_since
-        return f"its agent renewed steadily for only {steady:.0f}s (< {AGENT_SETTLE:.0f}s)"
+        settle = settle_time(seen.window)
+        return f"its agent renewed steadily for only {steady:.0f}s (< {settle:.0f}s)"
     if heartbeat_at is None:
         return "its heartbeat Lease was not seen"
     if seen.settled_until + seen.window + SAFE_TIME_MARGIN < heartbeat_at:
