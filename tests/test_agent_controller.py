@@ -475,3 +475,66 @@ def test_removal_mode_of_a_self_fenced_node_is_both() -> None:
     from noderecover.core.proof import removal_mode
 
     assert removal_mode(make_config(removal="auto"), SELF_FENCED) is RemovalMode.BOTH
+
+
+# ------------------------------------------------------------------ plan, why, status
+
+
+async def test_plan_why_and_status_show_each_nodes_agent(kube: FakeKube) -> None:
+    """plan's AGENT column, -o json's `agent`, why's Agent line and status's AGENT column:
+    which nodes have an agent, its mode and the safe time; a stale agent is not relied on."""
+    import io
+
+    from noderecover.entry import kubectl
+    from noderecover.entry.output import Output
+    from noderecover.entry.plan import plan_data, plan_rows, preview, write_plan
+    from tests.conftest import client_for
+
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    kube.add_node("w1", "Unknown", last_transition_time=old)
+    kube.add_node("w2")
+    kube.add_node("w3")
+    for n in ("w1", "w2", "w3"):
+        kube.add_node_lease(n, renew_time=old)
+    add_agent_lease(kube, "w1")
+    add_agent_lease(kube, "w2", AgentParams(30.0, 30.0, 5.0, 8.0, Mode.SYSRQ))
+    store = kube.stores["leases"]
+    cur = store.get(NS, core.lease_name("w2"))
+    stale = micro_rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+    kube._write(store, "MODIFIED", merge_patch(cur, {"spec": {"renewTime": stale}}), cur)
+    cfg = make_config(grace=60, watch_node_leases=True)
+    client = client_for(kube)
+    try:
+        p = await preview(client, cfg, namespace=NS)
+    finally:
+        await client.close()
+    rows = {r[0]: r for r in plan_rows(p)}
+    assert rows["w1"][-1] == f"watchdog/{SAFE:.0f}s", plan_data(p, cfg)["nodes"][0]
+    assert rows["w2"][-1] == f"sysrq/{SAFE:.0f}s (not relied on)"
+    assert rows["w3"][-1] == "-"
+    out = io.StringIO()
+    write_plan(p, cfg, Output(), out)
+    assert out.getvalue().splitlines()[0].split()[-1] == "AGENT"
+    nodes = {n["node"]: n for n in plan_data(p, cfg)["nodes"]}
+    assert nodes["w1"]["agent"] == {
+        "mode": "watchdog",
+        "safeTimeSeconds": SAFE,
+        "reliedOn": True,
+        "notReliedOnBecause": None,
+    }
+    assert nodes["w2"]["agent"]["reliedOn"] is False
+    assert "not seen renewing" in nodes["w2"]["agent"]["notReliedOnBecause"]
+    assert nodes["w3"]["agent"] is None
+    why = io.StringIO()
+    assert kubectl._why(p, cfg, "w1", Output(), why, io.StringIO()) == 0
+    assert "Agent: node agent (watchdog)" in why.getvalue()
+    assert "1m23s" in why.getvalue() or "83s" in why.getvalue()
+    why = io.StringIO()
+    assert kubectl._why(p, cfg, "w3", Output(), why, io.StringIO()) == 0
+    assert "Agent: no node agent" in why.getvalue()
+    status = io.StringIO()
+    leader = {"holder": "a", "renewedSecondsAgo": 1.0, "lease": "noderecover/noderecover"}
+    assert kubectl._status(p, cfg, leader, Output(), status) == 0
+    header, *lines = [x for x in status.getvalue().splitlines() if "NODE" in x or "w1" in x]
+    assert "AGENT" in header.split() and any(f"watchdog/{SAFE:.0f}s" in x for x in lines)
+    assert [r.method for r in kube.requests if r.method != "GET"] == []

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from noderecover.base.clock import Clock, Timeline
 from noderecover.core import agent as core
 from noderecover.core.agent import AgentGate, AgentParams, AgentSeen
+from noderecover.core.nodes import parse_time
 from noderecover.core.settings import Config
 from noderecover.kube.client import ApiError, KubeClient, NotFound
 from noderecover.kube.watching import Watcher
@@ -111,6 +112,7 @@ class AgentLeases:
         self._path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
         self.leases: dict[str, LeaseRecord] = {}  # node -> its agent's Lease
         self.marks: dict[str, tuple[str, float]] = {}  # node -> (uid, first seen, monotonic)
+        self._synced_once = False  # a preview's one LIST stands for a current view
         self.watcher: Watcher[AgentLeaseObs] = Watcher(
             kube,
             clock,
@@ -155,9 +157,6 @@ class AgentLeases:
             steady = now  # the first renewal seen, or the first after a gap: a new run
         until = core.settled(AgentSeen(params, now, steady, window, old.settled_until), now)
         self.leases[node] = LeaseRecord(params, version, renew, window, now, steady, until)
-
-    def synced(self) -> bool:
-        return self.watcher.synced and not self.watcher.stale()
 
     # -- our marks ---------------------------------------------------------------------------
 
@@ -208,6 +207,33 @@ class AgentLeases:
             marked_at=marked,
             floor=self._cfg.agent_safe_time_floor,
         )
+
+    def judge_by_renew_time(self) -> None:
+        """Preview only (`plan`, one LIST, no history): take each Lease's renewTime as when
+        it last changed, against the local wall clock, and an agent renewed within its window
+        as steady since long enough (the live controller never assumes this)."""
+        now_wall, now_mono = self._clock.wall(), self._clock.monotonic()
+        judged = {}
+        for node, rec in self.leases.items():
+            renewed = parse_time(rec.renew)
+            if renewed is None:
+                continue
+            mono = now_mono - max(0.0, now_wall - renewed)
+            fresh = now_wall - renewed <= rec.window
+            judged[node] = LeaseRecord(
+                rec.params,
+                rec.version,
+                rec.renew,
+                rec.window,
+                mono,
+                mono - core.settle_time(rec.window) if fresh else None,
+                mono if fresh else None,
+            )
+        self.leases = judged
+        self._synced_once = True
+
+    def synced(self) -> bool:
+        return self._synced_once or (self.watcher.synced and not self.watcher.stale())
 
     async def fetch(self, node: str) -> bool:
         """GET the node's agent Lease and note it; False when it could not be read."""

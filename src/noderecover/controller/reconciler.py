@@ -92,7 +92,7 @@ from noderecover.core.policies import (
 from noderecover.core.proof import fence_requested
 from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
-from noderecover.kube.client import KubeClient, NotFound, NotLeader
+from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
 from noderecover.kube.events import REMOVAL_INTENT
 from noderecover.kube.watching import Watcher
 
@@ -451,8 +451,9 @@ class Controller:
     async def preview(self) -> Snapshot:
         """What this controller would decide now, from one LIST (read-only; `plan`).
 
-        No history is available to a preview: heartbeat Leases are judged by their
-        renewTime against the local clock, and an unhealthy node without our annotations
+        No history is available to a preview: heartbeat Leases (and the agents' Leases: an
+        agent renewed within its window is taken as steady) are judged by their renewTime
+        against the local clock, and an unhealthy node without our annotations
         is taken as Suspect since its Ready transition.
         """
         await self.view.watcher.list_once()
@@ -462,6 +463,12 @@ class Controller:
         if self.cfg.watch_node_leases:
             await self.refresh_leases()
             self.heartbeats.judge_by_renew_time()
+        if self.agents is not None:
+            try:
+                await self.agents.watcher.list_once()
+            except ApiError as exc:  # plan still answers: without agents (it says so)
+                log.warning("could not list the node agents' Leases: %s", exc)
+            self.agents.judge_by_renew_time()
         now = self.timeline.now()
         for obs in self.nodes.values():
             ready = obs.ready
@@ -487,6 +494,7 @@ class Controller:
             self.pools,
             self.decisions,
             self.config_for,
+            self.agent_gate,
         )
 
     async def load_policies(self) -> None:
