@@ -179,8 +179,12 @@ def test_decide_asks_the_agent_then_waits_then_removes_proven_off() -> None:
     assert d.action is not None and d.action.kind is Kind.REMOVE
     assert d.action.proof == SELF_FENCED
     assert d.record.phase is Phase.REMOVING and d.action.success.tainted  # auto: both
-    # The mark gone from the view (someone removed it): asked again, no removal.
+    # Our write of the mark answered, the view not showing it yet: no proof (it must be in
+    # the read), not asked twice.
     d = decide(removing(), node, NOW + SAFE, cfg, at(g))
+    assert d.action is None and "waiting for its agent" in d.why
+    # The mark gone (the shell forgot it: removed by someone): asked again, no removal.
+    d = decide(removing(), node, NOW + SAFE, cfg, at(dataclasses.replace(g, marked_at=None)))
     assert d.action is not None and d.action.kind is Kind.FENCE and d.action.request
 
 
@@ -538,3 +542,31 @@ async def test_plan_why_and_status_show_each_nodes_agent(kube: FakeKube) -> None
     header, *lines = [x for x in status.getvalue().splitlines() if "NODE" in x or "w1" in x]
     assert "AGENT" in header.split() and any(f"watchdog/{SAFE:.0f}s" in x for x in lines)
     assert [r.method for r in kube.requests if r.method != "GET"] == []
+
+
+def test_a_mark_we_wrote_outlives_a_lagging_view_for_a_bounded_time() -> None:
+    """Our write's answer is in, the view does not show the mark yet: not asked twice; the
+    view never shows it (removed at once by someone): forgotten after MARK_VIEW_LAG, so it
+    is asked again rather than waited on for good. Once the view showed it, a view without
+    it forgets it at once."""
+    from noderecover.base.clock import FakeClock, Timeline
+    from noderecover.controller.agents import MARK_VIEW_LAG
+
+    clock = FakeClock(start_wall=T0)
+    leases = AgentLeases(None, clock, Timeline(clock), make_config(), NS)  # type: ignore[arg-type]
+    leases.mark_seen("w1", "u1", True, written=True)
+    leases.mark_seen("w1", "u1", False)  # a lagging view
+    assert "w1" in leases.marks
+    clock.advance(MARK_VIEW_LAG + 1)
+    leases.mark_seen("w1", "u1", False)
+    assert "w1" not in leases.marks
+    leases.mark_seen("w1", "u1", True, written=True)
+    first = leases.marks["w1"][1]
+    clock.advance(5)
+    leases.mark_seen("w1", "u1", True)  # the view shows it: confirmed, first sighting kept
+    assert leases.marks["w1"] == ("u1", first, True)
+    leases.mark_seen("w1", "u1", False)  # then removed
+    assert "w1" not in leases.marks
+    leases.mark_seen("w1", "u2", True)  # another Node of that name
+    leases.mark_seen("w1", "u1", False)
+    assert leases.marks["w1"][0] == "u2"

@@ -36,6 +36,9 @@ from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.agents")
 
+# How long a mark we wrote is believed without the view showing it (the watch's lag).
+MARK_VIEW_LAG = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
@@ -111,7 +114,8 @@ class AgentLeases:
         self.namespace = namespace
         self._path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace, safe='')}/leases"
         self.leases: dict[str, LeaseRecord] = {}  # node -> its agent's Lease
-        self.marks: dict[str, tuple[str, float]] = {}  # node -> (uid, first seen, monotonic)
+        # node -> (uid, first seen (monotonic), seen in the view)
+        self.marks: dict[str, tuple[str, float, bool]] = {}
         self._synced_once = False  # a preview's one LIST stands for a current view
         self.watcher: Watcher[AgentLeaseObs] = Watcher(
             kube,
@@ -160,16 +164,22 @@ class AgentLeases:
 
     # -- our marks ---------------------------------------------------------------------------
 
-    def mark_seen(self, node: str, uid: str, marked: bool) -> None:
-        """The view (or our write's answer) shows the node with (`marked`) or without our mark
-        naming `uid`: its first sighting is kept, its absence forgets it."""
+    def mark_seen(self, node: str, uid: str, marked: bool, *, written: bool = False) -> None:
+        """The view (or, `written`, our write's answer) shows the node with (`marked`) or
+        without our mark naming `uid`: its first sighting is kept. A view without it forgets
+        it, unless it comes from our write and the view has not shown it yet (the view lags;
+        for MARK_VIEW_LAG at most: a mark removed before the view ever showed it is asked
+        again, never waited on for good)."""
         held = self.marks.get(node)
+        now = self._clock.monotonic()
         if not marked:
-            if held is not None and held[0] == uid:
+            if held is not None and held[0] == uid and (held[2] or now - held[1] > MARK_VIEW_LAG):
                 del self.marks[node]
             return
         if held is None or held[0] != uid:
-            self.marks[node] = (uid, self._clock.monotonic())
+            self.marks[node] = (uid, now, not written)
+        elif not written and not held[2]:
+            self.marks[node] = (uid, held[1], True)
 
     # -- what decide reads -------------------------------------------------------------------
 

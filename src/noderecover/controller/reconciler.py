@@ -346,7 +346,7 @@ class Controller:
 
     def fence_requested(self, node: str, uid: str) -> None:
         if self.agents is not None:
-            self.agents.mark_seen(node, uid, True)
+            self.agents.mark_seen(node, uid, True, written=True)
 
     def agent_gate(self, node: str, uid: str) -> AgentGate | None:
         """The node's agent as `decide` sees it (None: no agent Lease, or agents not watched)."""

@@ -727,7 +727,9 @@ def _agent_fence(rec: Record, obs: NodeObs, now: float, gates: Gates) -> Decisio
     (the mark), then wait for the safe time since the mark and the last sign of it."""
     agent = gates.agent
     assert agent is not None
-    if not fence_requested(obs):
+    # Asked already when the mark is in the view, or our write of it was answered (the view
+    # lags): the mark is not written twice.
+    if not fence_requested(obs) and agent.marked_at is None:
         return Decision(
             rec,
             _act(Kind.FENCE, obs, rec, transition=rec.transition, request=True),
