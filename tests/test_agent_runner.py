@@ -304,3 +304,41 @@ async def test_peers_are_read_from_the_agents_leases(
     clock.advance(5)
     await agent.check_once()
     assert {a for a, _ in peers.asked} == set(agent.peers)
+
+
+async def test_an_agent_restarted_while_cut_off_never_opens_the_watchdog(
+    kube: FakeKube,
+    agent_env: Callable[..., Awaitable[tuple[Agent, FakeClock, Peers]]],
+    tmp_path: Path,
+) -> None:
+    """A crashed agent's dog stays armed (no magic close); its successor, started while the
+    API server cannot be reached, must not feed it (the node must reboot within the
+    watchdog timeout, as the controller's safe time assumes). Nor is a node that boots into
+    a partition rebooted again and again: the device is not even opened before the first
+    contact. Then the first check that reaches the API server arms it, and it is fed."""
+    kube.add_node("w1")
+    dev = tmp_path / "watchdog"
+    dev.write_bytes(b"")
+    dog = reboot.Watchdog(dev, 6.0)
+    dog.check()
+    cut_api(kube)
+    agent, clock, _ = await agent_env(action=dog)
+    task = asyncio.create_task(agent.run())
+    try:
+        with anyio.fail_after(10):
+            while agent.checks < 8:
+                clock.advance(1)
+                await anyio.sleep(0.02)
+        assert not dog.armed and dog.feeds == 0 and dev.read_bytes() == b""
+        assert agent.state.fenced is None and agent.decision is not None
+        assert agent.decision.why is Why.NOT_ARMED
+        heal_api(kube)
+        with anyio.fail_after(10):
+            while not dog.armed or dog.feeds < 3:
+                clock.advance(1)
+                await anyio.sleep(0.02)
+        assert agent.decision.why is Why.HEALTHY
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,9 +1,11 @@
 """How the agent stops its node: one class per strategy behind one interface.
 
-- `Watchdog`: opens the kernel watchdog device (which arms it), feeds it with a write every
-  interval, and fences by *no longer feeding*: the hardware dog (or the `softdog` module)
-  reboots the node within its timeout. The magic close character 'V' is written only by
-  `disarm`, on a clean shutdown of a healthy agent; after a fence nothing is ever written
+- `Watchdog`: opens the kernel watchdog device (which arms it) at the agent's first check
+  that reached the API server - never before: a node that boots into a partition is not
+  rebooted again and again, and an agent restarted (after a crash) while cut off leaves the
+  dog its dead predecessor armed to bite - then feeds it with a write every interval, and
+  fences by *no longer feeding*: the hardware dog (or the `softdog` module) reboots the
+  node within its timeout. The magic close character 'V' is written only by `disarm`, on a clean shutdown of a healthy agent; after a fence nothing is ever written
   again and the device is never closed by us (a driver without magic close would stop the
   dog on close).
 - `Sysrq`: writes 'b' to /proc/sysrq-trigger: an immediate reboot, no sync, no unmount
@@ -51,8 +53,13 @@ class RebootAction(Protocol):
         """Seconds from `fence()` until the node is certainly off."""
         ...
 
+    def check(self) -> None:
+        """At start: raise RebootError when this strategy cannot work here (arms nothing)."""
+        ...
+
     def arm(self) -> None:
-        """Prepare at start (open the device: a watchdog is armed from here on)."""
+        """At the first check that reached the API server (idempotent): a watchdog is opened
+        (armed) from here on."""
         ...
 
     def feed(self) -> None:
@@ -82,7 +89,19 @@ class Watchdog:
     def timeout(self) -> float:
         return self._timeout
 
+    @property
+    def armed(self) -> bool:
+        return self._fd is not None
+
+    def check(self) -> None:
+        if not self.device.exists():
+            raise RebootError(f"no watchdog device at {self.device}")
+        if not os.access(self.device, os.W_OK):
+            raise RebootError(f"cannot open watchdog {self.device}: not writable")
+
     def arm(self) -> None:
+        if self._fd is not None:
+            return
         try:
             self._fd = os.open(self.device, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -142,11 +161,14 @@ class Sysrq:
     def timeout(self) -> float:
         return 0.0
 
-    def arm(self) -> None:
+    def check(self) -> None:
         if not self.trigger.exists():
             raise RebootError(f"no sysrq trigger at {self.trigger}")
         if not os.access(self.trigger, os.W_OK):
             raise RebootError(f"sysrq trigger {self.trigger} is not writable")
+
+    def arm(self) -> None:
+        self.check()
 
     def feed(self) -> None:
         return None
@@ -189,10 +211,13 @@ class FileAction:
     def timeout(self) -> float:
         return self._timeout
 
-    def arm(self) -> None:
+    def check(self) -> None:
         parent = self.path.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise RebootError(f"test fence file {self.path}: folder not writable")
+
+    def arm(self) -> None:
+        self.check()
 
     def feed(self) -> None:
         return None

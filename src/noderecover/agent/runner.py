@@ -7,6 +7,11 @@ Invariants:
   next one, never skips the decision). The API part of a check is bounded by the API timeout
   as a whole, the peer round by the peer timeout: a decision comes at most `slack` =
   api timeout + peer timeout after its check started (the `slack` the Lease publishes).
+- The action is armed (the watchdog device opened) at the first check that reached the API
+  server, never before: a node that boots into a partition is not rebooted again and again,
+  and an agent restarted while cut off (after a crash) does not feed the dog its crashed
+  predecessor left armed - the node reboots within the watchdog timeout, as the controller's
+  safe time assumes.
 - The watchdog is fed by its own task every min(check interval, watchdog timeout / 3), and
   only while the check loop is alive (its last start is younger than interval + slack + 1 s)
   and no fence was decided: a hung loop reboots the node like a fence does.
@@ -119,6 +124,7 @@ class Agent:
         self._discovered: tuple[str, ...] = ()
         self._peers_read: float | None = None
         self._fired = False
+        self.armed = False  # the action was armed (at the first check that reached the API)
         self._answering = anyio.Semaphore(PEER_CONCURRENCY)
         self.ready = anyio.Event()
 
@@ -144,9 +150,16 @@ class Agent:
             await self._clock.sleep(max(0.0, started + interval - self._clock.monotonic()))
 
     async def check_once(self) -> Decision:
-        """One check and its decision (fires the action on the first fence decision)."""
+        """One check and its decision (fires the action on the first fence decision). The
+        action is armed (a watchdog opened) at the first check that reached the API server,
+        before its decision: a mark read then is fenced by the dog like any other fence.
+        Raises RebootError when it cannot be armed (the agent exits 1)."""
         started = self._clock.monotonic()
         check = await self._observe(started)
+        if check.api_ok and not self.armed:
+            self.action.arm()
+            self.armed = True
+            log.info("%s armed at the first contact with the API server", self.action.mode.value)
         before = self.state
         self.state, decision = core.step(self.state, check, self._clock.monotonic(), self.params)
         self.decision = decision

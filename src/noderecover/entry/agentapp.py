@@ -56,7 +56,7 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     try:
         action = action_for(cfg)
-        action.arm()
+        action.check()  # armed at the first check that reaches the API server (agent.runner)
     except reboot.RebootError as exc:
         print(f"noderecover: error: agent: cannot fence this node: {exc}", file=sys.stderr)
         return EXIT_CANNOT_FENCE
@@ -119,14 +119,20 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None) -> int:
             cfg.node_name,
             ",".join(cfg.peers) or "from the agents' Leases",
         )
+        cannot: list[BaseException] = []
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_signals, tg.cancel_scope, agent)
                 tg.start_soon(agent.run)
+        except* reboot.RebootError as group:
+            cannot.extend(group.exceptions)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await http.stop()
                 await kube.close()
+    if cannot:
+        print(f"noderecover: error: agent: cannot fence this node: {cannot[0]}", file=sys.stderr)
+        return EXIT_CANNOT_FENCE
     return 0
 
 
