@@ -4,10 +4,10 @@
   that reached the API server - never before: a node that boots into a partition is not
   rebooted again and again, and an agent restarted (after a crash) while cut off leaves the
   dog its dead predecessor armed to bite - then feeds it with a write every interval, and
-  fences by *no longer feeding*: the hardware dog (or the `softdog` module) reboots the
-  node within its timeout. The magic close character 'V' is written only by `disarm`, on a clean shutdown of a healthy agent; after a fence nothing is ever written
-  again and the device is never closed by us (a driver without magic close would stop the
-  dog on close).
+  fences by *no longer feeding*: the hardware dog (or the `softdog` module) reboots the node
+  within its timeout. The magic close character 'V' is written only by `disarm`, on a clean
+  shutdown of a healthy agent; after a fence nothing is ever written again and the device is
+  never closed by us (a driver without magic close would stop the dog on close).
 - `Sysrq`: writes 'b' to /proc/sysrq-trigger: an immediate reboot, no sync, no unmount
   (the kernel's emergency path; a sync could hang on a dead network filesystem). Used where
   no watchdog device exists. Nothing to feed, so an agent that crashes does not fence.
