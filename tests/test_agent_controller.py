@@ -376,8 +376,11 @@ async def test_a_partitioned_node_with_an_agent_is_marked_and_forced_only_after_
     await h.until(lambda: bool(marks(kube)), advance=1.0, real_timeout=60, what="marked")
     marked_at = h.clock.monotonic()
     (req,) = marks(kube)
-    uid = kube.get_node("w1")["metadata"]["uid"]  # type: ignore[index]
-    assert req.body["metadata"]["annotations"][ANN_FENCE_REQUESTED] == uid
+    node = kube.get_node("w1")
+    assert node is not None
+    uid, boot = node["metadata"]["uid"], node["status"]["nodeInfo"]["bootID"]
+    # The mark names this Node and the boot its kubelet reported: a later boot ignores it.
+    assert boot and req.body["metadata"]["annotations"][ANN_FENCE_REQUESTED] == f"{uid}/{boot}"
     assert "resourceVersion" in req.body["metadata"]  # guarded like every Node write
     assert not forces(kube), "nothing forced before the mark"
     # Nothing forced for the safe time after the mark, while w2 and w3 stay alive.

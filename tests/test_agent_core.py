@@ -123,30 +123,61 @@ def test_clock_running_backwards_never_fences() -> None:
     assert not d.fence and d.isolated_for == 0
 
 
+MARKS = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.just(UID),
+    st.just(f"{UID}/this-boot"),
+    st.just(f"{UID}/earlier-boot"),
+    st.just(f"other/{UID}"),
+)
+
+
 @given(
     st.lists(
         st.tuples(
             st.floats(-1e9, 1e9, allow_nan=False),
             st.one_of(st.none(), st.text(max_size=8), st.just(UID)),
-            st.one_of(st.none(), st.text(max_size=8), st.just(UID)),
+            MARKS,
             st.lists(st.sampled_from(list(Answer)), max_size=4),
         ),
         max_size=30,
-    )
+    ),
+    st.sampled_from(["", "this-boot"]),
 )
 def test_a_healthy_check_never_fences_whatever_it_reads(
-    steps: list[tuple[float, str | None, str | None, list[Answer]]],
+    steps: list[tuple[float, str | None, str | None, list[Answer]]], boot: str
 ) -> None:
     """Whatever came before (garbage peers, any clock), a check that reached the API server
-    fences only for a mark that names the Node's own uid - and a fence is final."""
-    s = AgentState()
+    fences only for a mark that names the Node's own uid and, when the mark names a boot and
+    the agent knows its own, this boot - and a fence is final."""
+    s = AgentState(boot_id=boot)
     for now, uid, mark, peers in steps:
         before = s
         s, d = step(s, Check(now, True, uid, mark, tuple(peers)), now, P)
         if before.fenced is None:
-            assert d.fence == (bool(uid) and mark == uid)
+            named_uid, _, named_boot = (mark or "").partition("/")
+            this_boot = not named_boot or not boot or named_boot == boot
+            assert d.fence == (bool(uid) and mark is not None and named_uid == uid and this_boot)
         else:
             assert d.fence
+
+
+def test_a_mark_for_an_earlier_boot_is_ignored_by_the_agent_and_its_peers() -> None:
+    """A node its agent rebooted comes back while the mark is still on its Node: that mark
+    named the boot that was fenced; the new boot must not reboot again and again."""
+    from noderecover.core.agent import PeerReport, judge, mark_value
+
+    s = AgentState(boot_id="boot-2")
+    s, d = step(s, Check(0, True, UID, mark_value(UID, "boot-1")), 0, P)
+    assert not d.fence and d.why is Why.HEALTHY
+    s, d = step(s, Check(1, True, UID, mark_value(UID, "boot-2")), 1, P)
+    assert d.fence and d.why is Why.MARKED
+    earlier = PeerReport(True, "w1", UID, mark_value(UID, "boot-1"))
+    assert judge(earlier, "w1", UID, "boot-2") is Answer.VOUCH
+    now = PeerReport(True, "w1", UID, mark_value(UID, "boot-2"))
+    assert judge(now, "w1", UID, "boot-2") is Answer.MARKED
+    assert mark_value(UID) == UID  # no boot reported by the kubelet: the uid alone
 
 
 def test_judge_reads_peer_reports_strictly() -> None:

@@ -68,6 +68,7 @@ class AgentSettings:
     static_peers: tuple[str, ...] = ()
     advertise: str = ""  # host:port the other agents reach this one at ("" = not published)
     sysrq_fallback: Path | None = None  # watchdog mode: sysrq trigger if the dog does not bite
+    boot_id: str = ""  # the kernel's boot_id: a fence mark for an earlier boot is ignored
 
 
 def valid_node_name(name: str) -> bool:
@@ -115,7 +116,7 @@ class Agent:
         self._leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
         self._lease_path = f"{self._leases}/{core.lease_name(settings.node)}"
         self._lease: JSON | None = None
-        self.state = AgentState()
+        self.state = AgentState(boot_id=settings.boot_id)
         self.decision: Decision | None = None
         self.checks = 0
         self.renewals = 0
@@ -363,7 +364,7 @@ class Agent:
 
         async def one(address: str) -> None:
             data = await ask(address, node, timeout)
-            reports.append(core.judge(core.parse_peer_report(data), node, uid))
+            reports.append(core.judge(core.parse_peer_report(data), node, uid, self.state.boot_id))
 
         with anyio.move_on_after(timeout + 1.0):
             async with anyio.create_task_group() as tg:

@@ -44,6 +44,7 @@ import anyio
 
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.core.agent import mark_value
 from noderecover.core.fencing import FenceSpec, NoTarget, target_for
 from noderecover.core.machine import (
     FLAPPING,
@@ -603,8 +604,10 @@ class WritePath:
         return True
 
     async def request_fence(self, ev: Evidence) -> bool:
-        """Ask the node's agent to fence it: `noderecover.io/fence-requested=<uid>` on the Node
-        of `ev`, in a merge patch guarded by its uid and resourceVersion (a force: the gates
+        """Ask the node's agent to fence it: `noderecover.io/fence-requested=<uid>/<bootID>` on
+        the Node
+        of `ev` (the boot its kubelet reported in that read: the agent of a later boot ignores
+        it), in a merge patch guarded by its uid and resourceVersion (a force: the gates
         and a silent kubelet in `ev`, asked right before). The mark names the Node's uid, so
         it is ours and of this Node only (a Node re-created under the name ignores it); it
         goes with the Node or with our restore. False in dry-run. Raises Conflict when the
@@ -617,7 +620,7 @@ class WritePath:
         body: JSON = {
             "metadata": {
                 "resourceVersion": fresh.resource_version,
-                "annotations": {ANN_FENCE_REQUESTED: ev.uid},
+                "annotations": {ANN_FENCE_REQUESTED: mark_value(ev.uid, fresh.boot_id)},
             }
         }
         await self._merge_node(ev.node, ev.uid, body)

@@ -8,9 +8,13 @@ The agent (`step`):
 - Healthy = this check reached the API server (its Lease written, its Node read) and the Node
   carries no fence mark naming this Node's uid. A healthy check never fences, whatever the
   peers answered or any other annotation said.
-- Marked = the Node's annotation `noderecover.io/fence-requested` equals the Node's own
-  `metadata.uid` (read by this agent, or by a peer that could reach the API server and says
-  so for this uid). A mark naming another uid (another Node of the same name) is ignored.
+- Marked = the Node's annotation `noderecover.io/fence-requested` names the Node's own
+  `metadata.uid` and, when it names one, this boot of the machine (`<uid>/<bootID>`, the
+  kubelet's status.nodeInfo.bootID the controller read; the agent compares the kernel's
+  boot_id) - read by this agent, or by a peer that could reach the API server and says so for
+  this uid. A mark naming another uid (another Node of the same name) is ignored, and so is a
+  mark for an earlier boot: that boot was fenced (a node rebooted by its agent comes back
+  while the mark is still on its Node; it must not reboot again and again).
 - Isolated = no contact for `isolation_timeout`, where contact is a healthy check or a peer
   that reached the API server and read this very Node (same uid) without a mark. A peer that
   cannot reach the API server either never vouches: a partition may hold several nodes that
@@ -67,6 +71,29 @@ class Mode(Enum):
 
 def lease_name(node: str) -> str:
     return LEASE_PREFIX + node
+
+
+def mark_value(uid: str, boot_id: str = "") -> str:
+    """The fence mark the controller writes: the Node's uid, and the boot it is meant for when
+    its kubelet reported one."""
+    return f"{uid}/{boot_id}" if boot_id else uid
+
+
+def mark_uid(mark: str | None) -> str | None:
+    """The Node uid a fence mark names (None: no mark)."""
+    return None if mark is None else mark.split("/", 1)[0]
+
+
+def names_me(mark: str | None, uid: str | None, boot_id: str) -> bool:
+    """The mark asks THIS boot of the Node `uid` to fence: its uid, and its boot id when it
+    names one (`boot_id`: the kernel's, "" when the agent could not read it: then a mark
+    naming a boot is taken as naming this one - fencing is the safe side)."""
+    if mark is None or uid is None or not uid:
+        return False
+    named_uid, _, named_boot = mark.partition("/")
+    if named_uid != uid:
+        return False
+    return not named_boot or not boot_id or named_boot == boot_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,15 +346,16 @@ class PeerReport:
     fence_requested: str
 
 
-def judge(report: PeerReport | None, node: str, uid: str | None) -> Answer:
-    """What a peer's report says about my node (`node`, whose uid I last read as `uid`)."""
+def judge(report: PeerReport | None, node: str, uid: str | None, boot_id: str = "") -> Answer:
+    """What a peer's report says about my node (`node`, whose uid I last read as `uid`; this
+    boot: `boot_id`)."""
     if report is None:
         return Answer.USELESS
     if not report.api_reachable:
         return Answer.NO_API
     if uid is None or report.node != node or report.uid != uid:
         return Answer.USELESS
-    if report.fence_requested == uid:
+    if names_me(report.fence_requested or None, uid, boot_id):
         return Answer.MARKED
     return Answer.VOUCH
 
@@ -360,6 +388,7 @@ class AgentState:
     node_uid: str | None = None  # my Node's uid as last read from the API server
     fenced: Why | None = None  # the reason, once fencing was decided (final)
     api_ok: bool = False  # the last check reached the API server
+    boot_id: str = ""  # this boot of the machine (the kernel's boot_id; "" unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +410,7 @@ def step(
     if check.api_ok:
         uid = check.node_uid or None
         state = replace(state, last_contact=check.started, node_uid=uid, api_ok=True)
-        if uid is not None and check.fence_requested == uid:
+        if names_me(check.fence_requested, uid, state.boot_id):
             return _fence(state, Why.MARKED, now)
         return state, Decision(False, Why.HEALTHY, 0.0)
     state = replace(state, api_ok=False)

@@ -92,8 +92,10 @@ def shut_down(obs: NodeObs) -> bool:
 
 
 def fence_requested(obs: NodeObs) -> bool:
-    """The Node carries our fence mark for its agent, naming this very Node (its uid)."""
-    return bool(obs.uid) and obs.annotations.get(ANN_FENCE_REQUESTED) == obs.uid
+    """The Node carries our fence mark for its agent, naming this very Node (its uid; the
+    boot it names, if any, is the agent's to judge)."""
+    mark = obs.annotations.get(ANN_FENCE_REQUESTED)
+    return bool(obs.uid) and mark is not None and mark.split("/", 1)[0] == obs.uid
 
 
 def proof_of(obs: NodeObs, fenced_by: str | None, self_fenced: bool = False) -> Proof:

@@ -42,6 +42,18 @@ def action_for(cfg: AgentConfig) -> reboot.RebootAction:
     )
 
 
+def read_boot_id(path: Path) -> str:
+    """This boot's id (`--agent-boot-id-file`: the kernel's, one per kernel whatever the mount
+    namespace; the kubelet reports the same as status.nodeInfo.bootID). "" when unreadable:
+    a mark naming a boot is then taken as this one's."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        log.warning("cannot read the boot id %s: %s", path, exc.strerror)
+        return ""
+    return text if text and "/" not in text else ""
+
+
 def advertise(cfg: AgentConfig, port: int) -> str:
     if cfg.advertise_address:
         return cfg.advertise_address
@@ -89,6 +101,7 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None) -> int:
         static_peers=cfg.peers,
         advertise=advertise(cfg, port),
         sysrq_fallback=fallback if action.mode is Mode.WATCHDOG and has_fallback else None,
+        boot_id=read_boot_id(Path(cfg.boot_id_file)),
     )
     async with aiohttp.ClientSession() as session:
 

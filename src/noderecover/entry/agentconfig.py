@@ -43,6 +43,7 @@ class AgentConfig:
     reboot: str = "auto"
     watchdog_device: str = "/dev/watchdog"
     sysrq_trigger: str = "/proc/sysrq-trigger"
+    boot_id_file: str = "/proc/sys/kernel/random/boot_id"
     test_fence_file: str | None = None
     advertise_address: str | None = None
     http_bind: str = "0.0.0.0:8081"
@@ -171,6 +172,15 @@ def agent_opts() -> list[_Opt]:
             non_empty,
             "the sysrq trigger (fallback without a watchdog, and if the watchdog does not bite)",
             d.sysrq_trigger,
+            metavar="PATH",
+        ),
+        _Opt(
+            "--agent-boot-id-file",
+            "boot_id_file",
+            non_empty,
+            "where this boot's id is read (the kubelet reports the same as the Node's "
+            "status.nodeInfo.bootID): a fence mark for an earlier boot is ignored",
+            d.boot_id_file,
             metavar="PATH",
         ),
         _Opt(

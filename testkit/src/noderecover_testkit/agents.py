@@ -192,6 +192,12 @@ class Agents:
                 f"https://{self.api[n].address}",
             )
             fence_file = self.workdir / f"fenced-{n}.jsonl"
+            # The kwok node's boot, as its Node reports it (the agent runs on this host).
+            boot = self.workdir / f"boot-id-{n}"
+            node_obj = self.cluster.node(n) or {}
+            boot.write_text(
+                ((node_obj.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
+            )
             peers = ",".join(self.peer[(n, m)].address for m in self.nodes if m != n)
             argv = [
                 sys.executable,
@@ -210,6 +216,8 @@ class Agents:
                 "test",
                 "--agent-test-fence-file",
                 str(fence_file),
+                "--agent-boot-id-file",
+                str(boot),
                 "--agent-check-interval",
                 self.check_interval,
                 "--agent-isolation-timeout",
