@@ -573,3 +573,20 @@ def test_a_mark_we_wrote_outlives_a_lagging_view_for_a_bounded_time() -> None:
     leases.mark_seen("w1", "u2", True)  # another Node of that name
     leases.mark_seen("w1", "u1", False)
     assert leases.marks["w1"][0] == "u2"
+
+
+def test_a_mark_for_an_earlier_boot_is_no_mark_for_the_controller_either() -> None:
+    """The node rebooted (its kubelet reports a new boot) and went silent again while the
+    old mark is still on it: that mark is not this boot's - its agent ignores it, so the
+    controller must ask again, never count the old mark as part of a proof."""
+    cfg = make_config(removal="auto", grace=30)
+    uid = "uid-w1"
+    old = obs(**SILENT, annotations={ANN_FENCE_REQUESTED: f"{uid}/boot-1"})  # type: ignore[arg-type]
+    old = dataclasses.replace(old, boot_id="boot-2")
+    g = gate(lease_at=NOW - 300, heartbeat_at=NOW - 300, marked_at=None)
+    assert proof_of(old, None, self_fenced=True).kind is ProofKind.NONE
+    assert not backed(SELF_FENCED, old)
+    d = decide(removing(), old, NOW, cfg, at(g))
+    assert d.action is not None and d.action.request
+    same = dataclasses.replace(old, boot_id="boot-1")
+    assert proof_of(same, None, self_fenced=True) == SELF_FENCED

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import assert_never
 
+from noderecover.core.agent import names_me
 from noderecover.core.nodes import ANN_FENCE_REQUESTED, NodeObs
 from noderecover.core.settings import Config, Removal, RemovalMode
 
@@ -92,10 +93,11 @@ def shut_down(obs: NodeObs) -> bool:
 
 
 def fence_requested(obs: NodeObs) -> bool:
-    """The Node carries our fence mark for its agent, naming this very Node (its uid; the
-    boot it names, if any, is the agent's to judge)."""
-    mark = obs.annotations.get(ANN_FENCE_REQUESTED)
-    return bool(obs.uid) and mark is not None and mark.split("/", 1)[0] == obs.uid
+    """The Node carries our fence mark for its agent, naming this very Node (its uid) and the
+    boot its kubelet reports now - the agent's own rule (core.agent.names_me). A mark for an
+    earlier boot was fenced already; the boot running now must be asked again, or its agent,
+    vouched for by its peers, would never fence while we waited."""
+    return names_me(obs.annotations.get(ANN_FENCE_REQUESTED), obs.uid, obs.boot_id)
 
 
 def proof_of(obs: NodeObs, fenced_by: str | None, self_fenced: bool = False) -> Proof:
