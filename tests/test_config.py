@@ -201,6 +201,7 @@ BOOLEAN_FLAGS = [
     "--dry-run",
     "--watch-node-leases",
     "--grace-from-heartbeat",
+    "--watch-agents",
     "--leader-elect",
 ]
 INVALID_BOOLEANS = ["maybe", "2", "", "yes please"]

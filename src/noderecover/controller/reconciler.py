@@ -145,10 +145,10 @@ class Controller:
             rng=self._rng,
         )
         # The node agents' Leases in noderecover's namespace (controller/agents.py); None
-        # when that namespace is not known (no agent is relied on then).
+        # when that namespace is not known or --no-watch-agents (no agent is relied on then).
         self.agents: AgentLeases | None = (
             AgentLeases(kube, clock, self.timeline, cfg, namespace, rng=self._rng)
-            if namespace is not None
+            if namespace is not None and cfg.watch_agents
             else None
         )
         self.reporter = Reporter(

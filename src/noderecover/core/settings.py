@@ -122,6 +122,7 @@ class Config:
     grace_from_heartbeat: bool = True
     # Node agents (issue 23): the timing the controller assumes; an agent's published timing
     # counts where larger (core.agent.merged). The safe time is never below the floor.
+    watch_agents: bool = True  # watch the agents' Leases (controller/agents.py)
     agent_isolation_timeout: float = 30.0
     agent_watchdog_timeout: float = 30.0
     agent_check_interval: float = 5.0

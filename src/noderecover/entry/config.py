@@ -471,6 +471,17 @@ def _opts() -> list[_Opt]:
             kind=Kind.BOOLEAN,
         ),
         _Opt(
+            "--watch-agents",
+            "watch_agents",
+            parse_bool,
+            "watch the node agents' Leases in noderecover's namespace (noderecover agent): a "
+            "node whose agent is relied on is asked to fence itself and counts as off after "
+            "the safe time; off: no agent is relied on",
+            d.watch_agents,
+            boolean=True,
+            kind=Kind.BOOLEAN,
+        ),
+        _Opt(
             "--agent-isolation-timeout",
             "agent_isolation_timeout",
             positive,
