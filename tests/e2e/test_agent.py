@@ -361,3 +361,28 @@ def test_config_drift_the_controllers_longer_isolation_timeout_wins(
     assert forced - writes[0][0] >= longer - 1.0, writes
     assert agents.fenced["worker-1"] <= forced
     no_403(r)
+
+
+def test_a_crash_looping_agents_node_is_handled_as_agent_less(
+    agents: Agents, nr: Replicas, led: Ledger
+) -> None:
+    """worker-2's agent dies and keeps dying at start; then worker-2 loses power. The
+    controller does not count on that agent (its Lease stood still since before the node went
+    silent; the unit tests attack the crash loop's renewal gaps themselves), asks nothing of
+    it, and removes the node as it would without an agent."""
+    c = nr.cluster
+    r = nr.start("replica-a", *FAST, *CONTROLLER_AGENT_FLAGS)
+    agents.procs["worker-2"].stop(signal.SIGKILL)
+    for _ in range(3):
+        p = agents.launch("worker-2", "--agent-isolation-timeout", "0s").proc
+        assert p is not None and p.wait(30) == 2
+        time.sleep(1.0)
+    time.sleep(SETTLE)
+    led.fault("worker-2 powered off (its agent crash-looping)")
+    c.kill_node("worker-2")
+    wait(lambda: c.node("worker-2") is None, 150, "worker-2 removed")
+    kinds = [k for _, k in node_writes(led, "worker-2")]
+    print(f"\n[agent] crash-looping agent's node: {kinds}")
+    assert "mark" not in kinds and kinds[-1] == "delete", kinds
+    assert r.metric("noderecover_actions_total", action="request-fence", result="ok") == 0
+    no_403(r)
