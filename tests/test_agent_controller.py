@@ -385,7 +385,7 @@ async def test_a_partitioned_node_with_an_agent_is_marked_and_forced_only_after_
     assert not forces(kube), "nothing forced before the mark"
     # Nothing forced for the safe time after the mark, while w2 and w3 stay alive.
     t = 0.0
-    while t < SAFE - 2:
+    while t + 5 < SAFE - 2:  # up to 80 s after the mark was seen (the safe time: 83 s)
         await h.idle(5)
         t += 5
         for i in (2, 3):
@@ -590,3 +590,25 @@ def test_a_mark_for_an_earlier_boot_is_no_mark_for_the_controller_either() -> No
     assert d.action is not None and d.action.request
     same = dataclasses.replace(old, boot_id="boot-1")
     assert proof_of(same, None, self_fenced=True) == SELF_FENCED
+
+
+def test_without_history_the_nodes_own_clock_says_whether_its_agent_was_renewing() -> None:
+    """A controller that took over after the node went silent saw no renewal, only a first
+    read: it neither waits forever (a fenced agent's Lease never changes again) nor forces a
+    node whose agent may be up: it compares the agent's renewTime with the heartbeat Lease's,
+    both written on that node's clock."""
+    first = AgentSeen(PARAMS, 1000.0, None, 15.0, None, renew_wall=5000.0)
+    assert not_relied_on(first, 1000.0, heartbeat_renew_wall=4990.0) is None
+    assert not_relied_on(first, 1000.0, heartbeat_renew_wall=5000.0 + 25.0) is None
+    late = not_relied_on(first, 1000.0, heartbeat_renew_wall=5000.0 + 25.1)
+    assert late is not None and "node's clock" in late
+    # No renewTime on either side: not relied on (handled as without an agent).
+    assert "not seen renewing" in str(not_relied_on(first, 1000.0, None))
+    nowall = dataclasses.replace(first, renew_wall=None)
+    assert "not seen renewing" in str(not_relied_on(nowall, 1000.0, 4990.0))
+    # sysrq: a crashed agent fences nothing; without history nothing shows it did not crash.
+    sysrq = dataclasses.replace(first, params=dataclasses.replace(PARAMS, mode=Mode.SYSRQ))
+    assert "sysrq" in str(not_relied_on(sysrq, 1000.0, 4990.0))
+    # With history, the history decides (a crash loop seen is not excused by the clocks).
+    crash = AgentSeen(PARAMS, 1000.0, 990.0, 15.0, None, renew_wall=5000.0)
+    assert "steadily" in str(not_relied_on(crash, 1000.0, 4990.0))

@@ -192,19 +192,26 @@ class AgentLeases:
             return None
         steady = None if rec.steady_since is None else self._timeline_of(rec.steady_since)
         until = None if rec.settled_until is None else self._timeline_of(rec.settled_until)
-        return AgentSeen(rec.params, self._timeline_of(rec.changed_at), steady, rec.window, until)
+        changed = self._timeline_of(rec.changed_at)
+        wall = parse_time(rec.renew)
+        return AgentSeen(rec.params, changed, steady, rec.window, until, wall)
 
-    def gate(self, node: str, uid: str, heartbeat_mono: float | None) -> AgentGate | None:
+    def gate(
+        self,
+        node: str,
+        uid: str,
+        heartbeat_mono: float | None,
+        heartbeat_renew: str = "",
+    ) -> AgentGate | None:
         """The agent gate of `node` (uid `uid`) for `machine.decide`; None: no agent Lease.
-        `heartbeat_mono`: when its heartbeat Lease's current record was first received."""
+        `heartbeat_mono`: when its heartbeat Lease's current record was first received;
+        `heartbeat_renew`: that record's renewTime (the node's clock, core.agent)."""
         rec = self.leases.get(node)
         if rec is None:
             return None
         seen = self.seen(node)
         hb = None if heartbeat_mono is None else self._timeline_of(heartbeat_mono)
-        why_not = core.not_relied_on(seen, hb)
-        if why_not is None and not self.synced():
-            why_not = "the agent Lease watch is not current"
+        why_not = core.not_relied_on(seen, hb, parse_time(heartbeat_renew))
         mine = controller_params(self._cfg)
         params = core.merged(rec.params, mine) if rec.params is not None else mine
         mark = self.marks.get(node)

@@ -354,7 +354,7 @@ class Controller:
             return None
         seen = self.heartbeats.leases.get(node)
         hb = seen.changed_at if seen is not None and seen.changed_at != float("-inf") else None
-        return self.agents.gate(node, uid, hb)
+        return self.agents.gate(node, uid, hb, seen.renew if seen is not None else "")
 
     async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
         """Write the removal's intent, then count it: from here the removal counts against

@@ -244,6 +244,9 @@ class AgentSeen:
     # A later run (renewals after a gap: a flapping link, a restart) never undoes it: what
     # counts is whether the agent was healthy when its node went silent.
     settled_until: float | None = None
+    # Its renewTime, on the NODE's wall clock (the agent's), None: unreadable. Compared only
+    # with the heartbeat Lease's renewTime, written by the kubelet on the same clock.
+    renew_wall: float | None = None
 
 
 def settle_time(window: float) -> float:
@@ -259,28 +262,50 @@ def settled(seen: AgentSeen, now_changed: float) -> float | None:
     return seen.settled_until
 
 
-def not_relied_on(seen: AgentSeen | None, heartbeat_at: float | None) -> str | None:
+def not_relied_on(
+    seen: AgentSeen | None,
+    heartbeat_at: float | None,
+    heartbeat_renew_wall: float | None = None,
+) -> str | None:
     """Why the controller must not count on this node's agent to fence it (None: it may).
 
     It may only when the agent was present and healthy when its node went silent: parameters
     it can read, and a run of renewals seen without a gap for `settle_time` that lasted until
     no earlier than the node's last heartbeat minus its Lease window (+ the margin): an agent
     that stopped (crashed, removed, stopped cleanly: a clean stop disarms the watchdog) before
-    its kubelet went silent fences nothing, and a crash-looping one never settles."""
+    its kubelet went silent fences nothing, and a crash-looping one never settles.
+
+    Without history of renewals (a controller that started, or took over, after the node went
+    silent: its Lease only first read), the node's own clock answers "was it renewing when its
+    kubelet went silent": its renewTime against the heartbeat Lease's renewTime
+    (`heartbeat_renew_wall`), both written on that node. Holding would wait forever (the Lease
+    of a fenced agent never changes again); taking the node as agent-less would force a node
+    whose agent may be up, vouched for by its peers. Steadiness cannot be judged then, so this
+    holds for a watchdog agent only: a renewal means its dog was armed, and a crashed agent's
+    dog bites; a sysrq agent that crashed fences nothing."""
     if seen is None:
         return "no agent"
     if seen.params is None:
         return "its agent's Lease has no readable parameters"
+    late = "its agent stopped renewing before its kubelet went silent"
     if seen.settled_until is None:
-        if seen.steady_since is None:
+        if seen.steady_since is not None:
+            steady = seen.changed_at - seen.steady_since
+            settle = settle_time(seen.window)
+            return f"its agent renewed steadily for only {steady:.0f}s (< {settle:.0f}s)"
+        if seen.renew_wall is None or heartbeat_renew_wall is None:
             return "its agent's Lease was not seen renewing"
-        steady = seen.changed_at - seen.steady_since
-        settle = settle_time(seen.window)
-        return f"its agent renewed steadily for only {steady:.0f}s (< {settle:.0f}s)"
+        if seen.params.mode is Mode.SYSRQ:
+            # A renewal proves the watchdog armed (opened at the first contact); with sysrq a
+            # crashed agent fences nothing, and only the history shows it did not crash.
+            return "its agent's Lease was not seen renewing (sysrq: no history, no reliance)"
+        if seen.renew_wall + seen.window + SAFE_TIME_MARGIN < heartbeat_renew_wall:
+            return late + " (by the node's clock)"
+        return None
     if heartbeat_at is None:
         return "its heartbeat Lease was not seen"
     if seen.settled_until + seen.window + SAFE_TIME_MARGIN < heartbeat_at:
-        return "its agent stopped renewing before its kubelet went silent"
+        return late
     return None
 
 
