@@ -13,8 +13,9 @@ Invariants:
   write) is kept per (node, uid); a mark that disappears is forgotten.
 - The parameters the controller uses are the larger of the agent's published ones and the
   controller's own (`--agent-*` flags): config drift never shortens the safe time.
-- Before every write decided on a self-fence (`fenced_now`) the agent's Lease is read again
-  with a GET: a change since is a sign of life, and the proof must hold on that read.
+- Before every write decided on a self-fence the agent's Lease and the heartbeat Lease are
+  read again with a GET (Controller.self_fenced_now, asked by the write path's evidence): a
+  change since is a sign of life, and the proof must hold on that read.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ One rule, structural rather than case by case (issue 20):
 - **Fencing** is a force like the others: asked right before, on the evidence. What is
   fenced is bound to the fresh read (the Node's uid, its providerID or BMC address), and the
   fence runs to the power state read back Off, bounded (`noderecover.fencing.runner`).
+- **The fence mark** (`request_fence`: `noderecover.io/fence-requested=<uid>/<bootID>`, the
+  request to the node's agent to fence it) is a force like the others. A step decided on the
+  agent's self-fence (core.proof SELF_FENCED) reads the agent's Lease again with the Node,
+  and the mark must still be in that read.
 - **Dry-run** is decided here: the write is logged and counted, nothing is sent.
 """
 
