@@ -134,7 +134,8 @@ def test_the_dry_run_refuses_a_broken_object(
 def test_kustomize_monitoring_components_apply_server_side(
     cluster: TestCluster, monitoring_crds: list[str], tmp_path: Path
 ) -> None:
-    """The README's overlay: manifests/ with the servicemonitor and prometheusrule components."""
+    """The overlay of docs/install.md: manifests/ with the servicemonitor and prometheusrule
+    components."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     components = MANIFESTS / "components"
