@@ -6,7 +6,8 @@
 # On a fresh machine the pinned binaries (control plane, helm, promtool, actionlint) are built
 # from the Go module proxy into the cache (~10-15 min on 2 cores). That build starts first, in
 # the background, and the install, the linters and the unit suite run meanwhile; the tests that
-# need the binaries (e2e, marked `tools`) run once it is done. The image (the Dockerfile built
+# need the binaries (e2e, marked `tools`: helm, promtool, and mkdocs build --strict of the docs)
+# run once it is done. The image (the Dockerfile built
 # by buildah on a Debian base made by mmdebstrap, both installed with apt-get when missing)
 # builds beside it, in the background too (~2.5 min, mostly downloads). With the cache warm
 # each build step takes a fraction of a second.
