@@ -121,8 +121,9 @@ else
   pytest -ra --durations=10 -m "not e2e and not tools"
   rc1=$?
   wait_build
-  echo "== pytest, part 2: end-to-end on the real control plane, and the helm / promtool tests"
-  pytest -ra --durations=15 -m "e2e or tools"
+  echo "== pytest, part 2: end-to-end on the real control plane, and the helm / promtool tests" \
+    "(two workers, each with its own control plane; whole files per worker, longest first)"
+  pytest -ra --durations=15 -m "e2e or tools" -n "${E2E_WORKERS:-2}" --dist loadfile --no-loadscope-reorder
   rc2=$?
   echo "== pytest exit codes: unit $rc1, e2e/tools $rc2"
   rc=$(( rc1 != 0 ? rc1 : rc2 ))

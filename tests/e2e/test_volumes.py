@@ -32,7 +32,7 @@ from noderecover_testkit.volumes import (
 )
 
 from .common import FAST, no_403, seed
-from .conftest import running
+from .conftest import forget_noderecover, running
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,7 @@ def vcluster(testcluster_bin_dir: Path) -> Iterator[TestCluster]:
 @pytest.fixture
 def vc(vcluster: TestCluster) -> Iterator[TestCluster]:
     vcluster.reset()
+    forget_noderecover(vcluster)
     yield vcluster
     vcluster.reset()
 
