@@ -198,6 +198,7 @@ def test_mkdocs_build_strict_fails_on_a_broken_link(
     copy = tmp_path / "copy"
     shutil.copytree(DOCS, copy / "docs")
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    shutil.copy(README, copy / "README.md")  # comparison.md includes its table
     with (copy / "docs" / page).open("a") as f:
         f.write(append)
     proc = mkdocs_build(copy, tmp_path / "site")
