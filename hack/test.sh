@@ -10,7 +10,8 @@
 # run once it is done. The image (the Dockerfile built
 # by buildah on a Debian base made by mmdebstrap, both installed with apt-get when missing)
 # builds beside it, in the background too (~2.5 min, mostly downloads). With the cache warm
-# each build step takes a fraction of a second.
+# each build step takes a fraction of a second. The e2e part runs on two pytest-xdist workers
+# (each starts its own control plane; whole files, the slowest first: tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
