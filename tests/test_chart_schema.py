@@ -156,10 +156,8 @@ def test_the_default_providers_settings_are_mounted_as_its_fence_config(tmp_path
         "secretName": "ipmi-creds",
         "sharedParameters": {"--lanplus": "", "--cipher": "3"},
     }
-    values = {
-        "flags": {"fence-provider": "fence-agent", "fence-secret": "bmc"},
-        "fencing": {"config": config},
-    }
+    flags: dict[str, str] = {"fence-provider": "fence-agent", "fence-secret": "bmc"}
+    values = {"flags": flags, "fencing": {"config": config}}
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
     docs = render("--values", str(path))
@@ -188,7 +186,7 @@ def test_the_default_providers_settings_are_mounted_as_its_fence_config(tmp_path
     (dep2,) = [d for d in render("--values", str(path)) if d["kind"] == "Deployment"]
     assert dep2["spec"]["template"]["metadata"]["annotations"]["checksum/fence-config"] != checksum
     # The operator's own --fence-config wins: no second flag.
-    values["flags"]["fence-config"] = "/opt/mine.json"
+    flags["fence-config"] = "/opt/mine.json"
     path.write_text(yaml.safe_dump(values))
     (dep3,) = [d for d in render("--values", str(path)) if d["kind"] == "Deployment"]
     args = dep3["spec"]["template"]["spec"]["containers"][0]["args"]
