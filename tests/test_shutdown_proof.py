@@ -294,6 +294,8 @@ def test_outlook_names_the_provider_and_its_target_or_why_none() -> None:
     node = obs(redfish, ready="Unknown")
     o = outlook(redfish, node, fenced("redfish"), {})
     assert (o.kind, o.provider) == (ProofKind.FENCED, "redfish")
+    assert str(o) == "fenced by redfish: confirmed off in this episode"
+    assert o.short == "redfish: fenced"
 
 
 def test_aws_outlook_names_the_instance_from_the_provider_id() -> None:

@@ -152,7 +152,7 @@ class Outlook:
     def short(self) -> str:
         """For a table column: `none`, `shutdown-taint`, `<provider>: <target>`."""
         if self.kind is ProofKind.FENCED:
-            return f"{self.provider}: {self.target}"
+            return f"{self.provider}: {self.target or 'fenced'}"
         return self.kind.value
 
     def data(self) -> dict[str, str]:
@@ -171,6 +171,8 @@ class Outlook:
             case ProofKind.SHUTDOWN_TAINT:
                 return f"shutdown-taint ({self.target})"
             case ProofKind.FENCED:
+                if not self.target:  # the fence ran already
+                    return f"fenced by {self.provider}: {self.why}"
                 return f"fence by {self.provider} at {self.target}"
             case _:  # pragma: no cover
                 assert_never(self.kind)
@@ -184,7 +186,7 @@ def outlook(cfg: Config, obs: NodeObs, proof: Proof, secrets: SecretStates) -> O
     Node; its Secret unusable; else the fence, with its target."""
     match proof.kind:
         case ProofKind.FENCED:
-            return Outlook(ProofKind.FENCED, proof.provider, "confirmed", "fenced in this episode")
+            return Outlook(ProofKind.FENCED, proof.provider, why="confirmed off in this episode")
         case ProofKind.SHUTDOWN_TAINT | ProofKind.NONE:
             pass
         case _:  # pragma: no cover
