@@ -589,8 +589,9 @@ def test_noderecover_fence_failures_are_visible_blocks_nothing_detached(vnr: Rep
     """Two fences that cannot prove the dead node off, in one run: first the Secret the
     configuration names does not exist (fence-secret); once it does, the BMC accepts the
     TCP connection and never answers (fence-unreachable, bounded by --fence-timeout). Each
-    is a visible block - a Warning Event with its reason, noderecover_fences_total by
-    outcome - and nothing is detached: the Node kept, no
+    is a visible block - the blocked reason (NodeRecoverBlocked, noderecover_blocked_total),
+    a NodeRecoverFenceFailed Warning with what failed, noderecover_fences_total by outcome -
+    and nothing is detached: the Node kept, no
     out-of-service taint, the volume still attached to the dead node."""
     c = vnr.cluster
     node, _pod, pv, unique = _seeded_and_attached(c)
@@ -617,6 +618,12 @@ def test_noderecover_fence_failures_are_visible_blocks_nothing_detached(vnr: Rep
         text = " ".join(e["message"] for e in events)
         assert "(fence-secret)" in text and "(fence-unreachable)" in text, events
         assert all(e["type"] == "Warning" for e in events)
+        # The blocked reason itself: the hold's Event and noderecover_blocked_total.
+        held = _events(c, f"involvedObject.name={node},reason=NodeRecoverBlocked")
+        said = " ".join(e["message"] for e in held)
+        for reason in ("fence-secret", "fence-unreachable"):
+            assert f"held by '{reason}'" in said, held
+            assert r.metric("noderecover_blocked_total", reason=reason) >= 1
         assert fences("ok") == 0
         assert r.metric("noderecover_actions_total", action="taint", result="ok") == 0
         assert r.metric("noderecover_actions_total", action="delete", result="ok") == 0
