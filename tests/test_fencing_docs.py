@@ -1,7 +1,8 @@
-"""docs/fencing-providers.md, checked by its consumers: every policy's spec.fence parses with
-noderecover's own parser (and its Secret has the keys its provider reads), every values block
-renders with the pinned helm against the chart's schema. The real API server takes every
-Kubernetes object of the page: tests/e2e/test_policies.py (server-side dry run)."""
+"""docs/fencing.md's "Worked examples, tested", checked by their consumers: every policy's
+spec.fence parses with noderecover's own parser (and its Secret has the keys its provider
+reads), every values block renders with the pinned helm against the chart's schema. The real
+API server takes every Kubernetes object of the section: tests/e2e/test_policies.py
+(server-side dry run). Every policy elsewhere on the page parses too."""
 
 from __future__ import annotations
 
@@ -16,12 +17,21 @@ from noderecover.core.fencing import FenceSpec, Provider, parse_fence_spec, spec
 from noderecover.core.policies import parse_policy
 from noderecover.core.settings import Config
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "fencing-providers.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "fencing.md"
+SECTION = "## Worked examples, tested"
 _BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
 
 
-def yaml_blocks() -> list[str]:
-    return _BLOCK.findall(PAGE.read_text())
+def section() -> str:
+    """The worked examples: from their heading to the next `## ` heading."""
+    text = PAGE.read_text()
+    start = text.index(SECTION + "\n")
+    end = text.find("\n## ", start + len(SECTION))
+    return text[start : end if end >= 0 else len(text)]
+
+
+def yaml_blocks(text: str | None = None) -> list[str]:
+    return _BLOCK.findall(section() if text is None else text)
 
 
 def objects() -> list[dict[str, Any]]:
@@ -90,3 +100,17 @@ def test_every_values_block_renders_with_the_charts_schema(tmp_path: Path) -> No
             raw = yaml.safe_load(cm["data"]["fence.json"])
             assert raw == config
             parse_fence_spec(raw, "fencing.config", FenceSpec())
+
+
+def test_every_policy_on_the_page_parses() -> None:
+    policies = [
+        d
+        for b in yaml_blocks(PAGE.read_text())
+        if not b.startswith("# values.yaml")
+        for d in yaml.safe_load_all(b)
+        if d and d.get("kind") == "NodeRecoveryPolicy"
+    ]
+    assert len(policies) >= 8
+    for p in policies:
+        parsed = parse_policy(p, Config(fence_command=("/opt/fence/fence.sh",)))
+        assert parsed.error is None, f"{p['metadata']['name']}: {parsed.error}"

@@ -143,7 +143,7 @@ def test_declared_matches_namespaces_like_the_roles_do() -> None:
 
 
 def test_the_fence_secret_is_granted_by_name_only() -> None:
-    """GET of exactly the Secret the fence configuration names (README "RBAC"), never of
+    """GET of exactly the Secret the fence configuration names (docs/install.md, "RBAC"), never of
     every Secret of the namespace."""
     docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     rules = [r for d in docs if d["kind"] in {"Role", "ClusterRole"} for r in d["rules"]]

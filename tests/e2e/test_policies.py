@@ -206,7 +206,7 @@ def test_the_api_server_takes_a_policys_fence_and_refuses_an_unknown_field_in_it
 
 
 def test_the_fencing_docs_examples_are_taken_by_the_api_server(crd: TestCluster) -> None:
-    """Every Secret and NodeRecoveryPolicy of docs/fencing-providers.md, as written there:
+    """Every Secret and NodeRecoveryPolicy of docs/fencing.md's worked examples, as written there:
     server-side apply, dry run, strict field validation (a misspelt field fails)."""
     import yaml
 
