@@ -6,15 +6,20 @@ which `noderecover demo` uses too), moto's server (EC2), and a BMC on pyghmi's s
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from noderecover_testkit.emulators import (
     BIN,
@@ -32,12 +37,17 @@ __all__ = [
     "BIN",
     "Ec2",
     "IpmiBmc",
+    "PowerReader",
+    "PowerWire",
     "Redfish",
     "RedfishSystem",
+    "ec2_power",
     "fence_agents_installed",
     "free_port",
     "ipmi_bmc",
+    "ipmi_power",
     "moto_server",
+    "redfish_power",
     "self_signed",
     "sushy_emulator",
 ]
@@ -115,3 +125,154 @@ def fence_agents_installed() -> bool:
     return all(shutil.which(a, path="/usr/sbin") for a in ("fence_ipmilan", "fence_redfish")) and (
         shutil.which("ipmitool") is not None
     )
+
+
+# -- the emulators wired to the test control plane -------------------------------------------
+
+PowerReader = Callable[[], str]  # the machine's power as its emulator says it: "on" | "off"
+
+
+def redfish_power(url: str, uuid: str, user: str, password: str) -> PowerReader:
+    """A system's PowerState by a raw GET to the Redfish emulator (its fake driver applies a
+    pending power change on a read, so polling is what makes it happen)."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the emulator's self-signed certificate (tls=True)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def read() -> str:
+        req = urllib.request.Request(f"{url}/redfish/v1/Systems/{uuid}")
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as reply:
+            return str(json.load(reply)["PowerState"]).lower()
+
+    return read
+
+
+def ec2_power(server: Ec2, instance: str) -> PowerReader:
+    """An instance's state from moto's EC2 server: off once `stopped` (or gone: terminated)."""
+    import boto3
+
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=server.url,
+        region_name=server.region,
+        aws_access_key_id="wire",
+        aws_secret_access_key="wire",
+    )
+
+    def read() -> str:
+        reply = ec2.describe_instances(InstanceIds=[instance])
+        state = reply["Reservations"][0]["Instances"][0]["State"]["Name"]
+        return "off" if state in ("stopped", "terminated") else "on"
+
+    return read
+
+
+def ipmi_power(bmc: IpmiBmc) -> PowerReader:
+    """The pyghmi BMC's machine side (what its process holds, written at every change)."""
+    return lambda: bmc.power
+
+
+class Machines(Protocol):
+    """What the wire drives: the test control plane's kwok nodes (TestCluster)."""
+
+    def kill_node(self, name: str) -> None: ...
+    def revive_node(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None: ...
+    def node_alive(self, name: str) -> bool: ...
+
+
+class PowerWire:
+    """Each wired machine's power, read from its emulator every `period` seconds in a thread,
+    drives its node's kwok: a machine seen Off stops that node's heartbeats (`kill_node`:
+    its Lease is no longer renewed, its pods no longer served); seen On again after that,
+    they start again (`revive_node`, not waited for). So a test can tell a real power-off
+    (the heartbeats stop, `off_at` says when) from a provider that says done and powered
+    nothing off (no Off is ever read here).
+
+        with PowerWire(cluster) as wire:
+            wire.wire("node-1", redfish_power(bmc.url, uuid, "admin", pw))
+
+    `changes`: every change seen, (wall time, node, "on"|"off"); `errors`: reads that
+    failed (the emulator down); a node already dead is not killed again."""
+
+    def __init__(
+        self,
+        machines: Machines,
+        period: float = 0.2,
+        *,
+        on_off: Callable[[str], None] | None = None,
+        on_on: Callable[[str], None] | None = None,
+    ) -> None:
+        self.period = period
+        self._machines = machines
+        self._on_off = on_off or self._kill
+        self._on_on = on_on or self._revive
+        self._readers: dict[str, PowerReader] = {}
+        self._power: dict[str, str] = {}
+        self.changes: list[tuple[float, str, str]] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._polling = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="power-wire", daemon=True)
+
+    def _kill(self, node: str) -> None:
+        if self._machines.node_alive(node):
+            self._machines.kill_node(node)
+
+    def _revive(self, node: str) -> None:
+        if not self._machines.node_alive(node):
+            self._machines.revive_node(node, wait=False)
+
+    def wire(self, node: str, read: PowerReader) -> None:
+        """From now on `node` lives and dies with the machine `read` reports (read once here:
+        a machine already off stops its node's heartbeats at once)."""
+        with self._lock:
+            self._readers[node] = read
+        self._poll_one(node, read)
+
+    def power(self, node: str) -> str | None:
+        return self._power.get(node)
+
+    def off_at(self, node: str) -> float | None:
+        """When the machine was first seen Off (wall time), None: never."""
+        return next((t for t, n, p in self.changes if n == node and p == "off"), None)
+
+    def _poll_one(self, node: str, read: PowerReader) -> None:
+        with self._polling:  # one poll at a time: a change is acted on once
+            self._poll_locked(node, read)
+
+    def _poll_locked(self, node: str, read: PowerReader) -> None:
+        try:
+            power = read()
+        except Exception as exc:  # the emulator down or slow: say so, keep polling
+            self.errors.append(f"{node}: {type(exc).__name__}: {exc}")
+            return
+        if power not in ("on", "off") or power == self._power.get(node):
+            return
+        before = self._power.get(node)
+        self._power[node] = power
+        self.changes.append((time.time(), node, power))
+        if power == "off":
+            self._on_off(node)
+        elif before == "off":
+            self._on_on(node)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                readers = list(self._readers.items())
+            for node, read in readers:
+                self._poll_one(node, read)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> PowerWire:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
