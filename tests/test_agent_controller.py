@@ -612,3 +612,24 @@ def test_without_history_the_nodes_own_clock_says_whether_its_agent_was_renewing
     # With history, the history decides (a crash loop seen is not excused by the clocks).
     crash = AgentSeen(PARAMS, 1000.0, 990.0, 15.0, None, renew_wall=5000.0)
     assert "steadily" in str(not_relied_on(crash, 1000.0, 4990.0))
+
+
+def test_the_outlook_names_the_agents_self_fence_where_no_provider_fences() -> None:
+    """core.proof.outlook, the one rule plan/why/status and the snapshot share: no provider
+    and an agent relied on: the self-fence, with the mode and the safe time; an agent not
+    relied on: no proof; a provider: the provider's fence still."""
+    from noderecover.core.proof import outlook
+
+    node = obs(**SILENT)  # type: ignore[arg-type]
+    from noderecover.core.proof import NO_PROOF
+
+    o = outlook(make_config(), node, NO_PROOF, {}, gate())
+    assert o.kind is ProofKind.SELF_FENCED and o.provider == "agent"
+    assert o.target == f"watchdog, safe time {SAFE:.0f}s" and "self-fence" in str(o)
+    bad = gate(why_not="its agent renewed steadily for only 10s")
+    assert outlook(make_config(), node, NO_PROOF, {}, bad).kind is ProofKind.NONE
+    assert outlook(make_config(), node, NO_PROOF, {}, None).kind is ProofKind.NONE
+    cmd = make_config(fence_command=("/bin/true",))
+    assert outlook(cmd, node, NO_PROOF, {}, gate()).kind is ProofKind.FENCED
+    done = outlook(make_config(), node, SELF_FENCED, {}, gate())
+    assert done.kind is ProofKind.SELF_FENCED and str(done).startswith("self-fenced")

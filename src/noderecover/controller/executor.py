@@ -208,6 +208,8 @@ class Executor:
         self.volumes = VolumeWatch(kube, clock, now=self._now)
         self._namespace = namespace
         self._fence_failures: dict[str, int] = {}  # node uid -> fences not proven off in a row
+        # The fence Secrets as last read: name -> None (fine) or why not (core.proof.outlook).
+        self.secrets: dict[str, str | None] = {}
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -406,14 +408,33 @@ class Executor:
         if self._namespace is None:
             raise FenceError(Blocked.FENCE_SECRET, "noderecover's namespace is not known")
         try:
-            return Credentials(await read_secret(self._kube, self._namespace, name))
+            creds = Credentials(await read_secret(self._kube, self._namespace, name))
         except (SecretMissing, SecretMalformed) as exc:
+            self.secrets[name] = str(exc)
             raise FenceError(Blocked.FENCE_SECRET, str(exc)) from None
         except ApiError as exc:
-            raise FenceError(
-                Blocked.FENCE_SECRET,
-                f"Secret {self._namespace}/{name} could not be read: HTTP {exc.code}",
-            ) from None
+            why = f"Secret {self._namespace}/{name} could not be read: HTTP {exc.code}"
+            self.secrets[name] = why
+            raise FenceError(Blocked.FENCE_SECRET, why) from None
+        self.secrets[name] = None
+        return creds
+
+    async def look_at_secret(self, name: str) -> None:
+        """Read the fence Secret `name` once, for a preview (`plan`, the plugin): its state
+        goes to `secrets`; a read this caller is not allowed (401, 403) says nothing of the
+        controller's own, so it stays unknown."""
+        if self._namespace is None or name in self.secrets:
+            return
+        try:
+            await read_secret(self._kube, self._namespace, name)
+        except (SecretMissing, SecretMalformed) as exc:
+            self.secrets[name] = str(exc)
+            return
+        except ApiError as exc:
+            if exc.code not in (401, 403):
+                self.secrets[name] = f"Secret {self._namespace}/{name}: HTTP {exc.code}"
+            return
+        self.secrets[name] = None
 
     def _fence_blocked(self, action: Action, provider: Provider, exc: FenceError) -> Result:
         failures = self._fence_failures.get(action.uid, 0)

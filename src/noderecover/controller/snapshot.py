@@ -22,7 +22,7 @@ from noderecover.core.agent import AgentGate
 from noderecover.core.machine import Decision, Gates, Kind, Phase, node_proof, unhealthy
 from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
 from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT, PoolState
-from noderecover.core.proof import proof_of, removal_mode
+from noderecover.core.proof import Outlook, SecretStates, outlook, proof_of, removal_mode
 from noderecover.core.safety import BreakerState, exclusion, in_population
 from noderecover.core.settings import Config
 
@@ -44,6 +44,7 @@ class NodeState:
     removal_mode: str  # of those settings
     proof: str  # why the node is believed off (core.proof), as this read shows it
     removal: str  # the removal it would get with that proof
+    outlook: Outlook  # the proof it will get, or why none (core.proof.outlook)
     selected: bool  # the flags: matches --node-selector (with policies: always)
     policy: str  # the policy governing it, FLAGS, or NONE
     ungoverned: str | None  # with policies: why none governs it (None: one does)
@@ -129,6 +130,7 @@ def take(
     pools: Pools,
     decisions: Mapping[str, Decision],
     config_for: Callable[[str], Config],
+    secrets: SecretStates | None = None,
     agent_for: Callable[[str, str], AgentGate | None] | None = None,
 ) -> Snapshot:
     """The snapshot at `now` (timeline) of a controller made of these parts; `agent_for(node,
@@ -141,7 +143,7 @@ def take(
         d = decisions.get(name)
         agent = agent_for(name, obs.uid) if agent_for is not None else None
         proof = (
-            node_proof(d.record, obs, Gates(agent=agent), now)
+            node_proof(d.record, obs, ncfg, Gates(agent=agent), now)
             if d is not None
             else proof_of(obs, None)
         )
@@ -156,6 +158,7 @@ def take(
             removal_mode=ncfg.removal_mode,
             proof=str(proof),
             removal=removal_mode(ncfg, proof),
+            outlook=outlook(ncfg, obs, proof, secrets or {}, agent),
             selected=policies.active or in_population(obs, cfg),
             policy=policy,
             ungoverned=ungoverned,

@@ -84,7 +84,6 @@ from noderecover.core.nodes import (
     parse_time,
 )
 from noderecover.core.proof import (
-    COMMAND_PROVIDER,
     NO_PROOF,
     Proof,
     fence_requested,
@@ -604,7 +603,7 @@ def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
     # forces nothing; the executor's fresh read would hold the fence anyway), nor for a node
     # already proven off (the cloud's shutdown taint).
     alive = kubelet_alive(obs, gates.lease_renewing)
-    proof = node_proof(rec, obs, gates, now)
+    proof = node_proof(rec, obs, cfg, gates, now)
     agent = relies_on_agent(gates)
     if rec.fence_first and needs_fence(cfg, proof, agent) and not alive:
         if not cfg.fencing:
@@ -651,7 +650,7 @@ def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
             blocked=KUBELET_ALIVE,
             why=f"held: {KUBELET_ALIVE} (drained; removed only once its kubelet is silent)",
         )
-    proof = node_proof(rec, obs, gates, now)
+    proof = node_proof(rec, obs, cfg, gates, now)
     if needs_fence(cfg, proof, relies_on_agent(gates)):
         if not cfg.fencing:
             return _agent_fence(rec, obs, now, gates)
@@ -708,13 +707,20 @@ def _deadline(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> float:
 
 
 def node_proof(
-    rec: Record, obs: NodeObs, gates: Gates | None = None, now: float | None = None
+    rec: Record,
+    obs: NodeObs,
+    cfg: Config,
+    gates: Gates | None = None,
+    now: float | None = None,
 ) -> Proof:
     """The proof that the node is off, as `obs`, the record and (at `now`) its agent show it
-    (core.proof)."""
+    (core.proof); a fence is named by the provider `cfg` (the settings that govern the node)
+    fences with."""
+    provider = cfg.fence_provider
     agent = gates.agent if gates is not None else None
     self_fenced = agent is not None and now is not None and agent.proven(now)
-    return proof_of(obs, COMMAND_PROVIDER if rec.fenced else None, self_fenced)
+    fenced_by = (provider.value if provider else "fence") if rec.fenced else None
+    return proof_of(obs, fenced_by, self_fenced)
 
 
 def relies_on_agent(gates: Gates) -> bool:

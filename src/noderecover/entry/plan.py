@@ -27,6 +27,7 @@ from noderecover.controller.snapshot import Snapshot
 from noderecover.core.display import format_age, table
 from noderecover.core.machine import Phase
 from noderecover.core.nodes import Condition, format_time
+from noderecover.core.proof import Outlook
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
 from noderecover.entry.output import Output, emit
@@ -63,6 +64,7 @@ class NodeReport:
     agent_safe_time: float | None = None
     agent_not_relied_on: str | None = None
     agent: str = "-"  # the AGENT cell: mode/safe time
+    outlook: Outlook | None = None  # the proof it will get, or why none (core.proof.outlook)
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -132,6 +134,7 @@ async def preview(
             agent_safe_time=n.agent_safe_time,
             agent_not_relied_on=n.agent_not_relied_on,
             agent=n.agent,
+            outlook=n.outlook,
         )
         if not n.selected:
             reports.append(
@@ -210,6 +213,7 @@ def report_dict(r: NodeReport) -> dict[str, Any]:
         "proof": r.proof,
         "removal": r.removal,
         "agent": agent_dict(r),
+        "proofOutlook": r.outlook.data() if r.outlook is not None else None,
         "conditions": [
             {"type": c.type, "status": c.status, "reason": c.reason, "since": _time(c.since)}
             for c in r.conditions
@@ -276,11 +280,19 @@ def node_names(reports: list[NodeReport]) -> list[str]:
 
 
 def plan_rows(p: Preview, wide: bool = False) -> list[tuple[str, ...]]:
-    """The plan table's rows (HEADER, and VOLUMES when wide)."""
+    """The plan table's rows (HEADER, and VOLUMES and PROOF when wide)."""
     rows = [(*r.row(), r.policy, r.agent) for r in p.reports]
     if wide:
-        rows = [(*row, ",".join(r.volumes) or "-") for row, r in zip(rows, p.reports, strict=True)]
+        rows = [
+            (*row, ",".join(r.volumes) or "-", proof_column(r))
+            for row, r in zip(rows, p.reports, strict=True)
+        ]
     return rows
+
+
+def proof_column(r: NodeReport) -> str:
+    """The PROOF column (wide): the proof the node will get (core.proof.outlook)."""
+    return r.outlook.short if r.outlook is not None else r.proof
 
 
 def write_plan(p: Preview, cfg: Config, output: Output, out: TextIO) -> None:
@@ -290,7 +302,7 @@ def write_plan(p: Preview, cfg: Config, output: Output, out: TextIO) -> None:
         emit(plan_data(p, cfg), node_names(p.reports), output, out)
         return
     wide = output.kind == "wide"
-    out.write(table([*HEADER, *(["VOLUMES"] if wide else [])], plan_rows(p, wide)))
+    out.write(table([*HEADER, *(["VOLUMES", "PROOF"] if wide else [])], plan_rows(p, wide)))
     out.write(breaker_line(p, cfg) + "\n")
     for note in p.notes:
         out.write(note + "\n")
