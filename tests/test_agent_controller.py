@@ -83,6 +83,23 @@ def test_only_an_agent_present_and_healthy_at_the_silence_is_relied_on() -> None
     assert "heartbeat" in str(not_relied_on(steady(), None))
 
 
+def test_a_sysrq_agent_is_never_relied_on_even_settled_and_renewing_at_the_silence() -> None:
+    """A sysrq agent reboots its node only while its own process runs: one that crashed or
+    hung within its window + the margin before the partition (what the history cannot tell
+    apart from one renewing) fences nothing, so the node may still run its pods. Only a
+    watchdog agent is proof (a crashed or hung agent's dog bites); a sysrq agent's node is
+    handled as without an agent (its agent still reboots it when cut off)."""
+    sysrq = dataclasses.replace(PARAMS, mode=Mode.SYSRQ)
+    for seen in (
+        steady(params=sysrq),
+        steady(params=sysrq, run=AGENT_SETTLE * 10),
+        dataclasses.replace(steady(params=sysrq), changed_at=1500.0, steady_since=1500.0),
+    ):
+        why = not_relied_on(seen, heartbeat_at=995.0)
+        assert why is not None and "sysrq" in why, why
+    assert not_relied_on(steady(params=PARAMS), heartbeat_at=995.0) is None
+
+
 def gate(**kw: Any) -> AgentGate:
     base: dict[str, Any] = dict(
         params=PARAMS, why_not=None, lease_at=1000.0, heartbeat_at=995.0, marked_at=1010.0
@@ -530,7 +547,7 @@ async def test_plan_why_and_status_show_each_nodes_agent(kube: FakeKube) -> None
         "notReliedOnBecause": None,
     }
     assert nodes["w2"]["agent"]["reliedOn"] is False
-    assert "not seen renewing" in nodes["w2"]["agent"]["notReliedOnBecause"]
+    assert "sysrq, no watchdog" in nodes["w2"]["agent"]["notReliedOnBecause"]
     assert nodes["w3"]["agent"] is None
     why = io.StringIO()
     assert kubectl._why(p, cfg, "w1", Output(), why, io.StringIO()) == 0

@@ -282,11 +282,17 @@ def not_relied_on(
     of a fenced agent never changes again); taking the node as agent-less would force a node
     whose agent may be up, vouched for by its peers. Steadiness cannot be judged then, so this
     holds for a watchdog agent only: a renewal means its dog was armed, and a crashed agent's
-    dog bites; a sysrq agent that crashed fences nothing."""
+    dog bites. A sysrq agent is never relied on: a crashed or hung one fences nothing, with or
+    without history."""
     if seen is None:
         return "no agent"
     if seen.params is None:
         return "its agent's Lease has no readable parameters"
+    if seen.params.mode is Mode.SYSRQ:
+        # A sysrq reboot needs the agent's own process running: one that crashed or hung
+        # within its window before the silence (which no history tells apart from one that
+        # renewed) fences nothing. Only a watchdog is proof: its dog bites a dead agent.
+        return "its agent reboots by sysrq, no watchdog: a crashed or hung agent fences nothing"
     late = "its agent stopped renewing before its kubelet went silent"
     if seen.settled_until is None:
         if seen.steady_since is not None:
@@ -295,10 +301,6 @@ def not_relied_on(
             return f"its agent renewed steadily for only {steady:.0f}s (< {settle:.0f}s)"
         if seen.renew_wall is None or heartbeat_renew_wall is None:
             return "its agent's Lease was not seen renewing"
-        if seen.params.mode is Mode.SYSRQ:
-            # A renewal proves the watchdog armed (opened at the first contact); with sysrq a
-            # crashed agent fences nothing, and only the history shows it did not crash.
-            return "its agent's Lease was not seen renewing (sysrq: no history, no reliance)"
         if seen.renew_wall + seen.window + SAFE_TIME_MARGIN < heartbeat_renew_wall:
             return late + " (by the node's clock)"
         return None
