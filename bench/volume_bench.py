@@ -80,7 +80,6 @@ class Scenario:
 FENCE = ("--fence-secret", SECRET)
 SCENARIOS: list[Scenario] = [
     Scenario("liberator", "script (liberator)", "liberator"),
-    Scenario("none", "no proof (Node delete)", "noderecover"),
     Scenario("command", "command", "noderecover", ("--fence-command", "true")),
     Scenario("redfish", "redfish", "noderecover", ("--fence-provider", "redfish", *FENCE)),
     Scenario("aws", "aws", "noderecover", ("--fence-provider", "aws", *FENCE)),
@@ -88,6 +87,7 @@ SCENARIOS: list[Scenario] = [
         "fence-agent", "fence-agent", "noderecover", ("--fence-provider", "fence-agent", *FENCE)
     ),
     Scenario("shutdown-taint", "shutdown taint", "noderecover"),
+    Scenario("none", "no proof (Node delete)", "noderecover"),
 ]
 
 
@@ -484,7 +484,7 @@ def report(results: list[Result], cap: float) -> str:
     )
     rows.append(
         [
-            "gap: attached - Ready=Unknown",
+            "gap: attached - Ready=Unknown (the limit in this run)",
             *(
                 _f(r.attached - r.marks["node NotReady"])
                 if r.attached and "node NotReady" in r.marks
@@ -495,7 +495,7 @@ def report(results: list[Result], cap: float) -> str:
     )
     rows.append(
         [
-            "gap: attached - physical limit (Lease expired + 5 s)",
+            "gap: attached - (Lease expired + 5 s)",
             *(
                 _f(r.attached - lim)
                 if r.attached and (lim := physical_limit(r)) is not None
