@@ -493,12 +493,13 @@ def noderecover(
 
 
 def liberator(
-    name: str, kubeconfig: Path, logdir: Path, *flags: str, python: str = sys.executable
+    name: str, kubeconfig: Path, logdir: Path, *flags: str, python: str | None = None
 ) -> Proc:
-    """The script, run by `python` (it needs the sync kubernetes client, which cannot share a
-    venv with the fence providers' boto3: docs/benchmarks.md, Setup)."""
+    """The script, run by `python` (default: $LIBERATOR_PYTHON, else this interpreter). It
+    needs the sync kubernetes client, which cannot share a venv with the fence providers'
+    boto3 (docs/benchmarks.md, Setup)."""
     argv = [
-        python,
+        python or os.environ.get("LIBERATOR_PYTHON") or sys.executable,
         "-u",
         str(ROOT / "bench" / "baseline_liberator.py"),
         "--kubeconfig",

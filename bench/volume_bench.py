@@ -510,6 +510,8 @@ def report(results: list[Result], cap: float) -> str:
             *(
                 "(baseline)"
                 if r.key == "liberator"
+                else "(no proof: the hold)"
+                if r.key == "none"
                 else ("met" if r.attached and r.attached <= TARGET else "MISSED")
                 for r in results
             ),
@@ -557,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--logs", default="", help="keep process logs in this folder")
     ap.add_argument(
         "--liberator-python",
-        default=os.environ.get("LIBERATOR_PYTHON", sys.executable),
+        default=os.environ.get("LIBERATOR_PYTHON") or sys.executable,
         help="the interpreter that runs the script (it needs the sync kubernetes client)",
     )
     args = ap.parse_args(argv)
