@@ -478,20 +478,13 @@ def test_noderecover_aws_fence_gets_the_volume_back_in_seconds(
     """`aws` against moto's EC2 server: the instance in the Node's spec.providerID
     (aws:///<zone>/<id>) is stopped through the endpoint the fence config names, with the
     Secret's keys, and read back `stopped`; another instance keeps running."""
-    import boto3
 
     from tests.emulators import ec2_power, moto_server
 
     c = vnr.cluster
     (tmp_path / "ec2").mkdir()
     with moto_server(tmp_path / "ec2") as server, ThreadPoolExecutor(1) as pool:
-        ec2 = boto3.client(
-            "ec2",
-            endpoint_url=server.url,
-            region_name=server.region,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        ec2 = server.client()
 
         def two_instances() -> list[str]:  # moto's first EC2 call takes ~10 s: meanwhile, seed
             image = ec2.describe_images()["Images"][0]["ImageId"]
