@@ -268,8 +268,6 @@ def test_image_carries_what_the_fence_providers_need(
         assert re.search(want, ran.stdout.strip()), (argv, ran.stdout)
         print(f"[image] {argv[0]}: {ran.stdout.strip().splitlines()[0]}")
 
-    import boto3
-
     for d in ("bmc", "redfish", "ec2"):
         (tmp_path / d).mkdir()
     with (
@@ -279,13 +277,7 @@ def test_image_carries_what_the_fence_providers_need(
         ) as redfish,
         moto_server(tmp_path / "ec2") as ec2_server,
     ):
-        ec2 = boto3.client(
-            "ec2",
-            endpoint_url=ec2_server.url,
-            region_name=ec2_server.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        ec2 = ec2_server.client()
         ami = ec2.describe_images()["Images"][0]["ImageId"]
         instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.micro")[
             "Instances"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,30 @@ def vc(vcluster: TestCluster) -> Iterator[TestCluster]:
     forget_noderecover(vcluster)
     yield vcluster
     vcluster.reset()
+
+
+def _seed_timeline(
+    c: TestCluster,
+    node: str,
+    pod: dict[str, Any],
+    pv: dict[str, Any],
+    t: float,
+    timeout: float,
+    hold: float | None = None,
+    on_poll: Callable[[RecoveryTimeline], None] | None = None,
+) -> RecoveryTimeline:
+    """The seed's `mysql-0` from `node` (its pod and PV as seeded), timed from `t`."""
+    return recovery_timeline(
+        c,
+        "mysql-0",
+        old_uid=pod["metadata"]["uid"],
+        old_node=node,
+        pv=pv["metadata"]["name"],
+        start=t,
+        timeout=timeout,
+        hold=hold,
+        on_poll=on_poll,
+    )
 
 
 def _seeded_and_attached(c: TestCluster) -> tuple[str, dict[str, Any], dict[str, Any], str]:
@@ -119,13 +143,12 @@ def test_control_delete_node_holds_the_volume_for_six_minutes(vc: TestCluster) -
     _force_delete(vc, pod)
     status, body = vc.api("DELETE", f"/api/v1/nodes/{node}")
     assert status == 200, body
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         vc,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=90,
         hold=60,
     )
@@ -176,13 +199,12 @@ def _out_of_service(vc: TestCluster, finalizer: bool) -> None:
         content_type="application/json-patch+json",
     )
     _force_delete(vc, pod)
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         vc,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=30,
     )
     _report(f"out-of-service taint + force-delete pod, Node kept (finalizer {finalizer})", tl)
@@ -233,13 +255,12 @@ def test_noderecover_fenced_both_gets_the_volume_back_in_seconds(vnr: Replicas) 
             deleted.append(time.time() - tl.start)
 
     t = _kill_and_wait_unknown(c, node, unique)
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         c,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=90,
         on_poll=poll,
     )
@@ -275,13 +296,12 @@ def test_noderecover_delete_mode_warns_the_node_and_the_waiting_pod(vnr: Replica
     r = vnr.start("replica-a", *FAST, "--removal", "auto")
     t = _kill_and_wait_unknown(c, node, unique)
     c.wait_for(lambda: c.node(node) is None, 60, f"{node} deleted")
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         c,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=30,
         hold=20,
     )
@@ -444,13 +464,12 @@ def _fenced_back(
         wire.wire(node, read)
         assert wire.power(node) == "on", wire.changes
         t = _kill_and_wait_unknown(c, node, unique)
-        tl = recovery_timeline(
+        tl = _seed_timeline(
             c,
-            "mysql-0",
-            old_uid=pod["metadata"]["uid"],
-            old_node=node,
-            pv=pv["metadata"]["name"],
-            start=t,
+            node,
+            pod,
+            pv,
+            t,
             timeout=120,
         )
     _report(f"noderecover fence provider {provider} (auto: both)", tl)
@@ -478,20 +497,13 @@ def test_noderecover_aws_fence_gets_the_volume_back_in_seconds(
     """`aws` against moto's EC2 server: the instance in the Node's spec.providerID
     (aws:///<zone>/<id>) is stopped through the endpoint the fence config names, with the
     Secret's keys, and read back `stopped`; another instance keeps running."""
-    import boto3
 
     from tests.emulators import ec2_power, moto_server
 
     c = vnr.cluster
     (tmp_path / "ec2").mkdir()
     with moto_server(tmp_path / "ec2") as server, ThreadPoolExecutor(1) as pool:
-        ec2 = boto3.client(
-            "ec2",
-            endpoint_url=server.url,
-            region_name=server.region,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        ec2 = server.client()
 
         def two_instances() -> list[str]:  # moto's first EC2 call takes ~10 s: meanwhile, seed
             image = ec2.describe_images()["Images"][0]["ImageId"]

@@ -202,6 +202,9 @@ class Executor:
             writes=self.writes,
         )
         self._forced: dict[str, set[str]] = {}  # node uid -> pod uids force-deleted once
+        # node uid -> (pod uid -> when first seen deleting), kept from a drain that ended
+        # needing a fence to the drain after the fence (Drainer.drain's `deleting`)
+        self._deleting: dict[str, dict[str, float]] = {}
         self._intents: set[str] = set()  # removal intents written (their Event names)
         # node uid -> when this process saw its out-of-service taint on (the detach bound)
         self._tainted_at: dict[str, float] = {}
@@ -327,6 +330,9 @@ class Executor:
 
         ctx = DrainContext(evidence, blocked, report)
         forced = self._forced.setdefault(action.uid, set())
+        # Carried over only from a drain that stopped to fence (right after it, on the same
+        # node uid); any other outcome starts the next attempt's clocks afresh.
+        deleting = self._deleting.pop(action.uid, {})
         done: Drained = await self.drainer.drain(
             action.node,
             started,
@@ -334,7 +340,10 @@ class Executor:
             ctx,
             forced,
             timeout=self._config_for(action.node).drain_timeout,
+            deleting=deleting,
         )
+        if done.outcome is Outcome.NEEDS_FENCE:
+            self._deleting[action.uid] = deleting
         ACTIONS.labels("drain", done.outcome.value).inc()
         if done.outcome is Outcome.FAILED:
             return Result(
@@ -694,6 +703,7 @@ class Executor:
         except Invalid:  # a test op failed: the node changed since `fresh`
             return Result(Outcome.FAILED, 0.5, "node changed; retrying")
         self._forced.pop(action.uid, None)
+        self._deleting.pop(action.uid, None)
         if untainted:
             ACTIONS.labels("untaint", "ok").inc()
         ACTIONS.labels("uncordon" if uncordoned else "restore", "ok").inc()
