@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from noderecover_testkit.agents import power_off_due
 
 from noderecover.agent import reboot
+from noderecover.base.clock import FakeClock
 from noderecover.core.agent import Mode
 
 
@@ -77,6 +79,84 @@ def test_file_action_appends_a_json_line(tmp_path: Path) -> None:
     (line,) = out.read_text().splitlines()
     data = json.loads(line)
     assert data["node"] == "worker-1" and data["why"] == "isolation-timeout"
+
+
+def test_file_action_emulates_a_watchdog_with_feed_stamps(tmp_path: Path) -> None:
+    """The test action stamps every feed once armed (not before), stops for good at the fence,
+    and a clean disarm says so (the magic close); the harness bites on the stamp."""
+    clock = FakeClock()
+    out = tmp_path / "fenced"
+    action = reboot.FileAction(out, "w1", 2.0, monotonic=clock.monotonic)
+    stamp = reboot.feed_file(out)
+    action.feed()
+    assert not stamp.exists() and reboot.read_feed(stamp) is None  # not armed: no dog
+    action.arm()
+    first = reboot.read_feed(stamp)
+    assert first is not None and first.armed and first.timeout == 2.0
+    assert first.fed == clock.monotonic() and first.pid == os.getpid()
+    clock.advance(1.5)
+    action.feed()
+    fed = reboot.read_feed(stamp)
+    assert fed is not None and fed.fed == clock.monotonic() and action.feeds == 2
+    # The dog bites only once the timeout has passed since the last feed.
+    assert fed.overdue(clock.monotonic() + 2.0) is None
+    assert fed.overdue(clock.monotonic() + 2.25) == pytest.approx(0.25)
+    action.fence("isolation-timeout")
+    clock.advance(5)
+    action.feed()
+    action.disarm()  # never after a fence
+    assert reboot.read_feed(stamp) == fed
+    assert json.loads(out.read_text())["why"] == "isolation-timeout"
+
+
+def test_file_action_clean_disarm_stops_the_emulated_dog(tmp_path: Path) -> None:
+    clock = FakeClock()
+    action = reboot.FileAction(tmp_path / "fenced", "w1", 2.0, monotonic=clock.monotonic)
+    action.arm()
+    action.disarm()
+    stamp = reboot.read_feed(reboot.feed_file(tmp_path / "fenced"))
+    assert stamp is not None and not stamp.armed
+    assert stamp.overdue(clock.monotonic() + 3600) is None
+
+
+def test_feed_stamp_that_cannot_be_read_is_no_stamp(tmp_path: Path) -> None:
+    bad = tmp_path / "f.feed"
+    for body in (b"", b"{", b'{"armed": true}', b'{"armed": true, "timeout": "x", "fed": 1}'):
+        bad.write_bytes(body)
+        assert reboot.read_feed(bad) is None
+
+
+def test_harness_powers_off_a_node_whose_armed_agent_stopped_feeding(tmp_path: Path) -> None:
+    """noderecover_testkit.agents.power_off_due: the emulated dog of a stalled agent bites
+    after its timeout (not before, never when disarmed or never armed); a fence line wins."""
+    clock = FakeClock()
+    out = tmp_path / "fenced"
+    assert power_off_due(out, clock.monotonic()) is None  # no agent armed yet
+    action = reboot.FileAction(out, "w1", 2.0, monotonic=clock.monotonic)
+    action.arm()
+    for _ in range(10):  # fed every 0.5 s for 5 s: never due
+        clock.advance(0.5)
+        action.feed()
+        assert power_off_due(out, clock.monotonic()) is None
+    clock.advance(2.0)  # then stalled (hung, SIGSTOPped, killed): nothing fed
+    assert power_off_due(out, clock.monotonic()) is None
+    clock.advance(0.1)
+    due = power_off_due(out, clock.monotonic(), lambda: "T")
+    assert due is not None and due.wall is None and due.late == pytest.approx(0.1)
+    assert due.why == "watchdog: not fed for 2.1s (timeout 2s; agent process T)"
+    action.fence("marked")
+    due = power_off_due(out, clock.monotonic())
+    assert due is not None and due.why == "marked" and due.wall is not None and due.late is None
+
+
+def test_harness_never_bites_after_a_clean_disarm(tmp_path: Path) -> None:
+    clock = FakeClock()
+    out = tmp_path / "fenced"
+    action = reboot.FileAction(out, "w1", 2.0, monotonic=clock.monotonic)
+    action.arm()
+    action.disarm()
+    clock.advance(600)
+    assert power_off_due(out, clock.monotonic()) is None
 
 
 def test_choose_auto_prefers_the_watchdog_then_sysrq(tmp_path: Path) -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
+from noderecover_testkit.agents import power_off_due
 
 from noderecover import AGENT_USER_AGENT
 from noderecover.agent import reboot
@@ -21,7 +24,7 @@ from noderecover.agent.runner import Agent, AgentSettings
 from noderecover.base.clock import FakeClock
 from noderecover.core import agent as core
 from noderecover.core.agent import AgentParams, Mode, Why
-from noderecover.kube.client import KubeClient, Timeouts
+from noderecover.kube.client import JSON, KubeClient, Timeouts
 from noderecover.kube.permissions import AGENT_API_CALLS, declared, permission_of
 from tests.fakeapi import FakeKube
 
@@ -276,6 +279,54 @@ async def test_a_hung_check_loop_stops_the_feeding(
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await feeder
+
+
+async def test_a_check_stuck_in_an_await_starves_the_test_dog_and_says_where(
+    kube: FakeKube,
+    agent_env: Callable[..., Awaitable[tuple[Agent, FakeClock, Peers]]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A check whose API call never returns (the bounds taken away: a stand-in for any await
+    without a timeout) stops the feeding of the harness's emulated dog, so the harness powers
+    the node off within interval + slack + 1 s + the watchdog timeout, as a kernel dog would;
+    the stall is logged once, with the await chain it is stuck in."""
+    kube.add_node("w1")
+    agent, clock, _ = await agent_env()
+    action = reboot.FileAction(tmp_path / "fenced", "w1", 20.0, monotonic=clock.monotonic)
+    agent.action = action
+    task = asyncio.create_task(agent.run())
+    try:
+        with anyio.fail_after(5):
+            while agent.checks < 2:
+                clock.advance(1)
+                await anyio.sleep(0.02)
+        assert action.armed and action.feeds >= 2
+        never = anyio.Event()
+
+        async def hangs() -> JSON:
+            await never.wait()
+            return {}
+
+        agent._api_part = hangs  # type: ignore[method-assign]
+        agent.settings = replace(agent.settings, api_timeout=10**9)
+        with caplog.at_level(logging.ERROR, logger="noderecover.agent"):
+            for _ in range(60):
+                clock.advance(1)
+                await anyio.sleep(0.005)
+        stamp = reboot.read_feed(reboot.feed_file(tmp_path / "fenced"))
+        assert stamp is not None and stamp.armed
+        # fed until the loop was stale (interval 5 + slack 3 + 1 s), then never again
+        assert clock.monotonic() - stamp.fed >= 60 - (5 + 3 + 1) - 5
+        due = power_off_due(tmp_path / "fenced", clock.monotonic())
+        assert due is not None and due.late is not None
+        assert agent.stalls == 1 and agent.state.fenced is None
+        (stall,) = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+        assert "hangs" in stall and "check_once" in stall, stall
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_peers_are_read_from_the_agents_leases(

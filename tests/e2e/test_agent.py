@@ -20,7 +20,7 @@ from noderecover.core import agent as core
 pytestmark = pytest.mark.e2e
 
 WORKERS = ["worker-0", "worker-1", "worker-2"]
-ISOLATION, INTERVAL, SLACK = 6.0, 1.0, 2.0
+ISOLATION, INTERVAL, SLACK, WATCHDOG = 6.0, 1.0, 2.0, 2.0
 # Seen by the harness: the fence file is polled every 0.1 s; the agent's process start-up
 # and scheduling on 2 shared cores add a little.
 HARNESS = 1.5
@@ -176,10 +176,11 @@ def test_flapping_network_never_fences(agents: Agents, clean_cluster: TestCluste
 def test_crash_looping_agent_stops_renewing_its_lease(
     agents: Agents, clean_cluster: TestCluster
 ) -> None:
-    """An agent that dies and keeps dying at start leaves its Lease as it was: the controller
-    sees no presence (and, in a cluster, a dead watchdog agent's node reboots)."""
+    """An agent that is rolled out to a start that fails (its predecessor stopped cleanly:
+    the dog disarmed) and keeps dying leaves its Lease as it was: the controller sees no
+    presence. (An armed agent that dies instead gets its node rebooted by the dog: next test.)"""
     a = agents.procs["worker-2"]
-    a.stop(signal.SIGKILL)
+    a.stop(signal.SIGTERM)
     last = agents.renew_time("worker-2")
     exits = []
     for _ in range(4):
@@ -194,6 +195,31 @@ def test_crash_looping_agent_stops_renewing_its_lease(
     lease: Any = agents.lease("worker-2")
     # What the controller judges presence by: the Lease's record no longer moves.
     assert lease["spec"]["renewTime"] == last
+
+
+def test_a_stopped_or_killed_armed_agents_node_is_powered_off_by_its_watchdog(
+    agents: Agents, clean_cluster: TestCluster
+) -> None:
+    """SIGSTOP (a hung agent) and SIGKILL (a crashed one) of armed, healthy agents: nothing
+    feeds their watchdogs any more, and each node is powered off within the watchdog timeout
+    of its last feed (the harness's dog, as the kernel's would) - nobody else."""
+    took = {}
+    for node, sig in (("worker-1", signal.SIGSTOP), ("worker-2", signal.SIGKILL)):
+        proc = agents.procs[node].proc
+        assert proc is not None
+        t0 = time.time()
+        proc.send_signal(sig)
+        clean_cluster.wait_for(lambda n=node: n in agents.fenced, 30, f"{node} powered off")  # type: ignore[misc]
+        took[node] = agents.fenced[node] - t0
+        assert agents.fence_reasons[node].startswith("watchdog: not fed"), agents.fence_reasons
+        assert not clean_cluster.node_alive(node)
+    print(f"\n[agent] dog bit {took} s after the signal; {agents.fence_reasons}")
+    assert "process T" in agents.fence_reasons["worker-1"]
+    # fed at most a feed period (2/3 s) before the signal; seen within the harness's poll
+    for node, t in took.items():
+        assert t <= WATCHDOG + HARNESS, (node, t)
+    assert set(agents.fenced) == {"worker-1", "worker-2"}
+    assert len(renewals(agents, "worker-0", 2.5)) >= 2
 
 
 def test_copies_ledger_sees_two_copies_when_a_partitioned_pod_is_replaced(

@@ -175,13 +175,14 @@ def test_config_drift_the_controllers_longer_isolation_timeout_wins(
 def test_a_crash_looping_agents_node_is_handled_as_agent_less(
     agents: Agents, nr: Replicas, led: Ledger
 ) -> None:
-    """worker-2's agent dies and keeps dying at start; then worker-2 loses power. The
-    controller does not count on that agent (its Lease stood still since before the node went
-    silent; the unit tests attack the crash loop's renewal gaps themselves), asks nothing of
-    it, and removes the node as it would without an agent."""
+    """worker-2's agent is rolled out to a start that fails (its predecessor stopped cleanly,
+    the dog disarmed) and keeps dying; then worker-2 loses power. The controller does not
+    count on that agent (its Lease stood still since before the node went silent; the unit
+    tests attack the crash loop's renewal gaps themselves), asks nothing of it, and removes
+    the node as it would without an agent."""
     c = nr.cluster
     r = nr.start("replica-a", *FAST, *CONTROLLER_AGENT_FLAGS)
-    agents.procs["worker-2"].stop(signal.SIGKILL)
+    agents.procs["worker-2"].stop(signal.SIGTERM)
     for _ in range(3):
         p = agents.launch("worker-2", "--agent-isolation-timeout", "0s").proc
         assert p is not None and p.wait(30) == 2
@@ -194,4 +195,48 @@ def test_a_crash_looping_agents_node_is_handled_as_agent_less(
     print(f"\n[agent] crash-looping agent's node: {kinds}")
     assert "mark" not in kinds and kinds[-1] == "delete", kinds
     assert r.metric("noderecover_actions_total", action="request-fence", result="ok") == 0
+    no_403(r)
+
+
+def test_a_hung_agents_node_is_powered_off_by_its_dog_and_handled_safely(
+    agents: Agents, nr: Replicas, led: Ledger
+) -> None:
+    """The agent of mysql-0's node hangs (SIGSTOP) while the controller relies on it: it
+    feeds its watchdog no more, so the node is powered off within the watchdog timeout (the
+    harness's dog, as a kernel dog would), and noderecover brings the database back without
+    two copies, forcing nothing before the node was off."""
+    c = nr.cluster
+    c.apply_seed_statefulset()
+    node = c.wait_pod_running("mysql-0", timeout=90)["spec"]["nodeName"]
+    r = nr.start("replica-a", *FAST, *CONTROLLER_AGENT_FLAGS)
+    copies = Copies(c, agents).start()
+    try:
+        time.sleep(SETTLE)
+        led.fault(f"{node}'s agent hangs (SIGSTOP): its watchdog is no longer fed")
+        proc = agents.procs[node].proc
+        assert proc is not None
+        t0 = time.time()
+        proc.send_signal(signal.SIGSTOP)
+        wait(lambda: node in agents.fenced, 30, f"{node} powered off by its dog")
+        off = agents.fenced[node]
+        assert agents.fence_reasons[node].startswith("watchdog: not fed"), agents.fence_reasons
+        assert off - t0 <= 2.0 + 1.5, off - t0  # watchdog timeout + the harness's poll
+
+        def db_back() -> dict[str, Any] | None:
+            p = c.pod("mysql-0")
+            if p is None or p.get("status", {}).get("phase") != "Running":
+                return None
+            return p if p["spec"]["nodeName"] != node else None
+
+        back: dict[str, Any] = wait(db_back, 150, "mysql-0 Running on a healthy node")
+    finally:
+        copies.stop()
+    writes = node_writes(led, node)
+    print(
+        f"\n[agent] hung agent: {node} off {off - t0:.1f}s after the SIGSTOP, mysql-0 back on "
+        f"{back['spec']['nodeName']}; " + ", ".join(f"{k} +{t - t0:.1f}s" for t, k in writes)
+    )
+    assert not copies.overlaps, copies.overlaps[:3]
+    assert set(agents.fenced) == {node}
+    assert all(t >= off for t, k in writes if k != "mark"), writes
     no_403(r)

@@ -11,8 +11,12 @@
 - `Sysrq`: writes 'b' to /proc/sysrq-trigger: an immediate reboot, no sync, no unmount
   (the kernel's emergency path; a sync could hang on a dead network filesystem). Used where
   no watchdog device exists. Nothing to feed, so an agent that crashes does not fence.
-- `FileAction`: the test harness's "reboot": appends one JSON line to a file; the harness
-  then stops that kwok node and marks its workloads dead. Never used in a cluster.
+- `FileAction`: the test harness's "reboot", a watchdog emulated with files. Fencing appends
+  one JSON line to a file (the harness then powers that kwok node off at once); armed, every
+  feed stamps `<file>.feed` with the monotonic time, and the harness powers the node off when
+  an armed stamp is older than the timeout - as the kernel dog would reboot a node whose agent
+  stalled, hung, was stopped or killed. The controller trusts `test` agents like watchdog
+  ones, so the harness must model the dog. Never used in a cluster.
 
 Paths are parameters (the agent's flags), so unit tests use plain files.
 """
@@ -26,6 +30,8 @@ import logging
 import os
 import struct
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -196,20 +202,67 @@ def fire_sysrq(trigger: Path) -> bool:
     return True
 
 
+def feed_file(fence_file: Path) -> Path:
+    """Where a `FileAction` fencing through `fence_file` stamps its feeds."""
+    return fence_file.with_name(fence_file.name + ".feed")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStamp:
+    """A `FileAction`'s last feed: `fed` on CLOCK_MONOTONIC (one clock for every process of
+    the host); `armed` False after a clean disarm (the magic close)."""
+
+    armed: bool
+    timeout: float
+    fed: float
+    pid: int
+
+    def overdue(self, now: float) -> float | None:
+        """Seconds past the timeout at monotonic `now` (the dog bites), else None."""
+        late = now - self.fed - self.timeout
+        return late if self.armed and late > 0 else None
+
+
+def read_feed(path: Path) -> FeedStamp | None:
+    """The stamp at `path`; None when there is none (never armed) or it cannot be read."""
+    try:
+        data = orjson.loads(path.read_bytes())
+        return FeedStamp(
+            bool(data["armed"]), float(data["timeout"]), float(data["fed"]), int(data["pid"])
+        )
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class FileAction:
-    """Tests only: "rebooting" = one JSON line appended to `path` (the harness acts on it)."""
+    """Tests only: a watchdog emulated with files (see the module docstring). `monotonic` is
+    the clock of the stamps (CLOCK_MONOTONIC; the unit tests' fake clock)."""
 
     mode = Mode.TEST
 
-    def __init__(self, path: Path, node: str, timeout: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        node: str,
+        timeout: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
         self.node = node
         self._timeout = timeout
+        self._monotonic = monotonic
         self.why = ""
+        self.armed = False
+        self.feeds = 0
+        self._fenced = False
 
     @property
     def timeout(self) -> float:
         return self._timeout
+
+    @property
+    def feed_path(self) -> Path:
+        return feed_file(self.path)
 
     def check(self) -> None:
         parent = self.path.parent
@@ -217,12 +270,34 @@ class FileAction:
             raise RebootError(f"test fence file {self.path}: folder not writable")
 
     def arm(self) -> None:
+        if self.armed:
+            return
         self.check()
+        self.armed = True
+        self.feed()
 
     def feed(self) -> None:
-        return None
+        if self._fenced or not self.armed:
+            return
+        if self._stamp(armed=True):
+            self.feeds += 1
+
+    def _stamp(self, *, armed: bool) -> bool:
+        """Replace the stamp at once (a reader never sees half of one)."""
+        body = orjson.dumps(
+            {"armed": armed, "timeout": self._timeout, "fed": self._monotonic(), "pid": os.getpid()}
+        )
+        tmp = self.feed_path.with_name(self.feed_path.name + ".tmp")
+        try:
+            tmp.write_bytes(body)
+            os.replace(tmp, self.feed_path)
+        except OSError as exc:
+            log.error("test watchdog feed failed: %s", exc.strerror)
+            return False
+        return True
 
     def fence(self, why: str) -> None:
+        self._fenced = True  # never fed again, as a watchdog
         self.why = why
         line = orjson.dumps({"node": self.node, "why": why, "wall": time.time()})
         with self.path.open("ab") as f:
@@ -231,7 +306,10 @@ class FileAction:
             os.fsync(f.fileno())
 
     def disarm(self) -> None:
-        return None
+        if self._fenced or not self.armed:
+            return
+        self.armed = False
+        self._stamp(armed=False)
 
 
 def choose(

@@ -15,6 +15,8 @@ Invariants:
 - The watchdog is fed by its own task every min(check interval, watchdog timeout / 3), and
   only while the check loop is alive (its last start is younger than interval + slack + 1 s)
   and no fence was decided: a hung loop reboots the node like a fence does.
+- A check loop that stalls (its last start older than interval + slack + 1 s) is logged once
+  with where it waits (the await chain of its task): the dog is no longer fed from then on.
 - Once a fence is decided it is final: the action fires once, feeding stops for good. With a
   watchdog, if the node is still up 5 s after the watchdog's timeout, the sysrq trigger (when
   present) reboots it (a dog that does not bite).
@@ -24,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -69,6 +72,19 @@ class AgentSettings:
     advertise: str = ""  # host:port the other agents reach this one at ("" = not published)
     sysrq_fallback: Path | None = None  # watchdog mode: sysrq trigger if the dog does not bite
     boot_id: str = ""  # the kernel's boot_id: a fence mark for an earlier boot is ignored
+
+
+def await_chain(task: asyncio.Task[Any] | None) -> list[str]:
+    """Where a task waits: file:line function of each coroutine it awaits, outermost first."""
+    out: list[str] = []
+    coro: Any = task.get_coro() if task is not None and not task.done() else None
+    while coro is not None and len(out) < 50:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            out.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
 
 
 def valid_node_name(name: str) -> bool:
@@ -128,6 +144,8 @@ class Agent:
         self.armed = False  # the action was armed (at the first check that reached the API)
         self._answering = anyio.Semaphore(PEER_CONCURRENCY)
         self.ready = anyio.Event()
+        self._loop_task: asyncio.Task[Any] | None = None
+        self.stalls = 0  # times the check loop was seen stalled (the dog then starves)
 
     # ----- the loop -------------------------------------------------------------------------
 
@@ -139,6 +157,7 @@ class Agent:
 
     async def _loop(self, tg: anyio.abc.TaskGroup) -> None:
         interval = self.params.check_interval
+        self._loop_task = asyncio.current_task()
         while True:
             started = self._clock.monotonic()
             self._tick = started
@@ -189,10 +208,23 @@ class Agent:
         every = min(self.params.check_interval, self.params.watchdog_timeout / 3)
         every = max(every, 0.05)
         stale = self.params.check_interval + self.params.slack + 1.0
+        reported = False
         while True:
-            alive = self._clock.monotonic() - self._tick <= stale
+            idle = self._clock.monotonic() - self._tick
+            alive = idle <= stale
             if self.state.fenced is None and alive:
                 self.action.feed()
+            if not alive and not reported and self.state.fenced is None:
+                self.stalls += 1
+                log.error(
+                    "check loop stalled: no check started for %.1fs (bound %.1fs); the %s is "
+                    "no longer fed. It waits in: %s",
+                    idle,
+                    stale,
+                    self.action.mode.value,
+                    " <- ".join(await_chain(self._loop_task)) or "(not started)",
+                )
+            reported = not alive
             await self._clock.sleep(every)
 
     def _log(self, before: AgentState, decision: Decision) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import logging
 import os
 import random
@@ -136,6 +139,7 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None) -> int:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_signals, tg.cancel_scope, agent)
+                tg.start_soon(_dump_if_blocked, cfg.check_interval + cfg.slack + 1.0)
                 tg.start_soon(agent.run)
         except* reboot.RebootError as group:
             cannot.extend(group.exceptions)
@@ -155,6 +159,19 @@ def _device(cfg: AgentConfig, action: reboot.RebootAction) -> str:
     if isinstance(action, reboot.Sysrq):
         return f"{action.trigger}: no watchdog device at {cfg.watchdog_device}"
     return f"test fence file {cfg.test_fence_file}"
+
+
+async def _dump_if_blocked(seconds: float) -> None:
+    """If the event loop itself stops (a blocking call), every thread's stack is printed to
+    stderr after `seconds`, and again every `seconds` (faulthandler's own thread): the agent
+    stalls silently nowhere (the runner logs a check loop that waits too long)."""
+    with contextlib.suppress(io.UnsupportedOperation, ValueError):  # stderr without a fd
+        try:
+            while True:
+                faulthandler.dump_traceback_later(seconds, repeat=True)
+                await anyio.sleep(1.0)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 async def _signals(scope: anyio.CancelScope, agent: Agent) -> None:

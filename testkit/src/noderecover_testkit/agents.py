@@ -12,13 +12,19 @@ The network of each agent node N, all on 127.0.0.1:
 heartbeats stop reaching the API server too, as in a real partition, while it keeps its pods)
 and, unless ``peers=False``, every peer proxy to and from it. :meth:`Agents.heal` undoes it.
 
-The agents' "reboot" is ``--agent-reboot test``: a line in a file per node. A watcher thread
-acts on it like the node's power going off: it stops the node's kwok for good
+The agents' "reboot" is ``--agent-reboot test`` (:class:`noderecover.agent.reboot.FileAction`):
+a line in a file per node, and a watchdog emulated with a feed stamp. A watcher thread acts
+on the line like the node's power going off: it stops the node's kwok for good
 (:meth:`TestCluster.kill_node`), stops the agent (the reboot takes it down too) and records
-when (:attr:`Agents.fenced`). :class:`Copies` follows StatefulSet pods over time to check that
-no two copies of one pod ever run at once: a copy runs from when it is seen Running until its
-node is fenced or powered off, or until it leaves the API while its node's kubelet could still
-finish it (not partitioned, alive).
+when (:attr:`Agents.fenced`). It is also the node's watchdog: an armed agent that has not
+fed it within its timeout (stalled, hung, SIGSTOPped, killed) gets its node powered off the
+same way (:attr:`Agents.bites`), as the kernel dog would reboot it - the controller trusts a
+``test`` agent like a watchdog one, so the harness must keep that promise.
+
+:class:`Copies` follows StatefulSet pods over time to check that no two copies of one pod
+ever run at once: a copy runs from when it is seen Running until its node is fenced or
+powered off, or until it leaves the API while its node's kubelet could still finish it (not
+partitioned, alive).
 """
 
 from __future__ import annotations
@@ -32,18 +38,52 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from noderecover.agent.reboot import feed_file, read_feed
 from noderecover_testkit.cluster import TestCluster
 from noderecover_testkit.processes import free_port, start
 from noderecover_testkit.proxy import TcpProxy
 from noderecover_testkit.replicas import DATA, NAMESPACE
 
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+
+
+@dataclass(frozen=True)
+class PowerOff:
+    """Why a node goes off: its agent fenced it (``wall``: when it wrote so), or its emulated
+    watchdog bit (``late``: seconds past the timeout when seen)."""
+
+    why: str
+    wall: float | None = None
+    late: float | None = None
+
+
+def power_off_due(
+    fence_file: Path, now: float, process_state: Callable[[], str] = lambda: "?"
+) -> PowerOff | None:
+    """Whether the node whose agent fences through ``fence_file`` goes off at monotonic
+    ``now``: its agent wrote that it fenced, or its armed emulated watchdog was not fed within
+    its timeout. None while neither."""
+    if fence_file.exists():
+        lines = fence_file.read_text().splitlines()
+        if lines:
+            data = json.loads(lines[0])
+            return PowerOff(str(data.get("why", "")), wall=float(data["wall"]))
+    stamp = read_feed(feed_file(fence_file))
+    late = None if stamp is None else stamp.overdue(now)
+    if stamp is None or late is None:
+        return None
+    why = (
+        f"watchdog: not fed for {now - stamp.fed:.1f}s (timeout {stamp.timeout:g}s; agent "
+        f"process {process_state()})"
+    )
+    return PowerOff(why, late=late)
 
 
 def agent_rbac_objects() -> list[dict[str, Any]]:
@@ -125,6 +165,16 @@ class AgentProc:
                     out.append(data)
         return out
 
+    def process_state(self) -> str:
+        """The agent's process state letter (R, S, T: stopped, Z...; "gone" without one)."""
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return "gone"
+        try:
+            return Path(f"/proc/{p.pid}/stat").read_text().split(")")[-1].split()[0]
+        except (OSError, IndexError):
+            return "gone"
+
     def diagnose(self) -> str:
         """Why an agent does not answer: its process state, and every thread's stack (the
         agent prints them on SIGUSR1), from its log."""
@@ -170,8 +220,10 @@ class Agents:
     peer: dict[tuple[str, str], TcpProxy] = field(default_factory=dict)
     #: node -> wall time its agent fenced it (the harness powered it off then)
     fenced: dict[str, float] = field(default_factory=dict)
-    #: node -> the reason the agent gave
+    #: node -> the reason the agent gave ("watchdog: ..." when the emulated dog bit)
     fence_reasons: dict[str, str] = field(default_factory=dict)
+    #: node -> seconds its emulated watchdog was past its timeout when the harness saw it
+    bites: dict[str, float] = field(default_factory=dict)
     partitioned: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -295,15 +347,16 @@ class Agents:
     def _watch(self) -> None:
         while not self._stop.wait(0.1):
             for n, a in self.procs.items():
-                if n in self.fenced or not a.fence_file.exists():
+                if n in self.fenced:
                     continue
-                lines = a.fence_file.read_text().splitlines()
-                if not lines:
+                got = power_off_due(a.fence_file, time.monotonic(), a.process_state)
+                if got is None:
                     continue
-                data = json.loads(lines[0])
                 with self._lock:
-                    self.fenced[n] = float(data["wall"])
-                    self.fence_reasons[n] = str(data.get("why", ""))
+                    self.fenced[n] = time.time() if got.wall is None else got.wall
+                    self.fence_reasons[n] = got.why
+                    if got.late is not None:
+                        self.bites[n] = got.late
                 # Power off: the kubelet and every container on the node, the agent too.
                 with contextlib.suppress(Exception):
                     self.cluster.kill_node(n)
