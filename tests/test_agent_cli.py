@@ -62,3 +62,25 @@ def test_a_node_without_watchdog_or_sysrq_exits_1(
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "cannot fence this node" in err and "no watchdog device" in err
+
+
+def test_the_agent_runs_on_asyncios_own_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not uvloop: cut off, the agent cancels connects to reset addresses every check, and
+    uvloop aborted the process under that (SIGABRT, issue 23's "stalled" agent)."""
+    import asyncio
+
+    from noderecover.entry import agentapp
+    from noderecover.entry.agentconfig import AgentConfig
+
+    seen: list[type[asyncio.AbstractEventLoop]] = []
+
+    async def fake_run_agent(cfg: AgentConfig) -> int:
+        seen.append(type(asyncio.get_running_loop()))
+        return 0
+
+    monkeypatch.setattr(agentapp, "run_agent", fake_run_agent)
+    argv = [*BASE, "--agent-reboot", "test", "--agent-test-fence-file", str(tmp_path / "f")]
+    assert main(argv) == 0
+    assert len(seen) == 1 and seen[0].__module__.startswith("asyncio"), seen

@@ -138,6 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+# The agent runs on asyncio's own event loop, not uvloop: cut off, it cancels and retries
+# connects to reset addresses every check, and uvloop (0.23) aborted the process under that
+# (SIGABRT inside the loop's run, no Python traceback: 2 of 26 partitions of one agent under
+# load, and the e2e failure of issue 23 - a dead agent that "stalled" without fencing). A dead
+# agent is a rebooting node, or one that fences nothing; it needs no speed.
+AGENT_LOOP: dict[str, object] = {"use_uvloop": False}
+
+
 def _agent(args: argparse.Namespace) -> int:
     try:
         acfg = build_agent_config(args)
@@ -152,13 +160,15 @@ def _agent(args: argparse.Namespace) -> int:
     from noderecover.base import logs
     from noderecover.entry.agentapp import run_agent
 
-    # `kill -USR1` prints every thread's stack: a hung agent is a rebooting node, say why.
+    # `kill -USR1` prints every thread's stack: a hung agent is a rebooting node, say why;
+    # so does a crash (SIGSEGV, SIGABRT...): a dead agent is one too.
     with contextlib.suppress(io.UnsupportedOperation, ValueError):  # stderr without a fd
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+        faulthandler.enable(all_threads=True)
 
     logs.setup_logging(acfg.log_format, acfg.log_level)
     try:
-        return anyio.run(run_agent, acfg, backend="asyncio", backend_options={"use_uvloop": True})
+        return anyio.run(run_agent, acfg, backend="asyncio", backend_options=AGENT_LOOP)
     except BadFlag as exc:
         print(f"noderecover: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

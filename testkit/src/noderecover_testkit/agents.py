@@ -166,10 +166,14 @@ class AgentProc:
         return out
 
     def process_state(self) -> str:
-        """The agent's process state letter (R, S, T: stopped, Z...; "gone" without one)."""
+        """The agent's process state letter (R, S, T: stopped, Z...), or how it ended
+        ("exited 1", "killed by SIGSEGV")."""
         p = self.proc
-        if p is None or p.poll() is not None:
-            return "gone"
+        if p is None:
+            return "never started"
+        rc = p.poll()
+        if rc is not None:
+            return f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited {rc}"
         try:
             return Path(f"/proc/{p.pid}/stat").read_text().split(")")[-1].split()[0]
         except (OSError, IndexError):
@@ -204,7 +208,9 @@ class AgentProc:
 
 @dataclass
 class Agents:
-    """Agents on ``nodes`` of ``cluster`` (killable kwok nodes); ``start()``, ``close()``."""
+    """Agents on ``nodes`` of ``cluster`` (killable kwok nodes); ``start()``, ``close()``.
+    The timing defaults are the e2e tests' short ones; "" leaves a flag at the agent's
+    default (the benchmarks)."""
 
     cluster: TestCluster
     workdir: Path
@@ -270,16 +276,7 @@ class Agents:
                 str(fence_file),
                 "--agent-boot-id-file",
                 str(boot),
-                "--agent-check-interval",
-                self.check_interval,
-                "--agent-isolation-timeout",
-                self.isolation_timeout,
-                "--agent-watchdog-timeout",
-                self.watchdog_timeout,
-                "--api-timeout",
-                self.api_timeout,
-                "--agent-peer-timeout",
-                self.peer_timeout,
+                *self.timing_flags(),
                 "--log-format",
                 "json",
                 "--log-level",
@@ -296,11 +293,37 @@ class Agents:
         if wait_ready:
             for n in self.nodes:
                 self.cluster.wait_for(
-                    lambda n=n: self.procs[n].status().get("decision") == "healthy",  # type: ignore[misc]
+                    lambda n=n: self._started(n),  # type: ignore[misc]
                     30,
                     f"agent on {n} healthy",
                 )
         return self
+
+    def _started(self, node: str) -> bool:
+        """Healthy yet? An agent whose port was taken between :func:`free_port` and its bind
+        (another test run on this host) is moved to a new port, its peers' proxies too."""
+        a = self.procs[node]
+        if a.proc is not None and a.proc.poll() == 2 and "cannot bind" in a.log.read_text():
+            old = f"127.0.0.1:{a.port}"
+            a.port = free_port()
+            a.argv[a.argv.index(old)] = f"127.0.0.1:{a.port}"
+            for (_, m), proxy in self.peer.items():
+                if m == node:
+                    proxy.target = ("127.0.0.1", a.port)
+            self.launch(node)
+            return False
+        return a.status().get("decision") == "healthy"
+
+    def timing_flags(self) -> list[str]:
+        """The agents' timing flags; one set to "" is left out (the agent's default)."""
+        pairs = (
+            ("--agent-check-interval", self.check_interval),
+            ("--agent-isolation-timeout", self.isolation_timeout),
+            ("--agent-watchdog-timeout", self.watchdog_timeout),
+            ("--api-timeout", self.api_timeout),
+            ("--agent-peer-timeout", self.peer_timeout),
+        )
+        return [x for flag, value in pairs if value for x in (flag, value)]
 
     def launch(self, node: str, *argv_extra: str) -> AgentProc:
         """(Re)start the agent of ``node`` (its log appended)."""
@@ -326,7 +349,8 @@ class Agents:
                     proxy.cut()
 
     def heal(self, node: str) -> None:
-        self.api[node].heal()
+        if node in self.api:
+            self.api[node].heal()
         for (a, b), proxy in self.peer.items():
             if node in (a, b):
                 proxy.heal()
@@ -352,6 +376,8 @@ class Agents:
                 got = power_off_due(a.fence_file, time.monotonic(), a.process_state)
                 if got is None:
                     continue
+                if got.late is not None:
+                    self.stall_report(a)
                 with self._lock:
                     self.fenced[n] = time.time() if got.wall is None else got.wall
                     self.fence_reasons[n] = got.why
@@ -361,6 +387,24 @@ class Agents:
                 with contextlib.suppress(Exception):
                     self.cluster.kill_node(n)
                 a.stop()
+
+    def stall_report(self, a: AgentProc) -> None:
+        """Before the bite: where the starving agent is (every thread's stack in its log, on
+        SIGUSR1; the kernel's view of each thread in ``<log>.stall``)."""
+        p = a.proc
+        if p is None or p.poll() is not None:
+            return
+        out = []
+        for task in sorted(Path(f"/proc/{p.pid}/task").glob("*")):
+            parts = []
+            for name in ("stat", "wchan", "syscall", "stack"):
+                with contextlib.suppress(OSError):
+                    parts.append(f"{name}: {(task / name).read_text().strip()}")
+            out.append(f"thread {task.name}\n" + "\n".join(parts))
+        a.log.with_suffix(".stall").write_text("\n\n".join(out) + "\n")
+        with contextlib.suppress(OSError):
+            p.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
 
     def close(self) -> None:
         self._stop.set()
