@@ -2,9 +2,9 @@
 noderecover (one replica, least privilege) and one `noderecover agent` per kwok worker
 (noderecover_testkit.agents), the agents' "reboot" powering the kwok node off.
 
-In a module of its own, after test_chart_dry_run.py: these tests apply noderecover's RBAC
-(the `nr` fixture), which a later `helm install` of the chart in the same session would find
-in its way.
+These tests apply noderecover's RBAC (the `nr` fixture); the chart's `helm install` test
+installs under a fullnameOverride, so the order of the files does not matter (this one runs
+early: tests/conftest.py's SLOWEST_FIRST).
 
 The agents' timing: check every 1 s, isolation timeout 6 s, watchdog 2 s, API and peer
 timeouts 1 s each (slack 2 s). The controller is told the same (--agent-*), with a 15 s floor:
