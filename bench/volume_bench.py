@@ -71,6 +71,7 @@ from noderecover_testkit.volumes import RecoveryTimeline, attached_nodes, recove
 from bench.cluster_bench import Timeline, processes, reset_for_scenario, running_cluster
 from bench.clusterkit import Api, Proc, WatchThread, liberator, noderecover, write_kubeconfig
 from bench.common import machine, table
+from noderecover.core.agent import settle_time
 
 NODE_MONITOR_GRACE = 40.0
 NODE_MONITOR_PERIOD = 5.0
@@ -79,6 +80,8 @@ GRACE = 30.0  # noderecover's default --grace
 KILL_PHASE = 5.0  # the kill comes this long after a heartbeat (renewals every 10 s)
 TARGET = NODE_MONITOR_GRACE + 15.0  # issue 21: node-monitor-grace + 15 s at default --grace
 
+AGENT_CHECK_INTERVAL = 5.0  # the agent's default --agent-check-interval
+AGENT_SETTLE = settle_time(3 * AGENT_CHECK_INTERVAL) + 10.0  # 70 s
 NAMESPACE = "noderecover"  # POD_NAMESPACE of the bench's noderecover: where the Secret is
 SECRET = "bench-fence"
 BMC_USER, BMC_PASSWORD = "admin", "bench-Bmc-pw-21"
@@ -437,6 +440,11 @@ def run_one(
             proc.wait_ready(90)
         else:
             time.sleep(6)  # its first LIST
+        if sc.agents:
+            # The controller relies on an agent only once it has seen it renew steadily for
+            # 4 Lease windows (3 check intervals each): an agent just started fences nothing
+            # it can count on.
+            time.sleep(AGENT_SETTLE)
         watch = Timeline(api, node, pod["metadata"]["uid"])
         watch.start()
         beats = Heartbeats(api, node)
