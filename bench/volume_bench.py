@@ -496,7 +496,7 @@ def run_one(
                     first = copies.overlaps[0][0] - t_kill
                     res.note += f" TWO COPIES of mysql-0 running at once from +{first:.1f}s"
             with contextlib.suppress(Exception):
-                res.note = proof.after()
+                res.note = proof.after() + res.note
             if tainter is not None and tainter.error:
                 res.note += f" shutdown taint: {tainter.error}"
             if not proc.alive:
