@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Protocol
@@ -52,6 +53,7 @@ import anyio.abc
 from noderecover.base import logs
 from noderecover.base.clock import Clock, Timeline, wait_event
 from noderecover.base.metrics import RECOVERY_DURATION
+from noderecover.controller.agenda import Agenda
 from noderecover.controller.executor import Executor
 from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
@@ -99,6 +101,7 @@ MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
 GONE_RECHECK = 10.0  # a node a step found gone, still in view: looked at again this much later
 REMOVALS_RETRY = 10.0  # the removal history could not be read: read it again this often
 NOT_LEADER_PAUSE = 0.1  # the act-gate is closed while leading: look again this much later
+DRIFT_STEP = 0.5  # seconds: a wall-clock step this large makes the next pass a full one
 
 
 class Gate(Protocol):
@@ -178,6 +181,12 @@ class Controller:
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
+        # Which nodes the next pass decides (issue 24: a pass costs what changed).
+        self._agenda = Agenda()
+        self._last_facts: tuple[object, ...] = ()
+        self._drift = 0.0
+        self._paused: tuple[str, ...] = ()  # policies with a pause (see `_facts`)
+        self.heartbeats.on_change = self._lease_changed
 
     # -- the view and its evidence -----------------------------------------------------
 
@@ -197,7 +206,15 @@ class Controller:
     def _view_changed(self, name: str | None, obs: NodeObs | None) -> None:
         if obs is not None and obs.silent and name not in self.heartbeats.leases:
             self.heartbeats.wake.set()  # read its heartbeat Lease now
+        if name is None:
+            self._agenda.full = True  # a re-list, or the policies changed: every node
+        else:
+            self._agenda.touch(name)
         self._wake.set()
+
+    def _lease_changed(self, name: str) -> None:
+        if name in self.view.watchlist or name in self.records:
+            self._agenda.touch(name)
 
     def lease_renewing(self, name: str) -> bool:
         return self.heartbeats.renewing(name)
@@ -269,6 +286,8 @@ class Controller:
         view.unhealthy_cfg = union
         view.policy_mode = bool(policies)
         view.classify = self._classify if policies else view.flag_classify
+        self._paused = tuple(sorted(n for n, p in policies.items() if p.pause is not None))
+        self._agenda.full = True
         view.reindex()
         self._wake.set()
 
@@ -352,6 +371,8 @@ class Controller:
 
     def _done(self, name: str) -> None:
         self._busy.pop(name, None)
+        self._agenda.touch(name)
+        self.pools.touch_pool(self.view.pool(name) if name in self.nodes else None)
         if not self._busy:
             self._idle.set()
         self._wake.set()
@@ -364,6 +385,7 @@ class Controller:
         try:
             await self.view.watcher.relist()
             self.records = {}
+            self._agenda.full = True
             self.reporter.reset()
             self.pools.removals_known = False
             await self.pools.load_removals()
@@ -411,6 +433,10 @@ class Controller:
 
     def decide_all(self) -> float:
         """One pass that decides (and records) but starts nothing: previews and benchmarks."""
+        return self._pass(None, full=True)
+
+    def decide_changed(self) -> float:
+        """`decide_all` as the leader's loop does it: only what changed (benchmarks, tests)."""
         return self._pass(None)
 
     async def preview(self) -> Snapshot:
@@ -464,14 +490,30 @@ class Controller:
             self._policies_changed()
         await self.policies.read_pause()
 
-    def _pass(self, start: Callable[[Decision], None] | None) -> float:
+    def _pass(self, start: Callable[[Decision], None] | None, full: bool = False) -> float:
+        """One pass. Incremental (issue 24): only the nodes that changed, whose time came or
+        whose pool's gates changed are decided (controller.agenda); `full`, or when a
+        cluster-wide fact changed: every node that can need a decision."""
         now = self.timeline.now()
         self.pools.prune(now)
         view = self.view
+        agenda = self._agenda
         if not self.policies_ready:
             # Which policy governs each node, or what it reads, is not known yet: no decision
             # at all (not even a restore judged without a policy's conditions).
+            agenda.full = True
             return now + MAX_IDLE
+        agenda.due(now)
+        facts = self._facts()
+        if facts != self._last_facts:
+            self._last_facts = facts
+            self.policies.update_metrics()
+            agenda.full = True
+        if self.pools.recount_all:
+            self.pools.recount_all = False
+            agenda.full = True
+        full = full or agenda.full
+        agenda.full = False
         # Only nodes that can need a decision are visited (see NodeView): a pass costs
         # O(unhealthy + remediated), not O(cluster). A node outside --node-selector (or that
         # no single valid policy governs) is visited only while something of ours is on it:
@@ -483,41 +525,45 @@ class Controller:
                 # The view caught up (gone, or another node by that name), or it is time to
                 # look again.
                 del self._gone[n]
+                agenda.touch(n)
+        if full:
+            agenda.take()
+            agenda.reset()
+            dirty = view.watchlist | self.records.keys() | self._busy.keys()
+        else:
+            dirty = agenda.take()
         names = {
             n
-            for n in view.watchlist | self.records.keys() | self._busy.keys()
-            if (n in view.population or n in self.records or view.carries_ours(n))
+            for n in dirty
+            if (n in view.watchlist or n in self.records or n in self._busy)
+            and (n in view.population or n in self.records or view.carries_ours(n))
             and n not in self._gone
+            and n in self.nodes
         }
+        for n in dirty:
+            agenda.place(n, n in names, view.pool(n))
         if self.policies.active:
             # An unhealthy node no policy governs (none, two, an invalid one) is not acted on,
             # not even annotated, but it is never silent: its hold is reported.
-            for n in sorted(view.watchlist - names - self._gone.keys()):
+            for n in sorted((dirty & view.watchlist) - names - self._gone.keys()):
                 if (o := self.nodes.get(n)) is not None and unhealthy(o, self.pools.union):
                     held = self.policy_hold(n) or NO_POLICY
                     d = Decision(Record(uid=o.uid), blocked=held, why=f"held: {held}")
                     self.decisions[n] = d
                     self.reporter.decision(n, o.uid, d)
-        candidates = [self.nodes[n] for n in names if n in self.nodes]
-        # Resume before counting: a new leader's first pass must see the remediations it
-        # inherits, or it could start more than --max-concurrent.
-        for obs in candidates:
-            rec = self.records.get(obs.name)
-            if obs.name not in self._busy and (
-                rec is None
-                or (rec.uid != obs.uid and obs.malformed is None)
-                # Healthy in memory, yet our phase annotations are on the Node (a write whose
-                # reply was lost applied them): the Node is the truth, resume from it, so
-                # what it says is undone (found by the simulation: a Suspect annotation was
-                # left on a healthy node for good).
-                or (
-                    rec.phase is Phase.HEALTHY
-                    and obs.malformed is None
-                    and obs.annotations.get(ANN_PHASE, Phase.HEALTHY.value) != Phase.HEALTHY.value
-                )
-            ):
-                self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
-        limits = self.pools.step(candidates, self.records, self._busy, now)
+        candidates = [self.nodes[n] for n in names]
+        self._resume(candidates, now)
+        if full:
+            limits = self.pools.step(candidates, self.records, self._busy, now)
+        else:
+            self.pools.recount(dirty, candidates, self.records, self._busy, now)
+            limits = self.pools.limits(self.records, self._busy, now)
+            # A pool whose gates changed: its nodes are decided again.
+            more = {n for p in limits.changed for n in agenda.members.get(p, ())} - names
+            if more:
+                extra = [self.nodes[n] for n in more if n in self.nodes]
+                self._resume(extra, now)
+                candidates += extra
         configs = limits.configs
         self.reporter.drift()
         wake_at = min(now + MAX_IDLE, limits.wake_at)
@@ -530,10 +576,12 @@ class Controller:
             since = rec.unhealthy_since if rec is not None else None
             return (since if since is not None else now, o.name)
 
+        decided: set[str] = set()
         for obs in sorted(candidates, key=order):
             name = obs.name
             if name in self._busy:
                 continue
+            decided.add(name)
             rec = self.records[name]
             pool = view.pool(name)
             force = rec.phase is not Phase.SUSPECT
@@ -569,10 +617,13 @@ class Controller:
                 self.records[name] = d.record
             if d.wake_at is not None:
                 wake_at = min(wake_at, d.wake_at)
+            self._timers(name, d, gates, now)
             if d.action is not None and start is not None:
                 limits.started(pool, d.action.kind)
                 start(d)
-        for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
+        for name in [n for n in dirty if n in self.records and n not in self.nodes]:
+            if name in self._busy:
+                continue
             rec = self.records.pop(name)
             if rec.phase is Phase.REMOVING and not rec.tainted:
                 # Gone while we were removing it (a DELETE whose answer was lost, or someone
@@ -580,16 +631,79 @@ class Controller:
                 # against every pool's budget, like the removals read from Events.
                 self.pools.count_removal(name, rec, now, ())
             self.reporter.forgotten(name, rec)
-        self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
-        self.policies.update_metrics()
-        self.pools.report(limits.census, self.records, self.reporter.blocked)
-        return wake_at
+        # What the pass changed (records, actions started) is counted now; a pool whose
+        # counts moved is looked at again at once.
+        if decided:
+            self.pools.recount(
+                decided, [self.nodes[n] for n in decided], self.records, self._busy, now
+            )
+            if self.pools.pending():
+                wake_at = now
+        for name, until in self.pools.take_expiring():
+            agenda.at(name, until)  # its share of the counts changes by itself then
+        self.reporter.phases(self.pools.phases, len(self.nodes))
+        changed = full or bool(dirty) or bool(limits.changed)
+        self.pools.report(limits.census, self.records, self.reporter.blocked, changed)
+        return min(wake_at, agenda.next_at())
+
+    def _resume(self, candidates: list[NodeObs], now: float) -> None:
+        # Resume before counting: a new leader's first pass must see the remediations it
+        # inherits, or it could start more than --max-concurrent.
+        for obs in candidates:
+            rec = self.records.get(obs.name)
+            if obs.name not in self._busy and (
+                rec is None
+                or (rec.uid != obs.uid and obs.malformed is None)
+                # Healthy in memory, yet our phase annotations are on the Node (a write whose
+                # reply was lost applied them): the Node is the truth, resume from it, so
+                # what it says is undone (found by the simulation: a Suspect annotation was
+                # left on a healthy node for good).
+                or (
+                    rec.phase is Phase.HEALTHY
+                    and obs.malformed is None
+                    and obs.annotations.get(ANN_PHASE, Phase.HEALTHY.value) != Phase.HEALTHY.value
+                )
+            ):
+                self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
+
+    def _timers(self, name: str, d: Decision, gates: Gates, now: float) -> None:
+        """Every time the decision of `name` depends on: a timer (controller.agenda)."""
+        times = [
+            d.wake_at,
+            gates.lease_stale_at,
+            self.heartbeats.stale_at(name, force=False),
+            gates.startup_until,
+        ]
+        soonest = min((t for t in times if t is not None and t > now), default=None)
+        if d.wake_at is not None and d.wake_at <= now:
+            soonest = d.wake_at
+        if soonest is not None and soonest != math.inf:
+            self._agenda.at(name, soonest)
+
+    def _facts(self) -> tuple[object, ...]:
+        """The cluster-wide facts every decision reads: when one changes, the next pass
+        decides every node (a full pass)."""
+        policies = self.policies
+        drift = self.timeline.drift()
+        if abs(drift - self._drift) > DRIFT_STEP:
+            self._drift = drift  # a wall-clock step: a start-up allowance, a pause moved
+        return (
+            self.fresh(),
+            policies.known,
+            self.view.keys_current,
+            policies.active,
+            policies.pause_hold(None),
+            tuple(policies.pause_hold(p) for p in self._paused),
+            self.heartbeats.history_fresh(),
+            self._drift,
+        )
 
     def _start(self, tg: anyio.abc.TaskGroup, d: Decision) -> None:
         action = d.action
         assert action is not None
         name = action.node
         self._busy[name] = action.kind
+        self.pools.touch_pool(self.view.pool(name))
         logs.decision(log, name, d.record.phase.value, action.kind.value, d.why)
         rec = d.record
         if action.persist is not None:

@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from noderecover.base import logs
@@ -79,6 +79,7 @@ class Reporter:
         self._held_since: dict[str, float] = {}  # node -> when its hold's Event was last sent
         self._executor_held: set[str] = set()  # `blocked` entries the executor reported
         self._drift_logged = 0.0
+        self._phases_set: tuple[int, ...] = ()
 
     def reset(self) -> None:
         """A new term as leader: nothing reported yet."""
@@ -175,13 +176,15 @@ class Reporter:
             PHASE_DURATION.labels(rec.phase.value).observe(max(0.0, now - rec.phase_since))
         log.info("node %s is gone (last phase %s)", name, rec.phase.value)
 
-    @staticmethod
-    def phases(records: dict[str, Record], nodes: int, in_view: set[str]) -> None:
-        counts = dict.fromkeys(Phase, 0)
-        for name, rec in records.items():
-            if name in in_view:
-                counts[rec.phase] += 1
+    def phases(self, records: Mapping[Phase, int], nodes: int) -> None:
+        """noderecover_nodes{phase}: `records` counts the records of nodes in view per phase
+        (kept by the census, controller.pools), the other nodes are Healthy."""
+        counts = {phase: records.get(phase, 0) for phase in Phase}
         counts[Phase.HEALTHY] += nodes - sum(counts.values())
+        key = tuple(counts.values())
+        if key == self._phases_set:
+            return
+        self._phases_set = key
         for phase, n in counts.items():
             NODES.labels(phase.value).set(n)
 

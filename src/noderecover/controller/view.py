@@ -73,6 +73,8 @@ class NodeView:
         self.watchlist: set[str] = set()
         self.young_ready: set[str] = set()
         self.alive_at: dict[str, float] = {}
+        # Pools whose member count changed since the controller last looked (it takes them).
+        self.resized: set[str] = set()
         self.watcher: Watcher[NodeObs] = Watcher(
             kube,
             clock,
@@ -146,6 +148,7 @@ class NodeView:
         return self.pools.get(pool, set()) if self.policy_mode else self.population
 
     def _index(self, name: str, obs: NodeObs | None) -> None:
+        before = self.pool(name)
         if self.policy_mode:
             old = self.pool_of.pop(name, None)
             if old is not None and old in self.pools:
@@ -161,6 +164,9 @@ class NodeView:
             self.population.discard(name)
         if self.policy_mode and gov is not None and gov.held in (POLICY_CONFLICT, POLICY_INVALID):
             self.held[name] = gov
+        after = self.pool(name)
+        if before != after:
+            self.resized.update(p for p in (before, after) if p is not None)
         ready = obs.ready if obs is not None else None
         if obs is None:
             self.alive_at.pop(name, None)
