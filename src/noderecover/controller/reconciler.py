@@ -87,6 +87,7 @@ from noderecover.core.policies import (
     POLICY_CONFLICT,
     POLICY_INVALID,
     Governance,
+    PolicyIndex,
     govern,
 )
 from noderecover.core.reasons import Blocked
@@ -186,6 +187,7 @@ class Controller:
         self._last_facts: tuple[object, ...] = ()
         self._drift = 0.0
         self._paused: tuple[str, ...] = ()  # policies with a pause (see `_facts`)
+        self._policy_index: PolicyIndex | None = None  # the policies, by their selectors
         self.heartbeats.on_change = self._lease_changed
 
     # -- the view and its evidence -----------------------------------------------------
@@ -272,8 +274,15 @@ class Controller:
     def _policies_changed(self) -> None:
         """The policies or the cluster pause changed: what each node is judged by, again."""
         policies = self.policies.policies
+        before = (self.view.policy_mode, self.pools.union.unhealthy_conditions)
         self.pools.configure()
         union = self.pools.union
+        index = PolicyIndex(policies)
+        # Which policies' nodes to classify again: all when the mode or the conditions that
+        # put a node on the watchlist changed, else those of the policies that changed.
+        same = before == (bool(policies), union.unhealthy_conditions)
+        changed = index.changed_since(self._policy_index) if same else None
+        self._policy_index = index
         view = self.view
         keys = (union.relevant_labels, union.kept_conditions)
         if keys != (view.keep_labels, view.keep_conditions):
@@ -288,13 +297,19 @@ class Controller:
         view.classify = self._classify if policies else view.flag_classify
         self._paused = tuple(sorted(n for n, p in policies.items() if p.pause is not None))
         self._agenda.full = True
-        view.reindex()
+        if changed is None or not view.keys_current:
+            view.reindex()
+        else:
+            view.reindex(changed, index.selecting(changed))
         self._wake.set()
 
     def _classify(self, obs: NodeObs) -> Governance:
         if obs.malformed is not None:
             return Governance(None)  # counted in every pool by the census instead
-        return govern(self.policies.policies, obs.labels)
+        index = self._policy_index  # built by `_policies_changed`, before any reindex
+        if index is None:
+            return govern(self.policies.policies, obs.labels)
+        return index.govern(obs.labels)
 
     def _explain(self, node: str, reason: str) -> str | None:
         """What a policy hold's Event says besides its reason."""

@@ -35,6 +35,7 @@ from noderecover.core.machine import EXCLUDED_SELECTOR, unhealthy
 from noderecover.core.nodes import OUR_ANNOTATIONS, NodeObs, parse_node
 from noderecover.core.policies import POLICY_CONFLICT, POLICY_INVALID, Governance
 from noderecover.core.safety import in_population
+from noderecover.core.selectors import SelectorIndex
 from noderecover.core.settings import Config
 from noderecover.kube.client import KubeClient
 from noderecover.kube.watching import Watcher
@@ -116,8 +117,28 @@ class NodeView:
         self.parsed_keys = (self.keep_labels, self.keep_conditions)
         self.reindex()
 
-    def reindex(self) -> None:
-        """Index every node again (the policies or what they read changed)."""
+    def reindex(
+        self, policies: set[str] | None = None, selects: SelectorIndex | None = None
+    ) -> None:
+        """Index every node again (the policies or what they read changed); with `policies`
+        (and `selects`, the index of their selectors now), only the nodes they may govern:
+        those they governed or refused, and those their selectors select now. The others'
+        classification cannot have changed."""
+        if policies is not None:
+            names: set[str] = set()
+            for p in policies:
+                names |= self.pools.get(p, set())
+            names |= {n for n, gov in self.held.items() if policies.intersection(gov.matched)}
+            if selects is not None:
+                names |= {
+                    n
+                    for n, o in self.nodes.items()
+                    if o.malformed is None and selects.matching(o.labels)
+                }
+            for name in names:
+                self._index(name, self.nodes.get(name))
+            self._changed(None, None)
+            return
         self.population = set()
         self.watchlist = set()
         self.pool_of = {}
