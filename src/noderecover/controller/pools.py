@@ -93,20 +93,31 @@ class PassLimits:
     """The pools' limits as one pass sees them: counted at its start (`Pools.step`), then
     each cordon the pass starts is added (`started`), so one pass cannot overrun them."""
 
-    configs: dict[str, Config]  # pool -> its settings
-    census: dict[str, Census]
-    in_flight: dict[str, int]  # pool -> remediations holding a slot
-    removals_last_hour: dict[str, int]  # pool -> removals counted in the last hour
+    configs: Mapping[str, Config]  # pool -> its settings
+    census: Mapping[str, Census]  # pool -> its census (the pass reads it, never writes)
+    removals_last_hour: Mapping[str, int]  # pool -> removals counted in the last hour
     wake_at: float  # the earliest a count or breaker changes by itself (inf: none)
     # Pools whose gates (breaker, slots, removals) changed since the last pass: their nodes
     # are decided again (an incremental pass; a full pass decides every node anyway).
     changed: set[str] = dataclasses.field(default_factory=set)
+    # Cordons this pass started, per pool (on top of the census's in-flight count).
+    cordons: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def slots(self, pool: str) -> int:
+        """Remediations holding a slot of `pool`, with the cordons this pass started."""
+        c = self.census.get(pool)
+        return (c.in_flight if c is not None else 0) + self.cordons.get(pool, 0)
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Pool -> remediations holding a slot (`slots` of every pool)."""
+        return {p: self.slots(p) for p in self.census.keys() | self.cordons.keys()}
 
     def started(self, pool: str | None, kind: Kind) -> None:
         """The pass started an action of `kind` on a node of `pool` (a removal started is
         counted by `Pools.removals_started`, from the actions in progress)."""
         if kind is Kind.CORDON and pool is not None:
-            self.in_flight[pool] = self.in_flight.get(pool, 0) + 1
+            self.cordons[pool] = self.cordons.get(pool, 0) + 1
 
 
 class Pools:
@@ -151,6 +162,7 @@ class Pools:
         self._stated_at = -math.inf
         # The census, kept as nodes change (see Share): node -> its share, and their sums.
         self._configs: dict[str, Config] = {"": cfg}
+        self._flags: dict[str, Config] = {"": cfg}
         self._shares: dict[str, Share] = {}
         self._bad: Counter[str] = Counter()
         self._in_flight: Counter[str] = Counter()
@@ -160,6 +172,7 @@ class Pools:
         self._cluster_bad = 0
         self._cluster_twice = 0
         self.phases: Counter[Phase] = Counter()  # records of nodes in view, per phase
+        self.phases_version = 0  # moves with `phases`
         self.census: dict[str, Census] = {}  # pool -> its census as of the last pass
         self.removals_hour: dict[str, int] = {}  # pool -> removals counted in the last hour
         self._gates: dict[str, tuple[object, ...]] = {}  # pool -> its gates, last pass
@@ -222,7 +235,7 @@ class Pools:
     def pool_configs(self) -> Mapping[str, Config]:
         """`configs()` without the copy (kept by `configure`)."""
         if not self._policies.active:
-            return {"": self.cfg}
+            return self._flags
         return self._configs
 
     # -- the gates the write path asks (Controller.hold) ---------------------------------
@@ -341,7 +354,7 @@ class Pools:
         rec = records[name]
         # Its own slot (counted in the census): not "another" remediation.
         own = 1 if rec.phase in IN_FLIGHT or self.marked_cordoned(name) else 0
-        in_flight = limits.in_flight.get(pool, 0) - own
+        in_flight = limits.slots(pool) - own
         removals = (
             limits.removals_last_hour.get(pool, 0)
             - self._mine(name, pool, records, now)  # its own, counted from its intent
@@ -510,6 +523,7 @@ class Pools:
         self._every_bad = self._every_in_flight = 0
         self._cluster_bad = self._cluster_twice = 0
         self.phases = Counter()
+        self.phases_version += 1
         names = {obs.name for obs in candidates}
         pools = self.pool_configs()
         shares = self._census(candidates, records, busy, now, pools)
@@ -591,6 +605,7 @@ class Pools:
                 self._cluster_dirty = True
             if share.phase is not None:
                 self.phases[share.phase] += sign
+                self.phases_version += 1
 
     def take_expiring(self) -> list[tuple[str, float]]:
         """The nodes whose share changes by itself, and when (for the pass's timers)."""
@@ -708,10 +723,9 @@ class Pools:
         if targets:
             UNHEALTHY.set(self._unhealthy_sum)
         return PassLimits(
-            configs=dict(pools),
+            configs=pools,
             census=self.census,
-            in_flight={p: c.in_flight for p, c in self.census.items()},
-            removals_last_hour=dict(self.removals_hour),
+            removals_last_hour=self.removals_hour,
             wake_at=self.due(now),
             changed=changed,
         )

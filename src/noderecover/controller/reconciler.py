@@ -656,7 +656,7 @@ class Controller:
                 wake_at = now
         for name, until in self.pools.take_expiring():
             agenda.at(name, until)  # its share of the counts changes by itself then
-        self.reporter.phases(self.pools.phases, len(self.nodes))
+        self.reporter.phases(self.pools.phases, len(self.nodes), self.pools.phases_version)
         changed = full or bool(dirty) or bool(limits.changed)
         self.pools.report(limits.census, self.records, self.reporter.blocked, changed)
         return min(wake_at, agenda.next_at())
