@@ -182,6 +182,7 @@ class Pools:
         self._cluster_size = -1
         self._due: dict[str | None, float] = {}  # pool (None: cluster) -> when it changes
         self._prune_at = -math.inf
+        self._next_due = -math.inf  # `due()` as of the last `limits`
         self._unhealthy_sum = 0
         self._expiring: dict[str, float] = {}  # node -> when its share changes by itself
         # Set when every node's share may have changed (the removal history was read):
@@ -643,6 +644,16 @@ class Pools:
         cfg = self.cfg
         view = self._view
         pools = self.pool_configs()
+        if (
+            not self._all_dirty
+            and not self._dirty
+            and not self._cluster_dirty
+            and not view.resized
+            and self._cluster_size == len(view.nodes)
+            and self._next_due > now
+        ):
+            # Nothing changed and nothing is due: the limits of the last pass (an idle pass).
+            return PassLimits(pools, self.census, self.removals_hour, self._next_due)
         due = {k for k, t in self._due.items() if t <= now}
         for key in due:
             del self._due[key]
@@ -722,11 +733,12 @@ class Pools:
             BREAKER_OPEN.set(1 if opened else 0)
         if targets:
             UNHEALTHY.set(self._unhealthy_sum)
+        self._next_due = self.due(now)
         return PassLimits(
             configs=pools,
             census=self.census,
             removals_last_hour=self.removals_hour,
-            wake_at=self.due(now),
+            wake_at=self._next_due,
             changed=changed,
         )
 

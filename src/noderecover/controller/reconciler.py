@@ -557,7 +557,7 @@ class Controller:
         }
         for n in dirty:
             agenda.place(n, n in names, view.pool(n))
-        if self.policies.active:
+        if self.policies.active and dirty:
             # An unhealthy node no policy governs (none, two, an invalid one) is not acted on,
             # not even annotated, but it is never silent: its hold is reported.
             for n in sorted((dirty & view.watchlist) - names - self._gone.keys()):
@@ -571,7 +571,8 @@ class Controller:
         if full:
             limits = self.pools.step(candidates, self.records, self._busy, now)
         else:
-            self.pools.recount(dirty, candidates, self.records, self._busy, now)
+            if dirty:
+                self.pools.recount(dirty, candidates, self.records, self._busy, now)
             limits = self.pools.limits(self.records, self._busy, now)
             # A pool whose gates changed: its nodes are decided again.
             more = {n for p in limits.changed for n in agenda.members.get(p, ())} - names
