@@ -16,6 +16,7 @@ from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Kind, Phase, Record
 from noderecover.core.nodes import ANN_CORDONED, ANN_PHASE
 from noderecover.core.policies import parse_policy
+from noderecover.core.reasons import Blocked
 from tests.builders import T0, obs
 from tests.conftest import make_config
 
@@ -164,3 +165,41 @@ def test_the_kept_census_equals_a_full_recount(steps: list[tuple[Any, ...]]) -> 
         assert kept_pools == pools, s
         assert kept_cluster == cluster, s
         assert +c.pools.phases == +phases, s
+
+
+class Events:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def record(self, node: str, uid: str, reason: str, message: str, *a: Any, **kw: Any) -> None:
+        self.sent.append((node, reason))
+
+
+def test_a_lasting_hold_is_decided_again_and_its_event_sent_again() -> None:
+    """A node the incremental pass does not decide again for any change still has its hold's
+    Event sent again every HOLD_EVENT_AGAIN (a timer), as when every pass decided it."""
+    clk = FakeClock(start_wall=T0)
+    events = Events()
+    c = Controller(NoApi(), clk, make_config(), events=events)  # type: ignore[arg-type]
+    sick = {
+        f"n{i}": obs(c.cfg, name=f"n{i}", ready="Unknown" if i < 3 else "True") for i in range(4)
+    }
+    c.view.resync(list(sick.items()))
+    c.node_watcher.synced = True
+    c.node_watcher.last_progress = clk.monotonic()
+    c.policies.absent = True
+    c._policies_changed()
+    since = c.timeline.now() - 600
+    c.records["n0"] = Record(
+        uid="uid-n0", phase=Phase.SUSPECT, phase_since=since, unhealthy_since=since
+    )
+    c.decide_all()  # 3 of 4 unhealthy: the breaker holds the cordon
+    assert c.decisions["n0"].blocked == Blocked.CIRCUIT_BREAKER
+    held = [e for e in events.sent if e == ("n0", "NodeRecoverBlocked")]
+    assert len(held) == 1
+    for _ in range(3):
+        clk.advance(30.0)
+        c.node_watcher.last_progress = clk.monotonic()
+        c.decide_changed()
+    held = [e for e in events.sent if e == ("n0", "NodeRecoverBlocked")]
+    assert len(held) == 2

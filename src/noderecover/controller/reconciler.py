@@ -58,7 +58,7 @@ from noderecover.controller.executor import Executor
 from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
 from noderecover.controller.pools import Pools
-from noderecover.controller.reporting import EventSink, Reporter
+from noderecover.controller.reporting import HOLD_EVENT_AGAIN, EventSink, Reporter
 from noderecover.controller.snapshot import Snapshot, take
 from noderecover.controller.view import NodeView
 from noderecover.controller.writes import Step
@@ -566,6 +566,7 @@ class Controller:
                     d = Decision(Record(uid=o.uid), blocked=held, why=f"held: {held}")
                     self.decisions[n] = d
                     self.reporter.decision(n, o.uid, d)
+                    agenda.at(n, now + HOLD_EVENT_AGAIN)  # its Event again if it lasts
         candidates = [self.nodes[n] for n in names]
         self._resume(candidates, now)
         if full:
@@ -693,6 +694,10 @@ class Controller:
         soonest = min((t for t in times if t is not None and t > now), default=None)
         if d.wake_at is not None and d.wake_at <= now:
             soonest = d.wake_at
+        if d.blocked is not None:
+            # A hold that lasts has its Event sent again (controller.reporting).
+            later = now + HOLD_EVENT_AGAIN
+            soonest = later if soonest is None else min(soonest, later)
         if soonest is not None and soonest != math.inf:
             self._agenda.at(name, soonest)
 
