@@ -15,6 +15,10 @@ Invariants:
   resumes every record it visits before it counts remediations in flight, so a new leader's
   first pass sees the remediation it inherits (--max-concurrent holds).
 - A removed node still in view counts once (as a removal) for the breaker, not twice.
+- A pass decides only the nodes that changed, whose time came or whose pool's gates moved
+  (controller.agenda: a dirty set and a timer heap; issue 24); the first pass of a term, after
+  a re-list or a policy change, or once a cluster-wide fact changed, decides every node. The
+  gates at the write are asked as before.
 - Time: records, timers and annotations use the Timeline (monotonic, on the wall scale): a
   wall-clock step cannot shorten a grace. Heartbeat Lease ages use the monotonic clock.
   Times other parties wrote (a pause's end, Event times, creationTimestamp) are compared
