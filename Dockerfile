@@ -34,9 +34,14 @@ LABEL org.opencontainers.image.title="noderecover" \
       org.opencontainers.image.source="https://github.com/noderecover/noderecover" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# fence-agents: the Debian package of the fence_* programs that --fence-command runs (fence
-# providers). Added by the fence providers' change; the line it goes on:
-# RUN apt-get update && apt-get install -y --no-install-recommends fence-agents && rm -rf /var/lib/apt/lists/*
+# What the built-in fence providers need besides the venv's sushy (redfish) and boto3 (aws):
+# the ClusterLabs fence agents that `--fence-provider fence-agent` runs from /usr/sbin
+# (fence_ipmilan, fence_redfish, fence_aws, ...: Debian's fence-agents), and ipmitool, which
+# fence_ipmilan calls and which that package does not pull. Without its recommends (telnet,
+# ssh, snmp, sg3-utils: agents of old switches and SCSI reservations).
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fence-agents ipmitool \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY --from=build /opt/noderecover /opt/noderecover
 ENV PATH=/opt/noderecover/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532

@@ -480,18 +480,26 @@ def noderecover(
     logdir: Path,
     *flags: str,
     identity: str | None = None,
+    namespace: str | None = None,
 ) -> Proc:
+    """`namespace`: its POD_NAMESPACE (where it reads the fence Secret; unset: kube-system)."""
     port = free_port()
-    p = spawn(
-        name, replica_argv(kubeconfig, port, *flags), logdir, env={"POD_NAME": identity or name}
-    )
+    env = {"POD_NAME": identity or name}
+    if namespace:
+        env["POD_NAMESPACE"] = namespace
+    p = spawn(name, replica_argv(kubeconfig, port, *flags), logdir, env=env)
     p.http_port = port
     return p
 
 
-def liberator(name: str, kubeconfig: Path, logdir: Path, *flags: str) -> Proc:
+def liberator(
+    name: str, kubeconfig: Path, logdir: Path, *flags: str, python: str | None = None
+) -> Proc:
+    """The script, run by `python` (default: $LIBERATOR_PYTHON, else this interpreter). It
+    needs the sync kubernetes client, which cannot share a venv with the fence providers'
+    boto3 (docs/benchmarks.md, Setup)."""
     argv = [
-        sys.executable,
+        python or os.environ.get("LIBERATOR_PYTHON") or sys.executable,
         "-u",
         str(ROOT / "bench" / "baseline_liberator.py"),
         "--kubeconfig",

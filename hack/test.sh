@@ -6,10 +6,12 @@
 # On a fresh machine the pinned binaries (control plane, helm, promtool, actionlint) are built
 # from the Go module proxy into the cache (~10-15 min on 2 cores). That build starts first, in
 # the background, and the install, the linters and the unit suite run meanwhile; the tests that
-# need the binaries (e2e, marked `tools`) run once it is done. The image (the Dockerfile built
+# need the binaries (e2e, marked `tools`: helm, promtool, and mkdocs build --strict of the docs)
+# run once it is done. The image (the Dockerfile built
 # by buildah on a Debian base made by mmdebstrap, both installed with apt-get when missing)
 # builds beside it, in the background too (~2.5 min, mostly downloads). With the cache warm
-# each build step takes a fraction of a second.
+# each build step takes a fraction of a second. The e2e part runs on two pytest-xdist workers
+# (each starts its own control plane; whole files, the slowest first: tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -120,8 +122,9 @@ else
   pytest -ra --durations=10 -m "not e2e and not tools"
   rc1=$?
   wait_build
-  echo "== pytest, part 2: end-to-end on the real control plane, and the helm / promtool tests"
-  pytest -ra --durations=15 -m "e2e or tools"
+  echo "== pytest, part 2: end-to-end on the real control plane, and the helm / promtool tests" \
+    "(two workers, each with its own control plane; whole files per worker, longest first)"
+  pytest -ra --durations=15 -m "e2e or tools" -n "${E2E_WORKERS:-2}" --dist loadfile --no-loadscope-reorder
   rc2=$?
   echo "== pytest exit codes: unit $rc1, e2e/tools $rc2"
   rc=$(( rc1 != 0 ? rc1 : rc2 ))

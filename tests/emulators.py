@@ -1,28 +1,56 @@
 """Real emulators for the fence providers' tests, each started on 127.0.0.1 with a free port
-and stopped by the test: sushy-tools' Redfish emulator (fake systems driver), moto's server
-(EC2), and a BMC on pyghmi's server side (tests/ipmi_bmc.py). No wire protocol is faked here.
+and stopped by the test: sushy-tools' Redfish emulator (fake systems driver; in the testkit,
+which `noderecover demo` uses too), moto's server (EC2), and a BMC on pyghmi's server side
+(tests/ipmi_bmc.py). No wire protocol is faked here.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import os
+import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-import bcrypt
+from noderecover_testkit.emulators import (
+    BIN,
+    Redfish,
+    RedfishSystem,
+    self_signed,
+    sushy_emulator,
+    wait_http,
+)
+from noderecover_testkit.emulators import process as _any_process
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+
+__all__ = [
+    "BIN",
+    "Ec2",
+    "IpmiBmc",
+    "PowerReader",
+    "PowerWire",
+    "Redfish",
+    "RedfishSystem",
+    "ec2_power",
+    "fence_agents_installed",
+    "free_port",
+    "ipmi_bmc",
+    "ipmi_power",
+    "moto_server",
+    "redfish_power",
+    "self_signed",
+    "sushy_emulator",
+]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -32,168 +60,32 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def _wait_http(
-    url: str, proc: subprocess.Popen[bytes], log: Path, within: float = 30.0, port: int = 0
-) -> None:
-    """Until `url` answers (or, with no url, `port` accepts a connection)."""
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the emulator exited: {log.read_text()[-2000:]}")
-        try:
-            if not url:
-                with socket.create_connection(("127.0.0.1", port), timeout=2):
-                    return
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url}: no answer within {within:g}s: {log.read_text()[-2000:]}")
-
-
 @contextlib.contextmanager
 def _process(
-    argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+    argv: list[str], log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-        )
-    try:
+    """``argv`` run from the checkout (``-m tests.ipmi_bmc``)."""
+    with _any_process(argv, log, env, cwd=ROOT) as proc:
         yield proc
-    finally:
-        _stop(proc)
-
-
-@dataclass(frozen=True)
-class RedfishSystem:
-    uuid: str
-    name: str
-    power: str = "On"
-
-
-@dataclass(frozen=True)
-class Redfish:
-    url: str
-    user: str
-    password: str
-    log: Path
-
-    def system_path(self, uuid: str) -> str:
-        return f"/redfish/v1/Systems/{uuid}"
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (cert, key)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "bmc.crt", tmp / "bmc.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
-@contextlib.contextmanager
-def sushy_emulator(
-    tmp: Path,
-    systems: Sequence[RedfishSystem],
-    user: str = "admin",
-    password: str = "pw",
-    *,
-    tls: bool = False,
-    extra: str = "",
-) -> Iterator[Redfish]:
-    """sushy-tools' emulator with its fake driver and Basic auth (bcrypt htpasswd), its
-    state in `tmp` (the driver keeps a uuid's old state across runs otherwise). `tls`: HTTPS
-    with a self-signed certificate (fence_redfish speaks HTTPS only)."""
-    port = free_port()
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    (tmp / "htpasswd").write_text(f"{user}:{hashed}\n")
-    fake = [
-        {
-            "uuid": s.uuid,
-            "name": s.name,
-            "power_state": s.power,
-            "nics": [],
-            "external_notifier": False,
-        }
-        for s in systems
-    ]
-    conf = tmp / "emulator.conf"
-    conf.write_text(
-        f"SUSHY_EMULATOR_FAKE_DRIVER = True\n"
-        f"SUSHY_EMULATOR_FAKE_SYSTEMS = {fake!r}\n"
-        f"SUSHY_EMULATOR_AUTH_FILE = {str(tmp / 'htpasswd')!r}\n"
-        f"SUSHY_EMULATOR_STATE_DIR = {str(tmp / 'state')!r}\n"
-    )
-    scheme = "http"
-    if extra:
-        with conf.open("a") as f:
-            f.write(extra)
-    if tls:
-        cert, key = self_signed(tmp)
-        scheme = "https"
-        with conf.open("a") as f:
-            f.write(
-                f"SUSHY_EMULATOR_SSL_CERT = {str(cert)!r}\nSUSHY_EMULATOR_SSL_KEY = {str(key)!r}\n"
-            )
-    log = tmp / "sushy.log"
-    argv = [str(BIN / "sushy-emulator"), "--config", str(conf), "-i", "127.0.0.1", "-p", str(port)]
-    with _process(argv, log) as proc:
-        url = f"{scheme}://127.0.0.1:{port}"
-        _wait_http(f"http://127.0.0.1:{port}/redfish/v1/" if not tls else "", proc, log, port=port)
-        yield Redfish(url, user, password, log)
 
 
 @dataclass(frozen=True)
 class Ec2:
     url: str
     region: str = "us-east-1"
+
+    def client(self) -> Any:
+        """A boto3 EC2 client of the test's own (moto takes any keys; never the keys a test
+        gives noderecover, so a key seen in a log is noderecover's)."""
+        import boto3
+
+        return boto3.client(
+            "ec2",
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
 
 
 @contextlib.contextmanager
@@ -203,7 +95,7 @@ def moto_server(tmp: Path) -> Iterator[Ec2]:
     log = tmp / "moto.log"
     with _process([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log) as proc:
         url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{url}/moto-api/", proc, log)
+        wait_http(f"{url}/moto-api/", proc, log)
         yield Ec2(url)
 
 
@@ -246,3 +138,146 @@ def fence_agents_installed() -> bool:
     return all(shutil.which(a, path="/usr/sbin") for a in ("fence_ipmilan", "fence_redfish")) and (
         shutil.which("ipmitool") is not None
     )
+
+
+# -- the emulators wired to the test control plane -------------------------------------------
+
+PowerReader = Callable[[], str]  # the machine's power as its emulator says it: "on" | "off"
+
+
+def redfish_power(url: str, uuid: str, user: str, password: str) -> PowerReader:
+    """A system's PowerState by a raw GET to the Redfish emulator (its fake driver applies a
+    pending power change on a read, so polling is what makes it happen)."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the emulator's self-signed certificate (tls=True)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def read() -> str:
+        req = urllib.request.Request(f"{url}/redfish/v1/Systems/{uuid}")
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as reply:
+            return str(json.load(reply)["PowerState"]).lower()
+
+    return read
+
+
+def ec2_power(server: Ec2, instance: str) -> PowerReader:
+    """An instance's state from moto's EC2 server: off once `stopped` (or gone: terminated)."""
+    ec2 = server.client()
+
+    def read() -> str:
+        reply = ec2.describe_instances(InstanceIds=[instance])
+        state = reply["Reservations"][0]["Instances"][0]["State"]["Name"]
+        return "off" if state in ("stopped", "terminated") else "on"
+
+    return read
+
+
+def ipmi_power(bmc: IpmiBmc) -> PowerReader:
+    """The pyghmi BMC's machine side (what its process holds, written at every change)."""
+    return lambda: bmc.power
+
+
+class Machines(Protocol):
+    """What the wire drives: the test control plane's kwok nodes (TestCluster)."""
+
+    def kill_node(self, name: str) -> None: ...
+    def revive_node(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None: ...
+    def node_alive(self, name: str) -> bool: ...
+
+
+class PowerWire:
+    """Each wired machine's power, read from its emulator every `period` seconds in a thread,
+    drives its node's kwok: a machine seen Off stops that node's heartbeats (`kill_node`:
+    its Lease is no longer renewed, its pods no longer served); seen On again after that,
+    they start again (`revive_node`, not waited for). So a test can tell a real power-off
+    (the heartbeats stop, `off_at` says when) from a provider that says done and powered
+    nothing off (no Off is ever read here).
+
+        with PowerWire(cluster) as wire:
+            wire.wire("node-1", redfish_power(bmc.url, uuid, "admin", pw))
+
+    `changes`: every change seen, (wall time, node, "on"|"off"); `errors`: reads that
+    failed (the emulator down); a node already dead is not killed again."""
+
+    def __init__(
+        self,
+        machines: Machines,
+        period: float = 0.2,
+        *,
+        on_off: Callable[[str], None] | None = None,
+        on_on: Callable[[str], None] | None = None,
+    ) -> None:
+        self.period = period
+        self._machines = machines
+        self._on_off = on_off or self._kill
+        self._on_on = on_on or self._revive
+        self._readers: dict[str, PowerReader] = {}
+        self._power: dict[str, str] = {}
+        self.changes: list[tuple[float, str, str]] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._polling = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="power-wire", daemon=True)
+
+    def _kill(self, node: str) -> None:
+        if self._machines.node_alive(node):
+            self._machines.kill_node(node)
+
+    def _revive(self, node: str) -> None:
+        if not self._machines.node_alive(node):
+            self._machines.revive_node(node, wait=False)
+
+    def wire(self, node: str, read: PowerReader) -> None:
+        """From now on `node` lives and dies with the machine `read` reports (read once here:
+        a machine already off stops its node's heartbeats at once)."""
+        with self._lock:
+            self._readers[node] = read
+        self._poll_one(node, read)
+
+    def power(self, node: str) -> str | None:
+        return self._power.get(node)
+
+    def off_at(self, node: str) -> float | None:
+        """When the machine was first seen Off (wall time), None: never."""
+        return next((t for t, n, p in self.changes if n == node and p == "off"), None)
+
+    def _poll_one(self, node: str, read: PowerReader) -> None:
+        with self._polling:  # one poll at a time: a change is acted on once
+            self._poll_locked(node, read)
+
+    def _poll_locked(self, node: str, read: PowerReader) -> None:
+        try:
+            power = read()
+        except Exception as exc:  # the emulator down or slow: say so, keep polling
+            self.errors.append(f"{node}: {type(exc).__name__}: {exc}")
+            return
+        if power not in ("on", "off") or power == self._power.get(node):
+            return
+        before = self._power.get(node)
+        self._power[node] = power
+        self.changes.append((time.time(), node, power))
+        if power == "off":
+            self._on_off(node)
+        elif before == "off":
+            self._on_on(node)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                readers = list(self._readers.items())
+            for node, read in readers:
+                self._poll_one(node, read)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> PowerWire:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -58,6 +58,9 @@ def template(tmp_path: Path, values: dict[str, Any]) -> Any:
         ({"flags": {"dry-run": "yes"}}, "/flags/dry-run"),
         ({"replicaCount": "two"}, "/replicaCount"),
         ({"prometheusRule": {"runbookBaseURL": "docs/runbooks.md"}}, "/prometheusRule"),
+        ({"fencing": {"config": {"agnet": "fence_ipmilan"}}}, "/fencing/config"),
+        ({"fencing": {"config": {"provider": "ipmi"}}}, "/fencing/config/provider"),
+        ({"fencing": {"config": {"aws": {"regoin": "x"}}}}, "/fencing/config/aws"),
     ],
 )
 def test_a_bad_value_fails_at_helm_template_and_lint(
@@ -140,3 +143,51 @@ def test_fence_tooling_can_be_mounted(tmp_path: Path) -> None:
     (c,) = pod["containers"]
     assert c["volumeMounts"] == values["extraVolumeMounts"]
     assert "--fence-command=/opt/fence/off.sh" in c["args"]
+
+
+def test_the_default_providers_settings_are_mounted_as_its_fence_config(tmp_path: Path) -> None:
+    """fencing.config (spec.fence's shape, the CRD's schema) becomes a ConfigMap mounted
+    read-only and given as --fence-config; noderecover parses what it holds; the Secrets of
+    flags.fence-secret and config.secretName join the RBAC's; a change rolls the pods."""
+    from noderecover.core.fencing import FenceSpec, Provider, parse_fence_spec
+
+    config = {
+        "agent": "fence_ipmilan",
+        "secretName": "ipmi-creds",
+        "sharedParameters": {"--lanplus": "", "--cipher": "3"},
+    }
+    flags: dict[str, str] = {"fence-provider": "fence-agent", "fence-secret": "bmc"}
+    values = {"flags": flags, "fencing": {"config": config}}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    docs = render("--values", str(path))
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["name"] == "noderecover-fence-config"
+    raw = json.loads(cm["data"]["fence.json"])
+    spec = parse_fence_spec(raw, "fence config", FenceSpec(Provider.FENCE_AGENT))
+    assert spec.agent == "fence_ipmilan" and spec.secret_name == "ipmi-creds"
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert "--fence-config=/etc/noderecover/fence/fence.json" in c["args"]
+    assert {"name": "fence-config", "mountPath": "/etc/noderecover/fence", "readOnly": True} in c[
+        "volumeMounts"
+    ]
+    assert {"name": "fence-config", "configMap": {"name": cm["metadata"]["name"]}} in pod["volumes"]
+    (role,) = [
+        d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("election")
+    ]
+    (secrets,) = [r for r in role["rules"] if r["resources"] == ["secrets"]]
+    assert secrets["resourceNames"] == ["noderecover-fence", "bmc", "ipmi-creds"]
+    assert secrets["verbs"] == ["get"]
+    checksum = dep["spec"]["template"]["metadata"]["annotations"]["checksum/fence-config"]
+    config["agent"] = "fence_redfish"
+    path.write_text(yaml.safe_dump(values))
+    (dep2,) = [d for d in render("--values", str(path)) if d["kind"] == "Deployment"]
+    assert dep2["spec"]["template"]["metadata"]["annotations"]["checksum/fence-config"] != checksum
+    # The operator's own --fence-config wins: no second flag.
+    flags["fence-config"] = "/opt/mine.json"
+    path.write_text(yaml.safe_dump(values))
+    (dep3,) = [d for d in render("--values", str(path)) if d["kind"] == "Deployment"]
+    args = dep3["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--fence-config")] == ["--fence-config=/opt/mine.json"]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from noderecover.entry.cli import main, parser
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+RUNNING_PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
 def subcommands(
@@ -157,13 +157,13 @@ def test_http_bind_address_not_on_this_host_is_one_line(
     assert_one_line(code, err, f"--http-bind: cannot bind {host}:0: ")
 
 
-def test_the_readme_two_replica_example_gives_each_its_own_bind() -> None:
+def test_the_docs_two_replica_example_gives_each_its_own_bind() -> None:
     lines = [
         line
-        for line in README.read_text().splitlines()
+        for line in RUNNING_PAGE.read_text().splitlines()
         if line.startswith("noderecover run") and "--leader-elect" in line
     ]
-    assert len(lines) >= 2, "the README's two-local-replicas example"
+    assert len(lines) >= 2, "the two-local-replicas example of docs/configuration.md"
     binds = [re.search(r"--http-bind[ =](\S+)", line) for line in lines]
     assert all(binds), lines
     assert len({b.group(1) for b in binds if b}) == len(lines), lines

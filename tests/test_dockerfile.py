@@ -40,8 +40,17 @@ def test_dockerfile_shape() -> None:
     assert re.search(r"^ENV PATH=/opt/noderecover/bin:\$PATH", text, re.M)
     for label in ("source", "version", "licenses"):
         assert f"org.opencontainers.image.{label}" in text
-    # The line the fence providers' change fills in (Debian's fence-agents).
-    assert re.search(r"^# RUN apt-get .*install .*fence-agents", text, re.M)
+    # The runtime stage carries the ClusterLabs fence agents and ipmitool (fence_ipmilan's
+    # tool, which Debian's fence-agents does not pull), without recommends, apt lists removed,
+    # installed as root before the image switches to its user. Run inside the built image by
+    # tests/e2e/test_image.py.
+    runtime = text.split("\nFROM ${BASE}\n", 1)[1].replace("\\\n", " ")
+    agents = re.findall(r"^RUN apt-get update .*$", runtime, re.M)
+    assert len(agents) == 1, agents
+    install = re.search(r"apt-get install -y --no-install-recommends ([^&]+)&&", agents[0])
+    assert install and set(install.group(1).split()) == {"fence-agents", "ipmitool"}, agents
+    assert "rm -rf /var/lib/apt/lists/*" in agents[0]
+    assert runtime.index(agents[0]) < runtime.index("\nUSER ")
 
 
 def test_image_holds_the_runtime_package_only() -> None:

@@ -136,3 +136,42 @@ async def test_evicted_pods_finishing_by_themselves_are_a_sign_of_life(
     assert rec.flaps >= 1  # the sign of life restarted the grace
     # Silent for a whole grace since, nothing left to finish: removed.
     await h.until(lambda: kube.get_node("w1") is None, advance=0.5, what="removed after a grace")
+
+
+async def test_after_the_fence_the_evicted_pod_is_forced_without_waiting_its_grace_again(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """Fencing first (issue 21, item 7): the drain evicted mysql-0 (grace 1 s), waited that
+    grace, found it must force and stopped to fence. The pod's grace passed before the fence:
+    after it, the pod is forced at once, not after another second (when it was first seen
+    deleting is carried over from the drain that stopped to fence, and only from it)."""
+    kube.add_node("cp", labels={"node-role.kubernetes.io/control-plane": ""})
+    for n in ("w1", "w2", "w3", "w4"):
+        kube.add_node(n, labels=WORKER)
+    kube.add_node_lease("w1")  # never renewed again: the kubelet is gone
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql")
+    kube.set_kubelet_alive("w1", False)
+    h: Harness = await harness_factory(
+        grace=45, drain_timeout=300, watch_node_leases=True, fence_command=("true",)
+    )
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(
+        lambda: (r := h.controller.records.get("w1")) is not None and r.fence_first,
+        advance=0.25,
+        real_timeout=20,
+        what="the drain stopped to fence",
+    )
+    assert forced(kube) == []
+    assert len(kube.requests_matching("POST", r"/eviction$")) == 1
+    # From here in small steps: the fence, then the drain again.
+    await h.until(
+        lambda: (r := h.controller.records.get("w1")) is not None and r.fenced,
+        advance=0.01,
+        real_timeout=20,
+        what="fenced",
+    )
+    fenced_at = h.clock.monotonic()
+    await h.until(lambda: forced(kube) == ["mysql-0"], advance=0.01, real_timeout=20)
+    took = h.clock.monotonic() - fenced_at
+    assert took < 0.5, f"forced {took:.2f}s after the fence: its 1 s grace was waited again"
+    assert len(kube.requests_matching("POST", r"/eviction$")) == 1  # never evicted again

@@ -422,3 +422,97 @@ def test_fence_redfish_through_the_emulator(
             with urllib.request.urlopen(req, timeout=5, context=ctx) as reply:
                 assert json.load(reply)["PowerState"] == want
     _no_secret_anywhere(None, caplog, PASSWORD)
+
+
+# -- the wire: an emulator's power-off stops the node's heartbeats ----------------------------
+
+
+class _Kwoks:
+    """The wire's side effects on a control plane (kill/revive a node's kwok), recorded. The
+    e2e tests (tests/e2e/test_volumes.py) wire the real TestCluster."""
+
+    def __init__(self, *nodes: str) -> None:
+        self.alive = dict.fromkeys(nodes, True)
+        self.calls: list[tuple[str, str]] = []
+
+    def kill_node(self, name: str) -> None:
+        self.alive[name] = False
+        self.calls.append(("kill", name))
+
+    def revive_node(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        self.alive[name] = True
+        self.calls.append(("revive", name))
+
+    def node_alive(self, name: str) -> bool:
+        return self.alive[name]
+
+
+def _until(check: Any, within: float, what: str) -> None:
+    end = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < end, f"not within {within:g}s: {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.usefixtures("agents")
+def test_power_wire_stops_heartbeats_only_of_the_machine_powered_off(tmp_path: Path) -> None:
+    """Each emulator wired to a node: a power-off through each one's own protocol (Redfish
+    ForceOff, EC2 StopInstances, IPMI chassis power off by ipmitool) kills that node's
+    heartbeats, and only that node's; powered on again, they come back. A machine still on
+    (the other Redfish system, the other instance) is never touched."""
+    import subprocess
+
+    from tests.emulators import PowerWire, ec2_power, ipmi_power, redfish_power
+
+    (tmp_path / "rf").mkdir()
+    (tmp_path / "ipmi").mkdir()
+    (tmp_path / "ec2").mkdir()
+    systems = [RedfishSystem(UUID_A, "node-a"), RedfishSystem(UUID_B, "node-b")]
+    with (
+        sushy_emulator(tmp_path / "rf", systems, password=PASSWORD) as rf,
+        ipmi_bmc(tmp_path / "ipmi", password=PASSWORD) as bmc,
+        moto_server(tmp_path / "ec2") as server,
+    ):
+        ec2 = _ec2(server)
+        mine, other = _run_instance(ec2), _run_instance(ec2)
+        kwoks = _Kwoks("rf-a", "rf-b", "ipmi", "ec2", "ec2-other")
+        with PowerWire(kwoks, period=0.1) as wire:
+            wire.wire("rf-a", redfish_power(rf.url, UUID_A, "admin", PASSWORD))
+            wire.wire("rf-b", redfish_power(rf.url, UUID_B, "admin", PASSWORD))
+            wire.wire("ipmi", ipmi_power(bmc))
+            wire.wire("ec2", ec2_power(server, mine))
+            wire.wire("ec2-other", ec2_power(server, other))
+            assert all(wire.power(n) == "on" for n in kwoks.alive), wire.changes
+            assert kwoks.calls == []
+
+            # Redfish ForceOff by a raw POST (the emulator applies it 1-11 s later).
+            token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+            req = urllib.request.Request(
+                f"{rf.url}/redfish/v1/Systems/{UUID_A}/Actions/ComputerSystem.Reset",
+                data=json.dumps({"ResetType": "ForceOff"}).encode(),
+                headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(req, timeout=5) as reply:
+                assert reply.status in (200, 202, 204)
+            ec2.stop_instances(InstanceIds=[mine], Force=True)
+            ipmitool = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1"]
+            ipmitool += ["-p", str(bmc.port), "-U", "admin", "-E"]
+            env = {**os.environ, "IPMI_PASSWORD": PASSWORD}
+            subprocess.run([*ipmitool, "chassis", "power", "off"], env=env, check=True, timeout=30)
+
+            _until(lambda: not kwoks.alive["ipmi"] and not kwoks.alive["ec2"], 10, "ipmi, ec2")
+            _until(lambda: not kwoks.alive["rf-a"], 20, "rf-a off")
+            assert kwoks.alive["rf-b"] and kwoks.alive["ec2-other"], kwoks.calls
+            assert sorted(kwoks.calls) == [("kill", "ec2"), ("kill", "ipmi"), ("kill", "rf-a")]
+            off = [n for _, n, p in wire.changes if p == "off"]
+            assert sorted(off) == ["ec2", "ipmi", "rf-a"]
+            assert all(wire.off_at(n) is not None for n in off)
+            assert wire.off_at("rf-b") is None
+
+            # On again: the heartbeats come back (a reboot, an operator's power-on).
+            subprocess.run([*ipmitool, "chassis", "power", "on"], env=env, check=True, timeout=30)
+            ec2.start_instances(InstanceIds=[mine])
+            _until(lambda: kwoks.alive["ipmi"] and kwoks.alive["ec2"], 10, "ipmi, ec2 on")
+            assert ("revive", "ipmi") in kwoks.calls and ("revive", "ec2") in kwoks.calls
+        assert not wire.errors, wire.errors

@@ -20,14 +20,14 @@ BUILD_INPUTS = ("pyproject.toml", "README.md", "src", "testkit", "manifests")
 
 
 def readme_install_line(heading: str) -> str:
-    """The one `pip install` line of the first shell block under the README heading that
-    starts with ``heading``."""
+    """The one `pip install` line of the shell blocks under the README heading that starts
+    with ``heading``."""
     text = (ROOT / "README.md").read_text()
     section = re.search(rf"^## {re.escape(heading)}.*?(?=^## )", text, re.M | re.S)
     assert section, f"README has no section '## {heading}'"
-    block = re.search(r"```sh\n(.*?)```", section.group(0), re.S)
-    assert block, f"README section '## {heading}' has no sh block"
-    lines = [ln for ln in block.group(1).splitlines() if "pip install" in ln]
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", section.group(0), re.S)
+    assert blocks, f"README section '## {heading}' has no sh block"
+    lines = [ln for block in blocks for ln in block.splitlines() if "pip install" in ln]
     assert len(lines) == 1, lines
     return lines[0].split(" #")[0].strip()
 
@@ -43,7 +43,7 @@ def install(tmp: Path, heading: str) -> Path:
 
 
 def test_readme_lines_install_the_runtime_alone_or_with_the_demo() -> None:
-    runtime, demo = readme_install_line("Install"), readme_install_line("See it work")
+    runtime, demo = readme_install_line("Install"), readme_install_line("Try it")
     assert runtime.endswith("pip install .") and "-e" not in runtime.split()
     assert demo.endswith("pip install . ./testkit") and "-e" not in demo.split()
 
@@ -62,7 +62,7 @@ print(json.dumps({
 
 
 def test_demo_install_resolves_its_imports_and_rbac(tmp_path: Path) -> None:
-    work = install(tmp_path / "demo", "See it work")
+    work = install(tmp_path / "demo", "Try it")
     bin_dir = work / ".venv" / "bin"
     helped = run([bin_dir / "noderecover", "demo", "--help"], tmp_path)
     assert helped.returncode == 0, helped.stderr

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from noderecover.core.nodes import parse_time
 from noderecover.core.pauses import parse_cluster_pause
+from noderecover.core.proof import ProofKind
 from noderecover.entry import kubectl
 from noderecover.entry.config import BadFlag
 from noderecover.entry.output import Output, emit, to_yaml
-from noderecover.entry.plan import preview
+from noderecover.entry.plan import Preview, preview, write_plan
 from tests.conftest import client_for
 from tests.fakeapi import FakeKube
 
@@ -520,3 +521,54 @@ def test_help_says_which_commands_read_and_which_write() -> None:
     assert said.keys() == {"status", "plan", "why", "pause", "resume"}
     assert all(said[c].endswith("(reads only)") for c in ("status", "plan", "why")), said
     assert said["pause"].startswith("write a pause") and said["resume"].endswith("(writes)")
+
+
+async def test_plan_why_and_status_say_which_proof_a_node_will_get(kube: FakeKube) -> None:
+    """The proof each node would get comes from core.proof.outlook, with the fence Secret
+    read once by the preview: missing, then present."""
+    kube.add_node("w1", "Unknown", annotations={"noderecover.io/fence-address": "https://bmc-1"})
+    kube.add_node("w2", "Unknown")  # no BMC address
+    for n in range(3, 7):
+        kube.add_node(f"w{n}")
+    cfg = kubectl.settings_from(
+        ["--grace=10m", "--fence-provider=redfish", "--fence-secret=bmc"], {}, opts()
+    )
+
+    async def look() -> Preview:
+        client = client_for(kube)
+        try:
+            return await preview(client, cfg, namespace="noderecover")
+        finally:
+            await client.close()
+
+    p = await look()
+    by = {r.node: r for r in p.reports}
+    w1, w2 = by["w1"].outlook, by["w2"].outlook
+    assert w1 is not None and w2 is not None
+    assert w1.kind is ProofKind.NONE and "Secret noderecover/bmc not found" in w1.why
+    assert w2.kind is ProofKind.NONE and "no BMC address" in w2.why
+    kube.set_secret("noderecover", "bmc", {"username": "admin", "password": "pw"})
+    p = await look()
+    out = io.StringIO()
+    assert kubectl._why(p, cfg, "w1", Output(), out, io.StringIO()) == 0
+    assert "Proof it will get: fence by redfish at BMC https://bmc-1\n" in out.getvalue()
+    out = io.StringIO()
+    leader = {"lease": "noderecover/noderecover", "holder": "a", "renewedSecondsAgo": 1.0}
+    assert kubectl._status(p, cfg, leader, Output("json"), out) == 0
+    nodes = {n["node"]: n for n in json.loads(out.getvalue())["nodes"]}
+    assert nodes["w1"]["proofOutlook"] == {
+        "proof": "fenced",
+        "provider": "redfish",
+        "target": "BMC https://bmc-1",
+        "why": "fence through redfish (BMC https://bmc-1)",
+    }
+    assert nodes["w2"]["proofOutlook"]["proof"] == "none"
+    out = io.StringIO()
+    assert kubectl._status(p, cfg, leader, Output("wide"), out) == 0
+    header, *rows = out.getvalue().splitlines()[2:]
+    assert header.split()[-1] == "PROOF"
+    assert any(r.startswith("w1 ") and r.endswith("redfish: BMC https://bmc-1") for r in rows)
+    out = io.StringIO()
+    write_plan(p, cfg, Output("wide"), out)
+    assert "PROOF" in out.getvalue().splitlines()[0]
+    assert [r.method for r in kube.requests if r.method != "GET"] == []

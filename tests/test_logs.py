@@ -90,3 +90,17 @@ def test_setup_is_idempotent_and_keeps_foreign_handlers(stream: io.StringIO) -> 
 def test_bad_format_or_level(fmt: str, level: str, match: str) -> None:
     with pytest.raises(ValueError, match=f"unknown log {match}"):
         setup_logging(fmt, level)
+
+
+def test_fence_libraries_never_log_below_warning(stream: io.StringIO) -> None:
+    """At --log-level debug botocore logs each request's headers (the access key id in the
+    Authorization header) and sushy/urllib3 their requests: those loggers stay at warning."""
+    setup_logging("json", "debug", stream)
+    logging.getLogger("botocore.endpoint").debug("Sending http request: Credential=AKIDLEAK/")
+    logging.getLogger("sushy.connector").debug("HTTP request: POST")
+    logging.getLogger("urllib3.connectionpool").debug("Starting new HTTP connection")
+    logging.getLogger("botocore.auth").warning("clock skew")
+    logging.getLogger("noderecover.fencing").debug("ours")
+    text = stream.getvalue()
+    assert "AKIDLEAK" not in text and "HTTP request" not in text and "Starting new" not in text
+    assert "clock skew" in text and "ours" in text

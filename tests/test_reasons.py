@@ -1,4 +1,5 @@
-"""The registry of blocked reasons (core/reasons.py) against the README's table, both ways."""
+"""The registry of blocked reasons (core/reasons.py) against the docs' table (docs/safety.md,
+"Blocked reasons"), both ways."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from noderecover.core import machine, pods, policies, reasons, safety, volumes
 from noderecover.core.reasons import GATES, Blocked
 from noderecover.core.settings import Config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SAFETY_PAGE = Path(__file__).resolve().parents[1] / "docs" / "safety.md"
 ROW = re.compile(r"^\| `([a-z0-9-]+)` \| (gate|node) \| (.+?) \| (.+?) \|$")
 
 
 def readme_table() -> dict[str, tuple[str, str, str]]:
-    """The rows of the README's "Blocked reasons" table: reason -> (scope, means, ends)."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n### Blocked reasons\n", 1)[1].split("\n## ", 1)[0].split("\n### ")[0]
+    """The rows of the "Blocked reasons" table of docs/safety.md: reason -> (scope, means, ends)."""
+    text = SAFETY_PAGE.read_text(encoding="utf-8")
+    section = text.split("\n## Blocked reasons\n", 1)[1].split("\n## ", 1)[0].split("\n### ")[0]
     rows: dict[str, tuple[str, str, str]] = {}
     for line in section.splitlines():
         if not line.startswith("| `"):
@@ -37,8 +38,8 @@ def readme_table() -> dict[str, tuple[str, str, str]]:
 def test_every_member_is_documented_and_every_documented_reason_is_a_member() -> None:
     table = readme_table()
     members = {b.value for b in Blocked}
-    assert members - table.keys() == set(), "members missing from the README's table"
-    assert table.keys() - members == set(), "reasons in the README's table that are no member"
+    assert members - table.keys() == set(), "members missing from the docs' table"
+    assert table.keys() - members == set(), "reasons in the docs' table that are no member"
 
 
 @pytest.mark.parametrize("reason", list(Blocked), ids=str)

@@ -222,3 +222,111 @@ def test_auto_never_taints_without_a_proof_in_the_evidence() -> None:
 
 def _fields(ev: Evidence) -> dict[str, Any]:
     return {f: getattr(ev, f) for f in Evidence.__dataclass_fields__}
+
+
+# -- which proof a node will get (plan, why, status; one function: core.proof.outlook) -----
+
+
+def test_outlook_names_the_provider_and_its_target_or_why_none() -> None:
+    from noderecover.core.fencing import ANN_FENCE_ADDRESS, FenceSpec, Provider
+    from noderecover.core.proof import Outlook, outlook
+
+    def look(cfg: Any, secrets: dict[str, str | None] | None = None, **kw: Any) -> Outlook:
+        node = obs(cfg, ready="Unknown", **kw)
+        return outlook(cfg, node, proof_of(node, None), secrets or {})
+
+    none = make_config(removal="auto")
+    o = look(none)
+    assert o.kind is ProofKind.NONE and "no fence provider configured" in o.why
+    assert str(o).startswith("none: ") and o.short == "none"
+    # The cloud's word needs no provider.
+    o = look(none, taints=[SHUTDOWN_TAINT])
+    assert o.kind is ProofKind.SHUTDOWN_TAINT and o.target == SHUTDOWN_TAINT_KEY
+    assert o.short == "shutdown-taint"
+    o = look(make_config(fence_command=("/bin/fence-it", "x")))
+    assert (o.kind, o.provider, o.target) == (
+        ProofKind.FENCED,
+        "command",
+        "--fence-command /bin/fence-it",
+    )
+
+    redfish = make_config(fence=FenceSpec(Provider.REDFISH, secret_name="bmc"))
+    o = look(redfish)
+    assert o.kind is ProofKind.NONE and o.provider == "redfish"
+    assert ANN_FENCE_ADDRESS in o.why  # no BMC address: neither annotation nor template
+    addr = {ANN_FENCE_ADDRESS: "https://10.0.0.5"}
+    o = look(redfish, annotations=addr)
+    assert (o.kind, o.provider, o.target) == (ProofKind.FENCED, "redfish", "BMC https://10.0.0.5")
+    assert o.data() == {
+        "proof": "fenced",
+        "provider": "redfish",
+        "target": "BMC https://10.0.0.5",
+        "why": "fence through redfish (BMC https://10.0.0.5)",
+    }
+    assert look(redfish, {"bmc": None}, annotations=addr).kind is ProofKind.FENCED
+    o = look(redfish, {"bmc": "Secret noderecover/bmc not found"}, annotations=addr)
+    assert o.kind is ProofKind.NONE and "Secret noderecover/bmc not found" in o.why
+    # A template over the node's labels aims it; a label missing says which.
+    templ = make_config(
+        fence=FenceSpec(
+            Provider.REDFISH,
+            secret_name="bmc",
+            address_template="https://{label:rack}-{name}.bmc",
+            labels=frozenset({"rack"}),
+        )
+    )
+    assert look(templ, labels={"rack": "r7"}).target == "BMC https://r7-w1.bmc"
+    o = look(templ)
+    assert o.kind is ProofKind.NONE and "'rack'" in o.why
+    # Incomplete: redfish without a Secret.
+    o = look(make_config(fence=FenceSpec(Provider.REDFISH)), annotations=addr)
+    assert o.kind is ProofKind.NONE and "secretName" in o.why
+
+    aws = make_config(fence=FenceSpec(Provider.AWS))
+    o = look(aws)
+    assert o.kind is ProofKind.NONE and "providerID" in o.why
+    agent = make_config(
+        fence=FenceSpec(Provider.FENCE_AGENT, agent="fence_ipmilan", secret_name="ipmi")
+    )
+    o = look(agent, annotations={ANN_FENCE_ADDRESS: "10.0.0.9"})
+    assert o.target == "fence_ipmilan, BMC 10.0.0.9"
+    # A fence already confirmed in this episode is named by its provider.
+    node = obs(redfish, ready="Unknown")
+    o = outlook(redfish, node, fenced("redfish"), {})
+    assert (o.kind, o.provider) == (ProofKind.FENCED, "redfish")
+    assert str(o) == "fenced by redfish: confirmed off in this episode"
+    assert o.short == "redfish: fenced"
+
+
+def test_aws_outlook_names_the_instance_from_the_provider_id() -> None:
+    from noderecover.core.fencing import FenceSpec, Provider
+    from noderecover.core.nodes import parse_node
+    from noderecover.core.proof import outlook
+    from tests.builders import node_json
+
+    cfg = make_config(fence=FenceSpec(Provider.AWS))
+    raw = node_json(ready="Unknown")
+    raw["spec"]["providerID"] = "aws:///us-east-1a/i-0abc123"
+    node = parse_node(raw, cfg.relevant_labels, frozenset({"Ready"}))
+    o = outlook(cfg, node, proof_of(node, None), {})
+    assert (o.kind, o.provider, o.target) == (ProofKind.FENCED, "aws", "instance i-0abc123")
+    raw["spec"]["providerID"] = "gce://p/z/n"
+    node = parse_node(raw, cfg.relevant_labels, frozenset({"Ready"}))
+    o = outlook(cfg, node, proof_of(node, None), {})
+    assert o.kind is ProofKind.NONE and "aws:///" in o.why
+
+
+def test_a_fence_proof_is_named_by_the_provider_that_fenced() -> None:
+    """The proof of a fenced node (the record says fenced) carries the provider of the
+    settings governing it - not `command` for every provider."""
+    from noderecover.core.fencing import FenceSpec, Provider
+    from noderecover.core.machine import node_proof
+
+    node = obs(make_config(), ready="Unknown")
+    rec = Record(uid=node.uid, phase=Phase.REMOVING, phase_since=T0, fenced=True)
+    for provider in Provider:
+        cfg = make_config(fence=FenceSpec(provider, secret_name="s", agent="fence_x"))
+        assert node_proof(rec, node, cfg) == fenced(provider.value)
+    assert node_proof(rec, node, make_config(fence_command=("x",))) == fenced("command")
+    unfenced = Record(uid=node.uid, phase=Phase.REMOVING, phase_since=T0)
+    assert node_proof(unfenced, node, make_config(fence_command=("x",))) == NO_PROOF

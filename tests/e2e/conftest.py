@@ -8,6 +8,7 @@ log are attached to the report.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -22,7 +23,10 @@ from noderecover_testkit.replicas import NAMESPACE, Replicas, sa_kubeconfig
 from .ledger import Ledger, Row, table
 
 _CLUSTER: list[TestCluster] = []
-_ROWS: list[Row] = []  # the suite's ledger, printed at the end of the run
+# The suite's ledger rows travel in the test reports' user_properties (under this key), so
+# the table printed at the end holds every row whether the tests ran in this process or in
+# pytest-xdist workers (the test command runs the e2e part on two).
+_LEDGER_KEY = "noderecover-ledger-row"
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +99,7 @@ def ledger_for(request: pytest.FixtureRequest) -> Iterator[Callable[[TestCluster
     yield start
     for led in started:
         row = led.close()
-        _ROWS.append(row)
+        request.node.user_properties.append((_LEDGER_KEY, dataclasses.asdict(row)))
         print(f"\n[ledger] {row.test}: faults {row.faults}; details {row.details}")
         assert not row.violations(), f"invariants broken: {row.violations()}: {row.details}"
 
@@ -132,9 +136,17 @@ def nr(
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _ROWS:
+    rows = [
+        Row(**value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "teardown"
+        for key, value in getattr(report, "user_properties", ())
+        if key == _LEDGER_KEY
+    ]
+    if rows:
         terminalreporter.section("noderecover ledger (e2e faults and invariants)")
-        terminalreporter.write_line(table(_ROWS))
+        terminalreporter.write_line(table(sorted(rows, key=lambda r: r.test)))
 
 
 @pytest.hookimpl(wrapper=True)

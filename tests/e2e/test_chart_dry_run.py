@@ -134,7 +134,8 @@ def test_the_dry_run_refuses_a_broken_object(
 def test_kustomize_monitoring_components_apply_server_side(
     cluster: TestCluster, monitoring_crds: list[str], tmp_path: Path
 ) -> None:
-    """The README's overlay: manifests/ with the servicemonitor and prometheusrule components."""
+    """The overlay of docs/install.md: manifests/ with the servicemonitor and prometheusrule
+    components."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     components = MANIFESTS / "components"
@@ -179,9 +180,12 @@ def test_helm_install_refuses_a_misspelt_value_and_takes_good_ones(
     )  # fmt: skip
     assert bad.returncode != 0
     assert "additional properties 'grase' not allowed" in bad.stderr, bad.stderr
+    # fullnameOverride: the session cluster may already hold the manifests' cluster-scoped
+    # `noderecover` ClusterRole (the least-privilege kubeconfig other tests use), which helm
+    # refuses to adopt, whichever test file ran first on this worker.
     good = helm(
         "install", "nr", CHART, *common, "--create-namespace", "--dry-run=server",
-        "--set", "crds.install=false",
+        "--set", "crds.install=false", "--set", "fullnameOverride=nr-install-check",
     )  # fmt: skip
     assert good.returncode == 0, good.stderr
     assert "STATUS: pending-install" in good.stdout

@@ -6,13 +6,20 @@ Dockerfile. The controller here is the image's entrypoint (``noderecover run``),
 ``buildah run`` in a working container of the image (chroot isolation, host network: the test
 API server is on 127.0.0.1) as the image's non-root user, with only a kubeconfig of the
 least-privilege ServiceAccount mounted in. It remediates a dead node as the seed scenario does.
+
+The image also carries what the built-in fence providers need: run inside its filesystem as
+its user, the ClusterLabs fence agents (Debian's fence-agents, and ipmitool for fence_ipmilan)
+answer, and noderecover's own providers (redfish: sushy; aws: boto3; fence-agent) reach real
+emulators on 127.0.0.1 (a pyghmi BMC, sushy-tools' Redfish emulator, moto's EC2 server).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -165,3 +172,142 @@ def test_image_takes_over_a_dead_nodes_statefulset_pod(
     # and buildah run with it.
     os.kill(pid, signal.SIGTERM)
     assert r.proc.wait(30) == 0, nr.tails(20)
+
+
+# ------------------------------------------------------------ what the fence providers need
+PROBE_INSIDE = "/etc/noderecover/probe.json"
+PASSWORD = "Im4ge-probe-pw"
+UUID = "dddddddd-0000-4000-8000-00000000000d"
+
+#: Run by the image's own interpreter (the controller's venv), as the image's user: each
+#: built-in provider, as the controller builds it, against a real emulator on the host.
+PROVIDERS_INSIDE = """
+import json, sys
+import anyio, boto3, sushy
+from noderecover.core.fencing import FenceAction, FenceSpec, Provider, Target
+from noderecover.fencing.agent import FenceAgent
+from noderecover.fencing.aws import Aws
+from noderecover.fencing.provider import Credentials
+from noderecover.fencing.redfish import Redfish
+
+p = json.load(open(sys.argv[1]))
+
+async def main():
+    out = {"sushy": sushy.__version__, "boto3": boto3.__version__}
+    ipmi = FenceSpec(
+        Provider.FENCE_AGENT,
+        agent="fence_ipmilan",
+        shared_parameters=(
+            ("--lanplus", ""), ("--cipher", "3"), ("--username", "admin"),
+            ("--ipport", str(p["ipmi_port"])),
+        ),
+    )
+    node = Target("node-a", "uid-a", address="127.0.0.1")
+    creds = Credentials({"password": p["password"]})
+    out["fence_ipmilan before"] = (await FenceAgent(ipmi, 30).confirm(node, creds)).value
+    await FenceAgent(ipmi, 30).fence(node, creds, FenceAction.OFF)
+    out["fence_ipmilan after off"] = (await FenceAgent(ipmi, 30).confirm(node, creds)).value
+    creds = Credentials({"username": "admin", "password": p["password"]})
+    agent = FenceSpec(
+        Provider.FENCE_AGENT,
+        agent="fence_redfish",
+        shared_parameters=(
+            ("--ipport", p["redfish_port"]), ("--ssl-insecure", ""),
+            ("--systems-uri", p["system"]),
+        ),
+    )
+    out["fence_redfish"] = (await FenceAgent(agent, 60).confirm(node, creds)).value
+    spec = FenceSpec(Provider.REDFISH, system=p["system"], verify_tls=False)
+    bmc = Target("node-a", "uid-a", address=p["redfish_url"])
+    out["redfish"] = (await Redfish(spec, 10).confirm(bmc, creds)).value
+    spec = FenceSpec(Provider.AWS, endpoint=p["ec2_url"])
+    vm = Target("node-a", "uid-a", instance=p["instance"],
+                provider_id="aws:///us-east-1a/" + p["instance"])
+    keys = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": p["password"]}
+    out["aws"] = (await Aws(spec, 10).confirm(vm, Credentials(keys))).value
+    print(json.dumps(out))
+
+anyio.run(main)
+"""
+
+
+def _run_inside(
+    container: str, user: str, command: list[str], volumes: list[tuple[Path, str]] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        image.run_argv(container, user, volumes or [], {}, command),
+        capture_output=True,
+        text=True,
+        env=image.buildah_env(),
+        timeout=180,
+        check=False,
+    )
+
+
+def test_image_carries_what_the_fence_providers_need(
+    container: str, built: image.Built, tmp_path: Path
+) -> None:
+    """Inside the image's filesystem, as its user: the fence agents and ipmitool run, and
+    every built-in provider reaches its emulator (fence_ipmilan powers the BMC off)."""
+    from tests.emulators import (
+        RedfishSystem,
+        ipmi_bmc,
+        moto_server,
+        sushy_emulator,
+    )
+
+    user = image.config(built.name)["User"]
+    assert isinstance(user, str) and user.split(":")[0] != "0"
+    for argv, want in (
+        (["/usr/sbin/fence_ipmilan", "--version"], r"^\d+\.\d+"),
+        (["/usr/sbin/fence_redfish", "--version"], r"^\d+\.\d+"),
+        (["ipmitool", "-V"], r"^ipmitool version \d"),
+    ):
+        ran = _run_inside(container, user, argv)
+        assert ran.returncode == 0, (argv, ran.stdout, ran.stderr)
+        assert re.search(want, ran.stdout.strip()), (argv, ran.stdout)
+        print(f"[image] {argv[0]}: {ran.stdout.strip().splitlines()[0]}")
+
+    for d in ("bmc", "redfish", "ec2"):
+        (tmp_path / d).mkdir()
+    with (
+        ipmi_bmc(tmp_path / "bmc", password=PASSWORD) as bmc,
+        sushy_emulator(
+            tmp_path / "redfish", [RedfishSystem(UUID, "node-a")], password=PASSWORD, tls=True
+        ) as redfish,
+        moto_server(tmp_path / "ec2") as ec2_server,
+    ):
+        ec2 = ec2_server.client()
+        ami = ec2.describe_images()["Images"][0]["ImageId"]
+        instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.micro")[
+            "Instances"
+        ][0]["InstanceId"]
+        probe = tmp_path / "probe.json"
+        probe.write_text(
+            json.dumps(
+                {
+                    "password": PASSWORD,
+                    "ipmi_port": bmc.port,
+                    "redfish_url": redfish.url,
+                    "redfish_port": redfish.url.rsplit(":", 1)[1],
+                    "system": redfish.system_path(UUID),
+                    "ec2_url": ec2_server.url,
+                    "instance": instance,
+                }
+            )
+        )
+        probe.chmod(0o644)  # readable by the image's user
+        assert bmc.power == "on"
+        ran = _run_inside(
+            container,
+            user,
+            ["/opt/noderecover/bin/python", "-c", PROVIDERS_INSIDE, PROBE_INSIDE],
+            [(probe, PROBE_INSIDE)],
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        got = json.loads(ran.stdout.strip().splitlines()[-1])
+        print(f"[image] the providers, run inside the image: {got}")
+        assert got["fence_ipmilan before"] == "on"
+        assert got["fence_ipmilan after off"] == "off"
+        assert bmc.power == "off"  # the BMC's own side: the image's agent powered it off
+        assert got["fence_redfish"] == got["redfish"] == got["aws"] == "on"

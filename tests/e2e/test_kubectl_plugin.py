@@ -115,6 +115,7 @@ def _check(c: TestCluster, nr: Replicas) -> None:
     assert why.returncode == 0, why.stderr
     assert f"Node {node}: Suspect" in why.stdout and "Ready=Unknown" in why.stdout
     assert "grace 5m" in why.stdout  # the Deployment's --grace, not the default 30s
+    assert "Proof it will get: none: no fence provider configured" in why.stdout
     assert why.stderr == ""
     wj = json.loads(plugin(c, "why", node, "-o", "json").stdout)
     assert wj["settings"]["grace"] == "5m" and wj["gates"]["managed"] is True
@@ -132,7 +133,7 @@ def _check(c: TestCluster, nr: Replicas) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
 
     plan = plugin(c, "plan", "-o", "wide")
-    assert plan.returncode == 0 and plan.stdout.split("\n")[0].split()[-1] == "VOLUMES"
+    assert plan.returncode == 0 and plan.stdout.split("\n")[0].split()[-2:] == ["VOLUMES", "PROOF"]
     assert any(line.startswith("worker-1") for line in plan.stdout.splitlines())
 
     missing = plugin(c, "why", "no-such-node")

@@ -205,6 +205,34 @@ def test_the_api_server_takes_a_policys_fence_and_refuses_an_unknown_field_in_it
     assert refused.returncode != 0 and "secretNmae" in refused.stderr, refused.stderr
 
 
+def test_the_fencing_docs_examples_are_taken_by_the_api_server(crd: TestCluster) -> None:
+    """Every Secret and NodeRecoveryPolicy of docs/fencing.md's worked examples, as written there:
+    server-side apply, dry run, strict field validation (a misspelt field fails)."""
+    import yaml
+
+    from tests.test_fencing_docs import objects
+
+    docs = objects()
+    assert {d["kind"] for d in docs} == {"Secret", "NodeRecoveryPolicy"}
+    crd.apply(yaml.safe_load((ROOT / "manifests" / "base" / "namespace.yaml").read_text()))
+    proc = crd.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager=docs-test",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = {line.split()[0] for line in proc.stdout.splitlines()}
+    for d in docs:
+        kind = "secret" if d["kind"] == "Secret" else "noderecoverypolicy.noderecover.io"
+        assert f"{kind}/{d['metadata']['name']}" in names, proc.stdout
+
+
 def test_a_valid_policy_is_accepted_and_kubectl_get_shows_it(crd: TestCluster) -> None:
     spec = {
         "nodeSelector": {"matchLabels": {POOL: "gpu"}},

@@ -12,8 +12,11 @@ really back: Running *and* its volume attached on the new node.
 
 from __future__ import annotations
 
+import json
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,10 @@ from noderecover_testkit.volumes import (
     volume_attachment,
 )
 
+from tests.emulators import PowerReader, PowerWire
+
 from .common import FAST, no_403, seed
-from .conftest import running
+from .conftest import forget_noderecover, running
 
 pytestmark = pytest.mark.e2e
 
@@ -50,8 +55,33 @@ def vcluster(testcluster_bin_dir: Path) -> Iterator[TestCluster]:
 @pytest.fixture
 def vc(vcluster: TestCluster) -> Iterator[TestCluster]:
     vcluster.reset()
+    forget_noderecover(vcluster)
     yield vcluster
     vcluster.reset()
+
+
+def _seed_timeline(
+    c: TestCluster,
+    node: str,
+    pod: dict[str, Any],
+    pv: dict[str, Any],
+    t: float,
+    timeout: float,
+    hold: float | None = None,
+    on_poll: Callable[[RecoveryTimeline], None] | None = None,
+) -> RecoveryTimeline:
+    """The seed's `mysql-0` from `node` (its pod and PV as seeded), timed from `t`."""
+    return recovery_timeline(
+        c,
+        "mysql-0",
+        old_uid=pod["metadata"]["uid"],
+        old_node=node,
+        pv=pv["metadata"]["name"],
+        start=t,
+        timeout=timeout,
+        hold=hold,
+        on_poll=on_poll,
+    )
 
 
 def _seeded_and_attached(c: TestCluster) -> tuple[str, dict[str, Any], dict[str, Any], str]:
@@ -113,13 +143,12 @@ def test_control_delete_node_holds_the_volume_for_six_minutes(vc: TestCluster) -
     _force_delete(vc, pod)
     status, body = vc.api("DELETE", f"/api/v1/nodes/{node}")
     assert status == 200, body
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         vc,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=90,
         hold=60,
     )
@@ -170,13 +199,12 @@ def _out_of_service(vc: TestCluster, finalizer: bool) -> None:
         content_type="application/json-patch+json",
     )
     _force_delete(vc, pod)
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         vc,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=30,
     )
     _report(f"out-of-service taint + force-delete pod, Node kept (finalizer {finalizer})", tl)
@@ -227,13 +255,12 @@ def test_noderecover_fenced_both_gets_the_volume_back_in_seconds(vnr: Replicas) 
             deleted.append(time.time() - tl.start)
 
     t = _kill_and_wait_unknown(c, node, unique)
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         c,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=90,
         on_poll=poll,
     )
@@ -256,21 +283,25 @@ def test_noderecover_fenced_both_gets_the_volume_back_in_seconds(vnr: Replicas) 
 
 
 def test_noderecover_delete_mode_warns_the_node_and_the_waiting_pod(vnr: Replicas) -> None:
-    """No fencing: --removal auto is delete, which cannot free the volume (no evidence the node
-    is off). The node is removed, the new pod waits (Multi-Attach), and noderecover says so
-    on the Node and on that pod."""
+    """A partitioned node that still runs (its heartbeats cut from the API server, its pods
+    running: the control plane cannot tell it from a dead one), no provider configured:
+    --removal auto has no proof, so it is delete (core.proof), which cannot free the volume.
+    Nothing is detached - no out-of-service taint, no write of noderecover to a
+    VolumeAttachment (API audit log), the old VolumeAttachment still attached - the Node is
+    removed, the new pod waits (Multi-Attach), and noderecover says so on the Node and on
+    that pod."""
     c = vnr.cluster
     node, pod, pv, unique = _seeded_and_attached(c)
-    r = vnr.start("replica-a", *FAST)
+    since = len(c.audit_events())
+    r = vnr.start("replica-a", *FAST, "--removal", "auto")
     t = _kill_and_wait_unknown(c, node, unique)
     c.wait_for(lambda: c.node(node) is None, 60, f"{node} deleted")
-    tl = recovery_timeline(
+    tl = _seed_timeline(
         c,
-        "mysql-0",
-        old_uid=pod["metadata"]["uid"],
-        old_node=node,
-        pv=pv["metadata"]["name"],
-        start=t,
+        node,
+        pod,
+        pv,
+        t,
         timeout=30,
         hold=20,
     )
@@ -290,12 +321,22 @@ def test_noderecover_delete_mode_warns_the_node_and_the_waiting_pod(vnr: Replica
     )
     assert on_pod[0]["involvedObject"]["name"] == "mysql-0" and on_pod[0]["type"] == "Warning"
     assert r.metric("noderecover_actions_total", action="delete", result="ok") == 1
+    assert r.metric("noderecover_actions_total", action="taint", result="ok") == 0
+    assert attached_nodes(c, pv["metadata"]["name"]) == {node: True}, "the volume left"
+    writes = _noderecover_writes(c, since)
+    assert any(e["objectRef"].get("resource") == "nodes" and e["verb"] == "delete" for e in writes)
+    for e in writes:
+        assert e["objectRef"].get("resource") != "volumeattachments", e
+        if e["objectRef"].get("resource") == "nodes":  # (Events may name the taint)
+            assert OUT_OF_SERVICE_TAINT["key"] not in json.dumps(e.get("requestObject")), e
 
 
 # ------------------------------------------------- fence providers against a real emulator
 FENCE_SECRET = "noderecover-fence"
 BMC_PASSWORD = "e2e-Bmc-pw-7"
 BMC_UUID = "eeeeeeee-0000-4000-8000-0000000000e1"
+AWS_KEY = "e2e-Aws-secret-key-3"
+AWS_KEY_ID = "AKIDE2EFENCE"
 
 
 def _bmc_power(url: str) -> str:
@@ -311,15 +352,22 @@ def _bmc_power(url: str) -> str:
         return str(json.load(reply)["PowerState"])
 
 
-def _fence_setup(c: TestCluster, node: str, url: str, password: str) -> None:
-    """The node's BMC address on the Node, the credentials in noderecover's namespace."""
-    c.request(
-        "PATCH",
-        f"/api/v1/nodes/{node}",
-        {"metadata": {"annotations": {"noderecover.io/fence-address": url}}},
-        content_type="application/merge-patch+json",
-    )
+def _fence_setup(
+    c: TestCluster, node: str, url: str, password: str, data: dict[str, str] | None = None
+) -> None:
+    """The node's BMC address on the Node (none with `url` ""), the credentials in
+    noderecover's namespace (`data`, else username admin and `password`; none with
+    `data` {})."""
+    if url:
+        c.request(
+            "PATCH",
+            f"/api/v1/nodes/{node}",
+            {"metadata": {"annotations": {"noderecover.io/fence-address": url}}},
+            content_type="application/merge-patch+json",
+        )
     c.api("DELETE", f"/api/v1/namespaces/noderecover/secrets/{FENCE_SECRET}")
+    if data == {}:
+        return
     c.request(
         "POST",
         "/api/v1/namespaces/noderecover/secrets",
@@ -327,7 +375,7 @@ def _fence_setup(c: TestCluster, node: str, url: str, password: str) -> None:
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": FENCE_SECRET, "namespace": "noderecover"},
-            "stringData": {"username": "admin", "password": password},
+            "stringData": data or {"username": "admin", "password": password},
         },
     )
 
@@ -343,36 +391,19 @@ def test_noderecover_redfish_fence_gets_the_volume_back_in_seconds(
     noderecover reads the Secret (by name, the manifests' RBAC), ForceOffs the system named
     by the Node's annotation, reads it back Off, then taints, waits for the detach and
     deletes: mysql-0 is back within seconds of the fence, not 6 minutes."""
-    from tests.emulators import RedfishSystem, sushy_emulator
+    from tests.emulators import RedfishSystem, redfish_power, sushy_emulator
 
     c = vnr.cluster
-    node, pod, pv, unique = _seeded_and_attached(c)
+    seeded = _seeded_and_attached(c)
+    node = seeded[0]
     (tmp_path / "bmc").mkdir()
     with sushy_emulator(
         tmp_path / "bmc", [RedfishSystem(BMC_UUID, node)], password=BMC_PASSWORD
     ) as bmc:
         _fence_setup(c, node, bmc.url, BMC_PASSWORD)
-        r = vnr.start("replica-a", *FAST, *REDFISH, "--detach-timeout", "60s")
-        t = _kill_and_wait_unknown(c, node, unique)
-        assert _bmc_power(bmc.url) == "On"
-        tl = recovery_timeline(
-            c,
-            "mysql-0",
-            old_uid=pod["metadata"]["uid"],
-            old_node=node,
-            pv=pv["metadata"]["name"],
-            start=t,
-            timeout=120,
-        )
-        _report("noderecover --fence-provider redfish (auto: both)", tl)
-        assert tl.back is not None and tl.node not in (None, node), tl.summary()
-        # As the command's bound above, plus the emulator's 1-11 s to power off.
-        assert tl.back < 40 + 15 + 11, tl.summary()
+        power = redfish_power(bmc.url, BMC_UUID, "admin", BMC_PASSWORD)
+        _fenced_back(vnr, seeded, "redfish", REDFISH, power, BMC_PASSWORD)
         assert _bmc_power(bmc.url) == "Off"
-        assert r.metric("noderecover_fences_total", provider="redfish", outcome="ok") == 1
-        assert r.metric("noderecover_actions_total", action="taint", result="ok") == 1
-        c.wait_for(lambda: c.node(node) is None, 30, f"{node} deleted")
-        assert BMC_PASSWORD not in r.log.read_text()
 
 
 def test_noderecover_redfish_wrong_password_is_a_visible_block_nothing_detached(
@@ -411,3 +442,204 @@ def test_noderecover_redfish_wrong_password_is_a_visible_block_nothing_detached(
         assert _bmc_power(bmc.url) == "On"
         assert r.metric("noderecover_actions_total", action="taint", result="ok") == 0
         assert wrong not in r.log.read_text()
+
+
+def _fenced_back(
+    vnr: Replicas,
+    seeded: tuple[str, dict[str, Any], dict[str, Any], str],
+    provider: str,
+    flags: Sequence[str],
+    read: PowerReader,
+    secret: str,
+) -> None:
+    """The shared run of a provider that brings the volume back: the node's kubelet hangs
+    (its heartbeats stop, its machine still on: the emulator says On), noderecover fences it
+    through `provider`; the emulator is wired to the node (PowerWire), so the machine is
+    seen Off by the test itself, independently of the provider's word, and that must come
+    before the volume left the dead node. Then taint, detach, Node deleted; mysql-0 back."""
+    c = vnr.cluster
+    node, pod, pv, unique = seeded
+    r = vnr.start("replica-a", *FAST, *flags, "--detach-timeout", "60s")
+    with PowerWire(c) as wire:
+        wire.wire(node, read)
+        assert wire.power(node) == "on", wire.changes
+        t = _kill_and_wait_unknown(c, node, unique)
+        tl = _seed_timeline(
+            c,
+            node,
+            pod,
+            pv,
+            t,
+            timeout=120,
+        )
+    _report(f"noderecover fence provider {provider} (auto: both)", tl)
+    assert tl.back is not None and tl.node not in (None, node), tl.summary()
+    off = wire.off_at(node)
+    assert off is not None, f"the machine was never seen off: {wire.changes} {wire.errors}"
+    assert tl.old_va_gone is not None and off - t <= tl.old_va_gone, (
+        f"the volume left {node} at {tl.old_va_gone}s, the machine was off at {off - t:.2f}s"
+    )
+    print(f"[volumes] {provider}: machine off {off - t:.2f}s, back {tl.back:.2f}s after Unknown")
+    # As the --fence-command run's bound, plus the provider's own round trips.
+    assert tl.back < 40 + 15 + 11, tl.summary()
+    # No Multi-Attach wait: attached within seconds of leaving the dead node (a warning can
+    # come only between the drain's force-delete and the taint, about a second).
+    assert tl.attached is not None and tl.attached - tl.old_va_gone < 5, tl.summary()
+    assert r.metric("noderecover_fences_total", provider=provider, outcome="ok") == 1
+    assert r.metric("noderecover_actions_total", action="taint", result="ok") == 1
+    c.wait_for(lambda: c.node(node) is None, 30, f"{node} deleted")
+    assert secret not in r.log.read_text()
+
+
+def test_noderecover_aws_fence_gets_the_volume_back_in_seconds(
+    vnr: Replicas, tmp_path: Path
+) -> None:
+    """`aws` against moto's EC2 server: the instance in the Node's spec.providerID
+    (aws:///<zone>/<id>) is stopped through the endpoint the fence config names, with the
+    Secret's keys, and read back `stopped`; another instance keeps running."""
+
+    from tests.emulators import ec2_power, moto_server
+
+    c = vnr.cluster
+    (tmp_path / "ec2").mkdir()
+    with moto_server(tmp_path / "ec2") as server, ThreadPoolExecutor(1) as pool:
+        ec2 = server.client()
+
+        def two_instances() -> list[str]:  # moto's first EC2 call takes ~10 s: meanwhile, seed
+            image = ec2.describe_images()["Images"][0]["ImageId"]
+            reply = ec2.run_instances(
+                ImageId=image, MinCount=2, MaxCount=2, InstanceType="t3.micro"
+            )
+            return [i["InstanceId"] for i in reply["Instances"]]
+
+        instances = pool.submit(two_instances)
+        seeded = _seeded_and_attached(c)
+        node = seeded[0]
+        mine, other = instances.result(timeout=60)
+        c.request(
+            "PATCH",
+            f"/api/v1/nodes/{node}",
+            {"spec": {"providerID": f"aws:///us-east-1a/{mine}"}},
+            content_type="application/merge-patch+json",
+        )
+        _fence_setup(
+            c, node, "", "", {"aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_KEY}
+        )
+        config = tmp_path / "fence.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "provider": "aws",
+                    "secretName": FENCE_SECRET,
+                    "aws": {"region": server.region, "endpoint": server.url},
+                }
+            )
+        )
+        flags = ("--fence-config", str(config), "--fence-timeout", "30s")
+        _fenced_back(vnr, seeded, "aws", flags, ec2_power(server, mine), AWS_KEY)
+        # Not even the key id (botocore logs request headers at debug; FAST runs at debug).
+        assert AWS_KEY_ID not in vnr.started[0].log.read_text()
+        state = ec2.describe_instances(InstanceIds=[other])["Reservations"][0]["Instances"][0]
+        assert state["State"]["Name"] == "running"
+
+
+def test_noderecover_fence_agent_ipmilan_gets_the_volume_back_in_seconds(
+    vnr: Replicas, tmp_path: Path
+) -> None:
+    """`fence-agent` running Debian's real fence_ipmilan against the pyghmi BMC (medik8s'
+    parameters: shared ones in the config, the BMC address from the Node's annotation as
+    --ip, username and password from the Secret on the agent's stdin)."""
+    from tests.emulators import fence_agents_installed, ipmi_bmc, ipmi_power
+
+    assert fence_agents_installed(), "apt-get install fence-agents ipmitool (hack/test.sh)"
+    c = vnr.cluster
+    seeded = _seeded_and_attached(c)
+    (tmp_path / "bmc").mkdir()
+    with ipmi_bmc(tmp_path / "bmc", password=BMC_PASSWORD) as bmc:
+        _fence_setup(c, seeded[0], "127.0.0.1", BMC_PASSWORD)
+        config = tmp_path / "fence.json"
+        shared = {"--lanplus": "", "--cipher": "3", "--ipport": str(bmc.port)}
+        config.write_text(
+            json.dumps(
+                {
+                    "provider": "fence-agent",
+                    "agent": "fence_ipmilan",
+                    "secretName": FENCE_SECRET,
+                    "sharedParameters": shared,
+                }
+            )
+        )
+        flags = ("--fence-config", str(config), "--fence-timeout", "30s")
+        _fenced_back(vnr, seeded, "fence-agent", flags, ipmi_power(bmc), BMC_PASSWORD)
+        assert bmc.power == "off"
+
+
+def _noderecover_writes(c: TestCluster, since: int) -> list[dict[str, Any]]:
+    """noderecover's writes in the API server's audit log after entry `since`."""
+    return [
+        e
+        for e in c.audit_events()[since:]
+        if e.get("user", {}).get("username", "").startswith("system:serviceaccount:noderecover:")
+    ]
+
+
+def _nothing_detached(c: TestCluster, node: str, pv: str, since: int) -> None:
+    """No out-of-service taint on `node`, its VolumeAttachment still there, and no write of
+    noderecover (audit log) ever put the taint on or touched a VolumeAttachment."""
+    n = c.node(node)
+    assert n is not None, f"{node} was deleted"
+    assert not any(t["key"] == OUT_OF_SERVICE_TAINT["key"] for t in n["spec"].get("taints", []))
+    assert attached_nodes(c, pv) == {node: True}
+    for e in _noderecover_writes(c, since):
+        resource = e.get("objectRef", {}).get("resource")
+        assert resource != "volumeattachments", e
+        if resource == "nodes":  # (Events may name the taint)
+            assert OUT_OF_SERVICE_TAINT["key"] not in json.dumps(e.get("requestObject")), e
+
+
+def test_noderecover_fence_failures_are_visible_blocks_nothing_detached(vnr: Replicas) -> None:
+    """Two fences that cannot prove the dead node off, in one run: first the Secret the
+    configuration names does not exist (fence-secret); once it does, the BMC accepts the
+    TCP connection and never answers (fence-unreachable, bounded by --fence-timeout). Each
+    is a visible block - the blocked reason (NodeRecoverBlocked, noderecover_blocked_total),
+    a NodeRecoverFenceFailed Warning with what failed, noderecover_fences_total by outcome -
+    and nothing is detached: the Node kept, no
+    out-of-service taint, the volume still attached to the dead node."""
+    c = vnr.cluster
+    node, _pod, pv, unique = _seeded_and_attached(c)
+    silent = socket.socket()  # the kernel accepts (backlog); nobody ever reads or answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        _fence_setup(c, node, f"http://127.0.0.1:{silent.getsockname()[1]}", "", {})
+        since = len(c.audit_events())
+        r = vnr.start("replica-a", *FAST, *REDFISH[:4], "--fence-timeout", "5s")
+        _kill_and_wait_unknown(c, node, unique)
+
+        def fences(outcome: str) -> float:
+            return r.metric("noderecover_fences_total", provider="redfish", outcome=outcome)
+
+        c.wait_for(lambda: fences("fence-secret") >= 1, 120, "a fence blocked by no Secret")
+        t_secret = time.monotonic()
+        _fence_setup(c, node, "", BMC_PASSWORD)
+        c.wait_for(lambda: fences("fence-unreachable") >= 1, 90, "a fence blocked by the BMC")
+        print(
+            f"\n[volumes] silent BMC: blocked {time.monotonic() - t_secret:.1f}s after the Secret"
+        )
+        events = _events(c, f"involvedObject.name={node},reason=NodeRecoverFenceFailed")
+        text = " ".join(e["message"] for e in events)
+        assert "(fence-secret)" in text and "(fence-unreachable)" in text, events
+        assert all(e["type"] == "Warning" for e in events)
+        # The blocked reason itself: the hold's Event and noderecover_blocked_total.
+        held = _events(c, f"involvedObject.name={node},reason=NodeRecoverBlocked")
+        said = " ".join(e["message"] for e in held)
+        for reason in ("fence-secret", "fence-unreachable"):
+            assert f"held by '{reason}'" in said, held
+            assert r.metric("noderecover_blocked_total", reason=reason) >= 1
+        assert fences("ok") == 0
+        assert r.metric("noderecover_actions_total", action="taint", result="ok") == 0
+        assert r.metric("noderecover_actions_total", action="delete", result="ok") == 0
+        _nothing_detached(c, node, pv["metadata"]["name"], since)
+        assert BMC_PASSWORD not in r.log.read_text() and BMC_PASSWORD not in text
+    finally:
+        silent.close()

@@ -104,6 +104,13 @@ def setup_logging(fmt: str, level: str, stream: TextIO | None = None) -> None:
     quiet = logging.DEBUG if level_key == "debug" else logging.WARNING
     for name in ("aiohttp.access", "kubernetes_asyncio", "asyncio"):
         logging.getLogger(name).setLevel(max(quiet, LEVELS[level_key]))
+    # The fence providers' libraries log each request's headers at debug (botocore: the
+    # Authorization header with the access key id): never below warning, even when we debug.
+    for name in FENCE_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, LEVELS[level_key]))
+
+
+FENCE_LIBRARY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "sushy")
 
 
 def decision(

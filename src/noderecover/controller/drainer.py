@@ -164,12 +164,16 @@ class Drainer:
         ctx: DrainContext,
         forced: set[str] | None = None,
         timeout: float | None = None,
+        deleting: dict[str, float] | None = None,
     ) -> Drained:
         """Drain until empty, or until the evidence or a gate stops it.
 
         `started` (timeline seconds) survives failover via the phase annotation. `forced`:
         uids force-deleted already for this node (each is forced once; kept by the caller
-        across attempts).
+        across attempts). `deleting`: uid -> when (our monotonic clock) a pod was first seen
+        deleting, by this attempt or by the one the caller carries it over from (only an
+        attempt that ended needing a fence: the grace its evictions waited while the node was
+        fenced is not waited again); filled here.
         """
         drain_timeout = self._timeout if timeout is None else timeout
         forced = set() if forced is None else forced
@@ -177,9 +181,9 @@ class Drainer:
         evicted: set[str] = set()
         unreadable: set[tuple[str, str, str]] = set()  # reported in this drain attempt
         lingering: set[str] = set()  # reported in this drain attempt
-        # uid -> when (monotonic) this attempt first saw the pod deleting: its own clock for
-        # the silent-node fast path (never the API server's deletionTimestamp).
-        deleting_since: dict[str, float] = {}
+        # uid -> when (monotonic) we first saw the pod deleting: our own clock for the
+        # silent-node fast path (never the API server's deletionTimestamp).
+        deleting_since: dict[str, float] = {} if deleting is None else deleting
         # uids evicted with the 1-second grace of a dead kubelet in this attempt: a dead
         # kubelet never finishes them, so their disappearing on their own is a sign of life.
         awaiting: set[str] = set()

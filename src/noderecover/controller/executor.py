@@ -188,12 +188,17 @@ class Executor:
             writes=self.writes,
         )
         self._forced: dict[str, set[str]] = {}  # node uid -> pod uids force-deleted once
+        # node uid -> (pod uid -> when first seen deleting), kept from a drain that ended
+        # needing a fence to the drain after the fence (Drainer.drain's `deleting`)
+        self._deleting: dict[str, dict[str, float]] = {}
         self._intents: set[str] = set()  # removal intents written (their Event names)
         # node uid -> when this process saw its out-of-service taint on (the detach bound)
         self._tainted_at: dict[str, float] = {}
         self.volumes = VolumeWatch(kube, clock, now=self._now)
         self._namespace = namespace
         self._fence_failures: dict[str, int] = {}  # node uid -> fences not proven off in a row
+        # The fence Secrets as last read: name -> None (fine) or why not (core.proof.outlook).
+        self.secrets: dict[str, str | None] = {}
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -311,6 +316,9 @@ class Executor:
 
         ctx = DrainContext(evidence, blocked, report)
         forced = self._forced.setdefault(action.uid, set())
+        # Carried over only from a drain that stopped to fence (right after it, on the same
+        # node uid); any other outcome starts the next attempt's clocks afresh.
+        deleting = self._deleting.pop(action.uid, {})
         done: Drained = await self.drainer.drain(
             action.node,
             started,
@@ -318,7 +326,10 @@ class Executor:
             ctx,
             forced,
             timeout=self._config_for(action.node).drain_timeout,
+            deleting=deleting,
         )
+        if done.outcome is Outcome.NEEDS_FENCE:
+            self._deleting[action.uid] = deleting
         ACTIONS.labels("drain", done.outcome.value).inc()
         if done.outcome is Outcome.FAILED:
             return Result(
@@ -375,14 +386,33 @@ class Executor:
         if self._namespace is None:
             raise FenceError(Blocked.FENCE_SECRET, "noderecover's namespace is not known")
         try:
-            return Credentials(await read_secret(self._kube, self._namespace, name))
+            creds = Credentials(await read_secret(self._kube, self._namespace, name))
         except (SecretMissing, SecretMalformed) as exc:
+            self.secrets[name] = str(exc)
             raise FenceError(Blocked.FENCE_SECRET, str(exc)) from None
         except ApiError as exc:
-            raise FenceError(
-                Blocked.FENCE_SECRET,
-                f"Secret {self._namespace}/{name} could not be read: HTTP {exc.code}",
-            ) from None
+            why = f"Secret {self._namespace}/{name} could not be read: HTTP {exc.code}"
+            self.secrets[name] = why
+            raise FenceError(Blocked.FENCE_SECRET, why) from None
+        self.secrets[name] = None
+        return creds
+
+    async def look_at_secret(self, name: str) -> None:
+        """Read the fence Secret `name` once, for a preview (`plan`, the plugin): its state
+        goes to `secrets`; a read this caller is not allowed (401, 403) says nothing of the
+        controller's own, so it stays unknown."""
+        if self._namespace is None or name in self.secrets:
+            return
+        try:
+            await read_secret(self._kube, self._namespace, name)
+        except (SecretMissing, SecretMalformed) as exc:
+            self.secrets[name] = str(exc)
+            return
+        except ApiError as exc:
+            if exc.code not in (401, 403):
+                self.secrets[name] = f"Secret {self._namespace}/{name}: HTTP {exc.code}"
+            return
+        self.secrets[name] = None
 
     def _fence_blocked(self, action: Action, provider: Provider, exc: FenceError) -> Result:
         failures = self._fence_failures.get(action.uid, 0)
@@ -642,6 +672,7 @@ class Executor:
         except Invalid:  # a test op failed: the node changed since `fresh`
             return Result(Outcome.FAILED, 0.5, "node changed; retrying")
         self._forced.pop(action.uid, None)
+        self._deleting.pop(action.uid, None)
         if untainted:
             ACTIONS.labels("untaint", "ok").inc()
         ACTIONS.labels("uncordon" if uncordoned else "restore", "ok").inc()

@@ -485,6 +485,14 @@ class Controller:
                     transition=ready.since if ready is not None else None,
                 )
         self.decide_all()
+        for name in sorted(
+            {
+                ncfg.fence.secret_name
+                for ncfg in map(self.config_for, self.nodes)
+                if ncfg.fencing and ncfg.fence.secret_name
+            }
+        ):
+            await self.executor.look_at_secret(name)  # what `plan` says of the proof
         return self.snapshot()
 
     def snapshot(self) -> Snapshot:
@@ -497,6 +505,7 @@ class Controller:
             self.pools,
             self.decisions,
             self.config_for,
+            self.executor.secrets,
         )
 
     async def load_policies(self) -> None:

@@ -21,7 +21,7 @@ from noderecover.controller.view import NodeView
 from noderecover.core.machine import Decision, Kind, Phase, node_proof, unhealthy
 from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
 from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT, PoolState
-from noderecover.core.proof import proof_of, removal_mode
+from noderecover.core.proof import Outlook, SecretStates, outlook, proof_of, removal_mode
 from noderecover.core.safety import BreakerState, exclusion, in_population
 from noderecover.core.settings import Config
 
@@ -43,6 +43,7 @@ class NodeState:
     removal_mode: str  # of those settings
     proof: str  # why the node is believed off (core.proof), as this read shows it
     removal: str  # the removal it would get with that proof
+    outlook: Outlook  # the proof it will get, or why none (core.proof.outlook)
     selected: bool  # the flags: matches --node-selector (with policies: always)
     policy: str  # the policy governing it, FLAGS, or NONE
     ungoverned: str | None  # with policies: why none governs it (None: one does)
@@ -114,6 +115,7 @@ def take(
     pools: Pools,
     decisions: Mapping[str, Decision],
     config_for: Callable[[str], Config],
+    secrets: SecretStates | None = None,
 ) -> Snapshot:
     """The snapshot at `now` (timeline) of a controller made of these parts."""
     nodes = []
@@ -122,7 +124,7 @@ def take(
         ncfg = config_for(name)
         policy, ungoverned = governed_by(view, policies, name)
         d = decisions.get(name)
-        proof = node_proof(d.record, obs) if d is not None else proof_of(obs, None)
+        proof = node_proof(d.record, obs, ncfg) if d is not None else proof_of(obs, None)
         state = NodeState(
             name=name,
             uid=obs.uid,
@@ -134,6 +136,7 @@ def take(
             removal_mode=ncfg.removal_mode,
             proof=str(proof),
             removal=removal_mode(ncfg, proof),
+            outlook=outlook(ncfg, obs, proof, secrets or {}),
             selected=policies.active or in_population(obs, cfg),
             policy=policy,
             ungoverned=ungoverned,

@@ -83,7 +83,6 @@ from noderecover.core.nodes import (
     parse_time,
 )
 from noderecover.core.proof import (
-    COMMAND_PROVIDER,
     NO_PROOF,
     Proof,
     needs_fence,
@@ -595,7 +594,7 @@ def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
     # forces nothing; the executor's fresh read would hold the fence anyway), nor for a node
     # already proven off (the cloud's shutdown taint).
     alive = kubelet_alive(obs, gates.lease_renewing)
-    proof = node_proof(rec, obs)
+    proof = node_proof(rec, obs, cfg)
     if rec.fence_first and needs_fence(cfg, proof) and not alive:
         return Decision(
             rec,
@@ -639,7 +638,7 @@ def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
             blocked=KUBELET_ALIVE,
             why=f"held: {KUBELET_ALIVE} (drained; removed only once its kubelet is silent)",
         )
-    proof = node_proof(rec, obs)
+    proof = node_proof(rec, obs, cfg)
     if needs_fence(cfg, proof):
         return Decision(
             rec,
@@ -693,9 +692,11 @@ def _deadline(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> float:
     return grace_deadline(start, obs, cfg, rec.heartbeat_start)
 
 
-def node_proof(rec: Record, obs: NodeObs) -> Proof:
-    """The proof that the node is off, as `obs` and the record show it (core.proof)."""
-    return proof_of(obs, COMMAND_PROVIDER if rec.fenced else None)
+def node_proof(rec: Record, obs: NodeObs, cfg: Config) -> Proof:
+    """The proof that the node is off, as `obs` and the record show it (core.proof); a
+    fence is named by the provider `cfg` (the settings that govern the node) fences with."""
+    provider = cfg.fence_provider
+    return proof_of(obs, (provider.value if provider else "fence") if rec.fenced else None)
 
 
 def _damped(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision | None:

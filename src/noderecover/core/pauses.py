@@ -1,7 +1,7 @@
 """The cluster-wide pause: where it lives, what it says, how long it is believed. One rule for
 every part that must agree - the controller that obeys it (controller.policies), the plugin that
 writes it and the read-only previews (`kubectl noderecover pause|status|plan`, `noderecover
-plan`), the chart and the README.
+plan`), the chart and the docs (docs/pauses.md).
 
 Pure: functions of strings, raw JSON and times given by the caller.
 

@@ -10,8 +10,12 @@ may be writing to them. A `Proof` says why noderecover believes a node is off:
   on the Node: the cloud says the instance is stopped. No fence is needed. The proof must be
   in the fresh read made right before each destructive write (not only in the watch view): a
   read without the taint is evidence of life (the step stops; flap damping restarts the grace).
-- `FENCED(provider)`: a fence provider confirmed the machine off in this episode (today the
-  `command` provider, `--fence-command`; the fence providers plug in here by name).
+- `FENCED(provider)`: a fence provider (`command`, `redfish`, `aws`, `fence-agent`: the one
+  configured for the node's pool) confirmed the machine off in this episode.
+
+`outlook` says which proof a node WILL get (the provider and what it is aimed at) or why it
+will get none; `plan`, `why`, `status` and the controller's snapshot all show it from there
+(one rule per fact).
 
 A proof never replaces the kubelet-silent evidence: every force (grace-1 eviction,
 force-delete, fence, taint, Node DELETE) still needs Ready=Unknown and a stale heartbeat
@@ -25,10 +29,12 @@ kind of proof is listed by mypy wherever it needs a decision.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import assert_never
 
+from noderecover.core.fencing import NoTarget, Provider, spec_error, target_for
 from noderecover.core.nodes import NodeObs
 from noderecover.core.settings import Config, Removal, RemovalMode
 
@@ -36,9 +42,6 @@ from noderecover.core.settings import Config, Removal, RemovalMode
 # instance the cloud reports shut down (k8s.io/cloud-provider, ShutdownTaint); removed when
 # the node is Ready again.
 SHUTDOWN_TAINT_KEY = "node.cloudprovider.kubernetes.io/shutdown"
-
-# The provider name of today's `--fence-command` (the `command` fence provider).
-COMMAND_PROVIDER = "command"
 
 
 class ProofKind(StrEnum):
@@ -123,3 +126,105 @@ def removal_mode(cfg: Config, proof: Proof) -> RemovalMode:
 def taints(cfg: Config, proof: Proof) -> bool:
     """The removal of a node with `proof` puts the out-of-service taint on it."""
     return removal_mode(cfg, proof).taints
+
+
+# -- which proof a node will get ------------------------------------------------------------
+
+# A Secret's state as last read: name -> None (read, fine) or why it cannot be used; a name
+# absent: not read yet (the fence reads it first).
+SecretStates = Mapping[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """Which proof a node gets if it dies now, or why it gets none.
+
+    `kind`: the proof it would get (NONE: none); `provider`: who fences ("" without a
+    fence); `target`: what the proof is about (the BMC address, the EC2 instance id, the
+    taint key, the fence command); `why`: one line, for `why` and the snapshot."""
+
+    kind: ProofKind
+    provider: str = ""
+    target: str = ""
+    why: str = ""
+
+    @property
+    def short(self) -> str:
+        """For a table column: `none`, `shutdown-taint`, `<provider>: <target>`."""
+        if self.kind is ProofKind.FENCED:
+            return f"{self.provider}: {self.target or 'fenced'}"
+        return self.kind.value
+
+    def data(self) -> dict[str, str]:
+        """For -o json/yaml."""
+        return {
+            "proof": self.kind.value,
+            "provider": self.provider,
+            "target": self.target,
+            "why": self.why,
+        }
+
+    def __str__(self) -> str:
+        match self.kind:
+            case ProofKind.NONE:
+                return f"none: {self.why}"
+            case ProofKind.SHUTDOWN_TAINT:
+                return f"shutdown-taint ({self.target})"
+            case ProofKind.FENCED:
+                if not self.target:  # the fence ran already
+                    return f"fenced by {self.provider}: {self.why}"
+                return f"fence by {self.provider} at {self.target}"
+            case _:  # pragma: no cover
+                assert_never(self.kind)
+
+
+def outlook(cfg: Config, obs: NodeObs, proof: Proof, secrets: SecretStates) -> Outlook:
+    """The proof `obs`'s node will get with the settings `cfg` that govern it, `proof` being
+    what it has already (`proof_of`), `secrets` what is known of the fence Secrets. One rule
+    per fact, in this order: a proof it has; the cloud's shutdown taint; no provider; the
+    provider's configuration incomplete; nothing to aim the fence at in this read of the
+    Node; its Secret unusable; else the fence, with its target."""
+    match proof.kind:
+        case ProofKind.FENCED:
+            return Outlook(ProofKind.FENCED, proof.provider, why="confirmed off in this episode")
+        case ProofKind.SHUTDOWN_TAINT | ProofKind.NONE:
+            pass
+        case _:  # pragma: no cover
+            assert_never(proof.kind)
+    if shut_down(obs):
+        return Outlook(
+            ProofKind.SHUTDOWN_TAINT,
+            target=SHUTDOWN_TAINT_KEY,
+            why="the cloud-controller-manager says its instance is stopped: no fence needed",
+        )
+    provider = cfg.fence_provider
+    if provider is None:
+        return Outlook(
+            ProofKind.NONE,
+            why="no fence provider configured for it (its policy's spec.fence, or "
+            "--fence-provider / --fence-command); no shutdown taint",
+        )
+    name = provider.value
+    if provider is Provider.COMMAND:
+        if not cfg.fence_command:
+            return Outlook(ProofKind.NONE, name, why="command needs --fence-command")
+        return Outlook(ProofKind.FENCED, name, f"--fence-command {cfg.fence_command[0]}")
+    if (error := spec_error(cfg.fence)) is not None:
+        return Outlook(ProofKind.NONE, name, why=f"{name} is not configured: {error}")
+    try:
+        target = target_for(cfg.fence, obs)
+    except NoTarget as exc:
+        return Outlook(ProofKind.NONE, name, why=f"{name} has nothing to aim at: {exc}")
+    secret = cfg.fence.secret_name
+    if secret and (problem := secrets.get(secret)) is not None:
+        return Outlook(ProofKind.NONE, name, why=f"{name}: its Secret cannot be used: {problem}")
+    match provider:
+        case Provider.AWS:
+            where = f"instance {target.instance}"
+        case Provider.REDFISH | Provider.FENCE_AGENT:
+            where = f"BMC {target.address}" if target.address else "the agent's parameters"
+            if cfg.fence.agent:
+                where = f"{cfg.fence.agent}, {where}"
+        case _:  # pragma: no cover
+            assert_never(provider)
+    return Outlook(ProofKind.FENCED, name, where, f"fence through {name} ({where})")

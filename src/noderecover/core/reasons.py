@@ -1,4 +1,4 @@
-"""Every reason a step can be held for: one registry (README, "Blocked reasons").
+"""Every reason a step can be held for: one registry (docs/safety.md, "Blocked reasons").
 
 A blocked reason is what `Decision.blocked`, the executor's BLOCKED results and the drain
 report. For each one the registry says:
@@ -9,7 +9,7 @@ report. For each one the registry says:
   again before every destructive step and looked at again soon (the executor's short retry),
   or a hold of this one node (its kubelet, its pods, its volumes, its flaps, its budget).
 
-tests/test_reasons.py checks this enum against the README's table, both ways.
+tests/test_reasons.py checks this enum against that page's table, both ways.
 """
 
 from __future__ import annotations

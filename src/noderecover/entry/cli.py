@@ -65,8 +65,11 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="the StatefulSet takeover, live, on a local real control plane",
-        description="Build (once) and start a local control plane with kwok nodes, run the "
-        "seed's MySQL StatefulSet and two noderecover replicas, kill the node under mysql-0.",
+        description="Build (once) and start a local control plane with kwok nodes, a Redfish "
+        "BMC emulator per node and an attachable CSI volume, run the seed's MySQL StatefulSet "
+        "and two noderecover replicas (--fence-provider redfish), kill the node under mysql-0 "
+        "and follow it until the database is back: mysql-0 Running on another node with its "
+        "volume attached there.",
     )
     demo.add_argument("--grace", default="10s", help="noderecover's --grace (default 10s)")
     demo.add_argument(

@@ -62,6 +62,7 @@ from noderecover.entry.plan import (
     in_remediation,
     node_names,
     preview,
+    proof_column,
     report_dict,
     write_plan,
 )
@@ -505,9 +506,15 @@ def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], output: Output, 
         nxt = r.now + (f" in {format_age(r.next_in)}" if r.next_in is not None else "")
         rows.append([r.node, r.phase, since, nxt, r.blocked or "-", r.why])
     if output.kind == "wide":
-        headers += ["READY", "UNHEALTHY FOR", "VOLUMES"]
+        headers += ["READY", "UNHEALTHY FOR", "VOLUMES", "PROOF"]
         rows = [
-            [*row, r.ready, format_age(r.unhealthy_for), ",".join(r.volumes) or "-"]
+            [
+                *row,
+                r.ready,
+                format_age(r.unhealthy_for),
+                ",".join(r.volumes) or "-",
+                proof_column(r),
+            ]
             for row, r in zip(rows, busy, strict=True)
         ]
     out.write(table(headers, rows))
@@ -576,6 +583,8 @@ def _why(p: Preview, cfg: Config, node: str, output: Output, out: TextIO, err: T
         f"Removal: {removal} (--removal {cfg.removal}); proof the node is off: {r.proof}; "
         f"volumes attached: {vols}\n"
     )
+    if r.outlook is not None:
+        out.write(f"Proof it will get: {r.outlook}\n")
     return EXIT_OK
 
 

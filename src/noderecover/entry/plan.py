@@ -27,6 +27,7 @@ from noderecover.controller.snapshot import Snapshot
 from noderecover.core.display import format_age, table
 from noderecover.core.machine import Phase
 from noderecover.core.nodes import Condition, format_time
+from noderecover.core.proof import Outlook
 from noderecover.core.volumes import Attachment, on_node, plan_note
 from noderecover.entry.config import Config
 from noderecover.entry.output import Output, emit
@@ -58,6 +59,7 @@ class NodeReport:
     policy: str = "(flags)"  # the NodeRecoveryPolicy governing it; "-": none
     proof: str = "none"  # why the node is believed off (core.proof), as this read shows it
     removal: str = ""  # the removal it would get with that proof ("" = the settings')
+    outlook: Outlook | None = None  # the proof it will get, or why none (core.proof.outlook)
 
     def row(self) -> tuple[str, ...]:
         return (
@@ -123,6 +125,7 @@ async def preview(
             managed=ungoverned is None,
             proof=n.proof,
             removal=n.removal,
+            outlook=n.outlook,
         )
         if not n.selected:
             reports.append(
@@ -200,6 +203,7 @@ def report_dict(r: NodeReport) -> dict[str, Any]:
         "volumes": list(r.volumes),
         "proof": r.proof,
         "removal": r.removal,
+        "proofOutlook": r.outlook.data() if r.outlook is not None else None,
         "conditions": [
             {"type": c.type, "status": c.status, "reason": c.reason, "since": _time(c.since)}
             for c in r.conditions
@@ -238,11 +242,19 @@ def node_names(reports: list[NodeReport]) -> list[str]:
 
 
 def plan_rows(p: Preview, wide: bool = False) -> list[tuple[str, ...]]:
-    """The plan table's rows (HEADER, and VOLUMES when wide)."""
+    """The plan table's rows (HEADER, and VOLUMES and PROOF when wide)."""
     rows = [(*r.row(), r.policy) for r in p.reports]
     if wide:
-        rows = [(*row, ",".join(r.volumes) or "-") for row, r in zip(rows, p.reports, strict=True)]
+        rows = [
+            (*row, ",".join(r.volumes) or "-", proof_column(r))
+            for row, r in zip(rows, p.reports, strict=True)
+        ]
     return rows
+
+
+def proof_column(r: NodeReport) -> str:
+    """The PROOF column (wide): the proof the node will get (core.proof.outlook)."""
+    return r.outlook.short if r.outlook is not None else r.proof
 
 
 def write_plan(p: Preview, cfg: Config, output: Output, out: TextIO) -> None:
@@ -252,7 +264,7 @@ def write_plan(p: Preview, cfg: Config, output: Output, out: TextIO) -> None:
         emit(plan_data(p, cfg), node_names(p.reports), output, out)
         return
     wide = output.kind == "wide"
-    out.write(table([*HEADER, *(["VOLUMES"] if wide else [])], plan_rows(p, wide)))
+    out.write(table([*HEADER, *(["VOLUMES", "PROOF"] if wide else [])], plan_rows(p, wide)))
     out.write(breaker_line(p, cfg) + "\n")
     for note in p.notes:
         out.write(note + "\n")

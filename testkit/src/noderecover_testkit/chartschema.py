@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from noderecover.core.durations import PATTERN
 from noderecover.entry.config import Kind, opts
@@ -69,6 +72,37 @@ _NULLABLE_LIST: JSONSchema = {"type": ["array", "null"], "items": {"type": "obje
 _K8S_NAME: JSONSchema = {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"}
 
 
+# The policy CRD as the chart ships it: `fencing.config` takes exactly what a policy's
+# spec.fence takes (one schema for both).
+POLICY_CRD = (
+    Path(__file__).resolve().parents[3]
+    / "charts"
+    / "noderecover"
+    / "files"
+    / "crds"
+    / "crd-noderecoverypolicy.yaml"
+)
+
+
+def _closed(s: JSONSchema) -> JSONSchema:
+    """`s` with every object of named properties closed (a misspelt key is refused)."""
+    out = {k: v for k, v in s.items() if k != "description"}
+    if "properties" in out:
+        out["properties"] = {k: _closed(v) for k, v in out["properties"].items()}
+        out["additionalProperties"] = False
+    elif isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _closed(out["additionalProperties"])
+    return out
+
+
+def fence_schema() -> JSONSchema:
+    """The CRD's spec.fence schema (served version), closed, as `fencing.config` takes it."""
+    crd = yaml.safe_load(POLICY_CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("served"))
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _closed(spec["properties"]["fence"])
+
+
 def schema() -> JSONSchema:
     flags = {opt.flag.removeprefix("--"): flag_schema(opt.kind, opt.choices) for opt in opts()}
     return {
@@ -115,7 +149,8 @@ def schema() -> JSONSchema:
                                 "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
                                 "maxLength": 253,
                             },
-                        }
+                        },
+                        "config": fence_schema(),
                     }
                 ),
                 "priorityClassName": {"type": "string"},

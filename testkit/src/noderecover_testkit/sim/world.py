@@ -855,8 +855,9 @@ class World:
         now = self.loop.time()
         # A controller host clock wrong against the API server's (until a wall-step corrects
         # it) delays what is timed from the server's timestamps (a policy's per-condition
-        # durations start at lastTransitionTime) by up to that error: a known limit (README,
-        # "Clocks"), never a shortening. Liveness allows it; safety invariants do not.
+        # durations start at lastTransitionTime) by up to that error: a known limit
+        # (docs/how-it-works.md, "Evidence before force"), never a shortening. Liveness allows
+        # it; safety invariants do not.
         horizon = (
             NLC_GRACE
             + max(self.max_grace(), NODE_LEASE_SECONDS)
