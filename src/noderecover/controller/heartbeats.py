@@ -29,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -190,12 +191,21 @@ class Heartbeats:
         return seen is not None and seen.renewal_seen and self.renewing(name, force=force)
 
     def stale_at(self, name: str, *, force: bool = True) -> float | None:
-        """When (timeline) the Lease counts as stale if it does not change; None: not read."""
+        """When (timeline) the Lease counts as stale if it does not change; None: not read.
+
+        Later than now whenever `renewing` says it renews: a remainder smaller than the
+        timeline's resolution (~0.2 us at the wall scale) must not round to now, or the timer
+        that decides the node again when it turns stale is never set (a node held
+        `heartbeat-lease-renewing` until its hold's Event was due again, 60 s)."""
         seen = self.leases.get(name)
         if seen is None:
             return None
-        window = self._window(name, seen, force)
-        return self._timeline.now() + (seen.changed_at + window - self._clock.monotonic())
+        left = seen.changed_at + self._window(name, seen, force) - self._clock.monotonic()
+        now = self._timeline.now()
+        at = now + left
+        if left > 0 and at <= now:
+            at = math.nextafter(now, math.inf)
+        return at
 
     async def renewing_now(self, name: str) -> bool:
         """A fresh GET of the node's Lease, then: changed within its window, as seen by us.

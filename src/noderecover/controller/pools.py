@@ -185,6 +185,10 @@ class Pools:
         self._next_due = -math.inf  # `due()` as of the last `limits`
         self._unhealthy_sum = 0
         self._expiring: dict[str, float] = {}  # node -> when its share changes by itself
+        # Nodes whose removal was just counted (`count_intent`): their share turns from
+        # unhealthy to a removal, and must be counted again before any breaker is moved, or
+        # the node counts twice (its unhealthy share and the removal) until its action ends.
+        self.counted: set[str] = set()
         # Set when every node's share may have changed (the removal history was read):
         # the controller's next pass is a full one.
         self.recount_all = False
@@ -376,12 +380,17 @@ class Pools:
         is unknown, it counts in every pool). Once per episode: when its intent is written
         (`count_intent`), or, without one (dry-run), when its taint went on or its Node is
         gone. Not when an earlier leader's intent for it was read: that already counts it."""
-        self.count_intent(removal_intent(node, rec), now, pools)
+        self.count_intent(removal_intent(node, rec), now, pools, node)
 
-    def count_intent(self, intent: str, now: float, pools: tuple[str, ...]) -> None:
-        """Count the removal whose intent Event is `intent` (see `count_removal`)."""
+    def count_intent(
+        self, intent: str, now: float, pools: tuple[str, ...], node: str | None = None
+    ) -> None:
+        """Count the removal whose intent Event is `intent` (see `count_removal`); `node`:
+        whose removal it is (its share is counted again by the next pass: `counted`)."""
         if intent in self._loaded_intents or intent in self._own_intents:
             return
+        if node is not None:
+            self.counted.add(node)
         self._own_intents[intent] = (now, pools)
         self._removals_changed()
         self.removals = (*self.removals, now)

@@ -365,7 +365,8 @@ class Controller:
         restored: it still counts)."""
         await self.executor.writes.record(intent, node, uid, REMOVAL_INTENT, message)
         pool = self.view.pool(node)
-        self.pools.count_intent(intent, self.timeline.now(), (pool,) if pool is not None else ())
+        pools = (pool,) if pool is not None else ()
+        self.pools.count_intent(intent, self.timeline.now(), pools, node)
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         self.reporter.event(node, uid, "NodeRecoverBlocked", message)
@@ -554,12 +555,15 @@ class Controller:
                 # look again.
                 del self._gone[n]
                 agenda.touch(n)
+        # A node whose removal was counted since the last pass (its intent, mid-action): its
+        # share turns from unhealthy to a removal, counted again before any breaker moves.
+        counted, self.pools.counted = self.pools.counted, set()
         if full:
             agenda.take()
             agenda.reset()
             dirty = view.watchlist | self.records.keys() | self._busy.keys()
         else:
-            dirty = agenda.take()
+            dirty = agenda.take() | counted
         names = {
             n
             for n in dirty
