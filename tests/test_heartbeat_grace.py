@@ -382,3 +382,54 @@ async def test_two_pools_silent_together_each_counts_its_own_grace_from_the_hear
     else:
         assert 3.0 <= fast < 5.0, (fast, slow)
     assert 25.0 <= slow < 27.0, (fast, slow)
+
+
+# -- a drain a live Lease held is retried when the Lease turns stale --------------------------
+
+
+async def test_a_drain_held_by_a_renewing_lease_is_retried_when_the_lease_turns_stale(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The kubelet dies right after a renewal of a Lease with a 60 s duration; the node turns
+    Ready=Unknown 10 s later and is cordoned at once (its 5 s grace counted from the heartbeat),
+    but its Lease is fresh for a force (the longer of the grace and the Lease's duration): the
+    drain treats it as a live kubelet and ends held `pods-terminating`. Its retry comes when
+    the Lease turns stale (a timer), not after the live drain's fixed retry (30 s): without
+    it, the retry at +45 s still found the Lease fresh and the next came at +75 s."""
+    kube.add_node("cp", labels={"node-role.kubernetes.io/control-plane": ""})
+    for i in (1, 2, 3):
+        kube.add_node(f"w{i}", labels=WORKER)
+        kube.add_node_lease(f"w{i}", duration=60)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql", grace=30)
+    h = await start(harness_factory, grace=5, drain_timeout=5)
+    await heartbeats(h, "w1", 30)
+    lease = kube.get_lease("kube-node-lease", "w1")
+    assert lease is not None
+    version = lease["metadata"]["resourceVersion"]
+    await h.until(lambda: h.controller.heartbeats.leases["w1"].version == version)
+    last = h.controller.heartbeats.last_change("w1")  # its last renewal, as seen
+    assert last is not None
+    kube.set_kubelet_alive("w1", False)
+    await h.idle(10)  # node-monitor-grace
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(
+        lambda: h.controller.blocked.get("w1") == "pods-terminating",
+        advance=0.1,
+        what="held: the Lease is fresh for a force",
+        real_timeout=30,
+    )
+    assert not forces(kube)
+    retries: set[tuple[float, str | None]] = set()
+
+    def forced() -> bool:
+        rec = h.controller.records.get("w1")
+        if rec is not None and rec.retry_at:
+            retries.add((round(rec.retry_at - last, 2), h.controller.blocked.get("w1")))
+        return bool(forces(kube))
+
+    await h.until(forced, advance=0.1, what="forced", real_timeout=60)
+    took = h.controller.timeline.now() - last
+    # The retries: the live drain's (30 s after the first hold, the Lease still fresh), then
+    # the Lease's stale time (its change seen + 60 s), never the fixed retry beyond it.
+    assert max(retries)[0] <= 60.0 + 0.02, sorted(retries)
+    assert 60.0 <= took < 70.0, f"first force {took:.1f}s after the last heartbeat"

@@ -58,7 +58,7 @@ from noderecover.base import logs
 from noderecover.base.clock import Clock, Timeline, wait_event
 from noderecover.base.metrics import RECOVERY_DURATION
 from noderecover.controller.agenda import Agenda
-from noderecover.controller.executor import Executor
+from noderecover.controller.executor import BLOCKED_RETRY, Executor
 from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
 from noderecover.controller.pools import Pools
@@ -107,6 +107,12 @@ GONE_RECHECK = 10.0  # a node a step found gone, still in view: looked at again 
 REMOVALS_RETRY = 10.0  # the removal history could not be read: read it again this often
 NOT_LEADER_PAUSE = 0.1  # the act-gate is closed while leading: look again this much later
 DRIFT_STEP = 0.5  # seconds: a wall-clock step this large makes the next pass a full one
+SILENT_RETRY_MIN = 1.0  # a held drain of a silent node is retried no sooner than this
+# Past a Lease's stale time (timeline) by this much, every read of it says stale: the timeline
+# and the monotonic clock it is judged on agree to ~0.2 us at the wall scale.
+STALE_SLACK = 0.01
+# The drain's holds of a live kubelet (controller.drainer): its pods leave by its hand only.
+LIVE_KUBELET_HOLDS = frozenset({Blocked.PODS_TERMINATING, Blocked.PDB_BLOCKED})
 
 
 class Gate(Protocol):
@@ -762,12 +768,15 @@ class Controller:
             return
         now = self.timeline.now()
         current = self.records.get(name, rec)
+        retry_in = result.retry_in
+        if action.kind is Kind.DRAIN and result.outcome is Outcome.BLOCKED:
+            retry_in = self._retry_when_silent(name, result.detail, retry_in, now)
         new = complete(
             current,
             action,
             result.outcome,
             now,
-            result.retry_in,
+            retry_in,
             result.tainted,
             result.transition,
         )
@@ -811,6 +820,23 @@ class Controller:
             detail=result.detail,
         )
         self._done(name)
+
+    def _retry_when_silent(self, name: str, reason: str, retry_in: float, now: float) -> float:
+        """A drain held by a live kubelet (`LIVE_KUBELET_HOLDS`) of a node whose status is
+        silent (Ready=Unknown) lives by its heartbeat Lease alone: it is retried when that
+        Lease turns stale for a force (a timer: the record's retry), not after the live
+        drain's fixed retry. A Lease renewed meanwhile moves its stale time: the retry finds
+        the kubelet alive and is held again until the next one."""
+        obs = self.nodes.get(name)
+        if reason not in LIVE_KUBELET_HOLDS or obs is None or not obs.silent:
+            return retry_in
+        stale = self.heartbeats.stale_at(name, force=True)
+        if stale is None:
+            return retry_in
+        left = stale - now + STALE_SLACK
+        # Already stale by our reads, yet the drain found it alive (a read newer than ours):
+        # the gate's own retry.
+        return min(retry_in, max(SILENT_RETRY_MIN, left) if left > 0 else BLOCKED_RETRY)
 
     # -- health ------------------------------------------------------------------------
 
