@@ -17,8 +17,16 @@ JSON = dict[str, Any]
 WORKER = {"node-role.kubernetes.io/worker": ""}
 
 
-def make_node(i: int, *, ready: str = "True", rv: int = 1000, heartbeat: str = T0) -> JSON:
-    """Node number ``i`` with Ready=``ready``; ``rv`` its resourceVersion."""
+def make_node(
+    i: int,
+    *,
+    ready: str = "True",
+    rv: int = 1000,
+    heartbeat: str = T0,
+    labels: dict[str, str] | None = None,
+) -> JSON:
+    """Node number ``i`` with Ready=``ready``; ``rv`` its resourceVersion; ``labels`` beside
+    the worker role's."""
     octets = f"{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
     name = f"ip-10-{octets.replace('.', '-')}.eu-west-1.compute.internal"
     return make_named_node(
@@ -26,7 +34,7 @@ def make_node(i: int, *, ready: str = "True", rv: int = 1000, heartbeat: str = T
         ready=ready,
         heartbeat=heartbeat,
         resource_version=rv,
-        labels=WORKER,
+        labels={**WORKER, **(labels or {})},
         ip=f"10.{octets}",
     )
 

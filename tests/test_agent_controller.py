@@ -441,6 +441,31 @@ async def test_a_sign_of_the_agent_after_the_mark_restarts_the_wait(
     await h.until(lambda: bool(forces(kube)), advance=1.0, real_timeout=60, what="forced")
 
 
+async def test_an_agent_lease_change_alone_has_the_node_decided_again(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """A pass decides only what changed (issue 24): the agent's Lease moving is a change of
+    its node. After the mark, one renewal of w1's agent and nothing else: the decision's
+    wake time (when the proof can come) moves at once, not at the old timer."""
+    cluster(kube)
+    h = await start(harness_factory)
+    await live(h, 90)
+    await silence_w1(h)
+    await h.until(lambda: bool(marks(kube)), advance=1.0, real_timeout=60, what="marked")
+    await h.idle(10)
+    before = h.controller.decisions["w1"].wake_at
+    assert before is not None
+    renew_agent_lease(kube, "w1")
+    renewed = h.clock.monotonic()
+    await h.until(
+        lambda: (h.controller.decisions["w1"].wake_at or 0.0) > before,
+        advance=0.1,
+        real_timeout=30,
+        what="decided again",
+    )
+    assert h.clock.monotonic() - renewed < 2.0
+
+
 async def test_a_crash_looping_agents_node_is_handled_as_agent_less(
     kube: FakeKube, harness_factory: Start
 ) -> None:

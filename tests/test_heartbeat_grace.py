@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from noderecover.base.clock import FakeClock
@@ -164,6 +165,27 @@ async def test_a_stale_history_watch_gives_no_heartbeat_time() -> None:
     assert not off.history and off.last_change("w1") is None
 
 
+def test_a_lease_still_renewing_turns_stale_after_now_never_at_now() -> None:
+    """The timer that decides a held node again when its Lease turns stale (controller.agenda)
+    must be later than now while `renewing` says it renews: a remainder below the timeline's
+    resolution (~0.2 us at the wall scale) once rounded to now, the timer was dropped as past,
+    and the node stayed held `heartbeat-lease-renewing` until its hold's Event was due again."""
+    from noderecover.base.clock import Timeline
+
+    clock = FakeClock(start_wall=T0)
+    cfg = make_config(watch_node_leases=True, grace=25.0)
+    hb = Heartbeats(object(), clock, Timeline(clock), cfg)  # type: ignore[arg-type]
+    timeline = Timeline(clock)
+    hb._note("w1", "a", 20.0, "1")
+    hb._note("w1", "b", 20.0, "2")  # a renewal seen
+    clock.advance(25.0 - 1e-9)
+    assert hb.renewing("w1", force=False)
+    stale = hb.stale_at("w1", force=False)
+    assert stale is not None and stale > timeline.now()
+    clock.advance(1e-6)
+    assert not hb.renewing("w1", force=False)
+
+
 # -- the gain: the grace counts from the last heartbeat ---------------------------------------
 
 
@@ -287,3 +309,127 @@ def test_a_policys_ready_unknown_duration_counts_from_the_last_heartbeat() -> No
     # Not for a node that is not silent.
     ready_false = obs(cfg, ready="False", since=T0)
     assert grace_deadline(T0 + 2, ready_false, cfg, heartbeat_at=T0 - 45) == T0 + 2 + 300
+
+
+# -- two pools, two graces, one incremental pass (issue 24) ----------------------------------
+
+
+@pytest.mark.parametrize("beat_seen", [True, False], ids=["heartbeat-seen", "no-heartbeat-seen"])
+async def test_two_pools_silent_together_each_counts_its_own_grace_from_the_heartbeat(
+    kube: FakeKube, harness_factory: Start, beat_seen: bool
+) -> None:
+    """The e2e two-pools case on a fake clock, through the leader's incremental passes: a fast
+    pool (Ready=Unknown 3 s) and a slow one (25 s) lose a node each at the same moment; the
+    node controller marks them Ready=Unknown 10 s later (node-monitor-grace), while every other
+    Lease keeps renewing (Lease events that mark other nodes dirty, pool gates that move when
+    the fast node is cordoned). Each node is cordoned on its own pool's grace counted from its
+    last heartbeat when a renewal was seen (`beat_seen`), else from the NotReady: the slow
+    node never before that, and never on the fast pool's clock."""
+    kube.install_policies()
+    ready_unknown = {"type": "Ready", "status": "Unknown"}
+    for pool, duration in (("fast", "3s"), ("slow", "25s")):
+        kube.add_policy(
+            pool,
+            {
+                "nodeSelector": {"matchLabels": {"pool": pool}},
+                "unhealthyConditions": [{**ready_unknown, "duration": duration}],
+            },
+        )
+    nodes = [f"{p}{i}" for p in ("f", "s") for i in (1, 2, 3)]
+    for n in nodes:
+        kube.add_node(n, labels={"pool": "fast" if n.startswith("f") else "slow"})
+        kube.add_node_lease(n, duration=20)
+    h = await start(harness_factory, grace=600)
+    await h.until(lambda: len(h.controller.policies.policies) == 2, advance=0.5)
+    step, every = 0.1, 50  # fake seconds per tick; ticks between two renewals (5 s)
+    ticks = 0
+
+    async def run(seconds: float, alive: list[str]) -> None:
+        nonlocal ticks
+        for _ in range(round(seconds / step)):
+            h.clock.advance(step)
+            ticks += 1
+            if ticks % every == 0:
+                for n in alive:
+                    kube.renew_node_lease(n)
+            for n in ("f1", "s1"):
+                if n not in cordoned_at and cordoned(kube, n):
+                    cordoned_at[n] = h.controller.timeline.now()
+            await anyio.sleep(0.003)
+
+    cordoned_at: dict[str, float] = {}
+    await run(30.0 if beat_seen else 0.0, nodes)
+    if beat_seen:
+        await h.until(lambda: h.controller.heartbeats.last_change("s1") is not None)
+    else:
+        assert h.controller.heartbeats.last_change("s1") is None
+    last_beat = h.controller.timeline.now()
+    kube.set_kubelet_alive("f1", False)
+    kube.set_kubelet_alive("s1", False)
+    others = [n for n in nodes if n not in ("f1", "s1")]
+    await run(10.0, others)  # node-monitor-grace: no heartbeat from f1, s1
+    assert not cordoned_at
+    kube.set_node_ready("f1", "Unknown", "NodeStatusUnknown")
+    kube.set_node_ready("s1", "Unknown", "NodeStatusUnknown")
+    notready = h.controller.timeline.now()
+    await run(45.0, others)
+    assert set(cordoned_at) == {"f1", "s1"}, (cordoned_at, h.controller.decisions.get("s1"))
+    start_of_silence = last_beat if beat_seen else notready
+    fast, slow = cordoned_at["f1"] - start_of_silence, cordoned_at["s1"] - start_of_silence
+    if beat_seen:
+        # The fast pool's 3 s were over at the NotReady: cordoned then.
+        assert cordoned_at["f1"] - notready < 2.0, (fast, slow)
+    else:
+        assert 3.0 <= fast < 5.0, (fast, slow)
+    assert 25.0 <= slow < 27.0, (fast, slow)
+
+
+# -- a drain a live Lease held is retried when the Lease turns stale --------------------------
+
+
+async def test_a_drain_held_by_a_renewing_lease_is_retried_when_the_lease_turns_stale(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """The kubelet dies right after a renewal of a Lease with a 60 s duration; the node turns
+    Ready=Unknown 10 s later and is cordoned at once (its 5 s grace counted from the heartbeat),
+    but its Lease is fresh for a force (the longer of the grace and the Lease's duration): the
+    drain treats it as a live kubelet and ends held `pods-terminating`. Its retry comes when
+    the Lease turns stale (a timer), not after the live drain's fixed retry (30 s): without
+    it, the retry at +45 s still found the Lease fresh and the next came at +75 s."""
+    kube.add_node("cp", labels={"node-role.kubernetes.io/control-plane": ""})
+    for i in (1, 2, 3):
+        kube.add_node(f"w{i}", labels=WORKER)
+        kube.add_node_lease(f"w{i}", duration=60)
+    kube.add_pod("mysql-0", "default", "w1", "StatefulSet", owner_name="mysql", grace=30)
+    h = await start(harness_factory, grace=5, drain_timeout=5)
+    await heartbeats(h, "w1", 30)
+    lease = kube.get_lease("kube-node-lease", "w1")
+    assert lease is not None
+    version = lease["metadata"]["resourceVersion"]
+    await h.until(lambda: h.controller.heartbeats.leases["w1"].version == version)
+    last = h.controller.heartbeats.last_change("w1")  # its last renewal, as seen
+    assert last is not None
+    kube.set_kubelet_alive("w1", False)
+    await h.idle(10)  # node-monitor-grace
+    kube.set_node_ready("w1", "Unknown", "NodeStatusUnknown")
+    await h.until(
+        lambda: h.controller.blocked.get("w1") == "pods-terminating",
+        advance=0.1,
+        what="held: the Lease is fresh for a force",
+        real_timeout=30,
+    )
+    assert not forces(kube)
+    retries: set[tuple[float, str | None]] = set()
+
+    def forced() -> bool:
+        rec = h.controller.records.get("w1")
+        if rec is not None and rec.retry_at:
+            retries.add((round(rec.retry_at - last, 2), h.controller.blocked.get("w1")))
+        return bool(forces(kube))
+
+    await h.until(forced, advance=0.1, what="forced", real_timeout=60)
+    took = h.controller.timeline.now() - last
+    # The retries: the live drain's (30 s after the first hold, the Lease still fresh), then
+    # the Lease's stale time (its change seen + 60 s), never the fixed retry beyond it.
+    assert max(retries)[0] <= 60.0 + 0.02, sorted(retries)
+    assert 60.0 <= took < 70.0, f"first force {took:.1f}s after the last heartbeat"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -118,6 +118,9 @@ class AgentLeases:
         # node -> (uid, first seen (monotonic), seen in the view)
         self.marks: dict[str, tuple[str, float, bool]] = {}
         self._synced_once = False  # a preview's one LIST stands for a current view
+        # Called with the node's name when its agent's Lease appears, changes or goes: the
+        # reconciler decides that node again (its pass decides only what changed).
+        self.on_change: Callable[[str], None] = lambda node: None
         self.watcher: Watcher[AgentLeaseObs] = Watcher(
             kube,
             clock,
@@ -135,7 +138,9 @@ class AgentLeases:
 
     def _event(self, etype: str, name: str, lease: AgentLeaseObs | None) -> None:
         if lease is None:
-            self.leases.pop(name.removeprefix(core.LEASE_PREFIX), None)
+            node = name.removeprefix(core.LEASE_PREFIX)
+            if self.leases.pop(node, None) is not None:
+                self.on_change(node)
         else:
             self.note(lease)
 
@@ -143,7 +148,9 @@ class AgentLeases:
         listed = {obs[0]: obs for _, obs in items}
         for obs in listed.values():
             self.note(obs)
-        self.leases = {k: v for k, v in self.leases.items() if k in listed}
+        for node in [k for k in self.leases if k not in listed]:
+            del self.leases[node]
+            self.on_change(node)
 
     def note(self, lease: AgentLeaseObs) -> None:
         """One read of an agent Lease (watch event, LIST item or GET)."""
@@ -152,10 +159,12 @@ class AgentLeases:
         old = self.leases.get(node)
         if old is None:
             self.leases[node] = LeaseRecord(params, version, renew, window, now, None)
+            self.on_change(node)
             return
         changed = version != old.version if version and old.version else renew != old.renew
         if not changed:
             return
+        self.on_change(node)
         gap = now - old.changed_at
         steady = old.steady_since
         if steady is None or gap > old.window + core.GAP_TOLERANCE:

@@ -29,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -106,6 +107,9 @@ class Heartbeats:
         self._timeline = timeline
         self._cfg = cfg
         self.leases: dict[str, Seen] = {}
+        # Called with a node's name when what we know of its Lease changed (the reconcile
+        # pass decides that node again).
+        self.on_change: Callable[[str], None] = lambda _name: None
         self.wake = anyio.Event()  # set to read a newly silent node's Lease at once
         # The heartbeat history: a watch of every node's Lease (see the module doc).
         self.history = cfg.watch_node_leases and cfg.grace_from_heartbeat
@@ -126,7 +130,8 @@ class Heartbeats:
 
     def _event(self, etype: str, name: str, lease: LeaseObs | None) -> None:
         if lease is None:
-            self.leases.pop(name, None)  # its Lease is gone: the next GET says 404
+            if self.leases.pop(name, None) is not None:  # gone: the next GET says 404
+                self.on_change(name)
         else:
             self._note(name, lease[1], lease[2], lease[0])
 
@@ -135,7 +140,15 @@ class Heartbeats:
         for name, (version, renew, duration) in listed.items():
             self._note(name, renew, duration, version)
         # Leases that are gone (their DELETED events may have been lost).
-        self.leases = {k: v for k, v in self.leases.items() if k in listed}
+        self._forget(listed)
+
+    def _forget(self, keep: Iterable[str] | dict[str, object]) -> None:
+        """Forget the Leases of nodes not in `keep`."""
+        kept = keep if isinstance(keep, (set, dict)) else set(keep)
+        gone = [k for k in self.leases if k not in kept]
+        for name in gone:
+            del self.leases[name]
+            self.on_change(name)
 
     def history_fresh(self) -> bool:
         """The Lease watch is on, listed, and made progress within --watch-silence."""
@@ -178,12 +191,21 @@ class Heartbeats:
         return seen is not None and seen.renewal_seen and self.renewing(name, force=force)
 
     def stale_at(self, name: str, *, force: bool = True) -> float | None:
-        """When (timeline) the Lease counts as stale if it does not change; None: not read."""
+        """When (timeline) the Lease counts as stale if it does not change; None: not read.
+
+        Later than now whenever `renewing` says it renews: a remainder smaller than the
+        timeline's resolution (~0.2 us at the wall scale) must not round to now, or the timer
+        that decides the node again when it turns stale is never set (a node held
+        `heartbeat-lease-renewing` until its hold's Event was due again, 60 s)."""
         seen = self.leases.get(name)
         if seen is None:
             return None
-        window = self._window(name, seen, force)
-        return self._timeline.now() + (seen.changed_at + window - self._clock.monotonic())
+        left = seen.changed_at + self._window(name, seen, force) - self._clock.monotonic()
+        now = self._timeline.now()
+        at = now + left
+        if left > 0 and at <= now:
+            at = math.nextafter(now, math.inf)
+        return at
 
     async def renewing_now(self, name: str) -> bool:
         """A fresh GET of the node's Lease, then: changed within its window, as seen by us.
@@ -200,7 +222,9 @@ class Heartbeats:
         try:
             lease = await self._kube.request("GET", f"{NODE_LEASES_PATH}/{quote(name, safe='')}")
         except NotFound:
-            self.leases[name] = Seen("", float("-inf"), False)  # no Lease: nothing renews it
+            if self.leases.get(name) != (no := Seen("", float("-inf"), False)):
+                self.leases[name] = no  # no Lease: nothing renews it
+                self.on_change(name)
             return True
         except ApiError as exc:
             log.warning("could not read the heartbeat Lease of %s: %s", name, exc)
@@ -218,14 +242,17 @@ class Heartbeats:
         old = self.leases.get(name)
         if old is None:
             self.leases[name] = Seen(renew, self._clock.monotonic(), False, duration, version)
+            self.on_change(name)
             return
         changed = version != old.version if version and old.version else renew != old.renew
         if changed:
             self.leases[name] = Seen(renew, self._clock.monotonic(), True, duration, version)
+            self.on_change(name)
         elif old.duration != duration or (version and version != old.version):
             self.leases[name] = Seen(
                 old.renew, old.changed_at, old.renewal_seen, duration, version or old.version
             )
+            self.on_change(name)
 
     async def refresh(self, silent: list[str]) -> None:
         """One round: read the Lease of every silent node; without history, forget the
@@ -233,8 +260,7 @@ class Heartbeats:
         for name in silent:
             await self.fetch(name)
         if not self.history:
-            keep = set(silent)
-            self.leases = {k: v for k, v in self.leases.items() if k in keep}
+            self._forget(set(silent))
 
     async def poll(self, silent: Callable[[], list[str]], changed: Callable[[], None]) -> None:
         """While nodes are silent, re-read their Leases every min(grace / 3, 5 s); with

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from noderecover.base.clock import Timeline
@@ -42,6 +42,8 @@ from noderecover.kube.events import EVENTS_NAMESPACE, REMOVAL_INTENT
 # The lines it logs are the reconciler's, as they always were (log filters keep working).
 log = logging.getLogger("noderecover.controller.reconciler")
 
+STATES_EVERY = 1.0  # seconds: policy status metrics are worked out at most this often by a pass
+
 
 @dataclass(frozen=True, slots=True)
 class Census:
@@ -52,22 +54,70 @@ class Census:
     in_flight: int
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One node's share of the counts (`Pools.share`): of its pool's census (`_census`), of
+    the cluster-wide census (`_cluster_census`) and of the phase gauges. The census is the sum
+    of the shares, kept as nodes change (`Pools.recount`), never recounted in a pass."""
+
+    pool: str | None = None  # the pool it counts in (None: none, or every pool below)
+    bad: int = 0
+    in_flight: int = 0
+    removal: int = 0  # removed (or its removal counted), still in view: counted once
+    every_bad: int = 0  # policy mode, malformed: unhealthy in every pool
+    every_in_flight: int = 0  # policy mode, in remediation, no single policy governs it
+    cluster_bad: int = 0
+    cluster_twice: int = 0  # cluster-wide: a removal still in view
+    phase: Phase | None = None  # its record's phase (the noderecover_nodes gauges)
+    until: float = math.inf  # when it changes by itself (a removal leaves its window)
+
+    def counts(self) -> tuple[object, ...]:
+        return (
+            self.pool,
+            self.bad,
+            self.in_flight,
+            self.removal,
+            self.every_bad,
+            self.every_in_flight,
+            self.cluster_bad,
+            self.cluster_twice,
+            self.phase,
+        )
+
+
+NO_SHARE = Share()
+
+
 @dataclass(slots=True)
 class PassLimits:
     """The pools' limits as one pass sees them: counted at its start (`Pools.step`), then
     each cordon the pass starts is added (`started`), so one pass cannot overrun them."""
 
-    configs: dict[str, Config]  # pool -> its settings
-    census: dict[str, Census]
-    in_flight: dict[str, int]  # pool -> remediations holding a slot
-    removals_last_hour: dict[str, int]  # pool -> removals counted in the last hour
-    wake_at: float  # the earliest a breaker changes by itself (inf: none)
+    configs: Mapping[str, Config]  # pool -> its settings
+    census: Mapping[str, Census]  # pool -> its census (the pass reads it, never writes)
+    removals_last_hour: Mapping[str, int]  # pool -> removals counted in the last hour
+    wake_at: float  # the earliest a count or breaker changes by itself (inf: none)
+    # Pools whose gates (breaker, slots, removals) changed since the last pass: their nodes
+    # are decided again (an incremental pass; a full pass decides every node anyway).
+    changed: set[str] = dataclasses.field(default_factory=set)
+    # Cordons this pass started, per pool (on top of the census's in-flight count).
+    cordons: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def slots(self, pool: str) -> int:
+        """Remediations holding a slot of `pool`, with the cordons this pass started."""
+        c = self.census.get(pool)
+        return (c.in_flight if c is not None else 0) + self.cordons.get(pool, 0)
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Pool -> remediations holding a slot (`slots` of every pool)."""
+        return {p: self.slots(p) for p in self.census.keys() | self.cordons.keys()}
 
     def started(self, pool: str | None, kind: Kind) -> None:
         """The pass started an action of `kind` on a node of `pool` (a removal started is
         counted by `Pools.removals_started`, from the actions in progress)."""
         if kind is Kind.CORDON and pool is not None:
-            self.in_flight[pool] = self.in_flight.get(pool, 0) + 1
+            self.cordons[pool] = self.cordons.get(pool, 0) + 1
 
 
 class Pools:
@@ -107,7 +157,41 @@ class Pools:
         # The removals of earlier leaders were read (Events) in this term: until then the
         # hourly budget is unknown and holds every removal.
         self.removals_known = True
-        self.states: dict[str, PoolState] = {}  # the last pass's, for policy status
+        self._states: dict[str, PoolState] = {}  # policy status, as of `_stated`
+        self._stated: tuple[Mapping[str, Record], Mapping[str, str]] | None = None
+        self._stated_at = -math.inf
+        # The census, kept as nodes change (see Share): node -> its share, and their sums.
+        self._configs: dict[str, Config] = {"": cfg}
+        self._flags: dict[str, Config] = {"": cfg}
+        self._shares: dict[str, Share] = {}
+        self._bad: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._in_view_removals: Counter[str] = Counter()
+        self._every_bad = 0
+        self._every_in_flight = 0
+        self._cluster_bad = 0
+        self._cluster_twice = 0
+        self.phases: Counter[Phase] = Counter()  # records of nodes in view, per phase
+        self.phases_version = 0  # moves with `phases`
+        self.census: dict[str, Census] = {}  # pool -> its census as of the last pass
+        self.removals_hour: dict[str, int] = {}  # pool -> removals counted in the last hour
+        self._gates: dict[str, tuple[object, ...]] = {}  # pool -> its gates, last pass
+        self._dirty: set[str] = set()  # pools whose census may have changed
+        self._all_dirty = True  # every pool (and the cluster-wide count) may have changed
+        self._cluster_dirty = True
+        self._cluster_size = -1
+        self._due: dict[str | None, float] = {}  # pool (None: cluster) -> when it changes
+        self._prune_at = -math.inf
+        self._next_due = -math.inf  # `due()` as of the last `limits`
+        self._unhealthy_sum = 0
+        self._expiring: dict[str, float] = {}  # node -> when its share changes by itself
+        # Nodes whose removal was just counted (`count_intent`): their share turns from
+        # unhealthy to a removal, and must be counted again before any breaker is moved, or
+        # the node counts twice (its unhealthy share and the removal) until its action ends.
+        self.counted: set[str] = set()
+        # Set when every node's share may have changed (the removal history was read):
+        # the controller's next pass is a full one.
+        self.recount_all = False
 
     # -- settings ------------------------------------------------------------------------
 
@@ -134,6 +218,8 @@ class Pools:
             for n, p in policies.items()
             if p.cfg is not None and p.valid
         }
+        self._configs = dict(self._policy_cfgs) if policies else {"": cfg}
+        self._all_dirty = True
 
     def min_grace(self) -> float:
         return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])
@@ -150,6 +236,12 @@ class Pools:
         if not self._policies.active:
             return {"": self.cfg}
         return dict(self._policy_cfgs)
+
+    def pool_configs(self) -> Mapping[str, Config]:
+        """`configs()` without the copy (kept by `configure`)."""
+        if not self._policies.active:
+            return self._flags
+        return self._configs
 
     # -- the gates the write path asks (Controller.hold) ---------------------------------
 
@@ -219,7 +311,7 @@ class Pools:
         in progress may be about to write it)."""
         return sum(
             1
-            for n in records.keys() | busy.keys()
+            for n in busy  # only a removal in progress counts here
             if n != node
             # Gone from view mid-removal: its pool is unknown now, it counts in every pool.
             and (self._view.pool(n) == pool or n not in self._view.nodes)
@@ -267,7 +359,7 @@ class Pools:
         rec = records[name]
         # Its own slot (counted in the census): not "another" remediation.
         own = 1 if rec.phase in IN_FLIGHT or self.marked_cordoned(name) else 0
-        in_flight = limits.in_flight.get(pool, 0) - own
+        in_flight = limits.slots(pool) - own
         removals = (
             limits.removals_last_hour.get(pool, 0)
             - self._mine(name, pool, records, now)  # its own, counted from its intent
@@ -288,27 +380,52 @@ class Pools:
         is unknown, it counts in every pool). Once per episode: when its intent is written
         (`count_intent`), or, without one (dry-run), when its taint went on or its Node is
         gone. Not when an earlier leader's intent for it was read: that already counts it."""
-        self.count_intent(removal_intent(node, rec), now, pools)
+        self.count_intent(removal_intent(node, rec), now, pools, node)
 
-    def count_intent(self, intent: str, now: float, pools: tuple[str, ...]) -> None:
-        """Count the removal whose intent Event is `intent` (see `count_removal`)."""
+    def count_intent(
+        self, intent: str, now: float, pools: tuple[str, ...], node: str | None = None
+    ) -> None:
+        """Count the removal whose intent Event is `intent` (see `count_removal`); `node`:
+        whose removal it is (its share is counted again by the next pass: `counted`)."""
         if intent in self._loaded_intents or intent in self._own_intents:
             return
+        if node is not None:
+            self.counted.add(node)
         self._own_intents[intent] = (now, pools)
+        self._removals_changed()
         self.removals = (*self.removals, now)
         if not pools:
             self._loaded_removals = (*self._loaded_removals, now)
         for pool in pools:
             self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
 
+    def _removals_changed(self) -> None:
+        """The removal history changed: every pool's counts and gates, again."""
+        self._all_dirty = True
+        self._cluster_dirty = True
+        self._prune_at = -math.inf
+
     def prune(self, now: float) -> None:
         """Forget removals (and intents) older than every window that counts them."""
+        if now < self._prune_at:
+            return  # nothing is old enough yet
         keep = max(HOUR, self.cfg.breaker_window)
+        before = (len(self.removals), len(self._own_intents), len(self._loaded_intents))
         self.removals = prune(self.removals, now, keep)
         self._loaded_removals = prune(self._loaded_removals, now, keep)
         self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
         self._own_intents = {i: v for i, v in self._own_intents.items() if now - v[0] < keep}
         self._loaded_intents = {i: t for i, t in self._loaded_intents.items() if now - t < keep}
+        if before != (len(self.removals), len(self._own_intents), len(self._loaded_intents)):
+            self._removals_changed()
+            self.recount_all = True  # a removal counted from its intent may have left it
+        stamps = [
+            *self.removals,
+            *self._loaded_removals,
+            *(at for at, _ in self._own_intents.values()),
+            *self._loaded_intents.values(),
+        ]
+        self._prune_at = min(stamps) + keep if stamps else math.inf
 
     async def load_removals(self) -> None:
         """Seed the removal history from the Events of earlier leaders.
@@ -392,6 +509,8 @@ class Pools:
         self.removals_known = True
         self._loaded_removals = tuple(sorted(loaded.elements()))
         self._loaded_intents = intents
+        self._removals_changed()
+        self.recount_all = True  # a node's removal may be counted from an intent now
         if self.removals:
             log.info(
                 "%d node removals in the last hour/breaker window (from Events)", len(self.removals)
@@ -406,43 +525,270 @@ class Pools:
         busy: Mapping[str, Kind],
         now: float,
     ) -> PassLimits:
-        """Count the pools for a pass, move their breakers (and the cluster-wide one), and
-        return the limits the pass decides with."""
+        """A full count for a pass: every node's share again (`candidates`: the nodes a pass
+        decides; the cluster-wide count takes the watchlist), then every pool's breaker and
+        the cluster-wide one; return the limits the pass decides with."""
+        self._shares = {}
+        self._bad, self._in_flight, self._in_view_removals = Counter(), Counter(), Counter()
+        self._every_bad = self._every_in_flight = 0
+        self._cluster_bad = self._cluster_twice = 0
+        self.phases = Counter()
+        self.phases_version += 1
+        names = {obs.name for obs in candidates}
+        pools = self.pool_configs()
+        shares = self._census(candidates, records, busy, now, pools)
+        for name in names | self._view.watchlist | records.keys():
+            self._apply(name, self._whole(name, shares.get(name, NO_SHARE), records, now))
+        self._all_dirty = self._cluster_dirty = True
+        return self.limits(records, busy, now)
+
+    def recount(
+        self,
+        names: set[str],
+        candidates: list[NodeObs],
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+        now: float,
+    ) -> None:
+        """The shares of `names` again (they changed: an event, a record, an action),
+        `candidates` among them (the nodes a pass decides)."""
+        shares = self._census(candidates, records, busy, now, self.pool_configs())
+        for name in names:
+            self._apply(name, self._whole(name, shares.get(name, NO_SHARE), records, now))
+
+    def _whole(self, name: str, part: Share, records: Mapping[str, Record], now: float) -> Share:
+        """A node's whole share: its pool's (`part`, from `_census`), the cluster-wide one (a
+        node on the watchlist) and its record's phase."""
+        nodes = self._view.nodes
+        obs = nodes.get(name)
+        if obs is None:
+            return NO_SHARE
+        rec = records.get(name)
+        bad = twice = 0
+        until = part.until
+        if name in self._view.watchlist:
+            window = self.cfg.breaker_window
+            if self._is_removal(name, rec, records, now, window):
+                twice = 1  # removed (or its removal counted), still in view: counted once
+                until = min(until, self._removal_until(name, rec, records, now, window))
+            elif obs.malformed is not None or unhealthy(obs, self.union):
+                bad = 1
+        phase = rec.phase if rec is not None else None
+        if part is NO_SHARE and not bad and not twice and phase is None:
+            return NO_SHARE
+        return Share(
+            part.pool,
+            part.bad,
+            part.in_flight,
+            part.removal,
+            part.every_bad,
+            part.every_in_flight,
+            bad,
+            twice,
+            phase,
+            until,
+        )
+
+    def _apply(self, name: str, new: Share) -> None:
+        old = self._shares.get(name, NO_SHARE)
+        if new.until != math.inf:
+            self._expiring[name] = new.until
+        if new is NO_SHARE:
+            self._shares.pop(name, None)
+        else:
+            self._shares[name] = new
+        if old is new or old.counts() == new.counts():
+            return
+        for share, sign in ((old, -1), (new, 1)):
+            if share.pool is not None:
+                self._bad[share.pool] += sign * share.bad
+                self._in_flight[share.pool] += sign * share.in_flight
+                self._in_view_removals[share.pool] += sign * share.removal
+                self._dirty.add(share.pool)
+            if share.every_bad or share.every_in_flight:
+                self._every_bad += sign * share.every_bad
+                self._every_in_flight += sign * share.every_in_flight
+                self._all_dirty = True
+            if share.cluster_bad or share.cluster_twice:
+                self._cluster_bad += sign * share.cluster_bad
+                self._cluster_twice += sign * share.cluster_twice
+                self._cluster_dirty = True
+            if share.phase is not None:
+                self.phases[share.phase] += sign
+                self.phases_version += 1
+
+    def take_expiring(self) -> list[tuple[str, float]]:
+        """The nodes whose share changes by itself, and when (for the pass's timers)."""
+        if not self._expiring:
+            return []
+        out, self._expiring = list(self._expiring.items()), {}
+        return out
+
+    def touch_pool(self, pool: str | None) -> None:
+        """An action started or ended on a node of `pool` (None: its pool is unknown, it
+        counts in every pool): its gates (removals in progress) are looked at again."""
+        if pool is None:
+            self._all_dirty = True
+        else:
+            self._dirty.add(pool)
+
+    def pending(self) -> bool:
+        """Some count changed since `limits` last looked."""
+        return bool(self._dirty) or self._all_dirty or self._cluster_dirty
+
+    def due(self, now: float) -> float:
+        """When a count changes by itself next (a removal leaves a window, a breaker may
+        close), or the earliest a node's share does (inf: never)."""
+        return min(self._due.values(), default=math.inf)
+
+    def share_until(self, name: str) -> float:
+        return self._shares.get(name, NO_SHARE).until
+
+    def limits(
+        self, records: Mapping[str, Record], busy: Mapping[str, Kind], now: float
+    ) -> PassLimits:
+        """Bring the counts of the pools that changed (or whose time came) up to date, move
+        their breakers (and the cluster-wide one), and return the limits a pass decides
+        with; `PassLimits.changed`: the pools whose gates changed since the last pass."""
         cfg = self.cfg
-        pools = self.configs()
-        census = self._census(candidates, records, busy, now, pools)
-        for key, pcfg in pools.items():
-            c = census[key]
-            self.breakers[key] = breaker_step(
-                self.breakers.get(key, BreakerState()), c.unhealthy, c.total, now, pcfg
+        view = self._view
+        pools = self.pool_configs()
+        if (
+            not self._all_dirty
+            and not self._dirty
+            and not self._cluster_dirty
+            and not view.resized
+            and self._cluster_size == len(view.nodes)
+            and self._next_due > now
+        ):
+            # Nothing changed and nothing is due: the limits of the last pass (an idle pass).
+            return PassLimits(pools, self.census, self.removals_hour, self._next_due)
+        due = {k for k, t in self._due.items() if t <= now}
+        for key in due:
+            del self._due[key]
+        resized = view.resized
+        view.resized = set()
+        if self._all_dirty:
+            targets: Iterable[str] = list(pools)
+            for key in [p for p in self.breakers if p not in pools]:
+                del self.breakers[key]
+            for key in [p for p in self.census if p not in pools]:
+                self._unhealthy_sum -= self.census.pop(key).unhealthy
+                self._gates.pop(key, None)
+                self.removals_hour.pop(key, None)
+                self._due.pop(key, None)
+        else:
+            targets = [
+                p for p in self._dirty | resized | {k for k in due if k is not None} if p in pools
+            ]
+        self._all_dirty = False
+        self._dirty = set()
+        moved = False
+        changed: set[str] = set()
+        for key in targets:
+            pcfg = pools[key]
+            times = self.removal_times(key)
+            removed = recent(times, now, pcfg.breaker_window)
+            c = Census(
+                self._bad[key] + self._every_bad + removed,
+                len(view.members(key)) - self._in_view_removals[key] + removed,
+                self._in_flight[key] + self._every_in_flight,
             )
-        for key in [p for p in self.breakers if p not in pools]:
-            del self.breakers[key]
-        everyone = self._cluster_census(records, now)
-        self.global_breaker = breaker_step(
-            self.global_breaker, everyone.unhealthy, everyone.total, now, cfg
-        )
-        opened = [b for b in (self.global_breaker, *self.breakers.values()) if b.open]
-        self.breaker = (
-            self.global_breaker
-            if self.global_breaker.open
-            else (self.breakers.get("") or (opened[0] if opened else BreakerState()))
-        )
-        BREAKER_OPEN.set(1 if opened else 0)
-        UNHEALTHY.set(sum(c.unhealthy for c in census.values()))
-        wake_at = math.inf
-        for key, pcfg in pools.items():
-            if (b := breaker_wake(self.breakers[key], pcfg)) is not None:
-                wake_at = min(wake_at, b)
-        if (b := breaker_wake(self.global_breaker, cfg)) is not None:
-            wake_at = min(wake_at, b)
+            old = self.census.get(key)
+            self._unhealthy_sum += c.unhealthy - (old.unhealthy if old is not None else 0)
+            self.census[key] = c
+            hour = recent(times, now, HOUR)
+            self.removals_hour[key] = hour
+            before = self.breakers.get(key, BreakerState())
+            b = breaker_step(before, c.unhealthy, c.total, now, pcfg)
+            if b != before or key not in self.breakers:
+                self.breakers[key] = b
+                moved = True
+            wake = [t + w for t in times for w in (pcfg.breaker_window, HOUR) if t + w > now]
+            if (bw := breaker_wake(b, pcfg)) is not None:
+                wake.append(bw)
+            if wake:
+                self._due[key] = min(wake)
+            else:
+                self._due.pop(key, None)
+            gates = (b.open, c.in_flight, hour, self.removals_started(key, records, busy))
+            if self._gates.get(key) != gates:
+                self._gates[key] = gates
+                changed.add(key)
+        if self._cluster_dirty or None in due or self._cluster_size != len(view.nodes):
+            self._cluster_dirty = False
+            self._cluster_size = len(view.nodes)
+            everyone = self._cluster_census(now)
+            before = self.global_breaker
+            self.global_breaker = breaker_step(before, everyone.unhealthy, everyone.total, now, cfg)
+            wake = [t + cfg.breaker_window for t in self.removals if t + cfg.breaker_window > now]
+            if (bw := breaker_wake(self.global_breaker, cfg)) is not None:
+                wake.append(bw)
+            if wake:
+                self._due[None] = min(wake)
+            else:
+                self._due.pop(None, None)
+            if self.global_breaker != before:
+                moved = True
+                if self.global_breaker.open != before.open:
+                    changed |= set(pools)  # every pool's breaker gate
+        if moved:
+            opened = [b for b in (self.global_breaker, *self.breakers.values()) if b.open]
+            self.breaker = (
+                self.global_breaker
+                if self.global_breaker.open
+                else (self.breakers.get("") or (opened[0] if opened else BreakerState()))
+            )
+            BREAKER_OPEN.set(1 if opened else 0)
+        if targets:
+            UNHEALTHY.set(self._unhealthy_sum)
+        self._next_due = self.due(now)
         return PassLimits(
             configs=pools,
-            census=census,
-            in_flight={p: c.in_flight for p, c in census.items()},
-            removals_last_hour={p: recent(self.removal_times(p), now, HOUR) for p in pools},
-            wake_at=wake_at,
+            census=self.census,
+            removals_last_hour=self.removals_hour,
+            wake_at=self._next_due,
+            changed=changed,
         )
+
+    def recount_check(
+        self,
+        candidates: list[NodeObs],
+        records: Mapping[str, Record],
+        busy: Mapping[str, Kind],
+        now: float,
+    ) -> tuple[dict[str, Census], Census]:
+        """The census counted from scratch, as a full pass would (for tests: the kept counts
+        must equal it): per pool, and cluster-wide."""
+        pools = self.pool_configs()
+        shares = self._census(candidates, records, busy, now, pools)
+        view = self._view
+        out = {}
+        every_bad = sum(s.every_bad for s in shares.values())
+        every_in_flight = sum(s.every_in_flight for s in shares.values())
+        for key, pcfg in pools.items():
+            mine = [s for s in shares.values() if s.pool == key]
+            removed = recent(self.removal_times(key), now, pcfg.breaker_window)
+            out[key] = Census(
+                sum(s.bad for s in mine) + every_bad + removed,
+                len(view.members(key)) - sum(s.removal for s in mine) + removed,
+                sum(s.in_flight for s in mine) + every_in_flight,
+            )
+        window = self.cfg.breaker_window
+        nodes = view.nodes
+        bad = twice = 0
+        for n in view.watchlist:
+            o = nodes.get(n)
+            if self._is_removal(n, records.get(n), records, now, window):
+                twice += 1
+            elif o is not None and (o.malformed is not None or unhealthy(o, self.union)):
+                bad += 1
+        removed = recent(self.removals, now, window)
+        return out, Census(bad + removed, len(nodes) - twice + removed, 0)
+
+    def kept_census(self, now: float) -> tuple[dict[str, Census], Census]:
+        """The kept counts (see `recount_check`), as of the last pass."""
+        return dict(self.census), self._cluster_census(now)
 
     def _is_removal(
         self,
@@ -465,22 +811,36 @@ class Pools:
         at = loaded if loaded is not None else self._own_intents[intent][0]
         return now - at < window
 
-    def _cluster_census(self, records: Mapping[str, Record], now: float) -> Census:
+    def _removal_until(
+        self,
+        name: str,
+        rec: Record | None,
+        records: Mapping[str, Record],
+        now: float,
+        window: float,
+    ) -> float:
+        """The earliest `_is_removal` may turn False by itself (a window passes, its intent is
+        pruned); inf: never."""
+        ends = []
+        if rec is not None and rec.phase is Phase.REMOVED:
+            ends.append(rec.phase_since + window)
+        intent = self._counted(name, records)
+        if intent is not None:
+            loaded = self._loaded_intents.get(intent)
+            at = loaded if loaded is not None else self._own_intents[intent][0]
+            ends += [at + window, at + max(HOUR, self.cfg.breaker_window)]
+        return min((t for t in ends if t > now), default=math.inf)
+
+    def _cluster_census(self, now: float) -> Census:
         """The whole cluster, whatever the policies: every node in view, unhealthy by any
         policy's conditions (or malformed), plus the removals in the breaker window. What the
         cluster-wide breaker counts: a storm across many small pools opens it."""
-        window = self.cfg.breaker_window
-        nodes = self._view.nodes
-        bad = twice = 0
-        for n in self._view.watchlist:
-            o = nodes.get(n)
-            rec = records.get(n)
-            if self._is_removal(n, rec, records, now, window):
-                twice += 1  # removed (or its removal counted), still in view: counted once
-            elif o is not None and (o.malformed is not None or unhealthy(o, self.union)):
-                bad += 1
-        removed = recent(self.removals, now, window)
-        return Census(bad + removed, len(nodes) - twice + removed, 0)
+        removed = recent(self.removals, now, self.cfg.breaker_window)
+        return Census(
+            self._cluster_bad + removed,
+            len(self._view.nodes) - self._cluster_twice + removed,
+            0,
+        )
 
     def _census(
         self,
@@ -488,25 +848,18 @@ class Pools:
         records: Mapping[str, Record],
         busy: Mapping[str, Kind],
         now: float,
-        pools: dict[str, Config],
-    ) -> dict[str, Census]:
-        """Per pool: unhealthy and in-flight counts over its nodes, with recent removals."""
+        pools: Mapping[str, Config],
+    ) -> dict[str, Share]:
+        """Each candidate's share of its pool's census: unhealthy and in-flight counts over
+        its nodes (the recent removals are the pool's, added by `limits`)."""
         view = self._view
-        bad: dict[str, int] = {}
-        removed: dict[str, int] = {}
-        for pool, pcfg in pools.items():
-            removed[pool] = recent(self.removal_times(pool), now, pcfg.breaker_window)
-            bad[pool] = removed[pool]
-        in_flight = dict.fromkeys(pools, 0)
-        # removed recently, still in view: already in `removed`
-        counted_removed = dict.fromkeys(pools, 0)
+        shares: dict[str, Share] = {}
         policy_mode = self._policies.active
         for obs in candidates:
             if policy_mode and obs.malformed is not None:
                 # Its labels are unreadable: it may be in any pool. The breaker errs on the
                 # safe side: unhealthy in every one.
-                for each in pools:
-                    bad[each] += 1
+                shares[obs.name] = Share(every_bad=1)
                 continue
             found = view.pool(obs.name)
             if found is None and policy_mode:
@@ -518,8 +871,7 @@ class Pools:
                 ):
                     # In remediation, but no single policy governs it now: it holds a slot
                     # in every pool (whichever it joins counts it already).
-                    for each in pools:
-                        in_flight[each] += 1
+                    shares[obs.name] = Share(every_in_flight=1)
                 continue
             if found is None or found not in pools:
                 continue
@@ -530,27 +882,22 @@ class Pools:
             if self._is_removal(obs.name, rec, records, now, pcfg.breaker_window):
                 # A deleted node until its DELETED event arrives, an out-of-service node, or
                 # one whose removal is counted from its intent: counted once, as a removal.
-                counted_removed[pool] += 1
+                until = self._removal_until(obs.name, rec, records, now, pcfg.breaker_window)
+                shares[obs.name] = Share(pool, removal=1, until=until)
                 continue
             # A slot is held from the cordon until the node is removed or restored (parked
             # nodes included: held by a live kubelet, a budget or a gate).
+            in_flight = 0
             if (
                 phase in IN_FLIGHT
                 or busy.get(obs.name) is Kind.CORDON
                 or self.marked_cordoned(obs.name)
             ):
-                in_flight[pool] += 1
+                in_flight = 1
             # A malformed node counts as unhealthy: the breaker errs on the safe side.
-            if unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None:
-                bad[pool] += 1
-        return {
-            pool: Census(
-                bad[pool],
-                len(view.members(pool)) - counted_removed[pool] + removed[pool],
-                in_flight[pool],
-            )
-            for pool in pools
-        }
+            bad = unhealthy(obs, pcfg) or phase in IN_FLIGHT or obs.malformed is not None
+            shares[obs.name] = Share(pool, bad=int(bad), in_flight=in_flight)
+        return shares
 
     # -- policy status -------------------------------------------------------------------
 
@@ -559,13 +906,36 @@ class Pools:
         census: Mapping[str, Census],
         records: Mapping[str, Record],
         blocked: Mapping[str, str],
+        changed: bool = True,
     ) -> None:
         """The pass is over: what each policy's status and metrics report (policy mode);
-        nothing without policies."""
-        if self._policies.active:
-            self._pool_states(census, records, blocked)
-        elif self.states:
-            self.states = {}
+        nothing without policies. Worked out when asked (`states`), and by a pass at most
+        every STATES_EVERY seconds (the metrics): not in every pass (it is O(records)).
+        `changed`: the pass changed something (or may have)."""
+        if not self._policies.active:
+            self._stated = None
+            self._states = {}
+            return
+        if changed:
+            self._stated = (records, blocked)
+        elif self._stated is None:
+            return
+        now = self._timeline.now()
+        if now - self._stated_at >= STATES_EVERY:
+            self._stated_at = now
+            self._pool_states(self.census, records, blocked)
+
+    @property
+    def states(self) -> dict[str, PoolState]:
+        """Policy status as of the last pass."""
+        if self._stated is not None:
+            self._pool_states(self.census, *self._stated)
+        return self._states
+
+    @states.setter
+    def states(self, value: dict[str, PoolState]) -> None:
+        self._states = value
+        self._stated = None
 
     def _pool_states(
         self,
@@ -574,6 +944,7 @@ class Pools:
         blocked: Mapping[str, str],
     ) -> None:
         """What each policy's status and metrics report (policy mode)."""
+        self._stated = None
         view = self._view
         remediating: dict[str, list[tuple[str, str, str]]] = {}
         for name, rec in records.items():
@@ -605,4 +976,4 @@ class Pools:
             POLICY_NODES.labels(p, "unhealthy").set(s.unhealthy)
             POLICY_NODES.labels(p, "remediating").set(len(s.remediating))
             POLICY_NODES.labels(p, "conflict").set(len(s.conflicts))
-        self.states = states
+        self._states = states

@@ -15,6 +15,10 @@ Invariants:
   resumes every record it visits before it counts remediations in flight, so a new leader's
   first pass sees the remediation it inherits (--max-concurrent holds).
 - A removed node still in view counts once (as a removal) for the breaker, not twice.
+- A pass decides only the nodes that changed, whose time came or whose pool's gates moved
+  (controller.agenda: a dirty set and a timer heap; issue 24); the first pass of a term, after
+  a re-list or a policy change, or once a cluster-wide fact changed, decides every node. The
+  gates at the write are asked as before.
 - Time: records, timers and annotations use the Timeline (monotonic, on the wall scale): a
   wall-clock step cannot shorten a grace. Heartbeat Lease ages use the monotonic clock.
   Times other parties wrote (a pause's end, Event times, creationTimestamp) are compared
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Protocol
@@ -52,12 +57,13 @@ import anyio.abc
 from noderecover.base import logs
 from noderecover.base.clock import Clock, Timeline, wait_event
 from noderecover.base.metrics import RECOVERY_DURATION
+from noderecover.controller.agenda import Agenda
 from noderecover.controller.agents import AgentLeases
-from noderecover.controller.executor import Executor
+from noderecover.controller.executor import BLOCKED_RETRY, Executor
 from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
 from noderecover.controller.pools import Pools
-from noderecover.controller.reporting import EventSink, Reporter
+from noderecover.controller.reporting import HOLD_EVENT_AGAIN, EventSink, Reporter
 from noderecover.controller.snapshot import Snapshot, take
 from noderecover.controller.view import NodeView
 from noderecover.controller.writes import Step
@@ -87,6 +93,7 @@ from noderecover.core.policies import (
     POLICY_CONFLICT,
     POLICY_INVALID,
     Governance,
+    PolicyIndex,
     govern,
 )
 from noderecover.core.proof import fence_requested
@@ -102,6 +109,13 @@ MAX_IDLE = 1.0  # re-evaluate at least this often (freshness, breaker cooldown)
 GONE_RECHECK = 10.0  # a node a step found gone, still in view: looked at again this much later
 REMOVALS_RETRY = 10.0  # the removal history could not be read: read it again this often
 NOT_LEADER_PAUSE = 0.1  # the act-gate is closed while leading: look again this much later
+DRIFT_STEP = 0.5  # seconds: a wall-clock step this large makes the next pass a full one
+SILENT_RETRY_MIN = 1.0  # a held drain of a silent node is retried no sooner than this
+# Past a Lease's stale time (timeline) by this much, every read of it says stale: the timeline
+# and the monotonic clock it is judged on agree to ~0.2 us at the wall scale.
+STALE_SLACK = 0.01
+# The drain's holds of a live kubelet (controller.drainer): its pods leave by its hand only.
+LIVE_KUBELET_HOLDS = frozenset({Blocked.PODS_TERMINATING, Blocked.PDB_BLOCKED})
 
 
 class Gate(Protocol):
@@ -188,6 +202,15 @@ class Controller:
         self._busy: dict[str, Kind] = {}  # node -> the action in progress
         self._idle = anyio.Event()
         self._wake = anyio.Event()
+        # Which nodes the next pass decides (issue 24: a pass costs what changed).
+        self._agenda = Agenda()
+        self._last_facts: tuple[object, ...] = ()
+        self._drift = 0.0
+        self._paused: tuple[str, ...] = ()  # policies with a pause (see `_facts`)
+        self._policy_index: PolicyIndex | None = None  # the policies, by their selectors
+        self.heartbeats.on_change = self._lease_changed
+        if self.agents is not None:
+            self.agents.on_change = self._agent_changed
 
     # -- the view and its evidence -----------------------------------------------------
 
@@ -207,7 +230,21 @@ class Controller:
     def _view_changed(self, name: str | None, obs: NodeObs | None) -> None:
         if obs is not None and obs.silent and name not in self.heartbeats.leases:
             self.heartbeats.wake.set()  # read its heartbeat Lease now
+        if name is None:
+            self._agenda.full = True  # a re-list, or the policies changed: every node
+        else:
+            self._agenda.touch(name)
         self._wake.set()
+
+    def _lease_changed(self, name: str) -> None:
+        if name in self.view.watchlist or name in self.records:
+            self._agenda.touch(name)
+
+    def _agent_changed(self, name: str) -> None:
+        """Its agent's Lease appeared, moved or went: the node is decided again (its gate)."""
+        if name in self.view.watchlist or name in self.records:
+            self._agenda.touch(name)
+            self._wake.set()
 
     def lease_renewing(self, name: str) -> bool:
         return self.heartbeats.renewing(name)
@@ -267,8 +304,15 @@ class Controller:
     def _policies_changed(self) -> None:
         """The policies or the cluster pause changed: what each node is judged by, again."""
         policies = self.policies.policies
+        before = (self.view.policy_mode, self.pools.union.unhealthy_conditions)
         self.pools.configure()
         union = self.pools.union
+        index = PolicyIndex(policies)
+        # Which policies' nodes to classify again: all when the mode or the conditions that
+        # put a node on the watchlist changed, else those of the policies that changed.
+        same = before == (bool(policies), union.unhealthy_conditions)
+        changed = index.changed_since(self._policy_index) if same else None
+        self._policy_index = index
         view = self.view
         keys = (union.relevant_labels, union.kept_conditions)
         if keys != (view.keep_labels, view.keep_conditions):
@@ -281,13 +325,21 @@ class Controller:
         view.unhealthy_cfg = union
         view.policy_mode = bool(policies)
         view.classify = self._classify if policies else view.flag_classify
-        view.reindex()
+        self._paused = tuple(sorted(n for n, p in policies.items() if p.pause is not None))
+        self._agenda.full = True
+        if changed is None or not view.keys_current:
+            view.reindex()
+        else:
+            view.reindex(changed, index.selecting(changed))
         self._wake.set()
 
     def _classify(self, obs: NodeObs) -> Governance:
         if obs.malformed is not None:
             return Governance(None)  # counted in every pool by the census instead
-        return govern(self.policies.policies, obs.labels)
+        index = self._policy_index  # built by `_policies_changed`, before any reindex
+        if index is None:
+            return govern(self.policies.policies, obs.labels)
+        return index.govern(obs.labels)
 
     def _explain(self, node: str, reason: str) -> str | None:
         """What a policy hold's Event says besides its reason."""
@@ -362,7 +414,8 @@ class Controller:
         restored: it still counts)."""
         await self.executor.writes.record(intent, node, uid, REMOVAL_INTENT, message)
         pool = self.view.pool(node)
-        self.pools.count_intent(intent, self.timeline.now(), (pool,) if pool is not None else ())
+        pools = (pool,) if pool is not None else ()
+        self.pools.count_intent(intent, self.timeline.now(), pools, node)
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         self.reporter.event(node, uid, "NodeRecoverBlocked", message)
@@ -387,6 +440,8 @@ class Controller:
 
     def _done(self, name: str) -> None:
         self._busy.pop(name, None)
+        self._agenda.touch(name)
+        self.pools.touch_pool(self.view.pool(name) if name in self.nodes else None)
         if not self._busy:
             self._idle.set()
         self._wake.set()
@@ -399,6 +454,7 @@ class Controller:
         try:
             await self.view.watcher.relist()
             self.records = {}
+            self._agenda.full = True
             self.reporter.reset()
             self.pools.removals_known = False
             await self.pools.load_removals()
@@ -446,6 +502,10 @@ class Controller:
 
     def decide_all(self) -> float:
         """One pass that decides (and records) but starts nothing: previews and benchmarks."""
+        return self._pass(None, full=True)
+
+    def decide_changed(self) -> float:
+        """`decide_all` as the leader's loop does it: only what changed (benchmarks, tests)."""
         return self._pass(None)
 
     async def preview(self) -> Snapshot:
@@ -516,14 +576,30 @@ class Controller:
             self._policies_changed()
         await self.policies.read_pause()
 
-    def _pass(self, start: Callable[[Decision], None] | None) -> float:
+    def _pass(self, start: Callable[[Decision], None] | None, full: bool = False) -> float:
+        """One pass. Incremental (issue 24): only the nodes that changed, whose time came or
+        whose pool's gates changed are decided (controller.agenda); `full`, or when a
+        cluster-wide fact changed: every node that can need a decision."""
         now = self.timeline.now()
         self.pools.prune(now)
         view = self.view
+        agenda = self._agenda
         if not self.policies_ready:
             # Which policy governs each node, or what it reads, is not known yet: no decision
             # at all (not even a restore judged without a policy's conditions).
+            agenda.full = True
             return now + MAX_IDLE
+        agenda.due(now)
+        facts = self._facts()
+        if facts != self._last_facts:
+            self._last_facts = facts
+            self.policies.update_metrics()
+            agenda.full = True
+        if self.pools.recount_all:
+            self.pools.recount_all = False
+            agenda.full = True
+        full = full or agenda.full
+        agenda.full = False
         # Only nodes that can need a decision are visited (see NodeView): a pass costs
         # O(unhealthy + remediated), not O(cluster). A node outside --node-selector (or that
         # no single valid policy governs) is visited only while something of ours is on it:
@@ -535,41 +611,50 @@ class Controller:
                 # The view caught up (gone, or another node by that name), or it is time to
                 # look again.
                 del self._gone[n]
+                agenda.touch(n)
+        # A node whose removal was counted since the last pass (its intent, mid-action): its
+        # share turns from unhealthy to a removal, counted again before any breaker moves.
+        counted, self.pools.counted = self.pools.counted, set()
+        if full:
+            agenda.take()
+            agenda.reset()
+            dirty = view.watchlist | self.records.keys() | self._busy.keys()
+        else:
+            dirty = agenda.take() | counted
         names = {
             n
-            for n in view.watchlist | self.records.keys() | self._busy.keys()
-            if (n in view.population or n in self.records or view.carries_ours(n))
+            for n in dirty
+            if (n in view.watchlist or n in self.records or n in self._busy)
+            and (n in view.population or n in self.records or view.carries_ours(n))
             and n not in self._gone
+            and n in self.nodes
         }
-        if self.policies.active:
+        for n in dirty:
+            agenda.place(n, n in names, view.pool(n))
+        if self.policies.active and dirty:
             # An unhealthy node no policy governs (none, two, an invalid one) is not acted on,
             # not even annotated, but it is never silent: its hold is reported.
-            for n in sorted(view.watchlist - names - self._gone.keys()):
+            for n in sorted((dirty & view.watchlist) - names - self._gone.keys()):
                 if (o := self.nodes.get(n)) is not None and unhealthy(o, self.pools.union):
                     held = self.policy_hold(n) or NO_POLICY
                     d = Decision(Record(uid=o.uid), blocked=held, why=f"held: {held}")
                     self.decisions[n] = d
                     self.reporter.decision(n, o.uid, d)
-        candidates = [self.nodes[n] for n in names if n in self.nodes]
-        # Resume before counting: a new leader's first pass must see the remediations it
-        # inherits, or it could start more than --max-concurrent.
-        for obs in candidates:
-            rec = self.records.get(obs.name)
-            if obs.name not in self._busy and (
-                rec is None
-                or (rec.uid != obs.uid and obs.malformed is None)
-                # Healthy in memory, yet our phase annotations are on the Node (a write whose
-                # reply was lost applied them): the Node is the truth, resume from it, so
-                # what it says is undone (found by the simulation: a Suspect annotation was
-                # left on a healthy node for good).
-                or (
-                    rec.phase is Phase.HEALTHY
-                    and obs.malformed is None
-                    and obs.annotations.get(ANN_PHASE, Phase.HEALTHY.value) != Phase.HEALTHY.value
-                )
-            ):
-                self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
-        limits = self.pools.step(candidates, self.records, self._busy, now)
+                    agenda.at(n, now + HOLD_EVENT_AGAIN)  # its Event again if it lasts
+        candidates = [self.nodes[n] for n in names]
+        self._resume(candidates, now)
+        if full:
+            limits = self.pools.step(candidates, self.records, self._busy, now)
+        else:
+            if dirty:
+                self.pools.recount(dirty, candidates, self.records, self._busy, now)
+            limits = self.pools.limits(self.records, self._busy, now)
+            # A pool whose gates changed: its nodes are decided again.
+            more = {n for p in limits.changed for n in agenda.members.get(p, ())} - names
+            if more:
+                extra = [self.nodes[n] for n in more if n in self.nodes]
+                self._resume(extra, now)
+                candidates += extra
         configs = limits.configs
         self.reporter.drift()
         wake_at = min(now + MAX_IDLE, limits.wake_at)
@@ -582,10 +667,12 @@ class Controller:
             since = rec.unhealthy_since if rec is not None else None
             return (since if since is not None else now, o.name)
 
+        decided: set[str] = set()
         for obs in sorted(candidates, key=order):
             name = obs.name
             if name in self._busy:
                 continue
+            decided.add(name)
             rec = self.records[name]
             pool = view.pool(name)
             force = rec.phase is not Phase.SUSPECT
@@ -624,10 +711,13 @@ class Controller:
                 self.records[name] = d.record
             if d.wake_at is not None:
                 wake_at = min(wake_at, d.wake_at)
+            self._timers(name, d, gates, now)
             if d.action is not None and start is not None:
                 limits.started(pool, d.action.kind)
                 start(d)
-        for name in [n for n in self.records if n not in self.nodes and n not in self._busy]:
+        for name in [n for n in dirty if n in self.records and n not in self.nodes]:
+            if name in self._busy:
+                continue
             rec = self.records.pop(name)
             if rec.phase is Phase.REMOVING and not rec.tainted:
                 # Gone while we were removing it (a DELETE whose answer was lost, or someone
@@ -635,16 +725,83 @@ class Controller:
                 # against every pool's budget, like the removals read from Events.
                 self.pools.count_removal(name, rec, now, ())
             self.reporter.forgotten(name, rec)
-        self.reporter.phases(self.records, len(self.nodes), set(self.nodes))
-        self.policies.update_metrics()
-        self.pools.report(limits.census, self.records, self.reporter.blocked)
-        return wake_at
+        # What the pass changed (records, actions started) is counted now; a pool whose
+        # counts moved is looked at again at once.
+        if decided:
+            self.pools.recount(
+                decided, [self.nodes[n] for n in decided], self.records, self._busy, now
+            )
+            if self.pools.pending():
+                wake_at = now
+        for name, until in self.pools.take_expiring():
+            agenda.at(name, until)  # its share of the counts changes by itself then
+        self.reporter.phases(self.pools.phases, len(self.nodes), self.pools.phases_version)
+        changed = full or bool(dirty) or bool(limits.changed)
+        self.pools.report(limits.census, self.records, self.reporter.blocked, changed)
+        return min(wake_at, agenda.next_at())
+
+    def _resume(self, candidates: list[NodeObs], now: float) -> None:
+        # Resume before counting: a new leader's first pass must see the remediations it
+        # inherits, or it could start more than --max-concurrent.
+        for obs in candidates:
+            rec = self.records.get(obs.name)
+            if obs.name not in self._busy and (
+                rec is None
+                or (rec.uid != obs.uid and obs.malformed is None)
+                # Healthy in memory, yet our phase annotations are on the Node (a write whose
+                # reply was lost applied them): the Node is the truth, resume from it, so
+                # what it says is undone (found by the simulation: a Suspect annotation was
+                # left on a healthy node for good).
+                or (
+                    rec.phase is Phase.HEALTHY
+                    and obs.malformed is None
+                    and obs.annotations.get(ANN_PHASE, Phase.HEALTHY.value) != Phase.HEALTHY.value
+                )
+            ):
+                self.records[obs.name] = resume(obs, now, self.config_for(obs.name))
+
+    def _timers(self, name: str, d: Decision, gates: Gates, now: float) -> None:
+        """Every time the decision of `name` depends on: a timer (controller.agenda)."""
+        times = [
+            d.wake_at,
+            gates.lease_stale_at,
+            self.heartbeats.stale_at(name, force=False),
+            gates.startup_until,
+        ]
+        soonest = min((t for t in times if t is not None and t > now), default=None)
+        if d.wake_at is not None and d.wake_at <= now:
+            soonest = d.wake_at
+        if d.blocked is not None:
+            # A hold that lasts has its Event sent again (controller.reporting).
+            later = now + HOLD_EVENT_AGAIN
+            soonest = later if soonest is None else min(soonest, later)
+        if soonest is not None and soonest != math.inf:
+            self._agenda.at(name, soonest)
+
+    def _facts(self) -> tuple[object, ...]:
+        """The cluster-wide facts every decision reads: when one changes, the next pass
+        decides every node (a full pass)."""
+        policies = self.policies
+        drift = self.timeline.drift()
+        if abs(drift - self._drift) > DRIFT_STEP:
+            self._drift = drift  # a wall-clock step: a start-up allowance, a pause moved
+        return (
+            self.fresh(),
+            policies.known,
+            self.view.keys_current,
+            policies.active,
+            policies.pause_hold(None),
+            tuple(policies.pause_hold(p) for p in self._paused),
+            self.heartbeats.history_fresh(),
+            self._drift,
+        )
 
     def _start(self, tg: anyio.abc.TaskGroup, d: Decision) -> None:
         action = d.action
         assert action is not None
         name = action.node
         self._busy[name] = action.kind
+        self.pools.touch_pool(self.view.pool(name))
         logs.decision(log, name, d.record.phase.value, action.kind.value, d.why)
         rec = d.record
         if action.persist is not None:
@@ -665,12 +822,15 @@ class Controller:
             return
         now = self.timeline.now()
         current = self.records.get(name, rec)
+        retry_in = result.retry_in
+        if action.kind is Kind.DRAIN and result.outcome is Outcome.BLOCKED:
+            retry_in = self._retry_when_silent(name, result.detail, retry_in, now)
         new = complete(
             current,
             action,
             result.outcome,
             now,
-            result.retry_in,
+            retry_in,
             result.tainted,
             result.transition,
         )
@@ -714,6 +874,23 @@ class Controller:
             detail=result.detail,
         )
         self._done(name)
+
+    def _retry_when_silent(self, name: str, reason: str, retry_in: float, now: float) -> float:
+        """A drain held by a live kubelet (`LIVE_KUBELET_HOLDS`) of a node whose status is
+        silent (Ready=Unknown) lives by its heartbeat Lease alone: it is retried when that
+        Lease turns stale for a force (a timer: the record's retry), not after the live
+        drain's fixed retry. A Lease renewed meanwhile moves its stale time: the retry finds
+        the kubelet alive and is held again until the next one."""
+        obs = self.nodes.get(name)
+        if reason not in LIVE_KUBELET_HOLDS or obs is None or not obs.silent:
+            return retry_in
+        stale = self.heartbeats.stale_at(name, force=True)
+        if stale is None:
+            return retry_in
+        left = stale - now + STALE_SLACK
+        # Already stale by our reads, yet the drain found it alive (a read newer than ours):
+        # the gate's own retry.
+        return min(retry_in, max(SILENT_RETRY_MIN, left) if left > 0 else BLOCKED_RETRY)
 
     # -- health ------------------------------------------------------------------------
 

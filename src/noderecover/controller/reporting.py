@@ -13,7 +13,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from noderecover.base import logs
@@ -43,6 +44,7 @@ EVENT_REASONS = {
 
 HOLD_EVENT_AGAIN = 60.0  # seconds: a hold that lasts has its Event sent again this often
 DRIFT_LOG_STEP = 1.0  # seconds: a wall-clock step this large is logged
+DRIFT_EXPORT_STEP = 0.001  # seconds: noderecover_clock_drift_seconds moves by at least this
 
 
 class EventSink(Protocol):
@@ -79,6 +81,9 @@ class Reporter:
         self._held_since: dict[str, float] = {}  # node -> when its hold's Event was last sent
         self._executor_held: set[str] = set()  # `blocked` entries the executor reported
         self._drift_logged = 0.0
+        self._drift_set = -math.inf
+        self._phases_set: tuple[int, ...] = ()
+        self._phases_seen = (-1, -1)
 
     def reset(self) -> None:
         """A new term as leader: nothing reported yet."""
@@ -175,20 +180,28 @@ class Reporter:
             PHASE_DURATION.labels(rec.phase.value).observe(max(0.0, now - rec.phase_since))
         log.info("node %s is gone (last phase %s)", name, rec.phase.value)
 
-    @staticmethod
-    def phases(records: dict[str, Record], nodes: int, in_view: set[str]) -> None:
-        counts = dict.fromkeys(Phase, 0)
-        for name, rec in records.items():
-            if name in in_view:
-                counts[rec.phase] += 1
+    def phases(self, records: Mapping[Phase, int], nodes: int, version: int = -1) -> None:
+        """noderecover_nodes{phase}: `records` counts the records of nodes in view per phase
+        (kept by the census, controller.pools; `version` moves with it), the other nodes are
+        Healthy."""
+        if version >= 0 and (version, nodes) == self._phases_seen:
+            return
+        self._phases_seen = (version, nodes)
+        counts = {phase: records.get(phase, 0) for phase in Phase}
         counts[Phase.HEALTHY] += nodes - sum(counts.values())
+        key = tuple(counts.values())
+        if key == self._phases_set:
+            return
+        self._phases_set = key
         for phase, n in counts.items():
             NODES.labels(phase.value).set(n)
 
     def drift(self) -> None:
         """Export the wall clock's steps since start; log each new step over a second."""
         drift = self._timeline.drift()
-        CLOCK_DRIFT.set(drift)
+        if abs(drift - self._drift_set) >= DRIFT_EXPORT_STEP:
+            self._drift_set = drift
+            CLOCK_DRIFT.set(drift)
         if abs(drift - self._drift_logged) > DRIFT_LOG_STEP:
             log.warning(
                 "the wall clock stepped by %+.1fs (%+.1fs since start); timers run on the "

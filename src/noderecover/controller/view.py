@@ -35,6 +35,7 @@ from noderecover.core.machine import EXCLUDED_SELECTOR, unhealthy
 from noderecover.core.nodes import OUR_ANNOTATIONS, NodeObs, parse_node
 from noderecover.core.policies import POLICY_CONFLICT, POLICY_INVALID, Governance
 from noderecover.core.safety import in_population
+from noderecover.core.selectors import SelectorIndex
 from noderecover.core.settings import Config
 from noderecover.kube.client import KubeClient
 from noderecover.kube.watching import Watcher
@@ -73,6 +74,8 @@ class NodeView:
         self.watchlist: set[str] = set()
         self.young_ready: set[str] = set()
         self.alive_at: dict[str, float] = {}
+        # Pools whose member count changed since the controller last looked (it takes them).
+        self.resized: set[str] = set()
         self.watcher: Watcher[NodeObs] = Watcher(
             kube,
             clock,
@@ -114,8 +117,28 @@ class NodeView:
         self.parsed_keys = (self.keep_labels, self.keep_conditions)
         self.reindex()
 
-    def reindex(self) -> None:
-        """Index every node again (the policies or what they read changed)."""
+    def reindex(
+        self, policies: set[str] | None = None, selects: SelectorIndex | None = None
+    ) -> None:
+        """Index every node again (the policies or what they read changed); with `policies`
+        (and `selects`, the index of their selectors now), only the nodes they may govern:
+        those they governed or refused, and those their selectors select now. The others'
+        classification cannot have changed."""
+        if policies is not None:
+            names: set[str] = set()
+            for p in policies:
+                names |= self.pools.get(p, set())
+            names |= {n for n, gov in self.held.items() if policies.intersection(gov.matched)}
+            if selects is not None:
+                names |= {
+                    n
+                    for n, o in self.nodes.items()
+                    if o.malformed is None and selects.matching(o.labels)
+                }
+            for name in names:
+                self._index(name, self.nodes.get(name))
+            self._changed(None, None)
+            return
         self.population = set()
         self.watchlist = set()
         self.pool_of = {}
@@ -146,6 +169,7 @@ class NodeView:
         return self.pools.get(pool, set()) if self.policy_mode else self.population
 
     def _index(self, name: str, obs: NodeObs | None) -> None:
+        before = self.pool(name)
         if self.policy_mode:
             old = self.pool_of.pop(name, None)
             if old is not None and old in self.pools:
@@ -161,6 +185,9 @@ class NodeView:
             self.population.discard(name)
         if self.policy_mode and gov is not None and gov.held in (POLICY_CONFLICT, POLICY_INVALID):
             self.held[name] = gov
+        after = self.pool(name)
+        if before != after:
+            self.resized.update(p for p in (before, after) if p is not None)
         ready = obs.ready if obs is not None else None
         if obs is None:
             self.alive_at.pop(name, None)

@@ -43,7 +43,13 @@ from noderecover.core.fencing import (
 from noderecover.core.nodes import format_time, parse_time
 from noderecover.core.pauses import Pause
 from noderecover.core.reasons import Blocked
-from noderecover.core.selectors import Requirement, Selector, key_error, value_error
+from noderecover.core.selectors import (
+    Requirement,
+    Selector,
+    SelectorIndex,
+    key_error,
+    value_error,
+)
 from noderecover.core.settings import REMOVAL_MODES, Config, Removal, Threshold
 
 GROUP = "noderecover.io"
@@ -317,6 +323,52 @@ def govern(policies: Mapping[str, Policy], labels: Mapping[str, str]) -> Governa
             n for n, p in policies.items() if p.selector is not None and p.selector.matches(labels)
         )
     )
+    return _governance(policies, matched)
+
+
+class PolicyIndex:
+    """`govern` for many policies: the policies are filed by the label keys (and values)
+    their selectors require (core.selectors.SelectorIndex), so a node is tried only against
+    those it may match; same answer as `govern`, conflicts and invalid policies included."""
+
+    def __init__(self, policies: Mapping[str, Policy]) -> None:
+        self.policies = dict(policies)
+        self._index = SelectorIndex(
+            {n: p.selector for n, p in policies.items() if p.selector is not None}
+        )
+
+    def govern(self, labels: Mapping[str, str]) -> Governance:
+        return _governance(self.policies, tuple(self._index.matching(labels)))
+
+    def changed_since(self, old: PolicyIndex | None) -> set[str] | None:
+        """The policies whose nodes may have changed since `old` (added, removed, another
+        selector, valid or not); None: all of them (no `old`)."""
+        if old is None:
+            return None
+        before, after = old.policies, self.policies
+        return {
+            n
+            for n in before.keys() | after.keys()
+            if n not in before
+            or n not in after
+            or before[n].selector != after[n].selector
+            or before[n].valid != after[n].valid
+            or before[n].error != after[n].error
+        }
+
+    def selecting(self, names: set[str]) -> SelectorIndex:
+        """The index of the selectors of the policies `names` alone."""
+        return SelectorIndex(
+            {
+                n: p.selector
+                for n, p in self.policies.items()
+                if n in names and p.selector is not None
+            }
+        )
+
+
+def _governance(policies: Mapping[str, Policy], matched: tuple[str, ...]) -> Governance:
+    """The overlap rule, given the policies whose selectors select the node (sorted)."""
     if not matched:
         return Governance(None, NO_POLICY, "no NodeRecoveryPolicy selects it: left alone")
     if len(matched) > 1:

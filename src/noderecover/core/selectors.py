@@ -162,3 +162,50 @@ def parse_selector(text: str) -> Selector:
             else:
                 reqs.append(Requirement(_check_key(part, part), "exists"))
     return Selector(tuple(reqs))
+
+
+# How selective an anchor is (lower first): one value, a set of values, a key alone.
+_ANCHOR_RANK = {"=": 0, "in": 1, "exists": 2}
+
+
+class SelectorIndex:
+    """Which of many selectors match a label set, without trying those that cannot.
+
+    Each selector is filed under one requirement every match must satisfy (its anchor): a
+    key and value (`k=v`, `k in (...)`: one entry per value) or a key alone (`k`); a selector
+    with no such requirement (only `!=`, `notin`, `!k`, or none at all: it selects every
+    node) is tried for every label set. `matching` tries only the selectors filed under the
+    labels present, then each of them in full (`Selector.matches`): it returns exactly what
+    trying every selector would, at a cost that does not grow with the selectors whose
+    anchor the labels do not carry.
+    """
+
+    def __init__(self, selectors: Mapping[str, Selector]) -> None:
+        self._by_value: dict[tuple[str, str], list[tuple[str, Selector]]] = {}
+        self._by_key: dict[str, list[tuple[str, Selector]]] = {}
+        self._always: list[tuple[str, Selector]] = []
+        for name, sel in selectors.items():
+            anchors = [r for r in sel.requirements if r.op in _ANCHOR_RANK]
+            if not anchors:
+                self._always.append((name, sel))
+                continue
+            best = min(anchors, key=lambda r: (_ANCHOR_RANK[r.op], len(r.values), r.key))
+            if best.op == "exists":
+                self._by_key.setdefault(best.key, []).append((name, sel))
+            else:
+                for value in best.values:
+                    self._by_value.setdefault((best.key, value), []).append((name, sel))
+
+    def matching(self, labels: Mapping[str, str]) -> list[str]:
+        """The names of the selectors matching `labels`, sorted."""
+        found = [name for name, sel in self._always if sel.matches(labels)]
+        by_value, by_key = self._by_value, self._by_key
+        for item in labels.items():
+            for name, sel in by_value.get(item, ()):
+                if sel.matches(labels):
+                    found.append(name)
+            for name, sel in by_key.get(item[0], ()):
+                if sel.matches(labels):
+                    found.append(name)
+        found.sort()
+        return found
