@@ -725,6 +725,7 @@ class ZoneResult:
     failed: int  # zone nodes set Ready=False
     limit: float  # the breaker's limit over every node (noderecover only)
     crossing_s: float | None  # the write that put the count over the limit: answered at
+    seen_s: float | None  # ...and its event seen on the benchmark's own watch at
     breaker_open_after_ms: float | None  # from that answer to the breaker's gauge reading 1
     cordoned: int
     removed: int
@@ -826,6 +827,9 @@ def bench_zone(
         crossing = answered[k - 1] if k <= len(answered) else None
         poller.join(wait)
         stop.set()
+        seen_at = sorted(
+            t for x in names if (t := rec.times.get(x, NodeTimes()).false_seen) is not None
+        )
         time.sleep(max(0.0, wait - (time.monotonic() - t0)))
         cordoned, removed = counts(names)
         out.append(
@@ -834,6 +838,7 @@ def bench_zone(
                 m,
                 limit,
                 None if crossing is None else crossing - t0,
+                seen_at[k - 1] - t0 if k <= len(seen_at) else None,
                 None if crossing is None or not opened else (opened[0] - crossing) * 1e3,
                 cordoned,
                 removed,
@@ -857,7 +862,15 @@ def bench_zone(
         window = time.monotonic() - t0
         out.append(
             ZoneResult(
-                "liberator (seed script)", m, float("nan"), None, None, cordoned, removed, window
+                "liberator (seed script)",
+                m,
+                float("nan"),
+                None,
+                None,
+                None,
+                cordoned,
+                removed,
+                window,
             )
         )
         lib.stop()
@@ -878,6 +891,7 @@ def print_zone(n: int, results: list[ZoneResult]) -> None:
                 f"{r.failed:,}",
                 "-" if r.limit != r.limit else f"{r.limit:g}",
                 "-" if r.crossing_s is None else f"{r.crossing_s:.2f}",
+                "-" if r.seen_s is None else f"{r.seen_s:.2f}",
                 "-" if r.breaker_open_after_ms is None else fmt(r.breaker_open_after_ms),
                 str(r.cordoned),
                 str(r.removed),
@@ -891,6 +905,7 @@ def print_zone(n: int, results: list[ZoneResult]) -> None:
                 "failed",
                 "breaker limit",
                 "limit crossed s",
+                "seen on a watch s",
                 "breaker open ms after",
                 "cordoned",
                 "removed",
