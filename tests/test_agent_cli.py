@@ -68,7 +68,7 @@ def test_the_agent_runs_on_asyncios_own_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not uvloop: cut off, the agent cancels connects to reset addresses every check, and
-    uvloop aborted the process under that (SIGABRT, issue 23's "stalled" agent)."""
+    uvloop aborted the process under that (SIGABRT; issue 23's "stalled" agent's signature)."""
     import asyncio
 
     from noderecover.entry import agentapp

@@ -141,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 # The agent runs on asyncio's own event loop, not uvloop: cut off, it cancels and retries
 # connects to reset addresses every check, and uvloop (0.23) aborted the process under that
 # (SIGABRT inside the loop's run, no Python traceback: 2 of 26 partitions of one agent under
-# load, and the e2e failure of issue 23 - a dead agent that "stalled" without fencing). A dead
-# agent is a rebooting node, or one that fences nothing; it needs no speed.
+# load; none in 40 on asyncio's loop). Issue 23's e2e failure - an agent that "stalled"
+# without fencing, its log ending at "API server not reachable" - had the same signature. A
+# dead agent is a rebooting node, or one that fences nothing; it needs no speed.
 AGENT_LOOP: dict[str, object] = {"use_uvloop": False}
 
 
