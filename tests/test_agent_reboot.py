@@ -62,13 +62,18 @@ def test_sysrq_writes_b_on_fence_only(tmp_path: Path) -> None:
 def test_sysrq_missing_or_read_only(tmp_path: Path) -> None:
     with pytest.raises(reboot.RebootError, match="no sysrq trigger"):
         reboot.Sysrq(tmp_path / "none").arm()
+    # Not writable whoever runs the test (root included): a directory in its place.
+    folder = tmp_path / "sysrq-trigger"
+    folder.mkdir()
+    with pytest.raises(reboot.RebootError, match="not writable"):
+        reboot.Sysrq(folder).arm()
     ro = tmp_path / "ro"
     ro.write_bytes(b"")
     ro.chmod(0o444)
-    if os.access(ro, os.W_OK):
-        pytest.skip("running as root: a read-only file is still writable")
-    with pytest.raises(reboot.RebootError, match="not writable"):
-        reboot.Sysrq(ro).arm()
+    if not os.access(ro, os.W_OK):  # not root: a read-only file too
+        with pytest.raises(reboot.RebootError, match="not writable"):
+            reboot.Sysrq(ro).arm()
+    assert ro.read_bytes() == b""  # a probe writes nothing
 
 
 def test_file_action_appends_a_json_line(tmp_path: Path) -> None:

@@ -170,8 +170,16 @@ class Sysrq:
     def check(self) -> None:
         if not self.trigger.exists():
             raise RebootError(f"no sysrq trigger at {self.trigger}")
-        if not os.access(self.trigger, os.W_OK):
-            raise RebootError(f"sysrq trigger {self.trigger} is not writable")
+        # Opened for writing and closed, nothing written: the truth for root too (a
+        # read-only mount, a directory), where access(2) would say yes. (A watchdog is never
+        # probed this way: opening it arms it.)
+        try:
+            fd = os.open(self.trigger, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RebootError(
+                f"sysrq trigger {self.trigger} is not writable: {exc.strerror}"
+            ) from None
+        os.close(fd)
 
     def arm(self) -> None:
         self.check()
