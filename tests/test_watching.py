@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -750,3 +751,36 @@ async def test_liveness_reports_a_watch_that_carries_nothing(
     assert not h.controller.fresh()  # and the act-gate holds every destructive step
     kube.silence_watches(False)  # a bookmark arrives
     await until(lambda: health.liveness() == (True, "ok"))
+
+
+async def test_the_gc_is_paused_while_a_list_is_read_and_delivered() -> None:
+    """Issue 24 (50,000 nodes synced in at most 5 s): the cyclic GC is off while the pages
+    are parsed and the view is rebuilt from them, and on again after, also when the LIST
+    turns out garbled."""
+    seen: list[bool] = []
+
+    def parse(raw: dict[str, Any]) -> str:
+        seen.append(gc.isenabled())
+        return health_of(raw)
+
+    class Resyncing(View):
+        def resync(self, items: Iterable[tuple[str, str]]) -> None:
+            seen.append(gc.isenabled())
+            super().resync(items)
+
+    view = Resyncing()
+    kube: Any = StubLists(
+        {"items": [node("a")], "metadata": {"continue": "t1"}},
+        {"items": [node("b")], "metadata": {"resourceVersion": "7"}},
+        {"items": [node("c")], "metadata": {}},  # garbled: no resourceVersion
+    )
+    w: Watcher[str] = Watcher(
+        kube, FakeClock(), "/api/v1/nodes", "nodes", parse, view.event, view.resync
+    )
+    gc.enable()
+    await w._list()
+    assert seen == [False, False, False] and gc.isenabled()
+    assert view.items == {"a": "True", "b": "True"}
+    with pytest.raises(ApiError):
+        await w._list()
+    assert seen[3:] == [False] and gc.isenabled()
