@@ -368,6 +368,7 @@ def sync(n: int, policies: int, repeat: int) -> dict[str, Any]:
         "list_s": statistics.median(lists),
         "first_pass_s": statistics.median(firsts),
         "cpu_s": statistics.median(cpus),
+        "runs": [f"{a + b:.2f} / {c:.2f}" for a, b, c in zip(lists, firsts, cpus, strict=True)],
         "bytes": sum(len(p) for p in pages),
     }
 
@@ -482,7 +483,9 @@ def sync_rows(trees: Sequence[tuple[str, str | None]], repeat: int) -> None:
                 fmt(r["first_pass_s"], 2),
                 fmt(total, 2),
                 fmt(r["cpu_s"], 2),
+                ", ".join(r.get("runs", [])),
             ]
+        row.append(f"{os.getloadavg()[0]:.2f}")
         rows.append(row)
     headers = ["nodes", "policies", "LIST MiB"]
     for label, _ in trees:
@@ -491,7 +494,9 @@ def sync_rows(trees: Sequence[tuple[str, str | None]], repeat: int) -> None:
             f"{label}: first pass s",
             f"{label}: total s",
             f"{label}: CPU s",
+            f"{label}: each run, total s wall / CPU s",
         ]
+    headers.append("load")
     print(table(headers, rows))
 
 
