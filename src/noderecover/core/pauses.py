@@ -21,13 +21,19 @@ it. A pause never lasts more than MAX_PAUSE after its start (`since`, else the C
 creationTimestamp), and one whose `until` cannot be read pauses for DEFAULT_CLUSTER_PAUSE
 after that start. Nothing unreadable counts as "no pause".
 
-How long an answer is believed (`PAUSE_PROPAGATION_BOUND`): the controller GETs the ConfigMap
-every PAUSE_POLL (start to start), each GET bounded by PAUSE_READ_TIMEOUT. An answer (a pause,
-or a real 404 of the object: no pause) is believed for PAUSE_PROPAGATION_BOUND after the start
-of the read that gave it; past that without a newer answer, the pause is unknown and every
-destructive step is held (`pause-unknown`), exactly as if paused. So a pause written to the API
-at time t stops every destructive step by t + PAUSE_PROPAGATION_BOUND at the latest, readable
-or not: the read that started before t is the newest that could have missed it.
+How long an answer is believed (`PAUSE_PROPAGATION_BOUND`): the controller watches that one
+ConfigMap (a LIST and WATCH with a fieldSelector on its name). An answer is what proves the
+watch current: a LIST (the ConfigMap, or none: no pause), an event, or a BOOKMARK - the API
+server sends one 2 s before each watch's timeoutSeconds, and the watch is reopened every
+PAUSE_WATCH_TIMEOUT to 2 x PAUSE_WATCH_TIMEOUT, so a healthy watch answers every few seconds
+without a poll; a server without bookmarks is LISTed again after PAUSE_WATCH_SILENCE without
+one. The last answer is believed for PAUSE_PROPAGATION_BOUND; past that, the pause is unknown
+and every destructive step is held (`pause-unknown`), exactly as if paused. So a pause written
+to the API at time t stops every destructive step by t + PAUSE_PROPAGATION_BOUND at the latest,
+readable or not: a watch that delivers it stops them at once; one that does not (broken,
+silent, refused) is believed no longer than PAUSE_PROPAGATION_BOUND after its last answer,
+which came before t. A read-only preview (`plan`) reads the ConfigMap once (a GET bounded by
+PAUSE_READ_TIMEOUT), believed as long.
 """
 
 from __future__ import annotations
@@ -47,12 +53,14 @@ MAX_PAUSE = 7 * 86400.0  # however far its `until`, after its start
 MAX_PAUSE_DAYS = 7
 MAX_REASON = 256
 
-PAUSE_POLL = 5.0  # the controller reads the pause ConfigMap this often (start to start)
-PAUSE_READ_TIMEOUT = 5.0  # each read is bounded by this
+PAUSE_WATCH_TIMEOUT = 4.0  # the pause watch's timeoutSeconds (jittered up to twice that)
+PAUSE_WATCH_SILENCE = 10.0  # no answer for this long: the stream is reopened, LISTed again
+PAUSE_READ_TIMEOUT = 5.0  # a preview's one read is bounded by this
 #: Seconds between a cluster pause written to the API and the controller refusing every
-#: destructive step (readable or not): an answer is believed this long after its read began.
-#: Two polls and a read: one failed read in between does not turn a known answer unknown.
-PAUSE_PROPAGATION_BOUND = 2 * PAUSE_POLL + PAUSE_READ_TIMEOUT
+#: destructive step (readable or not): an answer is believed this long. A LIST after
+#: PAUSE_WATCH_SILENCE without an answer, and its read: one lost bookmark or a slow LIST does
+#: not turn a known answer unknown.
+PAUSE_PROPAGATION_BOUND = PAUSE_WATCH_SILENCE + PAUSE_READ_TIMEOUT
 
 # Kubernetes' names (apimachinery validation): a namespace is a DNS-1123 label, most object
 # names (Deployments, Nodes, custom resources) DNS-1123 subdomains.

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
 import anyio
@@ -105,8 +105,12 @@ class Watcher(Generic[T]):
         silence: float = 90.0,
         server_timeout: float = 300.0,
         rng: random.Random | None = None,
+        query: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`query`: parameters of every LIST and WATCH besides the watcher's own (a
+        fieldSelector naming one object: a watch of that object alone)."""
         self._kube = kube
+        self._query = tuple(query)
         self._clock = clock
         self._path = path
         self.resource = resource
@@ -121,6 +125,8 @@ class Watcher(Generic[T]):
         self.synced = False
         self.last_progress = clock.monotonic()
         self.lists = 0
+        # Why the last LIST or WATCH failed, until the next progress (None: it did not).
+        self.last_error: str | None = None
         self._relist = anyio.Event()
         self._relisted = anyio.Event()
         self._stream_scope: anyio.CancelScope | None = None
@@ -194,6 +200,7 @@ class Watcher(Generic[T]):
                 if reason == "error-event":
                     need_list = True
                 delay = self._backoff.next_delay(at_least=exc.retry_after or 0.0)
+                self.last_error = str(exc)
                 log.warning("%s watch failed (%s); retrying in %.1fs", self.resource, exc, delay)
                 await self._clock.sleep(delay)
 
@@ -212,7 +219,9 @@ class Watcher(Generic[T]):
                     items.append((key, value))
 
         # An absent or null `items` reads as no items: an empty view acts on nothing.
-        meta = await list_pages(self._kube, self._path, page, page_size=PAGE_SIZE, null_items=True)
+        meta = await list_pages(
+            self._kube, self._path, page, page_size=PAGE_SIZE, query=self._query, null_items=True
+        )
         rv = meta.get("resourceVersion")
         if not isinstance(rv, str) or not rv:
             raise BadList("no metadata.resourceVersion", self._path)
@@ -221,6 +230,7 @@ class Watcher(Generic[T]):
         self.lists += 1
         self.synced = True
         self.last_progress = self._clock.monotonic()
+        self.last_error = None
         log.debug(
             "%s listed: %d objects at rv %s", self.resource, len(items), self.resource_version
         )
@@ -229,6 +239,7 @@ class Watcher(Generic[T]):
         """One watch request; returns why it ended normally, raises on errors/expiry."""
         timeout = int(self._server_timeout * (1.0 + self._rng.random()))
         query = [
+            *self._query,
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             ("resourceVersion", self.resource_version),
@@ -282,6 +293,7 @@ class Watcher(Generic[T]):
                 return
             self.resource_version = rv
             self.last_progress = self._clock.monotonic()
+            self.last_error = None
             return
         key = self._key(obj)
         if key is None or not isinstance(obj, dict):
@@ -290,6 +302,7 @@ class Watcher(Generic[T]):
         if rv is not None:
             self.resource_version = rv
         self.last_progress = self._clock.monotonic()
+        self.last_error = None
         if etype == "DELETED":
             self._on_event(etype, key, None)
             return

@@ -78,21 +78,21 @@ def unknown_pause() -> Undo:
         PolicySource,
         "pause_known",
         (
-            "return read is not None and self._clock.monotonic() - read <= PAUSE_PROPAGATION_BOUND",
-            "return True",
+            "if w is not None and w.synced and now - w.last_progress <= PAUSE_PROPAGATION_BOUND:",
+            "if True:",
         ),
     )
 
 
 def unknown_policies() -> Undo:
     """1b: controller/policies.py PolicySource.known: the policies count as known before the
-    first LIST, while the CRD 404 is unconfirmed and while their watch is stale."""
+    first LIST (or the CRD's first answer) and while their watch (or the CRD's) is stale."""
     from noderecover.controller.policies import PolicySource
 
     return _edit(
         PolicySource,
         "known",
-        ("return not self.started or self.absent or not self.watcher.stale()", "return True"),
+        ("if not self.started:", "if True:"),
     )
 
 
@@ -355,7 +355,8 @@ UNSEEN: dict[str, Mutation] = {
     # open watch stream keeps delivering while the world makes the policies unreadable (5-60 s).
     "1b": _m("unknown-policies", unknown_policies, "pause,pause-unreadable", range(40), "paused"),
     # Each drain iteration reads the evidence (gates asked) before its batch; a batch of one
-    # or two pods lasts far less than the oracle's pause bound (PAUSE_POLL + two requests).
+    # or two pods lasts far less than the oracle's pause bound (PAUSE_PROPAGATION_BOUND and
+    # the watch lag).
     "2b": _m("ungated-evictions", ungated_evictions, "pause,slow", range(40), "paused"),
     # The sim applies a write on its way up (<= 50 ms) and the elector cancels the leader's
     # work at --renew-deadline, before its Lease can pass: no write arrives after it.
