@@ -661,6 +661,12 @@ class World:
             which = r.choice(["pause", "policies"])
             self.unreadable[which] = now + r.uniform(5.0, 60.0)
             self.oracle.note(f"world {which} unreadable")
+            # What makes it unreadable (a proxy, the API server restarting behind a balancer)
+            # also ends the open watches of it: they reconnect into the refusals.
+            resource = "configmaps" if which == "pause" else "noderecoverypolicies"
+            for w in list(api.watches):
+                if w.target.resource == resource and not w.closed:
+                    w.end()
         elif kind == "policy-churn":
             self._churn()
         elif kind == "node-recreate":
