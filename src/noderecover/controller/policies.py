@@ -8,8 +8,9 @@
   it. `known` is False until the CRD's first answer, while the CRD exists and the policies'
   first LIST has not completed, and while the watch that answers (the policies', or the CRD's
   when absent) is stale: the controller then holds every forward step (`policies-unknown`),
-  since a pause or a policy it has not seen may exist. Both watches reopen often enough that
-  the API server's pre-timeout BOOKMARK keeps them fresh without a LIST (`_bookmarked`).
+  since a pause or a policy it has not seen may exist. Both are long watches: the API
+  server's BOOKMARK every minute keeps them fresh within the default --watch-silence (90 s)
+  without a LIST (a --watch-silence under a minute costs a LIST per silence).
 - The cluster-wide pause (where, its format, how long an answer is believed: core.pauses):
   a watch of that one ConfigMap. An answer is a LIST (the object, or none: no pause), an
   event or a BOOKMARK; a 403, a 5xx, a 404 (a namespaced LIST answers 200, empty, even in a
@@ -72,14 +73,6 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 CRD_PATH = f"{CRDS_PATH}/{CRD_NAME}"
 STATUS_INTERVAL = 10.0  # at most one status write per policy this often
-
-
-def _bookmarked(cfg: Config) -> float:
-    """The server-side timeout of a watch of a quiet collection (one policy, one CRD): the API
-    server sends a BOOKMARK 2 s before a watch's timeoutSeconds (and every minute), so a
-    timeout of at most a third of --watch-silence (jittered up to twice that) proves the
-    watch current within --watch-silence without a LIST."""
-    return max(2.5, min(cfg.watch_timeout, cfg.watch_silence / 3.0))
 
 
 def _the_objects_404(exc: NotFound, name: str) -> bool:
@@ -148,7 +141,7 @@ class PolicySource:
             self._crd_event,
             self._crd_resync,
             silence=cfg.watch_silence,
-            server_timeout=_bookmarked(cfg),
+            server_timeout=cfg.watch_timeout,
             rng=rng,
             query=[("fieldSelector", f"metadata.name={CRD_NAME}")],
         )
@@ -165,7 +158,7 @@ class PolicySource:
             self._event,
             self._resync,
             silence=cfg.watch_silence,
-            server_timeout=_bookmarked(cfg),
+            server_timeout=cfg.watch_timeout,
             rng=rng,
         )
 

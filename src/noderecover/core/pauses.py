@@ -22,18 +22,19 @@ creationTimestamp), and one whose `until` cannot be read pauses for DEFAULT_CLUS
 after that start. Nothing unreadable counts as "no pause".
 
 How long an answer is believed (`PAUSE_PROPAGATION_BOUND`): the controller watches that one
-ConfigMap (a LIST and WATCH with a fieldSelector on its name). An answer is what proves the
-watch current: a LIST (the ConfigMap, or none: no pause), an event, or a BOOKMARK - the API
-server sends one 2 s before each watch's timeoutSeconds, and the watch is reopened every
-PAUSE_WATCH_TIMEOUT to 2 x PAUSE_WATCH_TIMEOUT, so a healthy watch answers every few seconds
-without a poll; a server without bookmarks is LISTed again after PAUSE_WATCH_SILENCE without
-one. The last answer is believed for PAUSE_PROPAGATION_BOUND; past that, the pause is unknown
-and every destructive step is held (`pause-unknown`), exactly as if paused. So a pause written
-to the API at time t stops every destructive step by t + PAUSE_PROPAGATION_BOUND at the latest,
-readable or not: a watch that delivers it stops them at once; one that does not (broken,
-silent, refused) is believed no longer than PAUSE_PROPAGATION_BOUND after its last answer,
-which came before t. A read-only preview (`plan`) reads the ConfigMap once (a GET bounded by
-PAUSE_READ_TIMEOUT), believed as long.
+ConfigMap (a LIST and WATCH with a fieldSelector on its name): a pause written reaches it with
+the watch event. An answer is what proves the watch current: a LIST (the ConfigMap, or none: no
+pause), an event, or a BOOKMARK. A quiet object's watch gets no event, and kube-apiserver
+(v1.34, measured) sends a watch's first BOOKMARK only after a minute: a watch with nothing to
+say for PAUSE_WATCH_SILENCE is abandoned and the ConfigMap LISTed again (a LIST and a WATCH
+every PAUSE_WATCH_SILENCE while nothing changes). The last answer is believed for
+PAUSE_PROPAGATION_BOUND; past that, the pause is unknown and every destructive step is held
+(`pause-unknown`), exactly as if paused. So a pause written to the API at time t stops every
+destructive step by t + PAUSE_PROPAGATION_BOUND at the latest, readable or not: a watch that
+delivers it stops them at once; one that does not (broken, silent, refused) is believed no
+longer than PAUSE_PROPAGATION_BOUND after its last answer, which came before t. A read-only
+preview (`plan`) reads the ConfigMap once (a GET bounded by PAUSE_READ_TIMEOUT), believed as
+long.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ MAX_PAUSE = 7 * 86400.0  # however far its `until`, after its start
 MAX_PAUSE_DAYS = 7
 MAX_REASON = 256
 
-PAUSE_WATCH_TIMEOUT = 4.0  # the pause watch's timeoutSeconds (jittered up to twice that)
-PAUSE_WATCH_SILENCE = 10.0  # no answer for this long: the stream is reopened, LISTed again
+PAUSE_WATCH_TIMEOUT = 300.0  # the pause watch's timeoutSeconds (jittered up to twice that)
+PAUSE_WATCH_SILENCE = 10.0  # no answer for this long: the stream is dropped, LISTed again
 PAUSE_READ_TIMEOUT = 5.0  # a preview's one read is bounded by this
 #: Seconds between a cluster pause written to the API and the controller refusing every
 #: destructive step (readable or not): an answer is believed this long. A LIST after

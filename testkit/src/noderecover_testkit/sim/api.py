@@ -39,7 +39,6 @@ _T = TypeVar("_T")
 
 HISTORY_KEEP = 400  # watch events kept per resource for a WATCH from an older version
 BOOKMARK_EVERY = 30.0
-PRE_TIMEOUT_BOOKMARK = 2.0  # seconds before a watch's timeoutSeconds (the API server's cacher)
 CRD_NAME = "noderecoverypolicies.noderecover.io"
 
 
@@ -559,9 +558,6 @@ class SimApi:
         self.loop.call_later(timeout, w.end)
         if q.get("allowWatchBookmarks") == "true":
             self._bookmarks(w)
-            if timeout > PRE_TIMEOUT_BOOKMARK:
-                # The API server's watch cache: a BOOKMARK 2 s before the watch's timeout.
-                self.loop.call_later(timeout - PRE_TIMEOUT_BOOKMARK, self._bookmark, w)
         return w
 
     def _bookmark(self, w: SimWatch) -> None:
