@@ -3,7 +3,7 @@
 
     .venv/bin/python -m bench.cluster_bench scale [--nodes 1000] [--lease-seconds 40]
         [--idle 60] [--trials 60] [--breakdown 20] [--failovers 10]
-        [--parts idle,latency,failover]
+        [--parts idle,replicas,sync,latency,failover,zone] [--max-unhealthy 3%]
     .venv/bin/python -m bench.cluster_bench recovery [--cap 120] [--no-defaults]
         [--only NAME,...] [--logs DIR]
     .venv/bin/python -m bench.cluster_bench all
@@ -20,6 +20,9 @@ Lease 40 s, renewed every 10 s; node-monitor-grace-period 50 s):
      more failures with noderecover behind a counting proxy, to split that time.
   5. leader failover: two replicas; SIGKILL the leader and, at the same instant, fail a node;
      time until the other replica's first write on that node.
+  zone: 5 % of the nodes fail at once (a zone): noderecover's circuit breaker opens within
+     a pass of the write that crossed ``--max-unhealthy`` and nothing is cordoned or removed;
+     the script, on a fresh zone in the same run, deletes what it sees NotReady.
 ``recovery`` (a cluster with 3 killable kwok workers, node-monitor-grace-period 10 s):
   4. the seed scenario (kill mysql-0's node -> mysql-0 Running elsewhere) in phases for: no
      controller (capped), the liberator, noderecover --removal delete, noderecover --removal
@@ -38,6 +41,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -708,6 +712,189 @@ def print_failover(out: list[tuple[float, float, float]]) -> None:
     print(table(["seconds after SIGKILL", "min", "median", "max", "target"], rows))
 
 
+# ---------------------------------------------------------------------------- zone failure
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+@dataclass
+class ZoneResult:
+    name: str
+    failed: int  # zone nodes set Ready=False
+    limit: float  # the breaker's limit over every node (noderecover only)
+    crossing_s: float | None  # the write that put the count over the limit: answered at
+    breaker_open_after_ms: float | None  # from that answer to the breaker's gauge reading 1
+    cordoned: int
+    removed: int
+    window_s: float
+
+
+def _fail_zone(api: Api, names: list[str]) -> list[float]:
+    """Ready=False on every node of the zone at once (8 writers): a zone event. Returns the
+    monotonic time each write was answered, in answer order."""
+    done: list[float] = []
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        api.set_ready(name, "False")
+        with lock:
+            done.append(time.monotonic())
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, names))
+    return sorted(done)
+
+
+def bench_zone(
+    c: TestCluster, api: Api, procs: list[Proc], tmp: Path, n: int, max_unhealthy: str, wait: float
+) -> list[ZoneResult]:
+    """A zone failure of 5 % of the nodes (bare Nodes labelled with one zone, Ready=False
+    written by the benchmark at once, 8 writers), met first by noderecover as deployed
+    (leader election; default flags but ``--max-unhealthy``), then by the script, each on a
+    fresh zone, in the same run. noderecover: how long after the write that put the count
+    over the limit its ``noderecover_circuit_breaker_open`` reads 1 (polled every 5 ms), and
+    that nothing is cordoned or removed within ``wait`` seconds (past the 30 s grace). The
+    script: how many of the zone's nodes it deletes in the same window."""
+    from noderecover.core.settings import Threshold
+
+    total_before = n
+    m = max(1, round(n / 19))  # 5 % of the n + m nodes
+    rec = Recorder()
+    w = WatchThread(api, "/api/v1/nodes", {"labelSelector": f"{BARE_LABEL}=zone"}, rec)
+    w.start()
+    w.ready.wait(60)
+    kc = write_kubeconfig(tmp / "zone.kubeconfig", c.server, c.token, c.ca_file)
+    out: list[ZoneResult] = []
+
+    def make_zone(tag: str) -> list[str]:
+        names = [f"zone-{tag}-{i}" for i in range(m)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda x: api.create_bare_node(x, {BARE_LABEL: "zone", ZONE_LABEL: tag}), names
+                )
+            )
+        return names
+
+    def drop_zone(names: list[str]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda x: api.call("DELETE", f"/api/v1/nodes/{x}"), names))
+
+    def counts(names: list[str]) -> tuple[int, int]:
+        cordoned = sum(1 for x in names if rec.times.get(x, NodeTimes()).cordon_seen is not None)
+        removed = sum(1 for x in names if rec.times.get(x, NodeTimes()).gone is not None)
+        return cordoned, removed
+
+    try:
+        # 1. noderecover, as deployed but --max-unhealthy
+        names = make_zone("a")
+        p = noderecover(
+            "zone-noderecover",
+            kc,
+            tmp,
+            "--leader-elect",
+            "--lease-namespace",
+            "default",
+            "--lease-name",
+            "bench-zone",
+            "--max-unhealthy",
+            max_unhealthy,
+        )
+        procs.append(p)
+        p.wait_ready(180)
+        wait_until(lambda: lease_holder(api, "bench-zone") is not None, 60, "a leader", 0.1)
+        time.sleep(5)
+        thr = Threshold(float(max_unhealthy.rstrip("%")), max_unhealthy.endswith("%"))
+        limit = thr.limit(total_before + m)
+        opened: list[float] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                if p.metric("noderecover_circuit_breaker_open") >= 1:
+                    opened.append(time.monotonic())
+                    return
+                time.sleep(0.005)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        t0 = time.monotonic()
+        answered = _fail_zone(api, names)
+        k = int(limit) + 1  # the count is over the limit from the k-th failure on
+        crossing = answered[k - 1] if k <= len(answered) else None
+        poller.join(wait)
+        stop.set()
+        time.sleep(max(0.0, wait - (time.monotonic() - t0)))
+        cordoned, removed = counts(names)
+        out.append(
+            ZoneResult(
+                "noderecover (leader election, --max-unhealthy " + max_unhealthy + ")",
+                m,
+                limit,
+                None if crossing is None else crossing - t0,
+                None if crossing is None or not opened else (opened[0] - crossing) * 1e3,
+                cordoned,
+                removed,
+                wait,
+            )
+        )
+        p.stop()
+        drop_zone(names)
+        # 2. the script, on a fresh zone
+        names = make_zone("b")
+        lib = liberator("zone-liberator", kc, tmp)
+        procs.append(lib)
+        time.sleep(6)  # its first LIST
+        t0 = time.monotonic()
+        _fail_zone(api, names)
+        time.sleep(max(0.0, wait - (time.monotonic() - t0)))
+        cordoned, removed = counts(names)
+        out.append(
+            ZoneResult(
+                "liberator (seed script)", m, float("nan"), None, None, cordoned, removed, wait
+            )
+        )
+        lib.stop()
+        drop_zone([x for x in names if rec.times.get(x, NodeTimes()).gone is None])
+    finally:
+        w.stop()
+    return out
+
+
+def print_zone(n: int, results: list[ZoneResult]) -> None:
+    m = results[0].failed if results else 0
+    print(f"\n### Zone failure: {m:,} of {n + m:,} nodes Ready=False at once\n")
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r.name,
+                f"{r.failed:,}",
+                "-" if r.limit != r.limit else f"{r.limit:g}",
+                "-" if r.crossing_s is None else f"{r.crossing_s:.2f}",
+                "-" if r.breaker_open_after_ms is None else fmt(r.breaker_open_after_ms),
+                str(r.cordoned),
+                str(r.removed),
+                f"{r.window_s:g}",
+            ]
+        )
+    print(
+        table(
+            [
+                "controller",
+                "failed",
+                "breaker limit",
+                "limit crossed s",
+                "breaker open ms after",
+                "cordoned",
+                "removed",
+                "window s",
+            ],
+            rows,
+        )
+    )
+
+
 def cmd_scale(args: argparse.Namespace) -> None:
     n = args.nodes
     print(
@@ -762,6 +949,9 @@ def cmd_scale(args: argparse.Namespace) -> None:
         if "failover" in args.parts:
             print("\nfailover ...", flush=True)
             print_failover(bench_failover(c, api, procs, tmp, args.failovers))
+        if "zone" in args.parts:
+            print("\nzone ...", flush=True)
+            print_zone(n, bench_zone(c, api, procs, tmp, n, args.max_unhealthy, args.zone_wait))
         print(f"\ndone ({machine()})")
 
 
@@ -1083,6 +1273,10 @@ def main() -> int:
         help="kwok node Lease duration (renewed every 1/4 of it; kcm grace = 5/4 of it)",
     )
     s.add_argument("--parts", default="idle,latency,failover", type=lambda v: set(v.split(",")))
+    s.add_argument("--max-unhealthy", default="3%", help="part zone: noderecover's breaker limit")
+    s.add_argument(
+        "--zone-wait", type=float, default=45.0, help="part zone: seconds watched after the failure"
+    )
     r = sub.add_parser("recovery", help="4 time to recovery of the seed scenario")
     r.add_argument("--cap", type=float, default=120.0, help="give up on 'no controller' after")
     r.add_argument(
@@ -1103,6 +1297,8 @@ def main() -> int:
         only="",
         logs="",
         parts={"idle", "latency", "failover"},
+        max_unhealthy="3%",
+        zone_wait=45.0,
     )
     args = parser.parse_args()
     if args.cmd in ("scale", "all"):

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import pytest
 
@@ -257,6 +258,31 @@ def test_aws_stops_the_instance_named_by_the_provider_id(
     assert _state(ec2, mine) == "stopped"
     assert _state(ec2, other) == "running"
     _no_secret_anywhere(None, caplog, PASSWORD)
+
+
+def test_aws_builds_one_client_per_fence(ec2_server: Ec2, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check, stop and every confirm poll of one fence share a client (building one reads
+    botocore's service model: 0.1-2 s each on a loaded node); other keys get their own."""
+    built: list[str] = []
+    real = boto3.session.Session.client
+
+    def counting(self: Any, *args: Any, **kw: Any) -> Any:
+        built.append(str(kw.get("aws_access_key_id")))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(boto3.session.Session, "client", counting)
+    ec2 = _ec2(ec2_server)
+    built.clear()
+    mine = _run_instance(ec2)
+    spec = FenceSpec(Provider.AWS, endpoint=ec2_server.url)
+    target = Target("node-a", "uid-a", instance=mine, provider_id=f"aws:///us-east-1a/{mine}")
+    provider = Aws(spec, call_timeout=5)
+    done = _fence(provider, target, Credentials(AWS_KEYS))
+    assert done.state is PowerState.OFF
+    assert built == [AWS_KEYS["aws_access_key_id"]]
+    other = {**AWS_KEYS, "aws_access_key_id": "AKIDOTHER"}
+    anyio.run(provider.check, target, Credentials(other))
+    assert built == [AWS_KEYS["aws_access_key_id"], "AKIDOTHER"]
 
 
 def test_aws_unknown_instance_is_refused(ec2_server: Ec2) -> None:

@@ -120,15 +120,21 @@ async def test_the_shutdown_taint_gone_in_the_fresh_read_is_a_sign_of_life(
     tainted or deleted, and the grace restarts (a flap)."""
     cluster(kube)
     h: Harness = await harness_factory(grace=10, removal="auto")
+    changed: list[bool] = []
+
+    def before_a_read() -> None:
+        # Right before the first read of w1 once it is REMOVING (the evidence read before
+        # its taint): waiting for the phase in the test raced the read and the taint.
+        if h.controller.records["w1"].phase is Phase.REMOVING:
+            kube.silence_watches()  # the view keeps the taint...
+            untaint(kube)  # ...the API has none
+            changed.append(True)
+        else:
+            kube.on_request("GET", r"^/api/v1/nodes/w1$", before_a_read)
+
     await dead(kube, h)
-    await h.until(
-        lambda: h.controller.records["w1"].phase is Phase.REMOVING,
-        advance=0.1,
-        what="drained",
-        real_timeout=30,
-    )
-    kube.silence_watches()  # the view keeps the taint...
-    untaint(kube)  # ...the API has none
+    kube.on_request("GET", r"^/api/v1/nodes/w1$", before_a_read)
+    await h.until(lambda: bool(changed), advance=0.1, what="removing", real_timeout=30)
     await h.idle(60)
     assert not oos_patches(kube)
     assert kube.get_node("w1") is not None

@@ -10,6 +10,7 @@ and one attempt (the runner retries, with backoff and jitter, within the fence's
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
@@ -52,6 +53,11 @@ class Aws:
     def __init__(self, spec: FenceSpec, call_timeout: float = 10.0) -> None:
         self._spec = spec
         self._timeout = call_timeout
+        # One client per (region, keys) for this provider's life (a fence: check, stop,
+        # confirm polls): building one reads botocore's service model, 0.1-2 s of a worker
+        # thread. Clients are thread-safe; the lock keeps two threads from building twice.
+        self._clients: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._lock = threading.Lock()
 
     def self_confirmed(self, action: FenceAction) -> bool:
         return False
@@ -76,18 +82,24 @@ class Aws:
             }
             if creds.get("aws_session_token"):
                 keys["aws_session_token"] = creds["aws_session_token"]
-        config = botocore.config.Config(
-            connect_timeout=self._timeout,
-            read_timeout=self._timeout,
-            retries={"max_attempts": 1, "mode": "standard"},
-        )
-        return boto3.session.Session().client(
-            "ec2",
-            region_name=region,
-            endpoint_url=self._spec.endpoint or None,
-            config=config,
-            **keys,
-        )
+        key = (region, tuple(sorted(keys.items())))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                config = botocore.config.Config(
+                    connect_timeout=self._timeout,
+                    read_timeout=self._timeout,
+                    retries={"max_attempts": 1, "mode": "standard"},
+                )
+                client = boto3.session.Session().client(
+                    "ec2",
+                    region_name=region,
+                    endpoint_url=self._spec.endpoint or None,
+                    config=config,
+                    **keys,
+                )
+                self._clients[key] = client
+            return client
 
     async def _call(self, what: str, target: Target, creds: Credentials, fn: Any) -> Any:
         where = f"aws {what} of {target.instance}"
