@@ -166,7 +166,9 @@ def create_kwok_nodes(api: Api, n: int) -> float:
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(one, range(n)))
-    deadline = time.monotonic() + 300
+    created = time.monotonic()
+    print(f"{n:,} nodes created in {created - t0:.0f}s", flush=True)
+    deadline = created + max(300.0, n * 0.05)  # kwok marks ~60-70 nodes/s Ready on 2 loaded cores
     while True:
         items = api.ok("GET", f"/api/v1/nodes?labelSelector={SCALE_LABEL}%3Dtrue")["items"]
         ready = sum(1 for x in items if ready_status(x) == "True")
@@ -723,6 +725,7 @@ class ZoneResult:
     failed: int  # zone nodes set Ready=False
     limit: float  # the breaker's limit over every node (noderecover only)
     crossing_s: float | None  # the write that put the count over the limit: answered at
+    seen_s: float | None  # ...and its event seen on the benchmark's own watch at
     breaker_open_after_ms: float | None  # from that answer to the breaker's gauge reading 1
     cordoned: int
     removed: int
@@ -824,6 +827,9 @@ def bench_zone(
         crossing = answered[k - 1] if k <= len(answered) else None
         poller.join(wait)
         stop.set()
+        seen_at = sorted(
+            t for x in names if (t := rec.times.get(x, NodeTimes()).false_seen) is not None
+        )
         time.sleep(max(0.0, wait - (time.monotonic() - t0)))
         cordoned, removed = counts(names)
         out.append(
@@ -832,6 +838,7 @@ def bench_zone(
                 m,
                 limit,
                 None if crossing is None else crossing - t0,
+                seen_at[k - 1] - t0 if k <= len(seen_at) else None,
                 None if crossing is None or not opened else (opened[0] - crossing) * 1e3,
                 cordoned,
                 removed,
@@ -847,11 +854,23 @@ def bench_zone(
         time.sleep(6)  # its first LIST
         t0 = time.monotonic()
         _fail_zone(api, names)
-        time.sleep(max(0.0, wait - (time.monotonic() - t0)))
+        # The script needs 4 NotReady polls, and one poll is a full LIST (~30 s at 20,000
+        # nodes): watched until it deleted the whole zone, or for 4 times the window.
+        while time.monotonic() - t0 < 4 * wait and counts(names)[1] < m:
+            time.sleep(1.0)
         cordoned, removed = counts(names)
+        window = time.monotonic() - t0
         out.append(
             ZoneResult(
-                "liberator (seed script)", m, float("nan"), None, None, cordoned, removed, wait
+                "liberator (seed script)",
+                m,
+                float("nan"),
+                None,
+                None,
+                None,
+                cordoned,
+                removed,
+                window,
             )
         )
         lib.stop()
@@ -872,10 +891,11 @@ def print_zone(n: int, results: list[ZoneResult]) -> None:
                 f"{r.failed:,}",
                 "-" if r.limit != r.limit else f"{r.limit:g}",
                 "-" if r.crossing_s is None else f"{r.crossing_s:.2f}",
+                "-" if r.seen_s is None else f"{r.seen_s:.2f}",
                 "-" if r.breaker_open_after_ms is None else fmt(r.breaker_open_after_ms),
                 str(r.cordoned),
                 str(r.removed),
-                f"{r.window_s:g}",
+                f"{r.window_s:.0f}",
             ]
         )
     print(
@@ -885,6 +905,7 @@ def print_zone(n: int, results: list[ZoneResult]) -> None:
                 "failed",
                 "breaker limit",
                 "limit crossed s",
+                "seen on a watch s",
                 "breaker open ms after",
                 "cordoned",
                 "removed",

@@ -21,10 +21,25 @@ what names its provider (``--fence-provider``, ``--fence-secret``, ``--fence-con
 - ``fence-agent``: Debian's ``fence_ipmilan`` against a pyghmi BMC (tests/ipmi_bmc.py);
 - ``shutdown-taint``: no fence; the bench puts ``node.cloudprovider.kubernetes.io/shutdown``
   on the Node as soon as it sees it NotReady, as the cloud-controller-manager does for a
-  stopped instance (it checks NotReady nodes every node-monitor-period, 5 s).
+  stopped instance (it checks NotReady nodes every node-monitor-period, 5 s);
+- ``agent``: no fence provider, a ``noderecover agent`` on every worker at its default flags
+  (noderecover_testkit.agents: its "reboot" and emulated watchdog power the kwok node off);
+  the power loss takes the agent down with the node, and noderecover counts the node off
+  after the safe time (proof ``self-fenced``);
+- ``agent-partition``: the same, but the node is partitioned instead (its kubelet and agent
+  cut off from the API server and the peers, its pods still running): the agent fences its
+  node after its isolation timeout, noderecover after the safe time;
+- ``liberator-partition``: the script against the same partition: it deletes the live Node,
+  so the replacement runs while the old copy still does (two copies; counted).
+
+A partition row starts its clock at the cut; the others at the kill. ``Copies``
+(noderecover_testkit.agents) follows mysql-0's copies in every agent and partition row and
+the table says whether two ever ran at once.
 
     .venv/bin/python -m bench.volume_bench --liberator-python .venv-liberator/bin/python
     .venv/bin/python -m bench.volume_bench --only command,redfish     # a subset
+    .venv/bin/python -m bench.volume_bench \
+        --only liberator,agent,agent-partition,liberator-partition  # the agent's rows
 
 The liberator needs the sync ``kubernetes`` client, which cannot share a venv with boto3
 (python-dateutil >= 3 against < 3): give it its own (docs/benchmarks.md, section 6).
@@ -39,6 +54,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -48,12 +64,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from noderecover_testkit.agents import Agents, Copies
 from noderecover_testkit.cluster import TestCluster
 from noderecover_testkit.volumes import RecoveryTimeline, attached_nodes, recovery_timeline
 
 from bench.cluster_bench import Timeline, processes, reset_for_scenario, running_cluster
 from bench.clusterkit import Api, Proc, WatchThread, liberator, noderecover, write_kubeconfig
 from bench.common import machine, table
+from noderecover.core.agent import settle_time
 
 NODE_MONITOR_GRACE = 40.0
 NODE_MONITOR_PERIOD = 5.0
@@ -62,6 +80,8 @@ GRACE = 30.0  # noderecover's default --grace
 KILL_PHASE = 5.0  # the kill comes this long after a heartbeat (renewals every 10 s)
 TARGET = NODE_MONITOR_GRACE + 15.0  # issue 21: node-monitor-grace + 15 s at default --grace
 
+AGENT_CHECK_INTERVAL = 5.0  # the agent's default --agent-check-interval
+AGENT_SETTLE = settle_time(3 * AGENT_CHECK_INTERVAL) + 10.0  # 70 s
 NAMESPACE = "noderecover"  # POD_NAMESPACE of the bench's noderecover: where the Secret is
 SECRET = "bench-fence"
 BMC_USER, BMC_PASSWORD = "admin", "bench-Bmc-pw-21"
@@ -75,6 +95,8 @@ class Scenario:
     label: str
     kind: str  # "liberator" | "noderecover"
     flags: tuple[str, ...] = ()
+    fault: str = "power"  # "power": kwok SIGKILLed | "partition": cut off, still running
+    agents: bool = False  # a noderecover agent on every worker (default flags)
 
 
 FENCE = ("--fence-secret", SECRET)
@@ -88,6 +110,9 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario("shutdown-taint", "shutdown taint", "noderecover"),
     Scenario("none", "no proof (Node delete)", "noderecover"),
+    Scenario("agent", "agent, power loss", "noderecover", agents=True),
+    Scenario("agent-partition", "agent, partition", "noderecover", fault="partition", agents=True),
+    Scenario("liberator-partition", "script, partition", "liberator", fault="partition"),
 ]
 
 
@@ -98,6 +123,7 @@ class Result:
     marks: dict[str, float] = field(default_factory=dict)  # seconds after the kill
     tl: RecoveryTimeline | None = None
     note: str = ""
+    two_copies: bool | None = None  # followed (agent and partition rows): ever two at once?
 
     @property
     def attached(self) -> float | None:
@@ -323,6 +349,44 @@ class Heartbeats:
         return max(before) if before else None
 
 
+@contextlib.contextmanager
+def agents_for(sc: Scenario, c: TestCluster, tmp: Path) -> Iterator[Agents]:
+    """A noderecover agent on every worker at its default flags for an agent row; an empty
+    harness otherwise (what ``Copies`` and a partition without agents use)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    workers = sorted(n for n, spec in c.nodes.items() if spec.killable) if sc.agents else []
+    agents = Agents(
+        c,
+        tmp,
+        workers,
+        check_interval="",
+        isolation_timeout="",
+        watchdog_timeout="",
+        api_timeout="",
+        peer_timeout="",
+    )
+    try:
+        if workers:
+            agents.start()
+        yield agents
+    finally:
+        for node in list(agents.partitioned):
+            if c.node_alive(node):  # still cut off, never fenced: powered off after the row
+                c.kill_node(node)
+        agents.close()
+
+
+def partition(c: TestCluster, agents: Agents, node: str) -> None:
+    """Cut `node` off: its kubelet (kwok SIGSTOPped: no heartbeats, its pods still running)
+    and, with agents, its agent from the API server and from every peer."""
+    if node in agents.procs:
+        agents.partition(node)
+    else:
+        with agents._lock:
+            agents.partitioned.add(node)
+        c.signal_component(f"kwok-{node}", signal.SIGSTOP)
+
+
 # ------------------------------------------------------------------- one scenario
 
 
@@ -361,24 +425,35 @@ def run_one(
     )
     kc = write_kubeconfig(tmp / "admin.kubeconfig", c.server, c.token, c.ca_file)
     res = Result(sc.key, sc.label)
-    with proof_for(sc.key, c, node, tmp / f"proof-{sc.key}", ec2_url) as proof:
+    with (
+        proof_for(sc.key, c, node, tmp / f"proof-{sc.key}", ec2_url) as proof,
+        agents_for(sc, c, tmp / f"agents-{sc.key}") as agents,
+    ):
         if sc.kind == "noderecover":
             proc = noderecover(
                 f"vol-{sc.key}", kc, tmp, *sc.flags, *proof.flags, namespace=NAMESPACE
             )
         else:
-            proc = liberator("vol-liberator", kc, tmp, python=liberator_python)
+            proc = liberator(f"vol-{sc.key}", kc, tmp, python=liberator_python)
         procs.append(proc)
         if sc.kind == "noderecover":
             proc.wait_ready(90)
         else:
             time.sleep(6)  # its first LIST
+        if sc.agents:
+            # The controller relies on an agent only once it has seen it renew steadily for
+            # 4 Lease windows (3 check intervals each): an agent just started fences nothing
+            # it can count on.
+            time.sleep(AGENT_SETTLE)
         watch = Timeline(api, node, pod["metadata"]["uid"])
         watch.start()
         beats = Heartbeats(api, node)
         beats.watch.start()
         beats.watch.ready.wait(30)
         tainter = ShutdownTainter(c, node, watch) if sc.key == "shutdown-taint" else None
+        copies = Copies(c, agents) if sc.agents or sc.fault == "partition" else None
+        if copies is not None:
+            copies.start()
         try:
             # The controller in its steady state: it has seen the node's Lease renew (its
             # heartbeat history starts at a change, never at a first read), then the kill
@@ -390,7 +465,12 @@ def run_one(
             watch.t0 = time.monotonic()
             if tainter is not None:
                 tainter.start()
-            c.kill_node(node)
+            if sc.fault == "partition":
+                partition(c, agents, node)
+            else:
+                if node in agents.procs:
+                    agents.procs[node].stop()  # the power loss takes the agent down too
+                c.kill_node(node)
             res.tl = recovery_timeline(
                 c,
                 "mysql-0",
@@ -407,13 +487,23 @@ def run_one(
             if sc.kind == "noderecover":
                 lines = proc.log.read_text(errors="replace").splitlines()
                 res.marks.update(log_marks(lines, t_kill, node))
+            if sc.fault == "partition" and node in agents.fenced:
+                res.marks["node powered off by its agent"] = agents.fenced[node] - t_kill
+            if copies is not None:
+                copies.stop()
+                res.two_copies = bool(copies.overlaps)
+                if copies.overlaps:
+                    first = copies.overlaps[0][0] - t_kill
+                    res.note += f" TWO COPIES of mysql-0 running at once from +{first:.1f}s"
             with contextlib.suppress(Exception):
-                res.note = proof.after()
+                res.note = proof.after() + res.note
             if tainter is not None and tainter.error:
                 res.note += f" shutdown taint: {tainter.error}"
             if not proc.alive:
                 print(f"  WARNING: {proc.name} exited early:\n{proc.tail()}", flush=True)
         finally:
+            if copies is not None:
+                copies.stop()
             if tainter is not None:
                 tainter.done.set()
             beats.watch.stop()
@@ -443,7 +533,12 @@ BREAKDOWN: list[tuple[str, Callable[[Result], float | None]]] = [
     ("episode start seen by noderecover", lambda r: r.marks.get("decided persist")),
     ("cordon", lambda r: r.marks.get("cordon")),
     ("shutdown taint (by the bench, as the CCM)", lambda r: r.marks.get("shutdown taint")),
-    ("fence start", lambda r: r.marks.get("fence start")),
+    (
+        "fence requested from the agent (mark)",
+        lambda r: r.marks.get("decided fence") if r.key.startswith("agent") else None,
+    ),
+    ("node powered off by its agent", lambda r: r.marks.get("node powered off by its agent")),
+    ("fence start", lambda r: None if r.key.startswith("agent") else r.marks.get("fence start")),
     ("fence confirmed off", lambda r: r.marks.get("fence confirmed off")),
     ("old pod deleted", lambda r: r.marks.get("old pod deleted")),
     ("out-of-service taint", lambda r: r.marks.get("out-of-service taint")),
@@ -470,7 +565,7 @@ def report(results: list[Result], cap: float) -> str:
             "grace counted from the last heartbeat?",
             *(
                 "-"
-                if r.key == "liberator"
+                if r.key.startswith("liberator")
                 else ("yes" if "grace counted from the last heartbeat" in r.marks else "no")
                 for r in results
             ),
@@ -506,12 +601,20 @@ def report(results: list[Result], cap: float) -> str:
     )
     rows.append(
         [
+            "two copies of mysql-0 running at once",
+            *("-" if r.two_copies is None else "YES" if r.two_copies else "no" for r in results),
+        ]
+    )
+    rows.append(
+        [
             f"target <= {TARGET:.0f} s",
             *(
                 "(baseline)"
-                if r.key == "liberator"
+                if r.key.startswith("liberator")
                 else "(no proof: the hold)"
                 if r.key == "none"
+                else "(the agent's safe time)"
+                if r.key.startswith("agent")
                 else ("met" if r.attached and r.attached <= TARGET else "MISSED")
                 for r in results
             ),

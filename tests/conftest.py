@@ -266,9 +266,11 @@ def _api_calls_are_declared(
 # ones fill the gaps at the end.
 SLOWEST_FIRST = (  # seconds per file, two workers on 2 loaded cores (load ~10), 2026-12-07
     "tests/e2e/test_faults.py",  # 629
+    "tests/e2e/test_self_fence.py",  # 433 (alone beside a benchmark, load 3-10)
     "tests/e2e/test_volumes.py",  # 414
     "tests/e2e/test_takeover.py",  # 333
     "tests/e2e/test_image.py",  # 283 (the image's own build runs beside the unit suite)
+    "tests/e2e/test_agent.py",  # 204 (alone beside a benchmark, load ~3)
     "tests/e2e/test_policies.py",  # 188
     "tests/e2e/test_live_kubelet.py",  # 178
     "tests/e2e/test_kubectl_plugin.py",  # 170

@@ -396,3 +396,57 @@ def test_the_kubectl_plugin_reads_the_charts_deployment(non_default: list[dict[s
     args, env = deployment_settings(deployment(non_default))
     assert args == container(deployment(non_default))["args"]
     assert env == {"NODERECOVER_REMOVAL": "both"}
+
+
+# -------------------------------------------------------------------------------- the agent
+AGENT_COMPONENT = MANIFESTS / "components" / "agent"
+
+
+def agent_config_of(args: list[str]) -> Any:
+    from noderecover.entry.agentconfig import build_agent_config
+
+    return build_agent_config(
+        parser().parse_args(["agent", *args]), environ={"NODERECOVER_NODE_NAME": "n1"}
+    )
+
+
+def test_the_agent_is_off_by_default() -> None:
+    assert not [d for d in render() if "agent" in d["metadata"]["name"]]
+
+
+def test_agent_enabled_renders_the_kustomize_component() -> None:
+    """Same objects, RBAC exactly equal, the DaemonSet equal but for the args' order and
+    spelling (the same agent configuration)."""
+    chart = {
+        k: without_helm_labels(v)
+        for k, v in by_key(render("--set", "agent.enabled=true")).items()
+        if "agent" in k[2]
+    }
+    kust = by_key(kustomize(AGENT_COMPONENT))
+    assert sorted(chart) == sorted(kust)
+    for k in kust:
+        if k[0] != "DaemonSet":
+            assert chart[k] == kust[k], k
+    (ds_key,) = [k for k in kust if k[0] == "DaemonSet"]
+    chart_c = chart[ds_key]["spec"]["template"]["spec"]["containers"][0]
+    kust_c = kust[ds_key]["spec"]["template"]["spec"]["containers"][0]
+    chart_args, kust_args = chart_c.pop("args"), kust_c.pop("args")
+    assert chart[ds_key] == kust[ds_key]
+    assert agent_config_of(chart_args) == agent_config_of(kust_args)
+    other = render("--set", "agent.enabled=true", "--set", "agent.flags.agent-isolation-timeout=1m")
+    (ds,) = [d for d in other if d["kind"] == "DaemonSet"]
+    args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert agent_config_of(args).isolation_timeout == 60.0
+
+
+def test_every_agent_flag_is_a_chart_value() -> None:
+    from noderecover.entry.agentconfig import agent_opts
+
+    flags = {o.flag.removeprefix("--") for o in agent_opts()} - {"node-name"}
+    assert sorted(values()["agent"]["flags"]) == sorted(flags)
+
+
+def test_agent_values_are_checked_at_install() -> None:
+    for bad in ("agent.flags.agent-isolation-timeout=soon", "agent.flags.agent-reboot=kexec"):
+        proc = helm("template", "noderecover", CHART, "--set", "agent.enabled=true", "--set", bad)
+        assert proc.returncode != 0 and "agent" in proc.stderr, (bad, proc.stderr)

@@ -190,6 +190,10 @@ INVALID: list[tuple[str, str, str]] = [
     ("--renew-deadline", "tomorrow", "unparsable"),
     ("--retry-period", "0", "greater than 0s"),
     ("--log-format", "xml", "not one of text, json"),
+    ("--agent-isolation-timeout", "0", "greater than 0s"),
+    ("--agent-watchdog-timeout", "-1s", "negative"),
+    ("--agent-check-interval", "0s", "greater than 0s"),
+    ("--agent-safe-time-floor", "soon", "unparsable"),
     ("--log-level", "verbose", "not one of"),
 ]
 BOOLEAN_FLAGS = [
@@ -197,6 +201,7 @@ BOOLEAN_FLAGS = [
     "--dry-run",
     "--watch-node-leases",
     "--grace-from-heartbeat",
+    "--watch-agents",
     "--leader-elect",
 ]
 INVALID_BOOLEANS = ["maybe", "2", "", "yes please"]

@@ -445,6 +445,12 @@ class ScriptedGuard:
     def hold(self, node: str, step: Step) -> str | None:
         return self.api.gate
 
+    async def self_fenced_now(self, node: str, uid: str) -> bool:
+        return False  # no agent here
+
+    def fence_requested(self, node: str, uid: str) -> None:
+        return None
+
     async def renewing_now(self, node: str) -> bool:
         try:
             lease = await self.api.request("GET", LEASE_PATH)

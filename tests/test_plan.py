@@ -146,7 +146,7 @@ async def test_plan_says_which_policy_governs_each_node_and_why(kube: FakeKube) 
     assert [r.method for r in kube.requests if r.method != "GET"] == []
     out = io.StringIO()
     write_plan(p, make_config(grace=60), Output(), out)
-    assert out.getvalue().splitlines()[0].split()[-1] == "POLICY"
+    assert out.getvalue().splitlines()[0].split()[-2:] == ["POLICY", "AGENT"]
 
 
 async def test_noderecover_plan_prints_the_plugins_plan_data(

@@ -177,7 +177,7 @@ def test_proofs_and_removal_modes() -> None:
     # Explicit modes are the operator's.
     for mode in ("delete", "out-of-service", "both"):
         assert removal_mode(make_config(removal=mode), SHUTDOWN) == mode
-    assert {k.value for k in ProofKind} == {"none", "shutdown-taint", "fenced"}
+    assert {k.value for k in ProofKind} == {"none", "shutdown-taint", "fenced", "self-fenced"}
 
 
 def test_decide_skips_the_fence_and_carries_the_proof() -> None:

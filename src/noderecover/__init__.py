@@ -9,3 +9,4 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 ANNOTATION_PREFIX = "noderecover.io/"
 USER_AGENT = f"noderecover/{__version__}"
+AGENT_USER_AGENT = f"noderecover-agent/{__version__}"

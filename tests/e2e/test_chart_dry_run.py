@@ -97,6 +97,34 @@ def test_non_default_chart_with_monitoring_applies_server_side(
     assert applied(out) == {(d["kind"].lower(), d["metadata"]["name"]) for d in docs}
 
 
+def test_chart_with_the_node_agent_applies_server_side(
+    cluster: TestCluster, monitoring_crds: list[str]
+) -> None:
+    """agent.enabled: the DaemonSet (hostPath devices) and its RBAC are accepted. The test
+    control plane runs kube-apiserver without --allow-privileged (kubeadm turns it on), so it
+    refuses exactly the privileged flag the agent needs for the host's watchdog: checked, then
+    the rest validated without it. Only the agent's objects: the rest of the chart has its own
+    tests above."""
+    docs = [
+        d
+        for d in render("--set", "agent.enabled=true")
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "noderecover-agent"
+    ]
+    assert len(docs) == 6
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    proc = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-",
+        input=yaml.safe_dump(ds), check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        assert "securityContext.privileged: Forbidden: disallowed by cluster policy" in (
+            proc.stderr
+        ), proc.stderr
+        del ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"]
+    out = dry_run(cluster, docs)
+    assert applied(out) == {(d["kind"].lower(), d["metadata"]["name"]) for d in docs}
+
+
 def test_the_dry_run_refuses_a_broken_object(
     cluster: TestCluster, monitoring_crds: list[str]
 ) -> None:

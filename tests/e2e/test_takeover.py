@@ -253,6 +253,9 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("create", "pods/eviction", ""),
         ("delete", "pods", ""),
         ("update", "leases", NAMESPACE),
+        # The node agents' Leases, beside its own leader Lease (docs/agent.md).
+        ("list", "leases", NAMESPACE),
+        ("watch", "leases", NAMESPACE),
         ("get", "leases", "kube-node-lease"),
         # The heartbeat Leases are watched (--grace-from-heartbeat), never written.
         ("list", "leases", "kube-node-lease"),
@@ -274,6 +277,7 @@ def test_rbac_is_least_privilege(cluster: TestCluster, sa_config: Path) -> None:
         ("delete", "volumeattachments", ""),
         ("update", "leases", "kube-node-lease"),
         ("delete", "leases", "kube-node-lease"),
+        ("delete", "leases", NAMESPACE),  # an agent's Lease is the agent's
         ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
         ("update", "customresourcedefinitions.apiextensions.k8s.io", ""),
         # Events are created in any namespace since issue 14 (pods waiting for a volume get

@@ -98,6 +98,14 @@ class Guard(Gates, Protocol):
         """A fresh read of the node's heartbeat Lease: renewed within its window?"""
         ...
 
+    async def self_fenced_now(self, node: str, uid: str) -> bool:
+        """A fresh read of the node's agent Lease: does the self-fence proof still hold?"""
+        ...
+
+    def fence_requested(self, node: str, uid: str) -> None:
+        """Our fence mark for the node's agent was written."""
+        ...
+
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         """A Warning Event on the node."""
         ...
@@ -122,6 +130,12 @@ class NoGuard:
 
     async def renewing_now(self, node: str) -> bool:
         return False
+
+    async def self_fenced_now(self, node: str, uid: str) -> bool:
+        return False
+
+    def fence_requested(self, node: str, uid: str) -> None:
+        return None
 
     def report(self, node: str, uid: str, reason: str, message: str) -> None:
         return None
@@ -353,6 +367,8 @@ class Executor:
         Secret is read first (slow work comes before the evidence), then the node and its
         Lease, then the fence. Not proven off: a visible block (its reason, a Warning Event,
         noderecover_fences_total), the Node kept, no taint, retried with backoff."""
+        if action.request:
+            return await self._request_fence(action)
         cfg = self._config_for(action.node)
         provider = provider_for(cfg)
         if provider is None:  # the policy stopped fencing since the decision: decide again
@@ -376,6 +392,21 @@ class Executor:
         ACTIONS.labels("fence", "ok").inc()
         FENCES.labels(provider.kind.value, "ok").inc()
         await self._annotate(action, action.success)
+        return Result(Outcome.OK)
+
+    async def _request_fence(self, action: Action) -> Result:
+        """Ask the node's agent to fence it (the mark; controller/writes.py), on a fresh read
+        that shows its kubelet silent, every gate asked right before the write."""
+        ev = await self.evidence(action, Step.FENCE)
+        if ev.stop is not None:
+            return self._stopped(ev)
+        if not ev.dead:
+            return Result(Outcome.BLOCKED, BLOCKED_RETRY, KUBELET_ALIVE)
+        try:
+            await self.writes.request_fence(ev)
+        except Conflict:
+            return Result(Outcome.FAILED, 0.5, "node changed since the read; again")
+        log.warning("node %s: its agent asked to fence it (%s)", action.node, action.uid)
         return Result(Outcome.OK)
 
     async def _credentials(self, cfg: Config) -> Credentials:

@@ -58,6 +58,7 @@ from noderecover.base import logs
 from noderecover.base.clock import Clock, Timeline, wait_event
 from noderecover.base.metrics import RECOVERY_DURATION
 from noderecover.controller.agenda import Agenda
+from noderecover.controller.agents import AgentLeases
 from noderecover.controller.executor import BLOCKED_RETRY, Executor
 from noderecover.controller.heartbeats import Heartbeats
 from noderecover.controller.policies import PolicySource
@@ -66,6 +67,7 @@ from noderecover.controller.reporting import HOLD_EVENT_AGAIN, EventSink, Report
 from noderecover.controller.snapshot import Snapshot, take
 from noderecover.controller.view import NodeView
 from noderecover.controller.writes import Step
+from noderecover.core.agent import AgentGate
 from noderecover.core.machine import (
     EXCLUDED_SELECTOR,
     MAX_REMOVALS,
@@ -94,9 +96,10 @@ from noderecover.core.policies import (
     PolicyIndex,
     govern,
 )
+from noderecover.core.proof import fence_requested
 from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
-from noderecover.kube.client import KubeClient, NotFound, NotLeader
+from noderecover.kube.client import ApiError, KubeClient, NotFound, NotLeader
 from noderecover.kube.events import REMOVAL_INTENT
 from noderecover.kube.watching import Watcher
 
@@ -155,6 +158,13 @@ class Controller:
             min_grace=self._min_grace,
             rng=self._rng,
         )
+        # The node agents' Leases in noderecover's namespace (controller/agents.py); None
+        # when that namespace is not known or --no-watch-agents (no agent is relied on then).
+        self.agents: AgentLeases | None = (
+            AgentLeases(kube, clock, self.timeline, cfg, namespace, rng=self._rng)
+            if namespace is not None and cfg.watch_agents
+            else None
+        )
         self.reporter = Reporter(
             cfg, self.timeline, events, config_for=self.config_for, explain=self._explain
         )
@@ -199,6 +209,8 @@ class Controller:
         self._paused: tuple[str, ...] = ()  # policies with a pause (see `_facts`)
         self._policy_index: PolicyIndex | None = None  # the policies, by their selectors
         self.heartbeats.on_change = self._lease_changed
+        if self.agents is not None:
+            self.agents.on_change = self._agent_changed
 
     # -- the view and its evidence -----------------------------------------------------
 
@@ -228,6 +240,12 @@ class Controller:
         if name in self.view.watchlist or name in self.records:
             self._agenda.touch(name)
 
+    def _agent_changed(self, name: str) -> None:
+        """Its agent's Lease appeared, moved or went: the node is decided again (its gate)."""
+        if name in self.view.watchlist or name in self.records:
+            self._agenda.touch(name)
+            self._wake.set()
+
     def lease_renewing(self, name: str) -> bool:
         return self.heartbeats.renewing(name)
 
@@ -246,6 +264,8 @@ class Controller:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.policies.run)
             tg.start_soon(self.view.watcher.run)
+            if self.agents is not None:
+                tg.start_soon(self.agents.watcher.run)
             if self.cfg.watch_node_leases:
                 tg.start_soon(self.heartbeats.poll, self.view.silent, self._wake.set)
 
@@ -365,6 +385,29 @@ class Controller:
     async def renewing_now(self, node: str) -> bool:
         return await self.heartbeats.renewing_now(node)
 
+    async def self_fenced_now(self, node: str, uid: str) -> bool:
+        """Fresh GETs of the node's agent Lease and heartbeat Lease, then the self-fence
+        proof on them (core.agent): False when either cannot be read or anything moved."""
+        agents = self.agents
+        if agents is None:
+            return False
+        if not await agents.fetch(node) or not await self.heartbeats.fetch(node):
+            return False
+        gate = self.agent_gate(node, uid)
+        return gate is not None and gate.proven(self.timeline.now())
+
+    def fence_requested(self, node: str, uid: str) -> None:
+        if self.agents is not None:
+            self.agents.mark_seen(node, uid, True, written=True)
+
+    def agent_gate(self, node: str, uid: str) -> AgentGate | None:
+        """The node's agent as `decide` sees it (None: no agent Lease, or agents not watched)."""
+        if self.agents is None:
+            return None
+        seen = self.heartbeats.leases.get(node)
+        hb = seen.changed_at if seen is not None and seen.changed_at != float("-inf") else None
+        return self.agents.gate(node, uid, hb, seen.renew if seen is not None else "")
+
     async def record_removal(self, node: str, uid: str, intent: str, message: str) -> None:
         """Write the removal's intent, then count it: from here the removal counts against
         the budgets, whatever happens to its taint or DELETE (a reply lost, then the node
@@ -468,8 +511,9 @@ class Controller:
     async def preview(self) -> Snapshot:
         """What this controller would decide now, from one LIST (read-only; `plan`).
 
-        No history is available to a preview: heartbeat Leases are judged by their
-        renewTime against the local clock, and an unhealthy node without our annotations
+        No history is available to a preview: heartbeat Leases (and the agents' Leases: an
+        agent renewed within its window is taken as steady) are judged by their renewTime
+        against the local clock, and an unhealthy node without our annotations
         is taken as Suspect since its Ready transition.
         """
         await self.view.watcher.list_once()
@@ -479,6 +523,12 @@ class Controller:
         if self.cfg.watch_node_leases:
             await self.refresh_leases()
             self.heartbeats.judge_by_renew_time()
+        if self.agents is not None:
+            try:
+                await self.agents.watcher.list_once()
+            except ApiError as exc:  # plan still answers: without agents (it says so)
+                log.warning("could not list the node agents' Leases: %s", exc)
+            self.agents.judge_by_renew_time()
         now = self.timeline.now()
         for obs in self.nodes.values():
             ready = obs.ready
@@ -513,6 +563,7 @@ class Controller:
             self.decisions,
             self.config_for,
             self.executor.secrets,
+            self.agent_gate,
         )
 
     async def load_policies(self) -> None:
@@ -634,6 +685,8 @@ class Controller:
             pool_in_flight, pool_removals = self.pools.gate_counts(
                 limits, name, pool, self.records, self._busy, now
             )
+            if self.agents is not None:
+                self.agents.mark_seen(name, obs.uid, fence_requested(obs))
             gates = Gates(
                 fresh=fresh,
                 breaker_open=pool is not None and self.pools.breaker_open(pool),
@@ -648,6 +701,7 @@ class Controller:
                 managed=managed,
                 startup_until=view.startup_until(obs),
                 held=self.policy_hold(name),
+                agent=self.agent_gate(name, obs.uid),
             )
             d = decide(rec, obs, now, ncfg, gates)
             self.decisions[name] = d

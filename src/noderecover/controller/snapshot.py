@@ -18,7 +18,8 @@ from types import MappingProxyType
 from noderecover.controller.policies import PolicySource
 from noderecover.controller.pools import Pools
 from noderecover.controller.view import NodeView
-from noderecover.core.machine import Decision, Kind, Phase, node_proof, unhealthy
+from noderecover.core.agent import AgentGate
+from noderecover.core.machine import Decision, Gates, Kind, Phase, node_proof, unhealthy
 from noderecover.core.nodes import ANN_PHASE_SINCE, Condition, format_time, parse_time
 from noderecover.core.policies import NO_POLICY, POLICY_CONFLICT, PoolState
 from noderecover.core.proof import Outlook, SecretStates, outlook, proof_of, removal_mode
@@ -56,6 +57,20 @@ class NodeState:
     blocked: str | None = None  # why the next step is held
     why: str = ""
     next_at: float | None = None  # timeline: when its next step is due (a timer)
+    # Its node agent (core.agent), None: no agent Lease. Mode (watchdog, sysrq), the safe
+    # time (the larger of its and the controller's timing), why it is not relied on (None:
+    # it is: the node gets the self-fence path).
+    agent_mode: str | None = None
+    agent_safe_time: float | None = None
+    agent_not_relied_on: str | None = None
+
+    @property
+    def agent(self) -> str:
+        """One cell: "-" without an agent, else mode/safe time, "(not relied on)" if so."""
+        if self.agent_mode is None or self.agent_safe_time is None:
+            return "-"
+        text = f"{self.agent_mode}/{self.agent_safe_time:.0f}s"
+        return text if self.agent_not_relied_on is None else f"{text} (not relied on)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +131,22 @@ def take(
     decisions: Mapping[str, Decision],
     config_for: Callable[[str], Config],
     secrets: SecretStates | None = None,
+    agent_for: Callable[[str, str], AgentGate | None] | None = None,
 ) -> Snapshot:
-    """The snapshot at `now` (timeline) of a controller made of these parts."""
+    """The snapshot at `now` (timeline) of a controller made of these parts; `agent_for(node,
+    uid)`: its agent as the controller sees it (None: no agent Lease)."""
     nodes = []
     for name in sorted(view.nodes):
         obs = view.nodes[name]
         ncfg = config_for(name)
         policy, ungoverned = governed_by(view, policies, name)
         d = decisions.get(name)
-        proof = node_proof(d.record, obs, ncfg) if d is not None else proof_of(obs, None)
+        agent = agent_for(name, obs.uid) if agent_for is not None else None
+        proof = (
+            node_proof(d.record, obs, ncfg, Gates(agent=agent), now)
+            if d is not None
+            else proof_of(obs, None)
+        )
         state = NodeState(
             name=name,
             uid=obs.uid,
@@ -136,11 +158,14 @@ def take(
             removal_mode=ncfg.removal_mode,
             proof=str(proof),
             removal=removal_mode(ncfg, proof),
-            outlook=outlook(ncfg, obs, proof, secrets or {}),
+            outlook=outlook(ncfg, obs, proof, secrets or {}, agent),
             selected=policies.active or in_population(obs, cfg),
             policy=policy,
             ungoverned=ungoverned,
             phase_since=parse_time(obs.annotations.get(ANN_PHASE_SINCE)),
+            agent_mode=agent.params.mode.value if agent is not None else None,
+            agent_safe_time=agent.safe_time if agent is not None else None,
+            agent_not_relied_on=agent.why_not if agent is not None else None,
         )
         if d is not None:
             state = dataclasses.replace(

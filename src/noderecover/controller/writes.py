@@ -27,6 +27,10 @@ One rule, structural rather than case by case (issue 20):
 - **Fencing** is a force like the others: asked right before, on the evidence. What is
   fenced is bound to the fresh read (the Node's uid, its providerID or BMC address), and the
   fence runs to the power state read back Off, bounded (`noderecover.fencing.runner`).
+- **The fence mark** (`request_fence`: `noderecover.io/fence-requested=<uid>/<bootID>`, the
+  request to the node's agent to fence it) is a force like the others. A step decided on the
+  agent's self-fence (core.proof SELF_FENCED) reads the agent's Lease again with the Node,
+  and the mark must still be in that read.
 - **Dry-run** is decided here: the write is logged and counted, nothing is sent.
 """
 
@@ -44,6 +48,7 @@ import anyio
 
 from noderecover.base.clock import Clock
 from noderecover.base.metrics import ACTIONS, MALFORMED_OBJECTS
+from noderecover.core.agent import mark_value
 from noderecover.core.fencing import FenceSpec, NoTarget, target_for
 from noderecover.core.machine import (
     FLAPPING,
@@ -56,13 +61,14 @@ from noderecover.core.machine import (
 )
 from noderecover.core.nodes import (
     ANN_CORDONED,
+    ANN_FENCE_REQUESTED,
     ANN_TAINTED,
     OUT_OF_SERVICE_KEY,
     OUT_OF_SERVICE_TAINT,
     NodeObs,
     parse_node,
 )
-from noderecover.core.proof import NO_PROOF, Proof, backed
+from noderecover.core.proof import NO_PROOF, Proof, ProofKind, backed
 from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
 from noderecover.fencing.provider import Credentials, FenceError, FenceProvider
@@ -121,6 +127,14 @@ class Leases(Protocol):
         """A fresh read of the node's heartbeat Lease: renewing (or unreadable)?"""
         ...
 
+    async def self_fenced_now(self, node: str, uid: str) -> bool:
+        """A fresh read of the node's agent Lease: does the self-fence proof still hold?"""
+        ...
+
+    def fence_requested(self, node: str, uid: str) -> None:
+        """Our fence mark for the node's agent was written (its answer is in)."""
+        ...
+
 
 class OpenGates:
     """No controller around (unit tests of the executor alone): every gate open."""
@@ -132,6 +146,12 @@ class OpenGates:
 class NoLeases:
     async def renewing_now(self, node: str) -> bool:
         return False
+
+    async def self_fenced_now(self, node: str, uid: str) -> bool:
+        return False  # no agent Leases: no self-fence
+
+    def fence_requested(self, node: str, uid: str) -> None:
+        return None
 
 
 class Held(Exception):
@@ -290,6 +310,7 @@ class WritePath:
         self._leader()
         raw: list[JSON | None] = [None]
         renewing = [False]
+        self_fenced = [False]
         failed: list[BaseException] = []
         # The heartbeat Lease is part of the evidence for every force, whatever
         # --watch-node-leases says (that flag is about following silent nodes' Leases between
@@ -308,11 +329,19 @@ class WritePath:
             except Exception as exc:
                 failed.append(exc)
 
-        # Both reads at once: the decision is no older than the slower of the two.
+        async def read_agent_lease() -> None:
+            try:
+                self_fenced[0] = await self._leases.self_fenced_now(node, uid)
+            except Exception as exc:
+                failed.append(exc)
+
+        # The reads at once: the decision is no older than the slowest of them.
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_node)
             if lease:
                 tg.start_soon(read_lease)
+            if proof.kind is ProofKind.SELF_FENCED:
+                tg.start_soon(read_agent_lease)
         if failed:
             raise failed[0]
         answered = self._clock.monotonic()
@@ -332,6 +361,10 @@ class WritePath:
                 proof,
             )
             return Evidence(Outcome.HEALTHY, SHUTDOWN_GONE, node=node, uid=uid)
+        if why is None and proof.kind is ProofKind.SELF_FENCED and not self_fenced[0]:
+            # The agent's Lease changed since (or cannot be read): no proof in this read.
+            log.warning("node %s: the self-fence no longer holds in a fresh read: no force", node)
+            return Evidence(Outcome.BLOCKED, NOT_PROVEN_OFF, node=node, uid=uid, answered=answered)
         dead = not kubelet_alive(fresh, renewing[0])
         meta = raw[0].get("metadata") if raw[0] is not None else None
         present = isinstance(meta, dict) and isinstance(meta.get("annotations"), dict)
@@ -572,6 +605,31 @@ class WritePath:
         precondition = {"uid": fresh.uid, "resourceVersion": fresh.resource_version}
         await self._send("DELETE", node_path(ev.node), {"preconditions": precondition})
         ACTIONS.labels("delete", "ok").inc()
+        return True
+
+    async def request_fence(self, ev: Evidence) -> bool:
+        """Ask the node's agent to fence it: `noderecover.io/fence-requested=<uid>/<bootID>` on
+        the Node
+        of `ev` (the boot its kubelet reported in that read: the agent of a later boot ignores
+        it), in a merge patch guarded by its uid and resourceVersion (a force: the gates
+        and a silent kubelet in `ev`, asked right before). The mark names the Node's uid, so
+        it is ours and of this Node only (a Node re-created under the name ignores it); it
+        goes with the Node or with our restore. False in dry-run. Raises Conflict when the
+        node changed since the read."""
+        self._allow(Step.FENCE, ev.node, ev)
+        fresh = ev.fresh
+        assert fresh is not None
+        if self._dry("request-fence", ev.node):
+            return False
+        body: JSON = {
+            "metadata": {
+                "resourceVersion": fresh.resource_version,
+                "annotations": {ANN_FENCE_REQUESTED: mark_value(ev.uid, fresh.boot_id)},
+            }
+        }
+        await self._merge_node(ev.node, ev.uid, body)
+        self._leases.fence_requested(ev.node, ev.uid)
+        ACTIONS.labels("request-fence", "ok").inc()
         return True
 
     # -- writes that take nothing away -----------------------------------------------------

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import assert_never
 
+from noderecover.core.agent import AgentGate
 from noderecover.core.nodes import (
     ANN_CORDONED,
     ANN_FENCED,
@@ -85,6 +86,7 @@ from noderecover.core.nodes import (
 from noderecover.core.proof import (
     NO_PROOF,
     Proof,
+    fence_requested,
     needs_fence,
     proof_of,
     removal_mode,
@@ -207,6 +209,10 @@ class Gates:
     # A controller-wide hold on this node (pause, policy conflict, no or invalid policy:
     # core.policies), or None. Holds every forward step, never a restore.
     held: str | None = None
+    # The node's agent (`noderecover agent`), as its Lease and our mark were seen; None: no
+    # agent Lease. Relied on (core.agent.not_relied_on), it replaces the fence: nothing is
+    # forced before it proves the node off (core.proof SELF_FENCED).
+    agent: AgentGate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +228,9 @@ class Action:
     # Why the node is believed off (core.proof); the fresh read before each write must back
     # it (a shutdown taint gone: the step stops, a flap).
     proof: Proof = NO_PROOF
+    # FENCE only: ask the node's agent to fence it (write noderecover.io/fence-requested with
+    # the Node's uid) instead of running a fence provider.
+    request: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,8 +603,11 @@ def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
     # forces nothing; the executor's fresh read would hold the fence anyway), nor for a node
     # already proven off (the cloud's shutdown taint).
     alive = kubelet_alive(obs, gates.lease_renewing)
-    proof = node_proof(rec, obs, cfg)
-    if rec.fence_first and needs_fence(cfg, proof) and not alive:
+    proof = node_proof(rec, obs, cfg, gates, now)
+    agent = relies_on_agent(gates)
+    if rec.fence_first and needs_fence(cfg, proof, agent) and not alive:
+        if not cfg.fencing:
+            return _agent_fence(rec, obs, now, gates)
         return Decision(
             rec,
             _act(
@@ -615,7 +627,7 @@ def _draining(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
             _enter(draining, Phase.REMOVING, now),
             persist=draining if rec.phase is not Phase.DRAINING else None,
             silent=obs.silent,
-            may_force=not needs_fence(cfg, proof),
+            may_force=not needs_fence(cfg, proof, agent),
             transition=rec.transition,
             proof=proof,
         ),
@@ -638,8 +650,10 @@ def _removing(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) 
             blocked=KUBELET_ALIVE,
             why=f"held: {KUBELET_ALIVE} (drained; removed only once its kubelet is silent)",
         )
-    proof = node_proof(rec, obs, cfg)
-    if needs_fence(cfg, proof):
+    proof = node_proof(rec, obs, cfg, gates, now)
+    if needs_fence(cfg, proof, relies_on_agent(gates)):
+        if not cfg.fencing:
+            return _agent_fence(rec, obs, now, gates)
         return Decision(
             rec,
             _act(Kind.FENCE, obs, dataclasses.replace(rec, fenced=True), transition=rec.transition),
@@ -692,11 +706,48 @@ def _deadline(rec: Record, obs: NodeObs, cfg: Config, gates: Gates) -> float:
     return grace_deadline(start, obs, cfg, rec.heartbeat_start)
 
 
-def node_proof(rec: Record, obs: NodeObs, cfg: Config) -> Proof:
-    """The proof that the node is off, as `obs` and the record show it (core.proof); a
-    fence is named by the provider `cfg` (the settings that govern the node) fences with."""
+def node_proof(
+    rec: Record,
+    obs: NodeObs,
+    cfg: Config,
+    gates: Gates | None = None,
+    now: float | None = None,
+) -> Proof:
+    """The proof that the node is off, as `obs`, the record and (at `now`) its agent show it
+    (core.proof); a fence is named by the provider `cfg` (the settings that govern the node)
+    fences with."""
     provider = cfg.fence_provider
-    return proof_of(obs, (provider.value if provider else "fence") if rec.fenced else None)
+    agent = gates.agent if gates is not None else None
+    self_fenced = agent is not None and now is not None and agent.proven(now)
+    fenced_by = (provider.value if provider else "fence") if rec.fenced else None
+    return proof_of(obs, fenced_by, self_fenced)
+
+
+def relies_on_agent(gates: Gates) -> bool:
+    """The node has an agent the controller counts on to fence it (core.agent)."""
+    return gates.agent is not None and gates.agent.relied_on
+
+
+def _agent_fence(rec: Record, obs: NodeObs, now: float, gates: Gates) -> Decision:
+    """No fence provider, an agent relied on, the node not proven off: ask the agent to fence
+    (the mark), then wait for the safe time since the mark and the last sign of it."""
+    agent = gates.agent
+    assert agent is not None
+    # Asked already when the mark is in the view, or our write of it was answered (the view
+    # lags): the mark is not written twice.
+    if not fence_requested(obs) and agent.marked_at is None:
+        return Decision(
+            rec,
+            _act(Kind.FENCE, obs, rec, transition=rec.transition, request=True),
+            why="asking its agent to fence the node (noderecover.io/fence-requested)",
+        )
+    at = agent.fenced_at()
+    wait = "" if at is None else f", proven off in {max(0.0, at - now):.0f}s"
+    return Decision(
+        rec,
+        why=f"waiting for its agent to fence the node (safe time {agent.safe_time:.0f}s{wait})",
+        wake_at=at,
+    )
 
 
 def _damped(rec: Record, obs: NodeObs, now: float, cfg: Config, gates: Gates) -> Decision | None:
@@ -736,6 +787,7 @@ def _act(
     may_force: bool = True,
     transition: float | None = None,
     proof: Proof = NO_PROOF,
+    request: bool = False,
 ) -> Action:
     """An action on the node `obs` (its name and uid), with the record it leads to."""
     return Action(
@@ -748,6 +800,7 @@ def _act(
         may_force=may_force,
         transition=transition,
         proof=proof,
+        request=request,
     )
 
 

@@ -48,6 +48,8 @@ ANN_CORDONED = ANNOTATION_PREFIX + "cordoned"
 ANN_TAINTED = ANNOTATION_PREFIX + "out-of-service"
 ANN_FENCED = ANNOTATION_PREFIX + "fenced"
 ANN_EXCLUDE = ANNOTATION_PREFIX + "exclude"
+# The controller's request to the node's agent to fence it (value: the Node's uid; core.agent).
+ANN_FENCE_REQUESTED = ANNOTATION_PREFIX + "fence-requested"
 OUR_ANNOTATIONS = (
     ANN_PHASE,
     ANN_PHASE_SINCE,
@@ -55,6 +57,7 @@ OUR_ANNOTATIONS = (
     ANN_CORDONED,
     ANN_TAINTED,
     ANN_FENCED,
+    ANN_FENCE_REQUESTED,
 )
 
 CONDITION_STATUSES = frozenset({"True", "False", "Unknown"})
@@ -157,6 +160,9 @@ class NodeObs:
     malformed: str | None = None  # one of MALFORMED_REASONS: never act on this node
     created: float | None = None  # creationTimestamp (None: unreadable, treated as old)
     provider_id: str = ""  # spec.providerID ("" when absent or not a string): what fencing aims at
+    # status.nodeInfo.bootID as its kubelet last reported it ("" when absent or not a string):
+    # a fence mark names the boot it was meant for (core.agent.mark_value).
+    boot_id: str = ""
 
     def condition(self, ctype: str) -> Condition | None:
         for c in self.conditions:
@@ -244,7 +250,15 @@ def _parse_node(obj: object, keep_labels: frozenset[str], keep: frozenset[str]) 
         deleting=bool(deletion),
         created=parse_time(meta.get("creationTimestamp")),
         provider_id=pid if isinstance(pid := spec.get("providerID"), str) else "",
+        boot_id=_boot_id(obj.get("status")),
     )
+
+
+def _boot_id(status: object) -> str:
+    """status.nodeInfo.bootID, or "" (never malformed: nothing but the fence mark reads it)."""
+    info = status.get("nodeInfo") if isinstance(status, Mapping) else None
+    boot = info.get("bootID") if isinstance(info, Mapping) else None
+    return boot if isinstance(boot, str) and "/" not in boot else ""
 
 
 def _object_or_empty(value: object, reason: str) -> Mapping[str, Any]:

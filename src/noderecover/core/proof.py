@@ -12,6 +12,11 @@ may be writing to them. A `Proof` says why noderecover believes a node is off:
   read without the taint is evidence of life (the step stops; flap damping restarts the grace).
 - `FENCED(provider)`: a fence provider (`command`, `redfish`, `aws`, `fence-agent`: the one
   configured for the node's pool) confirmed the machine off in this episode.
+- `SELF_FENCED`: the node's agent (`noderecover agent`), present and healthy when its node
+  went silent, was asked to fence it (`noderecover.io/fence-requested=<uid>/<bootID>` on the
+  Node) and its Lease, the heartbeat Lease and the mark have stood still for the safe time
+  (core.agent: `AgentGate.proven`). The mark must be in the fresh read before each write,
+  and the agent's Lease is read again there (still unchanged).
 
 `outlook` says which proof a node WILL get (the provider and what it is aimed at) or why it
 will get none; `plan`, `why`, `status` and the controller's snapshot all show it from there
@@ -34,8 +39,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import assert_never
 
+from noderecover.core.agent import AgentGate, names_me
 from noderecover.core.fencing import NoTarget, Provider, spec_error, target_for
-from noderecover.core.nodes import NodeObs
+from noderecover.core.nodes import ANN_FENCE_REQUESTED, NodeObs
 from noderecover.core.settings import Config, Removal, RemovalMode
 
 # Set by the cloud-controller-manager's node lifecycle controller on a NotReady node whose
@@ -48,6 +54,7 @@ class ProofKind(StrEnum):
     NONE = "none"
     SHUTDOWN_TAINT = "shutdown-taint"
     FENCED = "fenced"
+    SELF_FENCED = "self-fenced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +70,7 @@ class Proof:
         match self.kind:
             case ProofKind.NONE:
                 return False
-            case ProofKind.SHUTDOWN_TAINT | ProofKind.FENCED:
+            case ProofKind.SHUTDOWN_TAINT | ProofKind.FENCED | ProofKind.SELF_FENCED:
                 return True
             case _:  # pragma: no cover
                 assert_never(self.kind)
@@ -76,6 +83,7 @@ class Proof:
 
 NO_PROOF = Proof()
 SHUTDOWN = Proof(ProofKind.SHUTDOWN_TAINT)
+SELF_FENCED = Proof(ProofKind.SELF_FENCED)
 
 
 def fenced(provider: str) -> Proof:
@@ -87,32 +95,47 @@ def shut_down(obs: NodeObs) -> bool:
     return obs.has_taint(SHUTDOWN_TAINT_KEY)
 
 
-def proof_of(obs: NodeObs, fenced_by: str | None) -> Proof:
+def fence_requested(obs: NodeObs) -> bool:
+    """The Node carries our fence mark for its agent, naming this very Node (its uid) and the
+    boot its kubelet reports now - the agent's own rule (core.agent.names_me). A mark for an
+    earlier boot was fenced already; the boot running now must be asked again, or its agent,
+    vouched for by its peers, would never fence while we waited."""
+    return names_me(obs.annotations.get(ANN_FENCE_REQUESTED), obs.uid, obs.boot_id)
+
+
+def proof_of(obs: NodeObs, fenced_by: str | None, self_fenced: bool = False) -> Proof:
     """The proof a read of the node gives, with a fence confirmed in this episode
-    (`fenced_by`: its provider, None: not fenced). The cloud's word comes first: it needs no
-    fence."""
+    (`fenced_by`: its provider, None: not fenced) and its agent's (`self_fenced`: the
+    controller's `AgentGate.proven`; it counts only with the mark in this read). The cloud's
+    word comes first: it needs no fence."""
     if shut_down(obs):
         return SHUTDOWN
     if fenced_by is not None:
         return fenced(fenced_by)
+    if self_fenced and fence_requested(obs):
+        return SELF_FENCED
     return NO_PROOF
 
 
 def backed(proof: Proof, fresh: NodeObs) -> bool:
     """The fresh read still backs `proof`: a shutdown taint must be on the node in it; a
-    fence is the provider's confirmed power state (not visible on the Node)."""
+    fence is the provider's confirmed power state (not visible on the Node); a self-fence
+    needs our mark, for this Node's uid, in it (the agent's Lease is the write path's read)."""
     match proof.kind:
         case ProofKind.NONE | ProofKind.FENCED:
             return True
         case ProofKind.SHUTDOWN_TAINT:
             return shut_down(fresh)
+        case ProofKind.SELF_FENCED:
+            return fence_requested(fresh)
         case _:  # pragma: no cover
             assert_never(proof.kind)
 
 
-def needs_fence(cfg: Config, proof: Proof) -> bool:
-    """A fence is configured and nothing proves the node off yet."""
-    return cfg.fencing and not proof.proven
+def needs_fence(cfg: Config, proof: Proof, agent: bool = False) -> bool:
+    """A fence is configured, or the node has an agent relied on to fence itself (`agent`),
+    and nothing proves the node off yet: nothing is forced before it is."""
+    return (cfg.fencing or agent) and not proof.proven
 
 
 def removal_mode(cfg: Config, proof: Proof) -> RemovalMode:
@@ -174,19 +197,32 @@ class Outlook:
                 if not self.target:  # the fence ran already
                     return f"fenced by {self.provider}: {self.why}"
                 return f"fence by {self.provider} at {self.target}"
+            case ProofKind.SELF_FENCED:
+                if not self.target:  # the agent fenced it already
+                    return f"self-fenced: {self.why}"
+                return f"self-fence by its agent ({self.target})"
             case _:  # pragma: no cover
                 assert_never(self.kind)
 
 
-def outlook(cfg: Config, obs: NodeObs, proof: Proof, secrets: SecretStates) -> Outlook:
+def outlook(
+    cfg: Config,
+    obs: NodeObs,
+    proof: Proof,
+    secrets: SecretStates,
+    agent: AgentGate | None = None,
+) -> Outlook:
     """The proof `obs`'s node will get with the settings `cfg` that govern it, `proof` being
     what it has already (`proof_of`), `secrets` what is known of the fence Secrets. One rule
     per fact, in this order: a proof it has; the cloud's shutdown taint; no provider; the
     provider's configuration incomplete; nothing to aim the fence at in this read of the
-    Node; its Secret unusable; else the fence, with its target."""
+    Node; its Secret unusable; else the fence, with its target. Without a provider, a node
+    agent relied on (`agent`, core.agent) gives the self-fence."""
     match proof.kind:
         case ProofKind.FENCED:
             return Outlook(ProofKind.FENCED, proof.provider, why="confirmed off in this episode")
+        case ProofKind.SELF_FENCED:
+            return Outlook(ProofKind.SELF_FENCED, "agent", why="its agent fenced it (safe time)")
         case ProofKind.SHUTDOWN_TAINT | ProofKind.NONE:
             pass
         case _:  # pragma: no cover
@@ -198,6 +234,15 @@ def outlook(cfg: Config, obs: NodeObs, proof: Proof, secrets: SecretStates) -> O
             why="the cloud-controller-manager says its instance is stopped: no fence needed",
         )
     provider = cfg.fence_provider
+    if provider is None and agent is not None and agent.relied_on:
+        mode = agent.params.mode.value
+        return Outlook(
+            ProofKind.SELF_FENCED,
+            "agent",
+            f"{mode}, safe time {agent.safe_time:.0f}s",
+            f"its agent ({mode}) is asked to fence it; off {agent.safe_time:.0f}s after the "
+            "mark and its last sign of life",
+        )
     if provider is None:
         return Outlook(
             ProofKind.NONE,

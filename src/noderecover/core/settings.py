@@ -120,6 +120,13 @@ class Config:
     # Watch every heartbeat Lease (kube-node-lease) and count a silent node's grace from the
     # last change seen (controller/heartbeats.py); off: from when the node is seen NotReady.
     grace_from_heartbeat: bool = True
+    # Node agents (issue 23): the timing the controller assumes; an agent's published timing
+    # counts where larger (core.agent.merged). The safe time is never below the floor.
+    watch_agents: bool = True  # watch the agents' Leases (controller/agents.py)
+    agent_isolation_timeout: float = 30.0
+    agent_watchdog_timeout: float = 30.0
+    agent_check_interval: float = 5.0
+    agent_safe_time_floor: float = 60.0
     # Label keys and condition types other policies read: kept when parsing a Node.
     extra_labels: frozenset[str] = frozenset()
     extra_conditions: frozenset[str] = frozenset()

@@ -471,6 +471,51 @@ def _opts() -> list[_Opt]:
             kind=Kind.BOOLEAN,
         ),
         _Opt(
+            "--watch-agents",
+            "watch_agents",
+            parse_bool,
+            "watch the node agents' Leases in noderecover's namespace (noderecover agent): a "
+            "node whose agent is relied on is asked to fence itself and counts as off after "
+            "the safe time; off: no agent is relied on",
+            d.watch_agents,
+            boolean=True,
+            kind=Kind.BOOLEAN,
+        ),
+        _Opt(
+            "--agent-isolation-timeout",
+            "agent_isolation_timeout",
+            positive,
+            "node agents: the isolation timeout the controller assumes (the larger of this "
+            "and an agent's published one counts: config drift never shortens the safe time)",
+            d.agent_isolation_timeout,
+            kind=Kind.DURATION,
+        ),
+        _Opt(
+            "--agent-watchdog-timeout",
+            "agent_watchdog_timeout",
+            positive,
+            "node agents: the watchdog timeout the controller assumes (the larger counts)",
+            d.agent_watchdog_timeout,
+            kind=Kind.DURATION,
+        ),
+        _Opt(
+            "--agent-check-interval",
+            "agent_check_interval",
+            positive,
+            "node agents: the check interval the controller assumes (the larger counts)",
+            d.agent_check_interval,
+            kind=Kind.DURATION,
+        ),
+        _Opt(
+            "--agent-safe-time-floor",
+            "agent_safe_time_floor",
+            positive,
+            "node agents: a node whose agent was asked to fence it counts as off no sooner "
+            "than this after its last sign of life, whatever the timeouts",
+            d.agent_safe_time_floor,
+            kind=Kind.DURATION,
+        ),
+        _Opt(
             "--watch-node-leases",
             "watch_node_leases",
             parse_bool,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import orjson
@@ -26,6 +26,8 @@ from noderecover.base.clock import Clock
 from noderecover.entry.config import parse_bind
 
 log = logging.getLogger("noderecover.http")
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 HEARTBEAT_INTERVAL = 1.0
 STALL_AFTER = 10.0
@@ -60,8 +62,10 @@ class HttpServer:
         *,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         stall_after: float = STALL_AFTER,
+        routes: Sequence[tuple[str, Handler]] = (),
     ) -> None:
         self._host, self._port = parse_bind(bind)
+        self._routes = tuple(routes)  # more GET routes (the node agent's /status and peers)
         self._source = source
         self._clock = clock
         self._registry = registry
@@ -84,6 +88,8 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
+        for path, handler in self._routes:
+            app.router.add_get(path, handler)
         # No access log: probes every few seconds would drown the decisions.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()

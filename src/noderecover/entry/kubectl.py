@@ -57,6 +57,7 @@ from noderecover.entry.config import BadFlag, Config, build_config, parse_durati
 from noderecover.entry.output import Output, add_output_flag, emit
 from noderecover.entry.plan import (
     Preview,
+    agent_line,
     breaker_dict,
     breaker_line,
     in_remediation,
@@ -499,12 +500,12 @@ def _status(p: Preview, cfg: Config, leader: Mapping[str, Any], output: Output, 
     if not busy:
         out.write("no node in remediation\n")
         return EXIT_OK
-    headers = ["NODE", "PHASE", "SINCE", "NEXT", "BLOCKED", "WHY"]
+    headers = ["NODE", "PHASE", "SINCE", "NEXT", "BLOCKED", "AGENT", "WHY"]
     rows = []
     for r in busy:
         since = format_age(now - r.phase_since) if r.phase_since is not None else "-"
         nxt = r.now + (f" in {format_age(r.next_in)}" if r.next_in is not None else "")
-        rows.append([r.node, r.phase, since, nxt, r.blocked or "-", r.why])
+        rows.append([r.node, r.phase, since, nxt, r.blocked or "-", r.agent, r.why])
     if output.kind == "wide":
         headers += ["READY", "UNHEALTHY FOR", "VOLUMES", "PROOF"]
         rows = [
@@ -585,6 +586,7 @@ def _why(p: Preview, cfg: Config, node: str, output: Output, out: TextIO, err: T
     )
     if r.outlook is not None:
         out.write(f"Proof it will get: {r.outlook}\n")
+    out.write(f"Agent: {agent_line(r)}\n")
     return EXIT_OK
 
 

@@ -36,7 +36,7 @@ from noderecover.kube.storage import attachments
 
 log = logging.getLogger("noderecover.entry.plan")
 
-HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY")
+HEADER = ("NODE", "READY", "UNHEALTHY FOR", "PHASE", "NOW", "WHY", "POLICY", "AGENT")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ class NodeReport:
     policy: str = "(flags)"  # the NodeRecoveryPolicy governing it; "-": none
     proof: str = "none"  # why the node is believed off (core.proof), as this read shows it
     removal: str = ""  # the removal it would get with that proof ("" = the settings')
+    # Its node agent: mode (watchdog, sysrq; None: no agent), safe time, why not relied on.
+    agent_mode: str | None = None
+    agent_safe_time: float | None = None
+    agent_not_relied_on: str | None = None
+    agent: str = "-"  # the AGENT cell: mode/safe time
     outlook: Outlook | None = None  # the proof it will get, or why none (core.proof.outlook)
 
     def row(self) -> tuple[str, ...]:
@@ -125,6 +130,10 @@ async def preview(
             managed=ungoverned is None,
             proof=n.proof,
             removal=n.removal,
+            agent_mode=n.agent_mode,
+            agent_safe_time=n.agent_safe_time,
+            agent_not_relied_on=n.agent_not_relied_on,
+            agent=n.agent,
             outlook=n.outlook,
         )
         if not n.selected:
@@ -203,12 +212,41 @@ def report_dict(r: NodeReport) -> dict[str, Any]:
         "volumes": list(r.volumes),
         "proof": r.proof,
         "removal": r.removal,
+        "agent": agent_dict(r),
         "proofOutlook": r.outlook.data() if r.outlook is not None else None,
         "conditions": [
             {"type": c.type, "status": c.status, "reason": c.reason, "since": _time(c.since)}
             for c in r.conditions
         ],
     }
+
+
+def agent_dict(r: NodeReport) -> dict[str, Any] | None:
+    """The node's agent in -o json/yaml (None: no agent Lease)."""
+    if r.agent_mode is None:
+        return None
+    return {
+        "mode": r.agent_mode,
+        "safeTimeSeconds": None if r.agent_safe_time is None else round(r.agent_safe_time, 1),
+        "reliedOn": r.agent_not_relied_on is None,
+        "notReliedOnBecause": r.agent_not_relied_on,
+    }
+
+
+def agent_line(r: NodeReport) -> str:
+    """`why`: what its agent means for the node."""
+    if r.agent_mode is None or r.agent_safe_time is None:
+        return "no node agent (no noderecover-agent Lease): no self-fence"
+    safe = format_age(r.agent_safe_time)
+    if r.agent_not_relied_on is not None:
+        return (
+            f"node agent ({r.agent_mode}, safe time {safe}) NOT relied on: "
+            f"{r.agent_not_relied_on}; handled as a node without an agent"
+        )
+    return (
+        f"node agent ({r.agent_mode}): asked to fence the node before any force; the node "
+        f"counts as off {safe} after the mark and its last sign of life (safe time)"
+    )
 
 
 def breaker_dict(p: Preview, cfg: Config) -> dict[str, Any]:
@@ -243,7 +281,7 @@ def node_names(reports: list[NodeReport]) -> list[str]:
 
 def plan_rows(p: Preview, wide: bool = False) -> list[tuple[str, ...]]:
     """The plan table's rows (HEADER, and VOLUMES and PROOF when wide)."""
-    rows = [(*r.row(), r.policy) for r in p.reports]
+    rows = [(*r.row(), r.policy, r.agent) for r in p.reports]
     if wide:
         rows = [
             (*row, ",".join(r.volumes) or "-", proof_column(r))

@@ -35,6 +35,12 @@ API_CALLS: Mapping[Permission, str] = {
     Permission("coordination.k8s.io", "leases", "get", OWN_NAMESPACE): "election",
     Permission("coordination.k8s.io", "leases", "create", OWN_NAMESPACE): "election",
     Permission("coordination.k8s.io", "leases", "update", OWN_NAMESPACE): "election",
+    Permission("coordination.k8s.io", "leases", "list", OWN_NAMESPACE): (
+        "controller: the node agents' Leases, LIST then every re-list (controller/agents.py)"
+    ),
+    Permission("coordination.k8s.io", "leases", "watch", OWN_NAMESPACE): (
+        "controller: the node agents' Leases, a watch (their presence and timing)"
+    ),
     Permission("coordination.k8s.io", "leases", "get", "kube-node-lease"): (
         "controller: the heartbeat Lease of a silent node (--watch-node-leases)"
     ),
@@ -86,6 +92,24 @@ API_CALLS: Mapping[Permission, str] = {
     ),
 }
 
+# `noderecover agent` (the DaemonSet, its own ServiceAccount and User-Agent
+# noderecover-agent/...): manifests/components/agent/rbac.yaml grants exactly this.
+AGENT_API_CALLS: Mapping[Permission, str] = {
+    Permission("coordination.k8s.io", "leases", "get", OWN_NAMESPACE): "agent: its own Lease",
+    Permission("coordination.k8s.io", "leases", "create", OWN_NAMESPACE): (
+        "agent: its own Lease, the first time"
+    ),
+    Permission("coordination.k8s.io", "leases", "update", OWN_NAMESPACE): (
+        "agent: renewal of its own Lease (the self-check)"
+    ),
+    Permission("coordination.k8s.io", "leases", "list", OWN_NAMESPACE): (
+        "agent: the other agents' addresses (their Leases' annotations)"
+    ),
+    Permission("", "nodes", "get"): (
+        "agent: its own Node's fence mark, and a peer's Node when that peer asks"
+    ),
+}
+
 _METHOD_VERB = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
@@ -118,12 +142,12 @@ def permission_of(method: str, path: str, query: Mapping[str, str]) -> Permissio
     return Permission(group, resource, verb, namespace)
 
 
-def declared(needed: Permission) -> Permission | None:
-    """The API_CALLS entry that grants `needed`: same namespace first, then a cluster-wide
+def declared(needed: Permission, table: Mapping[Permission, str] = API_CALLS) -> Permission | None:
+    """The `table` entry that grants `needed`: same namespace first, then a cluster-wide
     grant, then the own-namespace one (whatever namespace it runs in); None if none does."""
     same = [
         p
-        for p in API_CALLS
+        for p in table
         if (p.group, p.resource, p.verb) == (needed.group, needed.resource, needed.verb)
     ]
     for scope in (needed.namespace, CLUSTER, OWN_NAMESPACE):

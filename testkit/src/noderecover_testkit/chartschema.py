@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from noderecover.core.durations import PATTERN
+from noderecover.entry.agentconfig import agent_opts
 from noderecover.entry.config import Kind, opts
 
 JSONSchema = dict[str, Any]
@@ -105,6 +106,12 @@ def fence_schema() -> JSONSchema:
 
 def schema() -> JSONSchema:
     flags = {opt.flag.removeprefix("--"): flag_schema(opt.kind, opt.choices) for opt in opts()}
+    # `noderecover agent`'s flags; --node-name comes from the pod (spec.nodeName).
+    agent_flags = {
+        opt.flag.removeprefix("--"): flag_schema(opt.kind, opt.choices)
+        for opt in agent_opts()
+        if opt.flag != "--node-name"
+    }
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "noderecover chart values",
@@ -183,6 +190,17 @@ def schema() -> JSONSchema:
                         "enabled": {"type": "boolean"},
                         "labels": _STRING_MAP,
                         "runbookBaseURL": {"type": "string", "pattern": "^https?://"},
+                    }
+                ),
+                "agent": _obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "flags": _obj(agent_flags),
+                        "hostWatchdogDevice": {"type": "string", "pattern": "^/"},
+                        "priorityClassName": {"type": "string"},
+                        "tolerations": _LIST_OF_OBJECTS,
+                        "nodeSelector": _STRING_MAP,
+                        "resources": _ANY_OBJECT,
                     }
                 ),
                 "crds": _obj({"install": {"type": "boolean"}}),

@@ -270,7 +270,8 @@ def attached_nodes(c: TestCluster, pv: str) -> dict[str, bool]:
 @dataclass
 class RecoveryTimeline:
     """When a StatefulSet pod came back, in seconds after ``start`` (wall clock, observed by
-    polling every 0.1 s; None: not seen before the timeout).
+    polling every 0.1 s, each fact stamped when the answer that showed it arrived; None: not
+    seen before the timeout).
 
     ``back`` = the new pod Running *and* its VolumeAttachment on the new node attached.
     ``multi_attach`` = the first ``FailedAttachVolume`` "Multi-Attach error" Event of the new
@@ -342,9 +343,12 @@ def recovery_timeline(
     tl = RecoveryTimeline(start=start, pod=pod, old_node=old_node, pv=pv)
     pod_path = f"/api/v1/namespaces/{namespace}/pods/{pod}"
     while True:
-        now = time.time()
         with contextlib.suppress(*_QUIET):
             obj = c.get(pod_path)
+            # Each fact is stamped when its answer arrived: the time by which it was true.
+            # (Stamped before the request, a detach that the out-of-service taint caused
+            # could read as a few milliseconds before the taint's audited write.)
+            now = time.time()
             if obj is not None and obj["metadata"]["uid"] != old_uid:
                 if tl.uid != obj["metadata"]["uid"]:
                     tl.uid = obj["metadata"]["uid"]
@@ -358,6 +362,7 @@ def recovery_timeline(
                 ):
                     tl.running = now - start
             states = attached_nodes(c, pv)
+            now = time.time()
             if tl.old_va_gone is None and old_node not in states:
                 tl.old_va_gone = now - start
             if tl.node and tl.attached is None and states.get(tl.node):
