@@ -1105,9 +1105,10 @@ class FakeKube:
 
     def tick(self) -> None:
         """A BOOKMARK on every open watch of a quiet single object (the pause ConfigMap, the
-        CRD), as the API server sends before each watch's timeout: what keeps those watches
-        fresh as the tests' fake clock races ahead of real time (Harness.until/idle call it;
-        `silence_watches` holds them too)."""
+        CRD): what keeps those watches fresh as the tests' fake clock races ahead of real time,
+        as the server's clean end of each short pause watch (and its minute's BOOKMARK on the
+        CRD's) does on a real API server (Harness.until/idle call it; `silence_watches` holds
+        them too)."""
         for plural in ("configmaps", "customresourcedefinitions"):
             store = self.stores[plural]
             for w in store.watchers:

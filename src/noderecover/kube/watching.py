@@ -12,8 +12,11 @@ Invariants:
   backoff (a watch can hang without the TCP connection dropping, and a server without watch
   bookmarks sends nothing on a quiet cluster); the server-side `timeoutSeconds` is jittered
   so that replicas do not reconnect in lockstep.
-- Progress is only what proves the view current: a completed LIST, or an event or BOOKMARK
-  that was applied. Opening a stream is not progress (a server may accept watches and never
+- Progress is only what proves the view current: a completed LIST, an event or BOOKMARK
+  that was applied, or a stream the server ended cleanly once the `timeoutSeconds` it was
+  asked for had passed (it held the stream open that long and delivered every event of
+  that time: the view was current when it ended; a stream ended sooner proves nothing).
+  Opening a stream is not progress (a server may accept watches and never
   deliver anything), so `stale()` turns True once nothing was applied for `silence`. Before
   each WATCH, a view without progress for `silence` is LISTed again: a quiet server without
   bookmarks costs one LIST per `silence` (stale only while that LIST runs).
@@ -249,13 +252,21 @@ class Watcher(Generic[T]):
             self._stream_scope = scope
             if self._relist.is_set():  # asked for while we were listing
                 scope.cancel()
+            asked = self._clock.monotonic()
             try:
                 async with self._kube.stream(
                     self._path, query, read_timeout=self._silence
                 ) as lines:
                     async for line in lines:
                         self._handle(line)
-                return "timeout"
+                ended = self._clock.monotonic()
+                if ended - asked >= timeout:
+                    # The server held the stream for its whole timeout and ended it cleanly:
+                    # every event of that time was delivered (see the module doc).
+                    self.last_progress = ended
+                    self.last_error = None
+                    return "timeout"
+                return "closed-early"
             except Gone as exc:
                 raise _Expired from exc
             except ApiError as exc:
