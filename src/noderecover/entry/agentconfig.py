@@ -21,6 +21,7 @@ from noderecover.entry.config import (
     dns_name,
     duration_at_least,
     env_name,
+    log_opts,
     non_empty,
     parse_bind,
     parse_bind_text,
@@ -225,24 +226,7 @@ def agent_opts() -> list[_Opt]:
             None,
             metavar="NAMESPACE",
         ),
-        _Opt(
-            "--log-format",
-            "log_format",
-            lambda s: _choice(s, ("text", "json")),
-            "text | json",
-            d.log_format,
-            kind=Kind.CHOICE,
-            choices=("text", "json"),
-        ),
-        _Opt(
-            "--log-level",
-            "log_level",
-            lambda s: _choice(s.lower(), ("debug", "info", "warning", "error")),
-            "debug | info | warning | error",
-            d.log_level,
-            kind=Kind.CHOICE,
-            choices=("debug", "info", "warning", "error"),
-        ),
+        *log_opts(d.log_format, d.log_level),
     ]
 
 
