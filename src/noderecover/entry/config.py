@@ -535,15 +535,7 @@ def _opts() -> list[_Opt]:
             boolean=True,
             kind=Kind.BOOLEAN,
         ),
-        _Opt(
-            "--kubeconfig",
-            "kubeconfig",
-            non_empty,
-            "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
-            None,
-            metavar="PATH",
-        ),
-        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
+        *kubeconfig_opts(),
         _Opt(
             "--api-timeout",
             "api_timeout",
@@ -633,6 +625,21 @@ def _opts() -> list[_Opt]:
             run_only=True,
         ),
         *log_opts(d.log_format, d.log_level),
+    ]
+
+
+def kubeconfig_opts() -> list[_Opt]:
+    """--kubeconfig and --context, one definition for every command that reaches the API."""
+    return [
+        _Opt(
+            "--kubeconfig",
+            "kubeconfig",
+            non_empty,
+            "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
+            None,
+            metavar="PATH",
+        ),
+        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
     ]
 
 
