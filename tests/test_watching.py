@@ -646,6 +646,16 @@ async def test_skipped_lines_leave_the_stream_open(kube: FakeKube, fake_watched:
 async def quiet_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
     """A watcher whose `silence` (30 s) passes on a fake clock only; the stream's own read
     bound is real time and never fires here, so a silenced stream stays open."""
+    async with fake_clock_watcher(kube, rng=random.Random(5)) as watched:
+        yield watched
+
+
+@contextlib.asynccontextmanager
+async def fake_clock_watcher(
+    kube: FakeKube, **kw: Any
+) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
+    """A node watcher on a fake clock (`silence` 30 s, the stream's own read bound an hour of
+    real time), running with node "a" listed and one stream open."""
     client = client_for(kube, request=1.0, stream_read=3600)
     clock = FakeClock()
     view = View()
@@ -658,16 +668,18 @@ async def quiet_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], Vie
         view.event,
         view.resync,
         silence=30,
-        rng=random.Random(5),
+        **kw,
     )
     task = asyncio.create_task(w.run())
     kube.add_node("a")
     await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
-    yield w, view, clock
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await client.close()
+    try:
+        yield w, view, clock
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
 
 
 async def reopen_silently(kube: FakeKube, clock: FakeClock) -> None:
@@ -761,29 +773,9 @@ async def short_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], Vie
     timeoutSeconds asked: 1); the watcher's clock is fake, so a test decides whether the
     stream lasted its timeout on that clock."""
     kube.bookmark_interval = 0  # no BOOKMARK ever
-    client = client_for(kube, request=1.0, stream_read=3600)
-    clock = FakeClock()
-    view = View()
-    w: Watcher[str] = Watcher(
-        client,
-        clock,
-        "/api/v1/nodes",
-        "nodes",
-        health_of,
-        view.event,
-        view.resync,
-        silence=30,
-        server_timeout=1,
-        rng=random.Random(0),  # timeoutSeconds int(1 * (1 + r)) = 1
-    )
-    kube.add_node("a")
-    task = asyncio.create_task(w.run())
-    await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
-    yield w, view, clock
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await client.close()
+    # timeoutSeconds int(1 * (1 + r)) = 1
+    async with fake_clock_watcher(kube, server_timeout=1, rng=random.Random(0)) as watched:
+        yield watched
 
 
 async def test_a_stream_the_server_ends_at_its_timeout_is_progress(
