@@ -119,6 +119,7 @@ class Harness:
             while not pred():
                 if advance:
                     self.clock.advance(advance)
+                    self.kube.tick()  # the server's bookmarks, as fake time passes
                 await anyio.sleep(0.005)
         assert pred(), what
 
@@ -127,6 +128,7 @@ class Harness:
         t = 0.0
         while t < fake_seconds:
             self.clock.advance(step)
+            self.kube.tick()  # the server's bookmarks, as fake time passes
             t += step
             await anyio.sleep(0.003)
 

@@ -201,6 +201,7 @@ SECRETS = Kind("Secret", "secrets", "", True, _META_FIELDS)
 DEPLOYMENTS = Kind("Deployment", "deployments", "apps", True, _META_FIELDS)
 # The NodeRecoveryPolicy CRD: served only once `install_policies()` was called (a cluster
 # without the CRD answers 404, as the real one does). No schema validation here.
+CRD_NAME = "noderecoverypolicies.noderecover.io"
 POLICIES = Kind(
     "NodeRecoveryPolicy",
     "noderecoverypolicies",
@@ -208,6 +209,15 @@ POLICIES = Kind(
     False,
     frozenset({"metadata.name"}),
     "v1alpha1",
+)
+# CustomResourceDefinitions: the NodeRecoveryPolicy one exists once `install_policies()` was
+# called (an object: its watch says so).
+CRDS = Kind(
+    "CustomResourceDefinition",
+    "customresourcedefinitions",
+    "apiextensions.k8s.io",
+    False,
+    frozenset({"metadata.name"}),
 )
 VOLUMEATTACHMENTS = Kind(
     "VolumeAttachment", "volumeattachments", "storage.k8s.io", False, frozenset({"metadata.name"})
@@ -527,6 +537,7 @@ class FakeKube:
                 SECRETS,
                 DEPLOYMENTS,
                 POLICIES,
+                CRDS,
             )
         }
         self.policies_installed = False
@@ -1054,9 +1065,10 @@ class FakeKube:
             (f"{core}{nsd}/secrets/{{name}}", self._item(SECRETS)),
             (f"/apis/apps/v1{nsd}/deployments", self._collection(DEPLOYMENTS)),
             (f"/apis/apps/v1{nsd}/deployments/{{name}}", self._item(DEPLOYMENTS)),
+            ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", self._collection(CRDS)),
             (
                 "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
-                self._crd_object,
+                self._item(CRDS),
             ),
             (f"{nrp}/noderecoverypolicies", self._crd(self._collection(POLICIES))),
             (f"{nrp}/noderecoverypolicies/{{name}}", self._crd(self._item(POLICIES))),
@@ -1067,8 +1079,42 @@ class FakeKube:
         ]
 
     def install_policies(self) -> None:
-        """Serve the NodeRecoveryPolicy CRD from now on."""
+        """Serve the NodeRecoveryPolicy CRD from now on (its object appears: a watch of it
+        says so)."""
         self.policies_installed = True
+        store = self.stores["customresourcedefinitions"]
+        if ("", CRD_NAME) not in store.objects:
+            self._create(
+                store,
+                {
+                    "metadata": {"name": CRD_NAME},
+                    "spec": {
+                        "group": "noderecover.io",
+                        "names": {"plural": "noderecoverypolicies"},
+                    },
+                },
+            )
+
+    def uninstall_policies(self) -> None:
+        """Stop serving the CRD (its object is deleted; the policies' paths answer 404)."""
+        self.policies_installed = False
+        store = self.stores["customresourcedefinitions"]
+        cur = store.objects.get(("", CRD_NAME))
+        if cur is not None:
+            self._write(store, "DELETED", cur, cur)
+
+    def tick(self) -> None:
+        """A BOOKMARK on every open watch of a quiet single object (the pause ConfigMap, the
+        CRD): what keeps those watches fresh as the tests' fake clock races ahead of real time,
+        as the server's clean end of each short pause watch (and its minute's BOOKMARK on the
+        CRD's) does on a real API server (Harness.until/idle call it; `silence_watches` holds
+        them too)."""
+        for plural in ("configmaps", "customresourcedefinitions"):
+            store = self.stores[plural]
+            for w in store.watchers:
+                if w.state == "open":
+                    w.pending.append(self._bookmark(store.kind))
+                    w.wake.set()
 
     def add_policy(self, name: str, spec: JSON) -> JSON:
         """Create a NodeRecoveryPolicy (the CRD must be installed)."""
@@ -1124,25 +1170,6 @@ class FakeKube:
     def add_deployment(self, namespace: str, obj: JSON) -> JSON:
         """Create a Deployment in `namespace` (stored as given: nothing runs it)."""
         return self._create(self.stores["deployments"], obj, namespace)
-
-    async def _crd_object(self, request: web.Request) -> web.StreamResponse:
-        """GET of a CustomResourceDefinition by name: the NodeRecoveryPolicy one once
-        installed (a minimal object), any other a 404 naming it, as the API server says."""
-        name = request.match_info["name"]
-        if request.method != "GET":
-            raise ApiError(405, "method not allowed")
-        if name != "noderecoverypolicies.noderecover.io" or not self.policies_installed:
-            raise ApiError(
-                404, f'customresourcedefinitions.apiextensions.k8s.io "{name}" not found'
-            )
-        return web.json_response(
-            {
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": name},
-                "spec": {"group": "noderecover.io", "names": {"plural": "noderecoverypolicies"}},
-            }
-        )
 
     def _crd(self, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:

@@ -2,11 +2,13 @@
 and a pause ends at its own wall time whatever the host clock did meanwhile.
 
 Against the fake API server on a fake clock. Each test attacks one rule:
-- the cluster pause ConfigMap unreadable at start (403, 5xx, a 404 that is not the object's,
-  no answer) holds every forward step, visibly, until a read answers;
-- a pause read that starts failing later is believed for PAUSE_PROPAGATION_BOUND, then holds;
+- the cluster pause ConfigMap unreadable at start (403, 5xx, a 404, no answer) holds every
+  forward step, visibly, until its watch answers;
+- a pause watch that breaks later (its stream dropped or hung, new ones refused) is believed
+  for PAUSE_PROPAGATION_BOUND after its last answer, then holds;
 - restores go on while the pause is unknown;
-- a moment of 404 from the policy endpoint at start is not "no policies";
+- a moment of 404 from the policy endpoint at start is not "no policies"; the CRD's absence
+  is what its own watch says, and a CRD watch that cannot be read keeps the policies unknown;
 - a policy whose spec.paused cannot be read holds its pool;
 - a corrected host clock moves a pause's end with it.
 """
@@ -35,7 +37,9 @@ from tests.conftest import Harness
 from tests.fakeapi import FakeKube
 
 Start = Callable[..., Any]
-CM = r"/configmaps/noderecover-pause$"
+# The pause ConfigMap's LIST and WATCH (a fieldSelector on its name), and a preview's GET.
+CM = r"/namespaces/noderecover/configmaps(/noderecover-pause)?$"
+CRDS = r"/customresourcedefinitions$"
 NS = "noderecover"
 
 
@@ -95,31 +99,64 @@ async def test_the_configmaps_own_404_is_no_pause(kube: FakeKube, harness_factor
     assert h.controller.policies.pause_known
 
 
-@pytest.mark.parametrize("fault", ["500", "403", "hang"])
-async def test_a_pause_read_failing_later_is_believed_only_for_the_bound(
+@pytest.mark.parametrize("fault", ["500", "403", "hang", "silent"])
+async def test_a_pause_watch_broken_later_is_believed_only_for_the_bound(
     kube: FakeKube, harness_factory: Start, fault: str
 ) -> None:
+    """The pause watch breaks: its stream is dropped and new ones fail or hang, or it stays
+    open and delivers nothing (no bookmark either). A pause written meanwhile is not seen: the
+    last answer is believed for PAUSE_PROPAGATION_BOUND, then every forward step holds."""
     nodes(kube, "w1", "w2", "w3")
-    h: Harness = await harness_factory(grace=10, namespace=NS)
+    h: Harness = await harness_factory(grace=30, namespace=NS)
     await h.until(lambda: h.controller.policies.pause_known, advance=0.5)
-    if fault == "hang":
-        kube.hang("GET", CM)
+    # Down before the watches break ("silent" stops every watch: the view keeps what it saw).
+    kill(kube, "w1")
+    await h.until(lambda: "w1" in h.controller.records, advance=0.1)
+    if fault == "silent":
+        kube.silence_watches()
     else:
-        kube.fail_next("GET", CM, int(fault), count=10**6)
+        if fault == "hang":
+            kube.hang("GET", CM)
+        else:
+            kube.fail_next("GET", CM, int(fault), count=10**6)
+        kube.drop_watches()
     # Meanwhile somebody pauses: the controller cannot see it.
     kube.set_configmap(NS, "noderecover-pause", {"until": format_time(h.clock.wall() + 3600)})
     await h.idle(PAUSE_PROPAGATION_BOUND + 1, step=0.5)
     assert h.controller.policy_hold("w1") == PAUSE_UNKNOWN_REASON
-    kill(kube, "w1")
     await h.idle(60, step=2.0)
-    assert not cordoned(kube, "w1"), f"cordoned while the pause read failed ({fault})"
+    assert not cordoned(kube, "w1"), f"cordoned while the pause watch was broken ({fault})"
     assert h.controller.blocked.get("w1") == PAUSE_UNKNOWN_REASON
+    kube.silence_watches(False)
     kube.release_hangs()
     kube._faults.clear()
     await h.until(
-        lambda: h.controller.policy_hold("w1") == CLUSTER_PAUSED, advance=0.5, what="pause seen"
+        lambda: h.controller.policy_hold("w1") == CLUSTER_PAUSED,
+        advance=0.5,
+        what="pause seen",
+        real_timeout=30,
     )
     assert not cordoned(kube, "w1")
+
+
+async def test_a_pause_reaches_the_controller_by_its_watch_without_a_poll(
+    kube: FakeKube, harness_factory: Start
+) -> None:
+    """No GET of the pause, no LIST after the first while the watch answers: the pause
+    written is seen by its watch event, well within the bound."""
+    nodes(kube, "w1", "w2", "w3")
+    h: Harness = await harness_factory(grace=10, namespace=NS)
+    await h.until(lambda: h.controller.policies.pause_known, advance=0.5)
+    await h.idle(120, step=1.0)
+    lists = [r for r in kube.requests_matching("GET", CM) if r.query.get("watch") != "true"]
+    assert len(lists) == 1, [(r.path, r.query) for r in lists]
+    assert not kube.requests_matching("GET", r"/configmaps/noderecover-pause$")
+    kube.set_configmap(NS, "noderecover-pause", {"until": format_time(h.clock.wall() + 3600)})
+    await h.until(
+        lambda: h.controller.policy_hold("w1") == CLUSTER_PAUSED,
+        real_timeout=5,
+        what="the pause seen without the fake clock moving",
+    )
 
 
 async def test_restores_go_on_while_the_pause_is_unknown(
@@ -130,6 +167,7 @@ async def test_restores_go_on_while_the_pause_is_unknown(
     kube.set_node_ready("w1", "False")  # a live kubelet: the drain never forces
     await h.until(lambda: cordoned(kube, "w1"), advance=1.0)
     kube.fail_next("GET", CM, 503, count=10**6)
+    kube.drop_watches()
     await h.until(lambda: h.controller.policy_hold("w1") == PAUSE_UNKNOWN_REASON, advance=0.5)
     kube.set_node_ready("w1", "True")
     await h.until(lambda: not cordoned(kube, "w1"), advance=1.0, what="restored while unknown")
@@ -156,15 +194,29 @@ async def test_a_moment_of_404_from_the_policy_endpoint_at_start_is_not_no_polic
     assert gauge("policies") == 0
 
 
-async def test_a_crd_really_absent_is_believed_when_its_own_get_says_not_found(
+async def test_a_crd_really_absent_is_what_its_own_watch_says(
     kube: FakeKube, harness_factory: Start
 ) -> None:
-    nodes(kube, "w1", "w2", "w3")
+    """No CRD: its LIST (a fieldSelector on its name) answers none: the flags govern. Installed
+    later, its watch says so: the policies are read, and a paused one holds."""
+    nodes(kube, "w1", "w2", "w3", "w5", "w6", "w7", "w8")  # two down: under the breaker
     kill(kube, "w1")
     h: Harness = await harness_factory(grace=1, settle=False)
     await h.until(lambda: cordoned(kube, "w1"), advance=0.5, what="the flags govern")
     assert h.controller.policies.absent
-    assert kube.count("GET", r"customresourcedefinitions/noderecoverypolicies.noderecover.io$")
+    assert kube.requests_matching("GET", CRDS)
+    assert not kube.requests_matching("GET", r"noderecoverypolicies")  # no probe of them
+    kube.add_node("w4")
+    kube.install_policies()
+    kube.add_policy("all", {"paused": {"until": "2999-01-01T00:00:00Z", "reason": "upgrade"}})
+    await h.until(lambda: h.controller.policies.active, advance=0.5, what="CRD seen installed")
+    kill(kube, "w4")
+    await h.idle(30, step=1.0)
+    assert not cordoned(kube, "w4") and h.controller.policy_hold("w4") == PAUSED
+    # Deleted again: the flags govern again.
+    kube.uninstall_policies()
+    await h.until(lambda: h.controller.policies.absent, advance=0.5, what="CRD seen gone")
+    await h.until(lambda: cordoned(kube, "w4"), advance=0.5, what="the flags govern again")
 
 
 async def test_a_lasting_404_of_the_policies_while_the_crd_exists_is_not_no_policies(
@@ -183,10 +235,8 @@ async def test_a_lasting_404_of_the_policies_while_the_crd_exists_is_not_no_poli
     await h.idle(60, step=1.0)
     assert not h.controller.policies.absent
     assert h.controller.policy_hold("w1") == POLICIES_UNKNOWN
-    assert not cordoned(kube, "w1"), "the flags governed on a 404 the CRD's own GET denies"
-    assert "the CRD noderecoverypolicies.noderecover.io exists" in (
-        h.controller.policies.unknown_why() or ""
-    )
+    assert not cordoned(kube, "w1"), "the flags governed on a 404 while the CRD exists"
+    assert "404" in (h.controller.policies.unknown_why() or "")
     kube._faults.clear()
     await h.until(lambda: h.controller.policy_hold("w1") == PAUSED, advance=1.0)
     assert not cordoned(kube, "w1")
@@ -195,15 +245,17 @@ async def test_a_lasting_404_of_the_policies_while_the_crd_exists_is_not_no_poli
 async def test_a_crd_that_cannot_be_read_keeps_the_policies_unknown(
     kube: FakeKube, harness_factory: Start
 ) -> None:
-    """The policies' path 404s and the CRD's GET is refused (403): unknown holds, visibly."""
+    """The CRD's LIST is refused (403): whether it exists is unknown, and unknown holds,
+    visibly."""
     nodes(kube, "w1", "w2", "w3")
-    kube.fail_next("GET", r"customresourcedefinitions/", 403, count=10**6)
+    kube.fail_next("GET", CRDS, 403, count=10**6)
     kill(kube, "w1")
     h: Harness = await harness_factory(grace=1, settle=False)
     await h.idle(30, step=1.0)
     assert not h.controller.policies.absent and not cordoned(kube, "w1")
     assert h.controller.policy_hold("w1") == POLICIES_UNKNOWN
-    assert not h.controller.readiness()[0]
+    ready, why = h.controller.readiness()
+    assert not ready and "noderecoverypolicies.noderecover.io" in why and "403" in why, why
 
 
 async def test_a_policy_whose_pause_cannot_be_read_holds_its_pool(

@@ -12,9 +12,10 @@ from noderecover.core.pauses import (
     DEFAULT_CLUSTER_PAUSE,
     FALLBACK_NAMESPACE,
     MAX_PAUSE,
-    PAUSE_POLL,
     PAUSE_PROPAGATION_BOUND,
     PAUSE_READ_TIMEOUT,
+    PAUSE_WATCH_SILENCE,
+    PAUSE_WATCH_TIMEOUT,
     Pause,
     PauseLocation,
     cluster_pause_location,
@@ -113,8 +114,14 @@ def test_a_duration_counts_from_the_servers_clock() -> None:
             resolve_until(seconds, until, server, "--x")
 
 
-def test_the_propagation_bound_covers_a_failed_read() -> None:
-    assert PAUSE_PROPAGATION_BOUND >= 2 * PAUSE_POLL + PAUSE_READ_TIMEOUT
+def test_the_propagation_bound_covers_a_silent_watch_and_a_list() -> None:
+    # A quiet watch is proven current each time the server ends it at its timeoutSeconds
+    # (PAUSE_WATCH_TIMEOUT jittered up to twice that, an integer): every such stream ends
+    # before PAUSE_WATCH_SILENCE, after which a stream is hung and the ConfigMap LISTed
+    # again; the answer is believed past that silence and that LIST's read.
+    assert 2 * PAUSE_WATCH_TIMEOUT <= PAUSE_WATCH_SILENCE  # every timeout asked is < 2x
+    assert PAUSE_PROPAGATION_BOUND >= PAUSE_WATCH_SILENCE + PAUSE_READ_TIMEOUT
+    assert PAUSE_PROPAGATION_BOUND == 15.0  # docs/pauses.md states it
 
 
 def test_an_unknown_pause_holds_like_a_pause() -> None:

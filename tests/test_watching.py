@@ -647,6 +647,16 @@ async def test_skipped_lines_leave_the_stream_open(kube: FakeKube, fake_watched:
 async def quiet_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
     """A watcher whose `silence` (30 s) passes on a fake clock only; the stream's own read
     bound is real time and never fires here, so a silenced stream stays open."""
+    async with fake_clock_watcher(kube, rng=random.Random(5)) as watched:
+        yield watched
+
+
+@contextlib.asynccontextmanager
+async def fake_clock_watcher(
+    kube: FakeKube, **kw: Any
+) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
+    """A node watcher on a fake clock (`silence` 30 s, the stream's own read bound an hour of
+    real time), running with node "a" listed and one stream open."""
     client = client_for(kube, request=1.0, stream_read=3600)
     clock = FakeClock()
     view = View()
@@ -659,16 +669,18 @@ async def quiet_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], Vie
         view.event,
         view.resync,
         silence=30,
-        rng=random.Random(5),
+        **kw,
     )
     task = asyncio.create_task(w.run())
     kube.add_node("a")
     await until(lambda: view.items.get("a") == "True" and kube.watch_count() == 1)
-    yield w, view, clock
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await client.close()
+    try:
+        yield w, view, clock
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
 
 
 async def reopen_silently(kube: FakeKube, clock: FakeClock) -> None:
@@ -751,6 +763,60 @@ async def test_liveness_reports_a_watch_that_carries_nothing(
     assert not h.controller.fresh()  # and the act-gate holds every destructive step
     kube.silence_watches(False)  # a bookmark arrives
     await until(lambda: health.liveness() == (True, "ok"))
+
+
+# ----- a stream ended by the server at its timeout proves the view current ---------------
+
+
+@pytest.fixture
+async def short_watched(kube: FakeKube) -> AsyncIterator[tuple[Watcher[str], View, FakeClock]]:
+    """A quiet server (no bookmarks, no events) whose watches end after 1 s of real time (the
+    timeoutSeconds asked: 1); the watcher's clock is fake, so a test decides whether the
+    stream lasted its timeout on that clock."""
+    kube.bookmark_interval = 0  # no BOOKMARK ever
+    # timeoutSeconds int(1 * (1 + r)) = 1
+    async with fake_clock_watcher(kube, server_timeout=1, rng=random.Random(0)) as watched:
+        yield watched
+
+
+async def test_a_stream_the_server_ends_at_its_timeout_is_progress(
+    kube: FakeKube, short_watched: Any
+) -> None:
+    """No event, no BOOKMARK, no LIST: the server held the stream for the timeoutSeconds asked
+    and ended it cleanly, so every event of that time was delivered (the pause watch's only
+    proof on a quiet ConfigMap: kube-apiserver sends no bookmark in a watch's first minute)."""
+    w, _view, clock = short_watched
+    assert watches(kube)[-1].query["timeoutSeconds"] == "1"
+    lists, opened = w.lists, len(watches(kube))
+    before = count(WATCH_RESTARTS, "nodes", "timeout")
+    clock.advance(25)  # the stream lasts its timeout on the watcher's clock
+    with anyio.fail_after(5):
+        while len(watches(kube)) == opened:  # the server ends it after 1 s: reopened at once
+            await anyio.sleep(0.01)
+    assert w.last_progress == clock.monotonic()
+    assert count(WATCH_RESTARTS, "nodes", "timeout") == before + 1
+    clock.advance(25)  # 50 s after the LIST, 25 s after the clean end: fresh
+    assert not w.stale()
+    assert w.lists == lists  # and no LIST was needed
+    assert watches(kube)[-1].query["resourceVersion"] == watches(kube)[-2].query["resourceVersion"]
+
+
+async def test_a_stream_ended_before_its_timeout_proves_nothing(
+    kube: FakeKube, short_watched: Any
+) -> None:
+    """A clean end sooner than the timeout asked (a proxy, a server shutting down) is not
+    progress: the view goes stale after `silence` however often streams end so."""
+    w, _view, clock = short_watched
+    progress = w.last_progress
+    opened = len(watches(kube))
+    before = count(WATCH_RESTARTS, "nodes", "closed-early")
+    with anyio.fail_after(5):
+        while len(watches(kube)) < opened + 2:  # two streams end, the fake clock still
+            await anyio.sleep(0.01)
+    assert count(WATCH_RESTARTS, "nodes", "closed-early") >= before + 2
+    assert w.last_progress == progress
+    clock.advance(31)
+    assert w.stale()
 
 
 async def test_the_gc_is_paused_while_a_list_is_read_and_delivered() -> None:

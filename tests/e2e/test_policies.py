@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from noderecover_testkit.cluster import TestCluster
+from noderecover_testkit.processes import metric_sum
 from noderecover_testkit.replicas import NAMESPACE, Replicas, wait
 
 from .common import FAST, ROOT, no_403
@@ -392,6 +393,57 @@ def test_the_cluster_wide_pause_holds_the_flag_mode_and_expires(
         wait(lambda: cordoned(c, "worker-0"), 45, "cordoned once the cluster pause expired")
         assert time.time() >= until - 1
         wait(lambda: r.metric("noderecover_paused", policy="") == 0, 15, "pause metric cleared")
+        no_403(r)
+    finally:
+        c.api("DELETE", f"/api/v1/namespaces/{NAMESPACE}/configmaps/noderecover-pause")
+
+
+def test_the_cluster_pause_is_watched_not_polled(crd: TestCluster, nr: Replicas) -> None:
+    """On a real API server, a quiet pause ConfigMap costs one WATCH every 5-9 s and nothing
+    else: each stream the server ends at its timeoutSeconds proves the answer current (the
+    pause stays known, no LIST, no GET), and a pause written arrives with its watch event."""
+    c = crd
+    r = nr.start("replica-a", *FAST)
+    nr.leader()
+    wait(lambda: r.metric("noderecover_pause_unknown", what="cluster") == 0, 30, "pause known")
+
+    def lists() -> float:
+        status, text = c.api("GET", "/metrics")
+        assert status == 200
+        return metric_sum(str(text), "apiserver_request_total", resource="configmaps", verb="LIST")
+
+    ended = r.metric("noderecover_watch_restarts_total", resource="configmaps", reason="timeout")
+    early = r.metric(
+        "noderecover_watch_restarts_total", resource="configmaps", reason="closed-early"
+    )
+    listed = lists()
+    t_end = time.time() + 40
+    while time.time() < t_end:  # a quiet minute's worth: known all along
+        assert r.metric("noderecover_pause_unknown", what="cluster") == 0
+        time.sleep(1)
+    streams = (
+        r.metric("noderecover_watch_restarts_total", resource="configmaps", reason="timeout")
+        - ended
+    )
+    assert 4 <= streams <= 8, streams  # 40 s of streams of 5-9 s
+    assert (
+        r.metric("noderecover_watch_restarts_total", resource="configmaps", reason="closed-early")
+        == early
+    )
+    assert lists() == listed  # no LIST of any ConfigMap by anyone
+
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "noderecover-pause", "namespace": NAMESPACE},
+        "data": {"until": rfc3339(time.time() + 600), "reason": "e2e watched"},
+    }
+    written = time.monotonic()
+    c.request("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", cm)
+    try:
+        wait(lambda: r.metric("noderecover_paused", policy="") == 1, 10, "pause seen")
+        took = time.monotonic() - written
+        assert took < 3, f"the pause took {took:.1f}s: polled, not watched"
         no_403(r)
     finally:
         c.api("DELETE", f"/api/v1/namespaces/{NAMESPACE}/configmaps/noderecover-pause")

@@ -110,8 +110,9 @@ WATCH_EVENTS = Counter(
 )
 WATCH_RESTARTS = Counter(
     "noderecover_watch_restarts_total",
-    "Watch streams restarted, by reason (timeout, silent, expired, error, error-event, "
-    "bad-event, relist).",
+    "Watch streams restarted, by reason (timeout: ended by the server at its timeoutSeconds, "
+    "closed-early: ended cleanly before it, silent, expired, error, error-event, bad-event, "
+    "relist).",
     ["resource", "reason"],
 )
 WATCH_BAD_EVENTS = Counter(

@@ -1,22 +1,24 @@
 """The NodeRecoveryPolicy objects and the cluster-wide pause, kept current; policy status.
 
-- Policies: list + watch (kube.watching.Watcher, the node watch's machinery). Before the
-  first LIST the CRD's existence is probed: absent means no policies (the flags govern), but
-  a 404 of the policies' own path is not believed by itself (an API server whose CRD handler
-  is not up yet, a proxy, a path that 404s while the CRD exists): the CRD object is asked for
-  by name (CRD_PATH), and only its own 404 ("... not found", naming it) is "not installed".
-  A CRD object that exists, or no answer, keeps the policies unknown (held, visibly) and
-  probes again. It is probed again every PROBE_INTERVAL, and a probe that fails makes the
-  policies unknown again. A CRD installed later is picked up. `known` is False until the
-  first LIST completed (or the CRD was confirmed absent) and while the watch is stale: the
-  controller then holds every forward step (`policies-unknown`), since a pause or a policy it
-  has not seen may exist.
+- Policies: list + watch (kube.watching.Watcher, the node watch's machinery), while the
+  CRD exists. Whether it exists is itself watched: a LIST and WATCH of that one
+  CustomResourceDefinition (a fieldSelector on its name; no poll, no probe of the policies'
+  path). Absent (its LIST or watch says so) means no policies (the flags govern), believed
+  while that watch is fresh; a CRD installed later starts the policy watch, one deleted stops
+  it. `known` is False until the CRD's first answer, while the CRD exists and the policies'
+  first LIST has not completed, and while the watch that answers (the policies', or the CRD's
+  when absent) is stale: the controller then holds every forward step (`policies-unknown`),
+  since a pause or a policy it has not seen may exist. Both are long watches: the API
+  server's BOOKMARK every minute keeps them fresh within the default --watch-silence (90 s)
+  without a LIST (a --watch-silence under a minute costs a LIST per silence).
 - The cluster-wide pause (where, its format, how long an answer is believed: core.pauses):
-  read every PAUSE_POLL. An answer is a 200 or a 404 that is the ConfigMap's own (a Status
-  naming it; a 404 from anything else, a 403, a 5xx, a timeout are failures). `pause_known`
-  is False until a read answered and once the last answer is older than
-  PAUSE_PROPAGATION_BOUND: the controller then holds every forward step (`pause-unknown`),
-  visibly - a log line when it changes, `noderecover_pause_unknown`, `/readyz`.
+  a watch of that one ConfigMap. An answer is a LIST (the object, or none: no pause), an
+  event or a BOOKMARK; a 403, a 5xx, a 404 (a namespaced LIST answers 200, empty, even in a
+  namespace that does not exist), a timeout are failures. `pause_known` is False until the
+  first LIST and once the last answer is older than PAUSE_PROPAGATION_BOUND: the controller
+  then holds every forward step (`pause-unknown`), visibly - a log line when it changes,
+  `noderecover_pause_unknown`, `/readyz`, NodeRecoverBlocked Events. A preview (`plan`)
+  reads it once (`read_pause`: a 200, or the ConfigMap's own 404).
 - Pauses are compared with the current wall clock (`Clock.wall`): their `until` is a time
   another party wrote, and a corrected host clock must move their end with it.
 - Status: `write_status` PATCHes (merge) the status subresource of each policy whose status
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -41,9 +44,10 @@ from noderecover.base.metrics import PAUSE_UNKNOWN, PAUSED, POLICY_INVALID, POLI
 from noderecover.controller.writes import Writer
 from noderecover.core.nodes import format_time
 from noderecover.core.pauses import (
-    PAUSE_POLL,
     PAUSE_PROPAGATION_BOUND,
     PAUSE_READ_TIMEOUT,
+    PAUSE_WATCH_SILENCE,
+    PAUSE_WATCH_TIMEOUT,
     Pause,
     PauseLocation,
     parse_cluster_pause,
@@ -59,16 +63,15 @@ from noderecover.core.policies import (
     policy_status,
     status_changed,
 )
-from noderecover.core.reasons import Blocked
 from noderecover.core.settings import Config
 from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, NotFound, NotLeader
 from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.policies")
 
-PROBE_INTERVAL = 5.0  # the CRD is absent: look again this often
 CRD_NAME = f"{PLURAL}.{GROUP}"
-CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+CRD_PATH = f"{CRDS_PATH}/{CRD_NAME}"
 STATUS_INTERVAL = 10.0  # at most one status write per policy this often
 
 
@@ -99,17 +102,51 @@ class PolicySource:
         self._changed = changed
         self.location = PauseLocation(namespace) if namespace else None
         self.policies: dict[str, Policy] = {}
-        self.absent = False  # the CRD is not installed (confirmed by the last probes)
-        # Why the policies' 404 is not believed (the CRD object exists, or could not be read).
-        self._unconfirmed_404: str | None = None
+        self.absent = False  # the CRD is not installed (its watch says so)
         # Whether policies are looked for at all: set when the watch starts (or a preview
         # reads them). A controller that never looks (a unit test driving `decide_all`, a
         # benchmark) is the flags alone.
         self.started = False
+        # A read-only preview (`plan`): one read of each, believed as read (no watch runs).
+        self.preview = False
         self.cluster_pause: Pause | None = None
         self._pause_warning: str | None = None
-        self._pause_read_at: float | None = None  # monotonic start of the last read answered
+        # A preview's one read (`read_pause`): the monotonic start of the last read answered.
+        self._pause_read_at: float | None = None
         self.pause_error: str | None = None  # why the last read did not answer (None: it did)
+        rng = rng or random.Random()
+        # The cluster pause: a watch of that one ConfigMap (see the module doc).
+        self.pause_watcher: Watcher[dict[str, Any]] | None = None
+        if self.location is not None:
+            self.pause_watcher = Watcher(
+                kube,
+                clock,
+                self.location.collection,
+                "configmaps",
+                lambda raw: raw,
+                self._pause_event,
+                self._pause_resync,
+                silence=PAUSE_WATCH_SILENCE,
+                server_timeout=PAUSE_WATCH_TIMEOUT,
+                rng=rng,
+                query=[("fieldSelector", f"metadata.name={self.location.name}")],
+            )
+        # Is the CRD installed: a watch of that one CustomResourceDefinition.
+        self.crd_watcher: Watcher[dict[str, Any]] = Watcher(
+            kube,
+            clock,
+            CRDS_PATH,
+            "customresourcedefinitions",
+            lambda raw: raw,
+            self._crd_event,
+            self._crd_resync,
+            silence=cfg.watch_silence,
+            server_timeout=cfg.watch_timeout,
+            rng=rng,
+            query=[("fieldSelector", f"metadata.name={CRD_NAME}")],
+        )
+        self._crd_present = anyio.Event()  # set while the CRD exists (the policies are watched)
+        self._crd_gone = anyio.Event()  # set when the CRD is seen gone (the watch stops)
         self._was_unknown: tuple[bool, bool] = (False, False)  # (pause, policies), last logged
         self._written: dict[str, tuple[float, Mapping[str, Any]]] = {}  # name -> (when, status)
         self.watcher: Watcher[Policy] = Watcher(
@@ -122,7 +159,7 @@ class PolicySource:
             self._resync,
             silence=cfg.watch_silence,
             server_timeout=cfg.watch_timeout,
-            rng=rng or random.Random(),
+            rng=rng,
         )
 
     # -- the policies -------------------------------------------------------------------
@@ -130,7 +167,11 @@ class PolicySource:
     @property
     def known(self) -> bool:
         """Whether the set of policies is known now (see the module doc)."""
-        return not self.started or self.absent or not self.watcher.stale()
+        if not self.started:
+            return True
+        if self.absent:
+            return self.preview or not self.crd_watcher.stale()
+        return not self.watcher.stale()
 
     @property
     def pause_known(self) -> bool:
@@ -138,8 +179,11 @@ class PolicySource:
         at most PAUSE_PROPAGATION_BOUND old (core.pauses)."""
         if self.location is None or not self.started:
             return True
-        read = self._pause_read_at
-        return read is not None and self._clock.monotonic() - read <= PAUSE_PROPAGATION_BOUND
+        w, now = self.pause_watcher, self._clock.monotonic()
+        if w is not None and w.synced and now - w.last_progress <= PAUSE_PROPAGATION_BOUND:
+            return True
+        read = self._pause_read_at  # a preview's one read
+        return read is not None and now - read <= PAUSE_PROPAGATION_BOUND
 
     def pause_hold(self, pool: str | None) -> str | None:
         """The pause holding a node of `pool` (None: the flags), by the wall clock now."""
@@ -154,18 +198,23 @@ class PolicySource:
     def unknown_why(self) -> str | None:
         """Why a pause or policy may exist unseen (what /readyz and `plan` say), or None."""
         if not self.pause_known:
-            if self._pause_read_at is None:
-                age = "never read"
-            else:
-                age = f"not read for {self._clock.monotonic() - self._pause_read_at:.0f}s"
-            return (
-                f"cluster pause unknown ({self.location} {age}: "
-                f"{self.pause_error or 'no answer yet'})"
+            w = self.pause_watcher
+            read = self._pause_read_at
+            if w is not None and w.synced:
+                read = max(read or -math.inf, w.last_progress)
+            age = (
+                "never read"
+                if read is None
+                else f"not read for {self._clock.monotonic() - read:.0f}s"
             )
+            error = self.pause_error or (w.last_error if w is not None else None)
+            return f"cluster pause unknown ({self.location} {age}: {error or 'no answer yet'})"
         if not self.known:
-            if self._unconfirmed_404 is not None:
-                return f"NodeRecoveryPolicies unknown (404: {self._unconfirmed_404})"
-            return "NodeRecoveryPolicies unknown (not read yet, or the policy watch is stale)"
+            if self.absent or not self.crd_watcher.synced:
+                why = self.crd_watcher.last_error or "not read yet, or its watch is stale"
+                return f"NodeRecoveryPolicies unknown (the CRD {CRD_NAME}: {why})"
+            why = self.watcher.last_error or "not read yet, or the policy watch is stale"
+            return f"NodeRecoveryPolicies unknown ({why})"
         return None
 
     @property
@@ -229,66 +278,59 @@ class PolicySource:
             self._was_unknown = unknown
 
     async def run(self) -> None:
-        """Probe for the CRD, then watch the policies; poll the cluster pause meanwhile."""
+        """Watch the CRD, the policies while it exists, and the cluster pause."""
         self.started = True
         self.update_metrics()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._poll_pause)
+            if self.pause_watcher is not None:
+                tg.start_soon(self.pause_watcher.run)
+            tg.start_soon(self.crd_watcher.run)
             while True:
-                try:
-                    await self._kube.request("GET", POLICIES_PATH, query=[("limit", "1")])
-                except NotFound:
-                    await self._clock.sleep(await self._absent_seen())
-                    continue
-                except ApiError as exc:
-                    self._unconfirmed_404 = None
-                    if self.absent:  # it may have been installed meanwhile: unknown again
-                        self.absent = False
-                        self._changed()
-                    self.update_metrics()
-                    log.warning("cannot probe NodeRecoveryPolicies: %s; retrying", exc)
-                    await self._clock.sleep(PROBE_INTERVAL)
-                    continue
-                break
-            self._unconfirmed_404 = None
-            self.absent = False
-            await self.watcher.run()
+                await self._crd_present.wait()
+                self._crd_gone = anyio.Event()
+                async with anyio.create_task_group() as policies:
+                    policies.start_soon(self.watcher.run)
+                    await self._crd_gone.wait()
+                    policies.cancel_scope.cancel()
+                # The CRD is gone: the next one starts from a fresh LIST.
+                self.watcher.synced = False
 
-    async def _absent_seen(self) -> float:
-        """The policies' path answered 404: believed only when the CRD object's own GET says
-        it does not exist (see the module doc); returns how long to wait before the next
-        probe."""
-        why: str | None = None
-        try:
-            await self._kube.request("GET", CRD_PATH)
-            why = f"the CRD {CRD_NAME} exists (not established yet, or a path that 404s)"
-        except NotFound as exc:
-            if not _the_objects_404(exc, CRD_NAME):
-                why = f"a 404 that is not the CRD's own: {exc}"
-        except ApiError as exc:
-            why = f"the CRD {CRD_NAME} could not be read to confirm it is absent: {exc}"
-        if why is not None:
-            if why != self._unconfirmed_404:
-                log.warning(
-                    "NodeRecoveryPolicies: 404, not believed: %s (meanwhile: %s)",
-                    why,
-                    Blocked.POLICIES_UNKNOWN,
-                )
-            self._unconfirmed_404 = why
-            if self.absent:  # it may be being installed: unknown again
+    def _crd_event(self, etype: str, name: str, raw: dict[str, Any] | None) -> None:
+        if name == CRD_NAME:
+            self._crd_seen(raw is not None)
+
+    def _crd_resync(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        self._crd_seen(any(name == CRD_NAME for name, _ in items))
+
+    def _crd_seen(self, present: bool) -> None:
+        """The CRD's watch says it exists (or not): watch the policies, or the flags govern."""
+        if present:
+            if self.absent or not self._crd_present.is_set():
+                if self.absent:
+                    log.info("the NodeRecoveryPolicy CRD is installed: reading the policies")
                 self.absent = False
+                self._crd_present.set()
+                self._changed()  # unknown until their first LIST
+        else:
+            if self._crd_present.is_set():
+                self._crd_present = anyio.Event()
+                self._crd_gone.set()
+            if not self.absent:
+                log.info("no NodeRecoveryPolicy CRD installed: the flags govern every node")
+                self.absent = True
+                self.policies = {}
                 self._changed()
-            self.update_metrics()
-            return PROBE_INTERVAL
-        self._unconfirmed_404 = None
-        if not self.absent:
-            log.info("no NodeRecoveryPolicy CRD installed: the flags govern every node")
-            self.absent = True
-            self.policies = {}
-            self._changed()
-        return PROBE_INTERVAL
+        self.update_metrics()
 
     # -- the cluster-wide pause ---------------------------------------------------------
+
+    def _pause_event(self, etype: str, name: str, raw: dict[str, Any] | None) -> None:
+        if self.location is not None and name == self.location.name:
+            self._pause_answer(raw)
+
+    def _pause_resync(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        if self.location is not None:
+            self._pause_answer(dict(items).get(self.location.name))
 
     async def read_pause(self) -> None:
         """One GET of the pause ConfigMap (no location: no cluster pause)."""
@@ -313,6 +355,10 @@ class PolicySource:
         if self.pause_error is not None:
             log.info("cluster pause %s read again", loc)
             self.pause_error = None
+        self._pause_answer(raw)
+
+    def _pause_answer(self, raw: Mapping[str, Any] | None) -> None:
+        """An answer about the pause ConfigMap: its object, or None (it does not exist)."""
         pause, warning = parse_cluster_pause(raw, self._clock.wall())
         if warning is not None and warning != self._pause_warning:
             log.warning("%s", warning)
@@ -341,12 +387,6 @@ class PolicySource:
             )
         self.pause_error = why
         self.update_metrics()
-
-    async def _poll_pause(self) -> None:
-        while True:
-            started = self._clock.monotonic()
-            await self.read_pause()
-            await self._clock.sleep(max(0.0, started + PAUSE_POLL - self._clock.monotonic()))
 
     # -- status ------------------------------------------------------------------------
 

@@ -569,6 +569,7 @@ class Controller:
     async def load_policies(self) -> None:
         """Read the policies and the cluster pause once (a read-only preview: `plan`)."""
         self.policies.started = True
+        self.policies.preview = True
         try:
             await self.policies.watcher.list_once()
         except NotFound:
@@ -899,7 +900,8 @@ class Controller:
             return False, "initial node list not complete"
         if not self.policies.listed:
             # Nothing is decided until then (a pause may exist): say so, do not look idle.
-            return False, "NodeRecoveryPolicies not read yet (see the log)"
+            why = self.policies.unknown_why()
+            return False, why or "NodeRecoveryPolicies not read yet (see the log)"
         if (unknown := self.policies.unknown_why()) is not None:
             return False, unknown  # every forward step is held (pause-unknown...)
         return True, "synced"

@@ -21,13 +21,23 @@ it. A pause never lasts more than MAX_PAUSE after its start (`since`, else the C
 creationTimestamp), and one whose `until` cannot be read pauses for DEFAULT_CLUSTER_PAUSE
 after that start. Nothing unreadable counts as "no pause".
 
-How long an answer is believed (`PAUSE_PROPAGATION_BOUND`): the controller GETs the ConfigMap
-every PAUSE_POLL (start to start), each GET bounded by PAUSE_READ_TIMEOUT. An answer (a pause,
-or a real 404 of the object: no pause) is believed for PAUSE_PROPAGATION_BOUND after the start
-of the read that gave it; past that without a newer answer, the pause is unknown and every
-destructive step is held (`pause-unknown`), exactly as if paused. So a pause written to the API
-at time t stops every destructive step by t + PAUSE_PROPAGATION_BOUND at the latest, readable
-or not: the read that started before t is the newest that could have missed it.
+How long an answer is believed (`PAUSE_PROPAGATION_BOUND`): the controller watches that one
+ConfigMap (a LIST and WATCH with a fieldSelector on its name): a pause written reaches it with
+the watch event. An answer is what proves the watch current: a LIST (the ConfigMap, or none: no
+pause), an event, a BOOKMARK, or the stream ended cleanly by the server at the timeoutSeconds it
+was asked for (kube.watching). A quiet object's watch gets no event, and kube-apiserver (v1.34,
+measured) sends a watch's first BOOKMARK only after a minute, so the pause watch asks for a
+short timeout (PAUSE_WATCH_TIMEOUT, jittered up to twice that) and is opened again from its
+resourceVersion each time the server ends it: one WATCH request every 5-9 s while nothing
+changes, no LIST, no GET. A stream that says nothing for PAUSE_WATCH_SILENCE (longer than any
+timeout it asked for: it is hung) is abandoned and the ConfigMap LISTed again. The last answer
+is believed for PAUSE_PROPAGATION_BOUND; past that, the pause is unknown and every destructive
+step is held (`pause-unknown`), exactly as if paused. So a pause written to the API at time t
+stops every destructive step by t + PAUSE_PROPAGATION_BOUND at the latest, readable or not: a
+watch that delivers it stops them at once; one that does not (broken, hung, refused) is
+believed no longer than PAUSE_PROPAGATION_BOUND after its last answer, which came before t. A
+read-only preview (`plan`) reads the ConfigMap once (a GET bounded by PAUSE_READ_TIMEOUT),
+believed as long.
 """
 
 from __future__ import annotations
@@ -47,12 +57,18 @@ MAX_PAUSE = 7 * 86400.0  # however far its `until`, after its start
 MAX_PAUSE_DAYS = 7
 MAX_REASON = 256
 
-PAUSE_POLL = 5.0  # the controller reads the pause ConfigMap this often (start to start)
-PAUSE_READ_TIMEOUT = 5.0  # each read is bounded by this
+#: The pause watch's timeoutSeconds (the watcher jitters it up to twice that, an integer: 5-9 s):
+#: each stream the server ends at its timeout proves the answer current.
+PAUSE_WATCH_TIMEOUT = 5.0
+#: No answer for this long (longer than any timeout asked for): the stream is hung, dropped,
+#: and the ConfigMap LISTed again.
+PAUSE_WATCH_SILENCE = 10.0
+PAUSE_READ_TIMEOUT = 5.0  # a preview's one read is bounded by this (and a LIST allowed as long)
 #: Seconds between a cluster pause written to the API and the controller refusing every
-#: destructive step (readable or not): an answer is believed this long after its read began.
-#: Two polls and a read: one failed read in between does not turn a known answer unknown.
-PAUSE_PROPAGATION_BOUND = 2 * PAUSE_POLL + PAUSE_READ_TIMEOUT
+#: destructive step (readable or not): an answer is believed this long. A LIST after
+#: PAUSE_WATCH_SILENCE without an answer, and its read: one lost stream or a slow LIST does
+#: not turn a known answer unknown.
+PAUSE_PROPAGATION_BOUND = PAUSE_WATCH_SILENCE + PAUSE_READ_TIMEOUT
 
 # Kubernetes' names (apimachinery validation): a namespace is a DNS-1123 label, most object
 # names (Deployments, Nodes, custom resources) DNS-1123 subdomains.

@@ -21,6 +21,8 @@ from noderecover.entry.config import (
     dns_name,
     duration_at_least,
     env_name,
+    kubeconfig_opts,
+    log_opts,
     non_empty,
     parse_bind,
     parse_bind_text,
@@ -208,15 +210,7 @@ def agent_opts() -> list[_Opt]:
             d.http_bind,
             metavar="HOST:PORT",
         ),
-        _Opt(
-            "--kubeconfig",
-            "kubeconfig",
-            non_empty,
-            "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
-            None,
-            metavar="PATH",
-        ),
-        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
+        *kubeconfig_opts(),
         _Opt(
             "--lease-namespace",
             "lease_namespace",
@@ -225,24 +219,7 @@ def agent_opts() -> list[_Opt]:
             None,
             metavar="NAMESPACE",
         ),
-        _Opt(
-            "--log-format",
-            "log_format",
-            lambda s: _choice(s, ("text", "json")),
-            "text | json",
-            d.log_format,
-            kind=Kind.CHOICE,
-            choices=("text", "json"),
-        ),
-        _Opt(
-            "--log-level",
-            "log_level",
-            lambda s: _choice(s.lower(), ("debug", "info", "warning", "error")),
-            "debug | info | warning | error",
-            d.log_level,
-            kind=Kind.CHOICE,
-            choices=("debug", "info", "warning", "error"),
-        ),
+        *log_opts(d.log_format, d.log_level),
     ]
 
 

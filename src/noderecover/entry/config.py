@@ -535,15 +535,7 @@ def _opts() -> list[_Opt]:
             boolean=True,
             kind=Kind.BOOLEAN,
         ),
-        _Opt(
-            "--kubeconfig",
-            "kubeconfig",
-            non_empty,
-            "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
-            None,
-            metavar="PATH",
-        ),
-        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
+        *kubeconfig_opts(),
         _Opt(
             "--api-timeout",
             "api_timeout",
@@ -632,23 +624,50 @@ def _opts() -> list[_Opt]:
             kind=Kind.DURATION,
             run_only=True,
         ),
+        *log_opts(d.log_format, d.log_level),
+    ]
+
+
+def kubeconfig_opts() -> list[_Opt]:
+    """--kubeconfig and --context, one definition for every command that reaches the API."""
+    return [
+        _Opt(
+            "--kubeconfig",
+            "kubeconfig",
+            non_empty,
+            "kubeconfig path (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
+            None,
+            metavar="PATH",
+        ),
+        _Opt("--context", "context", non_empty, "kubeconfig context", None, metavar="NAME"),
+    ]
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_opts(log_format: str, log_level: str) -> list[_Opt]:
+    """--log-format and --log-level, one definition for every command that logs (the
+    controller and the node agent), with these defaults."""
+    return [
         _Opt(
             "--log-format",
             "log_format",
-            lambda s: _choice(s, ("text", "json")),
-            "text | json",
-            d.log_format,
+            lambda s: _choice(s, LOG_FORMATS),
+            " | ".join(LOG_FORMATS),
+            log_format,
             kind=Kind.CHOICE,
-            choices=("text", "json"),
+            choices=LOG_FORMATS,
         ),
         _Opt(
             "--log-level",
             "log_level",
-            lambda s: _choice(s.lower(), ("debug", "info", "warning", "error")),
-            "debug | info | warning | error",
-            d.log_level,
+            lambda s: _choice(s.lower(), LOG_LEVELS),
+            " | ".join(LOG_LEVELS),
+            log_level,
             kind=Kind.CHOICE,
-            choices=("debug", "info", "warning", "error"),
+            choices=LOG_LEVELS,
         ),
     ]
 

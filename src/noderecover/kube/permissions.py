@@ -51,18 +51,26 @@ API_CALLS: Mapping[Permission, str] = {
         "controller: the heartbeat history, a watch of every node's Lease (--grace-from-heartbeat)"
     ),
     Permission("noderecover.io", "noderecoverypolicies", "list"): (
-        "policies: the CRD probe, the initial LIST and every re-list; plan"
+        "policies: the initial LIST and every re-list; plan"
     ),
     Permission("noderecover.io", "noderecoverypolicies", "watch"): "policies: the policy watch",
-    Permission("apiextensions.k8s.io", "customresourcedefinitions", "get"): (
-        "policies: is the CRD installed (a 404 of the policies is believed only when the "
-        "CRD's own GET says it is not found)"
+    Permission("apiextensions.k8s.io", "customresourcedefinitions", "list"): (
+        "policies: is the CRD installed, a LIST of that one CRD (granted by resourceNames)"
+    ),
+    Permission("apiextensions.k8s.io", "customresourcedefinitions", "watch"): (
+        "policies: is the CRD installed, a watch of that one CRD (granted by resourceNames)"
     ),
     Permission("noderecover.io", "noderecoverypolicies/status", "patch"): (
         "policies: the leader writes each policy's status"
     ),
     Permission("", "configmaps", "get", OWN_NAMESPACE): (
-        "policies: the cluster-wide pause (ConfigMap noderecover-pause)"
+        "plan: the cluster-wide pause (ConfigMap noderecover-pause), one read"
+    ),
+    Permission("", "configmaps", "list", OWN_NAMESPACE): (
+        "policies: the cluster-wide pause, a LIST of that one ConfigMap (granted by resourceNames)"
+    ),
+    Permission("", "configmaps", "watch", OWN_NAMESPACE): (
+        "policies: the cluster-wide pause, a watch of that one ConfigMap (granted by resourceNames)"
     ),
     Permission("", "secrets", "get", OWN_NAMESPACE): (
         "fencing: the fence credentials, the one Secret the configuration names (granted by "

@@ -12,8 +12,11 @@ Invariants:
   backoff (a watch can hang without the TCP connection dropping, and a server without watch
   bookmarks sends nothing on a quiet cluster); the server-side `timeoutSeconds` is jittered
   so that replicas do not reconnect in lockstep.
-- Progress is only what proves the view current: a completed LIST, or an event or BOOKMARK
-  that was applied. Opening a stream is not progress (a server may accept watches and never
+- Progress is only what proves the view current: a completed LIST, an event or BOOKMARK
+  that was applied, or a stream the server ended cleanly once the `timeoutSeconds` it was
+  asked for had passed (it held the stream open that long and delivered every event of
+  that time: the view was current when it ended; a stream ended sooner proves nothing).
+  Opening a stream is not progress (a server may accept watches and never
   deliver anything), so `stale()` turns True once nothing was applied for `silence`. Before
   each WATCH, a view without progress for `silence` is LISTed again: a quiet server without
   bookmarks costs one LIST per `silence` (stale only while that LIST runs).
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
 import anyio
@@ -106,8 +109,12 @@ class Watcher(Generic[T]):
         silence: float = 90.0,
         server_timeout: float = 300.0,
         rng: random.Random | None = None,
+        query: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`query`: parameters of every LIST and WATCH besides the watcher's own (a
+        fieldSelector naming one object: a watch of that object alone)."""
         self._kube = kube
+        self._query = tuple(query)
         self._clock = clock
         self._path = path
         self.resource = resource
@@ -122,6 +129,8 @@ class Watcher(Generic[T]):
         self.synced = False
         self.last_progress = clock.monotonic()
         self.lists = 0
+        # Why the last LIST or WATCH failed, until the next progress (None: it did not).
+        self.last_error: str | None = None
         self._relist = anyio.Event()
         self._relisted = anyio.Event()
         self._stream_scope: anyio.CancelScope | None = None
@@ -195,6 +204,7 @@ class Watcher(Generic[T]):
                 if reason == "error-event":
                     need_list = True
                 delay = self._backoff.next_delay(at_least=exc.retry_after or 0.0)
+                self.last_error = str(exc)
                 log.warning("%s watch failed (%s); retrying in %.1fs", self.resource, exc, delay)
                 await self._clock.sleep(delay)
 
@@ -218,7 +228,12 @@ class Watcher(Generic[T]):
         # parsing makes no cycles).
         with gc_paused():
             meta = await list_pages(
-                self._kube, self._path, page, page_size=PAGE_SIZE, null_items=True
+                self._kube,
+                self._path,
+                page,
+                page_size=PAGE_SIZE,
+                query=self._query,
+                null_items=True,
             )
             rv = meta.get("resourceVersion")
             if not isinstance(rv, str) or not rv:
@@ -228,6 +243,7 @@ class Watcher(Generic[T]):
         self.lists += 1
         self.synced = True
         self.last_progress = self._clock.monotonic()
+        self.last_error = None
         log.debug(
             "%s listed: %d objects at rv %s", self.resource, len(items), self.resource_version
         )
@@ -236,6 +252,7 @@ class Watcher(Generic[T]):
         """One watch request; returns why it ended normally, raises on errors/expiry."""
         timeout = int(self._server_timeout * (1.0 + self._rng.random()))
         query = [
+            *self._query,
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             ("resourceVersion", self.resource_version),
@@ -245,13 +262,21 @@ class Watcher(Generic[T]):
             self._stream_scope = scope
             if self._relist.is_set():  # asked for while we were listing
                 scope.cancel()
+            asked = self._clock.monotonic()
             try:
                 async with self._kube.stream(
                     self._path, query, read_timeout=self._silence
                 ) as lines:
                     async for line in lines:
                         self._handle(line)
-                return "timeout"
+                ended = self._clock.monotonic()
+                if ended - asked >= timeout:
+                    # The server held the stream for its whole timeout and ended it cleanly:
+                    # every event of that time was delivered (see the module doc).
+                    self.last_progress = ended
+                    self.last_error = None
+                    return "timeout"
+                return "closed-early"
             except Gone as exc:
                 raise _Expired from exc
             except ApiError as exc:
@@ -289,6 +314,7 @@ class Watcher(Generic[T]):
                 return
             self.resource_version = rv
             self.last_progress = self._clock.monotonic()
+            self.last_error = None
             return
         key = self._key(obj)
         if key is None or not isinstance(obj, dict):
@@ -297,6 +323,7 @@ class Watcher(Generic[T]):
         if rv is not None:
             self.resource_version = rv
         self.last_progress = self._clock.monotonic()
+        self.last_error = None
         if etype == "DELETED":
             self._on_event(etype, key, None)
             return

@@ -39,6 +39,7 @@ _T = TypeVar("_T")
 
 HISTORY_KEEP = 400  # watch events kept per resource for a WATCH from an older version
 BOOKMARK_EVERY = 30.0
+CRD_NAME = "noderecoverypolicies.noderecover.io"
 
 
 def clone(obj: _T) -> _T:
@@ -126,10 +127,17 @@ class Applied:
 class SimWatch:
     """One open watch stream: lines delivered in order, each after the seed's lag."""
 
-    def __init__(self, api: SimApi, target: Target, selector: list[Any]) -> None:
+    def __init__(
+        self,
+        api: SimApi,
+        target: Target,
+        selector: list[Any],
+        fields: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.api = api
         self.target = target
         self.selector = selector
+        self.fields = fields  # fieldSelector terms (path, value): equality only
         self.lines: deque[bytes] = deque()
         self.wake = asyncio.Event()
         self.closed = False
@@ -140,6 +148,8 @@ class SimWatch:
             return False
         meta = obj.get("metadata") or {}
         if self.target.namespace and meta.get("namespace") != self.target.namespace:
+            return False
+        if not all(_field(obj, k) == v for k, v in self.fields):
             return False
         return labels_match(self.selector, meta.get("labels") or {})
 
@@ -271,6 +281,14 @@ class SimApi:
         self.stores: dict[str, Store] = {}
         self.watches: list[SimWatch] = []
         self.policies_installed = policies_installed
+        if policies_installed:
+            # The NodeRecoveryPolicy CRD: an object (its watch says it exists).
+            crd = {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": CRD_NAME, "uid": self.new_uid()},
+            }
+            self._commit("customresourcedefinitions", "ADDED", ("", CRD_NAME), crd, None)
 
     # -- objects ------------------------------------------------------------------------
 
@@ -383,13 +401,16 @@ class SimApi:
             raise err
         if t.resource == "noderecoverypolicies" and not self.policies_installed:
             raise Reject(404, "the server could not find the requested resource")
-        if t.resource == "customresourcedefinitions" and method == "GET" and t.name:
-            # Only the NodeRecoveryPolicy CRD exists, once installed.
-            if t.name != "noderecoverypolicies.noderecover.io" or not self.policies_installed:
-                raise Reject(
-                    404, f'customresourcedefinitions.apiextensions.k8s.io "{t.name}" not found'
-                )
-            return {"kind": "CustomResourceDefinition", "metadata": {"name": t.name}}
+        if (
+            t.resource == "customresourcedefinitions"
+            and method == "GET"
+            and t.name
+            and self.get(t.resource, t.name) is None
+        ):
+            # Only the NodeRecoveryPolicy CRD exists, once installed (its own 404 message).
+            raise Reject(
+                404, f'customresourcedefinitions.apiextensions.k8s.io "{t.name}" not found'
+            )
         if method == "GET":
             if not t.name:
                 return self._list(t, q)
@@ -524,7 +545,11 @@ class SimApi:
         rv = int(q.get("resourceVersion") or self.rv)
         if rv < s.compacted:
             raise Reject(410, f"too old resource version: {rv} ({s.compacted})", "Expired")
-        w = SimWatch(self, t, parse_label_selector(q.get("labelSelector", "")))
+        fields = tuple(
+            (k, v)
+            for k, v in (f.split("=", 1) for f in q.get("fieldSelector", "").split(",") if "=" in f)
+        )
+        w = SimWatch(self, t, parse_label_selector(q.get("labelSelector", "")), fields)
         for ev_rv, etype, obj, prev in s.history:
             if ev_rv > rv:
                 w.offer(etype, obj, prev)
@@ -535,11 +560,15 @@ class SimApi:
             self._bookmarks(w)
         return w
 
+    def _bookmark(self, w: SimWatch) -> None:
+        if not w.closed:
+            w.send("BOOKMARK", {"kind": "Bookmark", "metadata": {"resourceVersion": str(self.rv)}})
+
     def _bookmarks(self, w: SimWatch) -> None:
         def tick() -> None:
             if w.closed:
                 return
-            w.send("BOOKMARK", {"kind": "Bookmark", "metadata": {"resourceVersion": str(self.rv)}})
+            self._bookmark(w)
             self.loop.call_later(BOOKMARK_EVERY, tick)
 
         self.loop.call_later(BOOKMARK_EVERY, tick)

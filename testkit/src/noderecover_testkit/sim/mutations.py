@@ -78,21 +78,21 @@ def unknown_pause() -> Undo:
         PolicySource,
         "pause_known",
         (
-            "return read is not None and self._clock.monotonic() - read <= PAUSE_PROPAGATION_BOUND",
-            "return True",
+            "if w is not None and w.synced and now - w.last_progress <= PAUSE_PROPAGATION_BOUND:",
+            "if True:",
         ),
     )
 
 
 def unknown_policies() -> Undo:
     """1b: controller/policies.py PolicySource.known: the policies count as known before the
-    first LIST, while the CRD 404 is unconfirmed and while their watch is stale."""
+    first LIST (or the CRD's first answer) and while their watch (or the CRD's) is stale."""
     from noderecover.controller.policies import PolicySource
 
     return _edit(
         PolicySource,
         "known",
-        ("return not self.started or self.absent or not self.watcher.stale()", "return True"),
+        ("if not self.started:", "if True:"),
     )
 
 
@@ -330,9 +330,10 @@ def _m(name: str, fn: Callable[[], Undo], faults: str, seeds: range, *expect: st
 # class -> mutation, with the fault kinds and seeds that find it (tests/test_sim_mutations.py).
 # 7 (the plugin) is not simulated; 9 (words) is not an invariant.
 MUTATIONS: dict[str, Mutation] = {
-    # Seeds 0-39 hold two that catch it (2, 35) since the heartbeat Lease watch and the fence
-    # merge shifted every seed's faults (40-79 no longer did; before, 0-39 had lost theirs).
-    "1": _m("unknown-pause", unknown_pause, "pause,pause-unreadable", range(40), "paused"),
+    # Seeds 40-79 hold two that catch it (45, 68; 80-119: 85; 120-159: 152) since the pause is
+    # watched (0-39 no longer do: a pause reaches an open watch at once, so only one written
+    # while its watch is broken can be missed).
+    "1": _m("unknown-pause", unknown_pause, "pause,pause-unreadable", range(40, 80), "paused"),
     "2": _m(
         "decision-older-than-write",
         decision_older_than_write,
@@ -342,7 +343,9 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "3": _m("liveness-scale", liveness_scale, "partition", range(40), "kubelet-alive"),
     "4": _m("ownership-lost", ownership_lost, "lost-reply", range(40, 80), "left-behind"),
-    "5": _m("stale-claims", stale_claims, "operator", range(40), "operator-change-undone"),
+    # Seeds 40-79 (44, 50, 63, 68 catch it; 0-39 no longer do since a watch stream ended at
+    # its timeout counts as progress: fewer re-LISTs move every seed's interleavings).
+    "5": _m("stale-claims", stale_claims, "operator", range(40, 80), "operator-change-undone"),
     "6": _m("limits", limits, "partition,notready", range(40), "max-concurrent"),
     "8": _m("silent", silent, "policy-churn", range(40), "liveness"),
     "10": _m("clocks", clocks, "pause,wall-step", range(40, 80), "paused"),
@@ -355,7 +358,8 @@ UNSEEN: dict[str, Mutation] = {
     # open watch stream keeps delivering while the world makes the policies unreadable (5-60 s).
     "1b": _m("unknown-policies", unknown_policies, "pause,pause-unreadable", range(40), "paused"),
     # Each drain iteration reads the evidence (gates asked) before its batch; a batch of one
-    # or two pods lasts far less than the oracle's pause bound (PAUSE_POLL + two requests).
+    # or two pods lasts far less than the oracle's pause bound (PAUSE_PROPAGATION_BOUND and
+    # the watch lag).
     "2b": _m("ungated-evictions", ungated_evictions, "pause,slow", range(40), "paused"),
     # The sim applies a write on its way up (<= 50 ms) and the elector cancels the leader's
     # work at --renew-deadline, before its Lease can pass: no write arrives after it.

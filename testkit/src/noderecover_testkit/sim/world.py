@@ -28,7 +28,7 @@ import anyio.abc
 from noderecover.controller.reconciler import Controller
 from noderecover.controller.writes import Writer
 from noderecover.core.nodes import OUT_OF_SERVICE_KEY
-from noderecover.core.pauses import PAUSE_POLL
+from noderecover.core.pauses import PAUSE_PROPAGATION_BOUND
 from noderecover.core.settings import Config
 from noderecover.entry.app import _StopGate
 from noderecover.entry.config import add_run_flags, build_config
@@ -219,7 +219,7 @@ class WorldFaults(Faults):
             return None
         now = w.loop.time()
         pause_until = w.unreadable.get("pause", -1.0)
-        if now < pause_until and target.resource == "configmaps" and method == "GET":
+        if now < pause_until and target.resource == "configmaps" and method in ("GET", "WATCH"):
             return Reject(w.rng.choice([403, 500, 503]), "pause unreadable")
         policies_until = w.unreadable.get("policies", -1.0)
         reading = method in ("GET", "WATCH")
@@ -286,7 +286,9 @@ class World:
             policies_installed=sc.policies > 0 or rng.random() < 0.5,
         )
         if bounds is None:
-            pause = PAUSE_POLL + sc.api_timeout + sc.stale + (3.0 if self.on("watch-lag") else 0)
+            # A pause reaches a replica by its watch, or holds once the watch's last answer is
+            # older than the bound (core.pauses).
+            pause = PAUSE_PROPAGATION_BOUND + sc.stale + (3.0 if self.on("watch-lag") else 0)
             bounds = Bounds(stale=sc.stale, pause=pause + 1.0)
         self.bounds = bounds
         self.oracle = Oracle(
@@ -661,6 +663,12 @@ class World:
             which = r.choice(["pause", "policies"])
             self.unreadable[which] = now + r.uniform(5.0, 60.0)
             self.oracle.note(f"world {which} unreadable")
+            # What makes it unreadable (a proxy, the API server restarting behind a balancer)
+            # also ends the open watches of it: they reconnect into the refusals.
+            resource = "configmaps" if which == "pause" else "noderecoverypolicies"
+            for w in list(api.watches):
+                if w.target.resource == resource and not w.closed:
+                    w.end()
         elif kind == "policy-churn":
             self._churn()
         elif kind == "node-recreate":
