@@ -11,7 +11,6 @@ import socket
 from pathlib import Path
 
 import anyio
-from kubernetes_asyncio.client import ApiClient
 
 from noderecover import __version__
 from noderecover.base.clock import Clock, SystemClock
@@ -25,6 +24,7 @@ from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.election import ElectionConfig, LeaderElector, default_identity
 from noderecover.kube.events import EventRecorder
 from noderecover.kube.kubeconfig import KubeconfigError, first_line, in_cluster, load_api_client
+from noderecover.kube.lean import ApiClient
 
 log = logging.getLogger("noderecover")
 
