@@ -401,16 +401,22 @@ def test_the_cluster_wide_pause_holds_the_flag_mode_and_expires(
 def test_the_cluster_pause_is_watched_not_polled(crd: TestCluster, nr: Replicas) -> None:
     """On a real API server, a quiet pause ConfigMap costs one WATCH every 5-9 s and nothing
     else: each stream the server ends at its timeoutSeconds proves the answer current (the
-    pause stays known, no LIST, no GET), and a pause written arrives with its watch event."""
+    pause stays known, no LIST, no GET), and a pause written arrives with its watch event.
+    The CRD's and the policies' watches likewise (streams of 15-29 s with FAST's 30 s
+    --watch-silence; kube-apiserver sends no BOOKMARK in a watch's first minute): the
+    policies stay known and nobody LISTs them or the CRD in the window."""
     c = crd
     r = nr.start("replica-a", *FAST)
     nr.leader()
     wait(lambda: r.metric("noderecover_pause_unknown", what="cluster") == 0, 30, "pause known")
 
-    def lists() -> float:
+    def lists() -> tuple[float, ...]:
         status, text = c.api("GET", "/metrics")
         assert status == 200
-        return metric_sum(str(text), "apiserver_request_total", resource="configmaps", verb="LIST")
+        return tuple(
+            metric_sum(str(text), "apiserver_request_total", resource=res, verb="LIST")
+            for res in ("configmaps", "customresourcedefinitions", "noderecoverypolicies")
+        )
 
     ended = r.metric("noderecover_watch_restarts_total", resource="configmaps", reason="timeout")
     early = r.metric(
@@ -418,8 +424,9 @@ def test_the_cluster_pause_is_watched_not_polled(crd: TestCluster, nr: Replicas)
     )
     listed = lists()
     t_end = time.time() + 40
-    while time.time() < t_end:  # a quiet minute's worth: known all along
+    while time.time() < t_end:  # longer than the 30 s silence: known all along
         assert r.metric("noderecover_pause_unknown", what="cluster") == 0
+        assert r.metric("noderecover_pause_unknown", what="policies") == 0
         time.sleep(1)
     streams = (
         r.metric("noderecover_watch_restarts_total", resource="configmaps", reason="timeout")
@@ -430,7 +437,7 @@ def test_the_cluster_pause_is_watched_not_polled(crd: TestCluster, nr: Replicas)
         r.metric("noderecover_watch_restarts_total", resource="configmaps", reason="closed-early")
         == early
     )
-    assert lists() == listed  # no LIST of any ConfigMap by anyone
+    assert lists() == listed  # no LIST of a ConfigMap, the CRD or a policy by anyone
 
     cm = {
         "apiVersion": "v1",

@@ -8,9 +8,11 @@
   it. `known` is False until the CRD's first answer, while the CRD exists and the policies'
   first LIST has not completed, and while the watch that answers (the policies', or the CRD's
   when absent) is stale: the controller then holds every forward step (`policies-unknown`),
-  since a pause or a policy it has not seen may exist. Both are long watches: the API
-  server's BOOKMARK every minute keeps them fresh within the default --watch-silence (90 s)
-  without a LIST (a --watch-silence under a minute costs a LIST per silence).
+  since a pause or a policy it has not seen may exist. Both ask for a server timeout of at
+  most half of --watch-silence (kube.watching.quiet_timeout): each stream the server ends
+  at its timeout proves them current, so a quiet CRD or policy list costs one WATCH per
+  45-89 s (the default 90 s silence) and never a LIST (kube-apiserver's first BOOKMARK of a
+  watch comes after a minute, and one missed means a LIST after the silence: measured).
 - The cluster-wide pause (where, its format, how long an answer is believed: core.pauses):
   a watch of that one ConfigMap. An answer is a LIST (the object, or none: no pause), an
   event or a BOOKMARK; a 403, a 5xx, a 404 (a namespaced LIST answers 200, empty, even in a
@@ -65,7 +67,7 @@ from noderecover.core.policies import (
 )
 from noderecover.core.settings import Config
 from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, NotFound, NotLeader
-from noderecover.kube.watching import Watcher
+from noderecover.kube.watching import Watcher, quiet_timeout
 
 log = logging.getLogger("noderecover.controller.policies")
 
@@ -141,7 +143,7 @@ class PolicySource:
             self._crd_event,
             self._crd_resync,
             silence=cfg.watch_silence,
-            server_timeout=cfg.watch_timeout,
+            server_timeout=quiet_timeout(cfg.watch_silence, cfg.watch_timeout),
             rng=rng,
             query=[("fieldSelector", f"metadata.name={CRD_NAME}")],
         )
@@ -158,7 +160,7 @@ class PolicySource:
             self._event,
             self._resync,
             silence=cfg.watch_silence,
-            server_timeout=cfg.watch_timeout,
+            server_timeout=quiet_timeout(cfg.watch_silence, cfg.watch_timeout),
             rng=rng,
         )
 

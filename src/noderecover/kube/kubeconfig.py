@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kubernetes_asyncio import config as kconfig
-from kubernetes_asyncio.client import ApiClient, Configuration
+from noderecover.kube.lean import ApiClient, Configuration
+from noderecover.kube.lean import config as kconfig
 
 IN_CLUSTER = "in-cluster config (KUBERNETES_SERVICE_HOST/_PORT)"
 

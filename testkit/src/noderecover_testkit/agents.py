@@ -49,7 +49,7 @@ from noderecover.agent.reboot import feed_file, read_feed
 from noderecover_testkit.cluster import TestCluster
 from noderecover_testkit.processes import free_port, start
 from noderecover_testkit.proxy import TcpProxy
-from noderecover_testkit.replicas import DATA, NAMESPACE
+from noderecover_testkit.replicas import DATA, NAMESPACE, token_kubeconfig
 
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
 
@@ -97,36 +97,7 @@ def agent_kubeconfig(cluster: TestCluster, path: Path, server: str) -> Path:
     """Apply the agent's RBAC; a kubeconfig with only its ServiceAccount's token."""
     for obj in agent_rbac_objects():
         cluster.apply(obj)
-    token = cluster.request(
-        "POST",
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/noderecover-agent/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 7200},
-        },
-    )["status"]["token"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "agent",
-                "clusters": [
-                    {
-                        "name": "test",
-                        "cluster": {
-                            "server": server,
-                            "certificate-authority": str(cluster.ca_file),
-                        },
-                    }
-                ],
-                "users": [{"name": "agent", "user": {"token": token}}],
-                "contexts": [{"name": "agent", "context": {"cluster": "test", "user": "agent"}}],
-            }
-        )
-    )
-    return path
+    return token_kubeconfig(cluster, path, server, "noderecover-agent", "agent")
 
 
 @dataclass

@@ -44,9 +44,17 @@ def sa_kubeconfig(cluster: TestCluster, path: Path, server: str | None = None) -
     (``server``: another address for the API server, e.g. a fault-injecting proxy)."""
     for obj in rbac_objects():
         cluster.apply(obj)
+    return token_kubeconfig(cluster, path, server or cluster.server, "noderecover", "sa")
+
+
+def token_kubeconfig(
+    cluster: TestCluster, path: Path, server: str, service_account: str, user: str
+) -> Path:
+    """A kubeconfig at ``path`` holding only a fresh token of ServiceAccount
+    ``service_account`` (of noderecover's namespace), for the API server at ``server``."""
     token = cluster.request(
         "POST",
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/noderecover/token",
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{service_account}/token",
         {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
@@ -58,18 +66,18 @@ def sa_kubeconfig(cluster: TestCluster, path: Path, server: str | None = None) -
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "current-context": "sa",
+                "current-context": user,
                 "clusters": [
                     {
                         "name": "test",
                         "cluster": {
-                            "server": server or cluster.server,
+                            "server": server,
                             "certificate-authority": str(cluster.ca_file),
                         },
                     }
                 ],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": user, "context": {"cluster": "test", "user": user}}],
             }
         )
     )
