@@ -16,6 +16,14 @@ spread evenly) or with the flags alone:
 (c) initial sync: a paginated LIST (pages of 500) through ``Watcher._list``, then the first
     pass, with the gc tuned as ``entry.app`` tunes it.
 
+(d) RSS (``--rss``): at 1,000 / 5,000 / 20,000 / 50,000 nodes, a loopback HTTP server in this
+    process serves the same N Nodes to, in a fresh process each: noderecover
+    (bench/rss_worker.py: what `noderecover run` imports and does up to its first LIST, then
+    the node watcher's LIST in pages of 500 through KubeClient/aiohttp, and the first pass)
+    and the script (bench/liberator_rss.py under $LIBERATOR_PYTHON: one ``list_node()`` of
+    the sync kubernetes client, held, as at the top of every poll). VmRSS after the read
+    with the N nodes held, and VmHWM (the peak), from /proc/self/status.
+
 ``--before DIR`` runs the same measurements, in the same run, on another checkout of the
 code (``DIR/src``; e.g. ``git worktree add --detach /tmp/nr-base main``) in a subprocess, one
 size at a time alternating with this checkout, and prints both with their ratio. The machine
@@ -23,7 +31,11 @@ is shared: every row is a median of runs, and the ratio is the figure to read.
 
 Targets (issue 24): >= 10,000 events/s with a pass per event at 50,000 nodes, 1,000 of them
 unhealthy, 100 policies; an idle pass under 50 µs at any size; 50,000 nodes synced (LIST +
-first pass) in at most 5 s.
+first pass) in at most 5 s; RSS at most 250 MiB at 50,000 nodes and no more than the
+script's at every size.
+
+Parts alone: ``--no-pass --sizes 50000:100`` the sync only; ``--rss --no-pass --no-sync``
+the RSS rows only.
 """
 
 from __future__ import annotations
@@ -36,8 +48,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -98,6 +116,117 @@ class ListApi:
         index = int(cont.removeprefix("tok-")) // self.page_size if cont else 0
         parsed: dict[str, Any] = orjson.loads(self.pages[index])
         return parsed
+
+
+class LoopbackApi(ThreadingHTTPServer):
+    """GET /api/v1/nodes on 127.0.0.1 from prepared Node bodies: paginated (`limit`,
+    `continue`) as the API server does, or the whole list in one body without `limit`."""
+
+    daemon_threads = True
+
+    def __init__(self, nodes: Sequence[bytes]) -> None:
+        super().__init__(("127.0.0.1", 0), _ListHandler)
+        self.nodes = nodes
+
+    def body(self, limit: int, start: int) -> bytes:
+        chunk = self.nodes[start : start + limit] if limit else self.nodes
+        more = limit and start + limit < len(self.nodes)
+        meta = (
+            b'{"resourceVersion":"5000","continue":"tok-%d"}' % (start + limit)
+            if more
+            else b'{"resourceVersion":"5000"}'
+        )
+        return (
+            b'{"kind":"NodeList","apiVersion":"v1","metadata":'
+            + meta
+            + b',"items":['
+            + b",".join(chunk)
+            + b"]}"
+        )
+
+
+class _ListHandler(BaseHTTPRequestHandler):
+    server: LoopbackApi
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path != "/api/v1/nodes":
+            self.send_error(404)
+            return
+        cont = query.get("continue", "")
+        body = self.server.body(int(query.get("limit", "0")), int(cont[4:]) if cont else 0)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def loopback(nodes: Sequence[bytes]) -> Iterator[str]:
+    """A kubeconfig for a LoopbackApi serving `nodes` (served from a thread of this process)."""
+    server = LoopbackApi(nodes)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kubeconfig"
+        cluster = {"server": f"http://127.0.0.1:{server.server_address[1]}"}
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "bench",
+                    "clusters": [{"name": "bench", "cluster": cluster}],
+                    "users": [{"name": "bench", "user": {"token": "bench"}}],
+                    "contexts": [
+                        {"name": "bench", "context": {"cluster": "bench", "user": "bench"}}
+                    ],
+                }
+            )
+        )
+        try:
+            yield str(path)
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def rss_rows(sizes: Sequence[int], policies: int) -> list[dict[str, Any]]:
+    """(d): noderecover's and the script's RSS after reading the same N-node LIST, each in a
+    fresh process, one size after the other."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([f"{here}/src", here]),
+        "PYTHONHASHSEED": "0",
+    }
+    script_python = os.environ.get("LIBERATOR_PYTHON") or sys.executable
+    everything = [orjson.dumps(node_body(i, policies)) for i in range(max(sizes))]
+    rows = []
+    for n in sizes:
+        with loopback(everything[:n]) as kubeconfig:
+            got = {}
+            for label, argv in (
+                (
+                    "noderecover",
+                    [sys.executable, "-m", "bench.rss_worker", kubeconfig, str(policies)],
+                ),
+                ("script", [script_python, "-m", "bench.liberator_rss", kubeconfig]),
+            ):
+                out = subprocess.run(
+                    argv, env=env, cwd=here, check=True, capture_output=True, text=True
+                )
+                got[label] = json.loads(out.stdout.strip().splitlines()[-1])
+                assert got[label]["nodes"] == n, got[label]
+        rows.append({"nodes": n, **got, "load": os.getloadavg()[0]})
+        print(f"  RSS measured at {n:,} nodes ({machine()})", file=sys.stderr)
+    return rows
 
 
 def new_controller(api: object, policies: int) -> Controller:
@@ -239,6 +368,7 @@ def sync(n: int, policies: int, repeat: int) -> dict[str, Any]:
         "list_s": statistics.median(lists),
         "first_pass_s": statistics.median(firsts),
         "cpu_s": statistics.median(cpus),
+        "runs": [f"{a + b:.2f} / {c:.2f}" for a, b, c in zip(lists, firsts, cpus, strict=True)],
         "bytes": sum(len(p) for p in pages),
     }
 
@@ -273,6 +403,11 @@ def main() -> int:
     parser.add_argument("--before", help="another checkout to measure in the same run")
     parser.add_argument("--sizes", help="nodes:policies,... (default: all the rows)")
     parser.add_argument("--no-sync", action="store_true", help="skip the initial sync")
+    parser.add_argument("--no-pass", action="store_true", help="skip the pass rows")
+    parser.add_argument("--rss", action="store_true", help="the RSS rows (d), against the script")
+    parser.add_argument(
+        "--rss-sizes", default="1000,5000,20000,50000", help="node counts of the RSS rows"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,6 +424,24 @@ def main() -> int:
     if args.before:
         trees.insert(0, ("before", args.before))
     print(f"# reconcile pass cost ({machine()})\n")
+    if not args.no_pass:
+        pass_rows(sizes, trees, repeat, before=bool(args.before))
+    if not args.no_sync:
+        sync_rows(trees, repeat)
+    if args.rss:
+        print(f"\nRSS after reading the same N-node LIST, a fresh process each ({machine()})\n")
+        rss_table([int(x) for x in args.rss_sizes.split(",")])
+    print(f"\ndone ({machine()})")
+    return 0
+
+
+def pass_rows(
+    sizes: Sequence[tuple[int, int]],
+    trees: Sequence[tuple[str, str | None]],
+    repeat: int,
+    *,
+    before: bool,
+) -> None:
     rows = []
     for n, policies in sizes:
         got = {label: run_in(src, f"pass:{n}:{policies}", repeat) for label, src in trees}
@@ -297,7 +450,7 @@ def main() -> int:
         for label, _ in trees:
             r = got[label]
             row += [fmt_int(r["events_per_s"]), fmt(r["idle_us"], 1)]
-        if args.before:
+        if before:
             row += [
                 f"{after['events_per_s'] / got['before']['events_per_s']:.0f}x",
                 f"{got['before']['idle_us'] / after['idle_us']:.0f}x",
@@ -308,13 +461,13 @@ def main() -> int:
     headers = ["nodes", "unhealthy", "policies"]
     for label, _ in trees:
         headers += [f"{label}: events/CPU s, a pass each", f"{label}: idle pass CPU µs"]
-    if args.before:
+    if before:
         headers += ["events/s after/before", "idle before/after"]
     headers.append("after: events/CPU s, no pass")
     print(table(headers, rows))
-    if args.no_sync:
-        print(f"\ndone ({machine()})")
-        return 0
+
+
+def sync_rows(trees: Sequence[tuple[str, str | None]], repeat: int) -> None:
     print("\ninitial sync (LIST in pages of 500, then the first pass; gc tuned as entry.app)\n")
     rows = []
     for n, policies in [(50000, POLICIES)]:
@@ -330,7 +483,9 @@ def main() -> int:
                 fmt(r["first_pass_s"], 2),
                 fmt(total, 2),
                 fmt(r["cpu_s"], 2),
+                ", ".join(r.get("runs", [])),
             ]
+        row.append(f"{os.getloadavg()[0]:.2f}")
         rows.append(row)
     headers = ["nodes", "policies", "LIST MiB"]
     for label, _ in trees:
@@ -339,10 +494,45 @@ def main() -> int:
             f"{label}: first pass s",
             f"{label}: total s",
             f"{label}: CPU s",
+            f"{label}: each run, total s wall / CPU s",
         ]
+    headers.append("load")
     print(table(headers, rows))
-    print(f"\ndone ({machine()})")
-    return 0
+
+
+def rss_table(sizes: Sequence[int]) -> None:
+    rows = []
+    for r in rss_rows(sizes, 0):
+        ours, script = r["noderecover"], r["script"]
+        rows.append(
+            [
+                fmt_int(r["nodes"]),
+                fmt(ours["rss_before_mib"], 1),
+                fmt(ours["rss_mib"], 1),
+                fmt(ours["hwm_mib"], 1),
+                fmt(script["rss_before_mib"], 1),
+                fmt(script["rss_mib"], 1),
+                fmt(script["hwm_mib"], 1),
+                f"{script['rss_mib'] / ours['rss_mib']:.1f}x",
+                f"{ours['sync_s']:.2f} / {ours['sync_cpu_s']:.2f}",
+                f"{script['list_s']:.2f}",
+                f"{r['load']:.2f}",
+            ]
+        )
+    headers = [
+        "nodes",
+        "noderecover: RSS before the LIST MiB",
+        "noderecover: RSS after sync MiB",
+        "noderecover: peak MiB",
+        "script: RSS before MiB",
+        "script: RSS holding the list MiB",
+        "script: peak MiB",
+        "script/noderecover (RSS after)",
+        "noderecover: sync s (wall / CPU)",
+        "script: list_node() s",
+        "load",
+    ]
+    print(table(headers, rows))
 
 
 if __name__ == "__main__":

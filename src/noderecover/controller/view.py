@@ -200,7 +200,8 @@ class NodeView:
         if obs is not None and (
             obs.malformed is not None
             or unhealthy(obs, self.unhealthy_cfg)
-            or any(k in obs.annotations for k in OUR_ANNOTATIONS)
+            # (most nodes carry no annotation of ours: an empty map is not looked into)
+            or (obs.annotations and any(k in obs.annotations for k in OUR_ANNOTATIONS))
         ):
             self.watchlist.add(name)
         else:

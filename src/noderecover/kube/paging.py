@@ -72,4 +72,7 @@ async def list_pages(
         if not nxt:
             return meta
         cont = nxt
+        # The page is not kept while the next one is read (50,000 Nodes: 3.5 MB of JSON, and
+        # ~13 MB of objects, a page).
+        del body, items, meta
     raise BadList(f"more than {max_pages} pages", path)

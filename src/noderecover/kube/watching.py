@@ -54,6 +54,7 @@ import orjson
 
 from noderecover.base.backoff import Backoff
 from noderecover.base.clock import Clock
+from noderecover.base.gcpause import gc_paused
 from noderecover.base.metrics import (
     MALFORMED_OBJECTS,
     WATCH_BAD_EVENTS,
@@ -230,15 +231,24 @@ class Watcher(Generic[T]):
                 if value is not None:
                     items.append((key, value))
 
-        # An absent or null `items` reads as no items: an empty view acts on nothing.
-        meta = await list_pages(
-            self._kube, self._path, page, page_size=PAGE_SIZE, query=self._query, null_items=True
-        )
-        rv = meta.get("resourceVersion")
-        if not isinstance(rv, str) or not rv:
-            raise BadList("no metadata.resourceVersion", self._path)
-        self.resource_version = rv
-        self._on_resync(items)
+        # An absent or null `items` reads as no items: an empty view acts on nothing. The
+        # cyclic GC is paused while the pages are read and parsed and the view is rebuilt
+        # from them (base.gcpause: it made a quarter of a 50,000-node sync's CPU, and
+        # parsing makes no cycles).
+        with gc_paused():
+            meta = await list_pages(
+                self._kube,
+                self._path,
+                page,
+                page_size=PAGE_SIZE,
+                query=self._query,
+                null_items=True,
+            )
+            rv = meta.get("resourceVersion")
+            if not isinstance(rv, str) or not rv:
+                raise BadList("no metadata.resourceVersion", self._path)
+            self.resource_version = rv
+            self._on_resync(items)
         self.lists += 1
         self.synced = True
         self.last_progress = self._clock.monotonic()
