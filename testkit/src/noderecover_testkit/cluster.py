@@ -185,10 +185,15 @@ class _Proc:
         if p is None:
             return
         if p.poll() is None:
-            sig = signal.SIGKILL if sigkill_first else signal.SIGTERM
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGCONT)  # a paused (SIGSTOP) process cannot exit
-                os.killpg(p.pid, sig)
+                if sigkill_first:
+                    # A power-off: SIGKILL ends even a paused (SIGSTOP) process, and no code
+                    # of it runs again. (Resumed first, a frozen kwok sent one more overdue
+                    # Lease renewal before the kill landed: a heartbeat after the power-off.)
+                    os.killpg(p.pid, signal.SIGKILL)
+                else:
+                    os.killpg(p.pid, signal.SIGTERM)  # pending while paused, then
+                    os.killpg(p.pid, signal.SIGCONT)  # handled once resumed
             try:
                 p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
