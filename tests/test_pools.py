@@ -228,3 +228,24 @@ async def test_an_unknown_history_holds_taints_and_node_deletes() -> None:
     assert not c.pools.removals_known
     assert c.hold("n1", Step.TAINT) == c.hold("n1", Step.DELETE_NODE) == Blocked.REMOVALS_UNKNOWN
     assert c.hold("n1", Step.CORDON) is None
+
+
+def test_a_removal_whose_node_changed_pool_counts_in_both() -> None:
+    """Simulation seed 300031 (every fault kind): node-2's removal intent was counted in the
+    pool it was in then; a policy change moved it into pol-319 before its taint and DELETE,
+    and node-3 of pol-319 (1 removal an hour) was removed too: two in that pool's hour. A
+    removal now counts in every pool its node was in from its intent to its end (more is
+    held, never less)."""
+    c = controller()
+    pools, now = c.pools, c.timeline.now()
+    pools.count_removal("n0", removing("n0"), now, ("a",))  # its intent, in pool a
+    pools.count_removal("n0", removing("n0"), now + 5, ("b",))  # its DELETE, now in pool b
+    assert pools.removal_times("a") == (now,) and pools.removal_times("b") == (now,)
+    assert pools.removals == (now,)  # once for the cluster
+    pools.count_removal("n0", removing("n0"), now + 6, ("b",))  # again: nothing more
+    assert pools.removal_times("b") == (now,)
+    pools.count_removal("n0", removing("n0"), now + 7, ())  # gone, its pool unknown
+    assert pools.removal_times("c") == (now,) and pools.removals == (now,)
+    pools.prune(now + HOUR + 1)
+    assert not pools.removal_times("a") and not pools.removal_times("b")
+    assert not pools.removal_times("c")

@@ -19,6 +19,7 @@ passed in, never kept.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -386,8 +387,17 @@ class Pools:
         self, intent: str, now: float, pools: tuple[str, ...], node: str | None = None
     ) -> None:
         """Count the removal whose intent Event is `intent` (see `count_removal`); `node`:
-        whose removal it is (its share is counted again by the next pass: `counted`)."""
-        if intent in self._loaded_intents or intent in self._own_intents:
+        whose removal it is (its share is counted again by the next pass: `counted`).
+
+        Counted again for the same episode (its taint, its DELETE, its node gone) it adds
+        only the pools it was not counted in yet, at its first time: a node a policy change
+        moved into another pool between its intent and its removal counts in both (found by
+        the simulation: two removals in one pool's hour), and one whose pool became unknown
+        counts in every pool. Never less, at worst a removal more in a pool."""
+        if intent in self._loaded_intents:
+            return
+        if (own := self._own_intents.get(intent)) is not None:
+            self._widen(intent, own, pools)
             return
         if node is not None:
             self.counted.add(node)
@@ -398,6 +408,31 @@ class Pools:
             self._loaded_removals = (*self._loaded_removals, now)
         for pool in pools:
             self.pool_removals[pool] = (*self.pool_removals.get(pool, ()), now)
+
+    def _widen(
+        self, intent: str, own: tuple[float, tuple[str, ...]], pools: tuple[str, ...]
+    ) -> None:
+        """Count an already counted removal in `pools` too (() : every pool), at its time."""
+        at, counted = own
+        if not counted:
+            return  # counted in every pool already
+        if not pools:
+            self._own_intents[intent] = (at, ())
+            self._loaded_removals = tuple(sorted((*self._loaded_removals, at)))
+            for pool in counted:  # now in every pool through the loaded removals
+                times = list(self.pool_removals.get(pool, ()))
+                with contextlib.suppress(ValueError):
+                    times.remove(at)
+                self.pool_removals[pool] = tuple(times)
+            self._removals_changed()
+            return
+        extra = tuple(p for p in pools if p not in counted)
+        if not extra:
+            return
+        self._own_intents[intent] = (at, (*counted, *extra))
+        for pool in extra:
+            self.pool_removals[pool] = tuple(sorted((*self.pool_removals.get(pool, ()), at)))
+        self._removals_changed()
 
     def _removals_changed(self) -> None:
         """The removal history changed: every pool's counts and gates, again."""
