@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from noderecover_testkit.sim.run import regression_seeds, run_many, run_seed
+from noderecover_testkit.sim.world import FAULT_KINDS
 
 CI_SEEDS = int(os.environ.get("NODERECOVER_SIM_SEEDS", "2000"))
 
@@ -42,5 +43,17 @@ def test_regression_seeds() -> None:
     seeds = regression_seeds()
     assert seeds
     s = run_many(seeds, jobs=2, echo=False)
+    summary = "; ".join(f"seed {seed}: {inv}" for seed, inv in s.failures)
+    assert not s.failures, summary
+
+
+# Seeds that failed with every fault kind on (the soak's `--faults` with all of them), run so.
+EVERY_FAULT_SEEDS = (
+    300031,  # removals-per-hour: a node moved into another pool between its intent and DELETE
+)
+
+
+def test_every_fault_regression_seeds() -> None:
+    s = run_many(list(EVERY_FAULT_SEEDS), jobs=2, faults=",".join(FAULT_KINDS), echo=False)
     summary = "; ".join(f"seed {seed}: {inv}" for seed, inv in s.failures)
     assert not s.failures, summary
