@@ -5,6 +5,7 @@ run after the whole suite)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,10 @@ def test_every_declared_call_is_made_by_the_unit_suite(request: pytest.FixtureRe
     )
     if subset:
         pytest.skip(f"a subset of the unit suite ran (missing: {sorted(missing_modules)[:3]}...)")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Each worker records only the calls of its own share of the tests; the test
+        # command's unit part runs in one process, where this check runs.
+        pytest.skip("the unit suite is split across xdist workers: its calls are per worker")
     assert not missing_modules, f"unit modules not collected: {sorted(missing_modules)}"
     never = set(API_CALLS) - API_CALLS_MADE - NOT_MADE_YET
     assert sorted(never) == [], "declared (and granted) but never requested in the unit suite"
