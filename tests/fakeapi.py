@@ -1104,12 +1104,12 @@ class FakeKube:
             self._write(store, "DELETED", cur, cur)
 
     def tick(self) -> None:
-        """A BOOKMARK on every open watch of a quiet single object (the pause ConfigMap, the
-        CRD): what keeps those watches fresh as the tests' fake clock races ahead of real time,
+        """A BOOKMARK on every open watch of the pause ConfigMap, the CRD and the policies:
+        what keeps those watches fresh as the tests' fake clock races ahead of real time,
         as the server's clean end of each short pause watch (and its minute's BOOKMARK on the
         CRD's) does on a real API server (Harness.until/idle call it; `silence_watches` holds
         them too)."""
-        for plural in ("configmaps", "customresourcedefinitions"):
+        for plural in ("configmaps", "customresourcedefinitions", "noderecoverypolicies"):
             store = self.stores[plural]
             for w in store.watchers:
                 if w.state == "open":

@@ -8,11 +8,13 @@
   it. `known` is False until the CRD's first answer, while the CRD exists and the policies'
   first LIST has not completed, and while the watch that answers (the policies', or the CRD's
   when absent) is stale: the controller then holds every forward step (`policies-unknown`),
-  since a pause or a policy it has not seen may exist. Both ask for a server timeout of at
-  most half of --watch-silence (kube.watching.quiet_timeout): each stream the server ends
-  at its timeout proves them current, so a quiet CRD or policy list costs one WATCH per
-  45-89 s (the default 90 s silence) and never a LIST (kube-apiserver's first BOOKMARK of a
-  watch comes after a minute, and one missed means a LIST after the silence: measured).
+  since a pause or a policy it has not seen may exist. A policy's `spec.paused` is a pause:
+  both watches are the pause watch's kind (core.pauses: streams of PAUSE_WATCH_TIMEOUT, 5-9
+  s, each ended by the server proving them current; stale after PAUSE_WATCH_SILENCE), so a
+  policy pause written while they are broken holds within the pause propagation bound too
+  (found by the simulation: with --watch-silence, 90 s, a policy pause written while its
+  watch was refused was missed for a minute and a half). A quiet CRD or policy list costs one
+  WATCH every 5-9 s, never a LIST.
 - The cluster-wide pause (where, its format, how long an answer is believed: core.pauses):
   a watch of that one ConfigMap. An answer is a LIST (the object, or none: no pause), an
   event or a BOOKMARK; a 403, a 5xx, a 404 (a namespaced LIST answers 200, empty, even in a
@@ -67,7 +69,7 @@ from noderecover.core.policies import (
 )
 from noderecover.core.settings import Config
 from noderecover.kube.client import MERGE_PATCH, ApiError, KubeClient, NotFound, NotLeader
-from noderecover.kube.watching import Watcher, quiet_timeout
+from noderecover.kube.watching import Watcher
 
 log = logging.getLogger("noderecover.controller.policies")
 
@@ -142,8 +144,8 @@ class PolicySource:
             lambda raw: raw,
             self._crd_event,
             self._crd_resync,
-            silence=cfg.watch_silence,
-            server_timeout=quiet_timeout(cfg.watch_silence, cfg.watch_timeout),
+            silence=PAUSE_WATCH_SILENCE,
+            server_timeout=PAUSE_WATCH_TIMEOUT,
             rng=rng,
             query=[("fieldSelector", f"metadata.name={CRD_NAME}")],
         )
@@ -159,8 +161,8 @@ class PolicySource:
             self._parse,
             self._event,
             self._resync,
-            silence=cfg.watch_silence,
-            server_timeout=quiet_timeout(cfg.watch_silence, cfg.watch_timeout),
+            silence=PAUSE_WATCH_SILENCE,
+            server_timeout=PAUSE_WATCH_TIMEOUT,
             rng=rng,
         )
 

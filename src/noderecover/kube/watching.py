@@ -88,15 +88,6 @@ class _Broken(ApiError):
         self.restart = restart
 
 
-def quiet_timeout(silence: float, server_timeout: float) -> float:
-    """The server-side timeout for a watch of a quiet collection (one object, a few policies):
-    at most half of `silence`, so that every stream, jittered up to twice its timeout, ends
-    before `silence` has passed, and its clean end proves the view current (see the module
-    doc) without an event, a BOOKMARK (kube-apiserver sends the first one only after a
-    minute) or a LIST."""
-    return min(server_timeout, silence / 2)
-
-
 class Watcher(Generic[T]):
     """Keeps a caller's view of a collection current through `on_event` / `on_resync`.
 

@@ -343,9 +343,9 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "3": _m("liveness-scale", liveness_scale, "partition", range(40), "kubelet-alive"),
     "4": _m("ownership-lost", ownership_lost, "lost-reply", range(40, 80), "left-behind"),
-    # Seeds 40-79 (44, 50, 63, 68 catch it; 0-39 no longer do since a watch stream ended at
-    # its timeout counts as progress: fewer re-LISTs move every seed's interleavings).
-    "5": _m("stale-claims", stale_claims, "operator", range(40, 80), "operator-change-undone"),
+    # Seeds 80-119 (86, 104, 119 catch it): the interleavings moved twice this session (a
+    # watch's clean end at its timeout is progress; the policy watches at the pause's pace).
+    "5": _m("stale-claims", stale_claims, "operator", range(80, 120), "operator-change-undone"),
     "6": _m("limits", limits, "partition,notready", range(40), "max-concurrent"),
     "8": _m("silent", silent, "policy-churn", range(40), "liveness"),
     "10": _m("clocks", clocks, "pause,wall-step", range(40, 80), "paused"),
