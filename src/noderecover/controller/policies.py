@@ -119,35 +119,42 @@ class PolicySource:
         self._pause_read_at: float | None = None
         self.pause_error: str | None = None  # why the last read did not answer (None: it did)
         rng = rng or random.Random()
+
         # The cluster pause: a watch of that one ConfigMap (see the module doc).
-        self.pause_watcher: Watcher[dict[str, Any]] | None = None
-        if self.location is not None:
-            self.pause_watcher = Watcher(
+        def one_object(
+            path: str,
+            resource: str,
+            name: str,
+            on_event: Callable[[str, str, dict[str, Any] | None], None],
+            on_resync: Callable[[Iterable[tuple[str, dict[str, Any]]]], None],
+        ) -> Watcher[dict[str, Any]]:
+            """A watch of one object by name, at the pause watch's pace (core.pauses)."""
+            return Watcher(
                 kube,
                 clock,
-                self.location.collection,
-                "configmaps",
+                path,
+                resource,
                 lambda raw: raw,
-                self._pause_event,
-                self._pause_resync,
+                on_event,
+                on_resync,
                 silence=PAUSE_WATCH_SILENCE,
                 server_timeout=PAUSE_WATCH_TIMEOUT,
                 rng=rng,
-                query=[("fieldSelector", f"metadata.name={self.location.name}")],
+                query=[("fieldSelector", f"metadata.name={name}")],
+            )
+
+        self.pause_watcher: Watcher[dict[str, Any]] | None = None
+        if self.location is not None:
+            self.pause_watcher = one_object(
+                self.location.collection,
+                "configmaps",
+                self.location.name,
+                self._pause_event,
+                self._pause_resync,
             )
         # Is the CRD installed: a watch of that one CustomResourceDefinition.
-        self.crd_watcher: Watcher[dict[str, Any]] = Watcher(
-            kube,
-            clock,
-            CRDS_PATH,
-            "customresourcedefinitions",
-            lambda raw: raw,
-            self._crd_event,
-            self._crd_resync,
-            silence=PAUSE_WATCH_SILENCE,
-            server_timeout=PAUSE_WATCH_TIMEOUT,
-            rng=rng,
-            query=[("fieldSelector", f"metadata.name={CRD_NAME}")],
+        self.crd_watcher = one_object(
+            CRDS_PATH, "customresourcedefinitions", CRD_NAME, self._crd_event, self._crd_resync
         )
         self._crd_present = anyio.Event()  # set while the CRD exists (the policies are watched)
         self._crd_gone = anyio.Event()  # set when the CRD is seen gone (the watch stops)
