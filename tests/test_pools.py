@@ -10,10 +10,11 @@ from noderecover.base.clock import FakeClock
 from noderecover.controller.reconciler import Controller
 from noderecover.controller.writes import Step
 from noderecover.core.machine import MAX_REMOVALS, Kind, Phase, Record, removal_intent
-from noderecover.core.nodes import ANN_CORDONED, format_time
+from noderecover.core.nodes import ANN_CORDONED, format_time, parse_node
+from noderecover.core.policies import parse_policy
 from noderecover.core.reasons import Blocked
 from noderecover.core.safety import HOUR, BreakerState
-from tests.builders import T0, obs
+from tests.builders import T0, node_json, obs
 from tests.conftest import make_config
 
 
@@ -249,3 +250,93 @@ def test_a_removal_whose_node_changed_pool_counts_in_both() -> None:
     pools.prune(now + HOUR + 1)
     assert not pools.removal_times("a") and not pools.removal_times("b")
     assert not pools.removal_times("c")
+
+
+def relist(c: Controller, names: range | tuple[int, ...] = range(4), **kw: Any) -> None:
+    """What a LIST brings: nodes n<i> labelled pool=b (`kw`: more), parsed for what the
+    policies read now."""
+    view = c.view
+    view.resync(
+        [
+            (
+                f"n{i}",
+                parse_node(
+                    node_json(name=f"n{i}", labels={"pool": "b"}, **kw),
+                    view.keep_labels,
+                    view.keep_conditions,
+                ),
+            )
+            for i in names
+        ]
+    )
+
+
+def with_policy_b(c: Controller, budget: int = 1) -> None:
+    """Policy "b" (nodes labelled pool=b, `budget` removals an hour) created now, and the
+    nodes listed again for the label it reads."""
+    spec = {"nodeSelector": {"matchLabels": {"pool": "b"}}, "maxRemovalsPerHour": budget}
+    c.policies.absent = False
+    c.policies.policies = {
+        "b": parse_policy({"metadata": {"name": "b", "uid": "b"}, "spec": spec}, c.cfg)
+    }
+    c._policies_changed()
+    relist(c, tuple(i for i in range(4) if f"n{i}" in c.nodes))
+
+
+def test_a_removal_counts_in_a_pool_learnt_after_its_write() -> None:
+    """Simulation seed 320422 (every fault kind): policy pol-246 was created 60 ms before
+    node-3's out-of-service taint went on (its watch had not brought it yet): node-3's removal
+    counted in the flags' pool only, and once the policy was known node-5 of the same pool
+    (1 removal an hour) was removed too. A removal counted by this replica follows its node
+    into whatever pool it turns out to be in, before any later removal is decided."""
+    c = controller()
+    relist(c, ready="Unknown")  # pool=b is not read yet: not kept
+    c.records["n0"] = removing("n0")
+    c.pools.count_removal("n0", c.records["n0"], c.timeline.now(), ("",))
+    assert c.hold("n1", Step.DELETE_NODE) is None  # flags' budget (default) not spent
+    with_policy_b(c)
+    assert c.view.pool("n0") == c.view.pool("n1") == "b"
+    assert c.hold("n1", Step.DELETE_NODE) == MAX_REMOVALS
+    assert c.hold("n1", Step.TAINT) == MAX_REMOVALS
+    assert c.hold("n0", Step.DELETE_NODE) is None  # its own removal does not stand in its way
+
+
+def test_a_removal_whose_node_is_gone_counts_in_the_pools_it_may_have_been_in() -> None:
+    """The same when the node left the view before the policy was known: its removal counts
+    in each new pool its last labels put it in, and in every pool whose selector reads a
+    label those labels were not parsed for (it may have been in it)."""
+    c = controller()
+    with_policy_b(c, budget=5)  # the label `pool` is read: kept on every node from here
+    now = c.timeline.now()
+    c.pools.count_removal("n0", removing("n0"), now, ("b",))
+    c.view.event("DELETED", "n0", None)
+    spec_c = {"nodeSelector": {"matchLabels": {"pool": "b"}}, "maxRemovalsPerHour": 1}
+    spec_z = {"nodeSelector": {"matchLabels": {"zone": "z"}}, "maxRemovalsPerHour": 1}
+    c.policies.policies = {
+        # "b" renamed "c": same selector; "z" reads a label n0 was never parsed for.
+        "c": parse_policy({"metadata": {"name": "c", "uid": "c"}, "spec": spec_c}, c.cfg),
+        "z": parse_policy({"metadata": {"name": "z", "uid": "z"}, "spec": spec_z}, c.cfg),
+    }
+    c._policies_changed()
+    assert c.pools.removal_times("c") == (now,)
+    assert c.pools.removal_times("z") == (now,)
+    relist(c, (1, 2), ready="Unknown")
+    assert c.hold("n1", Step.DELETE_NODE) == MAX_REMOVALS
+
+
+def test_a_gone_nodes_removal_does_not_spread_to_pools_it_was_never_in() -> None:
+    """Policies that read only labels the gone node was parsed for, and do not select it:
+    its removal is not counted there (a policy edit does not spend every pool's budget)."""
+    c = controller()
+    with_policy_b(c, budget=5)
+    now = c.timeline.now()
+    c.pools.count_removal("n0", removing("n0"), now, ("b",))
+    c.view.event("DELETED", "n0", None)
+    spec_a = {"nodeSelector": {"matchLabels": {"pool": "a"}}, "maxRemovalsPerHour": 1}
+    c.policies.policies = {
+        **c.policies.policies,
+        "a": parse_policy({"metadata": {"name": "a", "uid": "a"}, "spec": spec_a}, c.cfg),
+    }
+    c._policies_changed()
+    assert c.pools.removal_times("a") == ()
+    assert c.pools.removal_times("b") == (now,)

@@ -121,6 +121,17 @@ class PassLimits:
             self.cordons[pool] = self.cordons.get(pool, 0) + 1
 
 
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """Whose removal an intent is (`Pools.follow`): the node, its uid, and its labels as last
+    seen in view, with the label keys they were parsed for (the only keys they can hold)."""
+
+    node: str
+    uid: str = ""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    keys: frozenset[str] = frozenset()
+
+
 class Pools:
     def __init__(
         self,
@@ -155,6 +166,9 @@ class Pools:
         self._loaded_intents: dict[str, float] = {}
         # This replica's: intent -> (when counted, the pools counted in; () = every pool).
         self._own_intents: dict[str, tuple[float, tuple[str, ...]]] = {}
+        # Whose removal each of those is: the node, its uid, and its labels as last seen in
+        # view with the label keys they were parsed for (see `follow`).
+        self._removed: dict[str, Removed] = {}
         # The removals of earlier leaders were read (Events) in this term: until then the
         # hourly budget is unknown and holds every removal.
         self.removals_known = True
@@ -221,6 +235,7 @@ class Pools:
         }
         self._configs = dict(self._policy_cfgs) if policies else {"": cfg}
         self._all_dirty = True
+        self.follow(policies_changed=True)
 
     def min_grace(self) -> float:
         return min([self.cfg.grace] + [c.silent_grace for c in self._policy_cfgs.values()])
@@ -269,6 +284,7 @@ class Pools:
         counted in the last hour, plus those in progress on its other nodes (and those whose
         pool is unknown: earlier leaders', nodes gone mid-removal), less this node's own
         removal if an earlier leader recorded its intent. Only once `removals_known`."""
+        self.follow()  # the removals counted so far, each in every pool it is known in now
         pcfg = self.config_for(node)
         removing = self.removals_started(pool, records, busy, node)
         return (
@@ -401,6 +417,7 @@ class Pools:
             return
         if node is not None:
             self.counted.add(node)
+            self._removed[intent] = self._seen(node, Removed(node))
         self._own_intents[intent] = (now, pools)
         self._removals_changed()
         self.removals = (*self.removals, now)
@@ -434,6 +451,57 @@ class Pools:
             self.pool_removals[pool] = tuple(sorted((*self.pool_removals.get(pool, ()), at)))
         self._removals_changed()
 
+    def follow(self, *, policies_changed: bool = False) -> None:
+        """Count each removal this replica counted in the pools its node is known in now.
+
+        A policy reaches the controller through its watch, some seconds after it is written:
+        a node can be tainted or deleted while in a pool the controller does not know yet,
+        and its removal counted in its old pool only (simulation seed 320422: two removals
+        in a pool with budget 1). So a counted removal follows its node: a node still in view
+        counts in the pool it is in now (asked when a node changes pool, and before every
+        taint or Node DELETE); a node gone from view counts, when the policies change, in
+        every new pool its last labels put it in and in every pool whose selector reads a
+        label it was not parsed for (it may have been in it). More is held, never less."""
+        if not self._removed:
+            return
+        view = self._view
+        policies = self._policies.policies if self._policies.active else {}
+        for intent, who in list(self._removed.items()):
+            own = self._own_intents.get(intent)
+            if own is None or not own[1]:
+                continue  # forgotten, or counted in every pool already
+            obs = view.nodes.get(who.node)
+            if obs is not None and obs.uid == who.uid:
+                if not view.keys_current:
+                    continue  # parsed for other policies: followed once listed again
+                self._removed[intent] = self._seen(who.node, who)
+                pool = view.pool(who.node)
+                if pool is not None:
+                    self._widen(intent, own, (pool,))
+                continue
+            if not policies_changed or not policies:
+                continue  # no policies: the flags' pool counts every removal
+            maybe = tuple(
+                sorted(
+                    n
+                    for n, p in policies.items()
+                    if p.selector is not None
+                    and (not p.selector.keys <= who.keys or p.selector.matches(who.labels))
+                )
+            )
+            if maybe:
+                self._widen(intent, self._own_intents[intent], maybe)
+
+    def _seen(self, node: str, before: Removed) -> Removed:
+        """`before`, with the node's labels as the view has them now (if it is in view)."""
+        obs = self._view.nodes.get(node)
+        if obs is None or (before.uid and obs.uid != before.uid):
+            return before
+        # Parsed for the keys of the last LIST, or (an event since the policies changed) for
+        # those read now: it holds every key the two have in common.
+        keys = self._view.parsed_keys[0] & self._view.keep_labels
+        return Removed(node, obs.uid, dict(obs.labels), keys)
+
     def _removals_changed(self) -> None:
         """The removal history changed: every pool's counts and gates, again."""
         self._all_dirty = True
@@ -450,6 +518,7 @@ class Pools:
         self._loaded_removals = prune(self._loaded_removals, now, keep)
         self.pool_removals = {p: prune(t, now, keep) for p, t in self.pool_removals.items() if t}
         self._own_intents = {i: v for i, v in self._own_intents.items() if now - v[0] < keep}
+        self._removed = {i: r for i, r in self._removed.items() if i in self._own_intents}
         self._loaded_intents = {i: t for i, t in self._loaded_intents.items() if now - t < keep}
         if before != (len(self.removals), len(self._own_intents), len(self._loaded_intents)):
             self._removals_changed()
@@ -687,6 +756,8 @@ class Pools:
         with; `PassLimits.changed`: the pools whose gates changed since the last pass."""
         cfg = self.cfg
         view = self._view
+        if view.resized:
+            self.follow()  # a node moved: a removal counted on it counts in its new pool
         pools = self.pool_configs()
         if (
             not self._all_dirty
