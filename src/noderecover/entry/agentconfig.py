@@ -4,11 +4,9 @@ naming the flag (or variable) on bad input - the rules of entry/config.py."""
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from noderecover.core.agent import MAX_NODE_NAME
 from noderecover.entry.config import (
@@ -27,6 +25,7 @@ from noderecover.entry.config import (
     parse_bind,
     parse_bind_text,
     parse_positive_int,
+    read_opts,
 )
 
 REBOOT_STRATEGIES = ("auto", "watchdog", "sysrq", "test")
@@ -238,21 +237,7 @@ def build_agent_config(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> AgentConfig:
     """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable)."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {opt.dest: opt.flag for opt in agent_opts()}
-    for opt in agent_opts():
-        raw = getattr(args, opt.dest, None)
-        if raw is None and env_name(opt.flag) in env:
-            raw, sources[opt.dest] = env[env_name(opt.flag)], env_name(opt.flag)
-        if raw is None:
-            continue
-        if isinstance(raw, list):
-            raw = " ".join(["--", *raw])
-        try:
-            values[opt.dest] = opt.parse(raw)
-        except ValueError as exc:
-            raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
+    values, sources = read_opts(agent_opts(), args, environ)
     cfg = AgentConfig(**values, sources=sources)
     _cross_check(cfg)
     return cfg

@@ -708,22 +708,17 @@ def add_run_flags(parser: argparse.ArgumentParser, *, run: bool = True) -> None:
             parser.add_argument(opt.flag, dest=opt.dest, default=None, metavar=metavar, help=text)
 
 
-def build_config(
-    args: argparse.Namespace,
-    environ: Mapping[str, str] | None = None,
-    *,
-    runs_here: bool = True,
-    **overrides: Any,
-) -> Config:
-    """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable).
-
-    `runs_here`: the settings are for a process on this machine, so what only this machine can
-    answer is checked too (the fence program exists and is executable). False for settings
-    read from a Deployment (the kubectl plugin): the program lives in the image."""
+def read_opts(
+    opts: Sequence[_Opt], args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each option's value, parsed, from its flag, else its NODERECOVER_* variable (absent:
+    left out, its default applies), and where each came from (its flag unless the variable
+    gave it): the one rule of the controller's and the agent's settings. Raises BadFlag
+    naming the flag (or variable)."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    sources: dict[str, str] = {opt.dest: opt.flag for opt in _opts()}
-    for opt in _opts():
+    sources: dict[str, str] = {opt.dest: opt.flag for opt in opts}
+    for opt in opts:
         raw = getattr(args, opt.dest, None)
         if raw is None and env_name(opt.flag) in env:
             raw, sources[opt.dest] = env[env_name(opt.flag)], env_name(opt.flag)
@@ -739,6 +734,22 @@ def build_config(
             values[opt.dest] = opt.parse(raw)
         except ValueError as exc:
             raise BadFlag(f"{sources[opt.dest]}: {exc}") from None
+    return values, sources
+
+
+def build_config(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    *,
+    runs_here: bool = True,
+    **overrides: Any,
+) -> Config:
+    """Flags > NODERECOVER_* env > defaults. Raises BadFlag naming the flag (or variable).
+
+    `runs_here`: the settings are for a process on this machine, so what only this machine can
+    answer is checked too (the fence program exists and is executable). False for settings
+    read from a Deployment (the kubectl plugin): the program lives in the image."""
+    values, sources = read_opts(_opts(), args, environ)
     values["fence"] = _fence_spec(values, sources, runs_here)
     values.update(overrides)
     cfg = Config(**values, sources=dict(sources))
