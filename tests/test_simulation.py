@@ -52,6 +52,7 @@ EVERY_FAULT_SEEDS = (
     300031,  # removals-per-hour: a node moved into another pool between its intent and DELETE
     316605,  # paused: a policy pause written while the policy watch was refused (90 s silence)
     320422,  # removals-per-hour: a node tainted in a pool whose policy the watch had not brought
+    332191,  # operator-change-undone: an annotation write planted `cordoned` from a stale record
 )
 
 

@@ -7,7 +7,8 @@
   eviction batch asks the gates before each eviction.
 - A heartbeat Lease renewed on the kubelet's schedule is alive with any grace, 0 included
   (class 3).
-- Annotation writes never remove an ownership marker; only a restore does, with what it marks.
+- Annotation writes never remove an ownership marker (only a restore does, with what it
+  marks), nor add one (only the cordon or taint it marks does, in the same patch).
 - A held remediation keeps its --max-concurrent slot (class 6).
 """
 
@@ -270,6 +271,33 @@ async def test_annotation_writes_never_remove_an_ownership_marker(
     writes = WritePath(client, FakeClock(start_wall=T0), make_config(), lambda: True)
     await writes.annotate(NODE, uid, {ANN_PHASE: "Suspect", ANN_CORDONED: None, ANN_TAINTED: None})
     assert annots(kube)[ANN_CORDONED] == "true" and annots(kube)[ANN_PHASE] == "Suspect"
+
+
+async def test_annotation_writes_never_plant_an_ownership_marker(
+    kube: FakeKube, client: KubeClient
+) -> None:
+    """Simulation seed 332191 (every fault kind): a record left from the last episode (its
+    restore's answer seen late, the watch behind) still said `cordoned`; the next episode's
+    first annotation write carried the marker onto a node nobody had cordoned; the operator
+    cordoned it, the controller took that cordon for its own and undid it on recovery. A
+    marker goes on only with what it marks (cordon, taint: one patch)."""
+    kube.add_node(NODE, "Unknown")
+    uid = node_uid(kube)
+    writes = WritePath(client, FakeClock(start_wall=T0), make_config(), lambda: True)
+    await writes.annotate(
+        NODE, uid, {ANN_PHASE: "Suspect", ANN_CORDONED: "true", ANN_TAINTED: "true"}
+    )
+    assert annots(kube)[ANN_PHASE] == "Suspect"
+    assert ANN_CORDONED not in annots(kube) and ANN_TAINTED not in annots(kube)
+    # The operator cordons next; the node recovers: the restore leaves their cordon.
+    kube.patch_node(NODE, {"spec": {"unschedulable": True}})
+    kube.set_node_ready(NODE, "True")
+    ex = Executor(
+        client, FakeClock(start_wall=T0), make_config(watch_node_leases=False), lambda: True
+    )
+    rec = Record(uid, Phase.SUSPECT, T0, T0 - 60, cordoned=True)
+    assert (await ex.perform(restore_action(uid), rec)).outcome is Outcome.OK
+    assert unschedulable(kube), "an operator's cordon was undone"
 
 
 async def test_a_lease_renewed_on_the_kubelets_schedule_is_alive_whatever_the_grace(

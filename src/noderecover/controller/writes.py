@@ -635,12 +635,16 @@ class WritePath:
     # -- writes that take nothing away -----------------------------------------------------
 
     async def annotate(self, node: str, uid: str, annotations: Mapping[str, str | None]) -> None:
-        """Write our phase annotations (uid-guarded). Never removes an ownership marker:
-        only `restore` does, with what it marks."""
+        """Write our phase annotations (uid-guarded). Never touches an ownership marker:
+        only `restore` removes one, with what it marks, and only `cordon` and `taint` put one
+        on, in the patch that makes what it marks. An annotation write that carried a marker
+        from the record would claim what it does not mark (simulation seed 332191: a record
+        left from the last episode planted `cordoned` on an uncordoned node; the operator's
+        cordon that followed was taken for ours and undone)."""
         self._leader()
         if self._dry("annotate", node):
             return
-        ann = {k: v for k, v in annotations.items() if not (k in OWNERSHIP and v is None)}
+        ann = {k: v for k, v in annotations.items() if k not in OWNERSHIP}
         await self._merge_node(node, uid, {"metadata": {"annotations": ann}})
         ACTIONS.labels("annotate", "ok").inc()
 
