@@ -9,6 +9,8 @@ on more seeds: `python -m noderecover_testkit.sim --mutations --seeds 300 --unse
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from noderecover_testkit.sim.mutations import MUTATIONS, UNSEEN, apply, caught
 
@@ -28,3 +30,12 @@ def test_mutation_applies(cls: str) -> None:
     """Every entry still finds the guard it reverts (it fails loudly once the code moved)."""
     m = {**MUTATIONS, **UNSEEN}[cls]
     apply(m.name)()
+
+
+def test_planted_markers_are_caught_by_the_every_fault_seed_that_found_them() -> None:
+    """5b (an annotation write carrying an ownership marker) is in UNSEEN for the swarm's CI
+    seeds; the every-fault seed that found it catches its reversal (and passes without it)."""
+    from noderecover_testkit.sim.world import FAULT_KINDS
+
+    m = dataclasses.replace(UNSEEN["5b"], faults=",".join(FAULT_KINDS))
+    assert caught(m, range(332191, 332192), jobs=1) == [(332191, "operator-change-undone")]

@@ -231,6 +231,22 @@ def stale_claims() -> Undo:
     )
 
 
+def planted_markers() -> Undo:
+    """5b: controller/writes.py WritePath.annotate: an annotation write carries the record's
+    ownership markers (it only refused to remove them), so a record left from an earlier
+    episode can plant `cordoned` on an uncordoned node (every-fault seed 332191)."""
+    from noderecover.controller.writes import WritePath
+
+    return _edit(
+        WritePath,
+        "annotate",
+        (
+            "ann = {k: v for k, v in annotations.items() if k not in OWNERSHIP}",
+            "ann = {k: v for k, v in annotations.items() if not (k in OWNERSHIP and v is None)}",
+        ),
+    )
+
+
 # -- class 6: limits that count only at the start ------------------------------------------
 
 
@@ -367,6 +383,17 @@ UNSEEN: dict[str, Mutation] = {
     # A re-read spin lasts as long as the watch lags (<= 3 s) at <= 1 read per request
     # latency: under the api-rate bound (20 calls/s per node over 10 s).
     "8b": _m("busy", busy, "node-recreate,watch-lag,compaction", range(40), "api-rate"),
+    # Needs a restore seen late (watch lag), a record kept across it, and an operator's
+    # cordon after the next episode's first annotation write: the every-fault soak found one
+    # in 10,000 seeds. Its seed, 332191, is among the test command's every-fault seeds and
+    # catches this reversal there (`--mutation planted-markers --seed 332191 --faults <all>`).
+    "5b": _m(
+        "planted-markers",
+        planted_markers,
+        "operator,watch-lag,lost-reply",
+        range(40),
+        "operator-change-undone",
+    ),
 }
 
 BY_NAME = {m.name: m.fn for m in (*MUTATIONS.values(), *UNSEEN.values())}
