@@ -9,6 +9,18 @@ import time
 from collections.abc import Callable, Sequence
 
 
+def status_mib() -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of this process, MiB (Linux /proc). Standard library only:
+    the script's RSS worker imports it in the script's own venv."""
+    out: dict[str, float] = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
 def median_rate(
     run: Callable[[], int], *, repeat: int = 5, min_seconds: float = 0.5
 ) -> tuple[float, list[float]]:

@@ -42,7 +42,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.watch import Watch
 
 from bench.common import fmt, fmt_int, machine, median_rate, median_time, table
-from bench.nodegen import event_line, list_pages, make_node
+from bench.nodegen import ListApi, event_line, list_pages, make_node
 from noderecover.base.clock import SystemClock
 from noderecover.controller.reconciler import Controller
 from noderecover.core.machine import Gates, Record, decide
@@ -66,22 +66,6 @@ def event_lines(count: int = DISTINCT) -> list[bytes]:
     return [
         event_line("MODIFIED", make_node(i, ready=_ready(i), rv=10_000 + i)) for i in range(count)
     ]
-
-
-class ListApi:
-    """An in-memory API answering the Watcher's paginated LIST from prepared bodies."""
-
-    def __init__(self, pages: Sequence[bytes], page_size: int = 500) -> None:
-        self.pages = pages
-        self.page_size = page_size
-
-    async def request(
-        self, method: str, path: str, *, query: Sequence[tuple[str, str]] | None = None, **_: Any
-    ) -> dict[str, Any]:
-        cont = dict(query or ()).get("continue", "")
-        index = int(cont.removeprefix("tok-")) // self.page_size if cont else 0
-        parsed: dict[str, Any] = orjson.loads(self.pages[index])  # as KubeClient.request
-        return parsed
 
 
 def new_controller(api: object, cfg: Config) -> Controller:

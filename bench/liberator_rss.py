@@ -18,17 +18,7 @@ import time
 from kubernetes import client, config
 
 from bench import baseline_liberator  # the script's module: its imports (sync kubernetes client)
-
-
-def status_mib() -> dict[str, float]:
-    """VmRSS (now) and VmHWM (peak) of this process, MiB."""
-    out: dict[str, float] = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) / 1024
-    return out
+from bench.common import status_mib  # standard library only
 
 
 def main() -> int:

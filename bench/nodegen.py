@@ -6,6 +6,7 @@ IP that name spells; the same bytes on every run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -64,3 +65,20 @@ def list_pages(nodes: list[bytes], page: int, rv: int = 5000) -> list[bytes]:
             + b"]}"
         )
     return out
+
+
+class ListApi:
+    """An in-memory API answering the Watcher's paginated LIST from prepared bodies (pages
+    of `list_pages`)."""
+
+    def __init__(self, pages: Sequence[bytes], page_size: int = 500) -> None:
+        self.pages = pages
+        self.page_size = page_size
+
+    async def request(
+        self, method: str, path: str, *, query: Sequence[tuple[str, str]] | None = None, **_: Any
+    ) -> dict[str, Any]:
+        cont = dict(query or ()).get("continue", "")
+        index = int(cont.removeprefix("tok-")) // self.page_size if cont else 0
+        parsed: dict[str, Any] = orjson.loads(self.pages[index])  # as KubeClient.request
+        return parsed

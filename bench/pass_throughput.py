@@ -61,10 +61,10 @@ from typing import Any, cast
 import orjson
 
 from bench.common import fmt, fmt_int, machine, table
-from bench.nodegen import event_line, list_pages, make_node
+from bench.controllers import read_policies
+from bench.nodegen import ListApi, event_line, list_pages, make_node
 from noderecover.base.clock import SystemClock
 from noderecover.controller.reconciler import Controller
-from noderecover.core.policies import parse_policy
 from noderecover.entry.config import Config
 from noderecover.kube import watching
 from noderecover.kube.client import KubeClient
@@ -100,22 +100,6 @@ def _labels(i: int, policies: int) -> dict[str, str]:
 
 def node_body(i: int, policies: int, rv: int = 1000) -> dict[str, Any]:
     return make_node(i, ready=_ready(i), rv=rv, labels=_labels(i, policies))
-
-
-class ListApi:
-    """An in-memory API answering the Watcher's paginated LIST from prepared bodies."""
-
-    def __init__(self, pages: Sequence[bytes], page_size: int = 500) -> None:
-        self.pages = pages
-        self.page_size = page_size
-
-    async def request(
-        self, method: str, path: str, *, query: Sequence[tuple[str, str]] | None = None, **_: Any
-    ) -> dict[str, Any]:
-        cont = dict(query or ()).get("continue", "")
-        index = int(cont.removeprefix("tok-")) // self.page_size if cont else 0
-        parsed: dict[str, Any] = orjson.loads(self.pages[index])
-        return parsed
 
 
 class LoopbackApi(ThreadingHTTPServer):
@@ -234,20 +218,7 @@ def new_controller(api: object, policies: int) -> Controller:
     they select on), its watch fresh for the whole run."""
     cfg = Config()
     ctrl = Controller(cast(KubeClient, api), SystemClock(), cfg)
-    if policies:
-        ctrl.policies.policies = {
-            f"p{k}": parse_policy(
-                {
-                    "metadata": {"name": f"p{k}", "uid": f"uid-p{k}", "generation": 1},
-                    "spec": {"nodeSelector": {"matchLabels": {"pool": f"p{k}"}}},
-                },
-                cfg,
-            )
-            for k in range(policies)
-        }
-    else:
-        ctrl.policies.absent = True
-    ctrl._policies_changed()
+    read_policies(ctrl, cfg, policies)
     return ctrl
 
 

@@ -18,24 +18,14 @@ import json
 import sys
 import time
 
+from bench.common import status_mib
+from bench.controllers import read_policies
 from noderecover.base.clock import SystemClock
 from noderecover.controller.reconciler import Controller
-from noderecover.core.policies import parse_policy
 from noderecover.entry import app  # everything `noderecover run` imports
 from noderecover.entry.config import Config
 from noderecover.kube.client import KubeClient, Timeouts
 from noderecover.kube.kubeconfig import load_api_client
-
-
-def status_mib() -> dict[str, float]:
-    """VmRSS (now) and VmHWM (peak) of this process, MiB."""
-    out: dict[str, float] = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) / 1024
-    return out
 
 
 async def sync(kubeconfig: str, policies: int) -> dict[str, object]:
@@ -44,20 +34,7 @@ async def sync(kubeconfig: str, policies: int) -> dict[str, object]:
     app._tune_gc()  # as app.run, right after loading the client and before any LIST
     kube = KubeClient(api, Timeouts(request=cfg.api_timeout), "bench")
     ctrl = Controller(kube, SystemClock(), cfg)
-    if policies:  # as bench.pass_throughput.new_controller
-        ctrl.policies.policies = {
-            f"p{k}": parse_policy(
-                {
-                    "metadata": {"name": f"p{k}", "uid": f"uid-p{k}", "generation": 1},
-                    "spec": {"nodeSelector": {"matchLabels": {"pool": f"p{k}"}}},
-                },
-                cfg,
-            )
-            for k in range(policies)
-        }
-    else:
-        ctrl.policies.absent = True
-    ctrl._policies_changed()
+    read_policies(ctrl, cfg, policies)
     before = status_mib()
     c0, t0 = time.process_time(), time.perf_counter()
     await ctrl.node_watcher._list()
